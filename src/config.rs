@@ -1,0 +1,499 @@
+//! Configuration: the raw TOML/environment shape, and its validation into the
+//! typed [`Config`] the rest of wharf uses. Every error names the key at fault.
+//! Nothing here opens sockets or touches storage.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::oci::is_valid_component;
+
+/// Where `wharf serve` looks when `--config` is not given and the file exists.
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
+const ENV_PREFIX: &str = "WHARF_";
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.to_string() }
+}
+
+// ---------------------------------------------------------------------------
+// Raw shape: what the file and environment may say. Unknown keys are errors.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default = "default_upstreams")]
+    upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    admin_listen: String,
+    max_manifest_size: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:5000".into(),
+            admin_listen: "127.0.0.1:5050".into(),
+            max_manifest_size: "4MiB".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage { path: PathBuf::from("/var/lib/wharf") }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    url: String,
+    #[serde(default)]
+    default: bool,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_tag_ttl")]
+    tag_ttl: String,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    /// Treat as Docker Hub (one-component names get `library/`). Inferred
+    /// from the URL's host when not set.
+    docker_hub: Option<bool>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default = "default_response_timeout")]
+    response_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout: String,
+    #[serde(default = "default_fill_timeout")]
+    fill_timeout: String,
+    #[serde(default = "default_retries")]
+    retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { level: "info".into() }
+    }
+}
+
+fn default_upstreams() -> Vec<RawUpstream> {
+    vec![RawUpstream {
+        name: "docker.io".into(),
+        url: "https://registry-1.docker.io".into(),
+        default: true,
+        username: None,
+        password: None,
+        password_file: None,
+        tag_ttl: default_tag_ttl(),
+        ca_file: None,
+        insecure: false,
+        docker_hub: None,
+        connect_timeout: default_connect_timeout(),
+        response_timeout: default_response_timeout(),
+        idle_timeout: default_idle_timeout(),
+        fill_timeout: default_fill_timeout(),
+        retries: default_retries(),
+    }]
+}
+fn default_tag_ttl() -> String {
+    "5m".into()
+}
+fn default_connect_timeout() -> String {
+    "10s".into()
+}
+fn default_response_timeout() -> String {
+    "30s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+fn default_fill_timeout() -> String {
+    "1h".into()
+}
+fn default_retries() -> u32 {
+    2
+}
+
+// ---------------------------------------------------------------------------
+// Validated shape.
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) server: ServerConfig,
+    pub(crate) storage: StorageConfig,
+    pub(crate) upstreams: Vec<UpstreamConfig>,
+    pub(crate) log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ServerConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) max_manifest_size: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct StorageConfig {
+    pub(crate) path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct LogConfig {
+    pub(crate) level: String,
+}
+
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
+}
+
+/// Secrets never reach logs: Debug redacts the password.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct UpstreamConfig {
+    /// Path prefix and containerd `ns` value; a valid name component.
+    pub(crate) name: String,
+    /// Base URL, scheme `http` or `https`, no trailing slash.
+    pub(crate) url: http::Uri,
+    /// `host[:port]` of `url`, also accepted as a containerd `ns` value.
+    pub(crate) host: String,
+    pub(crate) default: bool,
+    pub(crate) docker_hub: bool,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) tag_ttl: Duration,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) insecure: bool,
+    pub(crate) connect_timeout: Duration,
+    /// Bound on waiting for response headers.
+    pub(crate) response_timeout: Duration,
+    /// Bound on a body stalling between chunks.
+    pub(crate) idle_timeout: Duration,
+    /// Bound on one whole blob fill.
+    pub(crate) fill_timeout: Duration,
+    /// Extra attempts for idempotent requests that failed before any byte
+    /// reached a client.
+    pub(crate) retries: u32,
+}
+
+impl Config {
+    /// Reads `path` (if given) and `WHARF_<SECTION>__<KEY>` variables from
+    /// `env`, then validates. `env` is passed in so tests need not mutate the
+    /// process environment.
+    pub(crate) fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!("{}: no such file", path.display())));
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        }
+        // Only `WHARF_<SECTION>__<KEY>` variables are configuration; others
+        // with the prefix (WHARF_ADMIN, WHARF_LOG, ...) belong to the CLI.
+        let overrides: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|rest| rest.contains("__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("WHARF")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        );
+        let merged = builder.build().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let raw: RawConfig = merged.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let server = ServerConfig {
+            listen: parse_addr("server.listen", &self.server.listen)?,
+            admin_listen: parse_addr("server.admin_listen", &self.server.admin_listen)?,
+            max_manifest_size: parse_size("server.max_manifest_size", &self.server.max_manifest_size)?
+                as usize,
+        };
+        if server.listen == server.admin_listen && server.listen.port() != 0 {
+            return Err(invalid("server.admin_listen", "must differ from server.listen"));
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(invalid("storage.path", "must not be empty"));
+        }
+        if self.upstream.is_empty() {
+            return Err(invalid("upstream", "at least one [[upstream]] is required"));
+        }
+        let mut upstreams = Vec::with_capacity(self.upstream.len());
+        for (i, raw) in self.upstream.into_iter().enumerate() {
+            let up = raw.validate(&format!("upstream[{i}]"))?;
+            if upstreams.iter().any(|u: &UpstreamConfig| u.name == up.name) {
+                return Err(invalid(format!("upstream[{i}].name"), format!("{:?} is used twice", up.name)));
+            }
+            upstreams.push(up);
+        }
+        if upstreams.iter().filter(|u| u.default).count() > 1 {
+            return Err(invalid("upstream.default", "only one upstream may be the default"));
+        }
+        Ok(Config {
+            server,
+            storage: StorageConfig { path: self.storage.path },
+            upstreams,
+            log: LogConfig { level: self.log.level },
+        })
+    }
+}
+
+impl RawUpstream {
+    fn validate(self, key: &str) -> Result<UpstreamConfig, ConfigError> {
+        if !is_valid_component(&self.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{:?} must be one repository name component (lowercase letters, digits, '.', '_', '-')", self.name),
+            ));
+        }
+        let url_key = format!("{key}.url");
+        let trimmed = self.url.trim_end_matches('/');
+        let url: http::Uri = trimmed.parse().map_err(|e| invalid(&url_key, format!("{:?}: {e}", self.url)))?;
+        match url.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err(invalid(&url_key, format!("{:?} must start with http:// or https://", self.url))),
+        }
+        let host = url
+            .authority()
+            .map(|a| a.as_str().to_ascii_lowercase())
+            .ok_or_else(|| invalid(&url_key, format!("{:?} has no host", self.url)))?;
+        if url.query().is_some() || host.contains('@') {
+            return Err(invalid(&url_key, "must not carry a query or user info; use username/password_file"));
+        }
+        let password = match (self.password, self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!("{key}.password_file"), "set password or password_file, not both"))
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| invalid(format!("{key}.password_file"), format!("{}: {e}", file.display())))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let credentials = match (self.username, password) {
+            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid(format!("{key}.password"), "username is set without a password")),
+            (None, Some(_)) => return Err(invalid(format!("{key}.username"), "a password is set without a username")),
+        };
+        if let Some(ca) = &self.ca_file {
+            if !ca.is_file() {
+                return Err(invalid(format!("{key}.ca_file"), format!("{}: no such file", ca.display())));
+            }
+        }
+        let hub_host = host.split(':').next().unwrap_or_default();
+        let docker_hub = self
+            .docker_hub
+            .unwrap_or(matches!(hub_host, "registry-1.docker.io" | "docker.io" | "index.docker.io"));
+        Ok(UpstreamConfig {
+            name: self.name,
+            url,
+            host,
+            default: self.default,
+            docker_hub,
+            credentials,
+            tag_ttl: parse_duration(&format!("{key}.tag_ttl"), &self.tag_ttl)?,
+            ca_file: self.ca_file,
+            insecure: self.insecure,
+            connect_timeout: parse_positive_duration(&format!("{key}.connect_timeout"), &self.connect_timeout)?,
+            response_timeout: parse_positive_duration(&format!("{key}.response_timeout"), &self.response_timeout)?,
+            idle_timeout: parse_positive_duration(&format!("{key}.idle_timeout"), &self.idle_timeout)?,
+            fill_timeout: parse_positive_duration(&format!("{key}.fill_timeout"), &self.fill_timeout)?,
+            retries: self.retries,
+        })
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| invalid(key, format!("{value:?} is not an address like 0.0.0.0:5000")))
+}
+
+fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value)
+        .map_err(|e| invalid(key, format!("{value:?} is not a duration like \"30s\" or \"5m\": {e}")))
+}
+
+fn parse_positive_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Sizes like `4MiB`, `50GiB`, `512KB` or a plain byte count.
+pub(crate) fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().map_err(|_| invalid(key, format!("{value:?} is not a size like \"4MiB\"")))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        "tb" => 1_000_000_000_000,
+        "tib" | "t" => 1 << 40,
+        _ => return Err(invalid(key, format!("{value:?}: unknown unit {unit:?}"))),
+    };
+    n.checked_mul(mult).ok_or_else(|| invalid(key, format!("{value:?} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(Some(f.path()), env)
+    }
+
+    fn err_text(r: Result<Config, ConfigError>) -> String {
+        r.expect_err("config should be refused").to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_make_a_docker_hub_mirror() {
+        let c = Config::load(None, std::iter::empty()).unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(c.server.admin_listen, "127.0.0.1:5050".parse().unwrap());
+        assert_eq!(c.upstreams.len(), 1);
+        let hub = &c.upstreams[0];
+        assert!(hub.default && hub.docker_hub);
+        assert_eq!(hub.name, "docker.io");
+        assert_eq!(hub.tag_ttl, Duration::from_secs(300));
+        assert_eq!(c.server.max_manifest_size, 4 << 20);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_ignores_cli_variables() {
+        let c = load_str(
+            "[server]\nlisten = \"127.0.0.1:6000\"\n",
+            &[("WHARF_SERVER__LISTEN", "127.0.0.1:7000"), ("WHARF_ADMIN", "http://x"), ("WHARF_STORAGE__PATH", "/srv/w")],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 7000);
+        assert_eq!(c.storage.path, PathBuf::from("/srv/w"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = err_text(load_str("[server]\nlisen = \"x\"\n", &[]));
+        assert!(e.contains("lisen"), "{e}");
+        let e = err_text(load_str("[[upstream]]\nname = \"a\"\nurl = \"http://h\"\nttl = \"1s\"\n", &[]));
+        assert!(e.contains("ttl"), "{e}");
+        let e = err_text(load_str("[bogus]\nx = 1\n", &[]));
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = err_text(load_str("[server]\nlisten = \"nope\"\n", &[]));
+        assert!(e.starts_with("server.listen"), "{e}");
+        let e = err_text(load_str("[[upstream]]\nname = \"a\"\nurl = \"ftp://h\"\n", &[]));
+        assert!(e.starts_with("upstream[0].url"), "{e}");
+        let e = err_text(load_str("[[upstream]]\nname = \"A/B\"\nurl = \"http://h\"\n", &[]));
+        assert!(e.starts_with("upstream[0].name"), "{e}");
+        let e = err_text(load_str("[[upstream]]\nname = \"a\"\nurl = \"http://h\"\ntag_ttl = \"soon\"\n", &[]));
+        assert!(e.starts_with("upstream[0].tag_ttl"), "{e}");
+        let two_defaults = "[[upstream]]\nname = \"a\"\nurl = \"http://h\"\ndefault = true\n\
+                            [[upstream]]\nname = \"b\"\nurl = \"http://i\"\ndefault = true\n";
+        assert!(err_text(load_str(two_defaults, &[])).starts_with("upstream.default"));
+        let dup = "[[upstream]]\nname = \"a\"\nurl = \"http://h\"\n[[upstream]]\nname = \"a\"\nurl = \"http://i\"\n";
+        assert!(err_text(load_str(dup, &[])).starts_with("upstream[1].name"));
+        let e = err_text(load_str("[[upstream]]\nname = \"a\"\nurl = \"http://h\"\nusername = \"u\"\n", &[]));
+        assert!(e.starts_with("upstream[0].password"), "{e}");
+    }
+
+    #[test]
+    fn password_file_is_read_and_redacted_in_debug() {
+        let mut pw = tempfile::NamedTempFile::new().unwrap();
+        writeln!(pw, "s3cret").unwrap();
+        let toml = format!(
+            "[[upstream]]\nname = \"a\"\nurl = \"https://registry-1.docker.io/\"\nusername = \"u\"\npassword_file = {:?}\n",
+            pw.path()
+        );
+        let c = load_str(&toml, &[]).unwrap();
+        let creds = c.upstreams[0].credentials.as_ref().unwrap();
+        assert_eq!(creds.password, "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(c.upstreams[0].docker_hub);
+        assert_eq!(c.upstreams[0].url.to_string(), "https://registry-1.docker.io/");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("k", "4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("k", "10").unwrap(), 10);
+        assert_eq!(parse_size("k", "2GB").unwrap(), 2_000_000_000);
+        assert!(parse_size("k", "lots").is_err());
+    }
+}
