@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `wharf` binary against real upstreams
+//! (`docker-registry`) and real clients (`skopeo`, `podman`), plus an
+//! in-process fake upstream for faults a real registry cannot produce.
+//!
+//! One test binary made of modules, so shared harness code compiles once.
+
+mod http;
+mod wharf;

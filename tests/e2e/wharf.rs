@@ -1,0 +1,137 @@
+//! Starts the real `wharf` binary with a config written to a temp dir and
+//! reads the addresses it bound from its log.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running wharf; killed when dropped.
+pub struct Wharf {
+    child: Child,
+    pub registry: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    /// Everything wharf logged so far arrives here, line by line.
+    pub log: mpsc::Receiver<String>,
+}
+
+/// One `[[upstream]]` entry.
+pub struct UpstreamEntry {
+    pub name: String,
+    pub url: String,
+    pub default: bool,
+    /// Extra raw TOML lines for this entry (credentials, tag_ttl, timeouts...).
+    pub extra: String,
+}
+
+impl UpstreamEntry {
+    pub fn new(name: &str, url: &str) -> UpstreamEntry {
+        UpstreamEntry { name: name.into(), url: url.into(), default: false, extra: String::new() }
+    }
+    pub fn default(mut self) -> Self {
+        self.default = true;
+        self
+    }
+    pub fn extra(mut self, toml_lines: &str) -> Self {
+        self.extra.push_str(toml_lines);
+        self.extra.push('\n');
+        self
+    }
+}
+
+/// Writes `wharf.toml` into `dir` (storage under `dir/storage`).
+pub fn write_config(dir: &Path, upstreams: &[UpstreamEntry]) -> PathBuf {
+    let mut toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n[log]\nlevel = \"debug\"\n",
+        dir.join("storage")
+    );
+    for u in upstreams {
+        toml.push_str(&format!(
+            "\n[[upstream]]\nname = {:?}\nurl = {:?}\ndefault = {}\n{}",
+            u.name, u.url, u.default, u.extra
+        ));
+    }
+    let path = dir.join("wharf.toml");
+    std::fs::write(&path, toml).expect("write wharf.toml");
+    path
+}
+
+impl Wharf {
+    /// Starts `wharf serve --config <dir>/wharf.toml` for the given upstreams.
+    pub fn start(dir: &Path, upstreams: &[UpstreamEntry]) -> Wharf {
+        let config = write_config(dir, upstreams);
+        Wharf::start_with_config(&config)
+    }
+
+    /// Starts wharf on an existing config file (e.g. to restart on the same storage).
+    pub fn start_with_config(config: &Path) -> Wharf {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wharf");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[wharf] {line}");
+                if tx.send(line).is_err() {
+                    // Receiver gone; keep draining so wharf never blocks on a full pipe.
+                }
+            }
+        });
+        let (registry, admin) = loop {
+            let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+                panic!("wharf did not report its listening addresses (exit: {:?})", child.try_wait())
+            });
+            if line.contains("wharf listening") {
+                break (field(&line, "registry="), field(&line, "admin="));
+            }
+        };
+        Wharf { child, registry, admin, config_path: config.to_path_buf(), log: rx }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.registry)
+    }
+
+    /// `127.0.0.1:PORT`, as skopeo and podman want it.
+    pub fn host(&self) -> String {
+        self.registry.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Lines logged so far (non-blocking).
+    pub fn drain_log(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> SocketAddr {
+    let start = line.find(key).unwrap_or_else(|| panic!("no {key} in {line:?}")) + key.len();
+    let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    value.parse().unwrap_or_else(|e| panic!("bad address {value:?} in {line:?}: {e}"))
+}
