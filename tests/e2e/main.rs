@@ -6,3 +6,5 @@
 
 mod http;
 mod wharf;
+mod clients;
+mod images;
