@@ -8,3 +8,4 @@ mod http;
 mod wharf;
 mod clients;
 mod images;
+mod registry;
