@@ -38,7 +38,7 @@ pub(crate) struct Digest {
     hex: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum DigestError {
     #[error("digest must have the form algorithm:hex")]
     Malformed,

@@ -1,0 +1,136 @@
+//! The one place that turns errors into HTTP statuses and OCI error JSON.
+//! The mapping is an exhaustive match: a new error variant does not compile
+//! until someone decides what a client should see.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::{full, Body};
+use super::router::RouteError;
+use crate::oci::ErrorCode;
+use crate::pullthrough::{PullError, RouteError as UpstreamRouteError};
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("invalid pagination parameter n: {0:?}")]
+    BadPagination(String),
+}
+
+impl ApiError {
+    /// Status, OCI code, and extra headers for this error.
+    fn classify(&self) -> (StatusCode, ErrorCode, Option<(header::HeaderName, HeaderValue)>) {
+        use ErrorCode as C;
+        let plain = |code: ErrorCode| (code.status(), code, None);
+        let gateway = |status: StatusCode| (status, C::Unknown, None);
+        match self {
+            ApiError::Route(RouteError::NotFound) => plain(C::NotFound),
+            ApiError::Route(RouteError::Name(_)) => plain(C::NameInvalid),
+            ApiError::Route(RouteError::Digest(_)) => plain(C::DigestInvalid),
+            // A tag that cannot exist names no manifest.
+            ApiError::Route(RouteError::Tag(_)) => plain(C::ManifestUnknown),
+            ApiError::Unsupported(_) => plain(C::Unsupported),
+            ApiError::BadPagination(_) => plain(C::PaginationNumberInvalid),
+            ApiError::Pull(e) => match e {
+                PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),
+                PullError::Route(UpstreamRouteError::Name(_)) => plain(C::NameInvalid),
+                PullError::ManifestUnknown | PullError::NotAcceptable => plain(C::ManifestUnknown),
+                PullError::BlobUnknown => plain(C::BlobUnknown),
+                PullError::RangeNotSatisfiable { size } => (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    C::RangeInvalid,
+                    HeaderValue::from_str(&format!("bytes */{size}")).ok().map(|v| (header::CONTENT_RANGE, v)),
+                ),
+                PullError::Upstream(u) => match u {
+                    UpstreamError::NotFound => plain(C::NameUnknown),
+                    // Docker Hub answers 401 for repositories that do not
+                    // exist; to a client that is an unknown name.
+                    UpstreamError::Unauthorized => plain(C::NameUnknown),
+                    UpstreamError::TooManyRequests { retry_after } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        C::TooManyRequests,
+                        retry_after
+                            .and_then(|d| HeaderValue::from_str(&d.as_secs().max(1).to_string()).ok())
+                            .map(|v| (header::RETRY_AFTER, v)),
+                    ),
+                    UpstreamError::Timeout => gateway(StatusCode::GATEWAY_TIMEOUT),
+                    UpstreamError::Status(_) | UpstreamError::Connect(_) | UpstreamError::Protocol(_) => {
+                        gateway(StatusCode::BAD_GATEWAY)
+                    }
+                    UpstreamError::Config(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
+                },
+                PullError::Stalled | PullError::FillTimeout => gateway(StatusCode::GATEWAY_TIMEOUT),
+                PullError::DigestMismatch { .. }
+                | PullError::Truncated { .. }
+                | PullError::UpstreamBody(_)
+                | PullError::InvalidManifest(_) => gateway(StatusCode::BAD_GATEWAY),
+                PullError::Storage(_) | PullError::Metadata(_) | PullError::Internal(_) => {
+                    gateway(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            },
+        }
+    }
+
+    pub(crate) fn into_response(self, head_only: bool) -> Response<Body> {
+        let (status, code, extra) = self.classify();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        }
+        let json = serde_json::json!({
+            "errors": [{ "code": code.as_str(), "message": self.to_string(), "detail": serde_json::Value::Null }]
+        })
+        .to_string();
+        let len = json.len();
+        let body = if head_only { Body::default() } else { full(json) };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        if let Some((name, value)) = extra {
+            h.insert(name, value);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+
+    async fn render(e: ApiError) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let resp = e.into_response(false);
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn errors_render_as_oci_json_with_spec_statuses() {
+        let (s, _, j) = render(PullError::ManifestUnknown.into()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(j["errors"][0]["code"], "MANIFEST_UNKNOWN");
+        let (s, _, j) = render(PullError::Route(UpstreamRouteError::NoUpstream("x".into())).into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NAME_UNKNOWN")));
+        let (s, _, j) = render(ApiError::Unsupported("push")).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("UNSUPPORTED")));
+    }
+
+    #[tokio::test]
+    async fn upstream_failures_become_gateway_errors_and_429_keeps_retry_after() {
+        let (s, h, j) = render(PullError::Upstream(UpstreamError::TooManyRequests { retry_after: Some(Duration::from_secs(7)) }).into()).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(j["errors"][0]["code"], "TOOMANYREQUESTS");
+        assert_eq!(h.get(header::RETRY_AFTER).unwrap(), "7");
+        assert_eq!(render(PullError::Upstream(UpstreamError::Timeout).into()).await.0, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(render(PullError::Upstream(UpstreamError::Status(503)).into()).await.0, StatusCode::BAD_GATEWAY);
+        assert_eq!(render(PullError::Upstream(UpstreamError::Connect("refused".into())).into()).await.0, StatusCode::BAD_GATEWAY);
+    }
+}

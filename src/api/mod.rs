@@ -1,0 +1,363 @@
+//! The registry API: routes a request, calls the pull-through layer, and
+//! shapes the HTTP response. Handlers are thin; statuses and OCI codes are
+//! chosen only in [`error`]. Never touches storage keys or upstreams
+//! directly.
+
+pub(crate) mod body;
+mod error;
+pub(crate) mod router;
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::metrics::Metrics;
+use crate::oci::media::Accept;
+use crate::oci::{Digest, Reference, RepositoryName};
+use crate::pullthrough::{BlobSource, PullError, PullThrough, TagsPage};
+use crate::storage;
+use body::{full, Body};
+pub(crate) use error::ApiError;
+use router::Route;
+
+const API_VERSION: &str = "Docker-Distribution-API-Version";
+const MAX_PAGE: usize = 10_000;
+
+/// The registry API service; cheap to clone into each connection.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    pull: PullThrough,
+    metrics: Metrics,
+}
+
+/// Query parameters the read API understands.
+#[derive(Default)]
+struct Query {
+    n: Option<String>,
+    last: Option<String>,
+    ns: Option<String>,
+    artifact_type: Option<String>,
+}
+
+impl Query {
+    fn parse(q: Option<&str>) -> Query {
+        let mut out = Query::default();
+        for (k, v) in form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+            match k.as_ref() {
+                "n" => out.n = Some(v.into_owned()),
+                "last" => out.last = Some(v.into_owned()),
+                "ns" => out.ns = Some(v.into_owned()),
+                "artifactType" => out.artifact_type = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn n(&self) -> Result<Option<usize>, ApiError> {
+        match &self.n {
+            None => Ok(None),
+            Some(s) => s
+                .parse::<usize>()
+                .map(|n| Some(n.min(MAX_PAGE)))
+                .map_err(|_| ApiError::BadPagination(s.clone())),
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(pull: PullThrough, metrics: Metrics) -> Registry {
+        Registry { pull, metrics }
+    }
+
+    /// Serves one request; never fails (errors become OCI error responses).
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let head_only = method == Method::HEAD;
+        let mut resp = match self.dispatch(&req).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(head_only),
+        };
+        resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        resp
+    }
+
+    async fn dispatch<B>(&self, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+        let route = router::route(req.uri().path())?;
+        let query = Query::parse(req.uri().query());
+        let method = req.method();
+        let read = *method == Method::GET || *method == Method::HEAD;
+        match route {
+            Route::Base if read => Ok(json_response(StatusCode::OK, "{}".into(), method)),
+            Route::Catalog if read => self.catalog(&query, method).await,
+            Route::Manifest { name, reference } if read => self.manifest(req, &name, &reference, &query).await,
+            Route::Blob { name, digest } if read => self.blob(req, &name, &digest, &query).await,
+            Route::Tags { name } if read => self.tags(&name, &query, method).await,
+            Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, method).await,
+            Route::Upload { .. } => Err(ApiError::Unsupported("pushing is not supported by this registry")),
+            _ => Err(ApiError::Unsupported("this method is not supported on a pull-through cache")),
+        }
+    }
+
+    async fn manifest<B>(
+        &self,
+        req: &Request<B>,
+        name: &RepositoryName,
+        reference: &Reference,
+        query: &Query,
+    ) -> Result<Response<Body>, ApiError> {
+        let target = self.pull.resolve(name, query.ns.as_deref())?;
+        let accept = Accept::parse(req.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+        let manifest = self.pull.manifest(&target, reference, &accept).await?;
+        let etag = format!("\"{}\"", manifest.digest);
+        let not_modified = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        let (status, body) = if not_modified {
+            (StatusCode::NOT_MODIFIED, Body::default())
+        } else if req.method() == Method::HEAD {
+            (StatusCode::OK, Body::default())
+        } else {
+            (StatusCode::OK, full(manifest.bytes.clone()))
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, header_value(&manifest.info.media_type)?);
+        if status == StatusCode::OK {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(manifest.bytes.len()));
+        }
+        h.insert("Docker-Content-Digest", header_value(&manifest.digest.to_string())?);
+        h.insert(header::ETAG, header_value(&etag)?);
+        Ok(resp)
+    }
+
+    async fn blob<B>(
+        &self,
+        req: &Request<B>,
+        name: &RepositoryName,
+        digest: &Digest,
+        query: &Query,
+    ) -> Result<Response<Body>, ApiError> {
+        let target = self.pull.resolve(name, query.ns.as_deref())?;
+        let head_only = req.method() == Method::HEAD;
+        let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(ByteRange::parse);
+        let source = self.pull.blob(&target, digest, !head_only).await?;
+        let size = match &source {
+            BlobSource::Stored(obj) => Some(obj.size),
+            BlobSource::Filling { size, .. } | BlobSource::Remote { size } => *size,
+        };
+        // A range is honoured only when the size is known; otherwise the
+        // whole blob is sent (RFC 9110 lets a server ignore Range).
+        let span = match (range, size) {
+            (Some(r), Some(size)) => Some(r.resolve(size).ok_or(PullError::RangeNotSatisfiable { size })?),
+            _ => None,
+        };
+        let (start, end) = match (span, size) {
+            (Some((s, e)), _) => (s, Some(e)),
+            (None, Some(size)) => (0, Some(size)),
+            (None, None) => (0, None),
+        };
+        let body = if head_only {
+            Body::default()
+        } else {
+            match source {
+                BlobSource::Stored(obj) => {
+                    let served = self.metrics.served_bytes.with_label_values(&["cache"]);
+                    let end = end.unwrap_or(obj.size);
+                    body::stream(storage::stream_range(obj.file, start, end).inspect(move |chunk| {
+                        if let Ok(bytes) = chunk {
+                            served.inc_by(bytes.len() as u64);
+                        }
+                    }))
+                }
+                BlobSource::Filling { fill, .. } => {
+                    let served = self.metrics.served_bytes.with_label_values(&["upstream"]);
+                    body::stream(fill.body(start, end).inspect(move |chunk| {
+                        if let Ok(bytes) = chunk {
+                            served.inc_by(bytes.len() as u64);
+                        }
+                    }))
+                }
+                BlobSource::Remote { .. } => Body::default(),
+            }
+        };
+        let mut resp = Response::new(body);
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        h.insert("Docker-Content-Digest", header_value(&digest.to_string())?);
+        h.insert(header::ETAG, header_value(&format!("\"{digest}\""))?);
+        if size.is_some() {
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        if let Some(end) = end {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+        }
+        if let (Some((s, e)), Some(size)) = (span, size) {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut()
+                .insert(header::CONTENT_RANGE, header_value(&format!("bytes {s}-{}/{size}", e - 1))?);
+        }
+        Ok(resp)
+    }
+
+    async fn tags(&self, name: &RepositoryName, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
+        let target = self.pull.resolve(name, query.ns.as_deref())?;
+        let n = query.n()?;
+        let page = self.pull.tags(&target, n, query.last.as_deref()).await?;
+        let link = next_link(&format!("/v2/{name}/tags/list"), n, &page);
+        let json = serde_json::json!({ "name": name.as_str(), "tags": page.tags }).to_string();
+        let mut resp = json_response(StatusCode::OK, json, method);
+        if let Some(link) = link {
+            resp.headers_mut().insert(header::LINK, header_value(&link)?);
+        }
+        Ok(resp)
+    }
+
+    async fn catalog(&self, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
+        let n = query.n()?;
+        let page = self.pull.catalog(n, query.last.as_deref()).await?;
+        let link = next_link("/v2/_catalog", n, &page);
+        let json = serde_json::json!({ "repositories": page.tags }).to_string();
+        let mut resp = json_response(StatusCode::OK, json, method);
+        if let Some(link) = link {
+            resp.headers_mut().insert(header::LINK, header_value(&link)?);
+        }
+        Ok(resp)
+    }
+
+    async fn referrers(
+        &self,
+        name: &RepositoryName,
+        digest: &Digest,
+        query: &Query,
+        method: &Method,
+    ) -> Result<Response<Body>, ApiError> {
+        let target = self.pull.resolve(name, query.ns.as_deref())?;
+        let index = self.pull.referrers(&target, digest, query.artifact_type.as_deref()).await?;
+        let mut resp = json_response(StatusCode::OK, String::from_utf8_lossy(&index).into_owned(), method);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::oci::media::OCI_INDEX));
+        if query.artifact_type.is_some() {
+            resp.headers_mut().insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
+        }
+        Ok(resp)
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(s).map_err(|_| ApiError::Pull(PullError::Internal(format!("invalid header value {s:?}"))))
+}
+
+fn json_response(status: StatusCode, json: String, method: &Method) -> Response<Body> {
+    let len = json.len();
+    let body = if *method == Method::HEAD { Body::default() } else { full(Bytes::from(json)) };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+/// `Link: <path?n=N&last=L>; rel="next"` when another page follows.
+fn next_link(path: &str, n: Option<usize>, page: &TagsPage) -> Option<String> {
+    if !page.has_more {
+        return None;
+    }
+    let last = page.tags.last()?;
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(n) = n {
+        q.append_pair("n", &n.to_string());
+    }
+    q.append_pair("last", last);
+    Some(format!("<{path}?{}>; rel=\"next\"", q.finish()))
+}
+
+/// A single byte range from a `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByteRange {
+    /// `bytes=a-b` or `bytes=a-`
+    From { start: u64, end: Option<u64> },
+    /// `bytes=-n`: the last n bytes.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Parses one range; multiple ranges or other units are ignored (the
+    /// whole blob is served), as RFC 9110 allows.
+    fn parse(v: &str) -> Option<ByteRange> {
+        let spec = v.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let (a, b) = (a.trim(), b.trim());
+        if a.is_empty() {
+            return Some(ByteRange::Suffix(b.parse().ok()?));
+        }
+        let start = a.parse().ok()?;
+        let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+        if end.is_some_and(|e| e < start) {
+            return None;
+        }
+        Some(ByteRange::From { start, end })
+    }
+
+    /// `[start, end)` within a blob of `size`, or None if unsatisfiable.
+    fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From { start, end } => {
+                if start >= size {
+                    return None;
+                }
+                let end = end.map_or(size, |e| (e + 1).min(size));
+                Some((start, end))
+            }
+            ByteRange::Suffix(n) => {
+                if n == 0 || size == 0 {
+                    return None;
+                }
+                Some((size - n.min(size), size))
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_and_resolve() {
+        assert_eq!(ByteRange::parse("bytes=0-9").and_then(|r| r.resolve(100)), Some((0, 10)));
+        assert_eq!(ByteRange::parse("bytes=90-").and_then(|r| r.resolve(100)), Some((90, 100)));
+        assert_eq!(ByteRange::parse("bytes=-10").and_then(|r| r.resolve(100)), Some((90, 100)));
+        assert_eq!(ByteRange::parse("bytes=50-500").and_then(|r| r.resolve(100)), Some((50, 100)));
+        assert_eq!(ByteRange::parse("bytes=100-").and_then(|r| r.resolve(100)), None);
+        assert_eq!(ByteRange::parse("bytes=0-1,5-6"), None);
+        assert_eq!(ByteRange::parse("items=0-1"), None);
+        assert_eq!(ByteRange::parse("bytes=9-2"), None);
+    }
+
+    #[test]
+    fn next_link_points_after_the_last_entry() {
+        let page = TagsPage { tags: vec!["a".into(), "b c".into()], has_more: true };
+        assert_eq!(next_link("/v2/x/tags/list", Some(2), &page).unwrap(), "</v2/x/tags/list?n=2&last=b+c>; rel=\"next\"");
+        let done = TagsPage { tags: vec!["a".into()], has_more: false };
+        assert_eq!(next_link("/v2/x/tags/list", Some(1), &done), None);
+    }
+}

@@ -1,0 +1,117 @@
+//! The registry route table: parses `/v2/...` paths into typed routes.
+//! Pure: no I/O. Names are parsed from the right (`/manifests/`, `/blobs/`,
+//! `/tags/list`, `/referrers/`), since a repository name may contain any
+//! number of `/`. Nothing is percent-decoded: `%` is not valid in a name,
+//! so an encoded `..` or `/` can never reach storage.
+
+use crate::oci::{Digest, DigestError, NameError, Reference, ReferenceError, RepositoryName};
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `/v2/`: API version check.
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    Manifest { name: RepositoryName, reference: Reference },
+    Blob { name: RepositoryName, digest: Digest },
+    /// `/v2/<name>/blobs/uploads/...`: the push side.
+    Upload { name: RepositoryName },
+    Tags { name: RepositoryName },
+    Referrers { name: RepositoryName, digest: Digest },
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RouteError {
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("invalid repository name: {0}")]
+    Name(#[from] NameError),
+    #[error("invalid digest: {0}")]
+    Digest(#[from] DigestError),
+    #[error("invalid tag: {0}")]
+    Tag(NameError),
+}
+
+impl From<ReferenceError> for RouteError {
+    fn from(e: ReferenceError) -> Self {
+        match e {
+            ReferenceError::Digest(d) => RouteError::Digest(d),
+            ReferenceError::Tag(t) => RouteError::Tag(t),
+        }
+    }
+}
+
+pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
+    let rest = match path.strip_prefix("/v2") {
+        Some("") | Some("/") => return Ok(Route::Base),
+        Some(rest) => rest.strip_prefix('/').ok_or(RouteError::NotFound)?,
+        None => return Err(RouteError::NotFound),
+    };
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Ok(Route::Tags { name: name.parse()? });
+    }
+    if let Some((name, tail)) = rest.split_once("/blobs/uploads") {
+        if tail.is_empty() || tail.starts_with('/') {
+            return Ok(Route::Upload { name: name.parse()? });
+        }
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        return Ok(Route::Manifest { name: name.parse()?, reference: reference.parse()? });
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+        return Ok(Route::Blob { name: name.parse()?, digest: digest.parse()? });
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+        return Ok(Route::Referrers { name: name.parse()?, digest: digest.parse()? });
+    }
+    Err(RouteError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_every_read_route() {
+        assert_eq!(route("/v2/"), Ok(Route::Base));
+        assert_eq!(route("/v2"), Ok(Route::Base));
+        assert_eq!(route("/v2/_catalog"), Ok(Route::Catalog));
+        match route("/v2/docker.io/library/alpine/manifests/3.20").unwrap() {
+            Route::Manifest { name, reference } => {
+                assert_eq!(name.as_str(), "docker.io/library/alpine");
+                assert_eq!(reference.to_string(), "3.20");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(route(&format!("/v2/a/b/blobs/{D}")), Ok(Route::Blob { .. })));
+        assert!(matches!(route(&format!("/v2/a/referrers/{D}")), Ok(Route::Referrers { .. })));
+        assert!(matches!(route("/v2/a/b/tags/list"), Ok(Route::Tags { .. })));
+        assert!(matches!(route("/v2/a/blobs/uploads/"), Ok(Route::Upload { .. })));
+        assert!(matches!(route("/v2/a/blobs/uploads/some-id"), Ok(Route::Upload { .. })));
+    }
+
+    #[test]
+    fn names_containing_route_words_parse_from_the_right() {
+        match route("/v2/manifests/blobs/manifests/latest").unwrap() {
+            Route::Manifest { name, .. } => assert_eq!(name.as_str(), "manifests/blobs"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_traversal_and_garbage() {
+        assert!(matches!(route("/v2/..%2f..%2fetc/manifests/x"), Err(RouteError::Name(_))));
+        assert!(matches!(route("/v2/../etc/manifests/x"), Err(RouteError::Name(_))));
+        assert!(matches!(route("/v2/a/blobs/sha256:..%2f"), Err(RouteError::Digest(_))));
+        assert!(matches!(route("/v2/a/manifests/bad$tag"), Err(RouteError::Tag(_))));
+        assert_eq!(route("/v3/"), Err(RouteError::NotFound));
+        assert_eq!(route("/v2x"), Err(RouteError::NotFound));
+        assert_eq!(route("/v2/a/unknown"), Err(RouteError::NotFound));
+        assert!(route("/").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The composition root: builds every part from the validated config, binds
+//! the listeners, runs the servers, and shuts down on a signal. Handles no
+//! requests itself.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::api::body::Body;
+use crate::api::Registry;
+use crate::config::Config;
+use crate::metadata::Metadata;
+use crate::metrics::Metrics;
+use crate::pullthrough::{PullThrough, Upstreams};
+use crate::server::{self, Handler};
+use crate::storage::Storage;
+use crate::upstream::Upstream;
+
+/// In-flight requests get this long to finish after SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why wharf could not start; each maps to its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind { key: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+impl Handler for Registry {
+    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req)
+    }
+}
+
+impl Handler for Admin {
+    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req)
+    }
+}
+
+/// Runs wharf until SIGTERM or SIGINT.
+pub(crate) async fn run(config: Config) -> Result<(), StartError> {
+    let metrics = Metrics::new().map_err(|e| StartError::Config(format!("metrics: {e}")))?;
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| Upstream::new(u).map_err(|e| StartError::Config(format!("upstream {:?}: {e}", u.name))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let storage = Storage::open(&config.storage.path)
+        .await
+        .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+    let metadata = Metadata::open(&config.storage.path)
+        .await
+        .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+    let pull = PullThrough::new(
+        Upstreams::new(upstreams),
+        storage,
+        metadata,
+        metrics.clone(),
+        config.server.max_manifest_size,
+    );
+
+    let registry_listener = bind("server.listen", config.server.listen).await?;
+    let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
+    let registry_addr = registry_listener.local_addr().map_err(|source| StartError::Bind {
+        key: "server.listen",
+        addr: config.server.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
+        key: "server.admin_listen",
+        addr: config.server.admin_listen,
+        source,
+    })?;
+    for u in &config.upstreams {
+        tracing::info!(name = %u.name, url = %u.url, default = u.default, tag_ttl = ?u.tag_ttl, "upstream");
+    }
+    tracing::info!(registry = %registry_addr, admin = %admin_addr, storage = %config.storage.path.display(), "wharf listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let registry = tokio::spawn(server::serve(
+        registry_listener,
+        Arc::new(Registry::new(pull, metrics.clone())),
+        stop_rx.clone(),
+        DRAIN_GRACE,
+    ));
+    let admin = tokio::spawn(server::serve(admin_listener, Arc::new(Admin::new(metrics)), stop_rx, DRAIN_GRACE));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(registry, admin);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops wharf");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Pull-through: local content first, the upstream on a miss. Owns tag
+//! freshness, manifest caching, coalesced blob fills and the streaming tee.
+//! Takes spec types from the API layer and answers with content or a
+//! [`PullError`]; never sees HTTP requests, never writes SQL or object keys.
+//!
+//! Freshness, in one place:
+//! - a digest reference is served locally whenever present; once cached it
+//!   never touches the upstream again;
+//! - a tag's digest is trusted for the upstream's `tag_ttl`, then
+//!   revalidated with a HEAD; if the upstream is unreachable, 5xx or 429 the
+//!   last known digest is served (stale) and logged; a tag the upstream says
+//!   is gone is gone.
+
+mod fill;
+mod route;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::future::Cache;
+use serde::Serialize;
+
+pub(crate) use fill::Fill;
+use fill::{FillJob, Fills};
+pub(crate) use route::{RouteError, Target, Upstreams};
+
+use crate::metadata::{Metadata, MetadataError, TagRecord};
+use crate::metrics::Metrics;
+use crate::oci::media::{self, ManifestInfo};
+use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
+use crate::storage::{Storage, StorageError, StoredObject};
+use crate::upstream::UpstreamError;
+
+/// How long a stale tag answer is reused before the upstream is asked again.
+const STALE_RECHECK: Duration = Duration::from_secs(10);
+/// Bytes of manifests kept in memory for fast tag and digest answers.
+const MANIFEST_MEMORY: u64 = 64 << 20;
+
+/// Everything that can go wrong below the API, by whose fault it is.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum PullError {
+    // The client's request names nothing we have or can reach.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("blob unknown")]
+    BlobUnknown,
+    #[error("no representation of the manifest matches the Accept header")]
+    NotAcceptable,
+    #[error("requested range is not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    // The upstream failed us.
+    #[error("upstream: {0}")]
+    Upstream(UpstreamError),
+    #[error("upstream sent content with digest {actual}, expected {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("upstream body ended after {got} of {expected} bytes")]
+    Truncated { got: u64, expected: u64 },
+    #[error("upstream body stalled")]
+    Stalled,
+    #[error("upstream body failed: {0}")]
+    UpstreamBody(String),
+    #[error("blob fill exceeded fill_timeout")]
+    FillTimeout,
+    #[error("upstream sent an unusable manifest: {0}")]
+    InvalidManifest(String),
+    // Our own failures.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl PullError {
+    /// Failures worth a warning in the log (the client's mistakes are not).
+    pub(crate) fn is_upstream_fault(&self) -> bool {
+        matches!(
+            self,
+            PullError::Upstream(_)
+                | PullError::DigestMismatch { .. }
+                | PullError::Truncated { .. }
+                | PullError::Stalled
+                | PullError::UpstreamBody(_)
+                | PullError::FillTimeout
+                | PullError::InvalidManifest(_)
+        )
+    }
+}
+
+impl From<UpstreamError> for PullError {
+    fn from(e: UpstreamError) -> Self {
+        PullError::Upstream(e)
+    }
+}
+
+/// The upstream is down or refusing load, so a known tag may be served stale.
+fn is_unavailable(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Timeout | UpstreamError::Connect(_) | UpstreamError::TooManyRequests { .. } => true,
+        UpstreamError::Status(s) => *s >= 500,
+        _ => false,
+    }
+}
+
+/// A manifest as stored: its exact bytes and what they are.
+#[derive(Debug)]
+pub(crate) struct Manifest {
+    pub(crate) digest: Digest,
+    pub(crate) bytes: Bytes,
+    pub(crate) info: ManifestInfo,
+}
+
+/// Where a blob's bytes will come from.
+pub(crate) enum BlobSource {
+    /// In local storage.
+    Stored(StoredObject),
+    /// Arriving from the upstream (this request started the fill or joined
+    /// it); `size` when the upstream announced it.
+    Filling { fill: Arc<Fill>, size: Option<u64> },
+    /// A HEAD on a miss, answered by the upstream without fetching.
+    Remote { size: Option<u64> },
+}
+
+/// A page of tags.
+#[derive(Debug, Serialize)]
+pub(crate) struct TagsPage {
+    pub(crate) tags: Vec<String>,
+    #[serde(skip)]
+    pub(crate) has_more: bool,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq)]
+struct TagKey {
+    upstream: String,
+    repo: RepositoryName,
+    tag: Tag,
+}
+
+#[derive(Clone)]
+struct TagEntry {
+    digest: Digest,
+    ttl: Duration,
+}
+
+struct TagExpiry;
+
+impl moka::Expiry<TagKey, TagEntry> for TagExpiry {
+    fn expire_after_create(&self, _: &TagKey, value: &TagEntry, _: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The pull-through cache. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PullThrough {
+    upstreams: Upstreams,
+    storage: Storage,
+    metadata: Metadata,
+    metrics: Metrics,
+    fills: Fills,
+    manifests: Cache<Digest, Arc<Manifest>>,
+    tags: Cache<TagKey, TagEntry>,
+    max_manifest_size: usize,
+}
+
+impl PullThrough {
+    pub(crate) fn new(
+        upstreams: Upstreams,
+        storage: Storage,
+        metadata: Metadata,
+        metrics: Metrics,
+        max_manifest_size: usize,
+    ) -> PullThrough {
+        let manifests = Cache::builder()
+            .max_capacity(MANIFEST_MEMORY)
+            .weigher(|_, m: &Arc<Manifest>| u32::try_from(m.bytes.len()).unwrap_or(u32::MAX))
+            .build();
+        let tags = Cache::builder().max_capacity(100_000).expire_after(TagExpiry).build();
+        PullThrough {
+            upstreams,
+            storage,
+            metadata,
+            metrics,
+            fills: Fills::default(),
+            manifests,
+            tags,
+            max_manifest_size,
+        }
+    }
+
+    pub(crate) fn resolve(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Target, PullError> {
+        Ok(self.upstreams.resolve(name, ns)?)
+    }
+
+    // -- manifests ---------------------------------------------------------
+
+    /// The manifest `reference` names, after negotiation with `accept`.
+    pub(crate) async fn manifest(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        accept: &media::Accept,
+    ) -> Result<Arc<Manifest>, PullError> {
+        let (digest, by_digest) = match reference {
+            Reference::Digest(d) => (d.clone(), true),
+            Reference::Tag(t) => (self.resolve_tag(target, t).await?, false),
+        };
+        let manifest = self.manifest_by_digest(target, &digest).await?;
+        match media::negotiate(&manifest.info, accept, by_digest) {
+            media::Negotiated::AsStored => Ok(manifest),
+            media::Negotiated::Child(child) => self.manifest_by_digest(target, &child).await,
+            media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
+        }
+    }
+
+    async fn resolve_tag(&self, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
+        let key = TagKey { upstream: target.upstream.config().name.clone(), repo: target.repo.clone(), tag: tag.clone() };
+        let entry = self
+            .tags
+            .entry(key)
+            .or_try_insert_with(self.revalidate_tag(target, tag))
+            .await
+            .map_err(|e| (*e).clone())?;
+        if !entry.is_fresh() {
+            self.metrics.cache("manifest", "hit");
+        }
+        Ok(entry.into_value().digest)
+    }
+
+    /// Asks the upstream what `tag` points at now; runs at most once at a
+    /// time per tag (concurrent requests wait for this answer).
+    async fn revalidate_tag(&self, target: &Target, tag: &Tag) -> Result<TagEntry, PullError> {
+        let cfg = target.upstream.config();
+        let recorded = self.metadata.tag(&cfg.name, &target.repo, tag).await?;
+        let reference = Reference::Tag(tag.clone());
+        let digest = match target.upstream.head_manifest(&target.repo, &reference).await {
+            Ok(head) => match head.digest {
+                Some(d) => {
+                    self.manifest_by_digest(target, &d).await?;
+                    d
+                }
+                // The upstream did not name the digest: fetch by tag.
+                None => self.fetch_manifest_by_tag(target, tag).await?,
+            },
+            Err(UpstreamError::NotFound) => {
+                self.metadata.remove_tag(&cfg.name, &target.repo, tag).await?;
+                return Err(PullError::ManifestUnknown);
+            }
+            Err(e) if is_unavailable(&e) => match recorded {
+                Some(rec) if self.storage.stat(&rec.digest).await?.is_some() => {
+                    tracing::warn!(upstream = %cfg.name, repository = %target.repo, %tag, error = %e,
+                        "upstream unavailable; serving the last known manifest for the tag");
+                    self.metrics.cache("manifest", "stale");
+                    return Ok(TagEntry { digest: rec.digest, ttl: cfg.tag_ttl.min(STALE_RECHECK) });
+                }
+                _ => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        if recorded.as_ref().map(|r| &r.digest) != Some(&digest) {
+            self.metadata.put_tag(&cfg.name, &target.repo, tag, &TagRecord { digest: digest.clone() }).await?;
+        }
+        Ok(TagEntry { digest, ttl: cfg.tag_ttl })
+    }
+
+    async fn fetch_manifest_by_tag(&self, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
+        let fetched = target
+            .upstream
+            .get_manifest(&target.repo, &Reference::Tag(tag.clone()), self.max_manifest_size)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::NotFound => PullError::ManifestUnknown,
+                other => other.into(),
+            })?;
+        let digest = fetched.digest.clone().unwrap_or_else(|| Digest::of(Algorithm::Sha256, &fetched.bytes));
+        let manifest = self.store_manifest(target, &digest, fetched.bytes).await?;
+        self.manifests.insert(digest.clone(), manifest).await;
+        Ok(digest)
+    }
+
+    /// A manifest by digest: memory, then storage, then the upstream (one
+    /// fetch at a time per digest).
+    async fn manifest_by_digest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+        let entry = self
+            .manifests
+            .entry(digest.clone())
+            .or_try_insert_with(self.load_manifest(target, digest))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(entry.into_value())
+    }
+
+    async fn load_manifest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+        if let Some(bytes) = self.storage.read_small(digest, self.max_manifest_size).await? {
+            let info = media::inspect(&bytes).map_err(|e| PullError::Internal(format!("stored manifest {digest}: {e}")))?;
+            return Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }));
+        }
+        self.metrics.cache("manifest", "miss");
+        let fetched = target
+            .upstream
+            .get_manifest(&target.repo, &Reference::Digest(digest.clone()), self.max_manifest_size)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::NotFound => PullError::ManifestUnknown,
+                other => other.into(),
+            })?;
+        self.store_manifest(target, digest, fetched.bytes).await
+    }
+
+    /// Verifies and stores manifest bytes the upstream sent for `digest`.
+    async fn store_manifest(&self, target: &Target, digest: &Digest, bytes: Bytes) -> Result<Arc<Manifest>, PullError> {
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if actual != *digest {
+            self.metrics.upstream_errors.with_label_values(&[&target.upstream.config().name, "digest_mismatch"]).inc();
+            return Err(PullError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        let info = media::inspect(&bytes).map_err(|e| PullError::InvalidManifest(e.to_string()))?;
+        self.storage.put_verified(digest, bytes.clone()).await.map_err(|e| match e {
+            crate::storage::IngestError::DigestMismatch { expected, actual } => PullError::DigestMismatch { expected, actual },
+            crate::storage::IngestError::Storage(s) => PullError::Storage(s),
+        })?;
+        self.metadata.note_repository(&target.upstream.config().name, &target.repo).await?;
+        Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }))
+    }
+
+    // -- blobs -------------------------------------------------------------
+
+    /// Locates a blob's bytes: stored, arriving, or (for a HEAD on a miss)
+    /// only described by the upstream.
+    pub(crate) async fn blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+        if let Some(obj) = self.storage.open_object(digest).await? {
+            self.metrics.cache("blob", "hit");
+            return Ok(BlobSource::Stored(obj));
+        }
+        if !want_body {
+            if let Some(fill) = self.fills.get(digest) {
+                let size = fill.ready().await?;
+                return Ok(BlobSource::Filling { fill, size });
+            }
+            let head = target.upstream.head_blob(&target.repo, digest).await.map_err(|e| match e {
+                UpstreamError::NotFound => PullError::BlobUnknown,
+                other => other.into(),
+            })?;
+            return Ok(BlobSource::Remote { size: head.size });
+        }
+        let (fill, started) = self.fills.join_or_start(digest, || FillJob {
+            storage: self.storage.clone(),
+            target: target.clone(),
+            digest: digest.clone(),
+            metrics: self.metrics.clone(),
+        });
+        self.metrics.cache("blob", if started { "miss" } else { "coalesced" });
+        if started {
+            // Recorded now so the repository is listed even if the client
+            // leaves before the fill completes.
+            self.metadata.note_repository(&target.upstream.config().name, &target.repo).await?;
+        }
+        let size = fill.ready().await?;
+        Ok(BlobSource::Filling { fill, size })
+    }
+
+    // -- listings ------------------------------------------------------------
+
+    /// Tags of a repository: the upstream's list, or the locally known tags
+    /// when the upstream is unavailable.
+    pub(crate) async fn tags(&self, target: &Target, n: Option<usize>, last: Option<&str>) -> Result<TagsPage, PullError> {
+        match target.upstream.tags_list(&target.repo, n, last).await {
+            Ok(page) => Ok(TagsPage { tags: page.tags, has_more: page.has_more }),
+            Err(UpstreamError::NotFound) => Err(PullError::Route(RouteError::NoUpstream(target.repo.to_string()))),
+            Err(e) if is_unavailable(&e) => {
+                let known = self.metadata.tags(&target.upstream.config().name, &target.repo).await?;
+                Ok(paginate(known, n, last))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Repositories with cached content, named as clients address them
+    /// (`<upstream>/<repo>`).
+    pub(crate) async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<TagsPage, PullError> {
+        Ok(paginate(self.metadata.repositories().await?, n, last))
+    }
+
+    /// The referrers of `digest` as an OCI image index. Uses the upstream's
+    /// referrers API, or, where the upstream has none, the tag schema
+    /// (`<alg>-<hex>` tag holding an index of referrers).
+    pub(crate) async fn referrers(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes, PullError> {
+        let entries = match target.upstream.referrers(&target.repo, digest, artifact_type).await {
+            Ok(r) => index_entries(&r.bytes)?,
+            Err(UpstreamError::NotFound) => {
+                let fallback: Result<Tag, _> = format!("{}-{}", digest.algorithm().as_str(), digest.hex()).parse();
+                let accept = media::Accept::parse([media::OCI_INDEX].into_iter());
+                match fallback {
+                    Ok(tag) => match self.manifest(target, &Reference::Tag(tag), &accept).await {
+                        Ok(m) if m.info.kind == media::ManifestKind::OciIndex => index_entries(&m.bytes)?,
+                        Ok(_) | Err(PullError::ManifestUnknown) | Err(PullError::NotAcceptable) => Vec::new(),
+                        Err(e) => return Err(e),
+                    },
+                    Err(_) => Vec::new(),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let manifests: Vec<serde_json::Value> = entries
+            .into_iter()
+            .filter(|e| artifact_type.is_none_or(|t| e.get("artifactType").and_then(|v| v.as_str()) == Some(t)))
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok(Bytes::from(index.to_string()))
+    }
+}
+
+fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, PullError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| PullError::InvalidManifest(format!("referrers index: {e}")))?;
+    Ok(v.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default())
+}
+
+/// Lexically sorted pagination as the spec describes: entries after `last`,
+/// at most `n`.
+fn paginate(mut all: Vec<String>, n: Option<usize>, last: Option<&str>) -> TagsPage {
+    all.sort();
+    let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
+    let rest = &all[start..];
+    let take = n.unwrap_or(rest.len()).min(rest.len());
+    TagsPage { tags: rest[..take].to_vec(), has_more: take < rest.len() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_follows_last_and_n() {
+        let all = || vec!["b".to_owned(), "a".to_owned(), "c".to_owned()];
+        let p = paginate(all(), Some(2), None);
+        assert_eq!((p.tags, p.has_more), (vec!["a".to_owned(), "b".to_owned()], true));
+        let p = paginate(all(), Some(2), Some("b"));
+        assert_eq!((p.tags, p.has_more), (vec!["c".to_owned()], false));
+        let p = paginate(all(), None, Some("zz"));
+        assert!(p.tags.is_empty() && !p.has_more);
+        assert_eq!(paginate(all(), Some(0), None).tags.len(), 0);
+    }
+}

@@ -1,0 +1,131 @@
+//! Which upstream a request goes to, and under which name there.
+//!
+//! 1. `/v2/<upstream-name>/<repo>/...`: that upstream, `<repo>` upstream.
+//! 2. `?ns=<upstream-name or host>` (containerd): that upstream.
+//! 3. Otherwise the `default = true` upstream.
+//!
+//! A name or `ns` that matches no configured upstream resolves to nothing,
+//! so wharf never connects to a host a client named.
+
+use crate::oci::{RepositoryName, NameError};
+use crate::upstream::Upstream;
+
+/// The configured upstreams, in config order.
+#[derive(Clone)]
+pub(crate) struct Upstreams {
+    all: Vec<Upstream>,
+    default: Option<usize>,
+}
+
+/// Where a client's repository name leads.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) upstream: Upstream,
+    /// The repository name at the upstream (`library/` added for Docker Hub).
+    pub(crate) repo: RepositoryName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RouteError {
+    #[error("no upstream is configured for {0:?}")]
+    NoUpstream(String),
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+impl Upstreams {
+    pub(crate) fn new(all: Vec<Upstream>) -> Upstreams {
+        let default = all.iter().position(|u| u.config().default);
+        Upstreams { all, default }
+    }
+
+    pub(crate) fn all(&self) -> &[Upstream] {
+        &self.all
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Upstream> {
+        self.all.iter().find(|u| u.config().name == name)
+    }
+
+    /// Resolves a client-facing repository name (and containerd's `ns`).
+    pub(crate) fn resolve(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Target, RouteError> {
+        let (first, rest) = name.split_first();
+        if let Some(rest) = rest {
+            if let Some(up) = self.by_name(first) {
+                return Ok(target(up, rest)?);
+            }
+        }
+        if let Some(ns) = ns {
+            let ns = ns.to_ascii_lowercase();
+            let up = self
+                .all
+                .iter()
+                .find(|u| u.config().name == ns || u.config().host == ns)
+                .ok_or(RouteError::NoUpstream(ns))?;
+            return Ok(target(up, name.clone())?);
+        }
+        match self.default {
+            Some(i) => Ok(target(&self.all[i], name.clone())?),
+            None => Err(RouteError::NoUpstream(first.to_owned())),
+        }
+    }
+}
+
+fn target(up: &Upstream, repo: RepositoryName) -> Result<Target, NameError> {
+    // Docker Hub keeps official images under `library/`; clients say `alpine`.
+    let repo = if up.config().docker_hub && repo.component_count() == 1 {
+        repo.with_prefix("library")?
+    } else {
+        repo
+    };
+    Ok(Target { upstream: up.clone(), repo })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn upstreams(toml: &str) -> Upstreams {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let cfg = Config::load(Some(&path), std::iter::empty()).unwrap();
+        Upstreams::new(cfg.upstreams.iter().map(|u| Upstream::new(u).unwrap()).collect())
+    }
+
+    fn name(s: &str) -> RepositoryName {
+        s.parse().unwrap()
+    }
+
+    const TWO: &str = "[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\ndefault = true\n\
+                       [[upstream]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n\
+                       [[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:5001\"\n";
+
+    fn resolve(u: &Upstreams, n: &str, ns: Option<&str>) -> (String, String) {
+        let t = u.resolve(&name(n), ns).unwrap();
+        (t.upstream.config().name.clone(), t.repo.to_string())
+    }
+
+    #[test]
+    fn path_prefix_then_ns_then_default() {
+        let u = upstreams(TWO);
+        assert_eq!(resolve(&u, "quay.io/org/app", None), ("quay.io".into(), "org/app".into()));
+        assert_eq!(resolve(&u, "docker.io/alpine", None), ("docker.io".into(), "library/alpine".into()));
+        assert_eq!(resolve(&u, "org/app", Some("quay.io")), ("quay.io".into(), "org/app".into()));
+        assert_eq!(resolve(&u, "team/tool", Some("127.0.0.1:5001")), ("local".into(), "team/tool".into()));
+        assert_eq!(resolve(&u, "alpine", None), ("docker.io".into(), "library/alpine".into()));
+        assert_eq!(resolve(&u, "team/tool", None), ("docker.io".into(), "team/tool".into()));
+        // A lone component equal to an upstream name is a repository, not a prefix.
+        assert_eq!(resolve(&u, "local", None), ("docker.io".into(), "library/local".into()));
+    }
+
+    #[test]
+    fn unknown_names_reach_no_host() {
+        let u = upstreams("[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:5001\"\n");
+        assert!(matches!(u.resolve(&name("evil.example/x"), None), Err(RouteError::NoUpstream(_))));
+        assert!(matches!(u.resolve(&name("x"), Some("evil.example")), Err(RouteError::NoUpstream(_))));
+        let with_default = upstreams(TWO);
+        assert!(matches!(with_default.resolve(&name("x"), Some("evil.example")), Err(RouteError::NoUpstream(_))));
+    }
+}

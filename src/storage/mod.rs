@@ -1,0 +1,370 @@
+//! Content-addressed storage: the object key layout, verified ingest, and
+//! reads. Owns the bytes on disk; knows nothing of repositories, tags, HTTP
+//! or upstreams.
+//!
+//! Layout under `storage.path` (defined here and nowhere else):
+//!
+//! ```text
+//! objects/blobs/<alg>/<hex[0..2]>/<hex>   verified content (blobs and manifests), via object_store
+//! spool/<pid>-<n>                          in-progress ingests; emptied at start
+//! ```
+//!
+//! **Invariant:** an object exists under `objects/blobs/<alg>/..../<hex>` only
+//! if its bytes hash to that digest. Bytes are written to a spool file,
+//! hashed as they are written, synced, and renamed into place only after the
+//! digest matched; a reader can never observe a partial object.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use object_store::local::LocalFileSystem;
+use object_store::{GetOptions, GetResultPayload, ObjectStore};
+
+use crate::oci::{Digest, Hasher};
+
+/// Reads are served in chunks of this size: large enough that per-chunk
+/// overhead (a blocking-pool hop, a frame) is small against the copy.
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum StorageError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("object is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(e: object_store::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for StorageError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StorageError::Io(format!("blocking task failed: {e}"))
+    }
+}
+
+/// Why an ingest was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum IngestError {
+    #[error("content digest {actual} does not match the expected {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A handle on the content store; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Storage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    objects: LocalFileSystem,
+    spool_dir: PathBuf,
+    next_spool: AtomicU64,
+}
+
+/// A committed object opened for reading.
+pub(crate) struct StoredObject {
+    pub(crate) file: Arc<File>,
+    pub(crate) size: u64,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the store under `root` and discards spool
+    /// leftovers from a previous run: they were never verified, so they are
+    /// never served.
+    pub(crate) async fn open(root: &Path) -> Result<Storage, StorageError> {
+        let objects_dir = root.join("objects");
+        let spool_dir = root.join("spool");
+        tokio::fs::create_dir_all(&objects_dir).await?;
+        if tokio::fs::try_exists(&spool_dir).await? {
+            tokio::fs::remove_dir_all(&spool_dir).await?;
+        }
+        tokio::fs::create_dir_all(&spool_dir).await?;
+        let objects = LocalFileSystem::new_with_prefix(&objects_dir)?;
+        Ok(Storage {
+            inner: Arc::new(Inner { objects, spool_dir, next_spool: AtomicU64::new(0) }),
+        })
+    }
+
+    fn key(digest: &Digest) -> object_store::path::Path {
+        let hex = digest.hex();
+        object_store::path::Path::from(format!(
+            "blobs/{}/{}/{}",
+            digest.algorithm().as_str(),
+            &hex[..2],
+            hex
+        ))
+    }
+
+    /// Size of a committed object, if present.
+    pub(crate) async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match self.inner.objects.head(&Self::key(digest)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a committed object. The returned file stays readable even if
+    /// the object is later removed.
+    pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+        let opts = GetOptions::default();
+        match self.inner.objects.get_opts(&Self::key(digest), opts).await {
+            Ok(result) => {
+                let size = result.meta.size;
+                match result.payload {
+                    GetResultPayload::File(file, _) => Ok(Some(StoredObject { file: Arc::new(file), size })),
+                    GetResultPayload::Stream(_) => {
+                        Err(StorageError::Io("local store returned a stream, expected a file".into()))
+                    }
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a small committed object (a manifest) whole, refusing more
+    /// than `limit` bytes.
+    pub(crate) async fn read_small(&self, digest: &Digest, limit: usize) -> Result<Option<Bytes>, StorageError> {
+        let Some(obj) = self.open_object(digest).await? else { return Ok(None) };
+        if obj.size > limit as u64 {
+            return Err(StorageError::TooLarge { limit });
+        }
+        Ok(Some(read_at(obj.file, 0, obj.size as usize).await?))
+    }
+
+    /// Starts ingesting content expected to hash to `expected`.
+    pub(crate) fn begin(&self, expected: Digest) -> Result<Ingest, StorageError> {
+        let n = self.inner.next_spool.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.spool_dir.join(format!("{}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let reader = Arc::new(File::open(&path)?);
+        Ok(Ingest {
+            storage: self.clone(),
+            hasher: Some(Hasher::new(expected.algorithm())),
+            expected,
+            file: Some(file),
+            reader,
+            path,
+            written: 0,
+            committed: false,
+        })
+    }
+
+    /// Stores a small in-memory object (a manifest) after checking its digest.
+    pub(crate) async fn put_verified(&self, expected: &Digest, bytes: Bytes) -> Result<(), IngestError> {
+        if self.stat(expected).await?.is_some() {
+            return Ok(());
+        }
+        let mut ingest = self.begin(expected.clone())?;
+        ingest.write(bytes).await?;
+        ingest.verify()?;
+        ingest.commit().await?;
+        Ok(())
+    }
+}
+
+/// Content on its way into the store. Dropped without [`Ingest::commit`],
+/// the spool file is removed and nothing becomes visible.
+pub(crate) struct Ingest {
+    storage: Storage,
+    expected: Digest,
+    // Options so the file and hasher can move into a blocking task per write.
+    file: Option<File>,
+    hasher: Option<Hasher>,
+    reader: Arc<File>,
+    path: PathBuf,
+    written: u64,
+    committed: bool,
+}
+
+impl Ingest {
+    /// A read handle on the bytes written so far, for clients following the
+    /// ingest (positional reads; survives the commit's rename).
+    pub(crate) fn reader(&self) -> Arc<File> {
+        self.reader.clone()
+    }
+
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a chunk and feeds it to the hasher, off the async workers.
+    pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {
+            return Err(StorageError::Io("ingest used after a failed write".into()));
+        };
+        let len = chunk.len() as u64;
+        let (file, hasher, res) = tokio::task::spawn_blocking(move || {
+            let res = file.write_all(&chunk);
+            hasher.update(&chunk);
+            (file, hasher, res)
+        })
+        .await?;
+        res?;
+        self.file = Some(file);
+        self.hasher = Some(hasher);
+        self.written += len;
+        Ok(())
+    }
+
+    /// Checks the digest of everything written. After this succeeds the
+    /// bytes are known good and may be released to clients.
+    pub(crate) fn verify(&mut self) -> Result<(), IngestError> {
+        let hasher = self.hasher.take().ok_or_else(|| StorageError::Io("ingest already verified".into()))?;
+        let actual = hasher.finish();
+        if actual != self.expected {
+            return Err(IngestError::DigestMismatch { expected: self.expected.clone(), actual });
+        }
+        Ok(())
+    }
+
+    /// Makes verified content durable and visible under its digest.
+    pub(crate) async fn commit(mut self) -> Result<(), StorageError> {
+        if self.hasher.is_some() {
+            return Err(StorageError::Io("commit before verify".into()));
+        }
+        let file = self.file.take().ok_or_else(|| StorageError::Io("ingest has no file".into()))?;
+        let target = self.storage.inner.objects.path_to_filesystem(&Storage::key(&self.expected))?;
+        let spool = self.path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // Sync before the rename: after a power loss the object must
+            // not exist with bytes that do not match its key.
+            file.sync_data()?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&spool, &target)
+        })
+        .await??;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: whatever is left is removed at the next start.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Reads `len` bytes at `offset` on the blocking pool (positional, so one
+/// file can serve many readers at once).
+pub(crate) async fn read_at(file: Arc<File>, offset: u64, len: usize) -> Result<Bytes, StorageError> {
+    let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = BytesMut::zeroed(len);
+        let mut filled = 0;
+        while filled < len {
+            let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "object shorter than expected"));
+            }
+            filled += n;
+        }
+        Ok(buf.freeze())
+    })
+    .await??;
+    Ok(buf)
+}
+
+/// Streams `[start, end)` of a committed object in [`READ_CHUNK`] pieces.
+pub(crate) fn stream_range(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static {
+    futures_util::stream::unfold((file, start), move |(file, pos)| async move {
+        if pos >= end {
+            return None;
+        }
+        let len = (end - pos).min(READ_CHUNK as u64) as usize;
+        match read_at(file.clone(), pos, len).await {
+            Ok(bytes) => Some((Ok(bytes), (file, pos + len as u64))),
+            // End the stream after an error: the item carries it.
+            Err(e) => Some((Err(e), (file, end))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Algorithm;
+    use futures_util::TryStreamExt;
+
+    async fn store() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).await.unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn verified_ingest_becomes_visible_only_at_commit() {
+        let (_dir, s) = store().await;
+        let data = Bytes::from(vec![7u8; READ_CHUNK * 2 + 5]);
+        let digest = Digest::of(Algorithm::Sha256, &data);
+        let mut ingest = s.begin(digest.clone()).unwrap();
+        ingest.write(data.slice(..1000)).await.unwrap();
+        ingest.write(data.slice(1000..)).await.unwrap();
+        assert_eq!(s.stat(&digest).await.unwrap(), None, "invisible before commit");
+        // A follower can already read what was written.
+        let early = read_at(ingest.reader(), 0, 1000).await.unwrap();
+        assert_eq!(early, data.slice(..1000));
+        ingest.verify().unwrap();
+        ingest.commit().await.unwrap();
+        let obj = s.open_object(&digest).await.unwrap().unwrap();
+        assert_eq!(obj.size, data.len() as u64);
+        let back: Vec<Bytes> = stream_range(obj.file, 0, obj.size).try_collect().await.unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back.concat(), data.to_vec());
+    }
+
+    #[tokio::test]
+    async fn mismatched_bytes_are_never_stored() {
+        let (dir, s) = store().await;
+        let digest = Digest::of(Algorithm::Sha256, b"expected");
+        let mut ingest = s.begin(digest.clone()).unwrap();
+        ingest.write(Bytes::from_static(b"tampered")).await.unwrap();
+        assert!(matches!(ingest.verify(), Err(IngestError::DigestMismatch { .. })));
+        drop(ingest);
+        assert_eq!(s.stat(&digest).await.unwrap(), None);
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "spool cleaned");
+        assert!(s.put_verified(&digest, Bytes::from_static(b"tampered")).await.is_err());
+        assert_eq!(s.stat(&digest).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn reopening_discards_spool_leftovers_and_keeps_objects() {
+        let (dir, s) = store().await;
+        let digest = Digest::of(Algorithm::Sha512, b"manifest");
+        s.put_verified(&digest, Bytes::from_static(b"manifest")).await.unwrap();
+        let crashed = s.begin(Digest::of(Algorithm::Sha256, b"x")).unwrap();
+        std::mem::forget(crashed); // as if the process died mid-ingest
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 1);
+        let s2 = Storage::open(dir.path()).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0);
+        assert_eq!(s2.read_small(&digest, 100).await.unwrap().unwrap(), Bytes::from_static(b"manifest"));
+        assert!(matches!(s2.read_small(&digest, 3).await, Err(StorageError::TooLarge { .. })));
+    }
+}
