@@ -9,3 +9,5 @@ mod wharf;
 mod clients;
 mod images;
 mod registry;
+mod fake_upstream;
+mod streaming;
