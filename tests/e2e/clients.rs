@@ -70,16 +70,28 @@ impl Clients {
         Clients { dir: dir.to_path_buf() }
     }
 
-    /// Runs `skopeo` with this configuration.
+    /// Runs `skopeo` with this configuration. skopeo 1.9 reads neither
+    /// CONTAINERS_REGISTRIES_CONF nor REGISTRY_AUTH_FILE, so both are flags:
+    /// `--registries-conf` globally, `--authfile` after the subcommands that
+    /// take it.
     pub fn skopeo(&self, args: &[&str]) -> Output {
         let mut cmd = self.command("skopeo");
         cmd.arg("--policy")
             .arg(self.dir.join("policy.json"))
             .arg("--registries.d")
             .arg(self.dir.join("registries.d"))
+            .arg("--registries-conf")
+            .arg(self.dir.join("registries.conf"))
             .arg("--tmpdir")
-            .arg(self.dir.join("tmp"))
-            .args(args);
+            .arg(self.dir.join("tmp"));
+        match args.split_first() {
+            Some((sub, rest)) if matches!(*sub, "copy" | "inspect") => {
+                cmd.arg(sub).arg("--authfile").arg(self.dir.join("auth.json")).args(rest);
+            }
+            _ => {
+                cmd.args(args);
+            }
+        }
         run(cmd, "skopeo", args)
     }
 
