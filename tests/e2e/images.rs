@@ -212,6 +212,16 @@ pub fn layout_tag_digest(layout: &Path, tag: &str) -> String {
         .to_owned()
 }
 
+/// Asserts that the OCI layout `layout` holds `image` under `tag`: the
+/// manifest digest and every config and layer byte for byte.
+pub fn assert_layout_holds_image(layout: &Path, tag: &str, image: &Image) {
+    assert_eq!(layout_tag_digest(layout, tag), image.manifest.digest, "manifest digest of {tag}");
+    assert_eq!(layout_blob(layout, &image.manifest.digest), image.manifest.bytes, "manifest bytes");
+    for blob in image.blobs() {
+        assert!(layout_blob(layout, &blob.digest) == blob.bytes, "blob {} differs from what was pushed", blob.digest);
+    }
+}
+
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

@@ -11,3 +11,4 @@ mod images;
 mod registry;
 mod fake_upstream;
 mod streaming;
+mod pull;

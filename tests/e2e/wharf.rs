@@ -42,8 +42,9 @@ impl UpstreamEntry {
     }
 }
 
-/// Writes `wharf.toml` into `dir` (storage under `dir/storage`).
+/// Writes `wharf.toml` into `dir`, creating it (storage under `dir/storage`).
 pub fn write_config(dir: &Path, upstreams: &[UpstreamEntry]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create wharf dir");
     let mut toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n[log]\nlevel = \"debug\"\n",
         dir.join("storage")
