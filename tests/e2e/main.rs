@@ -12,3 +12,4 @@ mod registry;
 mod fake_upstream;
 mod streaming;
 mod pull;
+mod upstream_auth;
