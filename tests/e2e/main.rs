@@ -13,3 +13,4 @@ mod fake_upstream;
 mod streaming;
 mod pull;
 mod upstream_auth;
+mod concurrency;
