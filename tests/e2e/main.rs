@@ -14,3 +14,5 @@ mod streaming;
 mod pull;
 mod upstream_auth;
 mod concurrency;
+mod faults;
+mod crash;
