@@ -16,3 +16,4 @@ mod upstream_auth;
 mod concurrency;
 mod faults;
 mod crash;
+mod protocol;
