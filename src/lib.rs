@@ -32,3 +32,61 @@ pub(crate) mod pullthrough;
 pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod upstream;
+
+/// Entry points for `benches/` only: the hot paths, callable from outside
+/// the crate. Not an API.
+#[doc(hidden)]
+pub mod bench {
+    use std::path::Path;
+
+    /// Routes a registry path; true if it names an endpoint.
+    pub fn route(path: &str) -> bool {
+        crate::api::router::route(path).is_ok()
+    }
+
+    /// Hashes `bytes` with sha256 or sha512 in `chunk`-sized updates, as a
+    /// fill does while streaming.
+    pub fn hash(sha512: bool, bytes: &[u8], chunk: usize) -> String {
+        let alg = if sha512 { crate::oci::Algorithm::Sha512 } else { crate::oci::Algorithm::Sha256 };
+        let mut h = crate::oci::Hasher::new(alg);
+        for c in bytes.chunks(chunk) {
+            h.update(c);
+        }
+        h.finish().to_string()
+    }
+
+    /// The tee's write side: spools `chunks` to disk while hashing, verifies
+    /// and commits, then reads the object back in serving-sized chunks.
+    pub async fn tee(root: &Path, chunks: &[bytes::Bytes]) -> u64 {
+        let mut h = crate::oci::Hasher::new(crate::oci::Algorithm::Sha256);
+        chunks.iter().for_each(|c| h.update(c));
+        let digest = h.finish();
+        let storage = match crate::storage::Storage::open(root).await {
+            Ok(s) => s,
+            Err(e) => panic!("bench storage: {e}"),
+        };
+        let mut ingest = match storage.begin(digest.clone()) {
+            Ok(i) => i,
+            Err(e) => panic!("bench ingest: {e}"),
+        };
+        for c in chunks {
+            if let Err(e) = ingest.write(c.clone()).await {
+                panic!("bench write: {e}");
+            }
+        }
+        if ingest.verify().is_err() {
+            panic!("bench: digest mismatch");
+        }
+        if let Err(e) = ingest.commit().await {
+            panic!("bench commit: {e}");
+        }
+        let Ok(Some(obj)) = storage.open_object(&digest).await else { panic!("bench: object missing") };
+        use futures_util::StreamExt;
+        let mut served = 0;
+        let mut s = std::pin::pin!(crate::storage::stream_range(obj.file, 0, obj.size));
+        while let Some(Ok(b)) = s.next().await {
+            served += b.len() as u64;
+        }
+        served
+    }
+}
