@@ -1,0 +1,527 @@
+//! The client wharf uses to talk to one remote registry (an upstream) over
+//! the OCI distribution API: manifests, blobs, tags and referrers.
+//!
+//! It owns everything about reaching that registry: the pooled HTTP/1.1 and
+//! HTTP/2 client and its TLS trust, token and basic authentication, timeouts,
+//! retries of idempotent requests, and redirects. It must not touch local
+//! storage, and knows nothing of wharf's own HTTP server: callers get spec
+//! types and bytes (or a body to stream), never a server request or response.
+//!
+//! Repository names given here are already the upstream's names: mapping
+//! `alpine` to `library/alpine` for Docker Hub is the caller's job.
+
+mod auth;
+mod body;
+mod error;
+mod tls;
+mod transport;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+pub(crate) use body::ResponseBody;
+pub(crate) use error::UpstreamError;
+
+use crate::config::UpstreamConfig;
+use crate::oci::media::{ACCEPT_ALL_MANIFESTS, OCI_INDEX};
+use crate::oci::{Digest, Reference, RepositoryName};
+use auth::{BearerToken, Challenge, TokenCache};
+use transport::{Answer, Outgoing, Transport};
+
+/// Referrers responses are buffered; the same bound as manifests.
+const REFERRERS_LIMIT: usize = 4 << 20;
+/// A tags list is buffered too; an unpaginated list for a repository with
+/// many tags runs to megabytes, so the bound is looser than for manifests.
+const TAGS_LIST_LIMIT: usize = 16 << 20;
+/// Token responses are small JSON documents.
+const TOKEN_RESPONSE_LIMIT: usize = 1 << 20;
+
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
+
+/// What a manifest HEAD tells about the manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ManifestHead {
+    /// `Docker-Content-Digest`, when the upstream sent one.
+    pub(crate) digest: Option<Digest>,
+    /// `Content-Type`, as sent.
+    pub(crate) media_type: Option<String>,
+    /// `Content-Length`.
+    pub(crate) size: Option<u64>,
+}
+
+/// A manifest read whole. Its bytes are not verified here: the caller checks
+/// them against the digest it asked for, or against `digest`.
+#[derive(Clone, Debug)]
+pub(crate) struct FetchedManifest {
+    pub(crate) bytes: Bytes,
+    /// `Content-Type`, as sent.
+    pub(crate) media_type: Option<String>,
+    /// `Docker-Content-Digest`, when the upstream sent one.
+    pub(crate) digest: Option<Digest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BlobHead {
+    /// `Content-Length`.
+    pub(crate) size: Option<u64>,
+}
+
+/// A blob whose response headers have arrived. Streaming (and verifying) the
+/// body is the caller's; a failure while streaming is never retried here.
+#[derive(Debug)]
+pub(crate) struct BlobResponse {
+    /// `Content-Length` of the final (possibly redirected) response.
+    pub(crate) size: Option<u64>,
+    /// Yields `Bytes` frames; errors are `UpstreamError` (a stall longer than
+    /// the upstream's `idle_timeout` is `Timeout`).
+    pub(crate) body: ResponseBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TagsPage {
+    pub(crate) tags: Vec<String>,
+    /// The upstream sent `Link: <...>; rel="next"`.
+    pub(crate) has_more: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Referrers {
+    /// The image index listing the referrers, as the upstream sent it.
+    pub(crate) bytes: Bytes,
+    /// `Content-Type`, as sent.
+    pub(crate) media_type: Option<String>,
+    /// An `artifactType` filter was asked for and the upstream says it
+    /// applied it (`OCI-Filters-Applied`); if false, the caller filters.
+    pub(crate) filter_applied: bool,
+}
+
+/// A client for one upstream registry. Cheap to clone; clones share the
+/// connection pool and the token cache.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: UpstreamConfig,
+    /// `scheme://host[:port][/prefix]`, without a trailing slash.
+    base: String,
+    transport: Transport,
+    tokens: TokenCache,
+    /// Set once the upstream has asked for Basic credentials, so that later
+    /// requests send them without a 401 round trip first.
+    wants_basic: AtomicBool,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.inner.cfg.name).field("base", &self.inner.base).finish()
+    }
+}
+
+/// Credentials sent with a request, remembered to interpret a 401.
+enum Sent {
+    Nothing,
+    Basic(HeaderValue),
+    Bearer(BearerToken),
+}
+
+impl Sent {
+    fn header(&self) -> Option<HeaderValue> {
+        match self {
+            Sent::Nothing => None,
+            Sent::Basic(h) => Some(h.clone()),
+            Sent::Bearer(t) => Some(t.header()),
+        }
+    }
+}
+
+impl Upstream {
+    /// Builds the client: TLS trust (a bad `ca_file` is an error), the
+    /// connection pool and the token cache. Opens no connection.
+    pub(crate) fn new(cfg: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+        let scheme = cfg.url.scheme_str().unwrap_or("https");
+        let authority = cfg
+            .url
+            .authority()
+            .ok_or_else(|| UpstreamError::Config(format!("upstream {} url has no host", cfg.name)))?;
+        let base = format!("{scheme}://{authority}{}", cfg.url.path().trim_end_matches('/'));
+        let tls = tls::client_config(cfg)?;
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                base,
+                transport: Transport::new(cfg, tls),
+                tokens: TokenCache::new(),
+                wants_basic: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &UpstreamConfig {
+        &self.inner.cfg
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<reference>`, accepting every manifest type.
+    pub(crate) async fn head_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<ManifestHead, UpstreamError> {
+        let uri = &self.uri(&format!("/v2/{repo}/manifests/{reference}"), "")?;
+        self.with_retries("head_manifest", || async move {
+            let response = self.request(Method::HEAD, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
+            let headers = response.headers();
+            Ok(ManifestHead {
+                digest: content_digest(headers)?,
+                media_type: content_type(headers)?,
+                size: content_length(headers)?,
+            })
+        })
+        .await
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>`, read whole; a manifest over
+    /// `max_size` bytes is refused with [`UpstreamError::Protocol`].
+    pub(crate) async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        max_size: usize,
+    ) -> Result<FetchedManifest, UpstreamError> {
+        let uri = &self.uri(&format!("/v2/{repo}/manifests/{reference}"), "")?;
+        self.with_retries("get_manifest", || async move {
+            let response = self.request(Method::GET, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
+            let digest = content_digest(response.headers())?;
+            let media_type = content_type(response.headers())?;
+            let bytes = body::read_to_limit(self.body(response), max_size, "manifest").await?;
+            Ok(FetchedManifest { bytes, media_type, digest })
+        })
+        .await
+    }
+
+    /// `HEAD /v2/<repo>/blobs/<digest>`, following redirects.
+    pub(crate) async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobHead, UpstreamError> {
+        let uri = &self.uri(&format!("/v2/{repo}/blobs/{digest}"), "")?;
+        self.with_retries("head_blob", || async move {
+            let response = self.request(Method::HEAD, uri, None, repo).await?;
+            Ok(BlobHead { size: content_length(response.headers())? })
+        })
+        .await
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`, following redirects. Returns once
+    /// response headers arrive; retries happen only before that.
+    pub(crate) async fn get_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobResponse, UpstreamError> {
+        let uri = &self.uri(&format!("/v2/{repo}/blobs/{digest}"), "")?;
+        self.with_retries("get_blob", || async move {
+            let response = self.request(Method::GET, uri, None, repo).await?;
+            let size = content_length(response.headers())?;
+            Ok(BlobResponse { size, body: self.body(response) })
+        })
+        .await
+    }
+
+    /// `GET /v2/<repo>/tags/list?n=&last=`, relaying the pagination asked for.
+    pub(crate) async fn tags_list(
+        &self,
+        repo: &RepositoryName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<TagsPage, UpstreamError> {
+        // The serializer is not `Send`, so it must not live across an await.
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(n) = n {
+                query.append_pair("n", &n.to_string());
+            }
+            if let Some(last) = last {
+                query.append_pair("last", last);
+            }
+            query.finish()
+        };
+        let uri = &self.uri(&format!("/v2/{repo}/tags/list"), &query)?;
+        self.with_retries("tags_list", || async move {
+            let response = self.request(Method::GET, uri, Some("application/json"), repo).await?;
+            let has_more = has_next_link(response.headers());
+            let bytes = body::read_to_limit(self.body(response), TAGS_LIST_LIMIT, "tags list").await?;
+            // `tags` may be null or absent for a repository without tags.
+            #[derive(Deserialize)]
+            struct TagsList {
+                tags: Option<Vec<String>>,
+            }
+            let list: TagsList = serde_json::from_slice(&bytes)
+                .map_err(|e| UpstreamError::Protocol(format!("tags list is not valid JSON: {e}")))?;
+            Ok(TagsPage { tags: list.tags.unwrap_or_default(), has_more })
+        })
+        .await
+    }
+
+    /// `GET /v2/<repo>/referrers/<digest>[?artifactType=]`, read whole (at
+    /// most 4 MiB). An upstream without the referrers API answers 404, which
+    /// is [`UpstreamError::NotFound`]; falling back to the tag schema is the
+    /// caller's decision.
+    pub(crate) async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Referrers, UpstreamError> {
+        let query = match artifact_type {
+            Some(t) => form_urlencoded::Serializer::new(String::new()).append_pair("artifactType", t).finish(),
+            None => String::new(),
+        };
+        let uri = &self.uri(&format!("/v2/{repo}/referrers/{digest}"), &query)?;
+        self.with_retries("referrers", || async move {
+            let response = self.request(Method::GET, uri, Some(OCI_INDEX), repo).await?;
+            let media_type = content_type(response.headers())?;
+            let filter_applied = artifact_type.is_some() && filters_applied(response.headers(), "artifactType");
+            let bytes = body::read_to_limit(self.body(response), REFERRERS_LIMIT, "referrers index").await?;
+            Ok(Referrers { bytes, media_type, filter_applied })
+        })
+        .await
+    }
+
+    // -----------------------------------------------------------------------
+    // The request pipeline: retries around authentication around transport.
+
+    fn uri(&self, path: &str, query: &str) -> Result<Uri, UpstreamError> {
+        let url = if query.is_empty() {
+            format!("{}{path}", self.inner.base)
+        } else {
+            format!("{}{path}?{query}", self.inner.base)
+        };
+        // Names, references and digests are validated, so this fails only on
+        // a bug; it is still an error rather than a panic.
+        url.parse().map_err(|e| UpstreamError::Protocol(format!("cannot form a request URL: {e}")))
+    }
+
+    fn body(&self, response: Response<Incoming>) -> ResponseBody {
+        ResponseBody::new(response.into_body(), self.inner.cfg.idle_timeout)
+    }
+
+    /// Runs `attempt` again, after a short backoff, while it fails
+    /// transiently and retries are left. Every operation here is idempotent,
+    /// and an attempt ends before anything is handed to the caller.
+    async fn with_retries<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, UpstreamError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut retries = 0;
+        loop {
+            match attempt().await {
+                Err(error) if error.is_transient() && retries < self.inner.cfg.retries => {
+                    let delay = backoff(retries);
+                    retries += 1;
+                    tracing::warn!(
+                        upstream = %self.inner.cfg.name,
+                        operation,
+                        retry = retries,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        %error,
+                        "retrying upstream request"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One authenticated request whose status is a success; any other
+    /// status becomes its error.
+    async fn request(
+        &self,
+        method: Method,
+        uri: &Uri,
+        accept: Option<&'static str>,
+        repo: &RepositoryName,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let answer = self.send_authorized(method, uri, accept, repo).await?;
+        check_status(answer.response)
+    }
+
+    /// Sends with whatever credentials are known to work; on a 401 from the
+    /// upstream itself, answers its challenge once and sends again. A second
+    /// 401 is [`UpstreamError::Unauthorized`].
+    async fn send_authorized(
+        &self,
+        method: Method,
+        uri: &Uri,
+        accept: Option<&'static str>,
+        repo: &RepositoryName,
+    ) -> Result<Answer, UpstreamError> {
+        // Tokens are cached by the scope wharf needs, so a later request for
+        // the same repository finds its token before sending anything.
+        let scope = format!("repository:{repo}:pull");
+        let sent = self.known_credentials(&scope).await;
+        let send = |authorization: Option<HeaderValue>| {
+            let method = method.clone();
+            async move {
+                let out = Outgoing {
+                    method,
+                    uri: uri.clone(),
+                    accept,
+                    authorization: authorization.as_ref(),
+                    follow_redirects: true,
+                };
+                self.inner.transport.send(&out).await
+            }
+        };
+        let answer = send(sent.header()).await?;
+        // A 401 from a redirect target is not the upstream's challenge to
+        // answer; it is simply refused.
+        if answer.response.status() != StatusCode::UNAUTHORIZED || !answer.from_origin {
+            return Ok(answer);
+        }
+        let challenge = auth::select_challenge(
+            answer.response.headers().get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()),
+        );
+        drop(answer);
+        let retry = match challenge {
+            None => return Err(UpstreamError::Unauthorized),
+            Some(Challenge::Basic) => {
+                let credentials = self.inner.cfg.credentials.as_ref().ok_or(UpstreamError::Unauthorized)?;
+                if matches!(sent, Sent::Basic(_)) {
+                    // Those very credentials were just refused.
+                    return Err(UpstreamError::Unauthorized);
+                }
+                self.inner.wants_basic.store(true, Ordering::Relaxed);
+                Sent::Basic(auth::basic_header(credentials))
+            }
+            Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                if let Sent::Bearer(rejected) = &sent {
+                    self.inner.tokens.forget(&scope, rejected).await;
+                }
+                let token_scope = asked.unwrap_or_else(|| scope.clone());
+                let fetch = self.fetch_token(&realm, service.as_deref(), &token_scope);
+                Sent::Bearer(self.inner.tokens.get_or_fetch(&scope, fetch).await?)
+            }
+        };
+        let answer = send(retry.header()).await?;
+        if answer.response.status() == StatusCode::UNAUTHORIZED {
+            return Err(UpstreamError::Unauthorized);
+        }
+        Ok(answer)
+    }
+
+    async fn known_credentials(&self, scope: &str) -> Sent {
+        if let Some(token) = self.inner.tokens.get(scope).await {
+            return Sent::Bearer(token);
+        }
+        match &self.inner.cfg.credentials {
+            Some(credentials) if self.inner.wants_basic.load(Ordering::Relaxed) => {
+                Sent::Basic(auth::basic_header(credentials))
+            }
+            _ => Sent::Nothing,
+        }
+    }
+
+    /// Asks the challenge's realm for a token: with the configured
+    /// credentials as Basic if there are any, else anonymously.
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<BearerToken, UpstreamError> {
+        let basic = self.inner.cfg.credentials.as_ref().map(auth::basic_header);
+        let out = Outgoing {
+            method: Method::GET,
+            uri: auth::token_uri(realm, service, scope)?,
+            accept: Some("application/json"),
+            authorization: basic.as_ref(),
+            follow_redirects: false,
+        };
+        let response = self.inner.transport.send(&out).await?.response;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(match status.as_u16() {
+                401 | 403 => UpstreamError::Unauthorized,
+                429 => UpstreamError::TooManyRequests { retry_after: retry_after(response.headers()) },
+                // Deliberately not NotFound, even for 404: that would claim
+                // the manifest or blob is missing, when it is the token
+                // endpoint that failed.
+                code => UpstreamError::Status(code),
+            });
+        }
+        let bytes = body::read_to_limit(self.body(response), TOKEN_RESPONSE_LIMIT, "token response").await?;
+        auth::parse_token_response(&bytes)
+    }
+}
+
+/// 100 ms, 300 ms, 900 ms, then 2 s: short, because a client is waiting.
+fn backoff(retry: u32) -> Duration {
+    let millis = 100u64.saturating_mul(3u64.saturating_pow(retry));
+    Duration::from_millis(millis.min(2_000))
+}
+
+fn check_status(response: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    Err(match status.as_u16() {
+        404 => UpstreamError::NotFound,
+        429 => UpstreamError::TooManyRequests { retry_after: retry_after(response.headers()) },
+        401 | 403 => UpstreamError::Unauthorized,
+        code => UpstreamError::Status(code),
+    })
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    error::parse_retry_after(value, SystemTime::now())
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, UpstreamError> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map(str::trim).map_err(|_| UpstreamError::Protocol(format!("{name} header is not text"))))
+        .transpose()
+}
+
+fn content_digest(headers: &HeaderMap) -> Result<Option<Digest>, UpstreamError> {
+    header_str(headers, DOCKER_CONTENT_DIGEST)?
+        .map(|v| v.parse().map_err(|e| UpstreamError::Protocol(format!("Docker-Content-Digest {v:?}: {e}"))))
+        .transpose()
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Option<String>, UpstreamError> {
+    Ok(header_str(headers, CONTENT_TYPE.as_str())?.filter(|v| !v.is_empty()).map(str::to_owned))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, UpstreamError> {
+    header_str(headers, CONTENT_LENGTH.as_str())?
+        .map(|v| v.parse().map_err(|_| UpstreamError::Protocol(format!("Content-Length {v:?} is not a number"))))
+        .transpose()
+}
+
+/// Whether any `Link` header has a link with relation `next` (RFC 8288;
+/// `rel` may list several space-separated relations).
+fn has_next_link(headers: &HeaderMap) -> bool {
+    headers.get_all(LINK).iter().filter_map(|v| v.to_str().ok()).any(|value| {
+        value
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|part| !part.starts_with('<'))
+            .filter_map(|part| part.split_once('='))
+            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("rel"))
+            .any(|(_, rels)| rels.trim().trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+    })
+}
+
+/// Whether `OCI-Filters-Applied` (a comma-separated list) names `filter`.
+fn filters_applied(headers: &HeaderMap, filter: &str) -> bool {
+    headers
+        .get_all(OCI_FILTERS_APPLIED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|f| f.trim() == filter)
+}
