@@ -16,6 +16,14 @@ mod error;
 mod tls;
 mod transport;
 
+// Test code unwraps freely: a failed unwrap is a failed test.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_support;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
