@@ -422,14 +422,39 @@ async fn concurrent_clients_on_a_cold_blob_share_one_upstream_fetch() {
     assert_eq!(rig.fake.count("GET", &digest), 1, "concurrent clients of one cold blob must share one upstream GET");
 }
 
+/// The upstream sends 64 KiB of a 256 KiB blob, waits for the gate, then
+/// sends the rest slowly, so a fill cancelled when a client hangs up is cut
+/// off upstream (the fake sees its body dropped) rather than finishing first.
+fn stall_then_trickle(rig: &Rig, digest: &str, gate: &Gate) {
+    rig.fake.script(digest, Script::normal().in_chunks(4 * 1024, Duration::from_millis(5)).stalling_at(64 * 1024, gate));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_hanging_up_mid_stream_does_not_cancel_the_fill() {
+async fn sole_client_hanging_up_mid_stream_does_not_cancel_the_fill() {
     let rig = Rig::start(&[]).await;
     let (bytes, digest) = rig.upstream_blob(256 * 1024);
     let gate = Gate::new();
-    // After the gate, the rest comes slowly, so a fill cancelled by the
-    // hang-up would be cut off upstream rather than finish first.
-    rig.fake.script(&digest, Script::normal().in_chunks(4 * 1024, Duration::from_millis(5)).stalling_at(64 * 1024, &gate));
+    stall_then_trickle(&rig, &digest, &gate);
+
+    let url = rig.blob_url(&digest);
+    let mut client = within_guard("headers", streaming::open(&url)).await;
+    assert_eq!(client.status, 200);
+    within_guard("first bytes", client.read_at_least(1)).await;
+    client.hang_up();
+    gate.open();
+
+    let ends = within_guard("upstream body ends", rig.fake.bodies_ended(&digest, 1)).await;
+    assert_eq!(ends, vec![BodyEnd::Sent], "the fill must read the whole upstream body after its only client left");
+    assert_served(&rig.get(&url).await, &bytes, "later request");
+    assert_eq!(rig.fake.count("GET", &digest), 1, "the completed fill must serve later requests from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_client_hanging_up_mid_stream_leaves_the_fill_to_the_others() {
+    let rig = Rig::start(&[]).await;
+    let (bytes, digest) = rig.upstream_blob(256 * 1024);
+    let gate = Gate::new();
+    stall_then_trickle(&rig, &digest, &gate);
 
     let url = rig.blob_url(&digest);
     let mut leaver = within_guard("first client's headers", streaming::open(&url)).await;
@@ -440,11 +465,11 @@ async fn client_hanging_up_mid_stream_does_not_cancel_the_fill() {
     gate.open();
 
     let ends = within_guard("upstream body ends", rig.fake.bodies_ended(&digest, 1)).await;
-    assert_eq!(ends, vec![BodyEnd::Sent], "the fill must read the whole upstream body after its first client left");
+    assert_eq!(ends, vec![BodyEnd::Sent], "the fill must read the whole upstream body after the client that started it left");
     let follower = join_all(follower).await;
     assert_served(&follower[0], &bytes, "client that stayed");
     assert_served(&rig.get(&url).await, &bytes, "later request");
-    assert_eq!(rig.fake.count("GET", &digest), 1, "the completed fill must serve later requests from the cache");
+    assert_eq!(rig.fake.count("GET", &digest), 1, "one upstream GET for both clients and the later request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
