@@ -34,6 +34,8 @@ use crate::upstream::UpstreamError;
 
 /// How long a stale tag answer is reused before the upstream is asked again.
 const STALE_RECHECK: Duration = Duration::from_secs(10);
+/// Bound on upstream tag-list pages followed for one listing.
+const MAX_TAG_PAGES: usize = 1_000;
 /// Bytes of manifests kept in memory for fast tag and digest answers.
 const MANIFEST_MEMORY: u64 = 64 << 20;
 
@@ -146,11 +148,35 @@ struct TagEntry {
     ttl: Duration,
 }
 
-struct TagExpiry;
+/// A repository's full tag list as last fetched.
+#[derive(Clone)]
+struct TagList {
+    tags: Arc<Vec<String>>,
+    ttl: Duration,
+}
 
-impl moka::Expiry<TagKey, TagEntry> for TagExpiry {
-    fn expire_after_create(&self, _: &TagKey, value: &TagEntry, _: std::time::Instant) -> Option<Duration> {
-        Some(value.ttl)
+/// Cache entries live as long as the answer they hold may be trusted.
+struct TtlExpiry;
+
+trait Ttl {
+    fn ttl(&self) -> Duration;
+}
+
+impl Ttl for TagEntry {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+impl Ttl for TagList {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+impl<K, V: Ttl> moka::Expiry<K, V> for TtlExpiry {
+    fn expire_after_create(&self, _: &K, value: &V, _: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl())
     }
 }
 
@@ -164,6 +190,7 @@ pub(crate) struct PullThrough {
     fills: Fills,
     manifests: Cache<Digest, Arc<Manifest>>,
     tags: Cache<TagKey, TagEntry>,
+    tag_lists: Cache<(String, RepositoryName), TagList>,
     max_manifest_size: usize,
 }
 
@@ -179,7 +206,8 @@ impl PullThrough {
             .max_capacity(MANIFEST_MEMORY)
             .weigher(|_, m: &Arc<Manifest>| u32::try_from(m.bytes.len()).unwrap_or(u32::MAX))
             .build();
-        let tags = Cache::builder().max_capacity(100_000).expire_after(TagExpiry).build();
+        let tags = Cache::builder().max_capacity(100_000).expire_after(TtlExpiry).build();
+        let tag_lists = Cache::builder().max_capacity(1_000).expire_after(TtlExpiry).build();
         PullThrough {
             upstreams,
             storage,
@@ -188,6 +216,7 @@ impl PullThrough {
             fills: Fills::default(),
             manifests,
             tags,
+            tag_lists,
             max_manifest_size,
         }
     }
@@ -365,24 +394,57 @@ impl PullThrough {
 
     // -- listings ------------------------------------------------------------
 
-    /// Tags of a repository: the upstream's list, or the locally known tags
-    /// when the upstream is unavailable.
+    /// Tags of a repository, sorted and paginated here (upstreams differ:
+    /// the reference registry ignores `n` and `last` and does not sort).
+    /// The upstream's whole list is cached for `tag_ttl`, so paging through
+    /// it costs one upstream listing; when the upstream is unavailable the
+    /// locally known tags are listed.
     pub(crate) async fn tags(&self, target: &Target, n: Option<usize>, last: Option<&str>) -> Result<TagsPage, PullError> {
-        match target.upstream.tags_list(&target.repo, n, last).await {
-            Ok(page) => Ok(TagsPage { tags: page.tags, has_more: page.has_more }),
-            Err(UpstreamError::NotFound) => Err(PullError::Route(RouteError::NoUpstream(target.repo.to_string()))),
-            Err(e) if is_unavailable(&e) => {
-                let known = self.metadata.tags(&target.upstream.config().name, &target.repo).await?;
-                Ok(paginate(known, n, last))
+        let cfg = target.upstream.config();
+        let key = (cfg.name.clone(), target.repo.clone());
+        let listed = self
+            .tag_lists
+            .entry(key)
+            .or_try_insert_with(self.list_all_tags(target))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(paginate(&listed.into_value().tags, n, last))
+    }
+
+    async fn list_all_tags(&self, target: &Target) -> Result<TagList, PullError> {
+        let cfg = target.upstream.config();
+        let mut all: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_TAG_PAGES {
+            let page = match target.upstream.tags_list(&target.repo, None, cursor.as_deref()).await {
+                Ok(page) => page,
+                Err(UpstreamError::NotFound) => {
+                    return Err(PullError::Route(RouteError::NoUpstream(target.repo.to_string())))
+                }
+                Err(e) if is_unavailable(&e) => {
+                    tracing::warn!(upstream = %cfg.name, repository = %target.repo, error = %e,
+                        "upstream unavailable; listing the locally known tags");
+                    let known = self.metadata.tags(&cfg.name, &target.repo).await?;
+                    return Ok(TagList { tags: Arc::new(known), ttl: cfg.tag_ttl.min(STALE_RECHECK) });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let next = page.tags.last().cloned();
+            all.extend(page.tags);
+            match next {
+                Some(last) if page.has_more => cursor = Some(last),
+                _ => break,
             }
-            Err(e) => Err(e.into()),
         }
+        all.sort();
+        all.dedup();
+        Ok(TagList { tags: Arc::new(all), ttl: cfg.tag_ttl })
     }
 
     /// Repositories with cached content, named as clients address them
     /// (`<upstream>/<repo>`).
     pub(crate) async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<TagsPage, PullError> {
-        Ok(paginate(self.metadata.repositories().await?, n, last))
+        Ok(paginate(&self.metadata.repositories().await?, n, last))
     }
 
     /// The referrers of `digest` as an OCI image index. Uses the upstream's
@@ -429,10 +491,9 @@ fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, PullError> {
     Ok(v.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default())
 }
 
-/// Lexically sorted pagination as the spec describes: entries after `last`,
-/// at most `n`.
-fn paginate(mut all: Vec<String>, n: Option<usize>, last: Option<&str>) -> TagsPage {
-    all.sort();
+/// Pagination as the spec describes: of the lexically sorted `all`, the
+/// entries after `last`, at most `n`.
+fn paginate(all: &[String], n: Option<usize>, last: Option<&str>) -> TagsPage {
     let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
     let rest = &all[start..];
     let take = n.unwrap_or(rest.len()).min(rest.len());
@@ -445,13 +506,15 @@ mod tests {
 
     #[test]
     fn pagination_follows_last_and_n() {
-        let all = || vec!["b".to_owned(), "a".to_owned(), "c".to_owned()];
-        let p = paginate(all(), Some(2), None);
+        let all = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let p = paginate(&all, Some(2), None);
         assert_eq!((p.tags, p.has_more), (vec!["a".to_owned(), "b".to_owned()], true));
-        let p = paginate(all(), Some(2), Some("b"));
+        let p = paginate(&all, Some(2), Some("b"));
         assert_eq!((p.tags, p.has_more), (vec!["c".to_owned()], false));
-        let p = paginate(all(), None, Some("zz"));
+        let p = paginate(&all, Some(2), Some("a0"));
+        assert_eq!((p.tags, p.has_more), (vec!["b".to_owned(), "c".to_owned()], false));
+        let p = paginate(&all, None, Some("zz"));
         assert!(p.tags.is_empty() && !p.has_more);
-        assert_eq!(paginate(all(), Some(0), None).tags.len(), 0);
+        assert_eq!(paginate(&all, Some(0), None).tags.len(), 0);
     }
 }
