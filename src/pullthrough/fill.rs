@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -186,9 +185,8 @@ fn ended_unexpectedly() -> PullError {
 async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills: Fills) {
     let cfg = job.target.upstream.config();
     let fill_timeout = cfg.fill_timeout;
-    let idle_timeout = cfg.idle_timeout;
     job.metrics.fills_in_flight.inc();
-    let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx, idle_timeout)).await {
+    let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(PullError::FillTimeout),
     };
@@ -212,7 +210,6 @@ async fn fetch(
     job: &FillJob,
     fill: &Fill,
     tx: &watch::Sender<FillState>,
-    idle_timeout: Duration,
 ) -> Result<(), PullError> {
     // The blob may have been committed between the caller's lookup and this
     // fill starting; then serve it from storage.
@@ -232,11 +229,12 @@ async fn fetch(
     tx.send_replace(FillState::Streaming { size, written: 0 });
     let mut body = response.body;
     loop {
-        let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
-            Err(_) => return Err(PullError::Stalled),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(PullError::UpstreamBody(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
+        // The upstream body enforces idle_timeout between chunks itself.
+        let frame = match body.frame().await {
+            None => break,
+            Some(Err(crate::upstream::UpstreamError::Timeout)) => return Err(PullError::Stalled),
+            Some(Err(e)) => return Err(PullError::UpstreamBody(e.to_string())),
+            Some(Ok(frame)) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
         if data.is_empty() {
