@@ -78,7 +78,10 @@ impl ApiError {
 
     pub(crate) fn into_response(self, head_only: bool) -> Response<Body> {
         let (status, code, extra) = self.classify();
-        if status.is_server_error() {
+        // Logged once, here. A refused upstream login is a 404 to the
+        // client, but the operator must see that the credentials are wrong.
+        let refused = matches!(self, ApiError::Pull(PullError::Upstream(UpstreamError::Unauthorized)));
+        if status.is_server_error() || refused {
             tracing::warn!(error = %self, status = status.as_u16(), "request failed");
         }
         let json = serde_json::json!({

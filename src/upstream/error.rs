@@ -15,7 +15,7 @@ pub(crate) enum UpstreamError {
     NotFound,
     /// 401 or 403, still after one authentication attempt (or from the token
     /// endpoint itself).
-    #[error("upstream refused our credentials")]
+    #[error("upstream denied access: the repository does not exist there, or wharf's credentials for it are missing or wrong")]
     Unauthorized,
     /// 429; `retry_after` is the upstream's `Retry-After`, when it sent one.
     #[error("upstream is rate limiting us")]
