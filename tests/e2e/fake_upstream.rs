@@ -307,6 +307,22 @@ impl FakeUpstream {
         digest
     }
 
+    /// Stores a blob under its sha512 digest; returns that digest.
+    pub fn put_blob_sha512(&self, bytes: impl Into<Bytes>) -> String {
+        let bytes = bytes.into();
+        let digest = crate::images::sha512_digest(&bytes);
+        self.state.lock().blobs.insert(digest.clone(), bytes);
+        digest
+    }
+
+    /// Stores a manifest reachable only by its sha512 digest; returns it.
+    pub fn put_manifest_sha512(&self, media_type: &str, bytes: impl Into<Bytes>) -> String {
+        let bytes = bytes.into();
+        let digest = crate::images::sha512_digest(&bytes);
+        self.state.lock().manifests.insert(digest.clone(), Manifest { media_type: media_type.to_owned(), bytes });
+        digest
+    }
+
     /// Stores a manifest, reachable by digest and (if given) by `tag`;
     /// returns its digest.
     pub fn put_manifest(&self, tag: Option<&str>, media_type: &str, bytes: impl Into<Bytes>) -> String {

@@ -17,3 +17,4 @@ mod concurrency;
 mod faults;
 mod crash;
 mod protocol;
+mod digests;
