@@ -10,7 +10,6 @@ pub(crate) const DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const OCI_ARTIFACT_MANIFEST: &str = "application/vnd.oci.artifact.manifest.v1+json";
 
 /// What wharf asks an upstream for: every manifest type it can store, so the
 /// upstream returns the manifest as pushed (an index stays an index).
@@ -33,12 +32,6 @@ pub(crate) enum ManifestKind {
     Other,
 }
 
-impl ManifestKind {
-    pub(crate) fn is_index(self) -> bool {
-        matches!(self, ManifestKind::DockerManifestList | ManifestKind::OciIndex)
-    }
-}
-
 /// The parts of any manifest JSON that decide its type and what it points at.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,7 +45,6 @@ struct ManifestProbe {
 #[derive(Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct IndexEntry {
-    pub(crate) media_type: Option<String>,
     pub(crate) digest: Digest,
     pub(crate) platform: Option<Platform>,
 }

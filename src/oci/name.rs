@@ -112,12 +112,6 @@ impl fmt::Display for RepositoryName {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Tag(String);
 
-impl Tag {
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 impl FromStr for Tag {
     type Err = NameError;
 

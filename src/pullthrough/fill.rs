@@ -196,8 +196,8 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
             if e.is_upstream_fault() {
                 tracing::warn!(digest = %job.digest, upstream = %cfg.name, error = %e, "blob fill failed");
             }
-            if let PullError::DigestMismatch { .. } = e {
-                job.metrics.upstream_errors.with_label_values(&[&cfg.name, "digest_mismatch"]).inc();
+            if let Some(kind) = e.upstream_error_kind() {
+                job.metrics.upstream_errors.with_label_values(&[&cfg.name, kind]).inc();
             }
             tx.send_replace(FillState::Failed(e));
         }
@@ -221,10 +221,7 @@ async fn fetch(
     let mut ingest = job.storage.begin(job.digest.clone())?;
     let _ = fill.file.set(ingest.reader());
     let upstream = &job.target.upstream;
-    let response = upstream.get_blob(&job.target.repo, &job.digest).await.map_err(|e| match e {
-        crate::upstream::UpstreamError::NotFound => PullError::BlobUnknown,
-        other => PullError::Upstream(other),
-    })?;
+    let response = upstream.get_blob(&job.target.repo, &job.digest).await.map_err(PullError::from_blob_fetch)?;
     let size = response.size;
     tx.send_replace(FillState::Streaming { size, written: 0 });
     let mut body = response.body;

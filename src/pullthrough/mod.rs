@@ -93,6 +93,39 @@ impl PullError {
     }
 }
 
+impl PullError {
+    /// The `kind` label of `wharf_upstream_errors_total` for an upstream
+    /// failure; None for answers that are not failures (404) and our own.
+    pub(crate) fn upstream_error_kind(&self) -> Option<&'static str> {
+        match self {
+            PullError::Upstream(UpstreamError::NotFound) => None,
+            PullError::Upstream(e) => Some(e.kind()),
+            PullError::DigestMismatch { .. } => Some("digest_mismatch"),
+            PullError::Stalled | PullError::FillTimeout => Some("timeout"),
+            PullError::Truncated { .. } | PullError::UpstreamBody(_) => Some("body"),
+            PullError::InvalidManifest(_) => Some("protocol"),
+            _ => None,
+        }
+    }
+
+    /// An upstream error while fetching a manifest: 404 means the manifest
+    /// is unknown, not the repository.
+    fn from_manifest_fetch(e: UpstreamError) -> PullError {
+        match e {
+            UpstreamError::NotFound => PullError::ManifestUnknown,
+            other => PullError::Upstream(other),
+        }
+    }
+
+    /// An upstream error while fetching a blob: 404 means the blob is unknown.
+    pub(crate) fn from_blob_fetch(e: UpstreamError) -> PullError {
+        match e {
+            UpstreamError::NotFound => PullError::BlobUnknown,
+            other => PullError::Upstream(other),
+        }
+    }
+}
+
 impl From<UpstreamError> for PullError {
     fn from(e: UpstreamError) -> Self {
         PullError::Upstream(e)
@@ -301,10 +334,7 @@ impl PullThrough {
             .upstream
             .get_manifest(&target.repo, &Reference::Tag(tag.clone()), self.max_manifest_size)
             .await
-            .map_err(|e| match e {
-                UpstreamError::NotFound => PullError::ManifestUnknown,
-                other => other.into(),
-            })?;
+            .map_err(PullError::from_manifest_fetch)?;
         let digest = fetched.digest.clone().unwrap_or_else(|| Digest::of(Algorithm::Sha256, &fetched.bytes));
         let manifest = self.store_manifest(target, &digest, fetched.bytes).await?;
         self.manifests.insert(digest.clone(), manifest).await;
@@ -333,10 +363,7 @@ impl PullThrough {
             .upstream
             .get_manifest(&target.repo, &Reference::Digest(digest.clone()), self.max_manifest_size)
             .await
-            .map_err(|e| match e {
-                UpstreamError::NotFound => PullError::ManifestUnknown,
-                other => other.into(),
-            })?;
+            .map_err(PullError::from_manifest_fetch)?;
         self.store_manifest(target, digest, fetched.bytes).await
     }
 
@@ -370,10 +397,7 @@ impl PullThrough {
                 let size = fill.ready().await?;
                 return Ok(BlobSource::Filling { fill, size });
             }
-            let head = target.upstream.head_blob(&target.repo, digest).await.map_err(|e| match e {
-                UpstreamError::NotFound => PullError::BlobUnknown,
-                other => other.into(),
-            })?;
+            let head = target.upstream.head_blob(&target.repo, digest).await.map_err(PullError::from_blob_fetch)?;
             return Ok(BlobSource::Remote { size: head.size });
         }
         let (fill, started) = self.fills.join_or_start(digest, || FillJob {
@@ -456,25 +480,26 @@ impl PullThrough {
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Bytes, PullError> {
-        let entries = match target.upstream.referrers(&target.repo, digest, artifact_type).await {
-            Ok(r) => index_entries(&r.bytes)?,
+        let (entries, filtered) = match target.upstream.referrers(&target.repo, digest, artifact_type).await {
+            Ok(r) => (index_entries(&r.bytes)?, r.filter_applied),
             Err(UpstreamError::NotFound) => {
                 let fallback: Result<Tag, _> = format!("{}-{}", digest.algorithm().as_str(), digest.hex()).parse();
                 let accept = media::Accept::parse([media::OCI_INDEX].into_iter());
-                match fallback {
+                let entries = match fallback {
                     Ok(tag) => match self.manifest(target, &Reference::Tag(tag), &accept).await {
                         Ok(m) if m.info.kind == media::ManifestKind::OciIndex => index_entries(&m.bytes)?,
                         Ok(_) | Err(PullError::ManifestUnknown) | Err(PullError::NotAcceptable) => Vec::new(),
                         Err(e) => return Err(e),
                     },
                     Err(_) => Vec::new(),
-                }
+                };
+                (entries, false)
             }
             Err(e) => return Err(e.into()),
         };
         let manifests: Vec<serde_json::Value> = entries
             .into_iter()
-            .filter(|e| artifact_type.is_none_or(|t| e.get("artifactType").and_then(|v| v.as_str()) == Some(t)))
+            .filter(|e| filtered || artifact_type.is_none_or(|t| e.get("artifactType").and_then(|v| v.as_str()) == Some(t)))
             .collect();
         let index = serde_json::json!({
             "schemaVersion": 2,

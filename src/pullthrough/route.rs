@@ -39,10 +39,6 @@ impl Upstreams {
         Upstreams { all, default }
     }
 
-    pub(crate) fn all(&self) -> &[Upstream] {
-        &self.all
-    }
-
     pub(crate) fn by_name(&self, name: &str) -> Option<&Upstream> {
         self.all.iter().find(|u| u.config().name == name)
     }

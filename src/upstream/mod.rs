@@ -71,8 +71,6 @@ pub(crate) struct ManifestHead {
 #[derive(Clone, Debug)]
 pub(crate) struct FetchedManifest {
     pub(crate) bytes: Bytes,
-    /// `Content-Type`, as sent.
-    pub(crate) media_type: Option<String>,
     /// `Docker-Content-Digest`, when the upstream sent one.
     pub(crate) digest: Option<Digest>,
 }
@@ -105,8 +103,6 @@ pub(crate) struct TagsPage {
 pub(crate) struct Referrers {
     /// The image index listing the referrers, as the upstream sent it.
     pub(crate) bytes: Bytes,
-    /// `Content-Type`, as sent.
-    pub(crate) media_type: Option<String>,
     /// An `artifactType` filter was asked for and the upstream says it
     /// applied it (`OCI-Filters-Applied`); if false, the caller filters.
     pub(crate) filter_applied: bool,
@@ -210,9 +206,8 @@ impl Upstream {
         self.with_retries("get_manifest", || async move {
             let response = self.request(Method::GET, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
             let digest = content_digest(response.headers())?;
-            let media_type = content_type(response.headers())?;
             let bytes = body::read_to_limit(self.body(response), max_size, "manifest").await?;
-            Ok(FetchedManifest { bytes, media_type, digest })
+            Ok(FetchedManifest { bytes, digest })
         })
         .await
     }
@@ -291,10 +286,9 @@ impl Upstream {
         let uri = &self.uri(&format!("/v2/{repo}/referrers/{digest}"), &query)?;
         self.with_retries("referrers", || async move {
             let response = self.request(Method::GET, uri, Some(OCI_INDEX), repo).await?;
-            let media_type = content_type(response.headers())?;
             let filter_applied = artifact_type.is_some() && filters_applied(response.headers(), "artifactType");
             let bytes = body::read_to_limit(self.body(response), REFERRERS_LIMIT, "referrers index").await?;
-            Ok(Referrers { bytes, media_type, filter_applied })
+            Ok(Referrers { bytes, filter_applied })
         })
         .await
     }

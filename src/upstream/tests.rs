@@ -59,7 +59,6 @@ async fn bearer_challenge_fetches_a_token_once_and_reuses_it() {
 
     let fetched = up.get_manifest(&repo("library/alpine"), &tag("3.20"), 1 << 20).await.unwrap();
     assert_eq!(fetched.bytes, MANIFEST);
-    assert_eq!(fetched.media_type.as_deref(), Some(OCI_MANIFEST));
     assert_eq!(fetched.digest, Some(manifest_digest()));
     let head = up.head_manifest(&repo("library/alpine"), &tag("3.20")).await.unwrap();
     assert_eq!(head.digest, Some(manifest_digest()));
@@ -437,7 +436,6 @@ async fn referrers_passes_the_filter_and_reports_whether_it_was_applied() {
     let filtered = up.referrers(&repo("r"), &digest, Some("application/vnd.example+json")).await.unwrap();
     assert!(filtered.filter_applied);
     assert_eq!(filtered.bytes, index);
-    assert_eq!(filtered.media_type.as_deref(), Some(OCI_INDEX));
     let all = up.referrers(&repo("r"), &digest, None).await.unwrap();
     assert!(!all.filter_applied);
     let seen = registry.seen();

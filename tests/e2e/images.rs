@@ -278,7 +278,7 @@ fn tar_with_one_file(name: &str, data: &[u8]) -> Vec<u8> {
     let mut tar = Vec::with_capacity(512 + data.len() + padding + 1024);
     tar.extend_from_slice(&header);
     tar.extend_from_slice(data);
-    tar.extend(std::iter::repeat(0).take(padding + 1024));
+    tar.extend(std::iter::repeat_n(0, padding + 1024));
     tar
 }
 

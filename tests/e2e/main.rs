@@ -18,3 +18,4 @@ mod faults;
 mod crash;
 mod protocol;
 mod digests;
+mod admin;

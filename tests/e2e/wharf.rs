@@ -14,8 +14,6 @@ pub struct Wharf {
     pub registry: SocketAddr,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
-    /// Everything wharf logged so far arrives here, line by line.
-    pub log: mpsc::Receiver<String>,
 }
 
 /// One `[[upstream]]` entry.
@@ -95,7 +93,7 @@ impl Wharf {
                 break (field(&line, "registry="), field(&line, "admin="));
             }
         };
-        Wharf { child, registry, admin, config_path: config.to_path_buf(), log: rx }
+        Wharf { child, registry, admin, config_path: config.to_path_buf() }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -108,19 +106,10 @@ impl Wharf {
         self.registry.to_string()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// Lines logged so far (non-blocking).
-    pub fn drain_log(&self) -> Vec<String> {
-        self.log.try_iter().collect()
     }
 }
 
