@@ -185,7 +185,8 @@ impl Registry {
                     }))
                 }
                 BlobSource::Filling { fill, .. } => {
-                    let served = self.metrics.served_bytes.with_label_values(&["upstream"]);
+                    let source = if fill.is_complete() { "cache" } else { "upstream" };
+                    let served = self.metrics.served_bytes.with_label_values(&[source]);
                     body::stream(fill.body(start, end).inspect(move |chunk| {
                         if let Ok(bytes) = chunk {
                             served.inc_by(bytes.len() as u64);

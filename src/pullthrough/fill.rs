@@ -106,6 +106,12 @@ impl Fills {
 }
 
 impl Fill {
+    /// All bytes are on local disk and verified (the commit may still be
+    /// under way): a request joining now is served locally.
+    pub(crate) fn is_complete(&self) -> bool {
+        matches!(*self.state.borrow(), FillState::Done { .. })
+    }
+
     /// Waits for the upstream's answer: the blob's size (if the upstream
     /// said), or why the fill failed.
     pub(crate) async fn ready(&self) -> Result<Option<u64>, PullError> {
@@ -156,7 +162,10 @@ impl Fill {
                     };
                     let len = (limit - pos).min(READ_CHUNK as u64) as usize;
                     return match storage::read_at(file.clone(), pos, len).await {
-                        Ok(bytes) => Some((Ok(bytes), Some((fill, rx, pos + len as u64)))),
+                        Ok(bytes) => {
+                            let next = pos + bytes.len() as u64;
+                            Some((Ok(bytes), Some((fill, rx, next))))
+                        }
                         Err(e) => Some((Err(e.into()), None)),
                     };
                 }

@@ -406,7 +406,12 @@ impl PullThrough {
             digest: digest.clone(),
             metrics: self.metrics.clone(),
         });
-        self.metrics.cache("blob", if started { "miss" } else { "coalesced" });
+        let result = match (started, fill.is_complete()) {
+            (true, _) => "miss",
+            (false, true) => "hit",
+            (false, false) => "coalesced",
+        };
+        self.metrics.cache("blob", result);
         if started {
             // Recorded now so the repository is listed even if the client
             // leaves before the fill completes.

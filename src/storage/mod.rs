@@ -147,7 +147,7 @@ impl Storage {
         if obj.size > limit as u64 {
             return Err(StorageError::TooLarge { limit });
         }
-        Ok(Some(read_at(obj.file, 0, obj.size as usize).await?))
+        Ok(Some(read_exact_at(obj.file, 0, obj.size as usize).await?))
     }
 
     /// Starts ingesting content expected to hash to `expected`.
@@ -268,24 +268,68 @@ impl Drop for Ingest {
     }
 }
 
-/// Reads `len` bytes at `offset` on the blocking pool (positional, so one
-/// file can serve many readers at once).
+/// Reads up to `len` bytes at `offset` (at least one, unless the file ends
+/// first, which is an error: callers only ask for bytes that exist).
+///
+/// Positional, so one file serves many readers at once. Bytes already in
+/// the page cache (the common case for warm blobs and for a fill's fresh
+/// writes) are read inline with `RWF_NOWAIT`, which fails rather than
+/// blocking on the disk; only then does the read move to the blocking pool.
+/// A thread hand-off per chunk cost more CPU than the copy itself.
 pub(crate) async fn read_at(file: Arc<File>, offset: u64, len: usize) -> Result<Bytes, StorageError> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let mut buf = BytesMut::zeroed(len);
+    if NOWAIT_SUPPORTED.load(Ordering::Relaxed) {
+        match read_cached(&file, &mut buf, offset) {
+            Ok(0) => {}
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf.freeze());
+            }
+            Err(rustix::io::Errno::AGAIN) => {}
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+                NOWAIT_SUPPORTED.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+    }
     let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
         use std::os::unix::fs::FileExt;
-        let mut buf = BytesMut::zeroed(len);
-        let mut filled = 0;
-        while filled < len {
-            let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
-            if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "object shorter than expected"));
-            }
-            filled += n;
+        let n = file.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "object shorter than expected"));
         }
+        buf.truncate(n);
         Ok(buf.freeze())
     })
     .await??;
     Ok(buf)
+}
+
+/// Whether the kernel and filesystem honour `RWF_NOWAIT`; cleared on the
+/// first refusal so unsupported systems stop trying.
+static NOWAIT_SUPPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> Result<usize, rustix::io::Errno> {
+    let mut slices = [std::io::IoSliceMut::new(buf)];
+    rustix::io::preadv2(file, &mut slices, offset, rustix::io::ReadWriteFlags::NOWAIT)
+}
+
+/// Reads exactly `len` bytes at `offset`.
+pub(crate) async fn read_exact_at(file: Arc<File>, offset: u64, len: usize) -> Result<Bytes, StorageError> {
+    let first = read_at(file.clone(), offset, len).await?;
+    if first.len() == len {
+        return Ok(first);
+    }
+    let mut whole = BytesMut::with_capacity(len);
+    whole.extend_from_slice(&first);
+    while whole.len() < len {
+        let more = read_at(file.clone(), offset + whole.len() as u64, len - whole.len()).await?;
+        whole.extend_from_slice(&more);
+    }
+    Ok(whole.freeze())
 }
 
 /// Streams `[start, end)` of a committed object in [`READ_CHUNK`] pieces.
@@ -300,7 +344,10 @@ pub(crate) fn stream_range(
         }
         let len = (end - pos).min(READ_CHUNK as u64) as usize;
         match read_at(file.clone(), pos, len).await {
-            Ok(bytes) => Some((Ok(bytes), (file, pos + len as u64))),
+            Ok(bytes) => {
+                let next = pos + bytes.len() as u64;
+                Some((Ok(bytes), (file, next)))
+            }
             // End the stream after an error: the item carries it.
             Err(e) => Some((Err(e), (file, end))),
         }
@@ -329,7 +376,7 @@ mod tests {
         ingest.write(data.slice(1000..)).await.unwrap();
         assert_eq!(s.stat(&digest).await.unwrap(), None, "invisible before commit");
         // A follower can already read what was written.
-        let early = read_at(ingest.reader(), 0, 1000).await.unwrap();
+        let early = read_exact_at(ingest.reader(), 0, 1000).await.unwrap();
         assert_eq!(early, data.slice(..1000));
         ingest.verify().unwrap();
         ingest.commit().await.unwrap();
