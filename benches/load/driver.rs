@@ -1,0 +1,414 @@
+//! The load benchmark's driver: the client side of every scenario that
+//! `benches/load/run.sh` runs against wharf, distribution in proxy mode,
+//! nginx and the upstream registry, plus the random images they serve and the
+//! final table. `run.sh` owns the servers, the rounds and the order; this
+//! binary only makes requests, measures them and prints one JSON line per
+//! command on stdout.
+//!
+//! Layout:
+//! - `image`: random OCI images (an OCI layout on disk, or small ones in memory);
+//! - `http`: pulls, blob downloads, closed-loop load, pushes over the registry API;
+//! - `report`: the markdown table from the results `run.sh` collected.
+//!
+//! Plain `cargo bench` runs this with `--bench` and no subcommand; it then
+//! prints a note and exits 0, since the benchmark needs the servers that
+//! `run.sh` starts.
+
+mod http;
+mod image;
+mod report;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+/// Returns early with an error built like `format!`.
+#[macro_export]
+macro_rules! fail {
+    ($($arg:tt)*) => { return Err(format!($($arg)*).into()) };
+}
+
+#[derive(Parser)]
+#[command(name = "load-driver", about = "Client side of the wharf load benchmark (see benches/load/run.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints COUNT free TCP ports on 127.0.0.1, space-separated.
+    FreePorts { count: usize },
+    /// Waits until URL answers with any HTTP status.
+    Wait {
+        url: String,
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+    /// Writes a random image as an OCI layout in DIR.
+    Layout {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        tag: String,
+        /// Layer sizes, e.g. 32MiB,32MiB,32MiB.
+        #[arg(long, value_delimiter = ',', value_parser = parse_size, required = true)]
+        layers: Vec<u64>,
+    },
+    /// CLIENTS concurrent pulls of one image, each manifest then blobs in parallel.
+    Pull {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        reference: String,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+    },
+    /// CLIENTS parallel clients, each downloading one blob REPEAT times.
+    Blob {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        digest: String,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
+    /// Closed-loop load: CONNECTIONS connections sending METHOD PATH for SECONDS.
+    Load {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        path: String,
+        #[arg(long, value_enum, default_value_t = LoadMethod::Get)]
+        method: LoadMethod,
+        #[arg(long)]
+        accept: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Pushes COUNT small random images as PREFIX/img-NNNNN:v1 over the registry API;
+    /// prints the digests of their blobs.
+    PushSmall {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: usize,
+        /// Layer size, e.g. 16KiB.
+        #[arg(long, value_parser = parse_size, default_value = "16KiB")]
+        size: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Pulls PREFIX/img-00000:v1 … PREFIX/img-(COUNT-1):v1, CONCURRENCY at a time.
+    PullMany {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Prints the markdown table of a results file.
+    Report {
+        #[arg(long)]
+        results: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LoadMethod {
+    Get,
+    Head,
+}
+
+fn main() -> ExitCode {
+    let first = std::env::args_os().nth(1);
+    if first.is_none() || first.as_deref() == Some("--bench".as_ref()) {
+        println!("load: needs servers; run benches/load/run.sh (see docs/BENCHMARKS.md)");
+        return ExitCode::SUCCESS;
+    }
+    let cli = Cli::parse();
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load driver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::FreePorts { count } => {
+            // Hold every listener until all are bound so the ports differ.
+            let listeners =
+                (0..count).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+            let ports = listeners
+                .iter()
+                .map(|l| l.local_addr().map(|a| a.port().to_string()))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            println!("{}", ports.join(" "));
+        }
+        Command::Wait { url, timeout_secs } => {
+            let status = http::wait_for(&url, Duration::from_secs(timeout_secs)).await?;
+            println!("{}", json!({ "op": "wait", "status": status.as_u16() }));
+        }
+        Command::Layout { dir, tag, layers } => {
+            let layout = image::write_layout(&dir, &tag, &layers)?;
+            let descriptor = |d: &image::Descriptor| json!({ "digest": d.digest, "size": d.size });
+            println!(
+                "{}",
+                json!({
+                    "op": "layout",
+                    "manifest": descriptor(&layout.manifest),
+                    "manifest_path": dir.join("blobs/sha256").join(image::hex_of(&layout.manifest.digest)),
+                    "blobs": std::iter::once(&layout.config).chain(&layout.layers).map(descriptor).collect::<Vec<_>>(),
+                    "layers": layout.layers.iter().map(descriptor).collect::<Vec<_>>(),
+                })
+            );
+        }
+        Command::Pull { url, repo, reference, clients } => pull(&url, &repo, &reference, clients).await?,
+        Command::Blob { url, repo, digest, clients, repeat } => blob(&url, &repo, &digest, clients, repeat).await?,
+        Command::Load { url, path, method, accept, connections, seconds } => {
+            let addr = socket_addr(&url)?;
+            let method = match method {
+                LoadMethod::Get => hyper::Method::GET,
+                LoadMethod::Head => hyper::Method::HEAD,
+            };
+            let spec =
+                http::LoadSpec { addr, method, path, accept, connections, duration: Duration::from_secs_f64(seconds) };
+            let stats = http::load(spec).await?;
+            let percentile = |p: usize| {
+                let l = &stats.latencies_us;
+                l.get((l.len() * p / 100).min(l.len().saturating_sub(1))).map_or(0.0, |us| f64::from(*us) / 1000.0)
+            };
+            let secs = stats.elapsed.as_secs_f64();
+            println!(
+                "{}",
+                json!({
+                    "op": "load",
+                    "requests": stats.requests,
+                    "non_2xx": stats.non_success,
+                    "seconds": secs,
+                    "rps": stats.requests as f64 / secs,
+                    "p50_ms": percentile(50),
+                    "p99_ms": percentile(99),
+                })
+            );
+            if stats.non_success > 0 {
+                fail!("{} of {} answers were not 2xx", stats.non_success, stats.requests);
+            }
+        }
+        Command::PushSmall { url, prefix, count, size, concurrency } => {
+            let started = Instant::now();
+            let pool = http::pool(concurrency);
+            let pushed = Arc::new(Mutex::new(Vec::new()));
+            let digests = Arc::clone(&pushed);
+            let images = for_each_image(count, concurrency, move |i| {
+                let (pool, url, repo, digests) =
+                    (pool.clone(), url.clone(), small_repo(&prefix, i), Arc::clone(&digests));
+                async move {
+                    let image = image::small_image(size, &mut StdRng::from_entropy())?;
+                    http::push_image(&pool, &url, &repo, "v1", &image).await?;
+                    // Held for one extend, never across an await.
+                    let mut digests = digests.lock().map_err(|_| "a pusher panicked")?;
+                    digests.extend(image.blobs.iter().map(|b| b.descriptor.digest.clone()));
+                    Ok(())
+                }
+            })
+            .await?;
+            let blobs = std::mem::take(&mut *pushed.lock().map_err(|_| "a pusher panicked")?);
+            println!(
+                "{}",
+                json!({
+                    "op": "push-small",
+                    "images": images,
+                    "wall_s": started.elapsed().as_secs_f64(),
+                    "blobs": blobs,
+                })
+            );
+        }
+        Command::PullMany { url, prefix, count, concurrency } => {
+            let started = Instant::now();
+            let pool = http::pool(concurrency * 4);
+            let images = for_each_image(count, concurrency, move |i| {
+                let (pool, url, repo) = (pool.clone(), url.clone(), small_repo(&prefix, i));
+                async move { http::pull_image(&pool, &url, &repo, "v1").await.map(|_| ()) }
+            })
+            .await?;
+            let wall = started.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                json!({ "op": "pull-many", "images": images, "wall_s": wall, "images_per_s": images as f64 / wall })
+            );
+        }
+        Command::Report { results } => print!("{}", report::render(&results)?),
+    }
+    Ok(())
+}
+
+/// `clients` whole pulls of one image started at once (the herd when > 1).
+async fn pull(url: &str, repo: &str, reference: &str, clients: usize) -> Result<()> {
+    // Every pull fetches its blobs in parallel: room for a few each.
+    let pool = http::pool(clients * 8);
+    let started = Instant::now();
+    let mut pulls = JoinSet::new();
+    for _ in 0..clients {
+        let (pool, url, repo, reference) = (pool.clone(), url.to_owned(), repo.to_owned(), reference.to_owned());
+        pulls.spawn(async move {
+            let t = Instant::now();
+            let pulled = http::pull_image(&pool, &url, &repo, &reference).await?;
+            Ok::<_, Error>((t.elapsed().as_secs_f64(), pulled))
+        });
+    }
+    let (mut times, mut bytes, mut blobs, mut first_error) = (Vec::new(), 0u64, 0usize, None);
+    while let Some(done) = pulls.join_next().await {
+        match done? {
+            Ok((secs, pulled)) => {
+                times.push(secs);
+                bytes += pulled.bytes;
+                blobs = pulled.blobs;
+            }
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    if let Some(e) = first_error {
+        fail!("{} of {clients} pulls of {repo}:{reference} failed; the first: {e}", clients - times.len());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "op": "pull",
+            "clients": clients,
+            "wall_s": wall,
+            "bytes": bytes,
+            "blobs": blobs,
+            "pull_s_min": times.first(),
+            "pull_s_median": times.get(times.len() / 2),
+            "pull_s_max": times.last(),
+        })
+    );
+    Ok(())
+}
+
+/// `clients` parallel clients, each downloading one blob `repeat` times in a row.
+async fn blob(url: &str, repo: &str, digest: &str, clients: usize, repeat: usize) -> Result<()> {
+    let pool = http::pool(clients);
+    let blob_url = format!("{url}/v2/{repo}/blobs/{digest}");
+    let started = Instant::now();
+    let mut downloads = JoinSet::new();
+    for _ in 0..clients {
+        let (pool, blob_url) = (pool.clone(), blob_url.clone());
+        downloads.spawn(async move {
+            let mut bytes = 0;
+            for _ in 0..repeat {
+                bytes += http::fetch_blob(&pool, &blob_url, None).await?;
+            }
+            Ok::<_, Error>(bytes)
+        });
+    }
+    let mut bytes = 0;
+    while let Some(done) = downloads.join_next().await {
+        bytes += done??;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({ "op": "blob", "clients": clients, "bytes": bytes, "wall_s": wall, "mb_s": bytes as f64 / 1e6 / wall })
+    );
+    Ok(())
+}
+
+/// Runs `work(i)` for i in 0..count with `concurrency` workers; stops at the
+/// first failure. Returns how many images were done.
+async fn for_each_image<F, Fut>(count: usize, concurrency: usize, work: F) -> Result<usize>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let work = Arc::new(work);
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, work) = (Arc::clone(&next), Arc::clone(&work));
+        workers.spawn(async move {
+            let mut done = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, Error>(done);
+                }
+                work(i).await.map_err(|e| format!("image {i}: {e}"))?;
+                done += 1;
+            }
+        });
+    }
+    let mut done = 0;
+    while let Some(worker) = workers.join_next().await {
+        match worker? {
+            Ok(n) => done += n,
+            Err(e) => {
+                // Stop handing out work; the other workers finish their image.
+                next.store(count, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn small_repo(prefix: &str, i: usize) -> String {
+    format!("{prefix}/img-{i:05}")
+}
+
+/// `http://127.0.0.1:5000` → the socket address.
+fn socket_addr(url: &str) -> Result<SocketAddr> {
+    let Some(rest) = url.strip_prefix("http://") else { fail!("{url}: only http:// URLs are supported") };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    Ok(authority.parse().map_err(|e| format!("{url}: the host must be an IP address and port: {e}"))?)
+}
+
+/// `16KiB`, `32MiB`, `1GiB` or plain bytes.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?}: expected a size such as 32MiB"))?;
+    let scale = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("{s:?}: the unit must be B, KiB, MiB or GiB")),
+    };
+    Ok(n * scale)
+}

@@ -1,0 +1,319 @@
+//! The benchmark's HTTP client side: an image pull as podman does it
+//! (manifest, then every blob in parallel), blob downloads, a closed-loop
+//! request load on a fixed number of connections, and pushes of small images
+//! through the registry API.
+//!
+//! Bodies are counted and dropped, never copied, hashed or inspected: the
+//! client shares the machine's cores with the server it measures. Whether the
+//! bytes are right is the end-to-end tests' business; here a blob only has to
+//! be as long as its descriptor says.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::image::{SmallImage, MANIFEST_MEDIA_TYPE};
+use crate::{fail, Result};
+
+/// What podman sends when it asks for a manifest.
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// A keep-alive connection pool to one server.
+pub(crate) type Pool = Client<HttpConnector, Full<Bytes>>;
+
+/// A pool that keeps up to `size` idle connections, so that `size`
+/// concurrent requests reuse their connections from one round to the next.
+pub(crate) fn pool(size: usize) -> Pool {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(size)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// Sends `req`, following redirects (a registry may send blob reads to
+/// storage elsewhere).
+async fn send(pool: &Pool, req: Request<Full<Bytes>>) -> Result<Response<Incoming>> {
+    let (parts, body) = req.into_parts();
+    let mut uri = parts.uri.to_string();
+    for _ in 0..5 {
+        let mut builder = Request::builder().method(parts.method.clone()).uri(&uri);
+        for (name, value) in &parts.headers {
+            builder = builder.header(name, value);
+        }
+        let resp = pool.request(builder.body(body.clone())?).await?;
+        if !resp.status().is_redirection() {
+            return Ok(resp);
+        }
+        let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
+            return Ok(resp);
+        };
+        uri = resolve(&uri, location)?;
+        discard(resp.into_body()).await?;
+    }
+    fail!("more than 5 redirects for {}", parts.uri)
+}
+
+/// Reads a body to its end, counting its bytes.
+pub(crate) async fn discard(mut body: Incoming) -> Result<u64> {
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            n += data.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// `location` (absolute, or a path on the same server) relative to `base`.
+fn resolve(base: &str, location: &str) -> Result<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Ok(location.to_owned());
+    }
+    if !location.starts_with('/') {
+        fail!("relative Location {location:?} is not supported");
+    }
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let origin_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    Ok(format!("{}{location}", &base[..origin_end]))
+}
+
+fn get(url: &str, accept: Option<&str>) -> Result<Request<Full<Bytes>>> {
+    let mut builder = Request::get(url);
+    if let Some(accept) = accept {
+        builder = builder.header(ACCEPT, accept);
+    }
+    Ok(builder.body(Full::new(Bytes::new()))?)
+}
+
+async fn expect_status(resp: Response<Incoming>, want: StatusCode, what: &str) -> Result<Response<Incoming>> {
+    if resp.status() == want {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    fail!("{what}: expected {want}, got {status}: {body}")
+}
+
+/// Bytes moved by one image pull.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Pulled {
+    pub(crate) bytes: u64,
+    pub(crate) blobs: usize,
+}
+
+/// Pulls `repo:reference` from `base` (`http://host:port`) as podman does:
+/// the manifest (the first child's if it is an index), then the config and
+/// every layer at once.
+pub(crate) async fn pull_image(pool: &Pool, base: &str, repo: &str, reference: &str) -> Result<Pulled> {
+    let (mut manifest, mut bytes) = get_manifest(pool, base, repo, reference).await?;
+    if let Some(children) = manifest.get("manifests").and_then(|m| m.as_array()) {
+        let Some(child) = children.first().and_then(|c| c["digest"].as_str()).map(str::to_owned) else {
+            fail!("{repo}:{reference}: an index with no manifests");
+        };
+        let (m, n) = get_manifest(pool, base, repo, &child).await?;
+        (manifest, bytes) = (m, bytes + n);
+    }
+    let descriptors = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().into_iter().flatten())
+        .map(|d| match (d["digest"].as_str(), d["size"].as_u64()) {
+            (Some(digest), Some(size)) => Ok((digest.to_owned(), size)),
+            _ => fail!("{repo}:{reference}: a descriptor without digest or size: {d}"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut fetches = JoinSet::new();
+    for (digest, size) in descriptors {
+        let pool = pool.clone();
+        let url = format!("{base}/v2/{repo}/blobs/{digest}");
+        fetches.spawn(async move { fetch_blob(&pool, &url, Some(size)).await });
+    }
+    let mut blobs = 0;
+    while let Some(fetched) = fetches.join_next().await {
+        bytes += fetched??;
+        blobs += 1;
+    }
+    Ok(Pulled { bytes, blobs })
+}
+
+async fn get_manifest(pool: &Pool, base: &str, repo: &str, reference: &str) -> Result<(serde_json::Value, u64)> {
+    let url = format!("{base}/v2/{repo}/manifests/{reference}");
+    let resp = send(pool, get(&url, Some(MANIFEST_ACCEPT))?).await?;
+    let resp = expect_status(resp, StatusCode::OK, &format!("GET {url}")).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    let manifest = serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not a manifest: {e}"))?;
+    Ok((manifest, body.len() as u64))
+}
+
+/// GETs one blob and returns its length, checked against `size` if given.
+pub(crate) async fn fetch_blob(pool: &Pool, url: &str, size: Option<u64>) -> Result<u64> {
+    let resp = send(pool, get(url, None)?).await?;
+    let resp = expect_status(resp, StatusCode::OK, &format!("GET {url}")).await?;
+    let n = discard(resp.into_body()).await.map_err(|e| format!("GET {url}: body: {e}"))?;
+    match size {
+        Some(size) if size != n => fail!("GET {url}: {n} bytes, the descriptor says {size}"),
+        _ => Ok(n),
+    }
+}
+
+/// What a closed-loop load measured.
+pub(crate) struct LoadStats {
+    pub(crate) requests: u64,
+    pub(crate) non_success: u64,
+    pub(crate) elapsed: Duration,
+    /// Every request's latency, in microseconds, sorted.
+    pub(crate) latencies_us: Vec<u32>,
+}
+
+/// One load: `connections` HTTP/1.1 connections, each sending `method path`
+/// back to back for `duration` after one untimed warm-up request.
+pub(crate) struct LoadSpec {
+    pub(crate) addr: SocketAddr,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) accept: Option<String>,
+    pub(crate) connections: usize,
+    pub(crate) duration: Duration,
+}
+
+/// Runs `spec`. The clock starts once every connection is open and warm.
+pub(crate) async fn load(spec: LoadSpec) -> Result<LoadStats> {
+    let spec = Arc::new(spec);
+    let ready = Arc::new(Barrier::new(spec.connections + 1));
+    let mut workers = JoinSet::new();
+    for _ in 0..spec.connections {
+        let (spec, ready) = (Arc::clone(&spec), Arc::clone(&ready));
+        workers.spawn(async move {
+            let outcome = load_connection(&spec, &ready).await;
+            if outcome.is_err() {
+                // Fail the load, but never leave the others at the barrier.
+                ready.wait().await;
+            }
+            outcome
+        });
+    }
+    ready.wait().await;
+    let started = Instant::now();
+    let mut stats = LoadStats { requests: 0, non_success: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let mut first_error = None;
+    while let Some(done) = workers.join_next().await {
+        match done? {
+            Ok((latencies, non_success)) => {
+                stats.requests += latencies.len() as u64;
+                stats.non_success += non_success;
+                stats.latencies_us.extend(latencies);
+            }
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    stats.elapsed = started.elapsed();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    stats.latencies_us.sort_unstable();
+    Ok(stats)
+}
+
+/// One connection's loop: its latencies and how many answers were not 2xx.
+async fn load_connection(spec: &LoadSpec, ready: &Barrier) -> Result<(Vec<u32>, u64)> {
+    let stream = TcpStream::connect(spec.addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Its errors surface as failed requests below.
+        let _ = connection.await;
+    });
+    let host = HeaderValue::from_str(&spec.addr.to_string())?;
+    let accept = spec.accept.as_deref().map(HeaderValue::from_str).transpose()?;
+    let request = || {
+        let mut builder = Request::builder().method(spec.method.clone()).uri(&spec.path).header(HOST, host.clone());
+        if let Some(accept) = &accept {
+            builder = builder.header(ACCEPT, accept.clone());
+        }
+        builder.body(Full::new(Bytes::new()))
+    };
+
+    let warm_up = sender.send_request(request()?).await?;
+    discard(warm_up.into_body()).await?;
+    ready.wait().await;
+
+    let deadline = Instant::now() + spec.duration;
+    let mut latencies = Vec::with_capacity(1 << 16);
+    let mut non_success = 0;
+    while Instant::now() < deadline {
+        let req = request()?;
+        let sent = Instant::now();
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let ok = resp.status().is_success();
+        discard(resp.into_body()).await?;
+        latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        if !ok {
+            non_success += 1;
+        }
+    }
+    Ok((latencies, non_success))
+}
+
+/// Pushes `image` to `base` as `repo:tag` through the registry API: each
+/// blob as a monolithic upload (POST, then PUT with the digest), then the
+/// manifest.
+pub(crate) async fn push_image(pool: &Pool, base: &str, repo: &str, tag: &str, image: &SmallImage) -> Result<()> {
+    for blob in &image.blobs {
+        let start = format!("{base}/v2/{repo}/blobs/uploads/");
+        let req = Request::post(&start).body(Full::new(Bytes::new()))?;
+        let resp = expect_status(send(pool, req).await?, StatusCode::ACCEPTED, &format!("POST {start}")).await?;
+        let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
+            fail!("POST {start}: no Location in the answer");
+        };
+        let upload = resolve(&start, location)?;
+        let separator = if upload.contains('?') { '&' } else { '?' };
+        let put = format!("{upload}{separator}digest={}", blob.descriptor.digest);
+        discard(resp.into_body()).await?;
+        let req = Request::put(&put)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::copy_from_slice(&blob.bytes)))?;
+        let resp = expect_status(send(pool, req).await?, StatusCode::CREATED, &format!("PUT {put}")).await?;
+        discard(resp.into_body()).await?;
+    }
+    let url = format!("{base}/v2/{repo}/manifests/{tag}");
+    let req = Request::put(&url)
+        .header(CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
+        .body(Full::new(Bytes::copy_from_slice(&image.manifest.bytes)))?;
+    let resp = expect_status(send(pool, req).await?, StatusCode::CREATED, &format!("PUT {url}")).await?;
+    discard(resp.into_body()).await?;
+    Ok(())
+}
+
+/// Waits until `url` answers with any HTTP status; returns that status.
+pub(crate) async fn wait_for(url: &str, timeout: Duration) -> Result<StatusCode> {
+    let pool = pool(1);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match pool.request(get(url, None)?).await {
+            Ok(resp) => {
+                let status = resp.status();
+                discard(resp.into_body()).await?;
+                return Ok(status);
+            }
+            Err(e) if Instant::now() >= deadline => fail!("{url} did not answer within {timeout:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

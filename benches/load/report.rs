@@ -1,0 +1,248 @@
+//! The one table: per scenario and metric, each server's median and spread
+//! over the rounds, the median of the per-round ratios wharf ÷ peer, and the
+//! issue's target next to each ratio with PASS or MISS.
+//!
+//! `run.sh` appends one JSON line per measurement to a results file:
+//! `{"round":1,"metric":"cold_pull_s","server":"wharf","value":0.41}`, and
+//! `{"param":"image","value":"3 × 32 MiB"}` lines for the labels. Targets
+//! are reported, never asserted: a MISS does not fail the run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::{fail, Result};
+
+const SERVERS: [&str; 4] = ["wharf", "distribution", "nginx", "upstream"];
+const PEERS: [&str; 3] = ["distribution", "nginx", "upstream"];
+
+#[derive(Clone, Copy)]
+enum Op {
+    /// At most.
+    Le,
+    /// At least.
+    Ge,
+    /// Strictly below.
+    Lt,
+    /// Exactly, in every round.
+    Eq,
+}
+
+impl Op {
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::Le => "≤",
+            Op::Ge => "≥",
+            Op::Lt => "<",
+            Op::Eq => "=",
+        }
+    }
+
+    fn holds(self, value: f64, target: f64) -> bool {
+        match self {
+            Op::Le => value <= target,
+            Op::Ge => value >= target,
+            Op::Lt => value < target,
+            Op::Eq => (value - target).abs() < 1e-9,
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    scenario: &'static str,
+    /// Label; `{image}`, `{blob}` and `{small}` are replaced by the run's parameters.
+    label: &'static str,
+    metric: &'static str,
+    /// Targets on the ratio wharf ÷ peer.
+    ratio_targets: &'static [(&'static str, Op, f64)],
+    /// A target on wharf's own value.
+    check: Option<(Op, f64)>,
+}
+
+const fn row(scenario: &'static str, label: &'static str, metric: &'static str) -> Row {
+    Row { scenario, label, metric, ratio_targets: &[], check: None }
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        ratio_targets: &[("distribution", Op::Le, 0.75), ("upstream", Op::Le, 1.3)],
+        ..row("1 cold pull", "image {image}, s", "cold_pull_s")
+    },
+    row("2 warm", "image pull {image}, s", "warm_pull_s"),
+    row("2 warm", "blob {blob} cold first, 1 client, MB/s", "cold_blob_mbs"),
+    row("2 warm", "blob {blob}, 1 client, MB/s", "blob1_mbs"),
+    Row { ratio_targets: &[("nginx", Op::Ge, 0.9)], ..row("2 warm", "blob {blob}, 8 clients, MB/s", "blob8_mbs") },
+    Row {
+        ratio_targets: &[("distribution", Op::Le, 0.6), ("nginx", Op::Le, 1.3)],
+        ..row("2 warm", "server CPU per GiB served (warm blob), s", "cpu_s_per_gib")
+    },
+    row("3 herd", "20 clients, wall s", "herd20_s"),
+    Row { check: Some((Op::Le, 1.3)), ..row("3 herd", "20 clients, wall ÷ own cold pull", "herd20_vs_cold") },
+    Row { check: Some((Op::Eq, 1.0)), ..row("3 herd", "20 clients, upstream GETs per blob", "herd20_gets_per_blob") },
+    row("3 herd", "50 clients, wall s", "herd50_s"),
+    Row { check: Some((Op::Le, 1.3)), ..row("3 herd", "50 clients, wall ÷ own cold pull", "herd50_vs_cold") },
+    Row { check: Some((Op::Eq, 1.0)), ..row("3 herd", "50 clients, upstream GETs per blob", "herd50_gets_per_blob") },
+    Row {
+        ratio_targets: &[("distribution", Op::Ge, 20.0), ("nginx", Op::Ge, 0.5)],
+        ..row("4 manifest by tag", "GET, 64 conns, req/s", "manifest_get_rps")
+    },
+    row("4 manifest by tag", "GET p99, ms", "manifest_get_p99_ms"),
+    Row {
+        ratio_targets: &[("distribution", Op::Ge, 20.0), ("nginx", Op::Ge, 0.5)],
+        ..row("4 manifest by tag", "HEAD, 64 conns, req/s", "manifest_head_rps")
+    },
+    row("4 manifest by tag", "HEAD p99, ms", "manifest_head_p99_ms"),
+    row("5 memory", "idle RSS after start, MiB", "rss_idle_mib"),
+    row("5 memory", "peak RSS, cold + warm image pull, MiB", "rss_pull_mib"),
+    Row { check: Some((Op::Lt, 64.0)), ..row("5 memory", "peak RSS, cold {blob} blob, MiB", "rss_cold_blob_mib") },
+    row("5 memory", "peak RSS, warm {blob} blob 1 + 8 clients, MiB", "rss_warm_blob_mib"),
+    Row { check: Some((Op::Lt, 64.0)), ..row("5 memory", "peak RSS, 50-client herd, MiB", "rss_herd_mib") },
+    row("6 small images", "{small} images cold, images/s", "small_cold_ips"),
+    row("6 small images", "{small} images warm, images/s", "small_warm_ips"),
+];
+
+/// metric → server → round → value
+type Results = BTreeMap<String, BTreeMap<String, BTreeMap<u64, f64>>>;
+
+/// Reads `path` and renders the table as markdown.
+pub(crate) fn render(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut results = Results::new();
+    let mut params = BTreeMap::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+        if let (Some(name), Some(value)) = (v["param"].as_str(), v["value"].as_str()) {
+            params.insert(name.to_owned(), value.to_owned());
+            continue;
+        }
+        match (v["round"].as_u64(), v["metric"].as_str(), v["server"].as_str(), v["value"].as_f64()) {
+            (Some(round), Some(metric), Some(server), Some(value)) => {
+                results.entry(metric.into()).or_default().entry(server.into()).or_default().insert(round, value);
+            }
+            _ => fail!("{}:{}: not a measurement: {line}", path.display(), n + 1),
+        }
+    }
+    derive_herd_vs_cold(&mut results);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | metric | wharf | distribution proxy | nginx (files) | upstream (direct) \
+         | wharf ÷ distribution | wharf ÷ nginx | wharf ÷ upstream | wharf target |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for row in ROWS {
+        let Some(by_server) = results.get(row.metric) else { continue };
+        let mut label = row.label.to_owned();
+        for (name, value) in &params {
+            label = label.replace(&format!("{{{name}}}"), value);
+        }
+        let mut cells = vec![row.scenario.to_owned(), label];
+        for server in SERVERS {
+            cells.push(by_server.get(server).map(spread).unwrap_or_else(|| "–".into()));
+        }
+        for peer in PEERS {
+            cells.push(ratio_cell(row, by_server, peer));
+        }
+        cells.push(check_cell(row, by_server));
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    Ok(out)
+}
+
+/// Each server's herd wall time over its own single-client cold pull in the
+/// same round.
+fn derive_herd_vs_cold(results: &mut Results) {
+    for herd in ["herd20", "herd50"] {
+        let mut derived: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+        if let (Some(walls), Some(colds)) = (results.get(&format!("{herd}_s")), results.get("cold_pull_s")) {
+            for (server, rounds) in walls {
+                for (round, wall) in rounds {
+                    if let Some(cold) = colds.get(server).and_then(|c| c.get(round)).filter(|c| **c > 0.0) {
+                        derived.entry(server.clone()).or_default().insert(*round, wall / cold);
+                    }
+                }
+            }
+        }
+        if !derived.is_empty() {
+            results.insert(format!("{herd}_vs_cold"), derived);
+        }
+    }
+}
+
+fn ratio_cell(row: &Row, by_server: &BTreeMap<String, BTreeMap<u64, f64>>, peer: &str) -> String {
+    let (Some(wharf), Some(other)) = (by_server.get("wharf"), by_server.get(peer)) else {
+        return String::new();
+    };
+    let ratios: Vec<f64> =
+        wharf.iter().filter_map(|(round, w)| other.get(round).filter(|p| **p > 0.0).map(|p| w / p)).collect();
+    let Some(ratio) = median(&ratios) else { return String::new() };
+    match row.ratio_targets.iter().find(|(p, _, _)| *p == peer) {
+        Some((_, op, target)) => {
+            format!("{} ({} {} {})", number(ratio), op.symbol(), target, verdict(op.holds(ratio, *target)))
+        }
+        None => number(ratio),
+    }
+}
+
+fn check_cell(row: &Row, by_server: &BTreeMap<String, BTreeMap<u64, f64>>) -> String {
+    let (Some((op, target)), Some(wharf)) = (row.check, by_server.get("wharf")) else {
+        return String::new();
+    };
+    let values: Vec<f64> = wharf.values().copied().collect();
+    let holds = match op {
+        Op::Eq => values.iter().all(|v| op.holds(*v, target)),
+        _ => median(&values).is_some_and(|m| op.holds(m, target)),
+    };
+    format!("{} {} {}", op.symbol(), target, verdict(holds))
+}
+
+fn verdict(holds: bool) -> &'static str {
+    if holds {
+        "PASS"
+    } else {
+        "MISS"
+    }
+}
+
+/// `median (min–max)`, or just the value when there is one round.
+fn spread(rounds: &BTreeMap<u64, f64>) -> String {
+    let values: Vec<f64> = rounds.values().copied().collect();
+    let (Some(m), Some(lo), Some(hi)) =
+        (median(&values), values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max))
+    else {
+        return "–".into();
+    };
+    if values.len() == 1 {
+        number(m)
+    } else {
+        format!("{} ({}–{})", number(m), number(lo), number(hi))
+    }
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// About three significant figures, without exponents.
+fn number(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
