@@ -1,0 +1,522 @@
+#!/usr/bin/env bash
+# The load benchmark (issue 3): wharf side by side with distribution in proxy
+# mode and nginx serving the same files, on this machine, over loopback.
+#
+# Starts, each with its own storage in one temp dir:
+#   upstream      docker-registry holding random images (pushed with skopeo)
+#   wharf         pulling through the upstream
+#   distribution  a second docker-registry with proxy.remoteurl = the upstream
+#   nginx         the upstream's own blob files (hard links) and the manifest
+#                 bytes as static files, sendfile on
+# then runs every scenario against each server in turn (never two at once),
+# alternating the order from round to round, and prints one markdown table
+# (docs/BENCHMARKS.md explains every row). Targets are reported, never
+# asserted: the script fails only when a scenario itself fails.
+#
+# Usage: benches/load/run.sh [--rounds N] [--quick] [--out FILE] [--small N]
+#   --rounds N   rounds of every scenario (default 5)
+#   --quick      smoke run: tiny sizes, 1 round, 20 small images, debug builds
+#   --out FILE   also write the report to FILE
+#   --small N    how many small images scenario 6 pulls (default 1000)
+# Environment: WHARF_PROFILE=release|debug picks the cargo profile (default
+# release, debug with --quick); WHARF_LOAD_KEEP=1 keeps the temp dir (every
+# server's storage and log) instead of deleting it.
+set -euo pipefail -o errtrace
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+die() { printf 'load benchmark: FAILED: %s\n' "$*" >&2; exit 1; }
+say() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+rounds=5 quick=0 out="" small=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift 2 ;;
+        --quick) quick=1; shift ;;
+        --out) [ $# -ge 2 ] || die "--out needs a file"; out=$2; shift 2 ;;
+        --small) [ $# -ge 2 ] || die "--small needs a number"; small=$2; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive number, not $rounds"
+[ -z "$small" ] || [[ $small =~ ^[1-9][0-9]*$ ]] || die "--small wants a positive number, not $small"
+
+if [ "$quick" = 1 ]; then
+    rounds=1
+    layer=1MiB layer_count=3 big=8MiB small=${small:-20} load_secs=1 single_repeat=2
+    profile=${WHARF_PROFILE:-debug}
+else
+    layer=32MiB layer_count=3 big=256MiB small=${small:-1000} load_secs=5 single_repeat=4
+    profile=${WHARF_PROFILE:-release}
+fi
+small_size=16KiB small_concurrency=8 parallel_clients=8 connections=64
+case "$profile" in
+    release | debug) ;;
+    *) die "WHARF_PROFILE must be release or debug, not $profile" ;;
+esac
+layers=$(printf "$layer,%.0s" $(seq "$layer_count")); layers=${layers%,}
+human() { sed 's/\([0-9]\)\([KMG]iB\)$/\1 \2/' <<<"$1"; } # 32MiB → 32 MiB
+
+for tool in docker-registry:docker-registry skopeo:skopeo nginx:nginx-light wrk:wrk jq:jq cargo:"a Rust toolchain"; do
+    command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} not found; install ${tool#*:}"
+done
+
+case $out in "" | /*) ;; *) out=$PWD/$out ;; esac
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
+
+# --- build -----------------------------------------------------------------
+
+cargo_flags=(--locked --message-format=json-render-diagnostics)
+if [ "$profile" = release ]; then cargo_flags+=(--release); fi
+executable() { jq -r --arg t "$1" 'select(.reason == "compiler-artifact" and .target.name == $t and .executable != null) | .executable' | tail -n 1; }
+say "building wharf and the driver ($profile)"
+wharf_bin=$(cargo build "${cargo_flags[@]}" --bin wharf | executable wharf)
+driver=$(cargo build "${cargo_flags[@]}" --bench load | executable load)
+[ -x "$wharf_bin" ] && [ -x "$driver" ] || die "cargo did not report the wharf and load executables"
+started_at=$SECONDS
+
+# --- processes and cleanup -------------------------------------------------
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/wharf-load.XXXXXX")
+declare -A pid=()    # server name -> pid
+declare -A log=()    # server name -> its log file
+
+# A process's state letter (R, S, Z...), empty once it is gone.
+proc_state() { sed -n 's/^.*) \([A-Z]\).*$/\1/p' "/proc/$1/stat" 2>/dev/null || true; }
+alive() { local s; s=$(proc_state "$1"); [ -n "$s" ] && [ "$s" != Z ]; }
+# The pids of a process's children, then theirs (nginx's workers), read from
+# /proc so that no procps is needed.
+descendants() {
+    local f stat ppid child
+    for f in /proc/[0-9]*/stat; do
+        { read -r stat <"$f"; } 2>/dev/null || continue
+        read -r _ ppid _ <<<"${stat##*) }"
+        if [ "$ppid" = "$1" ]; then
+            child=${f#/proc/}
+            child=${child%/stat}
+            echo "$child"
+            descendants "$child"
+        fi
+    done
+}
+
+# SIGTERM, up to 10 s to exit, then SIGKILL for it and whatever it started.
+stop_process() {
+    local p=$1 kids i
+    kids=$(descendants "$p")
+    kill -TERM "$p" 2>/dev/null || true
+    for i in $(seq 100); do alive "$p" || break; sleep 0.1; done
+    if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
+    wait "$p" 2>/dev/null || true
+    for i in $kids; do
+        if alive "$i"; then kill -KILL "$i" 2>/dev/null || true; fi
+    done
+}
+
+cleanup() {
+    local status=$? name
+    trap - EXIT INT TERM
+    for name in "${!pid[@]}"; do
+        if [ "$status" -ne 0 ] && [ -s "${log[$name]}" ]; then
+            printf '\n--- last lines of %s (%s) ---\n' "$name" "${log[$name]}" >&2
+            tail -n 15 "${log[$name]}" >&2 || true
+        fi
+        stop_process "${pid[$name]}"
+    done
+    if [ -n "${WHARF_LOAD_KEEP:-}" ]; then say "kept $work"; else rm -rf "$work"; fi
+    [ "$status" -eq 0 ] || printf '\nload benchmark: FAILED (exit %s)\n' "$status" >&2
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'say "failed: line $LINENO: $BASH_COMMAND"' ERR
+
+# Waits for an HTTP answer from a started server, or fails with its log.
+wait_ready() { # name url
+    alive "${pid[$1]}" || die "$1 exited at start; its log: ${log[$1]}"
+    "$driver" wait "$2" --timeout-secs 30 >/dev/null || die "$1 did not answer at $2"
+}
+
+read -r up_port proxy_port nginx_port < <("$driver" free-ports 3)
+upstream=http://127.0.0.1:$up_port
+
+# --- upstream: docker-registry --------------------------------------------
+
+mkdir -p "$work/upstream"
+cat >"$work/upstream/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  formatter: text
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $work/upstream/data
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$up_port
+  secret: wharf-load-benchmark-not-a-secret
+EOF
+# Its access log (stdout) is how herd requests to the upstream are counted.
+log[upstream]=$work/upstream/registry.log
+docker-registry serve "$work/upstream/config.yml" >"$work/upstream/access.log" 2>"${log[upstream]}" </dev/null &
+pid[upstream]=$!
+wait_ready upstream "$upstream/v2/"
+
+# --- wharf -----------------------------------------------------------------
+
+# Request logging is off on every server under test; wharf logs its
+# listening line only (from wharf::app).
+mkdir -p "$work/wharf"
+cat >"$work/wharf/wharf.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[storage]
+path = "$work/wharf/storage"
+
+[log]
+level = "warn,wharf::app=info"
+
+[[upstream]]
+name = "upstream"
+url = "$upstream"
+default = true
+tag_ttl = "5m"
+EOF
+log[wharf]=$work/wharf/wharf.log
+env -u RUST_LOG "$wharf_bin" serve --config "$work/wharf/wharf.toml" >"${log[wharf]}" 2>&1 </dev/null &
+pid[wharf]=$!
+wharf_addr=""
+for _ in $(seq 300); do
+    wharf_addr=$(sed -n 's/.*wharf listening.*registry=\([0-9.:]*\).*/\1/p' "${log[wharf]}")
+    [ -n "$wharf_addr" ] && break
+    alive "${pid[wharf]}" || die "wharf exited at start; its log: ${log[wharf]}"
+    sleep 0.1
+done
+[ -n "$wharf_addr" ] || die "wharf did not log its listening address"
+wait_ready wharf "http://$wharf_addr/v2/"
+
+# --- distribution in proxy mode --------------------------------------------
+
+mkdir -p "$work/distribution"
+cat >"$work/distribution/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  formatter: text
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/distribution/data
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$proxy_port
+  secret: wharf-load-benchmark-not-a-secret
+proxy:
+  remoteurl: $upstream
+EOF
+log[distribution]=$work/distribution/registry.log
+docker-registry serve "$work/distribution/config.yml" >"${log[distribution]}" 2>&1 </dev/null &
+pid[distribution]=$!
+wait_ready distribution "http://127.0.0.1:$proxy_port/v2/"
+
+# --- nginx: the same files, statically ---------------------------------------
+
+ngx=$work/nginx
+mkdir -p "$ngx/root/v2" "$ngx/tmp" "$ngx/logs"
+# Temp paths of every compiled-in module, so nginx never touches /var/lib/nginx.
+temp_paths="client_body_temp_path $ngx/tmp/body;"
+for module in proxy fastcgi uwsgi scgi; do
+    nginx -V 2>&1 | grep -q -- "--without-http_${module}_module" || temp_paths+=" ${module}_temp_path $ngx/tmp/$module;"
+done
+# As root, nginx would switch its workers to nobody, who cannot read the temp dir.
+nginx_user=""
+if [ "$(id -u)" -eq 0 ]; then nginx_user="user root;"; fi
+cat >"$ngx/nginx.conf" <<EOF
+$nginx_user
+daemon off;
+worker_processes auto;
+pid $ngx/nginx.pid;
+error_log $ngx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    $temp_paths
+    types { }
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        root $ngx/root;
+        location ~ ^/v2/.+/manifests/ {
+            default_type application/vnd.oci.image.manifest.v1+json;
+        }
+    }
+}
+EOF
+log[nginx]=$ngx/logs/error.log
+nginx -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/logs/error.log" </dev/null >/dev/null 2>&1 &
+pid[nginx]=$!
+wait_ready nginx "http://127.0.0.1:$nginx_port/v2/"
+
+declare -A url=(
+    [wharf]=http://$wharf_addr
+    [distribution]=http://127.0.0.1:$proxy_port
+    [nginx]=http://127.0.0.1:$nginx_port
+    [upstream]=$upstream
+)
+
+# --- measurements --------------------------------------------------------------
+
+results=$work/results.jsonl
+param() { jq -cn --arg p "$1" --arg v "$2" '{param: $p, value: $v}' >>"$results"; }
+record() { # metric server value
+    jq -cn --argjson r "$round" --arg m "$1" --arg s "$2" --argjson v "$3" \
+        '{round: $r, metric: $m, server: $s, value: $v}' >>"$results"
+}
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+
+clk_tck=$(getconf CLK_TCK)
+# CPU ticks (user + system, reaped children included) of a process and its
+# descendants (nginx's workers).
+cpu_ticks() {
+    local total=0 p f
+    for p in "$1" $(descendants "$1"); do
+        f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        # Fields from the state on: utime, stime, cutime, cstime are 12th-15th.
+        total=$((total + $(awk '{ print $12 + $13 + $14 + $15 }' <<<"$f")))
+    done
+    echo "$total"
+}
+# Sum over a process and its descendants of a /proc status field, in MiB.
+mem_mib() { # pid field
+    local kib=0 p v
+    for p in "$1" $(descendants "$1"); do
+        v=$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        kib=$((kib + ${v:-0}))
+    done
+    calc "$kib / 1024"
+}
+# Resets the peak RSS (VmHWM) of a process and its descendants.
+reset_peak() { local p; for p in "$1" $(descendants "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
+record_peak() { record "$1" "$2" "$(mem_mib "${pid[$2]}" VmHWM)"; }
+
+# The servers in this round's order: as given in odd rounds, reversed in even.
+in_order() {
+    if [ $((round % 2)) = 1 ]; then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
+
+# Makes the upstream's access log current: it logs a request after answering
+# it, so once a marker request shows up everything before it is there too.
+settle_upstream_log() {
+    local marker="wharf-load-marker-$RANDOM$RANDOM"
+    "$driver" wait "$upstream/v2/?$marker" >/dev/null
+    for _ in $(seq 200); do
+        grep -q "$marker" "$work/upstream/access.log" && return 0
+        sleep 0.05
+    done
+    die "the upstream did not log request $marker"
+}
+# Upstream GETs (200) of the given blobs logged after line $1.
+upstream_blob_gets() {
+    local from=$1 alternatives
+    shift
+    alternatives=$(IFS='|'; echo "$*")
+    tail -n "+$((from + 1))" "$work/upstream/access.log" |
+        grep -c -E "\"GET /v2/[^ ]+/blobs/($alternatives) HTTP/1\.1\" 200" || true
+}
+
+mkdir -p "$work/images"
+skopeo_dir=$work/skopeo
+mkdir -p "$skopeo_dir/registries.d" "$skopeo_dir/tmp"
+echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$skopeo_dir/policy.json"
+echo 'unqualified-search-registries = []' >"$skopeo_dir/registries.conf"
+echo '{}' >"$skopeo_dir/auth.json"
+
+# Makes a random image, pushes it to the upstream with skopeo as REPO:v1, and
+# gives nginx the same blob files (hard links) and manifest bytes. Leaves the
+# layout's description in $work/images/NAME.json.
+make_image() { # name repo layer-sizes
+    local name=$1 repo=$2 dir=$work/images/$1 digest hex
+    "$driver" layout --dir "$dir" --tag v1 --layers "$3" >"$dir.json"
+    skopeo --policy "$skopeo_dir/policy.json" --registries.d "$skopeo_dir/registries.d" \
+        --registries-conf "$skopeo_dir/registries.conf" --tmpdir "$skopeo_dir/tmp" \
+        copy --quiet --authfile "$skopeo_dir/auth.json" --preserve-digests --dest-tls-verify=false \
+        "oci:$dir:v1" "docker://127.0.0.1:$up_port/$repo:v1" >/dev/null
+    mkdir -p "$ngx/root/v2/$repo/blobs" "$ngx/root/v2/$repo/manifests"
+    for digest in $(jq -r '.blobs[].digest' "$dir.json"); do
+        hex=${digest#sha256:}
+        ln "$work/upstream/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data" "$ngx/root/v2/$repo/blobs/$digest"
+    done
+    cp "$(jq -r .manifest_path "$dir.json")" "$ngx/root/v2/$repo/manifests/v1"
+    rm -rf "$dir"
+}
+
+# Waits until a server has stored the given blobs. distribution in proxy
+# mode streams a miss to the client while a second upstream GET stores it in
+# the background; warm measurements and upstream counts wait for that to end.
+wait_cached() { # server digest...
+    local s=$1 d hex f i
+    shift
+    for d in "$@"; do
+        hex=${d#sha256:}
+        case $s in
+            wharf) f=$work/wharf/storage/objects/blobs/sha256/${hex:0:2}/$hex ;;
+            distribution) f=$work/distribution/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data ;;
+            *) return 0 ;;
+        esac
+        for i in $(seq 600); do
+            if [ -e "$f" ]; then break; fi
+            sleep 0.1
+        done
+        [ -e "$f" ] || die "$s did not store blob $d within 60 s"
+    done
+}
+
+wrk_ms() { # "1.23ms" → 1.23
+    awk '{ v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v += 0; else if ($1 ~ /m$/) v *= 60000; else if ($1 ~ /s$/) v *= 1000; printf "%.6f", v }' <<<"$1"
+}
+
+# Idle RSS, once, before any request beyond the readiness probes.
+round=1
+sleep 1
+for s in wharf distribution nginx; do record rss_idle_mib "$s" "$(mem_mib "${pid[$s]}" VmRSS)"; done
+
+param image "$layer_count × $(human "$layer")"
+param blob "$(human "$big")"
+param small "$small"
+
+for round in $(seq "$rounds"); do
+    say "round $round/$rounds: pushing images to the upstream"
+    make_image "cold-$round" "bench/cold-$round" "$layers"
+    make_image "big-$round" "bench/big-$round" "$big"
+    make_image "herd20-$round" "bench/herd20-$round" "$layers"
+    make_image "herd50-$round" "bench/herd50-$round" "$layers"
+    "$driver" push-small --url "$upstream" --prefix "small-$round" --count "$small" --size "$small_size" \
+        --concurrency "$small_concurrency" | jq -r '.blobs[]' >"$work/images/small-$round.digests"
+    # Write the pushed bytes back now rather than during a measurement.
+    sync
+
+    say "round $round: 1 cold image pull, 2 warm image pull"
+    for s in $(in_order wharf distribution upstream); do
+        [ "$s" = upstream ] || reset_peak "${pid[$s]}"
+        r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
+        record cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
+        wait_cached "$s" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
+    done
+    for s in $(in_order wharf distribution nginx); do
+        if [ "$s" = nginx ]; then reset_peak "${pid[$s]}"; fi
+        r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
+        record warm_pull_s "$s" "$(jq .wall_s <<<"$r")"
+        record_peak rss_pull_mib "$s"
+    done
+
+    say "round $round: 2 blob $(human "$big") cold, then warm with 1 and $parallel_clients clients"
+    big_digest=$(jq -r '.layers[0].digest' "$work/images/big-$round.json")
+    for s in $(in_order wharf distribution upstream); do
+        [ "$s" = upstream ] || reset_peak "${pid[$s]}"
+        r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
+        record cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
+        wait_cached "$s" "$big_digest"
+        [ "$s" = upstream ] || record_peak rss_cold_blob_mib "$s"
+    done
+    for s in $(in_order wharf distribution nginx); do
+        reset_peak "${pid[$s]}"
+        before=$(cpu_ticks "${pid[$s]}")
+        one=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --repeat "$single_repeat")
+        many=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --clients "$parallel_clients")
+        after=$(cpu_ticks "${pid[$s]}")
+        record blob1_mbs "$s" "$(jq .mb_s <<<"$one")"
+        record blob8_mbs "$s" "$(jq .mb_s <<<"$many")"
+        bytes=$(($(jq .bytes <<<"$one") + $(jq .bytes <<<"$many")))
+        record cpu_s_per_gib "$s" "$(calc "($after - $before) / $clk_tck / ($bytes / 1073741824)")"
+        record_peak rss_warm_blob_mib "$s"
+    done
+
+    for n in 20 50; do
+        say "round $round: 3 herd of $n clients"
+        mapfile -t digests < <(jq -r '.blobs[].digest' "$work/images/herd$n-$round.json")
+        for s in $(in_order wharf distribution); do
+            settle_upstream_log
+            from=$(wc -l <"$work/upstream/access.log")
+            if [ "$n" = 50 ]; then reset_peak "${pid[$s]}"; fi
+            r=$("$driver" pull --url "${url[$s]}" --repo "bench/herd$n-$round" --reference v1 --clients "$n")
+            record "herd${n}_s" "$s" "$(jq .wall_s <<<"$r")"
+            if [ "$n" = 50 ]; then record_peak rss_herd_mib "$s"; fi
+            wait_cached "$s" "${digests[@]}"
+            settle_upstream_log
+            gets=$(upstream_blob_gets "$from" "${digests[@]}")
+            record "herd${n}_gets_per_blob" "$s" "$(calc "$gets / ${#digests[@]}")"
+        done
+    done
+
+    say "round $round: 4 manifest by tag, $connections connections, ${load_secs}s each"
+    accept="application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+    path=/v2/bench/cold-$round/manifests/v1
+    for s in $(in_order wharf distribution nginx); do
+        r=$(wrk -t 2 -c "$connections" -d "${load_secs}s" --latency --timeout 10s -H "Accept: $accept" "${url[$s]}$path")
+        if grep -q 'Non-2xx' <<<"$r"; then die "wrk against $s: $(grep 'Non-2xx' <<<"$r")"; fi
+        rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$r")
+        p99=$(awk '$1 == "99%" { print $2 }' <<<"$r")
+        [ -n "$rps" ] && [ -n "$p99" ] || die "could not read wrk's output against $s: $r"
+        record manifest_get_rps "$s" "$rps"
+        record manifest_get_p99_ms "$s" "$(wrk_ms "$p99")"
+        r=$("$driver" load --url "${url[$s]}" --path "$path" --method head --accept "$accept" \
+            --connections "$connections" --seconds "$load_secs")
+        record manifest_head_rps "$s" "$(jq .rps <<<"$r")"
+        record manifest_head_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
+    done
+
+    say "round $round: 6 $small small images, cold then warm"
+    for s in $(in_order wharf distribution upstream); do
+        r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
+        record small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
+        mapfile -t digests <"$work/images/small-$round.digests"
+        wait_cached "$s" "${digests[@]}"
+    done
+    for s in $(in_order wharf distribution); do
+        r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
+        record small_warm_ips "$s" "$(jq .images_per_s <<<"$r")"
+    done
+
+    for s in wharf distribution nginx upstream; do
+        alive "${pid[$s]}" || die "$s died during round $round"
+    done
+done
+
+# --- the report ----------------------------------------------------------------
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem_gib=$(awk '/^MemTotal:/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
+if wharf_version=$(git rev-parse --short HEAD 2>/dev/null); then
+    git diff --quiet HEAD -- src Cargo.toml Cargo.lock || wharf_version+=" + uncommitted changes"
+else
+    wharf_version="(not a git checkout)"
+fi
+report=$work/report.md
+{
+    echo "## wharf load benchmark"
+    echo
+    echo "- machine: $(nproc) CPUs ($cpu_model), ${mem_gib} GiB RAM, Linux $(uname -r); load average before the run: $load_before"
+    echo "- wharf $wharf_version ($profile build); $(docker-registry --version | sed 's/^docker-registry //'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $({ wrk --version 2>&1 || true; } | awk 'NR == 1 { print "wrk", $2 }'); $(skopeo --version); $(rustc --version | awk '{ print $1, $2 }')"
+    echo "- $rounds round(s); image $layer_count × $(human "$layer"); blob $(human "$big"); $small small images ($(human "$small_size") layer), $small_concurrency at a time; $connections connections for ${load_secs} s per load; $((SECONDS - started_at)) s from start to table, build excluded"
+    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer; PASS/MISS against issue 3's targets"
+    echo
+    "$driver" report --results "$results"
+} >"$report"
+cat "$report"
+[ -z "$out" ] || cp "$report" "$out"
