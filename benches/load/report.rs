@@ -18,11 +18,12 @@ const PEERS: [&str; 3] = ["distribution", "nginx", "upstream"];
 
 #[derive(Clone, Copy)]
 enum Op {
-    /// At most.
+    /// At most (the median).
     Le,
-    /// At least.
+    /// At least (the median).
     Ge,
-    /// Strictly below.
+    /// Strictly below in every round: a bound on a peak holds only if the
+    /// worst round keeps it.
     Lt,
     /// Exactly, in every round.
     Eq,
@@ -192,11 +193,17 @@ fn check_cell(row: &Row, by_server: &BTreeMap<String, BTreeMap<u64, f64>>) -> St
         return String::new();
     };
     let values: Vec<f64> = wharf.values().copied().collect();
-    let holds = match op {
-        Op::Eq => values.iter().all(|v| op.holds(*v, target)),
-        _ => median(&values).is_some_and(|m| op.holds(m, target)),
-    };
-    format!("{} {} {}", op.symbol(), target, verdict(holds))
+    match op {
+        Op::Eq => format!("{} {} {}", op.symbol(), target, verdict(values.iter().all(|v| op.holds(*v, target)))),
+        Op::Lt => {
+            let worst = values.iter().copied().reduce(f64::max).unwrap_or(f64::NAN);
+            format!("{} {} {} (worst round {})", op.symbol(), target, verdict(op.holds(worst, target)), number(worst))
+        }
+        Op::Le | Op::Ge => {
+            let holds = median(&values).is_some_and(|m| op.holds(m, target));
+            format!("{} {} {}", op.symbol(), target, verdict(holds))
+        }
+    }
 }
 
 fn verdict(holds: bool) -> &'static str {
