@@ -2,11 +2,14 @@
 //! ask at once, teed into storage while clients stream it.
 //!
 //! The first request for a missing blob starts a *fill*: a task, detached
-//! from any client, that streams the upstream body into a spool file while
-//! hashing it. Every client (the first included) reads the spool file by
-//! position, up to what has been written, and waits on a `watch` channel for
-//! more. Late joiners get the bytes already received, then follow live.
-//! Memory stays flat: bytes live on disk, never in a per-client buffer.
+//! from any client, that receives the upstream body while a blocking-pool
+//! writer appends it to a spool file and hashes it, the two in parallel
+//! with a bounded queue between them. Clients (the first included) at the
+//! live edge are handed zero-copy slices of the received frames from a
+//! small window of recent ones; a client further behind (a late joiner)
+//! reads the older bytes from the spool file by position, then catches up
+//! with the window. Memory stays flat: the window is bounded and only lets
+//! go of frames already on disk.
 //!
 //! **Invariant:** a client never receives a blob's last byte before the
 //! whole blob was verified against its digest, so a wrong or truncated
@@ -18,8 +21,9 @@
 //! still want the bytes) but is bounded by `fill_timeout` and, between
 //! chunks, by `idle_timeout`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -30,15 +34,16 @@ use tokio::sync::watch;
 use super::{PullError, Target};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
-use crate::storage::{self, IngestError, Storage, READ_CHUNK};
+use crate::storage::{self, Ingest, IngestError, Storage, READ_CHUNK};
 
 /// Where a fill stands; published to every client following it.
 #[derive(Clone, Debug)]
 pub(crate) enum FillState {
     /// Waiting for the upstream's response headers.
     Starting,
-    /// Bytes are arriving; `written` of them are on disk.
-    Streaming { size: Option<u64>, written: u64 },
+    /// Bytes are arriving; `received` of them so far (in memory and on
+    /// their way to disk).
+    Streaming { size: Option<u64>, received: u64 },
     /// All bytes verified; the blob is (or is about to be) committed.
     Done { size: u64 },
     Failed(PullError),
@@ -51,7 +56,25 @@ pub(crate) struct Fill {
     /// if the blob turned out to be stored already. Set before the state
     /// leaves `Starting`.
     file: OnceLock<Arc<File>>,
+    /// How many bytes are on disk, readable through `file`. Updated by the
+    /// writer without waking anyone: clients at the live edge read from
+    /// `recent`, and bytes older than `recent` are on disk already.
+    written: AtomicU64,
+    /// The latest frames received, so clients at the live edge get them
+    /// without a read back from disk (zero-copy slices of the same frames).
+    recent: Mutex<Recent>,
 }
+
+/// A window of recently received frames, keyed by offset.
+#[derive(Default)]
+struct Recent {
+    frames: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// How much of a fill's most recent bytes stay in memory for clients at
+/// the live edge. Frames leave the window only once on disk.
+const RECENT_BYTES: usize = 4 << 20;
 
 /// The table of fills in flight, keyed by digest.
 #[derive(Clone, Default)]
@@ -83,7 +106,12 @@ impl Fills {
                 return (existing.clone(), false);
             }
             let (tx, rx) = watch::channel(FillState::Starting);
-            let fill = Arc::new(Fill { state: rx, file: OnceLock::new() });
+            let fill = Arc::new(Fill {
+                state: rx,
+                file: OnceLock::new(),
+                written: AtomicU64::new(0),
+                recent: Mutex::new(Recent::default()),
+            });
             map.insert(digest.clone(), fill.clone());
             (fill, tx)
         };
@@ -106,6 +134,40 @@ impl Fills {
 }
 
 impl Fill {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Only pushes and pops happen under this lock; a poisoned one is
+        // still consistent.
+        self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a received frame at `offset` and lets go of the oldest frames
+    /// that are already on disk once the window is full.
+    fn push_recent(&self, offset: u64, frame: Bytes) {
+        let mut recent = self.recent();
+        recent.bytes += frame.len();
+        recent.frames.push_back((offset, frame));
+        let written = self.written.load(Ordering::Acquire);
+        while recent.bytes > RECENT_BYTES {
+            match recent.frames.front() {
+                Some((off, f)) if off + f.len() as u64 <= written => {
+                    recent.bytes -= f.len();
+                    recent.frames.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The bytes from `pos` up to `limit` (at most one frame's worth) if
+    /// they are still in the window.
+    fn recent_bytes(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let recent = self.recent();
+        let (off, frame) = recent.frames.iter().find(|(off, f)| *off <= pos && pos < off + f.len() as u64)?;
+        let start = (pos - off) as usize;
+        let end = ((limit.min(off + frame.len() as u64)) - off) as usize;
+        Some(frame.slice(start..end))
+    }
+
     /// All bytes are on local disk and verified (the commit may still be
     /// under way): a request joining now is served locally.
     pub(crate) fn is_complete(&self) -> bool {
@@ -145,8 +207,8 @@ impl Fill {
                 let (releasable, total) = match &state {
                     FillState::Starting => (0, None),
                     // Hold back the last byte until the digest is verified.
-                    FillState::Streaming { size, written } => {
-                        (size.map_or(*written, |s| (*written).min(s.saturating_sub(1))), *size)
+                    FillState::Streaming { size, received } => {
+                        (size.map_or(*received, |s| (*received).min(s.saturating_sub(1))), *size)
                     }
                     FillState::Done { size } => (*size, Some(*size)),
                     FillState::Failed(e) => return Some((Err(e.clone()), None)),
@@ -157,10 +219,16 @@ impl Fill {
                 }
                 let limit = until.map_or(releasable, |u| u.min(releasable));
                 if pos < limit {
-                    let Some(file) = fill.file.get() else {
+                    if let Some(bytes) = fill.recent_bytes(pos, limit) {
+                        let next = pos + bytes.len() as u64;
+                        return Some((Ok(bytes), Some((fill, rx, next))));
+                    }
+                    // Not in the window: older bytes, which are on disk.
+                    let on_disk = fill.written.load(Ordering::Acquire).min(limit);
+                    let Some(file) = fill.file.get().filter(|_| pos < on_disk) else {
                         return Some((Err(ended_unexpectedly()), None));
                     };
-                    let len = (limit - pos).min(READ_CHUNK as u64) as usize;
+                    let len = (on_disk - pos).min(READ_CHUNK as u64) as usize;
                     return match storage::read_at(file.clone(), pos, len).await {
                         Ok(bytes) => {
                             let next = pos + bytes.len() as u64;
@@ -215,51 +283,37 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
     job.metrics.fills_in_flight.dec();
 }
 
-async fn fetch(
-    job: &FillJob,
-    fill: &Fill,
-    tx: &watch::Sender<FillState>,
-) -> Result<(), PullError> {
+async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>) -> Result<(), PullError> {
     // The blob may have been committed between the caller's lookup and this
     // fill starting; then serve it from storage.
     if let Some(obj) = job.storage.open_object(&job.digest).await? {
         let _ = fill.file.set(obj.file);
+        fill.written.store(obj.size, Ordering::Release);
         tx.send_replace(FillState::Done { size: obj.size });
         return Ok(());
     }
-    let mut ingest = job.storage.begin(job.digest.clone())?;
+    let ingest = job.storage.begin(job.digest.clone())?;
     let _ = fill.file.set(ingest.reader());
     let upstream = &job.target.upstream;
     let response = upstream.get_blob(&job.target.repo, &job.digest).await.map_err(PullError::from_blob_fetch)?;
     let size = response.size;
-    tx.send_replace(FillState::Streaming { size, written: 0 });
-    let mut body = response.body;
-    loop {
-        // The upstream body enforces idle_timeout between chunks itself.
-        let frame = match body.frame().await {
-            None => break,
-            Some(Err(crate::upstream::UpstreamError::Timeout)) => return Err(PullError::Stalled),
-            Some(Err(e)) => return Err(PullError::UpstreamBody(e.to_string())),
-            Some(Ok(frame)) => frame,
-        };
-        let Ok(data) = frame.into_data() else { continue };
-        if data.is_empty() {
-            continue;
-        }
-        let len = data.len() as u64;
-        if size.is_some_and(|s| ingest.written() + len > s) {
-            return Err(PullError::UpstreamBody("more bytes than Content-Length".into()));
-        }
-        ingest.write(data).await?;
-        job.metrics.upstream_bytes.with_label_values(&[&upstream.config().name]).inc_by(len);
-        let written = ingest.written();
-        tx.send_modify(|s| {
-            if let FillState::Streaming { written: w, .. } = s {
-                *w = written;
-            }
-        });
-    }
+    tx.send_replace(FillState::Streaming { size, received: 0 });
+
+    // Receiving (here) and writing + hashing (on a blocking thread) run in
+    // parallel; the bounded queue between them is the backpressure that
+    // keeps memory flat when the disk is slower than the network.
+    let (queue, chunks) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer = tokio::task::spawn_blocking({
+        let fill = fill.clone();
+        move || write_chunks(ingest, chunks, &fill)
+    });
+    let received = receive(job, fill, tx, response.body, size, queue).await;
+    let mut ingest = writer.await.map_err(|e| PullError::Internal(format!("blob writer failed: {e}")))??;
+    let received = received?;
     let written = ingest.written();
+    if written != received {
+        return Err(PullError::Internal(format!("wrote {written} of {received} received bytes")));
+    }
     if let Some(expected) = size {
         if written != expected {
             return Err(PullError::Truncated { got: written, expected });
@@ -276,4 +330,98 @@ async fn fetch(
         tracing::error!(digest = %job.digest, error = %e, "could not commit a verified blob; it will be fetched again");
     }
     Ok(())
+}
+
+/// Frames of upstream body queued for the writer. hyper's frames are at
+/// most a few hundred KiB, so this bounds a fill's memory to a few MiB.
+const WRITE_QUEUE: usize = 8;
+
+/// Pulls the upstream body into the queue; returns the byte count.
+async fn receive(
+    job: &FillJob,
+    fill: &Fill,
+    tx: &watch::Sender<FillState>,
+    mut body: crate::upstream::ResponseBody,
+    size: Option<u64>,
+    queue: tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<u64, PullError> {
+    let upstream_bytes = job.metrics.upstream_bytes.with_label_values(&[&job.target.upstream.config().name]);
+    let mut received = 0u64;
+    loop {
+        // The upstream body enforces idle_timeout between chunks itself.
+        let frame = match body.frame().await {
+            None => return Ok(received),
+            Some(Err(crate::upstream::UpstreamError::Timeout)) => return Err(PullError::Stalled),
+            Some(Err(e)) => return Err(PullError::UpstreamBody(e.to_string())),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        let len = data.len() as u64;
+        if size.is_some_and(|s| received + len > s) {
+            return Err(PullError::UpstreamBody("more bytes than Content-Length".into()));
+        }
+        // In the window first, then announced: a woken client finds it.
+        fill.push_recent(received, data.clone());
+        received += len;
+        tx.send_modify(|s| {
+            if let FillState::Streaming { received: r, .. } = s {
+                *r = received;
+            }
+        });
+        upstream_bytes.inc_by(len);
+        if queue.send(data).await.is_err() {
+            // The writer stopped: its error is the one to report.
+            return Ok(received);
+        }
+    }
+}
+
+/// The blocking side of a fill: writes and hashes queued frames, and
+/// records how much is on disk (no wake-ups: see `Fill::written`).
+fn write_chunks(
+    mut ingest: Ingest,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    fill: &Fill,
+) -> Result<Ingest, PullError> {
+    while let Some(chunk) = chunks.blocking_recv() {
+        ingest.write_blocking(&chunk)?;
+        fill.written.store(ingest.written(), Ordering::Release);
+    }
+    Ok(ingest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill() -> Fill {
+        let (_tx, rx) = watch::channel(FillState::Starting);
+        Fill { state: rx, file: OnceLock::new(), written: AtomicU64::new(0), recent: Mutex::new(Recent::default()) }
+    }
+
+    #[test]
+    fn window_slices_frames_and_drops_only_frames_already_on_disk() {
+        let f = fill();
+        let frame = |b: u8| Bytes::from(vec![b; 1 << 20]);
+        for i in 0..6u8 {
+            f.push_recent(u64::from(i) << 20, frame(i));
+        }
+        // Nothing is on disk yet: the window must keep everything.
+        assert_eq!(f.recent().bytes, 6 << 20);
+        assert_eq!(f.recent_bytes(10, 20).unwrap(), Bytes::from(vec![0u8; 10]));
+        // A slice never crosses a frame boundary, nor the limit.
+        assert_eq!(f.recent_bytes((1 << 20) - 4, 8 << 20).unwrap().len(), 4);
+        assert_eq!(f.recent_bytes(5 << 20, (5 << 20) + 3).unwrap(), Bytes::from(vec![5u8; 3]));
+
+        // Once written, the oldest frames leave as new ones arrive.
+        f.written.store(6 << 20, Ordering::Release);
+        f.push_recent(6 << 20, frame(6));
+        assert!(f.recent().bytes <= RECENT_BYTES, "window stays bounded: {}", f.recent().bytes);
+        assert!(f.recent_bytes(0, 1).is_none(), "evicted bytes are read from disk instead");
+        assert_eq!(f.recent_bytes(6 << 20, 7 << 20).unwrap().len(), 1 << 20);
+        assert!(f.recent_bytes(7 << 20, 8 << 20).is_none(), "nothing beyond what was received");
+    }
 }

@@ -206,6 +206,18 @@ impl Ingest {
         self.written
     }
 
+    /// Appends a chunk and feeds it to the hasher, on the calling thread:
+    /// for a blocking-pool thread that owns the ingest.
+    pub(crate) fn write_blocking(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+            return Err(StorageError::Io("ingest used after it was verified".into()));
+        };
+        file.write_all(chunk)?;
+        hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
     /// Appends a chunk and feeds it to the hasher, off the async workers.
     pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {

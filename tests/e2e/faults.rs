@@ -525,3 +525,47 @@ async fn unconfigured_upstream_names_get_name_unknown_and_reach_no_host() {
     let ok = within_guard("named upstream", http::get(&format!("{base}/v2/fake/team/app/manifests/v1"))).await;
     assert_served(&ok, &image.manifest.bytes, "manifest via the configured upstream's name");
 }
+
+/// Bytes wharf has received from upstreams so far, from its metrics.
+async fn upstream_bytes_received(rig: &Rig) -> u64 {
+    let text = http::get(&format!("http://{}/metrics", rig.wharf.admin)).await;
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .filter(|l| l.starts_with("wharf_upstream_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_reads_early_bytes_from_disk_then_follows_the_live_fill() {
+    let rig = Rig::start(&[]).await;
+    let (bytes, digest) = rig.upstream_blob(12 << 20);
+    let gate = Gate::new();
+    rig.fake.script(&digest, Script::normal().stalling_at(10 << 20, &gate));
+    let url = rig.blob_url(&digest);
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { http::get(&url).await }
+    });
+    within_guard("upstream body reaches its stall point", gate.reached(1)).await;
+    // Wait until wharf holds the 10 MiB, more than its in-memory window of
+    // recent bytes: the late joiner's first bytes must come from disk.
+    within_guard("wharf receives the bytes before the stall", async {
+        while upstream_bytes_received(&rig).await < 10 << 20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // While the upstream is still stalled, the late joiner gets 9 MiB:
+    // more than the window of recent frames, so most come from disk.
+    let mut late = within_guard("late joiner's headers", streaming::open(&url)).await;
+    assert_eq!(late.status, 200);
+    let early = within_guard("late joiner reads what is on disk", late.read_at_least(9 << 20)).await;
+    assert!(early >= 9 << 20, "late joiner got {early} bytes before the upstream resumed");
+    gate.open();
+    let first = within_guard("first client", first).await.expect("first client task");
+    let late = within_guard("late joiner", late.finish()).await;
+    assert_served(&first, &bytes, "first client");
+    assert_served(&late, &bytes, "late joiner");
+    assert_eq!(rig.fake.count("GET", &digest), 1, "one upstream GET for both clients");
+}
