@@ -69,14 +69,21 @@ pub mod bench {
             Ok(i) => i,
             Err(e) => panic!("bench ingest: {e}"),
         };
-        for c in chunks {
-            if let Err(e) = ingest.write(c.clone()).await {
-                panic!("bench write: {e}");
+        // As a fill's writer does: one blocking task writes and hashes.
+        let owned = chunks.to_vec();
+        let ingest = match tokio::task::spawn_blocking(move || {
+            for c in &owned {
+                ingest.write_blocking(c)?;
             }
-        }
-        if ingest.verify().is_err() {
-            panic!("bench: digest mismatch");
-        }
+            ingest.verify().map_err(|e| crate::storage::StorageError::Io(e.to_string()))?;
+            Ok::<_, crate::storage::StorageError>(ingest)
+        })
+        .await
+        {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => panic!("bench write: {e}"),
+            Err(e) => panic!("bench writer: {e}"),
+        };
         if let Err(e) = ingest.commit().await {
             panic!("bench commit: {e}");
         }

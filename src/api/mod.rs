@@ -99,7 +99,7 @@ impl Registry {
         let method = req.method();
         let read = *method == Method::GET || *method == Method::HEAD;
         match route {
-            Route::Base if read => Ok(json_response(StatusCode::OK, "{}".into(), method)),
+            Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), method)),
             Route::Catalog if read => self.catalog(&query, method).await,
             Route::Manifest { name, reference } if read => self.manifest(req, &name, &reference, &query).await,
             Route::Blob { name, digest } if read => self.blob(req, &name, &digest, &query).await,
@@ -176,22 +176,12 @@ impl Registry {
         } else {
             match source {
                 BlobSource::Stored(obj) => {
-                    let served = self.metrics.served_bytes.with_label_values(&["cache"]);
                     let end = end.unwrap_or(obj.size);
-                    body::stream(storage::stream_range(obj.file, start, end).inspect(move |chunk| {
-                        if let Ok(bytes) = chunk {
-                            served.inc_by(bytes.len() as u64);
-                        }
-                    }))
+                    self.counted("cache", storage::stream_range(obj.file, start, end))
                 }
                 BlobSource::Filling { fill, .. } => {
                     let source = if fill.is_complete() { "cache" } else { "upstream" };
-                    let served = self.metrics.served_bytes.with_label_values(&[source]);
-                    body::stream(fill.body(start, end).inspect(move |chunk| {
-                        if let Ok(bytes) = chunk {
-                            served.inc_by(bytes.len() as u64);
-                        }
-                    }))
+                    self.counted(source, fill.body(start, end))
                 }
                 BlobSource::Remote { .. } => Body::default(),
             }
@@ -215,29 +205,32 @@ impl Registry {
         Ok(resp)
     }
 
+    /// A blob body that counts the bytes it sends as served from `source`.
+    fn counted<E>(&self, source: &str, s: impl futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static) -> Body
+    where
+        E: Into<body::BodyError> + 'static,
+    {
+        let served = self.metrics.served_bytes.with_label_values(&[source]);
+        body::stream(s.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                served.inc_by(bytes.len() as u64);
+            }
+        }))
+    }
+
     async fn tags(&self, name: &RepositoryName, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
         let target = self.pull.resolve(name, query.ns.as_deref())?;
         let n = query.n()?;
         let page = self.pull.tags(&target, n, query.last.as_deref()).await?;
-        let link = next_link(&format!("/v2/{name}/tags/list"), n, &page);
-        let json = serde_json::json!({ "name": name.as_str(), "tags": page.tags }).to_string();
-        let mut resp = json_response(StatusCode::OK, json, method);
-        if let Some(link) = link {
-            resp.headers_mut().insert(header::LINK, header_value(&link)?);
-        }
-        Ok(resp)
+        let json = serde_json::json!({ "name": name.as_str(), "tags": page.tags });
+        paged_response(&format!("/v2/{name}/tags/list"), n, &page, json, method)
     }
 
     async fn catalog(&self, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
         let n = query.n()?;
         let page = self.pull.catalog(n, query.last.as_deref()).await?;
-        let link = next_link("/v2/_catalog", n, &page);
-        let json = serde_json::json!({ "repositories": page.tags }).to_string();
-        let mut resp = json_response(StatusCode::OK, json, method);
-        if let Some(link) = link {
-            resp.headers_mut().insert(header::LINK, header_value(&link)?);
-        }
-        Ok(resp)
+        let json = serde_json::json!({ "repositories": page.tags });
+        paged_response("/v2/_catalog", n, &page, json, method)
     }
 
     async fn referrers(
@@ -249,7 +242,7 @@ impl Registry {
     ) -> Result<Response<Body>, ApiError> {
         let target = self.pull.resolve(name, query.ns.as_deref())?;
         let index = self.pull.referrers(&target, digest, query.artifact_type.as_deref()).await?;
-        let mut resp = json_response(StatusCode::OK, String::from_utf8_lossy(&index).into_owned(), method);
+        let mut resp = json_response(StatusCode::OK, index, method);
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::oci::media::OCI_INDEX));
         if query.artifact_type.is_some() {
@@ -263,14 +256,29 @@ fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(s).map_err(|_| ApiError::Pull(PullError::Internal(format!("invalid header value {s:?}"))))
 }
 
-fn json_response(status: StatusCode, json: String, method: &Method) -> Response<Body> {
+fn json_response(status: StatusCode, json: Bytes, method: &Method) -> Response<Body> {
     let len = json.len();
-    let body = if *method == Method::HEAD { Body::default() } else { full(Bytes::from(json)) };
+    let body = if *method == Method::HEAD { Body::default() } else { full(json) };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
+}
+
+/// A page of a listing as JSON, with a `Link` to the next page if any.
+fn paged_response(
+    path: &str,
+    n: Option<usize>,
+    page: &TagsPage,
+    json: serde_json::Value,
+    method: &Method,
+) -> Result<Response<Body>, ApiError> {
+    let mut resp = json_response(StatusCode::OK, Bytes::from(json.to_string()), method);
+    if let Some(link) = next_link(path, n, page) {
+        resp.headers_mut().insert(header::LINK, header_value(&link)?);
+    }
+    Ok(resp)
 }
 
 /// `Link: <path?n=N&last=L>; rel="next"` when another page follows.

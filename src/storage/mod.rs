@@ -174,8 +174,13 @@ impl Storage {
             return Ok(());
         }
         let mut ingest = self.begin(expected.clone())?;
-        ingest.write(bytes).await?;
-        ingest.verify()?;
+        let ingest = tokio::task::spawn_blocking(move || -> Result<Ingest, IngestError> {
+            ingest.write_blocking(&bytes)?;
+            ingest.verify()?;
+            Ok(ingest)
+        })
+        .await
+        .map_err(StorageError::from)??;
         ingest.commit().await?;
         Ok(())
     }
@@ -215,25 +220,6 @@ impl Ingest {
         file.write_all(chunk)?;
         hasher.update(chunk);
         self.written += chunk.len() as u64;
-        Ok(())
-    }
-
-    /// Appends a chunk and feeds it to the hasher, off the async workers.
-    pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        let (Some(mut file), Some(mut hasher)) = (self.file.take(), self.hasher.take()) else {
-            return Err(StorageError::Io("ingest used after a failed write".into()));
-        };
-        let len = chunk.len() as u64;
-        let (file, hasher, res) = tokio::task::spawn_blocking(move || {
-            let res = file.write_all(&chunk);
-            hasher.update(&chunk);
-            (file, hasher, res)
-        })
-        .await?;
-        res?;
-        self.file = Some(file);
-        self.hasher = Some(hasher);
-        self.written += len;
         Ok(())
     }
 
@@ -384,8 +370,8 @@ mod tests {
         let data = Bytes::from(vec![7u8; READ_CHUNK * 2 + 5]);
         let digest = Digest::of(Algorithm::Sha256, &data);
         let mut ingest = s.begin(digest.clone()).unwrap();
-        ingest.write(data.slice(..1000)).await.unwrap();
-        ingest.write(data.slice(1000..)).await.unwrap();
+        ingest.write_blocking(&data[..1000]).unwrap();
+        ingest.write_blocking(&data[1000..]).unwrap();
         assert_eq!(s.stat(&digest).await.unwrap(), None, "invisible before commit");
         // A follower can already read what was written.
         let early = read_exact_at(ingest.reader(), 0, 1000).await.unwrap();
@@ -404,7 +390,7 @@ mod tests {
         let (dir, s) = store().await;
         let digest = Digest::of(Algorithm::Sha256, b"expected");
         let mut ingest = s.begin(digest.clone()).unwrap();
-        ingest.write(Bytes::from_static(b"tampered")).await.unwrap();
+        ingest.write_blocking(b"tampered").unwrap();
         assert!(matches!(ingest.verify(), Err(IngestError::DigestMismatch { .. })));
         drop(ingest);
         assert_eq!(s.stat(&digest).await.unwrap(), None);
