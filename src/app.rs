@@ -17,7 +17,8 @@ use crate::api::Registry;
 use crate::config::Config;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
-use crate::pullthrough::{PullThrough, Upstreams};
+use crate::pullthrough::{PullThrough, Recorder, Upstreams};
+use crate::repository::{Distributions, Hosted};
 use crate::server::{self, Handler};
 use crate::storage::Storage;
 use crate::upstream::Upstream;
@@ -62,13 +63,20 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let metadata = Metadata::open(&config.storage.path)
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+    let recorder = Recorder::start(metadata.clone());
     let pull = PullThrough::new(
         Upstreams::new(upstreams),
-        storage,
-        metadata,
+        storage.clone(),
+        metadata.clone(),
+        recorder.clone(),
         metrics.clone(),
         config.server.max_manifest_size,
     );
+    let upstream_names = config.upstreams.iter().map(|u| u.name.clone()).collect();
+    let distributions = Distributions::load(metadata.clone(), upstream_names)
+        .await
+        .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+    let hosted = Hosted::new(metadata.clone(), pull.clone());
 
     let registry_listener = bind("server.listen", config.server.listen).await?;
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
@@ -90,7 +98,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = tokio::spawn(server::serve(
         registry_listener,
-        Arc::new(Registry::new(pull, metrics.clone())),
+        Arc::new(Registry::new(pull, distributions, hosted, metrics.clone())),
         stop_rx.clone(),
         DRAIN_GRACE,
     ));
@@ -100,6 +108,8 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(registry, admin);
+    // Everything pulled before the drain ends up in a repository version.
+    recorder.flush().await;
     tracing::info!("stopped");
     Ok(())
 }

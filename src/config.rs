@@ -102,6 +102,8 @@ struct RawUpstream {
     fill_timeout: String,
     #[serde(default = "default_retries")]
     retries: u32,
+    /// Versions kept per pull-through repository; absent keeps all.
+    retain_versions: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +135,7 @@ fn default_upstreams() -> Vec<RawUpstream> {
         idle_timeout: default_idle_timeout(),
         fill_timeout: default_fill_timeout(),
         retries: default_retries(),
+        retain_versions: None,
     }]
 }
 fn default_tag_ttl() -> String {
@@ -222,6 +225,8 @@ pub(crate) struct UpstreamConfig {
     /// Extra attempts for idempotent requests that failed before any byte
     /// reached a client.
     pub(crate) retries: u32,
+    /// Versions kept per pull-through repository of this upstream; None keeps all.
+    pub(crate) retain_versions: Option<u32>,
 }
 
 impl Config {
@@ -343,6 +348,9 @@ impl RawUpstream {
                 return Err(invalid(format!("{key}.ca_file"), format!("{}: no such file", ca.display())));
             }
         }
+        if self.retain_versions == Some(0) {
+            return Err(invalid(format!("{key}.retain_versions"), "must be at least 1 (leave it out to keep every version)"));
+        }
         let hub_host = host.split(':').next().unwrap_or_default();
         let docker_hub = self
             .docker_hub
@@ -362,6 +370,7 @@ impl RawUpstream {
             idle_timeout: parse_positive_duration(&format!("{key}.idle_timeout"), &self.idle_timeout)?,
             fill_timeout: parse_positive_duration(&format!("{key}.fill_timeout"), &self.fill_timeout)?,
             retries: self.retries,
+            retain_versions: self.retain_versions,
         })
     }
 }

@@ -29,6 +29,7 @@ pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub mod oci;
 pub(crate) mod pullthrough;
+pub(crate) mod repository;
 pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod upstream;

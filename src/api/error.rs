@@ -18,6 +18,9 @@ pub(crate) enum ApiError {
     Pull(#[from] PullError),
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The client may not change this repository.
+    #[error("{0}")]
+    Denied(&'static str),
     #[error("invalid pagination parameter n: {0:?}")]
     BadPagination(String),
 }
@@ -35,6 +38,7 @@ impl ApiError {
             // A tag that cannot exist names no manifest.
             ApiError::Route(RouteError::Tag(_)) => plain(C::ManifestUnknown),
             ApiError::Unsupported(_) => plain(C::Unsupported),
+            ApiError::Denied(_) => plain(C::Denied),
             ApiError::BadPagination(_) => plain(C::PaginationNumberInvalid),
             ApiError::Pull(e) => match e {
                 PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),
@@ -122,6 +126,8 @@ mod tests {
         assert_eq!(j["errors"][0]["code"], "MANIFEST_UNKNOWN");
         let (s, _, j) = render(PullError::Route(UpstreamRouteError::NoUpstream("x".into())).into()).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NAME_UNKNOWN")));
+        let (s, _, j) = render(ApiError::Denied("read-only")).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
         let (s, _, j) = render(ApiError::Unsupported("push")).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("UNSUPPORTED")));
     }

@@ -16,7 +16,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
-use crate::pullthrough::{BlobSource, PullError, PullThrough, TagsPage};
+use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
+use crate::repository::{Distributions, Hosted, Served};
 use crate::storage;
 use body::{full, Body};
 pub(crate) use error::ApiError;
@@ -24,12 +25,22 @@ use router::Route;
 
 const API_VERSION: &str = "Docker-Distribution-API-Version";
 const MAX_PAGE: usize = 10_000;
+const READ_ONLY: &str = "repository is a read-only pull-through cache";
 
 /// The registry API service; cheap to clone into each connection.
 #[derive(Clone)]
 pub(crate) struct Registry {
     pull: PullThrough,
+    distributions: Distributions,
+    hosted: Hosted,
     metrics: Metrics,
+}
+
+/// What a repository name in a request addresses: a distribution (served
+/// from its repository version) or an upstream (pulled through).
+enum Source {
+    Hosted(std::sync::Arc<Served>),
+    Upstream(crate::pullthrough::Target),
 }
 
 /// Query parameters the read API understands.
@@ -68,8 +79,17 @@ impl Query {
 }
 
 impl Registry {
-    pub(crate) fn new(pull: PullThrough, metrics: Metrics) -> Registry {
-        Registry { pull, metrics }
+    pub(crate) fn new(pull: PullThrough, distributions: Distributions, hosted: Hosted, metrics: Metrics) -> Registry {
+        Registry { pull, distributions, hosted, metrics }
+    }
+
+    /// Distributions first: an operator's base_path wins over the default
+    /// upstream (base_paths under an upstream's name are refused).
+    fn source(&self, name: &RepositoryName, query: &Query) -> Result<Source, ApiError> {
+        if let Some(d) = self.distributions.lookup(name.as_str()) {
+            return Ok(Source::Hosted(d));
+        }
+        Ok(Source::Upstream(self.pull.resolve(name, query.ns.as_deref())?))
     }
 
     /// Serves one request; never fails (errors become OCI error responses).
@@ -105,8 +125,16 @@ impl Registry {
             Route::Blob { name, digest } if read => self.blob(req, &name, &digest, &query).await,
             Route::Tags { name } if read => self.tags(&name, &query, method).await,
             Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, method).await,
-            Route::Upload { .. } => Err(ApiError::Unsupported("pushing is not supported by this registry")),
-            _ => Err(ApiError::Unsupported("this method is not supported on a pull-through cache")),
+            Route::Upload { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Tags { name }
+            | Route::Referrers { name, .. } => match self.source(&name, &query) {
+                Ok(Source::Upstream(_)) => Err(ApiError::Denied(READ_ONLY)),
+                Ok(Source::Hosted(d)) if d.origin.is_some() => Err(ApiError::Denied(READ_ONLY)),
+                _ => Err(ApiError::Unsupported("pushing is not supported by this registry")),
+            },
+            _ => Err(ApiError::Unsupported("this method is not supported here")),
         }
     }
 
@@ -117,9 +145,11 @@ impl Registry {
         reference: &Reference,
         query: &Query,
     ) -> Result<Response<Body>, ApiError> {
-        let target = self.pull.resolve(name, query.ns.as_deref())?;
         let accept = Accept::parse(req.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
-        let manifest = self.pull.manifest(&target, reference, &accept).await?;
+        let manifest = match self.source(name, query)? {
+            Source::Hosted(d) => self.hosted.manifest(&d, reference, &accept).await?,
+            Source::Upstream(target) => self.pull.manifest(&target, reference, &accept).await?,
+        };
         let etag = format!("\"{}\"", manifest.digest);
         let not_modified = req
             .headers()
@@ -152,10 +182,12 @@ impl Registry {
         digest: &Digest,
         query: &Query,
     ) -> Result<Response<Body>, ApiError> {
-        let target = self.pull.resolve(name, query.ns.as_deref())?;
         let head_only = req.method() == Method::HEAD;
         let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(ByteRange::parse);
-        let source = self.pull.blob(&target, digest, !head_only).await?;
+        let source = match self.source(name, query)? {
+            Source::Hosted(d) => self.hosted.blob(&d, digest, !head_only).await?,
+            Source::Upstream(target) => self.pull.blob(&target, digest, !head_only).await?,
+        };
         let size = match &source {
             BlobSource::Stored(obj) => Some(obj.size),
             BlobSource::Filling { size, .. } | BlobSource::Remote { size } => *size,
@@ -219,16 +251,24 @@ impl Registry {
     }
 
     async fn tags(&self, name: &RepositoryName, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
-        let target = self.pull.resolve(name, query.ns.as_deref())?;
         let n = query.n()?;
-        let page = self.pull.tags(&target, n, query.last.as_deref()).await?;
+        let page = match self.source(name, query)? {
+            Source::Hosted(d) => self.hosted.tags(&d, n, query.last.as_deref()).await?,
+            Source::Upstream(target) => self.pull.tags(&target, n, query.last.as_deref()).await?,
+        };
         let json = serde_json::json!({ "name": name.as_str(), "tags": page.tags });
         paged_response(&format!("/v2/{name}/tags/list"), n, &page, json, method)
     }
 
     async fn catalog(&self, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
         let n = query.n()?;
-        let page = self.pull.catalog(n, query.last.as_deref()).await?;
+        // Pull-through repositories as clients address them, and every
+        // distribution's base_path.
+        let mut all = self.pull.repository_names().await?;
+        all.extend(self.distributions.base_paths());
+        all.sort();
+        all.dedup();
+        let page = paginate(&all, n, query.last.as_deref());
         let json = serde_json::json!({ "repositories": page.tags });
         paged_response("/v2/_catalog", n, &page, json, method)
     }
@@ -240,8 +280,11 @@ impl Registry {
         query: &Query,
         method: &Method,
     ) -> Result<Response<Body>, ApiError> {
-        let target = self.pull.resolve(name, query.ns.as_deref())?;
-        let index = self.pull.referrers(&target, digest, query.artifact_type.as_deref()).await?;
+        let artifact_type = query.artifact_type.as_deref();
+        let index = match self.source(name, query)? {
+            Source::Hosted(d) => self.hosted.referrers(&d, digest, artifact_type).await?,
+            Source::Upstream(target) => self.pull.referrers(&target, digest, artifact_type).await?,
+        };
         let mut resp = json_response(StatusCode::OK, index, method);
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::oci::media::OCI_INDEX));

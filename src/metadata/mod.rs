@@ -1,214 +1,387 @@
-//! Metadata about cached content: which repositories exist per upstream and
-//! what each cached tag pointed at when last seen. Knows nothing of blobs'
+//! Metadata: repositories, their numbered versions, the content each version
+//! holds (tags, manifests, blobs) and distributions. Knows nothing of blob
 //! bytes, HTTP or upstreams.
 //!
-//! Kept as small JSON files under `storage.path/meta` behind this narrow
-//! interface; the repository-version store replaces the backend, not the
-//! callers.
+//! All SQL lives in [`sqlite`], behind the [`Store`] trait: the rest of wharf
+//! sees typed records only, so a PostgreSQL backend for several nodes is a
+//! second implementation of that trait, not a change to its callers.
 //!
-//! ```text
-//! meta/repositories/<upstream>/<repo...>/_tags/<tag>.json   TagRecord
-//! meta/repositories/<upstream>/<repo...>/_seen              marker: content cached
-//! ```
-//! Repository components never start with `_` (name grammar), so the
-//! markers cannot collide with a repository path.
+//! The version model: a content unit is a member of a repository from the
+//! version that added it until the version that removed it (exclusive).
+//! A version is therefore immutable once created, and a new version costs
+//! rows for its changes only, never a copy of the whole content list.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod sqlite;
+
+use std::path::Path;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use crate::oci::Digest;
 
-use crate::oci::{Digest, RepositoryName, Tag};
+pub(crate) use sqlite::SqliteStore;
+
+/// The database file, under `storage.path`.
+pub(crate) const DATABASE_FILE: &str = "wharf.db";
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("metadata I/O error: {0}")]
-pub(crate) struct MetadataError(String);
+pub(crate) enum MetadataError {
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts what exists (duplicate name, a version in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong (a value out of range).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("metadata database: {0}")]
+    Database(String),
+}
 
-impl From<std::io::Error> for MetadataError {
-    fn from(e: std::io::Error) -> Self {
-        MetadataError(e.to_string())
+/// Milliseconds since the Unix epoch.
+pub(crate) type Millis = i64;
+
+pub(crate) fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How a repository gets its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RepositoryKind {
+    /// Recorded from pulls through an upstream; read-only to clients.
+    PullThrough,
+    /// Filled by clients pushing into wharf.
+    Push,
+    /// Filled by syncing from a remote.
+    Sync,
+}
+
+impl RepositoryKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RepositoryKind::PullThrough => "pull-through",
+            RepositoryKind::Push => "push",
+            RepositoryKind::Sync => "sync",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<RepositoryKind> {
+        match s {
+            "pull-through" => Some(RepositoryKind::PullThrough),
+            "push" => Some(RepositoryKind::Push),
+            "sync" => Some(RepositoryKind::Sync),
+            _ => None,
+        }
     }
 }
 
-/// What a tag resolved to when last confirmed with the upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TagRecord {
-    pub(crate) digest: Digest,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Repository {
+    pub(crate) name: String,
+    pub(crate) kind: RepositoryKind,
+    /// Pull-through: the configured upstream's name.
+    pub(crate) upstream: Option<String>,
+    /// Pull-through: the repository's name at the upstream.
+    pub(crate) remote_name: Option<String>,
+    /// Versions kept; None keeps all.
+    pub(crate) retain_versions: Option<u32>,
+    pub(crate) latest_version: u64,
+    pub(crate) created_at: Millis,
 }
 
+/// Counts per content type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) tags: u64,
+    pub(crate) manifests: u64,
+    pub(crate) blobs: u64,
+}
+
+impl Counts {
+    pub(crate) fn is_zero(&self) -> bool {
+        self.tags == 0 && self.manifests == 0 && self.blobs == 0
+    }
+}
+
+/// What a version changed relative to the one before it, and what it holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub(crate) added: Counts,
+    pub(crate) removed: Counts,
+    pub(crate) present: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub(crate) repository: String,
+    pub(crate) number: u64,
+    pub(crate) created_at: Millis,
+    pub(crate) base_version: Option<u64>,
+    pub(crate) summary: Summary,
+}
+
+/// One page of a listing and the total it was cut from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Page<T> {
+    pub(crate) total: u64,
+    pub(crate) items: Vec<T>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageRequest {
+    pub(crate) limit: u32,
+    pub(crate) offset: u64,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest { limit: 100, offset: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RepositoryFilter {
+    /// Exactly this name.
+    pub(crate) name: Option<String>,
+    /// Names containing this.
+    pub(crate) name_contains: Option<String>,
+    pub(crate) kind: Option<RepositoryKind>,
+}
+
+/// Which content of a version to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentType {
+    Tag,
+    Manifest,
+    Blob,
+}
+
+impl ContentType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ContentType::Tag => "tag",
+            ContentType::Manifest => "manifest",
+            ContentType::Blob => "blob",
+        }
+    }
+}
+
+/// A content descriptor as manifests carry them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Descriptor {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: Option<String>,
+    pub(crate) size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Platform {
+    pub(crate) os: String,
+    pub(crate) architecture: String,
+    pub(crate) variant: Option<String>,
+}
+
+/// A child manifest an index lists, with the platform the index gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexChild {
+    pub(crate) descriptor: Descriptor,
+    pub(crate) platform: Option<Platform>,
+}
+
+/// What wharf knows of a manifest from its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ManifestFacts {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
+    pub(crate) artifact_type: Option<String>,
+    pub(crate) subject: Option<Digest>,
+    /// Image manifests: the config blob.
+    pub(crate) config: Option<Descriptor>,
+    /// Image manifests: layers (artifact manifests: blobs).
+    pub(crate) layers: Vec<Descriptor>,
+    /// Indexes: the child manifests listed.
+    pub(crate) children: Vec<IndexChild>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TagItem {
+    pub(crate) name: String,
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ManifestItem {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    pub(crate) size: u64,
+    pub(crate) artifact_type: Option<String>,
+    pub(crate) subject: Option<Digest>,
+    /// Known from an index entry that lists this manifest.
+    pub(crate) platform: Option<Platform>,
+    pub(crate) config: Option<Descriptor>,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) children: Vec<IndexChild>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobItem {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: Option<String>,
+    pub(crate) size: Option<u64>,
+}
+
+/// Narrows a content listing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ContentFilter {
+    pub(crate) digest: Option<Digest>,
+    /// Tags only: exactly this tag name.
+    pub(crate) tag: Option<String>,
+}
+
+/// Where a repository served by a distribution came from, so a blob whose
+/// bytes are not cached can be fetched on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Distribution {
+    pub(crate) name: String,
+    pub(crate) base_path: String,
+    pub(crate) repository: String,
+    /// Pinned version; None serves the latest.
+    pub(crate) version: Option<u64>,
+    pub(crate) private: bool,
+    pub(crate) description: Option<String>,
+    pub(crate) created_at: Millis,
+    pub(crate) updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewDistribution {
+    pub(crate) name: String,
+    pub(crate) base_path: String,
+    pub(crate) repository: String,
+    pub(crate) version: Option<u64>,
+    pub(crate) private: bool,
+    pub(crate) description: Option<String>,
+}
+
+/// Fields to change; None leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DistributionPatch {
+    pub(crate) base_path: Option<String>,
+    pub(crate) repository: Option<String>,
+    /// Some(None) unpins (serve the latest version).
+    pub(crate) version: Option<Option<u64>>,
+    pub(crate) private: Option<bool>,
+    /// Some(None) clears the description.
+    pub(crate) description: Option<Option<String>>,
+}
+
+/// The repository a pull-through recording belongs to, as created on first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) upstream: String,
+    pub(crate) remote_name: String,
+    pub(crate) retain_versions: Option<u32>,
+}
+
+/// Something a pull taught wharf about a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A manifest was served; `tag` if it was asked for by that tag. An
+    /// image manifest brings its config and layers along.
+    Manifest { facts: ManifestFacts, tag: Option<String> },
+    /// The upstream says the tag no longer exists.
+    TagRemoved { tag: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recording {
+    /// `<upstream-name>/<repo>`.
+    pub(crate) repository: String,
+    pub(crate) origin: Origin,
+    pub(crate) change: Change,
+}
+
+/// A version created by recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Created {
+    pub(crate) repository: String,
+    pub(crate) number: u64,
+}
+
+/// Resolves a version: `None` is the latest.
+pub(crate) type VersionRef = Option<u64>;
+
+/// The narrow interface every metadata backend implements. Blocking calls:
+/// the [`Metadata`] handle runs them off the async runtime.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Applies recordings; each repository they touch gets at most one new
+    /// version, and only if something changed. One transaction.
+    fn record(&self, batch: &[Recording]) -> Result<Vec<Created>, MetadataError>;
+
+    fn repositories(&self, filter: &RepositoryFilter, page: PageRequest) -> Result<Page<Repository>, MetadataError>;
+    fn repository(&self, name: &str) -> Result<Option<Repository>, MetadataError>;
+    fn versions(&self, repository: &str, page: PageRequest) -> Result<Page<Version>, MetadataError>;
+    fn version(&self, repository: &str, number: VersionRef) -> Result<Version, MetadataError>;
+    /// Deletes a version that is neither the latest nor pinned by a
+    /// distribution; its changes fold into the next version.
+    fn delete_version(&self, repository: &str, number: u64) -> Result<(), MetadataError>;
+
+    fn tags(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest)
+        -> Result<Page<TagItem>, MetadataError>;
+    fn manifests(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest)
+        -> Result<Page<ManifestItem>, MetadataError>;
+    fn blobs(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest)
+        -> Result<Page<BlobItem>, MetadataError>;
+
+    /// The manifest `tag` names in a version, if the version has that tag.
+    fn resolve_tag(&self, repository: &str, version: VersionRef, tag: &str) -> Result<Option<TagItem>, MetadataError>;
+    /// Whether a version holds this manifest or blob (`Manifest` or `Blob`),
+    /// directly or as something one of its manifests points at.
+    fn contains(&self, repository: &str, version: VersionRef, kind: ContentType, digest: &Digest)
+        -> Result<bool, MetadataError>;
+    /// Every tag name in a version, sorted.
+    fn tag_names(&self, repository: &str, version: VersionRef) -> Result<Vec<String>, MetadataError>;
+    /// Manifests in a version whose `subject` is `digest`.
+    fn referrers(&self, repository: &str, version: VersionRef, digest: &Digest) -> Result<Vec<ManifestItem>, MetadataError>;
+
+    fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError>;
+    fn update_distribution(&self, name: &str, patch: &DistributionPatch) -> Result<Distribution, MetadataError>;
+    fn delete_distribution(&self, name: &str) -> Result<(), MetadataError>;
+    fn distribution(&self, name: &str) -> Result<Option<Distribution>, MetadataError>;
+    fn distributions(&self, page: PageRequest) -> Result<Page<Distribution>, MetadataError>;
+}
+
+/// The async handle on the metadata store. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Metadata {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    repos: PathBuf,
-    tmp: PathBuf,
-    next_tmp: AtomicU64,
+    store: Arc<dyn Store>,
 }
 
 impl Metadata {
+    /// Opens (creating and migrating as needed) the SQLite store under
+    /// `storage_root`.
     pub(crate) async fn open(storage_root: &Path) -> Result<Metadata, MetadataError> {
-        let root = storage_root.join("meta");
-        let repos = root.join("repositories");
-        let tmp = root.join("tmp");
-        tokio::fs::create_dir_all(&repos).await?;
-        if tokio::fs::try_exists(&tmp).await? {
-            tokio::fs::remove_dir_all(&tmp).await?;
-        }
-        tokio::fs::create_dir_all(&tmp).await?;
-        Ok(Metadata { inner: Arc::new(Inner { repos, tmp, next_tmp: AtomicU64::new(0) }) })
+        let path = storage_root.join(DATABASE_FILE);
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .map_err(|e| MetadataError::Database(e.to_string()))??;
+        Ok(Metadata { store: Arc::new(store) })
     }
 
-    fn repo_dir(&self, upstream: &str, repo: &RepositoryName) -> PathBuf {
-        // Both parts are validated names: safe path components.
-        let mut dir = self.inner.repos.join(upstream);
-        for c in repo.components() {
-            dir.push(c);
-        }
-        dir
-    }
-
-    /// Writes via a temp file and rename so a crash never leaves a torn record.
-    async fn write_atomic(&self, path: &Path, bytes: Vec<u8>) -> Result<(), MetadataError> {
-        let n = self.inner.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.inner.tmp.join(format!("{}-{n}", std::process::id()));
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, path).await?;
-        Ok(())
-    }
-
-    pub(crate) async fn tag(
-        &self,
-        upstream: &str,
-        repo: &RepositoryName,
-        tag: &Tag,
-    ) -> Result<Option<TagRecord>, MetadataError> {
-        let path = self.repo_dir(upstream, repo).join("_tags").join(format!("{tag}.json"));
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| MetadataError(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub(crate) async fn put_tag(
-        &self,
-        upstream: &str,
-        repo: &RepositoryName,
-        tag: &Tag,
-        record: &TagRecord,
-    ) -> Result<(), MetadataError> {
-        let dir = self.repo_dir(upstream, repo);
-        let bytes = serde_json::to_vec(record).map_err(|e| MetadataError(e.to_string()))?;
-        self.write_atomic(&dir.join("_tags").join(format!("{tag}.json")), bytes).await?;
-        self.mark_seen(&dir).await
-    }
-
-    pub(crate) async fn remove_tag(&self, upstream: &str, repo: &RepositoryName, tag: &Tag) -> Result<(), MetadataError> {
-        let path = self.repo_dir(upstream, repo).join("_tags").join(format!("{tag}.json"));
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Records that `repo` has cached content (for the catalog).
-    pub(crate) async fn note_repository(&self, upstream: &str, repo: &RepositoryName) -> Result<(), MetadataError> {
-        self.mark_seen(&self.repo_dir(upstream, repo)).await
-    }
-
-    async fn mark_seen(&self, dir: &Path) -> Result<(), MetadataError> {
-        let marker = dir.join("_seen");
-        if tokio::fs::try_exists(&marker).await? {
-            return Ok(());
-        }
-        self.write_atomic(&marker, Vec::new()).await
-    }
-
-    /// Tags recorded for `repo`, sorted.
-    pub(crate) async fn tags(&self, upstream: &str, repo: &RepositoryName) -> Result<Vec<String>, MetadataError> {
-        let dir = self.repo_dir(upstream, repo).join("_tags");
-        let mut out = Vec::new();
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e.into()),
-        };
-        while let Some(entry) = entries.next_entry().await? {
-            if let Some(tag) = entry.file_name().to_str().and_then(|n| n.strip_suffix(".json")) {
-                out.push(tag.to_owned());
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Every repository with cached content, as `<upstream>/<repo>`, sorted.
-    pub(crate) async fn repositories(&self) -> Result<Vec<String>, MetadataError> {
-        let root = self.inner.repos.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            walk(&root, &root, &mut out)?;
-            out.sort();
-            Ok(out)
-        })
-        .await
-        .map_err(|e| MetadataError(e.to_string()))?
-    }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), MetadataError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name == "_seen" {
-            // The upstream directory itself holds no repository.
-            if let Ok(rel) = dir.strip_prefix(root) {
-                if rel.components().count() >= 2 {
-                    out.push(rel.to_string_lossy().into_owned());
-                }
-            }
-        } else if !name.starts_with('_') && entry.file_type()?.is_dir() {
-            walk(root, &entry.path(), out)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn tags_and_repositories_round_trip_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = Metadata::open(dir.path()).await.unwrap();
-        let repo: RepositoryName = "library/alpine".parse().unwrap();
-        let tag: Tag = "3.20".parse().unwrap();
-        let rec = TagRecord { digest: crate::oci::Digest::of(crate::oci::Algorithm::Sha256, b"m") };
-        assert_eq!(m.tag("docker.io", &repo, &tag).await.unwrap(), None);
-        m.put_tag("docker.io", &repo, &tag, &rec).await.unwrap();
-        m.note_repository("quay", &"org/a/b".parse().unwrap()).await.unwrap();
-
-        let m = Metadata::open(dir.path()).await.unwrap();
-        assert_eq!(m.tag("docker.io", &repo, &tag).await.unwrap(), Some(rec));
-        assert_eq!(m.tags("docker.io", &repo).await.unwrap(), vec!["3.20"]);
-        assert_eq!(m.repositories().await.unwrap(), vec!["docker.io/library/alpine", "quay/org/a/b"]);
-        m.remove_tag("docker.io", &repo, &tag).await.unwrap();
-        assert!(m.tags("docker.io", &repo).await.unwrap().is_empty());
+    /// Runs a blocking store call on the blocking pool.
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, MetadataError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, MetadataError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| MetadataError::Database(format!("metadata task failed: {e}")))?
     }
 }

@@ -49,10 +49,60 @@ pub(crate) struct IndexEntry {
     pub(crate) platform: Option<Platform>,
 }
 
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Platform {
     pub(crate) architecture: String,
     pub(crate) os: String,
+    pub(crate) variant: Option<String>,
+}
+
+/// A descriptor as a manifest carries it.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Descriptor {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: Option<String>,
+    pub(crate) size: Option<u64>,
+    pub(crate) platform: Option<Platform>,
+}
+
+/// What a manifest points at.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct References {
+    pub(crate) artifact_type: Option<String>,
+    pub(crate) config: Option<Descriptor>,
+    #[serde(default)]
+    pub(crate) layers: Vec<Descriptor>,
+    /// Artifact manifests list their content as `blobs`.
+    #[serde(default)]
+    pub(crate) blobs: Vec<Descriptor>,
+    #[serde(default)]
+    pub(crate) manifests: Vec<Descriptor>,
+    pub(crate) subject: Option<Descriptor>,
+}
+
+/// Config media types of ordinary images: a manifest with one of these and
+/// no `artifactType` is an image, not an artifact.
+const IMAGE_CONFIGS: &[&str] =
+    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
+impl References {
+    /// The artifact type the referrers API reports: `artifactType`, else a
+    /// config media type that is not an image config's.
+    pub(crate) fn effective_artifact_type(&self) -> Option<String> {
+        self.artifact_type.clone().or_else(|| {
+            self.config
+                .as_ref()
+                .and_then(|c| c.media_type.clone())
+                .filter(|m| !IMAGE_CONFIGS.contains(&m.as_str()) && m != "application/vnd.oci.empty.v1+json")
+        })
+    }
+}
+
+/// Reads the descriptors a manifest of any type points at.
+pub(crate) fn references(bytes: &[u8]) -> Result<References, ManifestError> {
+    serde_json::from_slice(bytes).map_err(|e| ManifestError::NotJson(e.to_string()))
 }
 
 /// A manifest's bytes recognised: its media type and, for an index, its entries.

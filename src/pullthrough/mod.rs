@@ -12,6 +12,7 @@
 //!   is gone is gone.
 
 mod fill;
+mod recorder;
 mod route;
 
 use std::sync::Arc;
@@ -23,9 +24,10 @@ use serde::Serialize;
 
 pub(crate) use fill::Fill;
 use fill::{FillJob, Fills};
+pub(crate) use recorder::Recorder;
 pub(crate) use route::{RouteError, Target, Upstreams};
 
-use crate::metadata::{Metadata, MetadataError, TagRecord};
+use crate::metadata::{Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, PageRequest};
 use crate::metrics::Metrics;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
@@ -219,6 +221,7 @@ pub(crate) struct PullThrough {
     upstreams: Upstreams,
     storage: Storage,
     metadata: Metadata,
+    recorder: Recorder,
     metrics: Metrics,
     fills: Fills,
     manifests: Cache<Digest, Arc<Manifest>>,
@@ -232,6 +235,7 @@ impl PullThrough {
         upstreams: Upstreams,
         storage: Storage,
         metadata: Metadata,
+        recorder: Recorder,
         metrics: Metrics,
         max_manifest_size: usize,
     ) -> PullThrough {
@@ -245,6 +249,7 @@ impl PullThrough {
             upstreams,
             storage,
             metadata,
+            recorder,
             metrics,
             fills: Fills::default(),
             manifests,
@@ -267,15 +272,42 @@ impl PullThrough {
         reference: &Reference,
         accept: &media::Accept,
     ) -> Result<Arc<Manifest>, PullError> {
-        let (digest, by_digest) = match reference {
-            Reference::Digest(d) => (d.clone(), true),
-            Reference::Tag(t) => (self.resolve_tag(target, t).await?, false),
+        let (digest, tag) = match reference {
+            Reference::Digest(d) => (d.clone(), None),
+            Reference::Tag(t) => (self.resolve_tag(target, t).await?, Some(t.as_str())),
         };
         let manifest = self.manifest_by_digest(target, &digest).await?;
-        match media::negotiate(&manifest.info, accept, by_digest) {
+        self.record(target, tag, &manifest).await;
+        match media::negotiate(&manifest.info, accept, tag.is_none()) {
             media::Negotiated::AsStored => Ok(manifest),
-            media::Negotiated::Child(child) => self.manifest_by_digest(target, &child).await,
+            media::Negotiated::Child(child) => {
+                let child = self.manifest_by_digest(target, &child).await?;
+                self.record(target, None, &child).await;
+                Ok(child)
+            }
             media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
+        }
+    }
+
+    /// The pull-through repository a target's content is recorded in.
+    pub(crate) fn origin(&self, target: &Target) -> Origin {
+        let cfg = target.upstream.config();
+        Origin { upstream: cfg.name.clone(), remote_name: target.repo.to_string(), retain_versions: cfg.retain_versions }
+    }
+
+    async fn record(&self, target: &Target, tag: Option<&str>, manifest: &Manifest) {
+        let origin = self.origin(target);
+        self.recorder.manifest(&origin, tag, &manifest.digest, &manifest.info.media_type, &manifest.bytes).await;
+    }
+
+    /// The digest `tag` had in the repository's latest version.
+    async fn last_known(&self, target: &Target, tag: &Tag) -> Result<Option<Digest>, PullError> {
+        let repository = recorder::repository_name(&self.origin(target));
+        let tag = tag.to_string();
+        match self.metadata.run(move |s| s.resolve_tag(&repository, None, &tag)).await {
+            Ok(found) => Ok(found.map(|t| t.digest)),
+            Err(MetadataError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -297,7 +329,7 @@ impl PullThrough {
     /// time per tag (concurrent requests wait for this answer).
     async fn revalidate_tag(&self, target: &Target, tag: &Tag) -> Result<TagEntry, PullError> {
         let cfg = target.upstream.config();
-        let recorded = self.metadata.tag(&cfg.name, &target.repo, tag).await?;
+        let recorded = self.last_known(target, tag).await?;
         let reference = Reference::Tag(tag.clone());
         let digest = match target.upstream.head_manifest(&target.repo, &reference).await {
             Ok(head) => match head.digest {
@@ -309,23 +341,22 @@ impl PullThrough {
                 None => self.fetch_manifest_by_tag(target, tag).await?,
             },
             Err(UpstreamError::NotFound) => {
-                self.metadata.remove_tag(&cfg.name, &target.repo, tag).await?;
+                if recorded.is_some() {
+                    self.recorder.tag_removed(&self.origin(target), tag.as_str()).await;
+                }
                 return Err(PullError::ManifestUnknown);
             }
             Err(e) if is_unavailable(&e) => match recorded {
-                Some(rec) if self.storage.stat(&rec.digest).await?.is_some() => {
+                Some(digest) if self.storage.stat(&digest).await?.is_some() => {
                     tracing::warn!(upstream = %cfg.name, repository = %target.repo, %tag, error = %e,
                         "upstream unavailable; serving the last known manifest for the tag");
                     self.metrics.cache("manifest", "stale");
-                    return Ok(TagEntry { digest: rec.digest, ttl: cfg.tag_ttl.min(STALE_RECHECK) });
+                    return Ok(TagEntry { digest, ttl: cfg.tag_ttl.min(STALE_RECHECK) });
                 }
                 _ => return Err(e.into()),
             },
             Err(e) => return Err(e.into()),
         };
-        if recorded.as_ref().map(|r| &r.digest) != Some(&digest) {
-            self.metadata.put_tag(&cfg.name, &target.repo, tag, &TagRecord { digest: digest.clone() }).await?;
-        }
         Ok(TagEntry { digest, ttl: cfg.tag_ttl })
     }
 
@@ -341,9 +372,39 @@ impl PullThrough {
         Ok(digest)
     }
 
+    /// The target a pull-through repository's content comes from, if its
+    /// upstream is still configured.
+    pub(crate) fn target_for(&self, upstream: &str, remote_name: &str) -> Option<Target> {
+        let upstream = self.upstreams.by_name(upstream)?.clone();
+        let repo = remote_name.parse().ok()?;
+        Some(Target { upstream, repo })
+    }
+
+    /// A manifest from memory or local storage only.
+    pub(crate) async fn local_manifest(&self, digest: &Digest) -> Result<Option<Arc<Manifest>>, PullError> {
+        if let Some(m) = self.manifests.get(digest).await {
+            return Ok(Some(m));
+        }
+        let Some(bytes) = self.storage.read_small(digest, self.max_manifest_size).await? else {
+            return Ok(None);
+        };
+        let info = media::inspect(&bytes).map_err(|e| PullError::Internal(format!("stored manifest {digest}: {e}")))?;
+        let m = Arc::new(Manifest { digest: digest.clone(), bytes, info });
+        self.manifests.insert(digest.clone(), m.clone()).await;
+        Ok(Some(m))
+    }
+
+    /// A blob from local storage only.
+    pub(crate) async fn local_blob(&self, digest: &Digest) -> Result<Option<BlobSource>, PullError> {
+        Ok(self.storage.open_object(digest).await?.map(|obj| {
+            self.metrics.cache("blob", "hit");
+            BlobSource::Stored(obj)
+        }))
+    }
+
     /// A manifest by digest: memory, then storage, then the upstream (one
     /// fetch at a time per digest).
-    async fn manifest_by_digest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+    pub(crate) async fn manifest_by_digest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
         let entry = self
             .manifests
             .entry(digest.clone())
@@ -379,7 +440,6 @@ impl PullThrough {
             crate::storage::IngestError::DigestMismatch { expected, actual } => PullError::DigestMismatch { expected, actual },
             crate::storage::IngestError::Storage(s) => PullError::Storage(s),
         })?;
-        self.metadata.note_repository(&target.upstream.config().name, &target.repo).await?;
         Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }))
     }
 
@@ -412,11 +472,6 @@ impl PullThrough {
             (false, false) => "coalesced",
         };
         self.metrics.cache("blob", result);
-        if started {
-            // Recorded now so the repository is listed even if the client
-            // leaves before the fill completes.
-            self.metadata.note_repository(&target.upstream.config().name, &target.repo).await?;
-        }
         let size = fill.ready().await?;
         Ok(BlobSource::Filling { fill, size })
     }
@@ -453,7 +508,12 @@ impl PullThrough {
                 Err(e) if is_unavailable(&e) => {
                     tracing::warn!(upstream = %cfg.name, repository = %target.repo, error = %e,
                         "upstream unavailable; listing the locally known tags");
-                    let known = self.metadata.tags(&cfg.name, &target.repo).await?;
+                    let repository = recorder::repository_name(&self.origin(target));
+                    let known = match self.metadata.run(move |s| s.tag_names(&repository, None)).await {
+                        Ok(names) => names,
+                        Err(MetadataError::NotFound(_)) => Vec::new(),
+                        Err(e) => return Err(e.into()),
+                    };
                     return Ok(TagList { tags: Arc::new(known), ttl: cfg.tag_ttl.min(STALE_RECHECK) });
                 }
                 Err(e) => return Err(e.into()),
@@ -470,10 +530,26 @@ impl PullThrough {
         Ok(TagList { tags: Arc::new(all), ttl: cfg.tag_ttl })
     }
 
-    /// Repositories with cached content, named as clients address them
+    /// Pull-through repositories, named as clients address them
     /// (`<upstream>/<repo>`).
-    pub(crate) async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<TagsPage, PullError> {
-        Ok(paginate(&self.metadata.repositories().await?, n, last))
+    pub(crate) async fn repository_names(&self) -> Result<Vec<String>, PullError> {
+        Ok(self
+            .metadata
+            .run(|s| {
+                let filter = RepositoryFilter { kind: Some(RepositoryKind::PullThrough), ..Default::default() };
+                let mut names = Vec::new();
+                let mut page = PageRequest { limit: 1000, offset: 0 };
+                loop {
+                    let listed = s.repositories(&filter, page)?;
+                    let n = listed.items.len() as u64;
+                    names.extend(listed.items.into_iter().map(|r| r.name));
+                    if n < u64::from(page.limit) {
+                        return Ok(names);
+                    }
+                    page.offset += n;
+                }
+            })
+            .await?)
     }
 
     /// The referrers of `digest` as an OCI image index. Uses the upstream's
@@ -523,7 +599,7 @@ fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, PullError> {
 
 /// Pagination as the spec describes: of the lexically sorted `all`, the
 /// entries after `last`, at most `n`.
-fn paginate(all: &[String], n: Option<usize>, last: Option<&str>) -> TagsPage {
+pub(crate) fn paginate(all: &[String], n: Option<usize>, last: Option<&str>) -> TagsPage {
     let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
     let rest = &all[start..];
     let take = n.unwrap_or(rest.len()).min(rest.len());

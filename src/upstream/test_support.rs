@@ -174,6 +174,7 @@ pub(super) fn config(url: &str) -> UpstreamConfig {
         idle_timeout: Duration::from_secs(5),
         fill_timeout: Duration::from_secs(60),
         retries: 2,
+        retain_versions: None,
     }
 }
 

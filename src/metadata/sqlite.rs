@@ -1,0 +1,933 @@
+//! The SQLite backend: every SQL statement wharf runs is in this file.
+//!
+//! WAL mode with one writer connection (behind a mutex: SQLite allows one
+//! writer at a time anyway, and a mutex queues writers without busy-retry
+//! loops) and a small pool of reader connections, which WAL lets run beside
+//! the writer. `synchronous = NORMAL`: a power loss may drop the last
+//! commits, never leave the database inconsistent.
+//!
+//! Migrations are numbered files applied in order inside one transaction
+//! each; `PRAGMA user_version` records how many ran.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
+
+use super::{
+    now_millis, BlobItem, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
+    DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
+    PageRequest, Platform, Recording, Repository, RepositoryFilter, RepositoryKind, Store, Summary, TagItem,
+    Version, VersionRef,
+};
+use crate::oci::Digest;
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+/// Reader connections kept open; more are opened under load and dropped after.
+const READERS_KEPT: usize = 4;
+
+/// Membership of `rc` in version `:v`.
+const PRESENT: &str = "rc.version_added <= :v AND (rc.version_removed IS NULL OR rc.version_removed > :v)";
+
+impl From<rusqlite::Error> for MetadataError {
+    fn from(e: rusqlite::Error) -> Self {
+        MetadataError::Database(e.to_string())
+    }
+}
+
+pub(crate) struct SqliteStore {
+    path: std::path::PathBuf,
+    // One writer: SQLite serialises writers anyway; the mutex makes them
+    // queue here instead of failing with SQLITE_BUSY.
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn lock_error<T>(_: std::sync::PoisonError<T>) -> MetadataError {
+    MetadataError::Database("a metadata connection was poisoned by an earlier panic".into())
+}
+
+fn connect(path: &Path) -> Result<Connection, MetadataError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), MetadataError> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into().unwrap_or(0);
+    if applied > MIGRATIONS.len() {
+        return Err(MetadataError::Database(format!(
+            "the database has schema version {applied}, newer than this wharf knows ({}); run a newer wharf",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(migration = i + 1, "metadata schema migrated");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(crate) fn open(path: &Path) -> Result<SqliteStore, MetadataError> {
+        let mut writer = connect(path)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
+        let conn = self.readers.lock().map_err(lock_error)?.pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut readers = self.readers.lock().map_err(lock_error)?;
+        if readers.len() < READERS_KEPT {
+            readers.push(conn);
+        }
+        out
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
+        let mut conn = self.writer.lock().map_err(lock_error)?;
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+// -- row helpers --------------------------------------------------------------
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn digest_of(s: String) -> Result<Digest, MetadataError> {
+    s.parse().map_err(|e| MetadataError::Database(format!("stored digest {s:?} is invalid: {e}")))
+}
+
+fn limit_of(page: PageRequest) -> (i64, i64) {
+    (i64::from(page.limit), i64_of(page.offset))
+}
+
+struct RepoRow {
+    id: i64,
+    repo: Repository,
+}
+
+fn repository_row(conn: &Connection, name: &str) -> Result<Option<RepoRow>, MetadataError> {
+    conn.query_row(
+        "SELECT id, name, kind, upstream, remote_name, retain_versions, latest_version, created_at
+         FROM repositories WHERE name = ?1",
+        [name],
+        repo_from_row,
+    )
+    .optional()?
+    .transpose()
+}
+
+fn repo_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RepoRow, MetadataError>> {
+    let kind: String = r.get(2)?;
+    let retain: Option<i64> = r.get(5)?;
+    let Some(kind) = RepositoryKind::parse(&kind) else {
+        return Ok(Err(MetadataError::Database(format!("unknown repository kind {kind:?}"))));
+    };
+    Ok(Ok(RepoRow {
+        id: r.get(0)?,
+        repo: Repository {
+            name: r.get(1)?,
+            kind,
+            upstream: r.get(3)?,
+            remote_name: r.get(4)?,
+            retain_versions: retain.and_then(|v| u32::try_from(v).ok()),
+            latest_version: u64_of(r.get(6)?),
+            created_at: r.get(7)?,
+        },
+    }))
+}
+
+fn require_repository(conn: &Connection, name: &str) -> Result<RepoRow, MetadataError> {
+    repository_row(conn, name)?.ok_or_else(|| MetadataError::NotFound(format!("repository {name:?} does not exist")))
+}
+
+/// The repository and the version number `version` resolves to in it.
+fn resolve(conn: &Connection, name: &str, version: VersionRef) -> Result<(RepoRow, i64), MetadataError> {
+    let row = require_repository(conn, name)?;
+    let number = match version {
+        None => row.repo.latest_version,
+        Some(n) => {
+            let exists: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM repository_versions WHERE repository_id = ?1 AND number = ?2)",
+                params![row.id, i64_of(n)],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Err(MetadataError::NotFound(format!("repository {name:?} has no version {n}")));
+            }
+            n
+        }
+    };
+    Ok((row, i64_of(number)))
+}
+
+fn version_from_row(repository: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(u64_of(r.get(i)?)) };
+    Ok(Version {
+        repository: repository.to_owned(),
+        number: n(0)?,
+        created_at: r.get(1)?,
+        base_version: r.get::<_, Option<i64>>(2)?.map(u64_of),
+        summary: Summary {
+            added: Counts { tags: n(3)?, manifests: n(4)?, blobs: n(5)? },
+            removed: Counts { tags: n(6)?, manifests: n(7)?, blobs: n(8)? },
+            present: Counts { tags: n(9)?, manifests: n(10)?, blobs: n(11)? },
+        },
+    })
+}
+
+const VERSION_COLUMNS: &str = "number, created_at, base_version, added_tags, added_manifests, added_blobs,
+    removed_tags, removed_manifests, removed_blobs, present_tags, present_manifests, present_blobs";
+
+// -- recording ------------------------------------------------------------------
+
+fn get_or_create_repository(tx: &Transaction<'_>, name: &str, origin: &Origin) -> Result<RepoRow, MetadataError> {
+    if let Some(row) = repository_row(tx, name)? {
+        return Ok(row);
+    }
+    let now = now_millis();
+    tx.execute(
+        "INSERT INTO repositories (name, kind, upstream, remote_name, retain_versions, latest_version, created_at)
+         VALUES (?1, 'pull-through', ?2, ?3, ?4, 0, ?5)",
+        params![name, origin.upstream, origin.remote_name, origin.retain_versions.map(i64::from), now],
+    )?;
+    let id = tx.last_insert_rowid();
+    // Every repository starts with the empty version 0.
+    tx.execute("INSERT INTO repository_versions (repository_id, number, created_at) VALUES (?1, 0, ?2)", params![id, now])?;
+    require_repository(tx, name)
+}
+
+fn upsert_blob(tx: &Transaction<'_>, d: &Descriptor) -> Result<i64, MetadataError> {
+    tx.execute(
+        "INSERT INTO blobs (digest, media_type, size) VALUES (?1, ?2, ?3)
+         ON CONFLICT (digest) DO UPDATE SET media_type = coalesce(media_type, excluded.media_type),
+                                            size = coalesce(size, excluded.size)",
+        params![d.digest.to_string(), d.media_type, d.size.map(i64_of)],
+    )?;
+    Ok(tx.query_row("SELECT id FROM blobs WHERE digest = ?1", [d.digest.to_string()], |r| r.get(0))?)
+}
+
+fn upsert_manifest(tx: &Transaction<'_>, f: &ManifestFacts) -> Result<i64, MetadataError> {
+    let digest = f.digest.to_string();
+    if let Some(id) = tx.query_row("SELECT id FROM manifests WHERE digest = ?1", [&digest], |r| r.get(0)).optional()? {
+        return Ok(id);
+    }
+    tx.execute(
+        "INSERT INTO manifests (digest, media_type, size, artifact_type, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![digest, f.media_type, i64_of(f.size), f.artifact_type, f.subject.as_ref().map(|s| s.to_string())],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut insert = tx.prepare(
+        "INSERT INTO manifest_references (manifest_id, position, kind, digest, media_type, size, os, architecture, variant)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut position = 0i64;
+    let mut add = |kind: &str, d: &Descriptor, p: Option<&Platform>| -> Result<(), MetadataError> {
+        insert.execute(params![
+            id,
+            position,
+            kind,
+            d.digest.to_string(),
+            d.media_type,
+            d.size.map(i64_of),
+            p.map(|p| &p.os),
+            p.map(|p| &p.architecture),
+            p.and_then(|p| p.variant.as_ref()),
+        ])?;
+        position += 1;
+        Ok(())
+    };
+    if let Some(c) = &f.config {
+        add("config", c, None)?;
+    }
+    for l in &f.layers {
+        add("layer", l, None)?;
+    }
+    for c in &f.children {
+        add("manifest", &c.descriptor, c.platform.as_ref())?;
+    }
+    Ok(id)
+}
+
+fn upsert_tag(tx: &Transaction<'_>, name: &str, manifest_id: i64) -> Result<i64, MetadataError> {
+    tx.execute("INSERT OR IGNORE INTO tags (name, manifest_id) VALUES (?1, ?2)", params![name, manifest_id])?;
+    Ok(tx.query_row("SELECT id FROM tags WHERE name = ?1 AND manifest_id = ?2", params![name, manifest_id], |r| r.get(0))?)
+}
+
+/// Makes content a member of version `v` (the version being built).
+fn add_content(tx: &Transaction<'_>, repo: i64, kind: ContentType, id: i64, v: i64) -> Result<(), MetadataError> {
+    let present: bool = tx.query_row(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM repository_content rc WHERE rc.repository_id = :repo
+             AND rc.content_type = :kind AND rc.content_id = :id AND {PRESENT})"
+        ),
+        named_params! {":repo": repo, ":kind": kind.as_str(), ":id": id, ":v": v},
+        |r| r.get(0),
+    )?;
+    if present {
+        return Ok(());
+    }
+    // Removed earlier in this same version: undo the removal.
+    let undone = tx.execute(
+        "UPDATE repository_content SET version_removed = NULL
+         WHERE repository_id = ?1 AND content_type = ?2 AND content_id = ?3 AND version_removed = ?4",
+        params![repo, kind.as_str(), id, v],
+    )?;
+    if undone == 0 {
+        tx.execute(
+            "INSERT INTO repository_content (repository_id, content_type, content_id, version_added) VALUES (?1, ?2, ?3, ?4)",
+            params![repo, kind.as_str(), id, v],
+        )?;
+    }
+    Ok(())
+}
+
+/// Ends content's membership at version `v` (the version being built).
+fn remove_content(tx: &Transaction<'_>, repo: i64, kind: ContentType, id: i64, v: i64) -> Result<(), MetadataError> {
+    // Added in this same version: it never existed in any other.
+    tx.execute(
+        "DELETE FROM repository_content WHERE repository_id = ?1 AND content_type = ?2 AND content_id = ?3
+         AND version_added = ?4",
+        params![repo, kind.as_str(), id, v],
+    )?;
+    tx.execute(
+        "UPDATE repository_content SET version_removed = ?4 WHERE repository_id = ?1 AND content_type = ?2
+         AND content_id = ?3 AND version_removed IS NULL",
+        params![repo, kind.as_str(), id, v],
+    )?;
+    Ok(())
+}
+
+/// The tag named `name` in version `v`: (tag id, manifest id).
+fn tag_in_version(tx: &Connection, repo: i64, name: &str, v: i64) -> Result<Option<(i64, i64)>, MetadataError> {
+    Ok(tx
+        .query_row(
+            &format!(
+                "SELECT t.id, t.manifest_id FROM repository_content rc JOIN tags t ON t.id = rc.content_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND t.name = :name AND {PRESENT}"
+            ),
+            named_params! {":repo": repo, ":name": name, ":v": v},
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+fn apply_change(tx: &Transaction<'_>, repo: i64, change: &Change, v: i64) -> Result<(), MetadataError> {
+    match change {
+        Change::Manifest { facts, tag } => {
+            let manifest = upsert_manifest(tx, facts)?;
+            add_content(tx, repo, ContentType::Manifest, manifest, v)?;
+            for d in facts.config.iter().chain(&facts.layers) {
+                let blob = upsert_blob(tx, d)?;
+                add_content(tx, repo, ContentType::Blob, blob, v)?;
+            }
+            if let Some(name) = tag {
+                match tag_in_version(tx, repo, name, v)? {
+                    Some((_, m)) if m == manifest => {}
+                    existing => {
+                        if let Some((old, _)) = existing {
+                            remove_content(tx, repo, ContentType::Tag, old, v)?;
+                        }
+                        let tag = upsert_tag(tx, name, manifest)?;
+                        add_content(tx, repo, ContentType::Tag, tag, v)?;
+                    }
+                }
+            }
+        }
+        Change::TagRemoved { tag } => {
+            if let Some((old, _)) = tag_in_version(tx, repo, tag, v)? {
+                remove_content(tx, repo, ContentType::Tag, old, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts of what version `v` added, removed and holds.
+fn summarize(conn: &Connection, repo: i64, v: i64) -> Result<Summary, MetadataError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT rc.content_type, SUM(rc.version_added = :v), SUM(rc.version_removed IS NOT NULL AND rc.version_removed = :v),
+                SUM({PRESENT})
+         FROM repository_content rc WHERE rc.repository_id = :repo GROUP BY rc.content_type"
+    ))?;
+    let mut rows = stmt.query(named_params! {":repo": repo, ":v": v})?;
+    let mut s = Summary::default();
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let (a, d, p) = (u64_of(r.get(1)?), u64_of(r.get(2)?), u64_of(r.get(3)?));
+        for (counts, value) in [(&mut s.added, a), (&mut s.removed, d), (&mut s.present, p)] {
+            match kind.as_str() {
+                "tag" => counts.tags = value,
+                "manifest" => counts.manifests = value,
+                _ => counts.blobs = value,
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn write_summary(tx: &Transaction<'_>, repo: i64, v: i64, s: &Summary) -> Result<(), MetadataError> {
+    tx.execute(
+        "UPDATE repository_versions SET added_tags = ?3, added_manifests = ?4, added_blobs = ?5,
+           removed_tags = ?6, removed_manifests = ?7, removed_blobs = ?8,
+           present_tags = ?9, present_manifests = ?10, present_blobs = ?11
+         WHERE repository_id = ?1 AND number = ?2",
+        params![
+            repo,
+            v,
+            i64_of(s.added.tags),
+            i64_of(s.added.manifests),
+            i64_of(s.added.blobs),
+            i64_of(s.removed.tags),
+            i64_of(s.removed.manifests),
+            i64_of(s.removed.blobs),
+            i64_of(s.present.tags),
+            i64_of(s.present.manifests),
+            i64_of(s.present.blobs),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes version `n`, folding its changes into the next version so every
+/// other version keeps exactly its content.
+fn delete_version_in(tx: &Transaction<'_>, repo: &RepoRow, n: i64) -> Result<(), MetadataError> {
+    let name = &repo.repo.name;
+    let base: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT base_version FROM repository_versions WHERE repository_id = ?1 AND number = ?2",
+            params![repo.id, n],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(base) = base else {
+        return Err(MetadataError::NotFound(format!("repository {name:?} has no version {n}")));
+    };
+    let next: Option<i64> = tx.query_row(
+        "SELECT MIN(number) FROM repository_versions WHERE repository_id = ?1 AND number > ?2",
+        params![repo.id, n],
+        |r| r.get(0),
+    )?;
+    let Some(next) = next else {
+        return Err(MetadataError::Conflict(format!("version {n} is the latest version of {name:?} and cannot be deleted")));
+    };
+    let pinned: Option<String> = tx
+        .query_row(
+            "SELECT name FROM distributions WHERE repository_id = ?1 AND version = ?2 LIMIT 1",
+            params![repo.id, n],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(d) = pinned {
+        return Err(MetadataError::Conflict(format!("version {n} of {name:?} is pinned by distribution {d:?}")));
+    }
+    let id = repo.id;
+    // Content that lived in version n only disappears with it.
+    tx.execute(
+        "DELETE FROM repository_content WHERE repository_id = ?1 AND version_added = ?2 AND version_removed = ?3",
+        params![id, n, next],
+    )?;
+    tx.execute("UPDATE repository_content SET version_added = ?3 WHERE repository_id = ?1 AND version_added = ?2", params![id, n, next])?;
+    tx.execute(
+        "UPDATE repository_content SET version_removed = ?3 WHERE repository_id = ?1 AND version_removed = ?2",
+        params![id, n, next],
+    )?;
+    // Removed in n and added back in next: one unbroken membership again.
+    tx.execute(
+        "UPDATE repository_content AS a SET version_removed = (
+             SELECT b.version_removed FROM repository_content b WHERE b.repository_id = a.repository_id
+             AND b.content_type = a.content_type AND b.content_id = a.content_id AND b.version_added = ?2)
+         WHERE a.repository_id = ?1 AND a.version_removed = ?2 AND EXISTS (
+             SELECT 1 FROM repository_content b WHERE b.repository_id = a.repository_id
+             AND b.content_type = a.content_type AND b.content_id = a.content_id AND b.version_added = ?2)",
+        params![id, next],
+    )?;
+    tx.execute(
+        "DELETE FROM repository_content AS b WHERE b.repository_id = ?1 AND b.version_added = ?2 AND EXISTS (
+             SELECT 1 FROM repository_content a WHERE a.repository_id = b.repository_id
+             AND a.content_type = b.content_type AND a.content_id = b.content_id
+             AND a.version_added < ?2 AND a.version_removed IS b.version_removed)",
+        params![id, next],
+    )?;
+    tx.execute("DELETE FROM repository_versions WHERE repository_id = ?1 AND number = ?2", params![id, n])?;
+    tx.execute(
+        "UPDATE repository_versions SET base_version = ?3 WHERE repository_id = ?1 AND number = ?2 AND base_version = ?4",
+        params![id, next, base, n],
+    )?;
+    let summary = summarize(tx, id, next)?;
+    write_summary(tx, id, next, &summary)
+}
+
+/// Deletes the oldest versions beyond `retain`, skipping pinned ones.
+fn apply_retention(tx: &Transaction<'_>, repo: &RepoRow, retain: u32) -> Result<(), MetadataError> {
+    let numbers: Vec<i64> = {
+        let mut stmt = tx.prepare(
+            "SELECT v.number FROM repository_versions v WHERE v.repository_id = ?1
+             AND NOT EXISTS (SELECT 1 FROM distributions d WHERE d.repository_id = v.repository_id AND d.version = v.number)
+             ORDER BY v.number",
+        )?;
+        let rows = stmt.query_map([repo.id], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let total: i64 = tx.query_row("SELECT COUNT(*) FROM repository_versions WHERE repository_id = ?1", [repo.id], |r| r.get(0))?;
+    let mut excess = u64_of(total).saturating_sub(u64::from(retain));
+    let latest = i64_of(repo.repo.latest_version);
+    for n in numbers {
+        if excess == 0 || n >= latest {
+            break;
+        }
+        delete_version_in(tx, repo, n)?;
+        excess -= 1;
+    }
+    Ok(())
+}
+
+fn record_repository(tx: &Transaction<'_>, name: &str, origin: &Origin, changes: &[&Change]) -> Result<Option<Created>, MetadataError> {
+    let mut repo = get_or_create_repository(tx, name, origin)?;
+    let latest = i64_of(repo.repo.latest_version);
+    let v = latest + 1;
+    for change in changes {
+        apply_change(tx, repo.id, change, v)?;
+    }
+    let summary = summarize(tx, repo.id, v)?;
+    if summary.added.is_zero() && summary.removed.is_zero() {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO repository_versions (repository_id, number, created_at, base_version) VALUES (?1, ?2, ?3, ?4)",
+        params![repo.id, v, now_millis(), latest],
+    )?;
+    write_summary(tx, repo.id, v, &summary)?;
+    tx.execute("UPDATE repositories SET latest_version = ?2 WHERE id = ?1", params![repo.id, v])?;
+    repo.repo.latest_version = u64_of(v);
+    if let Some(retain) = repo.repo.retain_versions {
+        apply_retention(tx, &repo, retain)?;
+    }
+    Ok(Some(Created { repository: name.to_owned(), number: u64_of(v) }))
+}
+
+// -- content listings -------------------------------------------------------------
+
+fn references(conn: &Connection, manifest_id: i64) -> Result<(Option<Descriptor>, Vec<Descriptor>, Vec<IndexChild>), MetadataError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, digest, media_type, size, os, architecture, variant FROM manifest_references
+         WHERE manifest_id = ?1 ORDER BY position",
+    )?;
+    let mut rows = stmt.query([manifest_id])?;
+    let (mut config, mut layers, mut children) = (None, Vec::new(), Vec::new());
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let d = Descriptor {
+            digest: digest_of(r.get(1)?)?,
+            media_type: r.get(2)?,
+            size: r.get::<_, Option<i64>>(3)?.map(u64_of),
+        };
+        match kind.as_str() {
+            "config" => config = Some(d),
+            "layer" => layers.push(d),
+            _ => {
+                let os: Option<String> = r.get(4)?;
+                let architecture: Option<String> = r.get(5)?;
+                let platform = match (os, architecture) {
+                    (Some(os), Some(architecture)) => Some(Platform { os, architecture, variant: r.get(6)? }),
+                    _ => None,
+                };
+                children.push(IndexChild { descriptor: d, platform });
+            }
+        }
+    }
+    Ok((config, layers, children))
+}
+
+/// The platform an index gives a manifest, if any index wharf knows lists it.
+fn platform_of(conn: &Connection, digest: &str) -> Result<Option<Platform>, MetadataError> {
+    Ok(conn
+        .query_row(
+            "SELECT os, architecture, variant FROM manifest_references
+             WHERE kind = 'manifest' AND digest = ?1 AND os IS NOT NULL AND architecture IS NOT NULL LIMIT 1",
+            [digest],
+            |r| Ok(Platform { os: r.get(0)?, architecture: r.get(1)?, variant: r.get(2)? }),
+        )
+        .optional()?)
+}
+
+fn manifest_item(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<ManifestItem, MetadataError> {
+    let id: i64 = r.get(0)?;
+    let digest: String = r.get(1)?;
+    let (config, layers, children) = references(conn, id)?;
+    let platform = platform_of(conn, &digest)?;
+    Ok(ManifestItem {
+        digest: digest_of(digest)?,
+        media_type: r.get(2)?,
+        size: u64_of(r.get(3)?),
+        artifact_type: r.get(4)?,
+        subject: r.get::<_, Option<String>>(5)?.map(digest_of).transpose()?,
+        platform,
+        config,
+        layers,
+        children,
+    })
+}
+
+fn count(conn: &Connection, sql: &str, p: &[(&str, &dyn rusqlite::ToSql)]) -> Result<u64, MetadataError> {
+    Ok(u64_of(conn.query_row(&format!("SELECT COUNT(*) {sql}"), p, |r| r.get(0))?))
+}
+
+// -- distributions ----------------------------------------------------------------
+
+const DISTRIBUTION_SELECT: &str = "SELECT d.name, d.base_path, r.name, d.version, d.private, d.description,
+    d.created_at, d.updated_at FROM distributions d JOIN repositories r ON r.id = d.repository_id";
+
+fn distribution_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Distribution> {
+    Ok(Distribution {
+        name: r.get(0)?,
+        base_path: r.get(1)?,
+        repository: r.get(2)?,
+        version: r.get::<_, Option<i64>>(3)?.map(u64_of),
+        private: r.get(4)?,
+        description: r.get(5)?,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
+fn distribution_in(conn: &Connection, name: &str) -> Result<Option<Distribution>, MetadataError> {
+    Ok(conn
+        .query_row(&format!("{DISTRIBUTION_SELECT} WHERE d.name = ?1"), [name], distribution_from_row)
+        .optional()?)
+}
+
+/// Checks a distribution's target and base_path; returns the repository id.
+fn check_distribution(
+    tx: &Transaction<'_>,
+    name: &str,
+    base_path: &str,
+    repository: &str,
+    version: Option<u64>,
+) -> Result<i64, MetadataError> {
+    let (repo, _) = resolve(tx, repository, version)?;
+    let taken: Option<String> = tx
+        .query_row("SELECT name FROM distributions WHERE base_path = ?1 AND name != ?2", params![base_path, name], |r| r.get(0))
+        .optional()?;
+    if let Some(other) = taken {
+        return Err(MetadataError::Conflict(format!("base_path {base_path:?} is already served by distribution {other:?}")));
+    }
+    Ok(repo.id)
+}
+
+impl Store for SqliteStore {
+    fn record(&self, batch: &[Recording]) -> Result<Vec<Created>, MetadataError> {
+        // Grouped per repository, in first-seen order: one version each.
+        let mut groups: BTreeMap<&str, (usize, &Origin, Vec<&Change>)> = BTreeMap::new();
+        for (i, r) in batch.iter().enumerate() {
+            groups.entry(r.repository.as_str()).or_insert_with(|| (i, &r.origin, Vec::new())).2.push(&r.change);
+        }
+        let mut ordered: Vec<_> = groups.into_iter().collect();
+        ordered.sort_by_key(|(_, (i, _, _))| *i);
+        self.write(|tx| {
+            let mut created = Vec::new();
+            for (name, (_, origin, changes)) in &ordered {
+                if let Some(c) = record_repository(tx, name, origin, changes)? {
+                    created.push(c);
+                }
+            }
+            Ok(created)
+        })
+    }
+
+    fn repositories(&self, filter: &RepositoryFilter, page: PageRequest) -> Result<Page<Repository>, MetadataError> {
+        self.read(|conn| {
+            let contains = filter.name_contains.as_ref().map(|s| {
+                let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                format!("%{escaped}%")
+            });
+            let kind = filter.kind.map(RepositoryKind::as_str);
+            let from = "FROM repositories WHERE (:name IS NULL OR name = :name)
+                AND (:contains IS NULL OR name LIKE :contains ESCAPE '\\')
+                AND (:kind IS NULL OR kind = :kind)";
+            let (limit, offset) = limit_of(page);
+            let total = count(conn, from, named_params! {":name": filter.name, ":contains": contains, ":kind": kind})?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT id, name, kind, upstream, remote_name, retain_versions, latest_version, created_at {from}
+                 ORDER BY name LIMIT :limit OFFSET :offset"
+            ))?;
+            let rows = stmt.query_map(
+                named_params! {":name": filter.name, ":contains": contains, ":kind": kind, ":limit": limit, ":offset": offset},
+                repo_from_row,
+            )?;
+            let mut items = Vec::new();
+            for row in rows {
+                items.push(row??.repo);
+            }
+            Ok(Page { total, items })
+        })
+    }
+
+    fn repository(&self, name: &str) -> Result<Option<Repository>, MetadataError> {
+        self.read(|conn| Ok(repository_row(conn, name)?.map(|r| r.repo)))
+    }
+
+    fn versions(&self, repository: &str, page: PageRequest) -> Result<Page<Version>, MetadataError> {
+        self.read(|conn| {
+            let repo = require_repository(conn, repository)?;
+            let total = count(conn, "FROM repository_versions WHERE repository_id = :repo", named_params! {":repo": repo.id})?;
+            let (limit, offset) = limit_of(page);
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {VERSION_COLUMNS} FROM repository_versions WHERE repository_id = ?1
+                 ORDER BY number DESC LIMIT ?2 OFFSET ?3"
+            ))?;
+            let items = stmt
+                .query_map(params![repo.id, limit, offset], |r| version_from_row(repository, r))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page { total, items })
+        })
+    }
+
+    fn version(&self, repository: &str, number: VersionRef) -> Result<Version, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, number)?;
+            Ok(conn.query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM repository_versions WHERE repository_id = ?1 AND number = ?2"),
+                params![repo.id, v],
+                |r| version_from_row(repository, r),
+            )?)
+        })
+    }
+
+    fn delete_version(&self, repository: &str, number: u64) -> Result<(), MetadataError> {
+        self.write(|tx| {
+            let repo = require_repository(tx, repository)?;
+            delete_version_in(tx, &repo, i64_of(number))
+        })
+    }
+
+    fn tags(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest) -> Result<Page<TagItem>, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, version)?;
+            let digest = filter.digest.as_ref().map(|d| d.to_string());
+            let from = format!(
+                "FROM repository_content rc JOIN tags t ON t.id = rc.content_id JOIN manifests m ON m.id = t.manifest_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND {PRESENT}
+                 AND (:tag IS NULL OR t.name = :tag) AND (:digest IS NULL OR m.digest = :digest)"
+            );
+            let total = count(conn, &from, named_params! {":repo": repo.id, ":v": v, ":tag": filter.tag, ":digest": digest})?;
+            let (limit, offset) = limit_of(page);
+            let mut stmt = conn.prepare(&format!("SELECT t.name, m.digest, m.media_type {from} ORDER BY t.name LIMIT :limit OFFSET :offset"))?;
+            let mut rows = stmt.query(
+                named_params! {":repo": repo.id, ":v": v, ":tag": filter.tag, ":digest": digest, ":limit": limit, ":offset": offset},
+            )?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                items.push(TagItem { name: r.get(0)?, digest: digest_of(r.get(1)?)?, media_type: r.get(2)? });
+            }
+            Ok(Page { total, items })
+        })
+    }
+
+    fn manifests(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest) -> Result<Page<ManifestItem>, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, version)?;
+            let digest = filter.digest.as_ref().map(|d| d.to_string());
+            let from = format!(
+                "FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND {PRESENT}
+                 AND (:digest IS NULL OR m.digest = :digest)"
+            );
+            let total = count(conn, &from, named_params! {":repo": repo.id, ":v": v, ":digest": digest})?;
+            let (limit, offset) = limit_of(page);
+            let mut stmt = conn.prepare(&format!(
+                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject {from}
+                 ORDER BY m.digest LIMIT :limit OFFSET :offset"
+            ))?;
+            let mut rows = stmt.query(named_params! {":repo": repo.id, ":v": v, ":digest": digest, ":limit": limit, ":offset": offset})?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                items.push(manifest_item(conn, r)?);
+            }
+            Ok(Page { total, items })
+        })
+    }
+
+    fn blobs(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest) -> Result<Page<BlobItem>, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, version)?;
+            let digest = filter.digest.as_ref().map(|d| d.to_string());
+            let from = format!(
+                "FROM repository_content rc JOIN blobs b ON b.id = rc.content_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'blob' AND {PRESENT}
+                 AND (:digest IS NULL OR b.digest = :digest)"
+            );
+            let total = count(conn, &from, named_params! {":repo": repo.id, ":v": v, ":digest": digest})?;
+            let (limit, offset) = limit_of(page);
+            let mut stmt = conn.prepare(&format!("SELECT b.digest, b.media_type, b.size {from} ORDER BY b.digest LIMIT :limit OFFSET :offset"))?;
+            let mut rows = stmt.query(named_params! {":repo": repo.id, ":v": v, ":digest": digest, ":limit": limit, ":offset": offset})?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                items.push(BlobItem {
+                    digest: digest_of(r.get(0)?)?,
+                    media_type: r.get(1)?,
+                    size: r.get::<_, Option<i64>>(2)?.map(u64_of),
+                });
+            }
+            Ok(Page { total, items })
+        })
+    }
+
+    fn resolve_tag(&self, repository: &str, version: VersionRef, tag: &str) -> Result<Option<TagItem>, MetadataError> {
+        let filter = ContentFilter { digest: None, tag: Some(tag.to_owned()) };
+        Ok(self.tags(repository, version, &filter, PageRequest { limit: 1, offset: 0 })?.items.into_iter().next())
+    }
+
+    fn contains(&self, repository: &str, version: VersionRef, kind: ContentType, digest: &Digest) -> Result<bool, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, version)?;
+            // Besides content recorded in the version: what its manifests
+            // point at (an index's other platforms, and their layers), which
+            // belongs to the same images and can be fetched on demand.
+            let sql = match kind {
+                ContentType::Manifest => format!(
+                    "SELECT EXISTS (SELECT 1 FROM repository_content rc JOIN manifests c ON c.id = rc.content_id
+                       WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND c.digest = :digest AND {PRESENT})
+                     OR EXISTS (SELECT 1 FROM repository_content rc JOIN manifest_references mr ON mr.manifest_id = rc.content_id
+                       WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND mr.kind = 'manifest'
+                       AND mr.digest = :digest AND {PRESENT})"
+                ),
+                ContentType::Blob => format!(
+                    "SELECT EXISTS (SELECT 1 FROM repository_content rc JOIN blobs c ON c.id = rc.content_id
+                       WHERE rc.repository_id = :repo AND rc.content_type = 'blob' AND c.digest = :digest AND {PRESENT})
+                     OR EXISTS (SELECT 1 FROM repository_content rc JOIN manifest_references mr ON mr.manifest_id = rc.content_id
+                       WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND mr.kind IN ('config', 'layer')
+                       AND mr.digest = :digest AND {PRESENT})
+                     OR EXISTS (SELECT 1 FROM repository_content rc
+                       JOIN manifest_references child ON child.manifest_id = rc.content_id AND child.kind = 'manifest'
+                       JOIN manifests m ON m.digest = child.digest
+                       JOIN manifest_references mr ON mr.manifest_id = m.id AND mr.kind IN ('config', 'layer')
+                       WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND mr.digest = :digest AND {PRESENT})"
+                ),
+                ContentType::Tag => return Err(MetadataError::Invalid("tags are not looked up by digest".into())),
+            };
+            Ok(conn.query_row(&sql, named_params! {":repo": repo.id, ":digest": digest.to_string(), ":v": v}, |r| r.get(0))?)
+        })
+    }
+
+    fn tag_names(&self, repository: &str, version: VersionRef) -> Result<Vec<String>, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, version)?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT t.name FROM repository_content rc JOIN tags t ON t.id = rc.content_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND {PRESENT} ORDER BY t.name"
+            ))?;
+            let names = stmt.query_map(named_params! {":repo": repo.id, ":v": v}, |r| r.get(0))?.collect::<Result<_, _>>()?;
+            Ok(names)
+        })
+    }
+
+    fn referrers(&self, repository: &str, version: VersionRef, digest: &Digest) -> Result<Vec<ManifestItem>, MetadataError> {
+        self.read(|conn| {
+            let (repo, v) = resolve(conn, repository, version)?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject
+                 FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.subject = :subject AND {PRESENT}
+                 ORDER BY m.digest"
+            ))?;
+            let mut rows = stmt.query(named_params! {":repo": repo.id, ":v": v, ":subject": digest.to_string()})?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                items.push(manifest_item(conn, r)?);
+            }
+            Ok(items)
+        })
+    }
+
+    fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError> {
+        self.write(|tx| {
+            if distribution_in(tx, &new.name)?.is_some() {
+                return Err(MetadataError::Conflict(format!("distribution {:?} already exists", new.name)));
+            }
+            let repo = check_distribution(tx, &new.name, &new.base_path, &new.repository, new.version)?;
+            let now = now_millis();
+            tx.execute(
+                "INSERT INTO distributions (name, base_path, repository_id, version, private, description, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![new.name, new.base_path, repo, new.version.map(i64_of), new.private, new.description, now],
+            )?;
+            distribution_in(tx, &new.name)?.ok_or_else(|| MetadataError::Database("distribution vanished after insert".into()))
+        })
+    }
+
+    fn update_distribution(&self, name: &str, patch: &DistributionPatch) -> Result<Distribution, MetadataError> {
+        self.write(|tx| {
+            let Some(mut d) = distribution_in(tx, name)? else {
+                return Err(MetadataError::NotFound(format!("distribution {name:?} does not exist")));
+            };
+            if let Some(b) = &patch.base_path {
+                d.base_path = b.clone();
+            }
+            if let Some(r) = &patch.repository {
+                // A new repository without a version given serves its latest.
+                if *r != d.repository && patch.version.is_none() {
+                    d.version = None;
+                }
+                d.repository = r.clone();
+            }
+            if let Some(v) = patch.version {
+                d.version = v;
+            }
+            if let Some(p) = patch.private {
+                d.private = p;
+            }
+            if let Some(desc) = &patch.description {
+                d.description = desc.clone();
+            }
+            let repo = check_distribution(tx, name, &d.base_path, &d.repository, d.version)?;
+            tx.execute(
+                "UPDATE distributions SET base_path = ?2, repository_id = ?3, version = ?4, private = ?5, description = ?6,
+                 updated_at = ?7 WHERE name = ?1",
+                params![name, d.base_path, repo, d.version.map(i64_of), d.private, d.description, now_millis()],
+            )?;
+            distribution_in(tx, name)?.ok_or_else(|| MetadataError::Database("distribution vanished after update".into()))
+        })
+    }
+
+    fn delete_distribution(&self, name: &str) -> Result<(), MetadataError> {
+        self.write(|tx| match tx.execute("DELETE FROM distributions WHERE name = ?1", [name])? {
+            0 => Err(MetadataError::NotFound(format!("distribution {name:?} does not exist"))),
+            _ => Ok(()),
+        })
+    }
+
+    fn distribution(&self, name: &str) -> Result<Option<Distribution>, MetadataError> {
+        self.read(|conn| distribution_in(conn, name))
+    }
+
+    fn distributions(&self, page: PageRequest) -> Result<Page<Distribution>, MetadataError> {
+        self.read(|conn| {
+            let total = count(conn, "FROM distributions", &[])?;
+            let (limit, offset) = limit_of(page);
+            let mut stmt = conn.prepare(&format!("{DISTRIBUTION_SELECT} ORDER BY d.name LIMIT ?1 OFFSET ?2"))?;
+            let items = stmt.query_map(params![limit, offset], distribution_from_row)?.collect::<Result<_, _>>()?;
+            Ok(Page { total, items })
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! Distributions: which repository (latest or a pinned version) the registry
+//! port serves at which base_path. The records live in metadata; this keeps
+//! an in-memory table of them for the request path, replaced whole after
+//! every change, so a repointed distribution serves its new target from the
+//! next request on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, PageRequest};
+use crate::oci::RepositoryName;
+
+/// Longest distribution name accepted.
+const MAX_NAME_LEN: usize = 64;
+
+/// What the registry port needs to serve one distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub(crate) name: String,
+    pub(crate) base_path: String,
+    pub(crate) repository: String,
+    /// Pinned version; None serves the latest.
+    pub(crate) version: Option<u64>,
+    pub(crate) private: bool,
+    /// Where blobs not cached yet come from: (upstream name, remote name).
+    pub(crate) origin: Option<(String, String)>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Distributions {
+    metadata: Metadata,
+    upstream_names: Arc<Vec<String>>,
+    // Read on every registry request, written after admin changes: a std
+    // RwLock (never held across an await) is enough.
+    by_base_path: Arc<RwLock<Arc<HashMap<String, Arc<Served>>>>>,
+}
+
+impl Distributions {
+    /// Loads every distribution; `upstream_names` are the configured
+    /// upstreams, whose path prefixes no base_path may take.
+    pub(crate) async fn load(metadata: Metadata, upstream_names: Vec<String>) -> Result<Distributions, MetadataError> {
+        let d = Distributions {
+            metadata,
+            upstream_names: Arc::new(upstream_names),
+            by_base_path: Arc::new(RwLock::new(Arc::new(HashMap::new()))),
+        };
+        d.reload().await?;
+        Ok(d)
+    }
+
+    /// The distribution served at exactly `base_path`.
+    pub(crate) fn lookup(&self, base_path: &str) -> Option<Arc<Served>> {
+        let table = match self.by_base_path.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        table.get(base_path).cloned()
+    }
+
+    /// Every base_path served, sorted.
+    pub(crate) fn base_paths(&self) -> Vec<String> {
+        let table = match self.by_base_path.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut out: Vec<String> = table.keys().cloned().collect();
+        out.sort();
+        out
+    }
+
+    pub(crate) async fn create(&self, new: NewDistribution) -> Result<Distribution, MetadataError> {
+        check_name(&new.name)?;
+        self.check_base_path(&new.base_path)?;
+        let created = self.metadata.run(move |s| s.create_distribution(&new)).await?;
+        self.reload().await?;
+        Ok(created)
+    }
+
+    pub(crate) async fn update(&self, name: String, patch: DistributionPatch) -> Result<Distribution, MetadataError> {
+        if let Some(b) = &patch.base_path {
+            self.check_base_path(b)?;
+        }
+        let updated = self.metadata.run(move |s| s.update_distribution(&name, &patch)).await?;
+        self.reload().await?;
+        Ok(updated)
+    }
+
+    pub(crate) async fn delete(&self, name: String) -> Result<(), MetadataError> {
+        self.metadata.run(move |s| s.delete_distribution(&name)).await?;
+        self.reload().await
+    }
+
+    fn check_base_path(&self, base_path: &str) -> Result<(), MetadataError> {
+        let parsed: RepositoryName = base_path
+            .parse()
+            .map_err(|e| MetadataError::Invalid(format!("base_path {base_path:?} is not a valid repository name: {e}")))?;
+        let (first, _) = parsed.split_first();
+        if let Some(up) = self.upstream_names.iter().find(|u| u.as_str() == first) {
+            return Err(MetadataError::Conflict(format!(
+                "base_path {base_path:?} collides with upstream {up:?}: paths under an upstream's name are its pull-through cache"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the in-memory table from metadata.
+    async fn reload(&self) -> Result<(), MetadataError> {
+        let table = self
+            .metadata
+            .run(|s| {
+                let mut out = HashMap::new();
+                let mut page = PageRequest { limit: 1000, offset: 0 };
+                loop {
+                    let listed = s.distributions(page)?;
+                    let n = listed.items.len() as u64;
+                    for d in listed.items {
+                        let origin = s
+                            .repository(&d.repository)?
+                            .and_then(|r| r.upstream.zip(r.remote_name));
+                        let served = Served {
+                            name: d.name,
+                            base_path: d.base_path.clone(),
+                            repository: d.repository,
+                            version: d.version,
+                            private: d.private,
+                            origin,
+                        };
+                        out.insert(d.base_path, Arc::new(served));
+                    }
+                    if n < u64::from(page.limit) {
+                        return Ok(out);
+                    }
+                    page.offset += n;
+                }
+            })
+            .await?;
+        let mut slot = match self.by_base_path.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(table);
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), MetadataError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(MetadataError::Invalid(format!(
+            "distribution name {name:?} must be 1-{MAX_NAME_LEN} characters of letters, digits, '.', '_' or '-'"
+        )))
+    }
+}

@@ -1,0 +1,14 @@
+//! Repositories as clients see them through distributions: which repository
+//! version a base_path serves, and serving it from local content. Sits
+//! between the API and the pull-through layer; never sees HTTP or SQL.
+//!
+//! Content of a repository that came from an upstream may have been
+//! recorded before its bytes were fetched (a client pulled the manifest
+//! only); such bytes are fetched on demand through the pull-through layer.
+//! Nothing else reaches an upstream from here.
+
+mod distributions;
+mod hosted;
+
+pub(crate) use distributions::{Distributions, Served};
+pub(crate) use hosted::Hosted;
