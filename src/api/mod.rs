@@ -125,11 +125,7 @@ impl Registry {
             Route::Blob { name, digest } if read => self.blob(req, &name, &digest, &query).await,
             Route::Tags { name } if read => self.tags(&name, &query, method).await,
             Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, method).await,
-            Route::Upload { name }
-            | Route::Manifest { name, .. }
-            | Route::Blob { name, .. }
-            | Route::Tags { name }
-            | Route::Referrers { name, .. } => match self.source(&name, &query) {
+            Route::Upload { name } | Route::Manifest { name, .. } | Route::Blob { name, .. } => match self.source(&name, &query) {
                 Ok(Source::Upstream(_)) => Err(ApiError::Denied(READ_ONLY)),
                 Ok(Source::Hosted(d)) if d.origin.is_some() => Err(ApiError::Denied(READ_ONLY)),
                 _ => Err(ApiError::Unsupported("pushing is not supported by this registry")),

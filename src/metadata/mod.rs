@@ -349,6 +349,12 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Manifests in a version whose `subject` is `digest`.
     fn referrers(&self, repository: &str, version: VersionRef, digest: &Digest) -> Result<Vec<ManifestItem>, MetadataError>;
 
+    /// What an upstream's tag pointed at when last confirmed.
+    fn upstream_tag(&self, upstream: &str, remote_name: &str, tag: &str) -> Result<Option<Digest>, MetadataError>;
+    /// Remembers (or, with None, forgets) what an upstream's tag points at.
+    fn set_upstream_tag(&self, upstream: &str, remote_name: &str, tag: &str, digest: Option<&Digest>)
+        -> Result<(), MetadataError>;
+
     fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError>;
     fn update_distribution(&self, name: &str, patch: &DistributionPatch) -> Result<Distribution, MetadataError>;
     fn delete_distribution(&self, name: &str) -> Result<(), MetadataError>;

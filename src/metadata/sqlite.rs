@@ -478,26 +478,21 @@ fn delete_version_in(tx: &Transaction<'_>, repo: &RepoRow, n: i64) -> Result<(),
     write_summary(tx, id, next, &summary)
 }
 
-/// Deletes the oldest versions beyond `retain`, skipping pinned ones.
+/// Deletes every version but the newest `retain` and those a distribution
+/// pins.
 fn apply_retention(tx: &Transaction<'_>, repo: &RepoRow, retain: u32) -> Result<(), MetadataError> {
-    let numbers: Vec<i64> = {
+    let doomed: Vec<i64> = {
         let mut stmt = tx.prepare(
             "SELECT v.number FROM repository_versions v WHERE v.repository_id = ?1
              AND NOT EXISTS (SELECT 1 FROM distributions d WHERE d.repository_id = v.repository_id AND d.version = v.number)
+             AND v.number NOT IN (SELECT number FROM repository_versions WHERE repository_id = ?1 ORDER BY number DESC LIMIT ?2)
              ORDER BY v.number",
         )?;
-        let rows = stmt.query_map([repo.id], |r| r.get(0))?;
+        let rows = stmt.query_map(params![repo.id, i64::from(retain)], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    let total: i64 = tx.query_row("SELECT COUNT(*) FROM repository_versions WHERE repository_id = ?1", [repo.id], |r| r.get(0))?;
-    let mut excess = u64_of(total).saturating_sub(u64::from(retain));
-    let latest = i64_of(repo.repo.latest_version);
-    for n in numbers {
-        if excess == 0 || n >= latest {
-            break;
-        }
+    for n in doomed {
         delete_version_in(tx, repo, n)?;
-        excess -= 1;
     }
     Ok(())
 }
@@ -860,6 +855,37 @@ impl Store for SqliteStore {
         })
     }
 
+    fn upstream_tag(&self, upstream: &str, remote_name: &str, tag: &str) -> Result<Option<Digest>, MetadataError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT digest FROM upstream_tags WHERE upstream = ?1 AND remote_name = ?2 AND tag = ?3",
+                params![upstream, remote_name, tag],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(digest_of)
+            .transpose()
+        })
+    }
+
+    fn set_upstream_tag(&self, upstream: &str, remote_name: &str, tag: &str, digest: Option<&Digest>) -> Result<(), MetadataError> {
+        // Outside a transaction: one statement, and the write lock is held
+        // for as short as SQLite allows.
+        let conn = self.writer.lock().map_err(lock_error)?;
+        match digest {
+            Some(d) => conn.execute(
+                "INSERT INTO upstream_tags (upstream, remote_name, tag, digest) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (upstream, remote_name, tag) DO UPDATE SET digest = excluded.digest",
+                params![upstream, remote_name, tag, d.to_string()],
+            )?,
+            None => conn.execute(
+                "DELETE FROM upstream_tags WHERE upstream = ?1 AND remote_name = ?2 AND tag = ?3",
+                params![upstream, remote_name, tag],
+            )?,
+        };
+        Ok(())
+    }
+
     fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError> {
         self.write(|tx| {
             if distribution_in(tx, &new.name)?.is_some() {
@@ -929,5 +955,274 @@ impl Store for SqliteStore {
             let items = stmt.query_map(params![limit, offset], distribution_from_row)?.collect::<Result<_, _>>()?;
             Ok(Page { total, items })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Algorithm;
+
+    fn digest(seed: &str) -> Digest {
+        Digest::of(Algorithm::Sha256, seed.as_bytes())
+    }
+
+    fn blob(seed: &str) -> Descriptor {
+        Descriptor { digest: digest(seed), media_type: Some("application/octet-stream".into()), size: Some(seed.len() as u64) }
+    }
+
+    /// An image manifest named `seed` with a config and the given layers.
+    fn image(seed: &str, layers: &[&str]) -> ManifestFacts {
+        ManifestFacts {
+            digest: digest(seed),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            size: 100,
+            artifact_type: None,
+            subject: None,
+            config: Some(blob(&format!("{seed}-config"))),
+            layers: layers.iter().map(|l| blob(l)).collect(),
+            children: Vec::new(),
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin { upstream: "up".into(), remote_name: "app".into(), retain_versions: None }
+    }
+
+    fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
+        Recording {
+            repository: "up/app".into(),
+            origin: origin(),
+            change: Change::Manifest { facts, tag: tag.map(str::to_owned) },
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("wharf.db")).unwrap();
+        (dir, store)
+    }
+
+    fn counts(tags: u64, manifests: u64, blobs: u64) -> Counts {
+        Counts { tags, manifests, blobs }
+    }
+
+    fn tag_of(s: &SqliteStore, v: VersionRef, tag: &str) -> Option<Digest> {
+        s.resolve_tag("up/app", v, tag).unwrap().map(|t| t.digest)
+    }
+
+    #[test]
+    fn pulls_make_versions_with_summaries_and_a_moved_tag_keeps_old_versions() {
+        let (_d, s) = open();
+        let created = s.record(&[pulled(image("m1", &["l1", "shared"]), Some("1"))]).unwrap();
+        assert_eq!(created, vec![Created { repository: "up/app".into(), number: 1 }]);
+        s.record(&[pulled(image("m2", &["l2", "shared"]), Some("2"))]).unwrap();
+        s.record(&[pulled(image("m3", &["l3"]), Some("1"))]).unwrap();
+
+        let v1 = s.version("up/app", Some(1)).unwrap();
+        assert_eq!(v1.base_version, Some(0));
+        assert_eq!(v1.summary.added, counts(1, 1, 3));
+        assert_eq!(v1.summary.present, counts(1, 1, 3));
+        let v2 = s.version("up/app", Some(2)).unwrap();
+        assert_eq!(v2.summary.added, counts(1, 1, 2), "the shared layer is already present");
+        assert_eq!(v2.summary.present, counts(2, 2, 5));
+        let v3 = s.version("up/app", None).unwrap();
+        assert_eq!(v3.number, 3);
+        assert_eq!(v3.summary.added, counts(1, 1, 2));
+        assert_eq!(v3.summary.removed, counts(1, 0, 0), "only the old tag leaves; its manifest stays");
+        assert_eq!(v3.summary.present, counts(2, 3, 7));
+
+        assert_eq!(tag_of(&s, Some(1), "1"), Some(digest("m1")));
+        assert_eq!(tag_of(&s, Some(2), "1"), Some(digest("m1")));
+        assert_eq!(tag_of(&s, None, "1"), Some(digest("m3")));
+        assert_eq!(tag_of(&s, Some(1), "2"), None);
+        assert_eq!(s.tag_names("up/app", None).unwrap(), vec!["1", "2"]);
+        assert_eq!(s.versions("up/app", PageRequest::default()).unwrap().total, 4, "versions 0 to 3");
+        let repo = s.repository("up/app").unwrap().unwrap();
+        assert_eq!((repo.kind, repo.latest_version, repo.upstream.as_deref()), (RepositoryKind::PullThrough, 3, Some("up")));
+    }
+
+    #[test]
+    fn recording_what_is_already_there_makes_no_version() {
+        let (_d, s) = open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap();
+        assert!(s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap().is_empty());
+        assert!(s.record(&[pulled(image("m1", &["l1"]), None)]).unwrap().is_empty());
+        assert_eq!(s.repository("up/app").unwrap().unwrap().latest_version, 1);
+    }
+
+    #[test]
+    fn one_batch_is_one_version_even_when_a_tag_moves_twice() {
+        let (_d, s) = open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("t"))]).unwrap();
+        let created = s
+            .record(&[pulled(image("m2", &["l2"]), Some("t")), pulled(image("m3", &["l3"]), Some("t"))])
+            .unwrap();
+        assert_eq!(created.len(), 1);
+        let v2 = s.version("up/app", None).unwrap();
+        assert_eq!(v2.summary.added.tags, 1);
+        assert_eq!(v2.summary.removed.tags, 1);
+        assert_eq!(tag_of(&s, None, "t"), Some(digest("m3")));
+    }
+
+    #[test]
+    fn a_removed_tag_leaves_the_next_version() {
+        let (_d, s) = open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("t"))]).unwrap();
+        let gone = Recording { repository: "up/app".into(), origin: origin(), change: Change::TagRemoved { tag: "t".into() } };
+        assert_eq!(s.record(std::slice::from_ref(&gone)).unwrap().len(), 1);
+        assert_eq!(tag_of(&s, None, "t"), None);
+        assert_eq!(tag_of(&s, Some(1), "t"), Some(digest("m1")));
+        assert!(s.record(&[gone]).unwrap().is_empty(), "removing what is gone changes nothing");
+    }
+
+    #[test]
+    fn deleting_a_version_keeps_every_other_version_exact() {
+        let (_d, s) = open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("a"))]).unwrap(); // v1
+        s.record(&[pulled(image("m2", &["l2"]), Some("a"))]).unwrap(); // v2: a -> m2
+        s.record(&[pulled(image("m1", &["l1"]), Some("a"))]).unwrap(); // v3: a -> m1 again
+        let before: Vec<_> = [Some(1), Some(3)].iter().map(|v| (tag_of(&s, *v, "a"), s.version("up/app", *v).unwrap().summary.present)).collect();
+        s.delete_version("up/app", 2).unwrap();
+        let after: Vec<_> = [Some(1), Some(3)].iter().map(|v| (tag_of(&s, *v, "a"), s.version("up/app", *v).unwrap().summary.present)).collect();
+        assert_eq!(before, after);
+        assert!(matches!(s.version("up/app", Some(2)), Err(MetadataError::NotFound(_))));
+        let v3 = s.version("up/app", Some(3)).unwrap();
+        assert_eq!(v3.base_version, Some(1));
+        assert_eq!(v3.summary.added, counts(0, 1, 2), "m2 arrived after v1 and is still present");
+        assert_eq!(v3.summary.removed, counts(0, 0, 0), "tag a is back where it was in v1");
+
+        assert!(matches!(s.delete_version("up/app", 3), Err(MetadataError::Conflict(_))), "latest");
+        assert!(matches!(s.delete_version("up/app", 9), Err(MetadataError::NotFound(_))));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_versions_and_pinned_ones() {
+        let (_d, s) = open();
+        let keep2 = Origin { retain_versions: Some(2), ..origin() };
+        let rec = |seed: &str, tag: &str| Recording {
+            repository: "up/app".into(),
+            origin: keep2.clone(),
+            change: Change::Manifest { facts: image(seed, &[seed]), tag: Some(tag.into()) },
+        };
+        s.record(&[rec("m1", "1")]).unwrap();
+        s.create_distribution(&NewDistribution {
+            name: "pinned".into(),
+            base_path: "pinned/app".into(),
+            repository: "up/app".into(),
+            version: Some(1),
+            private: false,
+            description: None,
+        })
+        .unwrap();
+        for (i, m) in ["m2", "m3", "m4"].iter().enumerate() {
+            s.record(&[rec(m, &format!("{}", i + 2))]).unwrap();
+        }
+        let numbers: Vec<u64> =
+            s.versions("up/app", PageRequest::default()).unwrap().items.iter().map(|v| v.number).collect();
+        assert_eq!(numbers, vec![4, 3, 1], "2 kept newest plus the pinned one");
+        assert_eq!(s.version("up/app", None).unwrap().summary.present, counts(4, 4, 8));
+        assert_eq!(tag_of(&s, Some(1), "1"), Some(digest("m1")));
+    }
+
+    #[test]
+    fn content_listings_filter_and_page() {
+        let (_d, s) = open();
+        let mut index = image("idx", &[]);
+        index.media_type = crate::oci::media::OCI_INDEX.into();
+        index.config = None;
+        index.children = vec![IndexChild {
+            descriptor: Descriptor { digest: digest("m1"), media_type: Some(crate::oci::media::OCI_MANIFEST.into()), size: Some(100) },
+            platform: Some(Platform { os: "linux".into(), architecture: "arm64".into(), variant: Some("v8".into()) }),
+        }];
+        s.record(&[pulled(index, Some("multi")), pulled(image("m1", &["l1", "l2"]), None)]).unwrap();
+        let page = PageRequest { limit: 1, offset: 0 };
+        let all = ContentFilter::default();
+        let blobs = s.blobs("up/app", None, &all, page).unwrap();
+        assert_eq!((blobs.total, blobs.items.len()), (3, 1));
+        let one = ContentFilter { digest: Some(digest("l2")), tag: None };
+        assert_eq!(s.blobs("up/app", None, &one, PageRequest::default()).unwrap().items[0].digest, digest("l2"));
+        let manifests = s.manifests("up/app", Some(1), &all, PageRequest::default()).unwrap();
+        assert_eq!(manifests.total, 2);
+        let idx = manifests.items.iter().find(|m| m.digest == digest("idx")).unwrap();
+        assert_eq!(idx.children.len(), 1);
+        let child = manifests.items.iter().find(|m| m.digest == digest("m1")).unwrap();
+        assert_eq!(child.platform.as_ref().map(|p| p.architecture.as_str()), Some("arm64"));
+        assert_eq!(child.layers.len(), 2);
+        let tags = s.tags("up/app", None, &ContentFilter { digest: None, tag: Some("multi".into()) }, page).unwrap();
+        assert_eq!(tags.items[0].digest, digest("idx"));
+        assert!(matches!(s.tags("up/app", Some(7), &all, page), Err(MetadataError::NotFound(_))));
+        assert!(matches!(s.tags("no/such", None, &all, page), Err(MetadataError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_version_contains_what_its_manifests_point_at() {
+        let (_d, s) = open();
+        let mut index = image("idx", &[]);
+        index.config = None;
+        index.children = vec![IndexChild { descriptor: blob("other-platform"), platform: None }];
+        s.record(&[pulled(index, Some("t")), pulled(image("m1", &["l1"]), None)]).unwrap();
+        let has = |k, seed: &str| s.contains("up/app", None, k, &digest(seed)).unwrap();
+        assert!(has(ContentType::Manifest, "idx"));
+        assert!(has(ContentType::Manifest, "other-platform"), "listed by the index");
+        assert!(has(ContentType::Blob, "l1"));
+        assert!(!has(ContentType::Blob, "nope"));
+        assert!(!has(ContentType::Manifest, "l1"));
+    }
+
+    #[test]
+    fn distributions_check_their_target_and_base_path() {
+        let (_d, s) = open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap();
+        let new = NewDistribution {
+            name: "d1".into(),
+            base_path: "apps/one".into(),
+            repository: "up/app".into(),
+            version: None,
+            private: false,
+            description: Some("first".into()),
+        };
+        let d = s.create_distribution(&new).unwrap();
+        assert_eq!((d.repository.as_str(), d.version), ("up/app", None));
+        assert!(matches!(s.create_distribution(&new), Err(MetadataError::Conflict(_))), "same name");
+        let same_path = NewDistribution { name: "d2".into(), ..new.clone() };
+        assert!(matches!(s.create_distribution(&same_path), Err(MetadataError::Conflict(_))), "same base_path");
+        let bad_version = NewDistribution { name: "d3".into(), base_path: "x".into(), version: Some(5), ..new.clone() };
+        assert!(matches!(s.create_distribution(&bad_version), Err(MetadataError::NotFound(_))));
+        let no_repo = NewDistribution { name: "d4".into(), base_path: "y".into(), repository: "nope".into(), ..new.clone() };
+        assert!(matches!(s.create_distribution(&no_repo), Err(MetadataError::NotFound(_))));
+
+        let pinned = s
+            .update_distribution("d1", &DistributionPatch { version: Some(Some(1)), description: Some(None), ..Default::default() })
+            .unwrap();
+        assert_eq!((pinned.version, pinned.description), (Some(1), None));
+        assert!(matches!(s.delete_version("up/app", 1), Err(MetadataError::Conflict(_))));
+        let latest = s.update_distribution("d1", &DistributionPatch { version: Some(None), ..Default::default() }).unwrap();
+        assert_eq!(latest.version, None);
+        assert_eq!(s.distributions(PageRequest::default()).unwrap().total, 1);
+        s.delete_distribution("d1").unwrap();
+        assert!(matches!(s.delete_distribution("d1"), Err(MetadataError::NotFound(_))));
+    }
+
+    #[test]
+    fn the_store_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap();
+            s.set_upstream_tag("up", "app", "1", Some(&digest("m1"))).unwrap();
+            s.set_upstream_tag("up", "app", "1", Some(&digest("m2"))).unwrap();
+            s.set_upstream_tag("up", "app", "gone", Some(&digest("m2"))).unwrap();
+            s.set_upstream_tag("up", "app", "gone", None).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(tag_of(&s, None, "1"), Some(digest("m1")));
+        assert_eq!(s.upstream_tag("up", "app", "1").unwrap(), Some(digest("m2")));
+        assert_eq!(s.upstream_tag("up", "app", "gone").unwrap(), None);
+        let filter = RepositoryFilter { name_contains: Some("p/a".into()), ..Default::default() };
+        assert_eq!(s.repositories(&filter, PageRequest::default()).unwrap().total, 1);
+        let filter = RepositoryFilter { name_contains: Some("%".into()), ..Default::default() };
+        assert_eq!(s.repositories(&filter, PageRequest::default()).unwrap().total, 0, "LIKE wildcards are literal");
     }
 }

@@ -300,15 +300,18 @@ impl PullThrough {
         self.recorder.manifest(&origin, tag, &manifest.digest, &manifest.info.media_type, &manifest.bytes).await;
     }
 
-    /// The digest `tag` had in the repository's latest version.
+    /// What `tag` pointed at when last confirmed with the upstream.
     async fn last_known(&self, target: &Target, tag: &Tag) -> Result<Option<Digest>, PullError> {
-        let repository = recorder::repository_name(&self.origin(target));
-        let tag = tag.to_string();
-        match self.metadata.run(move |s| s.resolve_tag(&repository, None, &tag)).await {
-            Ok(found) => Ok(found.map(|t| t.digest)),
-            Err(MetadataError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let (upstream, remote, tag) = (target.upstream.config().name.clone(), target.repo.to_string(), tag.to_string());
+        Ok(self.metadata.run(move |s| s.upstream_tag(&upstream, &remote, &tag)).await?)
+    }
+
+    /// Remembers what `tag` points at now, durably before the client gets
+    /// its answer, so the tag can be served after a crash while the upstream
+    /// is down. Written only when the tag is new or moved.
+    async fn remember(&self, target: &Target, tag: &Tag, digest: Option<Digest>) -> Result<(), PullError> {
+        let (upstream, remote, tag) = (target.upstream.config().name.clone(), target.repo.to_string(), tag.to_string());
+        Ok(self.metadata.run(move |s| s.set_upstream_tag(&upstream, &remote, &tag, digest.as_ref())).await?)
     }
 
     async fn resolve_tag(&self, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
@@ -342,6 +345,7 @@ impl PullThrough {
             },
             Err(UpstreamError::NotFound) => {
                 if recorded.is_some() {
+                    self.remember(target, tag, None).await?;
                     self.recorder.tag_removed(&self.origin(target), tag.as_str()).await;
                 }
                 return Err(PullError::ManifestUnknown);
@@ -357,6 +361,9 @@ impl PullThrough {
             },
             Err(e) => return Err(e.into()),
         };
+        if recorded.as_ref() != Some(&digest) {
+            self.remember(target, tag, Some(digest.clone())).await?;
+        }
         Ok(TagEntry { digest, ttl: cfg.tag_ttl })
     }
 

@@ -160,7 +160,7 @@ async fn traversal_names_are_refused_with_a_client_error() {
 }
 
 #[tokio::test]
-async fn push_methods_are_405_unsupported() {
+async fn pushes_to_a_pull_through_repository_are_denied() {
     let s = Setup::start();
     let digest = &s.image.manifest.digest;
     let layer = &s.image.layers[0].digest;
@@ -172,8 +172,12 @@ async fn push_methods_are_405_unsupported() {
     ];
     for (method, path) in requests {
         let r = http::request(method, &s.url(&path), &[("Content-Type", MANIFEST_MEDIA_TYPE)]).await;
-        assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"), "{method} {path}: {}", body_text(&r));
+        assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"), "{method} {path}: {}", body_text(&r));
+        assert!(body_text(&r).contains("read-only pull-through cache"), "{method} {path}: {}", body_text(&r));
     }
+    // A name no upstream serves is not a pull-through repository.
+    let r = http::request("POST", &s.url("/v2/elsewhere/x/blobs/uploads/"), &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (405, "UNSUPPORTED"), "push to an unrouted name: {}", body_text(&r));
     // Refused pushes changed nothing.
     assert_eq!(s.get_manifest("2").await.body, s.image.manifest.bytes);
 }
@@ -205,9 +209,17 @@ async fn tags_list_pages_with_n_and_a_link_to_the_next_page() {
 async fn catalog_lists_the_pulled_repositories() {
     let s = Setup::start();
     assert_eq!(s.get_manifest("1").await.status, 200);
-    let r = http::get(&s.url("/v2/_catalog")).await;
-    assert_eq!(r.status, 200, "{}", body_text(&r));
-    let repositories: Vec<String> =
-        serde_json::from_value(r.json()["repositories"].clone()).expect("repositories is a list of strings");
-    assert!(repositories.iter().any(|n| n == "up/team/tool"), "catalog {repositories:?} lacks up/team/tool");
+    // Pulls are recorded in the background, within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = http::get(&s.url("/v2/_catalog")).await;
+        assert_eq!(r.status, 200, "{}", body_text(&r));
+        let repositories: Vec<String> =
+            serde_json::from_value(r.json()["repositories"].clone()).expect("repositories is a list of strings");
+        if repositories.iter().any(|n| n == "up/team/tool") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "catalog {repositories:?} still lacks up/team/tool");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -99,3 +99,14 @@ CREATE TABLE distributions (
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 );
+
+-- The pull-through cache's own memory of what each upstream tag pointed at
+-- when last confirmed: serves a tag while the upstream is down, even right
+-- after a restart. Not versioned; written only when a tag is new or moved.
+CREATE TABLE upstream_tags (
+    upstream    TEXT NOT NULL,
+    remote_name TEXT NOT NULL,
+    tag         TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    PRIMARY KEY (upstream, remote_name, tag)
+) WITHOUT ROWID;
