@@ -106,6 +106,21 @@ impl Wharf {
         self.registry.to_string()
     }
 
+    /// SIGTERM, as systemd stops a service, then waits for the exit: a clean
+    /// shutdown.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().expect("run kill");
+        assert!(sent.success(), "SIGTERM to wharf {pid}");
+        let status = self.child.wait().expect("wait for wharf");
+        assert!(status.success(), "wharf exited with {status} after SIGTERM");
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin port.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
