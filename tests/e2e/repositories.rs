@@ -219,3 +219,22 @@ async fn a_distribution_serves_only_its_version_and_fetches_uncached_layers_on_d
     let names: Vec<String> = serde_json::from_value(catalog.json()["repositories"].clone()).expect("names");
     assert!(names.contains(&"apps/app".to_owned()) && names.contains(&"up/team/app".to_owned()), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_shutdown_right_after_a_pull_loses_no_recording() {
+    let s = Setup::start();
+    let one = Image::random(&[20_000]);
+    s.push(&one, "1");
+    assert_eq!(s.pull("up/team/app", "1"), one.manifest.digest);
+    // Stopped at once, before the recorder's batch would have closed.
+    let Setup { tmp, clients, upstream, wharf } = s;
+    let config = wharf.config_path.clone();
+    wharf.stop();
+    let s = Setup { tmp, clients, upstream, wharf: Wharf::start_with_config(&config) };
+    let (status, repo) = admin("GET", &s.api(&format!("repositories/{REPO}")), None).await;
+    assert_eq!(status, 200, "{repo}");
+    assert_eq!(repo["latest_version"], 1);
+    let (_, tags) = admin("GET", &s.api(&format!("repositories/{REPO}/versions/latest/tags")), None).await;
+    assert_eq!(tags["count"], 1, "{tags}");
+    assert_eq!(tags["results"][0]["name"], "1");
+}
