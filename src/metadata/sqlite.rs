@@ -202,7 +202,15 @@ const VERSION_COLUMNS: &str = "number, created_at, base_version, added_tags, add
 // -- recording ------------------------------------------------------------------
 
 fn get_or_create_repository(tx: &Transaction<'_>, name: &str, origin: &Origin) -> Result<RepoRow, MetadataError> {
-    if let Some(row) = repository_row(tx, name)? {
+    if let Some(mut row) = repository_row(tx, name)? {
+        // The upstream's config is the source of truth for retention.
+        if row.repo.retain_versions != origin.retain_versions {
+            tx.execute(
+                "UPDATE repositories SET retain_versions = ?2 WHERE id = ?1",
+                params![row.id, origin.retain_versions.map(i64::from)],
+            )?;
+            row.repo.retain_versions = origin.retain_versions;
+        }
         return Ok(row);
     }
     let now = now_millis();

@@ -296,8 +296,9 @@ impl PullThrough {
     }
 
     async fn record(&self, target: &Target, tag: Option<&str>, manifest: &Manifest) {
-        let origin = self.origin(target);
-        self.recorder.manifest(&origin, tag, &manifest.digest, &manifest.info.media_type, &manifest.bytes).await;
+        let key = (target.upstream.config().name.as_str(), target.repo.as_str());
+        let origin = || self.origin(target);
+        self.recorder.manifest(key, origin, tag, &manifest.digest, &manifest.info.media_type, &manifest.bytes).await;
     }
 
     /// What `tag` pointed at when last confirmed with the upstream.

@@ -66,19 +66,23 @@ impl Recorder {
 
     /// Records that the pull-through repository of `origin` served the
     /// manifest `bytes` (by `tag`, if asked for by tag).
+    /// `origin` is only called when the manifest is new to the repository,
+    /// so the hot path (the same manifest again) allocates nothing.
     pub(crate) async fn manifest(
         &self,
-        origin: &Origin,
+        (upstream, remote_name): (&str, &str),
+        origin: impl FnOnce() -> Origin,
         tag: Option<&str>,
         digest: &Digest,
         media_type: &str,
         bytes: &[u8],
     ) {
-        let key = seen_key(&origin.upstream, &origin.remote_name, tag, digest);
+        let key = seen_key(upstream, remote_name, tag, digest);
         if self.seen.contains_key(&key) {
             return;
         }
-        let repository = repository_name(origin);
+        let origin = origin();
+        let repository = repository_name(&origin);
         let facts = match media::references(bytes) {
             Ok(refs) => facts(digest, media_type, bytes.len() as u64, refs),
             Err(e) => {
@@ -88,7 +92,7 @@ impl Recorder {
         };
         self.seen.insert(key, ());
         let change = Change::Manifest { facts, tag: tag.map(str::to_owned) };
-        self.send(Recording { repository, origin: origin.clone(), change }).await;
+        self.send(Recording { repository, origin, change }).await;
     }
 
     /// Records that the upstream no longer has `tag`.
