@@ -20,3 +20,4 @@ mod protocol;
 mod digests;
 mod admin;
 mod repositories;
+mod cli;

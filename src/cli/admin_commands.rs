@@ -1,0 +1,556 @@
+//! The admin subcommands (`repository`, `content`, `distribution`): their
+//! flags, and the one admin API request each makes. Planning a request is
+//! pure, so the mapping from flags to method, path and body is testable
+//! without a server; sending is `admin_client`'s, printing is `output`'s.
+//! The subcommand and flag names are a contract operators' scripts rely on.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::{Args, Subcommand, ValueEnum};
+use http::Method;
+use serde_json::{Map, Value};
+
+use super::admin_client::api_path;
+use super::output::View;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AdminCommand {
+    /// Repositories and their versions.
+    #[command(subcommand)]
+    Repository(RepositoryCommand),
+    /// The tags, manifests and blobs in a repository version.
+    #[command(subcommand)]
+    Content(ContentCommand),
+    /// Distributions: names under which a repository (version) is served.
+    #[command(subcommand)]
+    Distribution(DistributionCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RepositoryCommand {
+    /// List repositories.
+    List {
+        /// Only repositories whose name contains S.
+        #[arg(long, value_name = "S")]
+        name_contains: Option<String>,
+        /// Only repositories of this kind.
+        #[arg(long, value_enum)]
+        kind: Option<RepositoryKind>,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one repository.
+    Show {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// List a repository's versions, newest first, or show one with --number.
+    Versions {
+        #[command(flatten)]
+        name: NameArg,
+        /// Show this version (a number or `latest`) with its content summary.
+        #[arg(long, value_name = "N", conflicts_with_all = ["limit", "offset"])]
+        number: Option<VersionRef>,
+        #[command(flatten)]
+        page: Page,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ContentCommand {
+    /// List the tags, manifests or blobs in a repository version.
+    List(ContentList),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ContentList {
+    /// The repository, e.g. docker.io/library/debian.
+    #[arg(long, value_name = "R")]
+    repository: String,
+    /// The version: a number or `latest` [default: latest].
+    #[arg(long, value_name = "N")]
+    version: Option<VersionRef>,
+    /// Which content to list.
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    content_type: ContentType,
+    /// Only the manifest or blob with this digest.
+    #[arg(long, value_name = "D")]
+    digest: Option<String>,
+    /// Only the tag with this name.
+    #[arg(long, value_name = "T")]
+    tag_name: Option<String>,
+    #[command(flatten)]
+    page: Page,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DistributionCommand {
+    /// Create a distribution.
+    Create(DistributionCreate),
+    /// Change a distribution; only the fields given are sent.
+    Update(DistributionUpdate),
+    /// Delete a distribution.
+    Delete {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// List distributions.
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one distribution.
+    Show {
+        #[command(flatten)]
+        name: NameArg,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DistributionCreate {
+    /// The distribution's name: 1-64 of [A-Za-z0-9._-].
+    #[arg(long, value_name = "N")]
+    name: String,
+    /// The repository name clients pull it as.
+    #[arg(long, value_name = "P")]
+    base_path: String,
+    /// The repository it serves.
+    #[arg(long, value_name = "R")]
+    repository: String,
+    /// Serve this version of the repository [default: always the latest].
+    #[arg(long, value_name = "V")]
+    version: Option<u64>,
+    /// Make it private.
+    #[arg(long)]
+    private: bool,
+    #[arg(long, value_name = "D")]
+    description: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DistributionUpdate {
+    /// The distribution to change.
+    #[arg(long, value_name = "N")]
+    name: String,
+    /// A new base path.
+    #[arg(long, value_name = "P")]
+    base_path: Option<String>,
+    /// Serve another repository.
+    #[arg(long, value_name = "R")]
+    repository: Option<String>,
+    /// Pin this version of the repository.
+    #[arg(long, value_name = "V")]
+    version: Option<u64>,
+    /// Unpin: always serve the latest version.
+    #[arg(long, conflicts_with = "version")]
+    latest: bool,
+    /// Make it private or public.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    private: Option<bool>,
+    /// A new description; an empty one clears it.
+    #[arg(long, value_name = "D")]
+    description: Option<String>,
+}
+
+/// A repository or distribution name, as `--name R` or positionally.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct NameArg {
+    /// The name (or give it without --name).
+    #[arg(long = "name", value_name = "NAME")]
+    flag: Option<String>,
+    /// The name, as with --name.
+    #[arg(value_name = "NAME")]
+    positional: Option<String>,
+}
+
+impl NameArg {
+    fn get(&self) -> &str {
+        // clap's group makes exactly one of the two present.
+        self.flag.as_deref().or(self.positional.as_deref()).unwrap_or_default()
+    }
+}
+
+/// `--limit` and `--offset` of a listing; the server applies its defaults
+/// (100 and 0) when they are not given.
+#[derive(Args, Debug)]
+pub(crate) struct Page {
+    /// At most N results (the server allows 1-1000) [default: 100].
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
+    /// Skip the first N results.
+    #[arg(long, value_name = "N")]
+    offset: Option<u64>,
+}
+
+impl Page {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(limit) = self.limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(offset) = self.offset {
+            query.push(("offset", offset.to_string()));
+        }
+        query
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RepositoryKind {
+    PullThrough,
+    Push,
+    Sync,
+}
+
+impl RepositoryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RepositoryKind::PullThrough => "pull-through",
+            RepositoryKind::Push => "push",
+            RepositoryKind::Sync => "sync",
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContentType {
+    Tag,
+    Manifest,
+    Blob,
+}
+
+/// A version number, or `latest`, which the API resolves itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VersionRef {
+    Number(u64),
+    Latest,
+}
+
+impl FromStr for VersionRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<VersionRef, String> {
+        if s == "latest" {
+            return Ok(VersionRef::Latest);
+        }
+        s.parse().map(VersionRef::Number).map_err(|_| format!("{s:?} is not a version number or `latest`"))
+    }
+}
+
+impl fmt::Display for VersionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionRef::Number(n) => write!(f, "{n}"),
+            VersionRef::Latest => f.write_str("latest"),
+        }
+    }
+}
+
+/// One admin API request and how to print its answer.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    /// Path and query under the admin URL.
+    pub(crate) path: String,
+    pub(crate) body: Option<Value>,
+    pub(crate) view: View,
+}
+
+impl Call {
+    fn get(path: String, view: View) -> Call {
+        Call { method: Method::GET, path, body: None, view }
+    }
+}
+
+/// Flags that parse but make no sense together; the message says which.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
+/// The request `command` makes.
+pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
+    Ok(match command {
+        AdminCommand::Repository(RepositoryCommand::List { name_contains, kind, page }) => {
+            let mut query = Vec::new();
+            if let Some(s) = name_contains {
+                query.push(("name_contains", s.clone()));
+            }
+            if let Some(kind) = kind {
+                query.push(("kind", kind.as_str().to_owned()));
+            }
+            query.extend(page.query());
+            Call::get(api_path(&["repositories"], &query), View::Repositories)
+        }
+        AdminCommand::Repository(RepositoryCommand::Show { name }) => {
+            Call::get(api_path(&["repositories", name.get()], &[]), View::Repository)
+        }
+        AdminCommand::Repository(RepositoryCommand::Versions { name, number: Some(number), page: _ }) => {
+            Call::get(api_path(&["repositories", name.get(), "versions", &number.to_string()], &[]), View::Version)
+        }
+        AdminCommand::Repository(RepositoryCommand::Versions { name, number: None, page }) => {
+            Call::get(api_path(&["repositories", name.get(), "versions"], &page.query()), View::Versions)
+        }
+        AdminCommand::Content(ContentCommand::List(list)) => content_list(list)?,
+        AdminCommand::Distribution(DistributionCommand::Create(create)) => Call {
+            method: Method::POST,
+            path: api_path(&["distributions"], &[]),
+            body: Some(create_body(create)),
+            view: View::Distribution,
+        },
+        AdminCommand::Distribution(DistributionCommand::Update(update)) => Call {
+            method: Method::PATCH,
+            path: api_path(&["distributions", &update.name], &[]),
+            body: Some(update_body(update)?),
+            view: View::Distribution,
+        },
+        AdminCommand::Distribution(DistributionCommand::Delete { name }) => Call {
+            method: Method::DELETE,
+            path: api_path(&["distributions", name.get()], &[]),
+            body: None,
+            view: View::Deleted { what: "distribution", name: name.get().to_owned() },
+        },
+        AdminCommand::Distribution(DistributionCommand::List { page }) => {
+            Call::get(api_path(&["distributions"], &page.query()), View::Distributions)
+        }
+        AdminCommand::Distribution(DistributionCommand::Show { name }) => {
+            Call::get(api_path(&["distributions", name.get()], &[]), View::Distribution)
+        }
+    })
+}
+
+fn content_list(list: &ContentList) -> Result<Call, UsageError> {
+    let version = list.version.unwrap_or(VersionRef::Latest).to_string();
+    let mut query = Vec::new();
+    // The API filters tags by name and manifests and blobs by digest; a
+    // filter the chosen type does not have would be silently ignored.
+    let (segment, view) = match list.content_type {
+        ContentType::Tag => {
+            if list.digest.is_some() {
+                return Err(UsageError("--digest applies to --type manifest or blob; for tags use --tag-name".into()));
+            }
+            if let Some(name) = &list.tag_name {
+                query.push(("name", name.clone()));
+            }
+            ("tags", View::Tags)
+        }
+        ContentType::Manifest | ContentType::Blob => {
+            if list.tag_name.is_some() {
+                return Err(UsageError("--tag-name applies to --type tag only".into()));
+            }
+            if let Some(digest) = &list.digest {
+                query.push(("digest", digest.clone()));
+            }
+            match list.content_type {
+                ContentType::Manifest => ("manifests", View::Manifests),
+                _ => ("blobs", View::Blobs),
+            }
+        }
+    };
+    query.extend(list.page.query());
+    Ok(Call::get(api_path(&["repositories", &list.repository, "versions", &version, segment], &query), view))
+}
+
+/// The POST body: the required fields, and the optional ones only when
+/// given, so the server's defaults apply otherwise.
+fn create_body(create: &DistributionCreate) -> Value {
+    let mut body = Map::new();
+    body.insert("name".into(), create.name.clone().into());
+    body.insert("base_path".into(), create.base_path.clone().into());
+    body.insert("repository".into(), create.repository.clone().into());
+    if let Some(version) = create.version {
+        body.insert("version".into(), version.into());
+    }
+    if create.private {
+        body.insert("private".into(), true.into());
+    }
+    if let Some(description) = &create.description {
+        body.insert("description".into(), description.clone().into());
+    }
+    Value::Object(body)
+}
+
+/// The PATCH body: exactly the fields given, so nothing else changes.
+/// `--latest` sends `"version": null`, which the API reads as "serve the
+/// latest"; an empty `--description` sends null, which clears it.
+fn update_body(update: &DistributionUpdate) -> Result<Value, UsageError> {
+    let mut body = Map::new();
+    if let Some(base_path) = &update.base_path {
+        body.insert("base_path".into(), base_path.clone().into());
+    }
+    if let Some(repository) = &update.repository {
+        body.insert("repository".into(), repository.clone().into());
+    }
+    if let Some(version) = update.version {
+        body.insert("version".into(), version.into());
+    }
+    if update.latest {
+        body.insert("version".into(), Value::Null);
+    }
+    if let Some(private) = update.private {
+        body.insert("private".into(), private.into());
+    }
+    if let Some(description) = &update.description {
+        let value = if description.is_empty() { Value::Null } else { description.clone().into() };
+        body.insert("description".into(), value);
+    }
+    if body.is_empty() {
+        return Err(UsageError(
+            "nothing to change: give at least one of --base-path, --repository, --version, --latest, --private, --description"
+                .into(),
+        ));
+    }
+    Ok(Value::Object(body))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Test {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    fn parse(args: &str) -> AdminCommand {
+        let argv = std::iter::once("wharf").chain(args.split_whitespace());
+        match Test::try_parse_from(argv) {
+            Ok(t) => t.command,
+            Err(e) => panic!("{args}: {e}"),
+        }
+    }
+
+    fn call(args: &str) -> Call {
+        plan(&parse(args)).unwrap()
+    }
+
+    fn refused(args: &str) -> bool {
+        let argv = std::iter::once("wharf").chain(args.split_whitespace());
+        Test::try_parse_from(argv).is_err()
+    }
+
+    #[test]
+    fn repository_list_sends_its_filters_as_a_query() {
+        assert_eq!(call("repository list").path, "/api/v1/repositories");
+        let c = call("repository list --name-contains lib/deb --kind pull-through --limit 5 --offset 10");
+        assert_eq!(c.path, "/api/v1/repositories?name_contains=lib%2Fdeb&kind=pull-through&limit=5&offset=10");
+        assert_eq!((c.method, c.view), (Method::GET, View::Repositories));
+        assert!(refused("repository list --kind mirror"));
+    }
+
+    #[test]
+    fn a_repository_is_named_by_flag_or_position_and_encoded() {
+        let expected = "/api/v1/repositories/docker.io%2Flibrary%2Fdebian";
+        assert_eq!(call("repository show --name docker.io/library/debian").path, expected);
+        assert_eq!(call("repository show docker.io/library/debian").path, expected);
+        assert!(refused("repository show"));
+        assert!(refused("repository show a --name b"));
+    }
+
+    #[test]
+    fn repository_versions_lists_or_shows_one() {
+        let list = call("repository versions --name a/b --limit 3");
+        assert_eq!((list.path.as_str(), list.view), ("/api/v1/repositories/a%2Fb/versions?limit=3", View::Versions));
+        let one = call("repository versions --name a/b --number 7");
+        assert_eq!((one.path.as_str(), one.view), ("/api/v1/repositories/a%2Fb/versions/7", View::Version));
+        assert_eq!(call("repository versions a/b --number latest").path, "/api/v1/repositories/a%2Fb/versions/latest");
+        assert!(refused("repository versions --name a/b --number seven"));
+        assert!(refused("repository versions --name a/b --number 7 --offset 1"));
+    }
+
+    #[test]
+    fn content_list_defaults_to_the_latest_version_and_filters_by_type() {
+        let tags = call("content list --repository a/b --type tag --tag-name 11");
+        assert_eq!(
+            (tags.path.as_str(), tags.view),
+            ("/api/v1/repositories/a%2Fb/versions/latest/tags?name=11", View::Tags)
+        );
+        let manifests = call("content list --repository a/b --version 3 --type manifest --digest sha256:ab --limit 2");
+        assert_eq!(manifests.path, "/api/v1/repositories/a%2Fb/versions/3/manifests?digest=sha256%3Aab&limit=2");
+        assert_eq!(manifests.view, View::Manifests);
+        let blobs = call("content list --repository a/b --type blob --offset 100");
+        assert_eq!(
+            (blobs.path.as_str(), blobs.view),
+            ("/api/v1/repositories/a%2Fb/versions/latest/blobs?offset=100", View::Blobs)
+        );
+        assert!(refused("content list --repository a/b"));
+        assert!(refused("content list --repository a/b --type layer"));
+    }
+
+    #[test]
+    fn content_filters_that_the_type_lacks_are_usage_errors() {
+        let e = plan(&parse("content list --repository a/b --type manifest --tag-name 11")).unwrap_err();
+        assert!(e.0.contains("--tag-name"), "{e}");
+        let e = plan(&parse("content list --repository a/b --type tag --digest sha256:ab")).unwrap_err();
+        assert!(e.0.contains("--digest"), "{e}");
+    }
+
+    #[test]
+    fn distribution_create_sends_only_the_fields_given() {
+        let c = call("distribution create --name deb --base-path debian --repository docker.io/library/debian");
+        assert_eq!((c.method.clone(), c.path.as_str()), (Method::POST, "/api/v1/distributions"));
+        assert_eq!(
+            c.body,
+            Some(json!({"name": "deb", "base_path": "debian", "repository": "docker.io/library/debian"}))
+        );
+        let c = call(
+            "distribution create --name deb --base-path debian --repository r --version 3 --private --description hi",
+        );
+        assert_eq!(
+            c.body,
+            Some(
+                json!({"name": "deb", "base_path": "debian", "repository": "r", "version": 3, "private": true, "description": "hi"})
+            )
+        );
+        assert!(refused("distribution create --name deb --base-path debian"));
+    }
+
+    #[test]
+    fn distribution_update_patches_only_the_fields_given() {
+        let c = call("distribution update --name deb --version 4");
+        assert_eq!((c.method.clone(), c.path.as_str()), (Method::PATCH, "/api/v1/distributions/deb"));
+        assert_eq!(c.body, Some(json!({"version": 4})));
+        assert_eq!(call("distribution update --name deb --latest").body, Some(json!({"version": null})));
+        assert_eq!(call("distribution update --name deb --private false").body, Some(json!({"private": false})));
+        assert_eq!(
+            call("distribution update --name deb --base-path b --repository r --private true --description d").body,
+            Some(json!({"base_path": "b", "repository": "r", "private": true, "description": "d"}))
+        );
+        let cleared = DistributionUpdate {
+            name: "deb".into(),
+            base_path: None,
+            repository: None,
+            version: None,
+            latest: false,
+            private: None,
+            description: Some(String::new()),
+        };
+        assert_eq!(update_body(&cleared).unwrap(), json!({"description": null}));
+    }
+
+    #[test]
+    fn distribution_update_refuses_contradictions_and_empty_changes() {
+        assert!(refused("distribution update --name deb --version 4 --latest"));
+        assert!(refused("distribution update --name deb --private"));
+        assert!(refused("distribution update --name deb --private maybe"));
+        let e = plan(&parse("distribution update --name deb")).unwrap_err();
+        assert!(e.0.starts_with("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn distribution_list_show_and_delete() {
+        assert_eq!(call("distribution list").path, "/api/v1/distributions");
+        assert_eq!(call("distribution list --limit 1000").path, "/api/v1/distributions?limit=1000");
+        let show = call("distribution show --name deb");
+        assert_eq!((show.path.as_str(), show.view), ("/api/v1/distributions/deb", View::Distribution));
+        let delete = call("distribution delete deb");
+        assert_eq!((delete.method, delete.path.as_str()), (Method::DELETE, "/api/v1/distributions/deb"));
+        assert_eq!(delete.view, View::Deleted { what: "distribution", name: "deb".into() });
+    }
+}

@@ -1,0 +1,209 @@
+//! Command-line interface: subcommands, logging set-up and exit codes.
+//! `serve` runs wharf; the admin subcommands (`repository`, `content`,
+//! `distribution`) are a client of a running wharf's admin API and never
+//! touch its storage directly.
+//!
+//! - `admin_commands`: the admin subcommands' flags and the request each makes.
+//! - `admin_client`: finding the admin port, sending, reading the answer.
+//! - `output`: tables and field lists for people, pretty JSON for scripts.
+
+mod admin_client;
+mod admin_commands;
+mod output;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use self::admin_client::{AdminClient, AdminError, ADMIN_ENV};
+use self::admin_commands::{AdminCommand, UsageError};
+use crate::app::{self, StartError};
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Exit codes from sysexits.h, so service managers can tell a bad config
+/// (do not restart) from a runtime failure, and scripts can tell "wharf
+/// said no" from "wharf is not there".
+const EX_USAGE: u8 = 64;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
+const EX_CANTCREAT: u8 = 73;
+const EX_IOERR: u8 = 74;
+const EX_CONFIG: u8 = 78;
+/// The admin API refused the request (a 4xx with its error JSON).
+const EX_REFUSED: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "A pull-through caching container registry")]
+struct Cli {
+    /// TOML config file [default: /etc/wharf/wharf.toml if it exists, else
+    /// the embedded defaults].
+    ///
+    /// `serve` runs on it (the embedded defaults are a Docker Hub mirror on
+    /// :5000); the admin commands read only server.admin_listen from it.
+    #[arg(long, short, global = true, value_name = "FILE", help_heading = "Global options")]
+    config: Option<PathBuf>,
+    /// The admin API, http://HOST:PORT [default: $WHARF_ADMIN, else
+    /// http://<server.admin_listen> from the config].
+    #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
+    admin: Option<String>,
+    /// Print the admin API's JSON answer, pretty-printed, instead of a table.
+    #[arg(long, global = true, help_heading = "Global options")]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry API and the admin port.
+    Serve,
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => {
+            if cli.admin.is_some() || cli.json {
+                eprintln!("wharf: --admin and --json apply to the admin commands, not to serve");
+                return ExitCode::from(EX_USAGE);
+            }
+            serve(cli.config)
+        }
+        Command::Admin(command) => admin(&command, cli.config, cli.admin.as_deref(), cli.json),
+    }
+}
+
+/// `--config`, else the default path if that file exists, else None (the
+/// embedded defaults).
+fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+        default.exists().then_some(default)
+    })
+}
+
+fn serve(config_path_flag: Option<PathBuf>) -> ExitCode {
+    let path = config_path(config_path_flag);
+    let config = match Config::load(path.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wharf: invalid configuration: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    init_logging(&config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wharf: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("wharf: {e}");
+            ExitCode::from(match e {
+                StartError::Config(_) => EX_CONFIG,
+                StartError::Storage(_) => EX_CANTCREAT,
+                StartError::Bind { .. } => EX_UNAVAILABLE,
+            })
+        }
+    }
+}
+
+/// Why an admin command failed; each maps to one exit code.
+#[derive(Debug, thiserror::Error)]
+enum AdminCommandError {
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl AdminCommandError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            AdminCommandError::Usage(_) => EX_USAGE,
+            AdminCommandError::Runtime(_) => EX_SOFTWARE,
+            AdminCommandError::Admin(e) => match e {
+                AdminError::BadUrl(_) => EX_USAGE,
+                AdminError::Config { .. } => EX_CONFIG,
+                AdminError::Unreachable { .. } | AdminError::NoAnswer { .. } => EX_UNAVAILABLE,
+                AdminError::Api { .. } => EX_REFUSED,
+                AdminError::Server { .. } | AdminError::Unexpected(_) => EX_SOFTWARE,
+            },
+        }
+    }
+}
+
+/// Runs one admin command: the answer on stdout, or one `wharf: ...` line
+/// on stderr and an exit code that says whose fault it was.
+fn admin(command: &AdminCommand, config_flag: Option<PathBuf>, admin_flag: Option<&str>, json: bool) -> ExitCode {
+    let text = match admin_output(command, config_flag, admin_flag, json) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `wharf ... | head` closing the pipe early is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wharf: cannot write the output: {e}");
+            ExitCode::from(EX_IOERR)
+        }
+    }
+}
+
+fn admin_output(
+    command: &AdminCommand,
+    config_flag: Option<PathBuf>,
+    admin_flag: Option<&str>,
+    json: bool,
+) -> Result<String, AdminCommandError> {
+    // Usage mistakes are reported before any config is read or port dialled.
+    let call = admin_commands::plan(command)?;
+    let env_url = std::env::var(ADMIN_ENV).ok();
+    let url = admin_client::resolve(admin_flag, env_url.as_deref(), || {
+        admin_client::admin_listen_from_config(config_path(config_flag).as_deref(), std::env::vars())
+    })?;
+    // One request at a time: a single-threaded runtime is all it needs.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AdminCommandError::Runtime)?;
+    let reply = runtime
+        .block_on(async { AdminClient::new(url).send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    Ok(if json {
+        // A 204 has no body: print nothing rather than invent one.
+        if reply.raw.is_empty() {
+            String::new()
+        } else {
+            output::pretty_json(&String::from_utf8_lossy(&reply.raw))
+        }
+    } else {
+        output::render(&call.view, &reply.value)
+    })
+}
+
+/// `RUST_LOG` wins over `log.level`; plain text, no colours unless stderr
+/// is a terminal (journald and log files get clean lines).
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,612 @@
+//! What the admin commands print: aligned plain-text tables and field
+//! lists made from the admin API's JSON for people, and the API's own JSON,
+//! pretty-printed, for scripts. Pure: JSON in, text out; no I/O, no HTTP.
+//!
+//! Rendering is forgiving: a field the answer lacks shows as `-` rather
+//! than failing, so a newer server with more or fewer fields still prints.
+
+use serde_json::Value;
+
+/// Which rendering an answer gets; chosen by the subcommand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum View {
+    Repositories,
+    Repository,
+    Versions,
+    Version,
+    Tags,
+    Manifests,
+    Blobs,
+    Distributions,
+    Distribution,
+    /// A 204 to a DELETE: says what is gone.
+    Deleted {
+        what: &'static str,
+        name: String,
+    },
+}
+
+/// Digests in tables are cut to `sha256:` and 12 hex digits, as image
+/// tools show them; `--json` has them whole.
+const SHORT_DIGEST: usize = 19;
+
+/// The human rendering of `value`, ending in a newline.
+pub(crate) fn render(view: &View, value: &Value) -> String {
+    match view {
+        View::Repositories => listing(value, "repositories", &["NAME", "KIND", "UPSTREAM", "LATEST", "CREATED"], |r| {
+            vec![
+                text(&r["name"]),
+                text(&r["kind"]),
+                text(&r["upstream"]),
+                text(&r["latest_version"]),
+                time(&r["created_at"]),
+            ]
+        }),
+        View::Repository => fields(&[
+            ("name", text(&value["name"])),
+            ("kind", text(&value["kind"])),
+            ("upstream", text(&value["upstream"])),
+            ("remote name", text(&value["remote_name"])),
+            ("latest version", text(&value["latest_version"])),
+            ("retain versions", text(&value["retain_versions"])),
+            ("created", time(&value["created_at"])),
+        ]),
+        View::Versions => {
+            listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS"], |v| {
+                let summary = &v["content_summary"];
+                vec![
+                    text(&v["number"]),
+                    time(&v["created_at"]),
+                    text(&v["base_version"]),
+                    change(summary, "tag"),
+                    change(summary, "manifest"),
+                    change(summary, "blob"),
+                ]
+            })
+        }
+        View::Version => version(value),
+        View::Tags => listing(value, "tags", &["NAME", "DIGEST", "MEDIA TYPE"], |t| {
+            vec![text(&t["name"]), digest(&t["digest"]), text(&t["media_type"])]
+        }),
+        View::Manifests => {
+            listing(value, "manifests", &["DIGEST", "MEDIA TYPE", "SIZE", "PLATFORM", "CHILDREN"], |m| {
+                vec![
+                    digest(&m["digest"]),
+                    text(&m["media_type"]),
+                    size(&m["size"]),
+                    platform(&m["platform"]),
+                    children(m),
+                ]
+            })
+        }
+        View::Blobs => listing(value, "blobs", &["DIGEST", "MEDIA TYPE", "SIZE", "CACHED"], |b| {
+            vec![digest(&b["digest"]), text(&b["media_type"]), size(&b["size"]), yes_no(&b["cached"])]
+        }),
+        View::Distributions => {
+            listing(value, "distributions", &["NAME", "BASE PATH", "REPOSITORY", "VERSION", "PRIVATE"], |d| {
+                vec![
+                    text(&d["name"]),
+                    text(&d["base_path"]),
+                    text(&d["repository"]),
+                    pinned(&d["version"]),
+                    yes_no(&d["private"]),
+                ]
+            })
+        }
+        View::Distribution => fields(&[
+            ("name", text(&value["name"])),
+            ("base path", text(&value["base_path"])),
+            ("registry path", text(&value["registry_path"])),
+            ("repository", text(&value["repository"])),
+            ("version", pinned(&value["version"])),
+            ("private", yes_no(&value["private"])),
+            ("description", text(&value["description"])),
+            ("created", time(&value["created_at"])),
+            ("updated", time(&value["updated_at"])),
+        ]),
+        View::Deleted { what, name } => format!("deleted {what} {name}\n"),
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart, no trailing
+/// spaces. Cells are one line: control characters become spaces so a
+/// description cannot break the layout.
+pub(crate) struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub(crate) fn new(header: &[&str]) -> Table {
+        Table { header: header.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new() }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows
+            .push(cells.iter().map(|c| c.chars().map(|ch| if ch.is_control() { ' ' } else { ch }).collect()).collect());
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).chain([self.header.len()]).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for line in std::iter::once(&self.header).chain(&self.rows) {
+            for (i, cell) in line.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        // A field list has no header line.
+        let header = (!self.header.is_empty()).then_some(&self.header);
+        for line in header.into_iter().chain(&self.rows) {
+            let mut text = String::new();
+            for (i, cell) in line.iter().enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                text.push_str(cell);
+                text.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A paged listing (`{"count", "limit", "offset", "results"}`) as a table,
+/// with a last line saying how to get the rest when there is more.
+fn listing(list: &Value, noun: &str, header: &[&str], row: impl Fn(&Value) -> Vec<String>) -> String {
+    let results = list["results"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let offset = list["offset"].as_u64().unwrap_or(0);
+    let shown = results.len() as u64;
+    let count = list["count"].as_u64().unwrap_or(offset + shown);
+    if results.is_empty() {
+        return if offset > 0 && count > 0 {
+            format!("no {noun} from offset {offset}; there are {count}\n")
+        } else {
+            format!("no {noun}\n")
+        };
+    }
+    let mut table = Table::new(header);
+    for r in results {
+        table.row(row(r));
+    }
+    let mut out = table.render();
+    if offset + shown < count {
+        out.push_str(&format!(
+            "showing {}-{} of {count} (use --offset {} for more)\n",
+            offset + 1,
+            offset + shown,
+            offset + shown
+        ));
+    }
+    out
+}
+
+/// One object as `label  value` lines, labels padded to line up.
+fn fields(pairs: &[(&str, String)]) -> String {
+    let mut table = Table { header: Vec::new(), rows: Vec::new() };
+    for (label, value) in pairs {
+        table.row(vec![(*label).to_owned(), value.clone()]);
+    }
+    table.render()
+}
+
+/// One version: its fields, then what it holds and what changed from its base.
+fn version(v: &Value) -> String {
+    let mut out = fields(&[
+        ("repository", text(&v["repository"])),
+        ("number", text(&v["number"])),
+        ("created", time(&v["created_at"])),
+        ("base", text(&v["base_version"])),
+    ]);
+    let summary = &v["content_summary"];
+    let mut table = Table::new(&["CONTENT", "PRESENT", "ADDED", "REMOVED"]);
+    for (label, kind) in [("tags", "tag"), ("manifests", "manifest"), ("blobs", "blob")] {
+        table.row(vec![
+            label.to_owned(),
+            text(&summary["present"][kind]),
+            text(&summary["added"][kind]),
+            text(&summary["removed"][kind]),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table.render());
+    out
+}
+
+/// A version's count of one kind of content, with what changed from its
+/// base when something did: `6 (+2 -1)`.
+fn change(summary: &Value, kind: &str) -> String {
+    let present = text(&summary["present"][kind]);
+    let added = summary["added"][kind].as_u64().unwrap_or(0);
+    let removed = summary["removed"][kind].as_u64().unwrap_or(0);
+    match (added, removed) {
+        (0, 0) => present,
+        (a, 0) => format!("{present} (+{a})"),
+        (0, r) => format!("{present} (-{r})"),
+        (a, r) => format!("{present} (+{a} -{r})"),
+    }
+}
+
+/// A scalar as people read it; absent or null is `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => yes_no(&Value::Bool(*b)),
+        other => other.to_string(),
+    }
+}
+
+fn yes_no(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+/// A distribution's version: null serves the latest.
+fn pinned(v: &Value) -> String {
+    if v.is_null() {
+        "latest".into()
+    } else {
+        text(v)
+    }
+}
+
+/// RFC 3339 without the fraction of a second, which only widens a table.
+fn time(v: &Value) -> String {
+    let Some(s) = v.as_str() else { return text(v) };
+    match (s.find('.'), s.find('T')) {
+        (Some(dot), Some(t)) if dot > t => {
+            let zone = s[dot + 1..].trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{}{zone}", &s[..dot])
+        }
+        _ => s.to_owned(),
+    }
+}
+
+fn digest(v: &Value) -> String {
+    match v.as_str() {
+        Some(d) => d.chars().take(SHORT_DIGEST).collect(),
+        None => text(v),
+    }
+}
+
+/// Bytes in binary units, one decimal above a KiB.
+fn size(v: &Value) -> String {
+    let Some(bytes) = v.as_u64() else { return text(v) };
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `os/architecture[/variant]`.
+fn platform(v: &Value) -> String {
+    if !v.is_object() {
+        return "-".into();
+    }
+    let mut parts = vec![text(&v["os"]), text(&v["architecture"])];
+    if let Some(variant) = v["variant"].as_str().filter(|s| !s.is_empty()) {
+        parts.push(variant.to_owned());
+    }
+    parts.join("/")
+}
+
+/// How many manifests an index lists; `-` for an image manifest, which
+/// has none to list.
+fn children(manifest: &Value) -> String {
+    let media_type = manifest["media_type"].as_str().unwrap_or_default();
+    let is_index = media_type.ends_with(".index.v1+json") || media_type.ends_with(".manifest.list.v2+json");
+    match manifest["children"].as_array() {
+        Some(list) if is_index || !list.is_empty() => list.len().to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// Re-indents JSON text (already known to be valid) two spaces a level,
+/// as `serde_json::to_string_pretty` would, but without parsing it into a
+/// map: keys keep the order the API sent and numbers keep their exact
+/// text. Only whitespace outside strings changes.
+pub(crate) fn pretty_json(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = raw.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.next_if(|n| n.is_ascii_whitespace()).is_some() {}
+                // An empty object or array stays `{}` / `[]`.
+                if let Some(close) = chars.next_if(|n| *n == '}' || *n == ']') {
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn page(count: u64, offset: u64, results: &str) -> Value {
+        json(&format!(r#"{{"count": {count}, "limit": 100, "offset": {offset}, "results": {results}}}"#))
+    }
+
+    const DEBIAN: &str = r#"{"name": "docker.io/library/debian", "kind": "pull-through",
+        "upstream": "docker.io", "remote_name": "library/debian",
+        "retain_versions": null, "latest_version": 3,
+        "created_at": "2026-11-25T10:00:00.123Z"}"#;
+    const LOCAL: &str = r#"{"name": "team/app", "kind": "push", "upstream": null, "remote_name": null,
+        "retain_versions": 5, "latest_version": 12, "created_at": "2026-11-26T08:30:00Z"}"#;
+
+    #[test]
+    fn repositories_render_as_an_aligned_table() {
+        let out = render(&View::Repositories, &page(2, 0, &format!("[{DEBIAN}, {LOCAL}]")));
+        assert_eq!(
+            out,
+            "\
+NAME                      KIND          UPSTREAM   LATEST  CREATED
+docker.io/library/debian  pull-through  docker.io  3       2026-11-25T10:00:00Z
+team/app                  push          -          12      2026-11-26T08:30:00Z
+"
+        );
+    }
+
+    #[test]
+    fn a_partial_page_says_how_to_get_the_rest() {
+        let out = render(&View::Repositories, &page(2345, 100, &format!("[{DEBIAN}, {LOCAL}]")));
+        assert_eq!(out.lines().last().unwrap(), "showing 101-102 of 2345 (use --offset 102 for more)");
+        let last_page = render(&View::Repositories, &page(102, 100, &format!("[{DEBIAN}, {LOCAL}]")));
+        assert!(!last_page.contains("showing"), "{last_page}");
+    }
+
+    #[test]
+    fn an_empty_listing_says_so() {
+        assert_eq!(render(&View::Distributions, &page(0, 0, "[]")), "no distributions\n");
+        assert_eq!(render(&View::Repositories, &page(7, 50, "[]")), "no repositories from offset 50; there are 7\n");
+    }
+
+    #[test]
+    fn one_repository_renders_as_fields() {
+        assert_eq!(
+            render(&View::Repository, &json(DEBIAN)),
+            "\
+name             docker.io/library/debian
+kind             pull-through
+upstream         docker.io
+remote name      library/debian
+latest version   3
+retain versions  -
+created          2026-11-25T10:00:00Z
+"
+        );
+    }
+
+    const VERSION: &str = r#"{"repository": "docker.io/library/debian", "number": 3,
+        "created_at": "2026-11-25T10:00:00.000Z", "base_version": 2,
+        "content_summary": {
+          "added":   {"tag": 1, "manifest": 1, "blob": 2},
+          "removed": {"tag": 1, "manifest": 0, "blob": 0},
+          "present": {"tag": 2, "manifest": 3, "blob": 6}}}"#;
+    const VERSION_ZERO: &str = r#"{"repository": "docker.io/library/debian", "number": 0,
+        "created_at": "2026-11-25T09:00:00.000Z", "base_version": null,
+        "content_summary": {
+          "added":   {"tag": 0, "manifest": 0, "blob": 0},
+          "removed": {"tag": 0, "manifest": 0, "blob": 0},
+          "present": {"tag": 0, "manifest": 0, "blob": 0}}}"#;
+
+    #[test]
+    fn versions_show_what_each_holds_and_what_changed() {
+        let out = render(&View::Versions, &page(2, 0, &format!("[{VERSION}, {VERSION_ZERO}]")));
+        assert_eq!(
+            out,
+            "\
+NUMBER  CREATED               BASE  TAGS       MANIFESTS  BLOBS
+3       2026-11-25T10:00:00Z  2     2 (+1 -1)  3 (+1)     6 (+2)
+0       2026-11-25T09:00:00Z  -     0          0          0
+"
+        );
+    }
+
+    #[test]
+    fn one_version_shows_its_content_summary() {
+        assert_eq!(
+            render(&View::Version, &json(VERSION)),
+            "\
+repository  docker.io/library/debian
+number      3
+created     2026-11-25T10:00:00Z
+base        2
+
+CONTENT    PRESENT  ADDED  REMOVED
+tags       2        1      1
+manifests  3        1      0
+blobs      6        2      0
+"
+        );
+    }
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn manifests_show_platform_children_and_short_digests() {
+        let index = format!(
+            r#"{{"digest": "{D1}", "media_type": "application/vnd.oci.image.index.v1+json",
+            "size": 1234, "artifact_type": null, "subject": null, "platform": null,
+            "config": null, "layers": [],
+            "children": [{{"digest": "{D2}", "media_type": "application/vnd.oci.image.manifest.v1+json", "size": 567,
+                          "platform": {{"os": "linux", "architecture": "arm64", "variant": "v8"}}}}]}}"#
+        );
+        let image = format!(
+            r#"{{"digest": "{D2}", "media_type": "application/vnd.oci.image.manifest.v1+json",
+            "size": 567, "artifact_type": null, "subject": null,
+            "platform": {{"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            "config": {{"digest": "{D1}", "media_type": "application/vnd.oci.image.config.v1+json", "size": 10}},
+            "layers": [], "children": []}}"#
+        );
+        let out = render(&View::Manifests, &page(2, 0, &format!("[{index}, {image}]")));
+        assert_eq!(
+            out,
+            "\
+DIGEST               MEDIA TYPE                                  SIZE     PLATFORM        CHILDREN
+sha256:111111111111  application/vnd.oci.image.index.v1+json     1.2 KiB  -               1
+sha256:222222222222  application/vnd.oci.image.manifest.v1+json  567 B    linux/arm64/v8  -
+"
+        );
+    }
+
+    #[test]
+    fn tags_and_blobs_render_their_columns() {
+        let tags = render(
+            &View::Tags,
+            &page(
+                1,
+                0,
+                &format!(
+                    r#"[{{"name": "11", "digest": "{D1}", "media_type": "application/vnd.oci.image.index.v1+json"}}]"#
+                ),
+            ),
+        );
+        assert_eq!(
+            tags,
+            "NAME  DIGEST               MEDIA TYPE\n11    sha256:111111111111  application/vnd.oci.image.index.v1+json\n"
+        );
+        let blobs = render(
+            &View::Blobs,
+            &page(
+                1,
+                0,
+                &format!(
+                    r#"[{{"digest": "{D2}", "media_type": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 33554432, "cached": true}}]"#
+                ),
+            ),
+        );
+        assert_eq!(
+            blobs,
+            "\
+DIGEST               MEDIA TYPE                                   SIZE      CACHED
+sha256:222222222222  application/vnd.oci.image.layer.v1.tar+gzip  32.0 MiB  yes
+"
+        );
+    }
+
+    const DISTRIBUTION: &str = r#"{"name": "debian-stable", "base_path": "debian", "repository": "docker.io/library/debian",
+        "version": null, "private": false, "description": "line one\nline two",
+        "registry_path": "debian", "created_at": "2026-11-25T10:00:00.5Z", "updated_at": "2026-11-25T11:00:00Z"}"#;
+
+    #[test]
+    fn distributions_show_an_unpinned_version_as_latest() {
+        let out = render(&View::Distributions, &page(1, 0, &format!("[{DISTRIBUTION}]")));
+        assert_eq!(
+            out,
+            "\
+NAME           BASE PATH  REPOSITORY                VERSION  PRIVATE
+debian-stable  debian     docker.io/library/debian  latest   no
+"
+        );
+        let one = render(&View::Distribution, &json(DISTRIBUTION));
+        assert!(one.contains("version        latest\n"), "{one}");
+        // A multi-line description cannot break the layout.
+        assert!(one.contains("description    line one line two\n"), "{one}");
+        assert!(one.contains("created        2026-11-25T10:00:00Z\n"), "{one}");
+    }
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(size(&json("0")), "0 B");
+        assert_eq!(size(&json("1023")), "1023 B");
+        assert_eq!(size(&json("1536")), "1.5 KiB");
+        assert_eq!(size(&json("5368709120")), "5.0 GiB");
+        assert_eq!(size(&Value::Null), "-");
+    }
+
+    #[test]
+    fn pretty_json_keeps_key_order_and_number_text() {
+        let raw = r#"{"zeta":1,"alpha":{"list":[1.50,2e3],"empty":[],"obj":{}},"s":"a,b:{c}\"]","n":null}"#;
+        let pretty = pretty_json(raw);
+        assert_eq!(
+            pretty,
+            r#"{
+  "zeta": 1,
+  "alpha": {
+    "list": [
+      1.50,
+      2e3
+    ],
+    "empty": [],
+    "obj": {}
+  },
+  "s": "a,b:{c}\"]",
+  "n": null
+}
+"#
+        );
+        assert_eq!(json(&pretty), json(raw));
+    }
+
+    #[test]
+    fn pretty_json_reindents_already_pretty_input() {
+        let raw = "{\n    \"a\" : [ ],\n\t\"b\": [ 1 , 2 ]\n}";
+        assert_eq!(pretty_json(raw), "{\n  \"a\": [],\n  \"b\": [\n    1,\n    2\n  ]\n}\n");
+        // serde_json's own pretty form is a fixed point.
+        let value = json(r#"{"a": {"b": [1, {"c": "d"}]}, "e": []}"#);
+        let serde_pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(pretty_json(&serde_pretty), format!("{serde_pretty}\n"));
+    }
+}
