@@ -592,6 +592,39 @@ fn manifest_item(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<ManifestIte
     })
 }
 
+/// One page of the content of type `kind` in a version: `join` names the
+/// content table joined to `rc`, `filter` narrows it with `params`, and
+/// `(columns, order)` say what to select and how to sort.
+#[allow(clippy::too_many_arguments)]
+fn content_page<T>(
+    conn: &Connection,
+    (repository, version, page): (&str, VersionRef, PageRequest),
+    join: &str,
+    kind: &str,
+    filter: &str,
+    params: &[(&str, &dyn rusqlite::ToSql)],
+    (columns, order): (&str, &str),
+    mut item: impl FnMut(&Connection, &rusqlite::Row<'_>) -> Result<T, MetadataError>,
+) -> Result<Page<T>, MetadataError> {
+    let (repo, v) = resolve(conn, repository, version)?;
+    let from = format!(
+        "FROM repository_content rc JOIN {join}
+         WHERE rc.repository_id = :repo AND rc.content_type = '{kind}' AND {PRESENT} AND {filter}"
+    );
+    let (limit, offset) = limit_of(page);
+    let mut all: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":repo", &repo.id), (":v", &v)];
+    all.extend_from_slice(params);
+    let total = count(conn, &from, &all)?;
+    all.extend_from_slice(named_params! {":limit": limit, ":offset": offset});
+    let mut stmt = conn.prepare(&format!("SELECT {columns} {from} ORDER BY {order} LIMIT :limit OFFSET :offset"))?;
+    let mut rows = stmt.query(all.as_slice())?;
+    let mut items = Vec::new();
+    while let Some(r) = rows.next()? {
+        items.push(item(conn, r)?);
+    }
+    Ok(Page { total, items })
+}
+
 fn count(conn: &Connection, sql: &str, p: &[(&str, &dyn rusqlite::ToSql)]) -> Result<u64, MetadataError> {
     Ok(u64_of(conn.query_row(&format!("SELECT COUNT(*) {sql}"), p, |r| r.get(0))?))
 }
@@ -725,74 +758,56 @@ impl Store for SqliteStore {
     }
 
     fn tags(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest) -> Result<Page<TagItem>, MetadataError> {
+        let digest = filter.digest.as_ref().map(|d| d.to_string());
         self.read(|conn| {
-            let (repo, v) = resolve(conn, repository, version)?;
-            let digest = filter.digest.as_ref().map(|d| d.to_string());
-            let from = format!(
-                "FROM repository_content rc JOIN tags t ON t.id = rc.content_id JOIN manifests m ON m.id = t.manifest_id
-                 WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND {PRESENT}
-                 AND (:tag IS NULL OR t.name = :tag) AND (:digest IS NULL OR m.digest = :digest)"
-            );
-            let total = count(conn, &from, named_params! {":repo": repo.id, ":v": v, ":tag": filter.tag, ":digest": digest})?;
-            let (limit, offset) = limit_of(page);
-            let mut stmt = conn.prepare(&format!("SELECT t.name, m.digest, m.media_type {from} ORDER BY t.name LIMIT :limit OFFSET :offset"))?;
-            let mut rows = stmt.query(
-                named_params! {":repo": repo.id, ":v": v, ":tag": filter.tag, ":digest": digest, ":limit": limit, ":offset": offset},
-            )?;
-            let mut items = Vec::new();
-            while let Some(r) = rows.next()? {
-                items.push(TagItem { name: r.get(0)?, digest: digest_of(r.get(1)?)?, media_type: r.get(2)? });
-            }
-            Ok(Page { total, items })
+            content_page(
+                conn,
+                (repository, version, page),
+                "tags t ON t.id = rc.content_id JOIN manifests m ON m.id = t.manifest_id",
+                "tag",
+                "(:tag IS NULL OR t.name = :tag) AND (:digest IS NULL OR m.digest = :digest)",
+                named_params! {":tag": filter.tag, ":digest": digest},
+                ("t.name, m.digest, m.media_type", "t.name"),
+                |_, r| Ok(TagItem { name: r.get(0)?, digest: digest_of(r.get(1)?)?, media_type: r.get(2)? }),
+            )
         })
     }
 
     fn manifests(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest) -> Result<Page<ManifestItem>, MetadataError> {
+        let digest = filter.digest.as_ref().map(|d| d.to_string());
         self.read(|conn| {
-            let (repo, v) = resolve(conn, repository, version)?;
-            let digest = filter.digest.as_ref().map(|d| d.to_string());
-            let from = format!(
-                "FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
-                 WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND {PRESENT}
-                 AND (:digest IS NULL OR m.digest = :digest)"
-            );
-            let total = count(conn, &from, named_params! {":repo": repo.id, ":v": v, ":digest": digest})?;
-            let (limit, offset) = limit_of(page);
-            let mut stmt = conn.prepare(&format!(
-                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject {from}
-                 ORDER BY m.digest LIMIT :limit OFFSET :offset"
-            ))?;
-            let mut rows = stmt.query(named_params! {":repo": repo.id, ":v": v, ":digest": digest, ":limit": limit, ":offset": offset})?;
-            let mut items = Vec::new();
-            while let Some(r) = rows.next()? {
-                items.push(manifest_item(conn, r)?);
-            }
-            Ok(Page { total, items })
+            content_page(
+                conn,
+                (repository, version, page),
+                "manifests m ON m.id = rc.content_id",
+                "manifest",
+                "(:digest IS NULL OR m.digest = :digest)",
+                named_params! {":digest": digest},
+                ("m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject", "m.digest"),
+                manifest_item,
+            )
         })
     }
 
     fn blobs(&self, repository: &str, version: VersionRef, filter: &ContentFilter, page: PageRequest) -> Result<Page<BlobItem>, MetadataError> {
+        let digest = filter.digest.as_ref().map(|d| d.to_string());
         self.read(|conn| {
-            let (repo, v) = resolve(conn, repository, version)?;
-            let digest = filter.digest.as_ref().map(|d| d.to_string());
-            let from = format!(
-                "FROM repository_content rc JOIN blobs b ON b.id = rc.content_id
-                 WHERE rc.repository_id = :repo AND rc.content_type = 'blob' AND {PRESENT}
-                 AND (:digest IS NULL OR b.digest = :digest)"
-            );
-            let total = count(conn, &from, named_params! {":repo": repo.id, ":v": v, ":digest": digest})?;
-            let (limit, offset) = limit_of(page);
-            let mut stmt = conn.prepare(&format!("SELECT b.digest, b.media_type, b.size {from} ORDER BY b.digest LIMIT :limit OFFSET :offset"))?;
-            let mut rows = stmt.query(named_params! {":repo": repo.id, ":v": v, ":digest": digest, ":limit": limit, ":offset": offset})?;
-            let mut items = Vec::new();
-            while let Some(r) = rows.next()? {
-                items.push(BlobItem {
-                    digest: digest_of(r.get(0)?)?,
-                    media_type: r.get(1)?,
-                    size: r.get::<_, Option<i64>>(2)?.map(u64_of),
-                });
-            }
-            Ok(Page { total, items })
+            content_page(
+                conn,
+                (repository, version, page),
+                "blobs b ON b.id = rc.content_id",
+                "blob",
+                "(:digest IS NULL OR b.digest = :digest)",
+                named_params! {":digest": digest},
+                ("b.digest, b.media_type, b.size", "b.digest"),
+                |_, r| {
+                    Ok(BlobItem {
+                        digest: digest_of(r.get(0)?)?,
+                        media_type: r.get(1)?,
+                        size: r.get::<_, Option<i64>>(2)?.map(u64_of),
+                    })
+                },
+            )
         })
     }
 
