@@ -19,3 +19,4 @@ mod crash;
 mod protocol;
 mod digests;
 mod admin;
+mod admin_api;
