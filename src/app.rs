@@ -77,6 +77,8 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let hosted = Hosted::new(metadata.clone(), pull.clone());
+    let admin = Admin::new(metrics.clone(), metadata.clone(), distributions.clone(), storage.clone(), &config.upstreams)
+        .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
 
     let registry_listener = bind("server.listen", config.server.listen).await?;
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
@@ -98,11 +100,11 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = tokio::spawn(server::serve(
         registry_listener,
-        Arc::new(Registry::new(pull, distributions, hosted, metrics.clone())),
+        Arc::new(Registry::new(pull, distributions.clone(), hosted, metrics.clone())),
         stop_rx.clone(),
         DRAIN_GRACE,
     ));
-    let admin = tokio::spawn(server::serve(admin_listener, Arc::new(Admin::new(metrics)), stop_rx, DRAIN_GRACE));
+    let admin = tokio::spawn(server::serve(admin_listener, Arc::new(admin), stop_rx, DRAIN_GRACE));
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight requests");

@@ -7,7 +7,7 @@
 //! ```text
 //! cli -> app -> server -> api (router, handlers, error) -> pullthrough -> { storage, metadata }
 //!                                                          \-> upstream
-//!             -> admin (health, metrics)
+//!             -> admin (health, metrics, the admin REST API) -> { metadata, repository, storage }
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.

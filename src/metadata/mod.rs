@@ -289,6 +289,9 @@ pub(crate) struct Origin {
 }
 
 /// Something a pull taught wharf about a repository.
+// Nearly every change is a manifest, so boxing the large variant would
+// add an allocation per recording and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
     /// A manifest was served; `tag` if it was asked for by that tag. An

@@ -531,7 +531,10 @@ fn record_repository(tx: &Transaction<'_>, name: &str, origin: &Origin, changes:
 
 // -- content listings -------------------------------------------------------------
 
-fn references(conn: &Connection, manifest_id: i64) -> Result<(Option<Descriptor>, Vec<Descriptor>, Vec<IndexChild>), MetadataError> {
+/// A manifest's config, layers and (for an index) children.
+type References = (Option<Descriptor>, Vec<Descriptor>, Vec<IndexChild>);
+
+fn references(conn: &Connection, manifest_id: i64) -> Result<References, MetadataError> {
     let mut stmt = conn.prepare_cached(
         "SELECT kind, digest, media_type, size, os, architecture, variant FROM manifest_references
          WHERE manifest_id = ?1 ORDER BY position",

@@ -31,6 +31,9 @@ const QUEUE: usize = 16_384;
 /// (repository, tag, digest) triples remembered as recorded.
 const SEEN: u64 = 200_000;
 
+// Almost every message is a recording; a flush is rare, so its small size
+// is no reason to box the common case.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Record(Recording),
     /// Write everything queued so far, then answer.

@@ -32,8 +32,11 @@ pub(crate) struct Distributions {
     upstream_names: Arc<Vec<String>>,
     // Read on every registry request, written after admin changes: a std
     // RwLock (never held across an await) is enough.
-    by_base_path: Arc<RwLock<Arc<HashMap<String, Arc<Served>>>>>,
+    by_base_path: Arc<RwLock<Table>>,
 }
+
+/// base_path → what is served there; replaced whole, never edited.
+type Table = Arc<HashMap<String, Arc<Served>>>;
 
 impl Distributions {
     /// Loads every distribution; `upstream_names` are the configured

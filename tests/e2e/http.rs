@@ -1,7 +1,7 @@
 //! A small HTTP client for asserting on raw registry responses.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -32,12 +32,25 @@ impl Response {
 /// Sends a request with no body; a fresh connection each time so tests see
 /// exactly the behaviour of one request.
 pub async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
+    send(method, url, headers, Empty::<Bytes>::new()).await
+}
+
+/// Sends a request with `body` (an admin API JSON body, say).
+pub async fn request_with_body(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    send(method, url, headers, Full::new(Bytes::from(body))).await
+}
+
+async fn send<B>(method: &str, url: &str, headers: &[(&str, &str)], body: B) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Empty::<Bytes>::new()).expect("request");
+    let req = req.body(body).expect("request");
     let resp = client.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();

@@ -21,3 +21,4 @@ mod digests;
 mod admin;
 mod repositories;
 mod cli;
+mod admin_api;

@@ -1,0 +1,412 @@
+//! The admin API's handlers, one function per operation, each carrying its
+//! `#[utoipa::path]` so the OpenAPI document is generated from the code it
+//! describes. Handlers are thin: they call metadata through `Metadata::run`,
+//! distribution writes through `Distributions` (which checks names and
+//! refreshes the registry port's table), and shape JSON. Statuses for
+//! errors are chosen in `error.rs`; routing is `route.rs`'s.
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use super::error::{AdminError, ErrorBody};
+use super::model::{
+    self, Blob, BlobPage, Distribution, DistributionChanges, DistributionPage, DistributionPath, Manifest,
+    ManifestPage, NewDistribution, Pagination, Repository, RepositoryPage, RepositoryPath, Tag, TagPage, Upstream,
+    UpstreamPage, Version, VersionPage, VersionPath,
+};
+use super::route::{Query, VersionSel};
+use crate::api::body::{full, Body};
+use crate::config::UpstreamConfig;
+use crate::metadata::{ContentFilter, Metadata, RepositoryFilter, RepositoryKind};
+use crate::oci::Digest;
+use crate::repository::Distributions;
+use crate::storage::Storage;
+
+/// Blob `cached` lookups run this many at a time: enough to hide each
+/// stat's blocking-pool hop, few enough not to crowd out registry reads.
+const STAT_CONCURRENCY: usize = 16;
+
+/// What the handlers work with; built once at start.
+pub(crate) struct Api {
+    metadata: Metadata,
+    distributions: Distributions,
+    storage: Storage,
+    upstreams: Vec<Upstream>,
+    openapi: Bytes,
+}
+
+impl Api {
+    pub(crate) fn new(
+        metadata: Metadata,
+        distributions: Distributions,
+        storage: Storage,
+        upstreams: &[UpstreamConfig],
+        openapi: Bytes,
+    ) -> Api {
+        Api { metadata, distributions, storage, upstreams: upstreams.iter().map(Upstream::from).collect(), openapi }
+    }
+}
+
+type Reply = Result<Response<Body>, AdminError>;
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    let bytes = serde_json::to_vec(value).map_err(|e| AdminError::Internal(format!("cannot render JSON: {e}")))?;
+    Ok(json_bytes(status, bytes.into()))
+}
+
+fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let len = bytes.len();
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+fn no_content() -> Response<Body> {
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+fn digest_filter(query: &Query) -> Result<ContentFilter, AdminError> {
+    let digest = query
+        .get("digest")
+        .map(|d| d.parse::<Digest>().map_err(|e| AdminError::Invalid(format!("digest {d:?}: {e}"))))
+        .transpose()?;
+    Ok(ContentFilter { digest, tag: None })
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories",
+    tag = "repositories",
+    params(
+        ("name" = Option<String>, Query, description = "Only the repository of exactly this name."),
+        ("name_contains" = Option<String>, Query, description = "Only repositories whose name contains this."),
+        ("kind" = Option<model::RepositoryKind>, Query, description = "Only repositories of this kind."),
+        Pagination,
+    ),
+    responses(
+        (status = 200, description = "Repositories, by name.", body = RepositoryPage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_repositories(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let kind = query
+        .get("kind")
+        .map(|k| {
+            RepositoryKind::parse(k).ok_or_else(|| {
+                AdminError::Invalid(format!("kind {k:?} is not one of pull-through, push, sync"))
+            })
+        })
+        .transpose()?;
+    let filter = RepositoryFilter {
+        name: query.get("name").map(str::to_owned),
+        name_contains: query.get("name_contains").map(str::to_owned),
+        kind,
+    };
+    let listed = api.metadata.run(move |s| s.repositories(&filter, page.into())).await?;
+    let results = listed.items.into_iter().map(Repository::from).collect();
+    json(StatusCode::OK, &RepositoryPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}",
+    tag = "repositories",
+    params(RepositoryPath),
+    responses(
+        (status = 200, description = "The repository.", body = Repository),
+        (status = 400, description = "A malformed name.", body = ErrorBody),
+        (status = 404, description = "No such repository.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_repository(api: &Api, path: RepositoryPath) -> Reply {
+    let name = path.name;
+    let found = {
+        let name = name.clone();
+        api.metadata.run(move |s| s.repository(&name)).await?
+    };
+    let repo = found.ok_or_else(|| AdminError::NotFound(format!("repository {name:?} does not exist")))?;
+    json(StatusCode::OK, &Repository::from(repo))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}/versions",
+    tag = "repositories",
+    params(RepositoryPath, Pagination),
+    responses(
+        (status = 200, description = "The repository's versions, newest first.", body = VersionPage),
+        (status = 400, description = "A malformed name or a bad query parameter.", body = ErrorBody),
+        (status = 404, description = "No such repository.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_versions(api: &Api, path: RepositoryPath, query: &Query) -> Reply {
+    let name = path.name;
+    let page = query.page()?;
+    let listed = api.metadata.run(move |s| s.versions(&name, page.into())).await?;
+    let results = listed.items.into_iter().map(Version::from).collect();
+    json(StatusCode::OK, &VersionPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}/versions/{number}",
+    tag = "repositories",
+    params(
+        VersionPath,
+    ),
+    responses(
+        (status = 200, description = "The version.", body = Version),
+        (status = 400, description = "A malformed name or version number.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_version(api: &Api, path: VersionPath) -> Reply {
+    let VersionPath { name, number: version } = path;
+    let v = api.metadata.run(move |s| s.version(&name, version.as_ref())).await?;
+    json(StatusCode::OK, &Version::from(v))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repositories/{name}/versions/{number}",
+    tag = "repositories",
+    params(
+        VersionPath,
+    ),
+    responses(
+        (status = 204, description = "Deleted; its changes fold into the next version."),
+        (status = 400, description = "A malformed name or version number.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+        (status = 409, description = "The version is the latest, or a distribution pins it.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_version(api: &Api, path: VersionPath) -> Reply {
+    let VersionPath { name, number: version } = path;
+    api.metadata
+        .run(move |s| {
+            // `latest` is resolved so that the store, which owns the rule,
+            // refuses it with its own message.
+            let number = match version {
+                VersionSel::Number(n) => n,
+                VersionSel::Latest => s.version(&name, None)?.number,
+            };
+            s.delete_version(&name, number)
+        })
+        .await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}/versions/{number}/tags",
+    tag = "repositories",
+    params(
+        VersionPath,
+        ("name" = Option<String>, Query, description = "Only the tag of exactly this name."),
+        Pagination,
+    ),
+    responses(
+        (status = 200, description = "Tags in the version, by name.", body = TagPage),
+        (status = 400, description = "A malformed name, version number or query parameter.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_tags(api: &Api, path: VersionPath, query: &Query) -> Reply {
+    let VersionPath { name, number: version } = path;
+    let page = query.page()?;
+    let filter = ContentFilter { digest: None, tag: query.get("name").map(str::to_owned) };
+    let listed = api.metadata.run(move |s| s.tags(&name, version.as_ref(), &filter, page.into())).await?;
+    let results = listed.items.into_iter().map(Tag::from).collect();
+    json(StatusCode::OK, &TagPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}/versions/{number}/manifests",
+    tag = "repositories",
+    params(
+        VersionPath,
+        ("digest" = Option<String>, Query, description = "Only the manifest of this digest.",
+            pattern = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"),
+        Pagination,
+    ),
+    responses(
+        (status = 200, description = "Manifests in the version, by digest.", body = ManifestPage),
+        (status = 400, description = "A malformed name, version number or query parameter.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_manifests(api: &Api, path: VersionPath, query: &Query) -> Reply {
+    let VersionPath { name, number: version } = path;
+    let page = query.page()?;
+    let filter = digest_filter(query)?;
+    let listed = api.metadata.run(move |s| s.manifests(&name, version.as_ref(), &filter, page.into())).await?;
+    let results = listed.items.into_iter().map(Manifest::from).collect();
+    json(StatusCode::OK, &ManifestPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}/versions/{number}/blobs",
+    tag = "repositories",
+    params(
+        VersionPath,
+        ("digest" = Option<String>, Query, description = "Only the blob of this digest.",
+            pattern = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"),
+        Pagination,
+    ),
+    responses(
+        (status = 200, description = "Blobs in the version, by digest, and whether each is cached.", body = BlobPage),
+        (status = 400, description = "A malformed name, version number or query parameter.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_blobs(api: &Api, path: VersionPath, query: &Query) -> Reply {
+    let VersionPath { name, number: version } = path;
+    let page = query.page()?;
+    let filter = digest_filter(query)?;
+    let listed = api.metadata.run(move |s| s.blobs(&name, version.as_ref(), &filter, page.into())).await?;
+    let results: Vec<Blob> = futures_util::stream::iter(listed.items)
+        .map(|b| async move {
+            let cached = api.storage.stat(&b.digest).await?.is_some();
+            Ok::<_, AdminError>(Blob::new(b, cached))
+        })
+        .buffered(STAT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    json(StatusCode::OK, &BlobPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/distributions",
+    tag = "distributions",
+    params(Pagination),
+    responses(
+        (status = 200, description = "Distributions, by name.", body = DistributionPage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_distributions(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let listed = api.metadata.run(move |s| s.distributions(page.into())).await?;
+    let results = listed.items.into_iter().map(Distribution::from).collect();
+    json(StatusCode::OK, &DistributionPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/distributions",
+    tag = "distributions",
+    request_body(content = NewDistribution, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the registry port serves it from now on.", body = Distribution,
+            headers(("Location" = String, description = "`/api/v1/distributions/{name}`"))),
+        (status = 400, description = "Malformed JSON, an unknown field, or an invalid name or base_path.", body = ErrorBody),
+        (status = 404, description = "No such repository, or no such version to pin.", body = ErrorBody),
+        (status = 409, description = "The name or base_path is taken, or base_path lies under an upstream's name.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_distribution(api: &Api, body: NewDistribution) -> Reply {
+    let created = api.distributions.create(body.into()).await?;
+    let location = format!("/api/v1/distributions/{}", created.name);
+    let mut resp = json(StatusCode::CREATED, &Distribution::from(created))?;
+    // A valid distribution name is letters, digits, '.', '_' and '-':
+    // always a valid header value and a path segment as it is.
+    let location = HeaderValue::try_from(location).map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/distributions/{name}",
+    tag = "distributions",
+    params(DistributionPath),
+    responses(
+        (status = 200, description = "The distribution.", body = Distribution),
+        (status = 404, description = "No such distribution.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_distribution(api: &Api, path: DistributionPath) -> Reply {
+    let name = path.name;
+    let found = {
+        let name = name.clone();
+        api.metadata.run(move |s| s.distribution(&name)).await?
+    };
+    let d = found.ok_or_else(|| AdminError::NotFound(format!("distribution {name:?} does not exist")))?;
+    json(StatusCode::OK, &Distribution::from(d))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/distributions/{name}",
+    tag = "distributions",
+    params(DistributionPath),
+    request_body(content = DistributionChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed; the registry port serves the change from now on.", body = Distribution),
+        (status = 400, description = "Malformed JSON, an unknown field, null where not allowed, or an invalid base_path.", body = ErrorBody),
+        (status = 404, description = "No such distribution, repository, or version to pin.", body = ErrorBody),
+        (status = 409, description = "The base_path is taken or lies under an upstream's name.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn update_distribution(api: &Api, path: DistributionPath, body: DistributionChanges) -> Reply {
+    let updated = api.distributions.update(path.name, body.into()).await?;
+    json(StatusCode::OK, &Distribution::from(updated))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/distributions/{name}",
+    tag = "distributions",
+    params(DistributionPath),
+    responses(
+        (status = 204, description = "Deleted; the registry port stops serving it."),
+        (status = 404, description = "No such distribution.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_distribution(api: &Api, path: DistributionPath) -> Reply {
+    let name = path.name;
+    api.distributions.delete(name).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/upstreams",
+    tag = "upstreams",
+    params(Pagination),
+    responses(
+        (status = 200, description = "The configured upstreams, in configuration order; never credentials.", body = UpstreamPage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_upstreams(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let skip = usize::try_from(page.offset).unwrap_or(usize::MAX);
+    let results = api.upstreams.iter().skip(skip).take(page.limit as usize).cloned().collect();
+    json(StatusCode::OK, &UpstreamPage::new(api.upstreams.len() as u64, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This API as an OpenAPI 3.1 document.", content_type = "application/json")),
+)]
+pub(crate) async fn openapi(api: &Api) -> Reply {
+    Ok(json_bytes(StatusCode::OK, api.openapi.clone()))
+}

@@ -1,0 +1,611 @@
+//! The admin API's JSON: response and request bodies, their OpenAPI
+//! schemas, and the conversions from metadata records and upstream
+//! configs. What a field is called and whether it may be null is decided
+//! here and only here. No I/O.
+//!
+//! Names mirror the metadata records they render (`model::Repository` is
+//! the JSON of `metadata::Repository`), so the OpenAPI schemas read as the
+//! contract does.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::route::VersionSel;
+use crate::config::UpstreamConfig;
+use crate::metadata::{self, Millis, PageRequest};
+
+/// RFC 3339 UTC with milliseconds (`2026-11-25T10:00:00.123Z`).
+pub(crate) fn timestamp(ms: Millis) -> String {
+    // Stored times are never before 1970; clamp rather than fail if one is.
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A repository named in the path. The pattern is what the router accepts
+/// once decoded: no control characters, no empty component.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RepositoryPath {
+    /// The repository name, percent-encoded (`docker.io%2Flibrary%2Fdebian`).
+    #[param(pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+(/[^/\u0000-\u001F\u007F-\u009F]+)*$")]
+    pub(crate) name: String,
+}
+
+/// A repository version named in the path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct VersionPath {
+    /// The repository name, percent-encoded (`docker.io%2Flibrary%2Fdebian`).
+    #[param(pattern = r"^[^/\u0000-\u001F\u007F-\u009F]+(/[^/\u0000-\u001F\u007F-\u009F]+)*$")]
+    pub(crate) name: String,
+    /// A version number, or `latest`.
+    #[param(value_type = String, pattern = "^([0-9]{1,19}|latest)$")]
+    pub(crate) number: VersionSel,
+}
+
+/// A distribution named in the path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct DistributionPath {
+    /// The distribution name.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub(crate) name: String,
+}
+
+/// `limit` and `offset` of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Pagination {
+    /// Results per page.
+    #[param(minimum = 1, maximum = 1000, default = 100, required = false)]
+    pub(crate) limit: u32,
+    /// Results to skip.
+    #[param(minimum = 0, default = 0, required = false)]
+    pub(crate) offset: u64,
+}
+
+impl From<Pagination> for PageRequest {
+    fn from(p: Pagination) -> Self {
+        PageRequest { limit: p.limit, offset: p.offset }
+    }
+}
+
+/// One listing page type per item type: concrete names read better in the
+/// OpenAPI document than generic instantiations.
+macro_rules! page {
+    ($(#[$doc:meta])* $page:ident of $item:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Serialize, ToSchema)]
+        pub(crate) struct $page {
+            /// How many results there are in all, over every page.
+            count: u64,
+            limit: u32,
+            offset: u64,
+            results: Vec<$item>,
+        }
+
+        impl $page {
+            pub(crate) fn new(count: u64, page: Pagination, results: Vec<$item>) -> $page {
+                $page { count, limit: page.limit, offset: page.offset, results }
+            }
+        }
+    };
+}
+
+page!(/// A page of repositories, by name.
+    RepositoryPage of Repository);
+page!(/// A page of a repository's versions, newest first.
+    VersionPage of Version);
+page!(/// A page of the tags in a version, by name.
+    TagPage of Tag);
+page!(/// A page of the manifests in a version, by digest.
+    ManifestPage of Manifest);
+page!(/// A page of the blobs in a version, by digest.
+    BlobPage of Blob);
+page!(/// A page of distributions, by name.
+    DistributionPage of Distribution);
+page!(/// A page of the configured upstreams, in configuration order.
+    UpstreamPage of Upstream);
+
+/// How a repository gets its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RepositoryKind {
+    PullThrough,
+    Push,
+    Sync,
+}
+
+impl From<metadata::RepositoryKind> for RepositoryKind {
+    fn from(k: metadata::RepositoryKind) -> Self {
+        match k {
+            metadata::RepositoryKind::PullThrough => RepositoryKind::PullThrough,
+            metadata::RepositoryKind::Push => RepositoryKind::Push,
+            metadata::RepositoryKind::Sync => RepositoryKind::Sync,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Repository {
+    #[schema(example = "docker.io/library/debian")]
+    name: String,
+    kind: RepositoryKind,
+    /// The configured upstream it comes from; null unless pull-through.
+    #[schema(required = true)]
+    upstream: Option<String>,
+    /// Its name at that upstream; null unless pull-through.
+    #[schema(required = true)]
+    remote_name: Option<String>,
+    /// Versions kept; null keeps all.
+    #[schema(required = true)]
+    retain_versions: Option<u32>,
+    latest_version: u64,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<metadata::Repository> for Repository {
+    fn from(r: metadata::Repository) -> Self {
+        Repository {
+            name: r.name,
+            kind: r.kind.into(),
+            upstream: r.upstream,
+            remote_name: r.remote_name,
+            retain_versions: r.retain_versions,
+            latest_version: r.latest_version,
+            created_at: timestamp(r.created_at),
+        }
+    }
+}
+
+/// Counts per content type.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ContentCounts {
+    tag: u64,
+    manifest: u64,
+    blob: u64,
+}
+
+impl From<metadata::Counts> for ContentCounts {
+    fn from(c: metadata::Counts) -> Self {
+        ContentCounts { tag: c.tags, manifest: c.manifests, blob: c.blobs }
+    }
+}
+
+/// What a version changed from its base, and what it holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ContentSummary {
+    added: ContentCounts,
+    removed: ContentCounts,
+    present: ContentCounts,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Version {
+    repository: String,
+    /// Version 0 is the empty version every repository starts with.
+    number: u64,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// The version this one changed; null for version 0.
+    #[schema(required = true)]
+    base_version: Option<u64>,
+    content_summary: ContentSummary,
+}
+
+impl From<metadata::Version> for Version {
+    fn from(v: metadata::Version) -> Self {
+        Version {
+            repository: v.repository,
+            number: v.number,
+            created_at: timestamp(v.created_at),
+            base_version: v.base_version,
+            content_summary: ContentSummary {
+                added: v.summary.added.into(),
+                removed: v.summary.removed.into(),
+                present: v.summary.present.into(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Tag {
+    name: String,
+    /// The manifest the tag names.
+    digest: String,
+    media_type: String,
+}
+
+impl From<metadata::TagItem> for Tag {
+    fn from(t: metadata::TagItem) -> Self {
+        Tag { name: t.name, digest: t.digest.to_string(), media_type: t.media_type }
+    }
+}
+
+/// Content a manifest points at.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Descriptor {
+    digest: String,
+    #[schema(required = true)]
+    media_type: Option<String>,
+    #[schema(required = true)]
+    size: Option<u64>,
+}
+
+impl From<metadata::Descriptor> for Descriptor {
+    fn from(d: metadata::Descriptor) -> Self {
+        Descriptor { digest: d.digest.to_string(), media_type: d.media_type, size: d.size }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Platform {
+    #[schema(example = "linux")]
+    os: String,
+    #[schema(example = "arm64")]
+    architecture: String,
+    #[schema(required = true, example = "v8")]
+    variant: Option<String>,
+}
+
+impl From<metadata::Platform> for Platform {
+    fn from(p: metadata::Platform) -> Self {
+        Platform { os: p.os, architecture: p.architecture, variant: p.variant }
+    }
+}
+
+/// A manifest an index lists, with the platform the index gives it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IndexChild {
+    digest: String,
+    #[schema(required = true)]
+    media_type: Option<String>,
+    #[schema(required = true)]
+    size: Option<u64>,
+    #[schema(required = true)]
+    platform: Option<Platform>,
+}
+
+impl From<metadata::IndexChild> for IndexChild {
+    fn from(c: metadata::IndexChild) -> Self {
+        IndexChild {
+            digest: c.descriptor.digest.to_string(),
+            media_type: c.descriptor.media_type,
+            size: c.descriptor.size,
+            platform: c.platform.map(Into::into),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Manifest {
+    digest: String,
+    media_type: String,
+    size: u64,
+    #[schema(required = true)]
+    artifact_type: Option<String>,
+    /// The digest of the manifest this one refers to (a referrer's subject).
+    #[schema(required = true)]
+    subject: Option<String>,
+    /// Known when an index lists this manifest.
+    #[schema(required = true)]
+    platform: Option<Platform>,
+    /// Image manifests: the config blob.
+    #[schema(required = true)]
+    config: Option<Descriptor>,
+    /// Image manifests: the layers (artifact manifests: the blobs).
+    layers: Vec<Descriptor>,
+    /// Indexes: the manifests listed.
+    children: Vec<IndexChild>,
+}
+
+impl From<metadata::ManifestItem> for Manifest {
+    fn from(m: metadata::ManifestItem) -> Self {
+        Manifest {
+            digest: m.digest.to_string(),
+            media_type: m.media_type,
+            size: m.size,
+            artifact_type: m.artifact_type,
+            subject: m.subject.map(|d| d.to_string()),
+            platform: m.platform.map(Into::into),
+            config: m.config.map(Into::into),
+            layers: m.layers.into_iter().map(Into::into).collect(),
+            children: m.children.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Blob {
+    digest: String,
+    #[schema(required = true)]
+    media_type: Option<String>,
+    #[schema(required = true)]
+    size: Option<u64>,
+    /// Whether the bytes are in local storage now (else they are fetched
+    /// from the upstream when first asked for).
+    cached: bool,
+}
+
+impl Blob {
+    pub(crate) fn new(b: metadata::BlobItem, cached: bool) -> Blob {
+        Blob { digest: b.digest.to_string(), media_type: b.media_type, size: b.size, cached }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Distribution {
+    #[schema(example = "debian-stable")]
+    name: String,
+    #[schema(example = "debian")]
+    base_path: String,
+    #[schema(example = "docker.io/library/debian")]
+    repository: String,
+    /// The pinned version; null serves the latest.
+    #[schema(required = true)]
+    version: Option<u64>,
+    private: bool,
+    #[schema(required = true)]
+    description: Option<String>,
+    /// Where clients pull from: `<wharf-host>/<registry_path>:<tag>`.
+    #[schema(example = "debian")]
+    registry_path: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+impl From<metadata::Distribution> for Distribution {
+    fn from(d: metadata::Distribution) -> Self {
+        Distribution {
+            registry_path: d.base_path.clone(),
+            name: d.name,
+            base_path: d.base_path,
+            repository: d.repository,
+            version: d.version,
+            private: d.private,
+            description: d.description,
+            created_at: timestamp(d.created_at),
+            updated_at: timestamp(d.updated_at),
+        }
+    }
+}
+
+/// A configured upstream. Credentials are never shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct Upstream {
+    #[schema(example = "docker.io")]
+    name: String,
+    #[schema(example = "https://registry-1.docker.io")]
+    url: String,
+    /// Un-prefixed names go to this upstream.
+    default: bool,
+    /// How long a tag's digest is trusted before it is revalidated.
+    tag_ttl_seconds: u64,
+    /// Versions kept per repository of this upstream; null keeps all.
+    #[schema(required = true)]
+    retain_versions: Option<u32>,
+}
+
+impl From<&UpstreamConfig> for Upstream {
+    fn from(u: &UpstreamConfig) -> Self {
+        Upstream {
+            name: u.name.clone(),
+            // The URL carries no user info (the config refuses it), so
+            // printing it shows no secret.
+            url: u.url.to_string().trim_end_matches('/').to_owned(),
+            default: u.default,
+            tag_ttl_seconds: u.tag_ttl.as_secs(),
+            retain_versions: u.retain_versions,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/distributions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewDistribution {
+    /// 1-64 characters of `[A-Za-z0-9._-]`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "debian-stable")]
+    name: String,
+    /// A valid repository name, not another distribution's and not under
+    /// a configured upstream's name.
+    #[schema(example = "debian", max_length = 255, pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")]
+    base_path: String,
+    #[schema(example = "docker.io/library/debian")]
+    repository: String,
+    /// A version to pin; absent or null serves the latest.
+    #[serde(default)]
+    #[schema(value_type = Option<u64>)]
+    version: Option<VersionNumber>,
+    #[serde(default)]
+    private: bool,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl From<NewDistribution> for metadata::NewDistribution {
+    fn from(n: NewDistribution) -> Self {
+        metadata::NewDistribution {
+            name: n.name,
+            base_path: n.base_path,
+            repository: n.repository,
+            version: n.version.map(|v| v.0),
+            private: n.private,
+            description: n.description,
+        }
+    }
+}
+
+/// Body of `PATCH /api/v1/distributions/{name}`: the fields to change.
+/// An absent field stays as it is; `version` and `description` may be
+/// null (serve the latest version; no description), the others may not.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DistributionChanges {
+    /// A valid repository name, as for creation.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String, max_length = 255, pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")]
+    base_path: Option<String>,
+    /// A new repository; without `version` the distribution then serves
+    /// its latest version.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
+    repository: Option<String>,
+    /// A version to pin, or null to serve the latest.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
+    version: Option<Option<VersionNumber>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = bool)]
+    private: Option<bool>,
+    /// A new description, or null to remove it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+}
+
+impl From<DistributionChanges> for metadata::DistributionPatch {
+    fn from(c: DistributionChanges) -> Self {
+        metadata::DistributionPatch {
+            base_path: c.base_path,
+            repository: c.repository,
+            version: c.version.map(|v| v.map(|n| n.0)),
+            private: c.private,
+            description: c.description,
+        }
+    }
+}
+
+/// A version number in a request body. JSON Schema counts `3.0` as an
+/// integer, and so do tools that compute numbers as floats; a whole
+/// number in either notation is accepted, anything else is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VersionNumber(u64);
+
+impl<'de> Deserialize<'de> for VersionNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        if let Some(v) = n.as_u64() {
+            return Ok(VersionNumber(v));
+        }
+        // Below 2^53 every whole f64 is exact, and no version gets near it.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..EXACT).contains(&f) => Ok(VersionNumber(f as u64)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid value: {n}, expected a version number (a whole number, 0 or more)"
+            ))),
+        }
+    }
+}
+
+/// A field that, when present, must have a value: `null` is an error
+/// rather than a silent "leave as is". Absence is `#[serde(default)]`.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A field where `null` means something: present-and-null is `Some(None)`,
+/// absent (via `#[serde(default)]`) is `None`.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(json: &str) -> Result<DistributionChanges, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn patch_tells_an_absent_field_from_null() {
+        assert_eq!(changes("{}").unwrap(), DistributionChanges::default());
+        let unpin = changes(r#"{"version": null}"#).unwrap();
+        assert_eq!(unpin.version, Some(None));
+        assert_eq!(unpin.description, None);
+        let pin = changes(r#"{"version": 3, "description": null}"#).unwrap();
+        assert_eq!((pin.version, pin.description), (Some(Some(VersionNumber(3))), Some(None)));
+        let patch = metadata::DistributionPatch::from(changes(r#"{"description": "x", "private": true}"#).unwrap());
+        assert_eq!(patch.description, Some(Some("x".into())));
+        assert_eq!(patch.private, Some(true));
+        assert_eq!(patch.version, None);
+    }
+
+    #[test]
+    fn patch_refuses_null_where_null_means_nothing_and_unknown_fields() {
+        for field in ["base_path", "repository", "private"] {
+            let err = changes(&format!(r#"{{"{field}": null}}"#)).unwrap_err();
+            assert!(err.contains("invalid type: null"), "{field}: {err}");
+        }
+        let err = changes(r#"{"name": "x"}"#).unwrap_err();
+        assert!(err.contains("unknown field `name`"), "{err}");
+        let err = changes(r#"{"version": "3"}"#).unwrap_err();
+        assert!(err.contains("invalid type: string"), "{err}");
+        for bad in ["-1", "1.5", "-0.5", "1e300"] {
+            let err = changes(&format!(r#"{{"version": {bad}}}"#)).unwrap_err();
+            assert!(err.contains("expected a version number"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn versions_are_whole_numbers_in_either_json_notation() {
+        for (json, want) in [("0", 0), ("7", 7), ("7.0", 7), ("7e0", 7), ("18446744073709551615", u64::MAX)] {
+            let v: VersionNumber = serde_json::from_str(json).unwrap();
+            assert_eq!(v, VersionNumber(want), "{json}");
+        }
+        assert!(serde_json::from_str::<VersionNumber>("\"7\"").is_err());
+    }
+
+    #[test]
+    fn new_distribution_defaults_optional_fields_and_refuses_unknown_ones() {
+        let n: NewDistribution = serde_json::from_str(r#"{"name": "d", "base_path": "b", "repository": "r"}"#).unwrap();
+        let n = metadata::NewDistribution::from(n);
+        assert_eq!((n.version, n.private, n.description), (None, false, None));
+        let err = serde_json::from_str::<NewDistribution>(r#"{"name": "d", "base_path": "b", "repository": "r", "pinned": 1}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `pinned`"), "{err}");
+        let err = serde_json::from_str::<NewDistribution>(r#"{"name": "d"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `base_path`"), "{err}");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_600_800_123), "2026-11-25T10:00:00.123Z");
+        assert_eq!(timestamp(-5), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn distributions_show_where_clients_pull_from() {
+        let d = Distribution::from(metadata::Distribution {
+            name: "debian-stable".into(),
+            base_path: "debian".into(),
+            repository: "docker.io/library/debian".into(),
+            version: None,
+            private: false,
+            description: None,
+            created_at: 0,
+            updated_at: 1,
+        });
+        let j = serde_json::to_value(&d).unwrap();
+        assert_eq!(j["registry_path"], "debian");
+        assert_eq!(j["version"], serde_json::Value::Null);
+        assert_eq!(j["updated_at"], "1970-01-01T00:00:00.001Z");
+    }
+}

@@ -1,0 +1,471 @@
+//! The admin API's route table: turns a method, a `/api/v1/...` path and a
+//! query string into a typed [`Endpoint`] and [`Query`]. Pure: no I/O, no
+//! handlers, no statuses (those are `error.rs`'s).
+//!
+//! Repository names contain `/`. A path may carry one percent-encoded
+//! (`docker.io%2Flibrary%2Fdebian`) or with plain slashes; plain slashes are
+//! read from the right, so a trailing `versions`, `versions/{number}` or
+//! `versions/{number}/{tags|manifests|blobs}` is always the sub-resource and
+//! a name that itself ends that way must be encoded. Keywords are matched
+//! on the raw segments and only the name is decoded, so an encoded `/` can
+//! never be mistaken for a separator.
+
+use http::Method;
+
+use super::error::AdminError;
+use super::model::Pagination;
+use crate::metadata::VersionRef;
+
+/// Everything the admin API serves lives under this prefix.
+pub(crate) const PREFIX: &str = "/api/v1/";
+pub(crate) const DEFAULT_LIMIT: u32 = 100;
+pub(crate) const MAX_LIMIT: u32 = 1000;
+const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// A version as a path names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VersionSel {
+    Latest,
+    Number(u64),
+}
+
+impl VersionSel {
+    pub(crate) fn as_ref(self) -> VersionRef {
+        match self {
+            VersionSel::Latest => None,
+            VersionSel::Number(n) => Some(n),
+        }
+    }
+}
+
+/// Which content of a version a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentKind {
+    Tags,
+    Manifests,
+    Blobs,
+}
+
+/// What a path names, before the method is looked at.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    Repositories,
+    Repository(String),
+    Versions(String),
+    Version(String, VersionSel),
+    Content(String, VersionSel, ContentKind),
+    Distributions,
+    Distribution(String),
+    Upstreams,
+    OpenApi,
+}
+
+impl Resource {
+    /// The `Allow` header of this resource: the methods it takes.
+    fn allow(&self) -> &'static str {
+        match self {
+            Resource::Repositories
+            | Resource::Repository(_)
+            | Resource::Versions(_)
+            | Resource::Content(..)
+            | Resource::Upstreams
+            | Resource::OpenApi => "GET, HEAD",
+            Resource::Version(..) => "GET, HEAD, DELETE",
+            Resource::Distributions => "GET, HEAD, POST",
+            Resource::Distribution(_) => "GET, HEAD, PATCH, DELETE",
+        }
+    }
+}
+
+/// One operation of the API: a resource and a method it takes. HEAD is
+/// routed as GET; the caller drops the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    ListRepositories,
+    GetRepository { name: String },
+    ListVersions { name: String },
+    GetVersion { name: String, version: VersionSel },
+    DeleteVersion { name: String, version: VersionSel },
+    ListContent { name: String, version: VersionSel, kind: ContentKind },
+    ListDistributions,
+    CreateDistribution,
+    GetDistribution { name: String },
+    UpdateDistribution { name: String },
+    DeleteDistribution { name: String },
+    ListUpstreams,
+    OpenApi,
+}
+
+const PAGE_KEYS: &[&str] = &["limit", "offset"];
+
+impl Endpoint {
+    /// The query parameters this endpoint takes; any other is refused, so
+    /// a misspelt filter fails loudly instead of listing everything.
+    pub(crate) fn query_keys(&self) -> &'static [&'static str] {
+        match self {
+            Endpoint::ListRepositories => &["name", "name_contains", "kind", "limit", "offset"],
+            Endpoint::ListContent { kind: ContentKind::Tags, .. } => &["name", "limit", "offset"],
+            Endpoint::ListContent { kind: ContentKind::Manifests | ContentKind::Blobs, .. } => {
+                &["digest", "limit", "offset"]
+            }
+            Endpoint::ListVersions { .. } | Endpoint::ListDistributions | Endpoint::ListUpstreams => PAGE_KEYS,
+            Endpoint::GetRepository { .. }
+            | Endpoint::GetVersion { .. }
+            | Endpoint::DeleteVersion { .. }
+            | Endpoint::CreateDistribution
+            | Endpoint::GetDistribution { .. }
+            | Endpoint::UpdateDistribution { .. }
+            | Endpoint::DeleteDistribution { .. }
+            | Endpoint::OpenApi => &[],
+        }
+    }
+}
+
+/// Routes a request. An unknown path is `NotFound`, a known path with a
+/// method it does not take is `MethodNotAllowed`, a malformed name or
+/// version number is `Invalid`.
+pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminError> {
+    let resource = resource(path)?;
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let delete = *method == Method::DELETE;
+    Ok(match resource {
+        Resource::Repositories if read => Endpoint::ListRepositories,
+        Resource::Repository(name) if read => Endpoint::GetRepository { name },
+        Resource::Versions(name) if read => Endpoint::ListVersions { name },
+        Resource::Version(name, version) if read => Endpoint::GetVersion { name, version },
+        Resource::Version(name, version) if delete => Endpoint::DeleteVersion { name, version },
+        Resource::Content(name, version, kind) if read => Endpoint::ListContent { name, version, kind },
+        Resource::Distributions if read => Endpoint::ListDistributions,
+        Resource::Distributions if *method == Method::POST => Endpoint::CreateDistribution,
+        Resource::Distribution(name) if read => Endpoint::GetDistribution { name },
+        Resource::Distribution(name) if *method == Method::PATCH => Endpoint::UpdateDistribution { name },
+        Resource::Distribution(name) if delete => Endpoint::DeleteDistribution { name },
+        Resource::Upstreams if read => Endpoint::ListUpstreams,
+        Resource::OpenApi if read => Endpoint::OpenApi,
+        other => return Err(AdminError::MethodNotAllowed { method: method.to_string(), allow: other.allow() }),
+    })
+}
+
+fn resource(path: &str) -> Result<Resource, AdminError> {
+    let unknown = || AdminError::NotFound(format!("no admin API endpoint at {path:?}"));
+    let rest = path.strip_prefix(PREFIX).ok_or_else(unknown)?;
+    // No empty segments: a trailing or doubled `/` names nothing.
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(unknown());
+    }
+    match segments.as_slice() {
+        ["repositories"] => Ok(Resource::Repositories),
+        ["repositories", tail @ ..] => repository_resource(tail),
+        ["distributions"] => Ok(Resource::Distributions),
+        ["distributions", name] => Ok(Resource::Distribution(distribution_name(name)?)),
+        ["upstreams"] => Ok(Resource::Upstreams),
+        ["openapi.json"] => Ok(Resource::OpenApi),
+        _ => Err(unknown()),
+    }
+}
+
+/// `tail` is what follows `repositories/`, read from the right.
+fn repository_resource(tail: &[&str]) -> Result<Resource, AdminError> {
+    Ok(match tail {
+        [name @ .., "versions", number, kind @ ("tags" | "manifests" | "blobs")] if !name.is_empty() => {
+            let kind = match *kind {
+                "tags" => ContentKind::Tags,
+                "manifests" => ContentKind::Manifests,
+                _ => ContentKind::Blobs,
+            };
+            Resource::Content(repository_name(name)?, version(number)?, kind)
+        }
+        [name @ .., "versions", number] if !name.is_empty() => {
+            Resource::Version(repository_name(name)?, version(number)?)
+        }
+        [name @ .., "versions"] if !name.is_empty() => Resource::Versions(repository_name(name)?),
+        name => Resource::Repository(repository_name(name)?),
+    })
+}
+
+/// The repository name in `segments`, joined and decoded.
+fn repository_name(segments: &[&str]) -> Result<String, AdminError> {
+    let name = percent_decode(&segments.join("/"), "repository name")?;
+    if name.is_empty() {
+        return Err(AdminError::Invalid("the repository name is empty".into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(format!("repository name {name:?} contains a control character")));
+    }
+    if name.split('/').any(str::is_empty) {
+        return Err(AdminError::Invalid(format!("repository name {name:?} has an empty component")));
+    }
+    Ok(name)
+}
+
+/// Any decoded distribution name is looked up: one that breaks the naming
+/// rule cannot exist, and "does not exist" is the answer an operator needs.
+fn distribution_name(segment: &str) -> Result<String, AdminError> {
+    percent_decode(segment, "distribution name")
+}
+
+fn version(segment: &str) -> Result<VersionSel, AdminError> {
+    if segment == "latest" {
+        return Ok(VersionSel::Latest);
+    }
+    // Digits only: `u64::from_str` would also take a leading `+`.
+    if segment.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(n) = segment.parse() {
+            return Ok(VersionSel::Number(n));
+        }
+    }
+    Err(AdminError::Invalid(format!("version {segment:?} is neither a version number nor \"latest\"")))
+}
+
+/// Decodes `%XX` escapes; `what` names the value in the error.
+fn percent_decode(s: &str, what: &str) -> Result<String, AdminError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let hex = |j: usize| bytes.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (hex(i + 1), hex(i + 2)) {
+            (Some(hi), Some(lo)) => {
+                // Two hex digits: at most 0xff, so the cast keeps every bit.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            _ => return Err(AdminError::Invalid(format!("{what} {s:?} has a malformed percent-escape"))),
+        }
+    }
+    String::from_utf8(out).map_err(|_| AdminError::Invalid(format!("{what} {s:?} is not UTF-8 once decoded")))
+}
+
+/// A request's query parameters, checked against what its endpoint takes.
+#[derive(Debug, Default)]
+pub(crate) struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Refuses parameters outside `keys` and parameters given twice.
+    pub(crate) fn parse(raw: Option<&str>, keys: &[&str]) -> Result<Query, AdminError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            if !keys.contains(&k.as_ref()) {
+                let takes = if keys.is_empty() { "none".to_owned() } else { keys.join(", ") };
+                return Err(AdminError::Invalid(format!(
+                    "unknown query parameter {k:?}; this endpoint takes {takes}"
+                )));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(AdminError::Invalid(format!("query parameter {k:?} is given more than once")));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Query { pairs })
+    }
+
+    /// A parameter's decoded value. An empty value is a value: `?name=`
+    /// asks for the empty name, `?kind=` is not a kind.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn page(&self) -> Result<Pagination, AdminError> {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let limit = match self.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if digits(v) && (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(AdminError::Invalid(format!(
+                        "limit must be an integer from 1 to {MAX_LIMIT}, not {v:?}"
+                    )))
+                }
+            },
+        };
+        let offset = match self.get("offset") {
+            None => 0,
+            // Bounded by the int64 the store (and the OpenAPI format) takes.
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if digits(v) && n <= MAX_OFFSET => n,
+                _ => {
+                    return Err(AdminError::Invalid(format!(
+                        "offset must be an integer from 0 to {MAX_OFFSET}, not {v:?}"
+                    )))
+                }
+            },
+        };
+        Ok(Pagination { limit, offset })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Result<Endpoint, AdminError> {
+        endpoint(&Method::GET, path)
+    }
+
+    fn invalid(r: Result<Endpoint, AdminError>) -> String {
+        match r {
+            Err(AdminError::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encoded_and_raw_repository_names_route_to_the_same_endpoint() {
+        let want = Endpoint::GetRepository { name: "docker.io/library/debian".into() };
+        assert_eq!(get("/api/v1/repositories/docker.io%2Flibrary%2Fdebian").unwrap(), want);
+        assert_eq!(get("/api/v1/repositories/docker.io%2flibrary%2fdebian").unwrap(), want);
+        assert_eq!(get("/api/v1/repositories/docker.io/library/debian").unwrap(), want);
+        assert_eq!(get("/api/v1/repositories/docker.io/library%2Fdebian").unwrap(), want);
+        assert_eq!(get("/api/v1/repositories/alpine").unwrap(), Endpoint::GetRepository { name: "alpine".into() });
+    }
+
+    #[test]
+    fn sub_resources_are_read_from_the_right() {
+        let name = || "docker.io/library/debian".to_owned();
+        assert_eq!(
+            get("/api/v1/repositories/docker.io/library/debian/versions").unwrap(),
+            Endpoint::ListVersions { name: name() }
+        );
+        assert_eq!(
+            get("/api/v1/repositories/docker.io%2Flibrary%2Fdebian/versions/3").unwrap(),
+            Endpoint::GetVersion { name: name(), version: VersionSel::Number(3) }
+        );
+        assert_eq!(
+            get("/api/v1/repositories/docker.io/library/debian/versions/latest").unwrap(),
+            Endpoint::GetVersion { name: name(), version: VersionSel::Latest }
+        );
+        for (kind, want) in [("tags", ContentKind::Tags), ("manifests", ContentKind::Manifests), ("blobs", ContentKind::Blobs)] {
+            assert_eq!(
+                get(&format!("/api/v1/repositories/docker.io/library/debian/versions/0/{kind}")).unwrap(),
+                Endpoint::ListContent { name: name(), version: VersionSel::Number(0), kind: want }
+            );
+        }
+        // A name ending in `versions` is reachable encoded.
+        assert_eq!(
+            get("/api/v1/repositories/team%2Fversions/versions").unwrap(),
+            Endpoint::ListVersions { name: "team/versions".into() }
+        );
+        assert_eq!(
+            get("/api/v1/repositories/team/versions").unwrap(),
+            Endpoint::ListVersions { name: "team".into() }
+        );
+        // A lone `versions` has no name before it: it is the name.
+        assert_eq!(get("/api/v1/repositories/versions").unwrap(), Endpoint::GetRepository { name: "versions".into() });
+        // An encoded keyword is part of the name, not a separator.
+        assert_eq!(
+            get("/api/v1/repositories/team%2Fversions%2F1").unwrap(),
+            Endpoint::GetRepository { name: "team/versions/1".into() }
+        );
+    }
+
+    #[test]
+    fn version_numbers_are_digits_or_latest() {
+        assert_eq!(
+            get("/api/v1/repositories/a/versions/18446744073709551615").unwrap(),
+            Endpoint::GetVersion { name: "a".into(), version: VersionSel::Number(u64::MAX) }
+        );
+        for bad in ["-1", "+1", "1.5", "abc", "LATEST", "18446744073709551616", "1%20"] {
+            let m = invalid(get(&format!("/api/v1/repositories/a/versions/{bad}")));
+            assert!(m.contains("neither a version number"), "{bad}: {m}");
+            invalid(get(&format!("/api/v1/repositories/a/versions/{bad}/tags")));
+        }
+    }
+
+    #[test]
+    fn malformed_names_are_invalid() {
+        assert!(invalid(get("/api/v1/repositories/%")).contains("percent-escape"));
+        assert!(invalid(get("/api/v1/repositories/a%2")).contains("percent-escape"));
+        assert!(invalid(get("/api/v1/repositories/a%zz")).contains("percent-escape"));
+        assert!(invalid(get("/api/v1/repositories/a%0Ab")).contains("control character"));
+        assert!(invalid(get("/api/v1/repositories/%ff")).contains("UTF-8"));
+        assert!(invalid(get("/api/v1/repositories/a%2F%2Fb")).contains("empty component"));
+        assert!(invalid(get("/api/v1/repositories/%2Fa")).contains("empty component"));
+        assert!(invalid(get("/api/v1/distributions/a%zz")).contains("percent-escape"));
+        assert_eq!(get("/api/v1/distributions/a%00").unwrap(), Endpoint::GetDistribution { name: "a\0".into() });
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found() {
+        for path in [
+            "/api/v1/",
+            "/api/v1/nothing",
+            "/api/v1/repositories/",
+            "/api/v1/repositories//versions",
+            "/api/v1/repositories/a/",
+            "/api/v1/distributions/",
+            "/api/v1/distributions/a/b",
+            "/api/v1/upstreams/x",
+            "/api/v2/repositories",
+        ] {
+            assert!(matches!(get(path), Err(AdminError::NotFound(_))), "{path}: {:?}", get(path));
+        }
+    }
+
+    #[test]
+    fn known_paths_refuse_other_methods_and_say_which_they_take() {
+        let allow = |method: Method, path: &str| match endpoint(&method, path) {
+            Err(AdminError::MethodNotAllowed { allow, .. }) => allow,
+            other => panic!("{method} {path}: {other:?}"),
+        };
+        assert_eq!(allow(Method::POST, "/api/v1/repositories"), "GET, HEAD");
+        assert_eq!(allow(Method::DELETE, "/api/v1/repositories/a"), "GET, HEAD");
+        assert_eq!(allow(Method::PUT, "/api/v1/repositories/a/versions/1"), "GET, HEAD, DELETE");
+        assert_eq!(allow(Method::DELETE, "/api/v1/distributions"), "GET, HEAD, POST");
+        assert_eq!(allow(Method::PUT, "/api/v1/distributions/d"), "GET, HEAD, PATCH, DELETE");
+        assert_eq!(allow(Method::OPTIONS, "/api/v1/openapi.json"), "GET, HEAD");
+        assert_eq!(
+            endpoint(&Method::HEAD, "/api/v1/upstreams").unwrap(),
+            Endpoint::ListUpstreams,
+            "HEAD routes as GET"
+        );
+        assert_eq!(
+            endpoint(&Method::DELETE, "/api/v1/repositories/a/versions/latest").unwrap(),
+            Endpoint::DeleteVersion { name: "a".into(), version: VersionSel::Latest }
+        );
+    }
+
+    #[test]
+    fn pagination_defaults_and_bounds() {
+        let page = |q: &str| Query::parse(Some(q), PAGE_KEYS).and_then(|q| q.page());
+        assert_eq!(page("").unwrap(), Pagination { limit: 100, offset: 0 });
+        assert_eq!(page("limit=1&offset=7").unwrap(), Pagination { limit: 1, offset: 7 });
+        assert_eq!(page("limit=1000").unwrap(), Pagination { limit: 1000, offset: 0 });
+        for bad in ["limit=0", "limit=1001", "limit=abc", "limit=", "limit=-1", "limit=%2B5", "limit=1e3"] {
+            let err = page(bad).unwrap_err();
+            assert!(matches!(&err, AdminError::Invalid(m) if m.starts_with("limit ")), "{bad}: {err:?}");
+        }
+        assert_eq!(page("offset=9223372036854775807").unwrap().offset, i64::MAX as u64);
+        for bad in ["offset=-1", "offset=x", "offset=", "offset=9223372036854775808", "offset=99999999999999999999"] {
+            let err = page(bad).unwrap_err();
+            assert!(matches!(&err, AdminError::Invalid(m) if m.starts_with("offset ")), "{bad}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_repeated_query_parameters_are_refused() {
+        let err = Query::parse(Some("limt=5"), PAGE_KEYS).unwrap_err();
+        assert_eq!(err, AdminError::Invalid("unknown query parameter \"limt\"; this endpoint takes limit, offset".into()));
+        let err = Query::parse(Some("x=1"), &[]).unwrap_err();
+        assert_eq!(err, AdminError::Invalid("unknown query parameter \"x\"; this endpoint takes none".into()));
+        let err = Query::parse(Some("limit=1&limit=2"), PAGE_KEYS).unwrap_err();
+        assert!(matches!(err, AdminError::Invalid(m) if m.contains("more than once")));
+    }
+
+    #[test]
+    fn query_values_are_form_decoded_and_empty_values_kept() {
+        let keys = Endpoint::ListRepositories.query_keys();
+        let q = Query::parse(Some("name=docker.io%2Flibrary%2Fdebian&name_contains=&kind=pull-through"), keys).unwrap();
+        assert_eq!(q.get("name"), Some("docker.io/library/debian"));
+        assert_eq!(q.get("name_contains"), Some(""));
+        assert_eq!(q.get("kind"), Some("pull-through"));
+        assert_eq!(q.get("limit"), None);
+    }
+}
