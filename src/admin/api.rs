@@ -19,7 +19,8 @@ use super::model::{
 use super::route::{Query, VersionSel};
 use crate::api::body::{full, Body};
 use crate::config::UpstreamConfig;
-use crate::metadata::{ContentFilter, Metadata, RepositoryFilter, RepositoryKind};
+use crate::metadata::{self, ContentFilter, ManifestItem, Metadata, RepositoryFilter, RepositoryKind};
+use crate::oci::media;
 use crate::oci::Digest;
 use crate::repository::Distributions;
 use crate::storage::Storage;
@@ -27,6 +28,8 @@ use crate::storage::Storage;
 /// Blob `cached` lookups run this many at a time: enough to hide each
 /// stat's blocking-pool hop, few enough not to crowd out registry reads.
 const STAT_CONCURRENCY: usize = 16;
+/// Image configs are small; a larger "config" is not read for a platform.
+const MAX_CONFIG_READ: usize = 256 << 10;
 
 /// What the handlers work with; built once at start.
 pub(crate) struct Api {
@@ -249,8 +252,27 @@ pub(crate) async fn list_manifests(api: &Api, path: VersionPath, query: &Query) 
     let page = query.page()?;
     let filter = digest_filter(query)?;
     let listed = api.metadata.run(move |s| s.manifests(&name, version.as_ref(), &filter, page.into())).await?;
-    let results = listed.items.into_iter().map(Manifest::from).collect();
+    let results: Vec<Manifest> = futures_util::stream::iter(listed.items)
+        .map(|m| with_config_platform(api, m))
+        .buffered(STAT_CONCURRENCY)
+        .map(|m| Ok::<_, AdminError>(Manifest::from(m)))
+        .try_collect()
+        .await?;
     json(StatusCode::OK, &ManifestPage::new(listed.total, page, results))
+}
+
+/// A single-platform image names its platform only in its config blob:
+/// read it when it is cached (no index entry gave the platform).
+async fn with_config_platform(api: &Api, mut m: ManifestItem) -> ManifestItem {
+    if m.platform.is_some() {
+        return m;
+    }
+    let Some(config) = &m.config else { return m };
+    if let Ok(Some(bytes)) = api.storage.read_small(&config.digest, MAX_CONFIG_READ).await {
+        m.platform = media::config_platform(&bytes)
+            .map(|p| metadata::Platform { os: p.os, architecture: p.architecture, variant: p.variant });
+    }
+    m
 }
 
 #[utoipa::path(

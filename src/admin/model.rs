@@ -291,7 +291,8 @@ pub(crate) struct Manifest {
     /// The digest of the manifest this one refers to (a referrer's subject).
     #[schema(required = true)]
     subject: Option<String>,
-    /// Known when an index lists this manifest.
+    /// From the index that lists this manifest, or else its image config
+    /// when that is cached.
     #[schema(required = true)]
     platform: Option<Platform>,
     /// Image manifests: the config blob.

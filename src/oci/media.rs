@@ -100,6 +100,12 @@ impl References {
     }
 }
 
+/// The platform an image config declares (`os`, `architecture`,
+/// `variant` at its top level), if it is an image config at all.
+pub(crate) fn config_platform(bytes: &[u8]) -> Option<Platform> {
+    serde_json::from_slice::<Platform>(bytes).ok()
+}
+
 /// Reads the descriptors a manifest of any type points at.
 pub(crate) fn references(bytes: &[u8]) -> Result<References, ManifestError> {
     serde_json::from_slice(bytes).map_err(|e| ManifestError::NotJson(e.to_string()))
@@ -221,6 +227,13 @@ mod tests {
             {{"mediaType":"{DOCKER_MANIFEST}","digest":"{d}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn an_image_config_names_its_platform() {
+        let p = config_platform(br#"{"architecture":"arm64","os":"linux","variant":"v8","rootfs":{}}"#).unwrap();
+        assert_eq!((p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()), ("linux", "arm64", Some("v8")));
+        assert!(config_platform(br#"{"some":"artifact"}"#).is_none());
     }
 
     #[test]
