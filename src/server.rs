@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,11 @@ use crate::api::body::Body;
 
 /// A slow or idle client gets this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The TCP peer a request came from, put in every request's extensions
+/// (behind a proxy this is the proxy; `limits` knows whom to believe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// What the server calls for each request.
 pub(crate) trait Handler: Send + Sync + 'static {
@@ -50,7 +56,8 @@ pub(crate) async fn serve<H: Handler>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let service = service_fn(move |req| {
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler.call(req).await) }
                 });
