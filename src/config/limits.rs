@@ -149,6 +149,7 @@ fn rate(rate_key: &str, rate: f64, burst_key: &str, burst: u32) -> Result<Option
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::path::Path;
 
     use super::*;
     use crate::config::Config;
@@ -172,6 +173,14 @@ mod tests {
         let c = Config::load(None, std::iter::empty()).unwrap();
         assert_eq!(c.limits, LimitsConfig::default());
         assert_eq!((c.limits.per_ip, c.limits.per_user), (None, None));
+        assert_eq!(c.upstreams[0].max_concurrent_requests, 32);
+    }
+
+    #[test]
+    fn the_example_config_documents_the_limits_at_their_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/wharf.toml");
+        let c = Config::load(Some(&example), std::iter::empty()).unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
         assert_eq!(c.upstreams[0].max_concurrent_requests, 32);
     }
 
