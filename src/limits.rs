@@ -38,6 +38,13 @@ pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
+/// The TCP peer a request came from: the server puts it in every request's
+/// extensions. Behind a proxy this is the proxy; [`RateLimits::client_ip`]
+/// knows whom to believe. Defined here rather than in `server` so that
+/// handlers read it without importing against the server → api arrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
 /// How long a refused client must wait before its next request can pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RetryAfter(Duration);

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,14 +16,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::body::Body;
+use crate::limits::ClientAddr;
 
 /// A slow or idle client gets this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The TCP peer a request came from, put in every request's extensions
-/// (behind a proxy this is the proxy; `limits` knows whom to believe).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// What the server calls for each request.
 pub(crate) trait Handler: Send + Sync + 'static {

@@ -13,13 +13,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::limits::RateLimits;
+use crate::limits::{ClientAddr, RateLimits};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
 use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
 use crate::repository::{Distributions, Hosted, Served};
-use crate::server::ClientAddr;
 use crate::storage;
 use body::{full, Body};
 pub(crate) use error::ApiError;
