@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::api::body::Body;
 use crate::api::Registry;
 use crate::config::Config;
+use crate::limits::RateLimits;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::pullthrough::{PullThrough, Recorder, Upstreams};
@@ -55,7 +56,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let upstreams = config
         .upstreams
         .iter()
-        .map(|u| Upstream::new(u).map_err(|e| StartError::Config(format!("upstream {:?}: {e}", u.name))))
+        .map(|u| Upstream::new(u, &metrics).map_err(|e| StartError::Config(format!("upstream {:?}: {e}", u.name))))
         .collect::<Result<Vec<_>, _>>()?;
     let storage = Storage::open(&config.storage.path)
         .await
@@ -97,10 +98,12 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!(registry = %registry_addr, admin = %admin_addr, storage = %config.storage.path.display(), "wharf listening");
 
+    let limits = RateLimits::new(&config.limits, &metrics);
+    tokio::spawn(limits.housekeeping());
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = tokio::spawn(server::serve(
         registry_listener,
-        Arc::new(Registry::new(pull, distributions.clone(), hosted, metrics.clone())),
+        Arc::new(Registry::new(pull, distributions.clone(), hosted, metrics.clone()).with_limits(limits)),
         stop_rx.clone(),
         DRAIN_GRACE,
     ));

@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 use crate::oci::is_valid_component;
 
+mod limits;
+pub(crate) use limits::{IpNet, LimitsConfig, Rate};
+
 /// Where `wharf serve` looks when `--config` is not given and the file exists.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
 const ENV_PREFIX: &str = "WHARF_";
@@ -42,6 +45,8 @@ struct RawConfig {
     upstream: Vec<RawUpstream>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    limits: limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +109,8 @@ struct RawUpstream {
     retries: u32,
     /// Versions kept per pull-through repository; absent keeps all.
     retain_versions: Option<u32>,
+    #[serde(default = "default_max_concurrent_requests")]
+    max_concurrent_requests: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +143,7 @@ fn default_upstreams() -> Vec<RawUpstream> {
         fill_timeout: default_fill_timeout(),
         retries: default_retries(),
         retain_versions: None,
+        max_concurrent_requests: default_max_concurrent_requests(),
     }]
 }
 fn default_tag_ttl() -> String {
@@ -156,6 +164,9 @@ fn default_fill_timeout() -> String {
 fn default_retries() -> u32 {
     2
 }
+fn default_max_concurrent_requests() -> u32 {
+    32
+}
 
 // ---------------------------------------------------------------------------
 // Validated shape.
@@ -166,6 +177,7 @@ pub(crate) struct Config {
     pub(crate) storage: StorageConfig,
     pub(crate) upstreams: Vec<UpstreamConfig>,
     pub(crate) log: LogConfig,
+    pub(crate) limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -227,6 +239,9 @@ pub(crate) struct UpstreamConfig {
     pub(crate) retries: u32,
     /// Versions kept per pull-through repository of this upstream; None keeps all.
     pub(crate) retain_versions: Option<u32>,
+    /// Requests to this upstream in flight at once, a blob's streamed body
+    /// included; more wait for a turn.
+    pub(crate) max_concurrent_requests: usize,
 }
 
 impl Config {
@@ -298,6 +313,7 @@ impl RawConfig {
             storage: StorageConfig { path: self.storage.path },
             upstreams,
             log: LogConfig { level: self.log.level },
+            limits: self.limits.validate()?,
         })
     }
 }
@@ -351,6 +367,9 @@ impl RawUpstream {
         if self.retain_versions == Some(0) {
             return Err(invalid(format!("{key}.retain_versions"), "must be at least 1 (leave it out to keep every version)"));
         }
+        if self.max_concurrent_requests == 0 {
+            return Err(invalid(format!("{key}.max_concurrent_requests"), "must be at least 1"));
+        }
         let hub_host = host.split(':').next().unwrap_or_default();
         let docker_hub = self
             .docker_hub
@@ -371,6 +390,7 @@ impl RawUpstream {
             fill_timeout: parse_positive_duration(&format!("{key}.fill_timeout"), &self.fill_timeout)?,
             retries: self.retries,
             retain_versions: self.retain_versions,
+            max_concurrent_requests: self.max_concurrent_requests as usize,
         })
     }
 }

@@ -18,6 +18,7 @@
 //! - `upstream`: the remote registry client (auth, redirects, retries).
 //! - `storage`: content-addressed objects, verified ingest.
 //! - `metadata`: tag records and the repository index.
+//! - `limits`: inbound rate limits per client IP and per user.
 //! - `metrics`: every Prometheus metric.
 
 pub(crate) mod admin;
@@ -25,6 +26,7 @@ pub(crate) mod api;
 pub(crate) mod app;
 pub mod cli;
 pub mod config;
+pub(crate) mod limits;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub mod oci;

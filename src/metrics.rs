@@ -1,7 +1,7 @@
 //! Every metric wharf exports, defined in one place. Labels are bounded:
 //! never a repository, tag or digest.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -14,6 +14,11 @@ pub(crate) struct Metrics {
     /// `kind` = timeout|connect|digest_mismatch|http|...
     pub(crate) upstream_errors: IntCounterVec,
     pub(crate) fills_in_flight: IntGauge,
+    /// Requests refused by an inbound rate limit; `scope` = ip|user.
+    pub(crate) rate_limited: IntCounterVec,
+    /// Requests waiting for a turn under an upstream's
+    /// `max_concurrent_requests`; `upstream` is a configured name.
+    pub(crate) upstream_requests_waiting: IntGaugeVec,
 }
 
 impl Metrics {
@@ -40,8 +45,35 @@ impl Metrics {
         registry.register(Box::new(served_bytes.clone()))?;
         registry.register(Box::new(upstream_bytes.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("wharf_rate_limited_total", "Requests refused with 429 by an inbound rate limit"),
+            &["scope"],
+        )?;
+        let upstream_requests_waiting = IntGaugeVec::new(
+            Opts::new(
+                "wharf_upstream_requests_waiting",
+                "Requests waiting for a turn under an upstream's max_concurrent_requests",
+            ),
+            &["upstream"],
+        )?;
         registry.register(Box::new(fills_in_flight.clone()))?;
-        Ok(Metrics { registry, cache_requests, served_bytes, upstream_bytes, upstream_errors, fills_in_flight })
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(upstream_requests_waiting.clone()))?;
+        // Both scopes are exported from the start, at 0, so a dashboard
+        // need not tell "never limited" from "not exported".
+        for scope in ["ip", "user"] {
+            rate_limited.with_label_values(&[scope]);
+        }
+        Ok(Metrics {
+            registry,
+            cache_requests,
+            served_bytes,
+            upstream_bytes,
+            upstream_errors,
+            fills_in_flight,
+            rate_limited,
+            upstream_requests_waiting,
+        })
     }
 
     pub(crate) fn cache(&self, kind: &str, result: &str) {
@@ -69,5 +101,7 @@ mod tests {
         let text = m.render();
         assert!(text.contains("wharf_cache_requests_total{kind=\"blob\",result=\"hit\"} 1"), "{text}");
         assert!(text.contains("wharf_fills_in_flight 1"), "{text}");
+        assert!(text.contains("wharf_rate_limited_total{scope=\"ip\"} 0"), "{text}");
+        assert!(text.contains("wharf_rate_limited_total{scope=\"user\"} 0"), "{text}");
     }
 }

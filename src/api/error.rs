@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
 use super::router::RouteError;
+use crate::limits::RetryAfter;
 use crate::oci::ErrorCode;
 use crate::pullthrough::{PullError, RouteError as UpstreamRouteError};
 use crate::upstream::UpstreamError;
@@ -23,6 +24,15 @@ pub(crate) enum ApiError {
     Denied(&'static str),
     #[error("invalid pagination parameter n: {0:?}")]
     BadPagination(String),
+    /// The client (by IP, or by user) is over its inbound rate limit.
+    #[error("too many requests; retry after {} s", .0.seconds())]
+    RateLimited(RetryAfter),
+}
+
+impl From<RetryAfter> for ApiError {
+    fn from(r: RetryAfter) -> Self {
+        ApiError::RateLimited(r)
+    }
 }
 
 impl ApiError {
@@ -40,6 +50,11 @@ impl ApiError {
             ApiError::Unsupported(_) => plain(C::Unsupported),
             ApiError::Denied(_) => plain(C::Denied),
             ApiError::BadPagination(_) => plain(C::PaginationNumberInvalid),
+            ApiError::RateLimited(retry_after) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                C::TooManyRequests,
+                Some((header::RETRY_AFTER, HeaderValue::from(retry_after.seconds()))),
+            ),
             ApiError::Pull(e) => match e {
                 PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),
                 PullError::Route(UpstreamRouteError::Name(_)) => plain(C::NameInvalid),
@@ -63,6 +78,9 @@ impl ApiError {
                             .map(|v| (header::RETRY_AFTER, v)),
                     ),
                     UpstreamError::Timeout => gateway(StatusCode::GATEWAY_TIMEOUT),
+                    // wharf's own cap on requests to the upstream is full:
+                    // overloaded, not broken; the client may try again.
+                    UpstreamError::Saturated => gateway(StatusCode::SERVICE_UNAVAILABLE),
                     UpstreamError::Status(_) | UpstreamError::Connect(_) | UpstreamError::Protocol(_) => {
                         gateway(StatusCode::BAD_GATEWAY)
                     }
@@ -141,5 +159,13 @@ mod tests {
         assert_eq!(render(PullError::Upstream(UpstreamError::Timeout).into()).await.0, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(render(PullError::Upstream(UpstreamError::Status(503)).into()).await.0, StatusCode::BAD_GATEWAY);
         assert_eq!(render(PullError::Upstream(UpstreamError::Connect("refused".into())).into()).await.0, StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn an_inbound_rate_limit_is_429_with_retry_after_in_whole_seconds() {
+        let (s, h, j) = render(ApiError::RateLimited(RetryAfter::new(Duration::from_millis(1200)))).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(j["errors"][0]["code"], "TOOMANYREQUESTS");
+        assert_eq!(h.get(header::RETRY_AFTER).unwrap(), "2");
     }
 }

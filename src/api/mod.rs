@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
+use crate::limits::{ClientAddr, RateLimits};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
@@ -34,6 +35,7 @@ pub(crate) struct Registry {
     distributions: Distributions,
     hosted: Hosted,
     metrics: Metrics,
+    limits: RateLimits,
 }
 
 /// What a repository name in a request addresses: a distribution (served
@@ -80,7 +82,13 @@ impl Query {
 
 impl Registry {
     pub(crate) fn new(pull: PullThrough, distributions: Distributions, hosted: Hosted, metrics: Metrics) -> Registry {
-        Registry { pull, distributions, hosted, metrics }
+        let limits = RateLimits::new(&Default::default(), &metrics);
+        Registry { pull, distributions, hosted, metrics, limits }
+    }
+
+    /// Enforces `limits` on every request (none by default).
+    pub(crate) fn with_limits(self, limits: RateLimits) -> Registry {
+        Registry { limits, ..self }
     }
 
     /// Distributions first: an operator's base_path wins over the default
@@ -114,6 +122,9 @@ impl Registry {
     }
 
     async fn dispatch<B>(&self, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+        if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>() {
+            self.limits.check_client(*peer, req.headers())?;
+        }
         let route = router::route(req.uri().path())?;
         let query = Query::parse(req.uri().query());
         let method = req.method();

@@ -137,7 +137,10 @@ impl From<UpstreamError> for PullError {
 /// The upstream is down or refusing load, so a known tag may be served stale.
 fn is_unavailable(e: &UpstreamError) -> bool {
     match e {
-        UpstreamError::Timeout | UpstreamError::Connect(_) | UpstreamError::TooManyRequests { .. } => true,
+        UpstreamError::Timeout
+        | UpstreamError::Connect(_)
+        | UpstreamError::TooManyRequests { .. }
+        | UpstreamError::Saturated => true,
         UpstreamError::Status(s) => *s >= 500,
         _ => false,
     }

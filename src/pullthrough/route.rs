@@ -87,7 +87,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).unwrap();
         let cfg = Config::load(Some(&path), std::iter::empty()).unwrap();
-        Upstreams::new(cfg.upstreams.iter().map(|u| Upstream::new(u).unwrap()).collect())
+        Upstreams::new(cfg.upstreams.iter().map(|u| Upstream::new(u, &crate::metrics::Metrics::new().unwrap()).unwrap()).collect())
     }
 
     fn name(s: &str) -> RepositoryName {

@@ -12,6 +12,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::concurrency::Permit;
 use super::UpstreamError;
 
 /// An upstream response body whose every wait for the next frame is bounded
@@ -21,8 +22,13 @@ use super::UpstreamError;
 ///
 /// Errors are `UpstreamError`s, so a caller teeing the body to many clients
 /// can clone the one failure to all of them.
+///
+/// The body holds its request's turn under `max_concurrent_requests` until
+/// it is dropped: a blob being streamed counts against the cap to its end.
 pub(crate) struct ResponseBody {
     inner: Incoming,
+    /// None only for a body read while its request's turn is held elsewhere.
+    _permit: Option<Permit>,
     idle_timeout: Duration,
     /// Armed when a poll finds no frame ready; reset by the next frame.
     idle: Pin<Box<Sleep>>,
@@ -31,9 +37,10 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub(super) fn new(inner: Incoming, idle_timeout: Duration) -> ResponseBody {
+    pub(super) fn new(inner: Incoming, idle_timeout: Duration, permit: Option<Permit>) -> ResponseBody {
         ResponseBody {
             inner,
+            _permit: permit,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             waiting: false,

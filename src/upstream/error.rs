@@ -35,6 +35,11 @@ pub(crate) enum UpstreamError {
     /// a response over its size limit, too many redirects.
     #[error("upstream protocol error: {0}")]
     Protocol(String),
+    /// No turn under the upstream's `max_concurrent_requests` came free
+    /// within its `response_timeout`: wharf itself is at its cap, the
+    /// upstream was never asked.
+    #[error("too many requests to this upstream in flight; no turn came free in time")]
+    Saturated,
     /// The client could not be built (for instance an unreadable CA file).
     #[error("upstream client configuration: {0}")]
     Config(String),
@@ -51,13 +56,15 @@ impl UpstreamError {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Connect(_) => "connect",
             UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Saturated => "saturated",
             UpstreamError::Config(_) => "config",
         }
     }
 
     /// Whether trying the same idempotent request again may succeed: the
     /// failure was transient and on the path to the upstream, not an answer.
-    /// 429 is deliberately absent: retrying at once only deepens a rate limit.
+    /// 429 is deliberately absent: retrying at once only deepens a rate limit;
+    /// so is `Saturated`: waiting again only lengthens the queue.
     pub(super) fn is_transient(&self) -> bool {
         match self {
             UpstreamError::Timeout | UpstreamError::Connect(_) => true,
@@ -66,6 +73,7 @@ impl UpstreamError {
             | UpstreamError::Unauthorized
             | UpstreamError::TooManyRequests { .. }
             | UpstreamError::Protocol(_)
+            | UpstreamError::Saturated
             | UpstreamError::Config(_) => false,
         }
     }

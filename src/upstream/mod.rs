@@ -12,6 +12,7 @@
 
 mod auth;
 mod body;
+mod concurrency;
 mod error;
 mod tls;
 mod transport;
@@ -39,9 +40,11 @@ pub(crate) use body::ResponseBody;
 pub(crate) use error::UpstreamError;
 
 use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
 use crate::oci::media::{ACCEPT_ALL_MANIFESTS, OCI_INDEX};
 use crate::oci::{Digest, Reference, RepositoryName};
 use auth::{BearerToken, Challenge, TokenCache};
+use concurrency::{Concurrency, Permit};
 use transport::{Answer, Outgoing, Transport};
 
 /// Referrers responses are buffered; the same bound as manifests.
@@ -124,6 +127,15 @@ struct Inner {
     /// Set once the upstream has asked for Basic credentials, so that later
     /// requests send them without a 401 round trip first.
     wants_basic: AtomicBool,
+    /// The cap on requests in flight (`max_concurrent_requests`).
+    concurrency: Concurrency,
+}
+
+/// A response whose status was a success, holding its request's turn under
+/// the concurrency cap until it is dropped or its body is taken.
+struct Exchange {
+    response: Response<Incoming>,
+    permit: Permit,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -151,8 +163,9 @@ impl Sent {
 
 impl Upstream {
     /// Builds the client: TLS trust (a bad `ca_file` is an error), the
-    /// connection pool and the token cache. Opens no connection.
-    pub(crate) fn new(cfg: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+    /// connection pool, the token cache and the concurrency cap, whose
+    /// waiting requests `metrics` counts. Opens no connection.
+    pub(crate) fn new(cfg: &UpstreamConfig, metrics: &Metrics) -> Result<Upstream, UpstreamError> {
         let scheme = cfg.url.scheme_str().unwrap_or("https");
         let authority = cfg
             .url
@@ -167,6 +180,11 @@ impl Upstream {
                 transport: Transport::new(cfg, tls),
                 tokens: TokenCache::new(),
                 wants_basic: AtomicBool::new(false),
+                concurrency: Concurrency::new(
+                    cfg.max_concurrent_requests,
+                    cfg.response_timeout,
+                    metrics.upstream_requests_waiting.with_label_values(&[&cfg.name]),
+                ),
             }),
         })
     }
@@ -183,8 +201,8 @@ impl Upstream {
     ) -> Result<ManifestHead, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/manifests/{reference}"), "")?;
         self.with_retries("head_manifest", || async move {
-            let response = self.request(Method::HEAD, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
-            let headers = response.headers();
+            let exchange = self.request(Method::HEAD, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
+            let headers = exchange.response.headers();
             Ok(ManifestHead {
                 digest: content_digest(headers)?,
                 media_type: content_type(headers)?,
@@ -204,9 +222,9 @@ impl Upstream {
     ) -> Result<FetchedManifest, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/manifests/{reference}"), "")?;
         self.with_retries("get_manifest", || async move {
-            let response = self.request(Method::GET, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
-            let digest = content_digest(response.headers())?;
-            let bytes = body::read_to_limit(self.body(response), max_size, "manifest").await?;
+            let exchange = self.request(Method::GET, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
+            let digest = content_digest(exchange.response.headers())?;
+            let bytes = body::read_to_limit(self.body(exchange), max_size, "manifest").await?;
             Ok(FetchedManifest { bytes, digest })
         })
         .await
@@ -216,8 +234,8 @@ impl Upstream {
     pub(crate) async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobHead, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/blobs/{digest}"), "")?;
         self.with_retries("head_blob", || async move {
-            let response = self.request(Method::HEAD, uri, None, repo).await?;
-            Ok(BlobHead { size: content_length(response.headers())? })
+            let exchange = self.request(Method::HEAD, uri, None, repo).await?;
+            Ok(BlobHead { size: content_length(exchange.response.headers())? })
         })
         .await
     }
@@ -227,9 +245,9 @@ impl Upstream {
     pub(crate) async fn get_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobResponse, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/blobs/{digest}"), "")?;
         self.with_retries("get_blob", || async move {
-            let response = self.request(Method::GET, uri, None, repo).await?;
-            let size = content_length(response.headers())?;
-            Ok(BlobResponse { size, body: self.body(response) })
+            let exchange = self.request(Method::GET, uri, None, repo).await?;
+            let size = content_length(exchange.response.headers())?;
+            Ok(BlobResponse { size, body: self.body(exchange) })
         })
         .await
     }
@@ -254,9 +272,9 @@ impl Upstream {
         };
         let uri = &self.uri(&format!("/v2/{repo}/tags/list"), &query)?;
         self.with_retries("tags_list", || async move {
-            let response = self.request(Method::GET, uri, Some("application/json"), repo).await?;
-            let has_more = has_next_link(response.headers());
-            let bytes = body::read_to_limit(self.body(response), TAGS_LIST_LIMIT, "tags list").await?;
+            let exchange = self.request(Method::GET, uri, Some("application/json"), repo).await?;
+            let has_more = has_next_link(exchange.response.headers());
+            let bytes = body::read_to_limit(self.body(exchange), TAGS_LIST_LIMIT, "tags list").await?;
             // `tags` may be null or absent for a repository without tags.
             #[derive(Deserialize)]
             struct TagsList {
@@ -285,9 +303,9 @@ impl Upstream {
         };
         let uri = &self.uri(&format!("/v2/{repo}/referrers/{digest}"), &query)?;
         self.with_retries("referrers", || async move {
-            let response = self.request(Method::GET, uri, Some(OCI_INDEX), repo).await?;
-            let filter_applied = artifact_type.is_some() && filters_applied(response.headers(), "artifactType");
-            let bytes = body::read_to_limit(self.body(response), REFERRERS_LIMIT, "referrers index").await?;
+            let exchange = self.request(Method::GET, uri, Some(OCI_INDEX), repo).await?;
+            let filter_applied = artifact_type.is_some() && filters_applied(exchange.response.headers(), "artifactType");
+            let bytes = body::read_to_limit(self.body(exchange), REFERRERS_LIMIT, "referrers index").await?;
             Ok(Referrers { bytes, filter_applied })
         })
         .await
@@ -307,8 +325,9 @@ impl Upstream {
         url.parse().map_err(|e| UpstreamError::Protocol(format!("cannot form a request URL: {e}")))
     }
 
-    fn body(&self, response: Response<Incoming>) -> ResponseBody {
-        ResponseBody::new(response.into_body(), self.inner.cfg.idle_timeout)
+    /// The exchange's body, which keeps its turn under the cap to its end.
+    fn body(&self, exchange: Exchange) -> ResponseBody {
+        ResponseBody::new(exchange.response.into_body(), self.inner.cfg.idle_timeout, Some(exchange.permit))
     }
 
     /// Runs `attempt` again, after a short backoff, while it fails
@@ -341,16 +360,19 @@ impl Upstream {
     }
 
     /// One authenticated request whose status is a success; any other
-    /// status becomes its error.
+    /// status becomes its error. It first waits for a turn under the
+    /// concurrency cap; the turn covers authenticating (a token fetch
+    /// included) and lasts as long as the returned exchange.
     async fn request(
         &self,
         method: Method,
         uri: &Uri,
         accept: Option<&'static str>,
         repo: &RepositoryName,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Exchange, UpstreamError> {
+        let permit = self.inner.concurrency.acquire().await?;
         let answer = self.send_authorized(method, uri, accept, repo).await?;
-        check_status(answer.response)
+        Ok(Exchange { response: check_status(answer.response)?, permit })
     }
 
     /// Sends with whatever credentials are known to work; on a 401 from the
@@ -452,7 +474,9 @@ impl Upstream {
                 code => UpstreamError::Status(code),
             });
         }
-        let bytes = body::read_to_limit(self.body(response), TOKEN_RESPONSE_LIMIT, "token response").await?;
+        // Read within the turn of the request being authenticated.
+        let body = ResponseBody::new(response.into_body(), self.inner.cfg.idle_timeout, None);
+        let bytes = body::read_to_limit(body, TOKEN_RESPONSE_LIMIT, "token response").await?;
         auth::parse_token_response(&bytes)
     }
 }

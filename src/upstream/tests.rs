@@ -36,7 +36,7 @@ fn bearer_challenge(realm: &str, extra: &str) -> String {
 }
 
 fn upstream(cfg: &UpstreamConfig) -> Upstream {
-    Upstream::new(cfg).unwrap()
+    Upstream::new(cfg, &Metrics::new().unwrap()).unwrap()
 }
 
 async fn read_all(body: ResponseBody) -> Result<Bytes, UpstreamError> {
@@ -381,6 +381,34 @@ async fn a_stalled_blob_body_ends_with_a_timeout() {
 }
 
 #[tokio::test]
+async fn a_blob_body_holds_its_turn_until_it_is_dropped_midway() {
+    use futures_util::FutureExt as _;
+
+    let registry = TestServer::start(|seen| match seen.method {
+        Method::HEAD => respond(200, &[], ""),
+        _ => respond_with(200, &[], frames(&[b"first"], true)),
+    })
+    .await;
+    let mut cfg = config(&registry.url());
+    cfg.max_concurrent_requests = 1;
+    let up = upstream(&cfg);
+    let (name, digest) = (repo("a"), manifest_digest());
+
+    let mut blob = up.get_blob(&name, &digest).await.unwrap();
+    let first = blob.body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+    assert_eq!(up.inner.concurrency.available(), 0, "the body being streamed holds the one turn");
+    let mut head = std::pin::pin!(up.head_blob(&name, &digest));
+    assert!(head.as_mut().now_or_never().is_none(), "a second request waits for the turn");
+
+    // The client of this blob goes away halfway through its body.
+    drop(blob);
+    head.await.unwrap();
+    assert_eq!(registry.seen().len(), 2);
+    assert_eq!(up.inner.concurrency.available(), 1, "a finished HEAD gives its turn back");
+}
+
+#[tokio::test]
 async fn refused_connections_are_connect_errors() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -572,12 +600,12 @@ mod tls {
     fn an_unusable_ca_file_is_a_configuration_error() {
         let mut cfg = config("https://127.0.0.1:1");
         cfg.ca_file = Some("no/such/ca.pem".into());
-        assert!(matches!(Upstream::new(&cfg), Err(UpstreamError::Config(_))));
+        assert!(matches!(Upstream::new(&cfg, &Metrics::new().unwrap()), Err(UpstreamError::Config(_))));
 
         let mut not_pem = tempfile::NamedTempFile::new().unwrap();
         not_pem.write_all(b"this is not a certificate\n").unwrap();
         cfg.ca_file = Some(not_pem.path().to_path_buf());
-        let err = Upstream::new(&cfg).unwrap_err();
+        let err = Upstream::new(&cfg, &Metrics::new().unwrap()).unwrap_err();
         assert!(matches!(err, UpstreamError::Config(ref m) if m.contains("no PEM certificate")), "{err:?}");
     }
 }

@@ -5,7 +5,7 @@ use crate::http;
 use crate::streaming::within_guard;
 
 /// The value of one sample line in Prometheus text format, 0 if absent.
-fn sample(text: &str, series: &str) -> u64 {
+pub fn sample(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)

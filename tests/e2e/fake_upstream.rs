@@ -13,6 +13,12 @@
 //! Nothing here sleeps to synchronise: a stalled body waits on a [`Gate`]
 //! that the test opens, and the test learns that a body reached its stall
 //! point from the same gate.
+//!
+//! It also counts requests in flight at once, and the most there ever were.
+//! A request is in flight from when its headers are read until its response
+//! body has been handed over whole (or broken off, or dropped): that window
+//! lies inside the one in which wharf holds the request open, so the count
+//! never exceeds what wharf really had outstanding.
 
 use std::collections::HashMap;
 use std::io;
@@ -232,6 +238,8 @@ struct Inner {
     seen: Vec<Seen>,
     bodies: Vec<(String, BodyEnd)>,
     tasks: Vec<JoinHandle<()>>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 struct State {
@@ -248,8 +256,24 @@ impl State {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn request_started(&self) {
+        let mut inner = self.lock();
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+    }
+
+    fn request_ended(&self) {
+        let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+    }
+
+    /// A fed body is the last part of its request: its end ends the request.
     fn body_ended(&self, reference: &str, end: BodyEnd) {
-        self.lock().bodies.push((reference.to_owned(), end));
+        {
+            let mut inner = self.lock();
+            inner.bodies.push((reference.to_owned(), end));
+            inner.in_flight = inner.in_flight.saturating_sub(1);
+        }
         self.changed.notify_waiters();
     }
 }
@@ -378,6 +402,16 @@ impl FakeUpstream {
     pub fn count(&self, method: &str, reference: &str) -> usize {
         let suffix = format!("/{reference}");
         self.state.lock().seen.iter().filter(|s| s.method == method && s.path.ends_with(&suffix)).count()
+    }
+
+    /// Requests in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().in_flight
+    }
+
+    /// The most requests that were ever in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().max_in_flight
     }
 
     /// Requests to the token endpoint.
@@ -545,6 +579,17 @@ fn route(path: &str) -> Target {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<FakeBody> {
+    state.request_started();
+    let resp = answer(&state, req).await;
+    // A fed body ends the request when it ends; a whole one is handed over
+    // with the headers.
+    if let FakeBody::Whole(_) = resp.body() {
+        state.request_ended();
+    }
+    resp
+}
+
+async fn answer(state: &Arc<State>, req: Request<Incoming>) -> Response<FakeBody> {
     let seen = Seen {
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
@@ -556,17 +601,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<FakeBody>
 
     let target = route(&seen.path);
     if let Target::Token = target {
-        return token(&state, &seen);
+        return token(state, &seen);
     }
-    if let Some(challenge) = missing_bearer(&state, &seen, &target) {
+    if let Some(challenge) = missing_bearer(state, &seen, &target) {
         let mut resp = oci_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         return resp;
     }
     match target {
         Target::Ping => whole(StatusCode::OK, "application/json", "{}"),
-        Target::Manifest { reference, .. } => content_response(&state, &seen.method, &reference, true).await,
-        Target::Blob { digest, .. } => content_response(&state, &seen.method, &digest, false).await,
+        Target::Manifest { reference, .. } => content_response(state, &seen.method, &reference, true).await,
+        Target::Blob { digest, .. } => content_response(state, &seen.method, &digest, false).await,
         Target::Token | Target::Other => oci_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
     }
 }
@@ -947,6 +992,28 @@ mod self_tests {
         within_guard("request arrives", fake.requested("GET", &digest, 1)).await;
         client.await.expect("client task");
         assert_eq!(fake.count("GET", &digest), 1);
+    }
+
+    #[tokio::test]
+    async fn counts_requests_in_flight_until_their_bodies_end() {
+        let fake = FakeUpstream::start().await;
+        let gate = Gate::new();
+        let digests: Vec<_> = (0..2).map(|_| fake.put_blob(random_bytes(50_000))).collect();
+        let mut streams = Vec::new();
+        for digest in &digests {
+            fake.script(digest, Script::normal().stalling_at(10_000, &gate));
+            streams.push(open(&blob_url(&fake, digest)).await);
+        }
+        within_guard("both bodies stalled", gate.reached(2)).await;
+        http::get(&format!("{}/v2/", fake.url())).await;
+        assert_eq!(fake.in_flight(), 2, "the ping is over; the stalled bodies are not");
+        assert_eq!(fake.max_in_flight(), 3);
+        gate.open();
+        for s in streams {
+            assert!(within_guard("rest of the body", s.finish()).await.complete);
+        }
+        assert_eq!(fake.in_flight(), 0);
+        assert_eq!(fake.max_in_flight(), 3);
     }
 
     #[tokio::test]
