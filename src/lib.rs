@@ -18,11 +18,13 @@
 //! - `upstream`: the remote registry client (auth, redirects, retries).
 //! - `storage`: content-addressed objects, verified ingest.
 //! - `metadata`: tag records and the repository index.
+//! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
 
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod app;
+pub(crate) mod auth;
 pub mod cli;
 pub mod config;
 pub(crate) mod metadata;

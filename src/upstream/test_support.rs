@@ -175,6 +175,7 @@ pub(super) fn config(url: &str) -> UpstreamConfig {
         fill_timeout: Duration::from_secs(60),
         retries: 2,
         retain_versions: None,
+        anonymous_pull: true,
     }
 }
 
