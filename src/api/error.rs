@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
 use super::router::RouteError;
+use crate::auth::AuthError;
 use crate::oci::ErrorCode;
 use crate::pullthrough::{PullError, RouteError as UpstreamRouteError};
 use crate::upstream::UpstreamError;
@@ -23,6 +24,9 @@ pub(crate) enum ApiError {
     Denied(&'static str),
     #[error("invalid pagination parameter n: {0:?}")]
     BadPagination(String),
+    /// Authentication or authorization refused the request.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl ApiError {
@@ -40,6 +44,17 @@ impl ApiError {
             ApiError::Unsupported(_) => plain(C::Unsupported),
             ApiError::Denied(_) => plain(C::Denied),
             ApiError::BadPagination(_) => plain(C::PaginationNumberInvalid),
+            ApiError::Auth(e) => match e {
+                AuthError::Unauthenticated { challenge, .. } => (
+                    StatusCode::UNAUTHORIZED,
+                    C::Unauthorized,
+                    Some((header::WWW_AUTHENTICATE, challenge.header_value())),
+                ),
+                AuthError::Denied(_) => plain(C::Denied),
+                // A malformed token request: the spec has no code for it.
+                AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, C::Unsupported, None),
+                AuthError::Internal(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
+            },
             ApiError::Pull(e) => match e {
                 PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),
                 PullError::Route(UpstreamRouteError::Name(_)) => plain(C::NameInvalid),
