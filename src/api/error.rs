@@ -148,6 +148,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn auth_refusals_are_401_with_the_challenge_or_403_denied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(None, std::iter::empty()).unwrap();
+        let auth = crate::auth::Auth::open(&config.auth, tmp.path()).unwrap();
+        let req = http::Request::builder().uri("/v2/").header("Host", "r.test").body(()).unwrap();
+        let scope = crate::auth::Scope::None;
+        let caller = crate::auth::Caller::of(&req);
+        let e = auth.refuse(caller, &scope, crate::auth::Decision::Challenge, "pull x").unwrap_err();
+        let (s, h, j) = render(e.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED")));
+        assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer realm=\"http://r.test/token\",service=\"wharf\"");
+        let e = auth.refuse(caller, &scope, crate::auth::Decision::Deny, "pull x").unwrap_err();
+        let (s, h, j) = render(e.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
+        assert!(h.get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
     async fn upstream_failures_become_gateway_errors_and_429_keeps_retry_after() {
         let (s, h, j) = render(PullError::Upstream(UpstreamError::TooManyRequests { retry_after: Some(Duration::from_secs(7)) }).into()).await;
         assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);

@@ -224,7 +224,7 @@ impl KeyRing {
             expires_at: None,
         }];
         let mut previous = keys.previous.clone();
-        previous.sort_by(|a, b| b.retired_at.cmp(&a.retired_at));
+        previous.sort_by_key(|p| std::cmp::Reverse(p.retired_at));
         out.extend(previous.into_iter().map(|p| KeyInfo {
             kid: p.kid,
             current: false,

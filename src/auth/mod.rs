@@ -296,7 +296,7 @@ impl Auth {
             // A user removed from the config loses access at once, even
             // with a token that has not expired.
             if self.inner.policy.user(user).is_none() {
-                return Err(TokenError::WrongIssuer(format!("(a token for {user:?}, who is no longer a user)")));
+                return Err(TokenError::UnknownSubject(user.clone()));
             }
         }
         Ok(TokenGrant { subject, access: claims.access })

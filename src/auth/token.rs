@@ -89,6 +89,8 @@ pub(crate) enum TokenError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
+    #[error("the token's user {0:?} is no longer configured")]
+    UnknownSubject(String),
     #[error("cannot sign a token: {0}")]
     Signing(String),
 }
