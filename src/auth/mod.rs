@@ -498,20 +498,10 @@ impl Auth {
 
     /// Every user, by name, with the rules that cover them.
     pub(crate) fn users(&self) -> Vec<UserView> {
-        let rules = self.inner.policy.rules();
-        self.inner
-            .policy
+        let policy = &self.inner.policy;
+        policy
             .users()
-            .map(|u| UserView {
-                name: u.name.clone(),
-                admin: u.admin,
-                rules: self
-                    .inner
-                    .policy
-                    .rules_for(&u.name)
-                    .filter_map(|r| rules.iter().position(|x| std::ptr::eq(x, r)))
-                    .collect(),
-            })
+            .map(|u| UserView { name: u.name.clone(), admin: u.admin, rules: policy.rules_for(&u.name) })
             .collect()
     }
 
@@ -685,7 +675,9 @@ impl TokenRequest {
     /// `scope` may repeat and hold several space-separated scopes;
     /// `account`, `client_id` and `offline_token` are accepted and not
     /// needed (the Basic credentials say who; no refresh tokens are
-    /// issued). Scopes of unknown types or invalid names grant nothing.
+    /// issued), and so is any other parameter: clients add their own, and
+    /// refusing them would break a login for nothing. Scopes of unknown
+    /// types or invalid names grant nothing.
     fn parse(query: Option<&str>) -> Result<TokenRequest, AuthError> {
         let mut out = TokenRequest::default();
         for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -696,8 +688,7 @@ impl TokenRequest {
                         out.add_scope(scope);
                     }
                 }
-                "account" | "client_id" | "offline_token" => {}
-                other => return Err(AuthError::BadRequest(format!("unknown token request parameter {other:?}"))),
+                _ => {}
             }
         }
         Ok(out)

@@ -192,9 +192,9 @@ impl Policy {
         &self.rules
     }
 
-    /// The rules that cover `user` by name or as `"*"`.
-    pub(crate) fn rules_for<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| r.covers(Identity::User(user)))
+    /// The positions of the rules that cover `user` by name or as `"*"`.
+    pub(crate) fn rules_for(&self, user: &str) -> Vec<usize> {
+        (0..self.rules.len()).filter(|&i| self.rules[i].covers(Identity::User(user))).collect()
     }
 
     /// What the rules let `who` do on `repository` (union over every rule
