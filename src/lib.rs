@@ -5,9 +5,9 @@
 //! Data flows one way; an arrow means "may call":
 //!
 //! ```text
-//! cli -> app -> server -> api (router, handlers, error) -> pullthrough -> { storage, metadata }
-//!                                                          \-> upstream
-//!             -> admin (health, metrics, the admin REST API) -> { metadata, repository, storage }
+//! cli -> app -> server -> api (router, access, handlers, error) -> pullthrough -> { storage, metadata }
+//!                           \-> auth                              \-> upstream
+//!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage }
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
