@@ -217,6 +217,10 @@ struct Inner {
     /// process, so the cache holds nothing a password could be found from.
     verified: moka::sync::Cache<[u8; 32], ()>,
     cache_salt: [u8; 32],
+    /// Bounds argon2 verifications in flight (each holds 19 MiB and a
+    /// blocking thread): a flood of wrong passwords queues here instead of
+    /// exhausting memory and the blocking pool.
+    verifying: Arc<tokio::sync::Semaphore>,
 }
 
 fn now() -> u64 {
@@ -244,6 +248,9 @@ impl Auth {
                     .time_to_live(VERIFIED_TTL)
                     .build(),
                 cache_salt,
+                verifying: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+                )),
             }),
         })
     }
@@ -312,11 +319,20 @@ impl Auth {
         }
         let phc = self.inner.policy.user(user).map(|u| u.password_hash.phc().to_owned());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || match phc {
-            Some(phc) => password::verify(&phc, &password),
-            None => {
-                password::verify_nothing(&password);
-                false
+        // The semaphore is never closed, so acquiring fails only if it were.
+        let Ok(permit) = Arc::clone(&self.inner.verifying).acquire_owned().await else {
+            return false;
+        };
+        // The permit goes with the work: a client that hangs up does not
+        // free a place while its verification still runs.
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match phc {
+                Some(phc) => password::verify(&phc, &password),
+                None => {
+                    password::verify_nothing(&password);
+                    false
+                }
             }
         })
         .await
