@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::api::body::Body;
 use crate::api::Registry;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::limits::RateLimits;
 use crate::metadata::Metadata;
@@ -78,8 +79,16 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let hosted = Hosted::new(metadata.clone(), pull.clone());
-    let admin = Admin::new(metrics.clone(), metadata.clone(), distributions.clone(), storage.clone(), &config.upstreams)
-        .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
+    let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
+    let admin = Admin::new(
+        metrics.clone(),
+        metadata.clone(),
+        distributions.clone(),
+        storage.clone(),
+        &config.upstreams,
+        auth.clone(),
+    )
+    .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
 
     let registry_listener = bind("server.listen", config.server.listen).await?;
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
@@ -96,6 +105,16 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     for u in &config.upstreams {
         tracing::info!(name = %u.name, url = %u.url, default = u.default, tag_ttl = ?u.tag_ttl, "upstream");
     }
+    tracing::info!(
+        users = config.auth.users.len(),
+        rules = config.auth.rules.len(),
+        basic = config.auth.basic,
+        service = %config.auth.service,
+        "authentication"
+    );
+    if !auth.has_users() {
+        tracing::info!("no [[auth.user]] configured: anonymous pulls only, the admin API is open, nobody may push");
+    }
     tracing::info!(registry = %registry_addr, admin = %admin_addr, storage = %config.storage.path.display(), "wharf listening");
 
     let limits = RateLimits::new(&config.limits, &metrics);
@@ -103,7 +122,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = tokio::spawn(server::serve(
         registry_listener,
-        Arc::new(Registry::new(pull, distributions.clone(), hosted, metrics.clone()).with_limits(limits)),
+        Arc::new(Registry::new(pull, distributions.clone(), hosted, metrics.clone(), auth).with_limits(limits)),
         stop_rx.clone(),
         DRAIN_GRACE,
     ));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{self, Action, Actions, Grantee, PasswordHash, RepositoryPattern, Rule, User};
 use crate::oci::is_valid_component;
 
 mod limits;
@@ -47,6 +48,62 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     limits: limits::RawLimits,
+    auth: RawAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    /// Empty: `http://<Host>/token` from each request.
+    realm: String,
+    service: String,
+    token_ttl: String,
+    basic: bool,
+    open_metrics: bool,
+    user: Vec<RawUser>,
+    rule: Vec<RawRule>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            realm: String::new(),
+            service: "wharf".into(),
+            token_ttl: "5m".into(),
+            basic: false,
+            open_metrics: true,
+            user: Vec::new(),
+            rule: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// Secrets never reach logs: Debug leaves the hash out.
+impl fmt::Debug for RawUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawUser")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("admin", &self.admin)
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    users: Vec<String>,
+    repositories: Vec<String>,
+    actions: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +168,9 @@ struct RawUpstream {
     retain_versions: Option<u32>,
     #[serde(default = "default_max_concurrent_requests")]
     max_concurrent_requests: u32,
+    /// Clients without credentials may pull through this upstream.
+    #[serde(default = "default_true")]
+    anonymous_pull: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,7 +204,11 @@ fn default_upstreams() -> Vec<RawUpstream> {
         retries: default_retries(),
         retain_versions: None,
         max_concurrent_requests: default_max_concurrent_requests(),
+        anonymous_pull: true,
     }]
+}
+fn default_true() -> bool {
+    true
 }
 fn default_tag_ttl() -> String {
     "5m".into()
@@ -178,6 +242,26 @@ pub(crate) struct Config {
     pub(crate) upstreams: Vec<UpstreamConfig>,
     pub(crate) log: LogConfig,
     pub(crate) limits: LimitsConfig,
+    pub(crate) auth: AuthConfig,
+}
+
+/// `[auth]`: who may sign in and what they may do. Without users (the
+/// default) nobody can sign in: anonymous clients pull what is public, the
+/// admin API is open, and nobody may push or delete.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthConfig {
+    /// The token endpoint named in challenges; None derives
+    /// `http://<Host>/token` from each request.
+    pub(crate) realm: Option<String>,
+    /// The `service` of challenges and the `aud` of tokens.
+    pub(crate) service: String,
+    pub(crate) token_ttl: Duration,
+    /// Basic credentials accepted on `/v2/` itself, not only at `/token`.
+    pub(crate) basic: bool,
+    /// `/metrics` and the health endpoints need no credentials.
+    pub(crate) open_metrics: bool,
+    pub(crate) users: Vec<User>,
+    pub(crate) rules: Vec<Rule>,
 }
 
 #[derive(Clone, Debug)]
@@ -242,6 +326,9 @@ pub(crate) struct UpstreamConfig {
     /// Requests to this upstream in flight at once, a blob's streamed body
     /// included; more wait for a turn.
     pub(crate) max_concurrent_requests: usize,
+    /// Clients without credentials may pull through this upstream; when
+    /// false, pulling needs a rule granting `pull`.
+    pub(crate) anonymous_pull: bool,
 }
 
 impl Config {
@@ -308,12 +395,117 @@ impl RawConfig {
         if upstreams.iter().filter(|u| u.default).count() > 1 {
             return Err(invalid("upstream.default", "only one upstream may be the default"));
         }
+        let auth = self.auth.validate()?;
         Ok(Config {
             server,
             storage: StorageConfig { path: self.storage.path },
             upstreams,
             log: LogConfig { level: self.log.level },
             limits: self.limits.validate()?,
+            auth,
+        })
+    }
+}
+
+/// The longest token lifetime accepted: a stolen token should not outlive a day.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+const MAX_USER_NAME_LEN: usize = 64;
+
+impl RawAuth {
+    fn validate(self) -> Result<AuthConfig, ConfigError> {
+        let realm = match self.realm.trim() {
+            "" => None,
+            r => {
+                let uri: http::Uri = r.parse().map_err(|e| invalid("auth.realm", format!("{r:?}: {e}")))?;
+                if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.authority().is_none() {
+                    return Err(invalid("auth.realm", format!("{r:?} must be an http:// or https:// URL")));
+                }
+                if r.contains('"') {
+                    return Err(invalid("auth.realm", "must not contain '\"'"));
+                }
+                Some(r.to_owned())
+            }
+        };
+        let service_ok = !self.service.is_empty()
+            && self.service.len() <= 255
+            && self.service.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !service_ok {
+            return Err(invalid("auth.service", format!("{:?} must be 1-255 printable characters without quotes or spaces", self.service)));
+        }
+        let token_ttl = parse_positive_duration("auth.token_ttl", &self.token_ttl)?;
+        if token_ttl > MAX_TOKEN_TTL {
+            return Err(invalid("auth.token_ttl", format!("{:?} is longer than 24h", self.token_ttl)));
+        }
+        let mut users: Vec<User> = Vec::with_capacity(self.user.len());
+        for (i, raw) in self.user.into_iter().enumerate() {
+            let key = format!("auth.user[{i}]");
+            let name_ok = !raw.name.is_empty()
+                && raw.name.len() <= MAX_USER_NAME_LEN
+                && raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+            if !name_ok {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} must be 1-{MAX_USER_NAME_LEN} letters, digits, '.', '_', '-' or '@'", raw.name),
+                ));
+            }
+            if raw.name == "anonymous" {
+                return Err(invalid(format!("{key}.name"), "\"anonymous\" is reserved for clients without credentials"));
+            }
+            if users.iter().any(|u| u.name == raw.name) {
+                return Err(invalid(format!("{key}.name"), format!("{:?} is used twice", raw.name)));
+            }
+            auth::check_password_hash(&raw.password_hash).map_err(|e| invalid(format!("{key}.password_hash"), e))?;
+            users.push(User { name: raw.name, password_hash: PasswordHash::new(raw.password_hash), admin: raw.admin });
+        }
+        let mut rules = Vec::with_capacity(self.rule.len());
+        for (i, raw) in self.rule.into_iter().enumerate() {
+            let key = format!("auth.rule[{i}]");
+            if raw.users.is_empty() {
+                return Err(invalid(format!("{key}.users"), "name at least one user, \"*\" or \"anonymous\""));
+            }
+            let grantees = raw
+                .users
+                .iter()
+                .enumerate()
+                .map(|(j, u)| match u.as_str() {
+                    "*" => Ok(Grantee::AnyUser),
+                    "anonymous" => Ok(Grantee::Anonymous),
+                    name if users.iter().any(|x| x.name == name) => Ok(Grantee::User(name.to_owned())),
+                    name => Err(invalid(
+                        format!("{key}.users[{j}]"),
+                        format!("{name:?} is not an [[auth.user]], \"*\" (any signed-in user) or \"anonymous\""),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if raw.repositories.is_empty() {
+                return Err(invalid(format!("{key}.repositories"), "name at least one repository pattern, such as \"team/*\""));
+            }
+            let repositories = raw
+                .repositories
+                .iter()
+                .enumerate()
+                .map(|(j, r)| RepositoryPattern::parse(r).map_err(|e| invalid(format!("{key}.repositories[{j}]"), e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if raw.actions.is_empty() {
+                return Err(invalid(format!("{key}.actions"), "name at least one of pull, push, delete"));
+            }
+            let mut actions = Actions::NONE;
+            for (j, a) in raw.actions.iter().enumerate() {
+                let action = Action::parse(a).ok_or_else(|| {
+                    invalid(format!("{key}.actions[{j}]"), format!("{a:?} is not one of pull, push, delete"))
+                })?;
+                actions = actions.with(action);
+            }
+            rules.push(Rule { grantees, repositories, actions });
+        }
+        Ok(AuthConfig {
+            realm,
+            service: self.service,
+            token_ttl,
+            basic: self.basic,
+            open_metrics: self.open_metrics,
+            users,
+            rules,
         })
     }
 }
@@ -391,6 +583,7 @@ impl RawUpstream {
             retries: self.retries,
             retain_versions: self.retain_versions,
             max_concurrent_requests: self.max_concurrent_requests as usize,
+            anonymous_pull: self.anonymous_pull,
         })
     }
 }
@@ -516,6 +709,64 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(c.upstreams[0].docker_hub);
         assert_eq!(c.upstreams[0].url.to_string(), "https://registry-1.docker.io/");
+    }
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$J6b4MlQ1vBVoGfmC7Fpf0Lqf3+7yU9TQ0DAn2wXZZPM";
+
+    fn auth_toml(extra: &str) -> String {
+        format!("[auth]\n{extra}\n[[auth.user]]\nname = \"alice\"\npassword_hash = {HASH:?}\n")
+    }
+
+    #[test]
+    fn no_auth_section_means_no_users_and_anonymous_pull() {
+        let c = Config::load(None, std::iter::empty()).unwrap();
+        assert!(c.auth.users.is_empty() && c.auth.rules.is_empty());
+        assert_eq!(c.auth.service, "wharf");
+        assert_eq!(c.auth.token_ttl, Duration::from_secs(300));
+        assert!(c.auth.realm.is_none() && !c.auth.basic && c.auth.open_metrics);
+        assert!(c.upstreams[0].anonymous_pull);
+    }
+
+    #[test]
+    fn users_and_rules_load_and_the_hash_is_redacted() {
+        let toml = auth_toml("realm = \"https://r.example/token\"\nbasic = true\ntoken_ttl = \"10m\"\n")
+            + "[[auth.rule]]\nusers = [\"alice\", \"*\", \"anonymous\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\", \"push\"]\n"
+            + "[[upstream]]\nname = \"a\"\nurl = \"http://h\"\nanonymous_pull = false\n";
+        let c = load_str(&toml, &[]).unwrap();
+        assert_eq!(c.auth.users[0].name, "alice");
+        assert_eq!(c.auth.rules[0].grantees, vec![Grantee::User("alice".into()), Grantee::AnyUser, Grantee::Anonymous]);
+        assert_eq!(c.auth.rules[0].actions, Actions::of([Action::Pull, Action::Push]));
+        assert_eq!(c.auth.realm.as_deref(), Some("https://r.example/token"));
+        assert!(c.auth.basic);
+        assert!(!c.upstreams[0].anonymous_pull);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("J6b4MlQ1") && !shown.contains("argon2id"), "{shown}");
+    }
+
+    #[test]
+    fn bad_auth_settings_name_their_key() {
+        let cases = [
+            (auth_toml("realm = \"ftp://x\""), "auth.realm"),
+            (auth_toml("service = \"has space\""), "auth.service"),
+            (auth_toml("token_ttl = \"0s\""), "auth.token_ttl"),
+            (auth_toml("token_ttl = \"48h\""), "auth.token_ttl"),
+            (auth_toml("") + "[[auth.user]]\nname = \"bob\"\npassword_hash = \"x\"\n", "auth.user[1].password_hash"),
+            (auth_toml("") + &format!("[[auth.user]]\nname = \"alice\"\npassword_hash = {HASH:?}\n"), "auth.user[1].name"),
+            (auth_toml("") + &format!("[[auth.user]]\nname = \"a:b\"\npassword_hash = {HASH:?}\n"), "auth.user[1].name"),
+            (auth_toml("") + &format!("[[auth.user]]\nname = \"anonymous\"\npassword_hash = {HASH:?}\n"), "auth.user[1].name"),
+            (auth_toml("") + "[[auth.rule]]\nusers = [\"alice\", \"bob\"]\nrepositories = [\"x\"]\nactions = [\"pull\"]\n", "auth.rule[0].users[1]"),
+            (auth_toml("") + "[[auth.rule]]\nusers = [\"alice\"]\nrepositories = [\"X/*\"]\nactions = [\"pull\"]\n", "auth.rule[0].repositories[0]"),
+            (auth_toml("") + "[[auth.rule]]\nusers = [\"alice\"]\nrepositories = [\"x\"]\nactions = [\"pull\", \"write\"]\n", "auth.rule[0].actions[1]"),
+            (auth_toml("") + "[[auth.rule]]\nusers = []\nrepositories = [\"x\"]\nactions = [\"pull\"]\n", "auth.rule[0].users"),
+        ];
+        for (toml, key) in cases {
+            let e = err_text(load_str(&toml, &[]));
+            assert!(e.starts_with(key), "want {key}: {e}\n{toml}");
+        }
+        let e = err_text(load_str(&auth_toml("colour = \"blue\""), &[]));
+        assert!(e.contains("colour"), "{e}");
+        let e = err_text(load_str("[auth]\n[[auth.user]]\nname = \"a\"\npassword = \"plain\"\npassword_hash = \"x\"\n", &[]));
+        assert!(e.contains("password"), "{e}");
     }
 
     #[test]

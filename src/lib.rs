@@ -5,9 +5,9 @@
 //! Data flows one way; an arrow means "may call":
 //!
 //! ```text
-//! cli -> app -> server -> api (router, handlers, error) -> pullthrough -> { storage, metadata }
-//!                                                          \-> upstream
-//!             -> admin (health, metrics, the admin REST API) -> { metadata, repository, storage }
+//! cli -> app -> server -> api (router, access, handlers, error) -> pullthrough -> { storage, metadata }
+//!                           \-> auth                              \-> upstream
+//!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage }
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
@@ -19,11 +19,13 @@
 //! - `storage`: content-addressed objects, verified ingest.
 //! - `metadata`: tag records and the repository index.
 //! - `limits`: inbound rate limits per client IP and per user.
+//! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
 
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod app;
+pub(crate) mod auth;
 pub mod cli;
 pub mod config;
 pub(crate) mod limits;

@@ -166,9 +166,6 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimits<C> {
     /// refusal becomes `ApiError::RateLimited` (429 `TOOMANYREQUESTS` with
     /// `Retry-After`). Anonymous requests are not checked here: the per-IP
     /// limit covers them.
-    // Not called yet outside tests: the auth gate that knows the user is
-    // the push/auth work. When it calls this, drop the attribute.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn check_user(&self, user: &str) -> Result<(), RetryAfter> {
         match &self.inner.per_user {
             Some(limiter) => limiter.check(&user.to_owned()),

@@ -13,11 +13,12 @@ use serde::Serialize;
 use super::error::{AdminError, ErrorBody};
 use super::model::{
     self, Blob, BlobPage, Distribution, DistributionChanges, DistributionPage, DistributionPath, Manifest,
-    ManifestPage, NewDistribution, Pagination, Repository, RepositoryPage, RepositoryPath, Tag, TagPage, Upstream,
-    UpstreamPage, Version, VersionPage, VersionPath,
+    ManifestPage, NewDistribution, Pagination, Repository, RepositoryPage, RepositoryPath, Rule, RulePage, SigningKey,
+    SigningKeyPage, Tag, TagPage, Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
 use crate::api::body::{full, Body};
+use crate::auth::Auth;
 use crate::config::UpstreamConfig;
 use crate::metadata::{self, ContentFilter, ManifestItem, Metadata, RepositoryFilter, RepositoryKind};
 use crate::oci::media;
@@ -37,6 +38,7 @@ pub(crate) struct Api {
     distributions: Distributions,
     storage: Storage,
     upstreams: Vec<Upstream>,
+    auth: Auth,
     openapi: Bytes,
 }
 
@@ -46,9 +48,11 @@ impl Api {
         distributions: Distributions,
         storage: Storage,
         upstreams: &[UpstreamConfig],
+        auth: Auth,
         openapi: Bytes,
     ) -> Api {
-        Api { metadata, distributions, storage, upstreams: upstreams.iter().map(Upstream::from).collect(), openapi }
+        let upstreams = upstreams.iter().map(Upstream::from).collect();
+        Api { metadata, distributions, storage, upstreams, auth, openapi }
     }
 }
 
@@ -421,6 +425,84 @@ pub(crate) async fn list_upstreams(api: &Api, query: &Query) -> Reply {
     let skip = usize::try_from(page.offset).unwrap_or(usize::MAX);
     let results = api.upstreams.iter().skip(skip).take(page.limit as usize).cloned().collect();
     json(StatusCode::OK, &UpstreamPage::new(api.upstreams.len() as u64, page, results))
+}
+
+/// One page of an in-memory list.
+fn slice<T: Clone>(all: &[T], page: Pagination) -> Vec<T> {
+    let skip = usize::try_from(page.offset).unwrap_or(usize::MAX);
+    all.iter().skip(skip).take(page.limit as usize).cloned().collect()
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "auth",
+    params(Pagination),
+    responses(
+        (status = 200, description = "The configured users, by name, with the rules that cover each; never password hashes.", body = UserPage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_users(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let rules = api.auth.rules();
+    let all: Vec<User> = api.auth.users().iter().map(|u| User::new(u, rules)).collect();
+    json(StatusCode::OK, &UserPage::new(all.len() as u64, page, slice(&all, page)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/rules",
+    tag = "auth",
+    params(Pagination),
+    responses(
+        (status = 200, description = "The configured rules, in configuration order.", body = RulePage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_rules(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let all: Vec<Rule> = api.auth.rules().iter().enumerate().map(|(i, r)| Rule::new(i, r)).collect();
+    json(StatusCode::OK, &RulePage::new(all.len() as u64, page, slice(&all, page)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/signing-keys",
+    tag = "auth",
+    params(Pagination),
+    responses(
+        (status = 200, description = "The token signing keys: the current one, then retired ones that still verify, newest first.", body = SigningKeyPage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_signing_keys(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let all: Vec<SigningKey> = api.auth.keys().iter().map(SigningKey::from).collect();
+    json(StatusCode::OK, &SigningKeyPage::new(all.len() as u64, page, slice(&all, page)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/signing-keys",
+    tag = "auth",
+    responses(
+        (status = 201, description = "A new key signs tokens from now on; the previous one keeps verifying \
+            the tokens it signed until they expire (`auth.token_ttl` plus a minute). The body is the new key.", body = SigningKey),
+        (status = 500, description = "The key file could not be written; the old key still signs.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn rotate_signing_key(api: &Api) -> Reply {
+    let auth = api.auth.clone();
+    // A small synchronous file write and fsync: off the async workers.
+    let keys = tokio::task::spawn_blocking(move || auth.rotate_key())
+        .await
+        .map_err(|e| AdminError::Internal(format!("key rotation did not finish: {e}")))??;
+    let current = keys
+        .iter()
+        .find(|k| k.current)
+        .ok_or_else(|| AdminError::Internal("no current key after rotation".into()))?;
+    json(StatusCode::CREATED, &SigningKey::from(current))
 }
 
 #[utoipa::path(

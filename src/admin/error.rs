@@ -8,8 +8,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::api::body::{full, Body};
+use crate::auth::AuthError;
 use crate::metadata::MetadataError;
 use crate::storage::StorageError;
+
+/// The challenge of a 401: Basic, which curl and the `wharf` command speak
+/// (a bearer token with `registry:admin:*` is accepted too).
+const ADMIN_CHALLENGE: &str = "Basic realm=\"wharf admin\"";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum AdminError {
@@ -29,6 +34,12 @@ pub(crate) enum AdminError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No credentials, or wrong ones; the answer carries a Basic challenge.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Signed in without the admin role.
+    #[error("{0}")]
+    Forbidden(String),
     /// wharf failed (database, storage): not the caller's fault.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +52,17 @@ impl From<MetadataError> for AdminError {
             MetadataError::Conflict(m) => AdminError::Conflict(m),
             MetadataError::Invalid(m) => AdminError::Invalid(m),
             MetadataError::Database(_) => AdminError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for AdminError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated { message, .. } => AdminError::Unauthorized(message),
+            AuthError::Denied(m) => AdminError::Forbidden(m),
+            AuthError::BadRequest(m) => AdminError::Invalid(m),
+            AuthError::Internal(m) => AdminError::Internal(m),
         }
     }
 }
@@ -61,6 +83,8 @@ pub(crate) enum ErrorCode {
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
+    Unauthorized,
+    Forbidden,
     Internal,
 }
 
@@ -88,6 +112,8 @@ impl AdminError {
             AdminError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType)
             }
+            AdminError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             AdminError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
@@ -112,6 +138,9 @@ impl AdminError {
         if let AdminError::MethodNotAllowed { allow, .. } = &self {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if let AdminError::Unauthorized(_) = &self {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(ADMIN_CHALLENGE));
+        }
         resp
     }
 }
@@ -135,6 +164,8 @@ mod tests {
             (AdminError::Conflict("base_path taken".into()), 409, "conflict"),
             (AdminError::PayloadTooLarge { limit: 65536 }, 413, "payload_too_large"),
             (AdminError::UnsupportedMediaType("send JSON".into()), 415, "unsupported_media_type"),
+            (AdminError::Unauthorized("sign in".into()), 401, "unauthorized"),
+            (AdminError::Forbidden("not an admin".into()), 403, "forbidden"),
             (AdminError::Internal("disk on fire".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {

@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use crate::api::body::{full, Body, BodyError};
+use crate::auth::{AdminResource, Auth};
 use crate::config::UpstreamConfig;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
@@ -44,6 +45,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub(crate) struct Admin {
     metrics: Metrics,
     api: Arc<Api>,
+    auth: Auth,
 }
 
 impl Admin {
@@ -54,11 +56,12 @@ impl Admin {
         distributions: Distributions,
         storage: Storage,
         upstreams: &[UpstreamConfig],
+        auth: Auth,
     ) -> Result<Admin, AdminError> {
         let document = openapi::document()
             .map_err(|e| AdminError::Internal(format!("cannot render the OpenAPI document: {e}")))?;
-        let api = Api::new(metadata, distributions, storage, upstreams, Bytes::from(document));
-        Ok(Admin { metrics, api: Arc::new(api) })
+        let api = Api::new(metadata, distributions, storage, upstreams, auth.clone(), Bytes::from(document));
+        Ok(Admin { metrics, api: Arc::new(api), auth })
     }
 
     pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body>
@@ -67,6 +70,17 @@ impl Admin {
         B::Data: Send,
         B::Error: Into<BodyError>,
     {
+        // Who may reach what is auth's decision: with users configured,
+        // the admin role for the API, and for health and metrics too
+        // unless `auth.open_metrics`.
+        let resource = match req.uri().path() {
+            "/metrics" => AdminResource::Metrics,
+            p if p.starts_with("/api/") => AdminResource::Api,
+            _ => AdminResource::Health,
+        };
+        if let Err(e) = self.auth.authorize_admin(req.headers(), resource).await {
+            return AdminError::from(e).into_response();
+        }
         if req.uri().path().starts_with("/api/") {
             return self.api(req).await;
         }
@@ -145,6 +159,10 @@ impl Admin {
             },
             Endpoint::DeleteDistribution { name } => api::delete_distribution(api, DistributionPath { name }).await,
             Endpoint::ListUpstreams => api::list_upstreams(api, &query).await,
+            Endpoint::ListUsers => api::list_users(api, &query).await,
+            Endpoint::ListRules => api::list_rules(api, &query).await,
+            Endpoint::ListSigningKeys => api::list_signing_keys(api, &query).await,
+            Endpoint::RotateSigningKey => api::rotate_signing_key(api).await,
             Endpoint::OpenApi => api::openapi(api).await,
         }
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::route::VersionSel;
+use crate::auth;
 use crate::config::UpstreamConfig;
 use crate::metadata::{self, Millis, PageRequest};
 
@@ -108,6 +109,12 @@ page!(/// A page of distributions, by name.
     DistributionPage of Distribution);
 page!(/// A page of the configured upstreams, in configuration order.
     UpstreamPage of Upstream);
+page!(/// A page of the configured users, by name.
+    UserPage of User);
+page!(/// A page of the configured rules, in configuration order.
+    RulePage of Rule);
+page!(/// A page of the token signing keys: the current one first.
+    SigningKeyPage of SigningKey);
 
 /// How a repository gets its content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -608,5 +615,103 @@ mod tests {
         assert_eq!(j["registry_path"], "debian");
         assert_eq!(j["version"], serde_json::Value::Null);
         assert_eq!(j["updated_at"], "1970-01-01T00:00:00.001Z");
+    }
+}
+
+/// An action a rule grants on a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RuleAction {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl From<auth::Action> for RuleAction {
+    fn from(a: auth::Action) -> Self {
+        match a {
+            auth::Action::Pull => RuleAction::Pull,
+            auth::Action::Push => RuleAction::Push,
+            auth::Action::Delete => RuleAction::Delete,
+        }
+    }
+}
+
+/// One `[[auth.rule]]`: these users may do these actions on repositories
+/// matching any of these patterns (`*` matches any characters, `/`
+/// included; `?` one character).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct Rule {
+    /// Position in the configuration, from 0.
+    index: usize,
+    /// User names, `*` (any signed-in user) or `anonymous`.
+    #[schema(example = json!(["alice", "*"]))]
+    users: Vec<String>,
+    #[schema(example = json!(["team/*"]))]
+    repositories: Vec<String>,
+    actions: Vec<RuleAction>,
+}
+
+impl Rule {
+    pub(crate) fn new(index: usize, r: &auth::Rule) -> Rule {
+        Rule {
+            index,
+            users: r.grantees.iter().map(|g| g.as_str().to_owned()).collect(),
+            repositories: r.repositories.iter().map(|p| p.as_str().to_owned()).collect(),
+            actions: r.actions.iter().map(RuleAction::from).collect(),
+        }
+    }
+}
+
+/// A configured user. The password hash is never shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct User {
+    #[schema(example = "alice")]
+    name: String,
+    /// May use the admin API.
+    admin: bool,
+    /// The rules that name this user or `*`.
+    rules: Vec<Rule>,
+}
+
+impl User {
+    pub(crate) fn new(u: &auth::UserView, rules: &[auth::Rule]) -> User {
+        User {
+            name: u.name.clone(),
+            admin: u.admin,
+            rules: u.rules.iter().filter_map(|&i| rules.get(i).map(|r| Rule::new(i, r))).collect(),
+        }
+    }
+}
+
+/// A token signing key; only its id and dates, never key material.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct SigningKey {
+    /// The `kid` in the header of the tokens it signs.
+    #[schema(example = "3f9a0c1d2e4b5a69")]
+    kid: String,
+    #[schema(example = "ES256")]
+    algorithm: &'static str,
+    /// True for the key that signs new tokens; the others only verify
+    /// tokens they signed, until `expires_at`.
+    current: bool,
+    created_at: String,
+    #[schema(required = true)]
+    retired_at: Option<String>,
+    #[schema(required = true)]
+    expires_at: Option<String>,
+}
+
+impl From<&auth::KeyInfo> for SigningKey {
+    fn from(k: &auth::KeyInfo) -> Self {
+        let secs = |s: u64| timestamp(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
+        SigningKey {
+            kid: k.kid.clone(),
+            algorithm: "ES256",
+            current: k.current,
+            created_at: secs(k.created_at),
+            retired_at: k.retired_at.map(secs),
+            expires_at: k.expires_at.map(secs),
+        }
     }
 }

@@ -32,6 +32,10 @@ use super::error::{ErrorBody, ErrorCode};
         api::update_distribution,
         api::delete_distribution,
         api::list_upstreams,
+        api::list_users,
+        api::list_rules,
+        api::list_signing_keys,
+        api::rotate_signing_key,
         api::openapi,
     ),
     components(schemas(ErrorBody, ErrorCode)),
@@ -39,6 +43,9 @@ use super::error::{ErrorBody, ErrorCode};
         (name = "repositories", description = "Repositories, their numbered versions and the content of each."),
         (name = "distributions", description = "Which repository version the registry port serves at which base_path."),
         (name = "upstreams", description = "The configured upstream registries."),
+        (name = "auth", description = "Users, rules and the token signing keys. Once users are configured, \
+            every admin endpoint needs a user with the admin role (Basic credentials, or a bearer token \
+            carrying `registry:admin:*`)."),
         (name = "meta", description = "This document."),
     ),
 )]
@@ -72,7 +79,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 11, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 14, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();
@@ -107,7 +114,7 @@ mod tests {
         let doc = doc();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
         let codes = &doc["components"]["schemas"]["ErrorCode"]["enum"];
-        for code in ["not_found", "invalid", "conflict", "method_not_allowed", "internal"] {
+        for code in ["not_found", "invalid", "conflict", "method_not_allowed", "unauthorized", "forbidden", "internal"] {
             assert!(codes.as_array().unwrap().iter().any(|c| c == code), "{code} in {codes}");
         }
         let create = &doc["paths"]["/api/v1/distributions"]["post"];

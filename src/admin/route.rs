@@ -57,6 +57,9 @@ enum Resource {
     Distributions,
     Distribution(String),
     Upstreams,
+    Users,
+    Rules,
+    SigningKeys,
     OpenApi,
 }
 
@@ -69,7 +72,10 @@ impl Resource {
             | Resource::Versions(_)
             | Resource::Content(..)
             | Resource::Upstreams
+            | Resource::Users
+            | Resource::Rules
             | Resource::OpenApi => "GET, HEAD",
+            Resource::SigningKeys => "GET, HEAD, POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
             Resource::Distributions => "GET, HEAD, POST",
             Resource::Distribution(_) => "GET, HEAD, PATCH, DELETE",
@@ -93,6 +99,10 @@ pub(crate) enum Endpoint {
     UpdateDistribution { name: String },
     DeleteDistribution { name: String },
     ListUpstreams,
+    ListUsers,
+    ListRules,
+    ListSigningKeys,
+    RotateSigningKey,
     OpenApi,
 }
 
@@ -108,7 +118,12 @@ impl Endpoint {
             Endpoint::ListContent { kind: ContentKind::Manifests | ContentKind::Blobs, .. } => {
                 &["digest", "limit", "offset"]
             }
-            Endpoint::ListVersions { .. } | Endpoint::ListDistributions | Endpoint::ListUpstreams => PAGE_KEYS,
+            Endpoint::ListVersions { .. }
+            | Endpoint::ListDistributions
+            | Endpoint::ListUpstreams
+            | Endpoint::ListUsers
+            | Endpoint::ListRules
+            | Endpoint::ListSigningKeys => PAGE_KEYS,
             Endpoint::GetRepository { .. }
             | Endpoint::GetVersion { .. }
             | Endpoint::DeleteVersion { .. }
@@ -116,6 +131,7 @@ impl Endpoint {
             | Endpoint::GetDistribution { .. }
             | Endpoint::UpdateDistribution { .. }
             | Endpoint::DeleteDistribution { .. }
+            | Endpoint::RotateSigningKey
             | Endpoint::OpenApi => &[],
         }
     }
@@ -141,6 +157,10 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Distribution(name) if *method == Method::PATCH => Endpoint::UpdateDistribution { name },
         Resource::Distribution(name) if delete => Endpoint::DeleteDistribution { name },
         Resource::Upstreams if read => Endpoint::ListUpstreams,
+        Resource::Users if read => Endpoint::ListUsers,
+        Resource::Rules if read => Endpoint::ListRules,
+        Resource::SigningKeys if read => Endpoint::ListSigningKeys,
+        Resource::SigningKeys if *method == Method::POST => Endpoint::RotateSigningKey,
         Resource::OpenApi if read => Endpoint::OpenApi,
         other => return Err(AdminError::MethodNotAllowed { method: method.to_string(), allow: other.allow() }),
     })
@@ -160,6 +180,9 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["distributions"] => Ok(Resource::Distributions),
         ["distributions", name] => Ok(Resource::Distribution(distribution_name(name)?)),
         ["upstreams"] => Ok(Resource::Upstreams),
+        ["users"] => Ok(Resource::Users),
+        ["rules"] => Ok(Resource::Rules),
+        ["signing-keys"] => Ok(Resource::SigningKeys),
         ["openapi.json"] => Ok(Resource::OpenApi),
         _ => Err(unknown()),
     }

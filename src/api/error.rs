@@ -7,6 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use super::body::{full, Body};
 use super::router::RouteError;
 use crate::limits::RetryAfter;
+use crate::auth::AuthError;
 use crate::oci::ErrorCode;
 use crate::pullthrough::{PullError, RouteError as UpstreamRouteError};
 use crate::upstream::UpstreamError;
@@ -27,6 +28,9 @@ pub(crate) enum ApiError {
     /// The client (by IP, or by user) is over its inbound rate limit.
     #[error("too many requests; retry after {} s", .0.seconds())]
     RateLimited(RetryAfter),
+    /// Authentication or authorization refused the request.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl From<RetryAfter> for ApiError {
@@ -55,6 +59,17 @@ impl ApiError {
                 C::TooManyRequests,
                 Some((header::RETRY_AFTER, HeaderValue::from(retry_after.seconds()))),
             ),
+            ApiError::Auth(e) => match e {
+                AuthError::Unauthenticated { challenge, .. } => (
+                    StatusCode::UNAUTHORIZED,
+                    C::Unauthorized,
+                    Some((header::WWW_AUTHENTICATE, challenge.header_value())),
+                ),
+                AuthError::Denied(_) => plain(C::Denied),
+                // A malformed token request: the spec has no code for it.
+                AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, C::Unsupported, None),
+                AuthError::Internal(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
+            },
             ApiError::Pull(e) => match e {
                 PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),
                 PullError::Route(UpstreamRouteError::Name(_)) => plain(C::NameInvalid),
@@ -148,6 +163,24 @@ mod tests {
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
         let (s, _, j) = render(ApiError::Unsupported("push")).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("UNSUPPORTED")));
+    }
+
+    #[tokio::test]
+    async fn auth_refusals_are_401_with_the_challenge_or_403_denied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::load(None, std::iter::empty()).unwrap();
+        let auth = crate::auth::Auth::open(&config.auth, tmp.path()).unwrap();
+        let req = http::Request::builder().uri("/v2/").header("Host", "r.test").body(()).unwrap();
+        let scope = crate::auth::Scope::None;
+        let caller = crate::auth::Caller::of(&req);
+        let e = auth.refuse(caller, &scope, crate::auth::Decision::Challenge, "pull x").unwrap_err();
+        let (s, h, j) = render(e.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED")));
+        assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer realm=\"http://r.test/token\",service=\"wharf\"");
+        let e = auth.refuse(caller, &scope, crate::auth::Decision::Deny, "pull x").unwrap_err();
+        let (s, h, j) = render(e.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
+        assert!(h.get(header::WWW_AUTHENTICATE).is_none());
     }
 
     #[tokio::test]

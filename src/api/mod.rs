@@ -3,6 +3,7 @@
 //! chosen only in [`error`]. Never touches storage keys or upstreams
 //! directly.
 
+mod access;
 pub(crate) mod body;
 mod error;
 pub(crate) mod router;
@@ -14,6 +15,7 @@ use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::limits::{ClientAddr, RateLimits};
+use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
@@ -36,6 +38,7 @@ pub(crate) struct Registry {
     hosted: Hosted,
     metrics: Metrics,
     limits: RateLimits,
+    auth: Auth,
 }
 
 /// What a repository name in a request addresses: a distribution (served
@@ -52,6 +55,8 @@ struct Query {
     last: Option<String>,
     ns: Option<String>,
     artifact_type: Option<String>,
+    /// The source of a cross-repository blob mount.
+    from: Option<String>,
 }
 
 impl Query {
@@ -63,6 +68,7 @@ impl Query {
                 "last" => out.last = Some(v.into_owned()),
                 "ns" => out.ns = Some(v.into_owned()),
                 "artifactType" => out.artifact_type = Some(v.into_owned()),
+                "from" => out.from = Some(v.into_owned()),
                 _ => {}
             }
         }
@@ -81,9 +87,15 @@ impl Query {
 }
 
 impl Registry {
-    pub(crate) fn new(pull: PullThrough, distributions: Distributions, hosted: Hosted, metrics: Metrics) -> Registry {
+    pub(crate) fn new(
+        pull: PullThrough,
+        distributions: Distributions,
+        hosted: Hosted,
+        metrics: Metrics,
+        auth: Auth,
+    ) -> Registry {
         let limits = RateLimits::new(&Default::default(), &metrics);
-        Registry { pull, distributions, hosted, metrics, limits }
+        Registry { pull, distributions, hosted, metrics, auth, limits }
     }
 
     /// Enforces `limits` on every request (none by default).
@@ -125,13 +137,22 @@ impl Registry {
         if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>() {
             self.limits.check_client(*peer, req.headers())?;
         }
+        if req.uri().path() == access::TOKEN_PATH {
+            return self.token(req).await;
+        }
         let route = router::route(req.uri().path())?;
         let query = Query::parse(req.uri().query());
+        // Authentication and authorization for every route, before any
+        // handler runs (access.rs).
+        let principal = self.admit(req, &route, &query).await?;
+        if let Some(user) = principal.user() {
+            self.limits.check_user(user)?;
+        }
         let method = req.method();
         let read = *method == Method::GET || *method == Method::HEAD;
         match route {
             Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), method)),
-            Route::Catalog if read => self.catalog(&query, method).await,
+            Route::Catalog if read => self.catalog(&query, method, &principal).await,
             Route::Manifest { name, reference } if read => self.manifest(req, &name, &reference, &query).await,
             Route::Blob { name, digest } if read => self.blob(req, &name, &digest, &query).await,
             Route::Tags { name } if read => self.tags(&name, &query, method).await,
@@ -267,12 +288,13 @@ impl Registry {
         paged_response(&format!("/v2/{name}/tags/list"), n, &page, json, method)
     }
 
-    async fn catalog(&self, query: &Query, method: &Method) -> Result<Response<Body>, ApiError> {
+    async fn catalog(&self, query: &Query, method: &Method, principal: &Principal) -> Result<Response<Body>, ApiError> {
         let n = query.n()?;
         // Pull-through repositories as clients address them, and every
-        // distribution's base_path.
+        // distribution's base_path: those the client may pull.
         let mut all = self.pull.repository_names().await?;
         all.extend(self.distributions.base_paths());
+        all.retain(|name| self.listed(principal, name));
         all.sort();
         all.dedup();
         let page = paginate(&all, n, query.last.as_deref());

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
-use http::{Method, Request, StatusCode, Uri};
+use base64::Engine as _;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -24,6 +25,11 @@ use crate::config::Config;
 /// The environment variable that names the admin URL when `--admin` is not
 /// given.
 pub(crate) const ADMIN_ENV: &str = "WHARF_ADMIN";
+/// The admin user the commands sign in as, once wharf has users.
+pub(crate) const ADMIN_USER_ENV: &str = "WHARF_ADMIN_USER";
+/// That user's password; an environment variable rather than a flag, so
+/// it never shows in `ps`.
+pub(crate) const ADMIN_PASSWORD_ENV: &str = "WHARF_ADMIN_PASSWORD";
 const API_PREFIX: &str = "/api/v1";
 /// The admin port is usually on loopback: a connect that takes longer than
 /// this is not going to succeed.
@@ -223,6 +229,21 @@ pub(crate) struct Reply {
 pub(crate) struct AdminClient {
     url: AdminUrl,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// A ready `Authorization: Basic` value, marked sensitive.
+    authorization: Option<HeaderValue>,
+}
+
+/// Basic credentials from `$WHARF_ADMIN_USER` and `$WHARF_ADMIN_PASSWORD`:
+/// both or neither.
+pub(crate) fn credentials_from_env(
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<Option<(String, String)>, AdminError> {
+    match (user.filter(|u| !u.is_empty()), password) {
+        (Some(user), Some(password)) => Ok(Some((user, password))),
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(AdminError::BadUrl(format!("{ADMIN_USER_ENV} is set but {ADMIN_PASSWORD_ENV} is not"))),
+    }
 }
 
 impl AdminClient {
@@ -232,7 +253,18 @@ impl AdminClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        AdminClient { url, http: Client::builder(TokioExecutor::new()).build(connector) }
+        AdminClient { url, http: Client::builder(TokioExecutor::new()).build(connector), authorization: None }
+    }
+
+    /// Signs every request in with these Basic credentials.
+    pub(crate) fn with_credentials(mut self, credentials: Option<(String, String)>) -> AdminClient {
+        self.authorization = credentials.and_then(|(user, password)| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        self
     }
 
     /// Sends one request to `path` (from [`api_path`]) with an optional
@@ -245,6 +277,9 @@ impl AdminClient {
             .uri(&url)
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, concat!("wharf/", env!("CARGO_PKG_VERSION")));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
         let payload = match body {
             Some(json) => {
                 request = request.header(CONTENT_TYPE, "application/json");
@@ -312,6 +347,10 @@ fn interpret(what: &str, status: StatusCode, body: Bytes) -> Result<Reply, Admin
         .ok()
         .and_then(|v| v.get("error")?.get("message")?.as_str().map(one_line));
     match message {
+        Some(message) if status == StatusCode::UNAUTHORIZED => Err(AdminError::Api {
+            status,
+            message: format!("{message}; sign in with {ADMIN_USER_ENV} and {ADMIN_PASSWORD_ENV}"),
+        }),
         Some(message) if status.is_client_error() => Err(AdminError::Api { status, message }),
         Some(message) if status.is_server_error() => Err(AdminError::Server { status, message }),
         _ => Err(AdminError::Unexpected(format!(

@@ -25,6 +25,38 @@ pub(crate) enum AdminCommand {
     /// Distributions: names under which a repository (version) is served.
     #[command(subcommand)]
     Distribution(DistributionCommand),
+    /// Users: hash a password for the config, list the configured users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Token signing keys: list them, rotate the current one.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum UserCommand {
+    /// Read a password (from the terminal without echo, or one line of
+    /// standard input) and print its argon2id hash for `password_hash`.
+    /// Runs locally; needs no running wharf.
+    HashPassword,
+    /// List the configured users and the rules that cover each.
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuthCommand {
+    /// List the token signing keys: the current one and retired ones that
+    /// still verify tokens they signed.
+    Keys {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Make a new signing key. Tokens signed by the old one stay valid
+    /// until they expire (auth.token_ttl); no client has to log in again.
+    RotateKey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -317,6 +349,19 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         AdminCommand::Distribution(DistributionCommand::Show { name }) => {
             Call::get(api_path(&["distributions", name.get()], &[]), View::Distribution)
         }
+        AdminCommand::User(UserCommand::List { page }) => Call::get(api_path(&["users"], &page.query()), View::Users),
+        AdminCommand::User(UserCommand::HashPassword) => {
+            return Err(UsageError("hash-password runs locally, not through the admin API".into()))
+        }
+        AdminCommand::Auth(AuthCommand::Keys { page }) => {
+            Call::get(api_path(&["signing-keys"], &page.query()), View::SigningKeys)
+        }
+        AdminCommand::Auth(AuthCommand::RotateKey) => Call {
+            method: Method::POST,
+            path: api_path(&["signing-keys"], &[]),
+            body: None,
+            view: View::SigningKey,
+        },
     })
 }
 

@@ -9,6 +9,7 @@
 
 mod admin_client;
 mod admin_commands;
+mod hash_password;
 mod output;
 
 use std::io::{IsTerminal, Write};
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use self::admin_client::{AdminClient, AdminError, ADMIN_ENV};
-use self::admin_commands::{AdminCommand, UsageError};
+use self::admin_commands::{AdminCommand, UsageError, UserCommand};
 use crate::app::{self, StartError};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
@@ -73,6 +74,16 @@ pub fn main() -> ExitCode {
             }
             serve(cli.config)
         }
+        Command::Admin(AdminCommand::User(UserCommand::HashPassword)) => match hash_password::run() {
+            Ok(line) => {
+                print!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wharf: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
         Command::Admin(command) => admin(&command, cli.config, cli.admin.as_deref(), cli.json),
     }
 }
@@ -181,8 +192,12 @@ fn admin_output(
     // One request at a time: a single-threaded runtime is all it needs.
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AdminCommandError::Runtime)?;
-    let reply = runtime
-        .block_on(async { AdminClient::new(url).send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    let credentials = admin_client::credentials_from_env(
+        std::env::var(admin_client::ADMIN_USER_ENV).ok(),
+        std::env::var(admin_client::ADMIN_PASSWORD_ENV).ok(),
+    )?;
+    let client = AdminClient::new(url).with_credentials(credentials);
+    let reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
     Ok(if json {
         // A 204 has no body: print nothing rather than invent one.
         if reply.raw.is_empty() {

@@ -19,6 +19,9 @@ pub(crate) enum View {
     Blobs,
     Distributions,
     Distribution,
+    Users,
+    SigningKeys,
+    SigningKey,
     /// A 204 to a DELETE: says what is gone.
     Deleted {
         what: &'static str,
@@ -103,6 +106,30 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("description", text(&value["description"])),
             ("created", time(&value["created_at"])),
             ("updated", time(&value["updated_at"])),
+        ]),
+        View::Users => listing(value, "users", &["NAME", "ADMIN", "RULES"], |u| {
+            let rules: Vec<String> = u["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{} {}", list_text(&r["actions"], ","), list_text(&r["repositories"], ",")))
+                .collect();
+            vec![text(&u["name"]), yes_no(&u["admin"]), if rules.is_empty() { "-".into() } else { rules.join("; ") }]
+        }),
+        View::SigningKeys => listing(value, "signing keys", &["KID", "CURRENT", "CREATED", "RETIRED", "EXPIRES"], |k| {
+            vec![
+                text(&k["kid"]),
+                yes_no(&k["current"]),
+                time(&k["created_at"]),
+                time(&k["retired_at"]),
+                time(&k["expires_at"]),
+            ]
+        }),
+        View::SigningKey => fields(&[
+            ("kid", text(&value["kid"])),
+            ("algorithm", text(&value["algorithm"])),
+            ("current", yes_no(&value["current"])),
+            ("created", time(&value["created_at"])),
         ]),
         View::Deleted { what, name } => format!("deleted {what} {name}\n"),
     }
@@ -238,6 +265,11 @@ fn text(v: &Value) -> String {
         Value::Bool(b) => yes_no(&Value::Bool(*b)),
         other => other.to_string(),
     }
+}
+
+/// A JSON array of strings, joined.
+fn list_text(v: &Value, sep: &str) -> String {
+    v.as_array().into_iter().flatten().map(text).collect::<Vec<_>>().join(sep)
 }
 
 fn yes_no(v: &Value) -> String {

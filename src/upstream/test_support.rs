@@ -176,6 +176,7 @@ pub(super) fn config(url: &str) -> UpstreamConfig {
         retries: 2,
         retain_versions: None,
         max_concurrent_requests: 32,
+        anonymous_pull: true,
     }
 }
 

@@ -360,7 +360,14 @@ async fn admin_api_distributions_are_created_served_to_skopeo_changed_and_delete
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let p = r.json();
     assert_eq!((&p["private"], p["version"].as_u64(), &p["description"]), (&json!(true), Some(pinned), &d["description"]));
-    let p = cache.send_json("PATCH", path, &json!({"version": null, "description": null, "base_path": "tool"})).await.json();
+    // Private is enforced: pulling needs a rule, and without users an
+    // anonymous client is challenged.
+    let url = format!("{}/v2/stable/tool/manifests/1", cache.wharf.url());
+    assert_eq!(crate::http::get(&url).await.status, 401);
+    let p = cache
+        .send_json("PATCH", path, &json!({"version": null, "description": null, "base_path": "tool", "private": false}))
+        .await
+        .json();
     assert_eq!((&p["version"], &p["description"], &p["base_path"], &p["registry_path"]), (&Value::Null, &Value::Null, &json!("tool"), &json!("tool")));
     assert_eq!(p["created_at"], d["created_at"]);
     assert_error(&cache.send_json("PATCH", path, &json!({"base_path": null})).await, 400, "invalid", "null");

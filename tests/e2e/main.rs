@@ -23,3 +23,4 @@ mod repositories;
 mod cli;
 mod admin_api;
 mod limits;
+mod auth;
