@@ -48,6 +48,7 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     limits: limits::RawLimits,
+    #[serde(default)]
     auth: RawAuth,
 }
 
