@@ -152,7 +152,7 @@ pub(crate) struct RepositoryFilter {
 }
 
 /// Which content of a version to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ContentType {
     Tag,
     Manifest,

@@ -24,8 +24,9 @@ use super::{
 use crate::oci::Digest;
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
-/// Reader connections kept open; more are opened under load and dropped after.
-const READERS_KEPT: usize = 4;
+/// Reader connections, opened once and shared; a read waits for a free
+/// one rather than opening another (opening costs far more than a read).
+const READERS: usize = 8;
 
 /// Membership of `rc` in version `:v`.
 const PRESENT: &str = "rc.version_added <= :v AND (rc.version_removed IS NULL OR rc.version_removed > :v)";
@@ -37,11 +38,11 @@ impl From<rusqlite::Error> for MetadataError {
 }
 
 pub(crate) struct SqliteStore {
-    path: std::path::PathBuf,
     // One writer: SQLite serialises writers anyway; the mutex makes them
     // queue here instead of failing with SQLITE_BUSY.
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    reader_free: std::sync::Condvar,
 }
 
 fn lock_error<T>(_: std::sync::PoisonError<T>) -> MetadataError {
@@ -77,21 +78,30 @@ impl SqliteStore {
     pub(crate) fn open(path: &Path) -> Result<SqliteStore, MetadataError> {
         let mut writer = connect(path)?;
         migrate(&mut writer)?;
-        Ok(SqliteStore { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        let readers = (0..READERS).map(|_| connect(path)).collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers: Mutex::new(readers),
+            reader_free: std::sync::Condvar::new(),
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
-        let conn = self.readers.lock().map_err(lock_error)?.pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => connect(&self.path)?,
+        let conn = {
+            let mut readers = self.readers.lock().map_err(lock_error)?;
+            loop {
+                if let Some(c) = readers.pop() {
+                    break c;
+                }
+                readers = self.reader_free.wait(readers).map_err(lock_error)?;
+            }
         };
-        let out = f(&conn);
-        let mut readers = self.readers.lock().map_err(lock_error)?;
-        if readers.len() < READERS_KEPT {
-            readers.push(conn);
+        // Returned to the pool however `f` ends, even by a panic.
+        let lease = Lease { store: self, conn: Some(conn) };
+        match &lease.conn {
+            Some(conn) => f(conn),
+            None => Err(MetadataError::Database("reader lease lost its connection".into())),
         }
-        out
     }
 
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
@@ -100,6 +110,24 @@ impl SqliteStore {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+}
+
+/// A reader connection out of the pool, put back when dropped.
+struct Lease<'a> {
+    store: &'a SqliteStore,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            match self.store.readers.lock() {
+                Ok(mut readers) => readers.push(conn),
+                Err(poisoned) => poisoned.into_inner().push(conn),
+            }
+            self.store.reader_free.notify_one();
+        }
     }
 }
 

@@ -1,10 +1,15 @@
 //! Serves a distribution's repository version: manifests, blobs, tags and
 //! referrers, each checked against the version's content first, so a
 //! distribution never serves what its version does not hold.
+//!
+//! A version's content never changes, so what a tag names and whether a
+//! digest is held are cached per version number, exactly: the request path
+//! asks the database only which version is the latest.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use moka::future::Cache;
 
 use super::Served;
 use crate::metadata::{ContentType, Metadata, MetadataError};
@@ -12,36 +17,73 @@ use crate::oci::media::{self, Accept};
 use crate::oci::{Digest, Reference};
 use crate::pullthrough::{paginate, BlobSource, Manifest, PullError, PullThrough, TagsPage, Target};
 
+/// Answers remembered per (repository, version number).
+const CACHED_ANSWERS: u64 = 100_000;
+
 #[derive(Clone)]
 pub(crate) struct Hosted {
     metadata: Metadata,
     pull: PullThrough,
+    tags: Cache<(Arc<str>, u64, String), Option<Digest>>,
+    holds: Cache<(Arc<str>, u64, ContentType, Digest), bool>,
 }
 
 impl Hosted {
     pub(crate) fn new(metadata: Metadata, pull: PullThrough) -> Hosted {
-        Hosted { metadata, pull }
+        Hosted {
+            metadata,
+            pull,
+            tags: Cache::new(CACHED_ANSWERS),
+            holds: Cache::new(CACHED_ANSWERS),
+        }
+    }
+
+    /// The version `d` serves now: its pinned one, or the repository's
+    /// latest; None if the repository is gone.
+    async fn version(&self, d: &Served) -> Result<Option<u64>, PullError> {
+        if d.version.is_some() {
+            return Ok(d.version);
+        }
+        let repository = d.repository.clone();
+        Ok(self.metadata.run(move |s| s.repository(&repository)).await?.map(|r| r.latest_version))
     }
 
     fn origin(&self, d: &Served) -> Option<Target> {
         d.origin.as_ref().and_then(|(upstream, remote)| self.pull.target_for(upstream, remote))
     }
 
-    async fn contains(&self, d: &Served, kind: ContentType, digest: &Digest) -> Result<bool, PullError> {
-        let (repository, version, digest) = (d.repository.clone(), d.version, digest.clone());
-        match self.metadata.run(move |s| s.contains(&repository, version, kind, &digest)).await {
-            Ok(found) => Ok(found),
-            // The pinned version was deleted under us, or the repository:
-            // nothing to serve.
-            Err(MetadataError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+    async fn contains(&self, d: &Served, number: u64, kind: ContentType, digest: &Digest) -> Result<bool, PullError> {
+        let key = (Arc::from(d.repository.as_str()), number, kind, digest.clone());
+        let (repository, digest) = (d.repository.clone(), digest.clone());
+        let lookup = async move {
+            match self.metadata.run(move |s| s.contains(&repository, Some(number), kind, &digest)).await {
+                Ok(found) => Ok(found),
+                // The version or the repository is gone: nothing to serve.
+                Err(MetadataError::NotFound(_)) => Ok(false),
+                Err(e) => Err(PullError::from(e)),
+            }
+        };
+        self.holds.try_get_with(key, lookup).await.map_err(|e| (*e).clone())
+    }
+
+    /// The manifest `tag` names in the version `d` serves.
+    async fn tag(&self, d: &Served, number: u64, tag: &str) -> Result<Option<Digest>, PullError> {
+        let key = (Arc::from(d.repository.as_str()), number, tag.to_owned());
+        let (repository, tag) = (d.repository.clone(), tag.to_owned());
+        let lookup = async move {
+            match self.metadata.run(move |s| s.resolve_tag(&repository, Some(number), &tag)).await {
+                Ok(found) => Ok(found.map(|t| t.digest)),
+                Err(MetadataError::NotFound(_)) => Ok(None),
+                Err(e) => Err(PullError::from(e)),
+            }
+        };
+        self.tags.try_get_with(key, lookup).await.map_err(|e| (*e).clone())
     }
 
     /// A manifest the version holds, from local storage, or on demand from
     /// the repository's upstream if its bytes are not here.
-    async fn load(&self, d: &Served, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
-        if !self.contains(d, ContentType::Manifest, digest).await? {
+    async fn load(&self, d: &Served, number: u64, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+        if !self.contains(d, number, ContentType::Manifest, digest).await? {
             return Err(PullError::ManifestUnknown);
         }
         if let Some(m) = self.pull.local_manifest(digest).await? {
@@ -54,27 +96,25 @@ impl Hosted {
     }
 
     pub(crate) async fn manifest(&self, d: &Served, reference: &Reference, accept: &Accept) -> Result<Arc<Manifest>, PullError> {
+        let Some(number) = self.version(d).await? else { return Err(PullError::ManifestUnknown) };
         let (digest, by_digest) = match reference {
             Reference::Digest(digest) => (digest.clone(), true),
-            Reference::Tag(tag) => {
-                let (repository, version, tag) = (d.repository.clone(), d.version, tag.to_string());
-                match self.metadata.run(move |s| s.resolve_tag(&repository, version, &tag)).await {
-                    Ok(Some(t)) => (t.digest, false),
-                    Ok(None) | Err(MetadataError::NotFound(_)) => return Err(PullError::ManifestUnknown),
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Reference::Tag(tag) => match self.tag(d, number, tag.as_str()).await? {
+                Some(digest) => (digest, false),
+                None => return Err(PullError::ManifestUnknown),
+            },
         };
-        let manifest = self.load(d, &digest).await?;
+        let manifest = self.load(d, number, &digest).await?;
         match media::negotiate(&manifest.info, accept, by_digest) {
             media::Negotiated::AsStored => Ok(manifest),
-            media::Negotiated::Child(child) => self.load(d, &child).await,
+            media::Negotiated::Child(child) => self.load(d, number, &child).await,
             media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
         }
     }
 
     pub(crate) async fn blob(&self, d: &Served, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
-        if !self.contains(d, ContentType::Blob, digest).await? {
+        let Some(number) = self.version(d).await? else { return Err(PullError::BlobUnknown) };
+        if !self.contains(d, number, ContentType::Blob, digest).await? {
             return Err(PullError::BlobUnknown);
         }
         match self.origin(d) {
