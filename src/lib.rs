@@ -32,6 +32,7 @@ pub(crate) mod pullthrough;
 pub(crate) mod repository;
 pub(crate) mod server;
 pub(crate) mod storage;
+pub(crate) mod upload;
 pub(crate) mod upstream;
 
 /// Entry points for `benches/` only: the hot paths, callable from outside
