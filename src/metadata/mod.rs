@@ -205,6 +205,8 @@ pub(crate) struct ManifestFacts {
     pub(crate) layers: Vec<Descriptor>,
     /// Indexes: the child manifests listed.
     pub(crate) children: Vec<IndexChild>,
+    /// The manifest's annotations, as a JSON object's text.
+    pub(crate) annotations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +228,8 @@ pub(crate) struct ManifestItem {
     pub(crate) config: Option<Descriptor>,
     pub(crate) layers: Vec<Descriptor>,
     pub(crate) children: Vec<IndexChild>,
+    /// The manifest's annotations, as a JSON object's text.
+    pub(crate) annotations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -241,8 +241,8 @@ fn upsert_manifest(tx: &Transaction<'_>, f: &ManifestFacts) -> Result<i64, Metad
         return Ok(id);
     }
     tx.execute(
-        "INSERT INTO manifests (digest, media_type, size, artifact_type, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![digest, f.media_type, i64_of(f.size), f.artifact_type, f.subject.as_ref().map(|s| s.to_string())],
+        "INSERT INTO manifests (digest, media_type, size, artifact_type, subject, annotations) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![digest, f.media_type, i64_of(f.size), f.artifact_type, f.subject.as_ref().map(|s| s.to_string()), f.annotations],
     )?;
     let id = tx.last_insert_rowid();
     let mut insert = tx.prepare(
@@ -709,6 +709,7 @@ fn manifest_item(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<ManifestIte
         config,
         layers,
         children,
+        annotations: r.get(6)?,
     })
 }
 
@@ -923,7 +924,7 @@ impl Store for SqliteStore {
                 "manifest",
                 "(:digest IS NULL OR m.digest = :digest)",
                 named_params! {":digest": digest},
-                ("m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject", "m.digest"),
+                ("m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations", "m.digest"),
                 manifest_item,
             )
         })
@@ -1007,7 +1008,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let (repo, v) = resolve(conn, repository, version)?;
             let mut stmt = conn.prepare(&format!(
-                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject
+                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations
                  FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
                  WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.subject = :subject AND {PRESENT}
                  ORDER BY m.digest"
@@ -1215,6 +1216,7 @@ mod tests {
             config: Some(blob(&format!("{seed}-config"))),
             layers: layers.iter().map(|l| blob(l)).collect(),
             children: Vec::new(),
+            annotations: None,
         }
     }
 

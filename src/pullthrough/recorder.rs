@@ -153,6 +153,7 @@ pub(crate) fn manifest_facts(digest: &Digest, media_type: &str, size: u64, refs:
         size,
         artifact_type,
         subject: refs.subject.map(|s| s.digest),
+        annotations: refs.annotations.filter(|a| !a.is_empty()).and_then(|a| serde_json::to_string(&a).ok()),
         config: refs.config.map(descriptor),
         layers: refs.layers.into_iter().chain(refs.blobs).map(descriptor).collect(),
         children,

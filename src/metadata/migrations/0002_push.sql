@@ -1,3 +1,7 @@
+-- A manifest's own annotations (a JSON object), which the referrers API
+-- lists with each referrer.
+ALTER TABLE manifests ADD COLUMN annotations TEXT;
+
 -- Push repositories: blobs a client uploaded that no manifest of the
 -- repository references yet. Deliberately outside the version model: an
 -- upload is not a change of the repository's published content, so it makes
