@@ -295,7 +295,7 @@ mod tests {
         let name = |s: &str| distribution_name(&s.parse().unwrap());
         assert_eq!(name("team/app"), "team.app");
         assert_eq!(name("a"), "a");
-        assert_eq!(name(&"x/".repeat(40).trim_end_matches('/').to_owned()).len(), 64);
+        assert_eq!(name("x/".repeat(40).trim_end_matches('/')).len(), 64);
     }
 
     #[test]
