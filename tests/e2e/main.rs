@@ -22,3 +22,4 @@ mod admin;
 mod repositories;
 mod cli;
 mod admin_api;
+mod push;
