@@ -5,8 +5,8 @@
 //! Data flows one way; an arrow means "may call":
 //!
 //! ```text
-//! cli -> app -> server -> api (router, handlers, error) -> pullthrough -> { storage, metadata }
-//!                                                          \-> upstream
+//! cli -> app -> server -> api (router, handlers, error) -> repository -> pullthrough -> { storage, metadata }
+//!                                                          \-> upload -> storage        \-> upstream
 //!             -> admin (health, metrics, the admin REST API) -> { metadata, repository, storage }
 //! ```
 //!
@@ -16,6 +16,8 @@
 //! - `api`: the registry route table, thin handlers, the one error mapping.
 //! - `pullthrough`: upstream selection, tag freshness, coalesced fills, the tee.
 //! - `upstream`: the remote registry client (auth, redirects, retries).
+//! - `repository`: distributions, serving a repository version, push repositories.
+//! - `upload`: blob upload sessions (resumable, across restarts too).
 //! - `storage`: content-addressed objects, verified ingest.
 //! - `metadata`: tag records and the repository index.
 //! - `metrics`: every Prometheus metric.
