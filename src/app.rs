@@ -13,16 +13,17 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::api::body::Body;
-use crate::api::Registry;
+use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::limits::RateLimits;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::pullthrough::{PullThrough, Recorder, Upstreams};
-use crate::repository::{Distributions, Hosted};
+use crate::repository::{Distributions, Hosted, Pushes};
 use crate::server::{self, Handler};
 use crate::storage::Storage;
+use crate::upload::Uploads;
 use crate::upstream::Upstream;
 
 /// In-flight requests get this long to finish after SIGTERM.
@@ -79,6 +80,10 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let hosted = Hosted::new(metadata.clone(), pull.clone());
+    let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
+    let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
+    uploads.spawn_sweeper();
+    let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
     let admin = Admin::new(
         metrics.clone(),
@@ -122,7 +127,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = tokio::spawn(server::serve(
         registry_listener,
-        Arc::new(Registry::new(pull, distributions.clone(), hosted, metrics.clone(), auth).with_limits(limits)),
+        Arc::new(Registry::new(pull, distributions.clone(), hosted, push, metrics.clone(), auth).with_limits(limits)),
         stop_rx.clone(),
         DRAIN_GRACE,
     ));

@@ -50,6 +50,8 @@ struct RawConfig {
     limits: limits::RawLimits,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    push: RawPush,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +107,18 @@ struct RawRule {
     users: Vec<String>,
     repositories: Vec<String>,
     actions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPush {
+    upload_timeout: String,
+}
+
+impl Default for RawPush {
+    fn default() -> Self {
+        RawPush { upload_timeout: "24h".into() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,6 +258,13 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     pub(crate) limits: LimitsConfig,
     pub(crate) auth: AuthConfig,
+    pub(crate) push: PushConfig,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct PushConfig {
+    /// An upload session untouched this long is abandoned and deleted.
+    pub(crate) upload_timeout: Duration,
 }
 
 /// `[auth]`: who may sign in and what they may do. Without users (the
@@ -404,6 +425,9 @@ impl RawConfig {
             log: LogConfig { level: self.log.level },
             limits: self.limits.validate()?,
             auth,
+            push: PushConfig {
+                upload_timeout: parse_positive_duration("push.upload_timeout", &self.push.upload_timeout)?,
+            },
         })
     }
 }
@@ -654,6 +678,19 @@ mod tests {
         assert_eq!(hub.name, "docker.io");
         assert_eq!(hub.tag_ttl, Duration::from_secs(300));
         assert_eq!(c.server.max_manifest_size, 4 << 20);
+        assert_eq!(c.push.upload_timeout, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn the_push_section_is_validated() {
+        let c = load_str("[push]\nupload_timeout = \"90m\"\n", &[]).unwrap();
+        assert_eq!(c.push.upload_timeout, Duration::from_secs(90 * 60));
+        let e = err_text(load_str("[push]\nupload_timeout = \"0s\"\n", &[]));
+        assert!(e.starts_with("push.upload_timeout"), "{e}");
+        let e = err_text(load_str("[push]\nupload_timeout = \"never\"\n", &[]));
+        assert!(e.starts_with("push.upload_timeout"), "{e}");
+        let e = err_text(load_str("[push]\ntimeout = \"1h\"\n", &[]));
+        assert!(e.contains("timeout"), "{e}");
     }
 
     #[test]

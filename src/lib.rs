@@ -5,8 +5,8 @@
 //! Data flows one way; an arrow means "may call":
 //!
 //! ```text
-//! cli -> app -> server -> api (router, access, handlers, error) -> pullthrough -> { storage, metadata }
-//!                           \-> auth                              \-> upstream
+//! cli -> app -> server -> api (router, access, handlers, error) -> repository -> pullthrough -> { storage, metadata }
+//!                           \-> auth, limits                      \-> upload -> storage        \-> upstream
 //!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage }
 //! ```
 //!
@@ -16,8 +16,10 @@
 //! - `api`: the registry route table, thin handlers, the one error mapping.
 //! - `pullthrough`: upstream selection, tag freshness, coalesced fills, the tee.
 //! - `upstream`: the remote registry client (auth, redirects, retries).
+//! - `repository`: distributions, serving a repository version, push repositories.
+//! - `upload`: blob upload sessions (resumable, across restarts too).
 //! - `storage`: content-addressed objects, verified ingest.
-//! - `metadata`: tag records and the repository index.
+//! - `metadata`: repositories, versions, content and distributions (SQLite).
 //! - `limits`: inbound rate limits per client IP and per user.
 //! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
@@ -36,6 +38,7 @@ pub(crate) mod pullthrough;
 pub(crate) mod repository;
 pub(crate) mod server;
 pub(crate) mod storage;
+pub(crate) mod upload;
 pub(crate) mod upstream;
 
 /// Entry points for `benches/` only: the hot paths, callable from outside

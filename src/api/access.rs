@@ -109,7 +109,7 @@ fn needs<'r>(route: &'r Route, method: &Method) -> Option<(&'r RepositoryName, A
     match route {
         Route::Base | Route::Catalog => None,
         // Uploads are part of a push, reads of their status included.
-        Route::Upload { name } => Some((name, one(Action::Push))),
+        Route::Upload { name, .. } => Some((name, one(Action::Push))),
         Route::Manifest { name, .. } | Route::Blob { name, .. } => Some((name, one(action(Action::Pull)))),
         Route::Tags { name } | Route::Referrers { name, .. } => Some((name, one(action(Action::Pull)))),
     }

@@ -10,6 +10,8 @@ use crate::limits::RetryAfter;
 use crate::auth::AuthError;
 use crate::oci::ErrorCode;
 use crate::pullthrough::{PullError, RouteError as UpstreamRouteError};
+use crate::repository::PushError;
+use crate::upload::UploadError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +22,6 @@ pub(crate) enum ApiError {
     Pull(#[from] PullError),
     #[error("{0}")]
     Unsupported(&'static str),
-    /// The client may not change this repository.
-    #[error("{0}")]
-    Denied(&'static str),
     #[error("invalid pagination parameter n: {0:?}")]
     BadPagination(String),
     /// The client (by IP, or by user) is over its inbound rate limit.
@@ -31,6 +30,16 @@ pub(crate) enum ApiError {
     /// Authentication or authorization refused the request.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// A `digest` or `mount` query parameter that is missing or no digest.
+    #[error("invalid digest parameter: {0}")]
+    BadDigest(String),
+    /// A `Content-Range` or `Content-Length` that cannot describe a chunk.
+    #[error("invalid chunk range: {0}")]
+    BadRange(String),
 }
 
 impl From<RetryAfter> for ApiError {
@@ -52,7 +61,6 @@ impl ApiError {
             // A tag that cannot exist names no manifest.
             ApiError::Route(RouteError::Tag(_)) => plain(C::ManifestUnknown),
             ApiError::Unsupported(_) => plain(C::Unsupported),
-            ApiError::Denied(_) => plain(C::Denied),
             ApiError::BadPagination(_) => plain(C::PaginationNumberInvalid),
             ApiError::RateLimited(retry_after) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -69,6 +77,33 @@ impl ApiError {
                 // A malformed token request: the spec has no code for it.
                 AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, C::Unsupported, None),
                 AuthError::Internal(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            ApiError::BadDigest(_) => plain(C::DigestInvalid),
+            ApiError::BadRange(_) => plain(C::RangeInvalid),
+            ApiError::Push(e) => match e {
+                PushError::Denied(_) => plain(C::Denied),
+                PushError::NameUnknown => plain(C::NameUnknown),
+                PushError::ManifestInvalid(_) => plain(C::ManifestInvalid),
+                // The spec's status for a manifest over the registry's
+                // limit; its code table has no better code than this.
+                PushError::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, C::ManifestInvalid, None),
+                PushError::ManifestBlobUnknown(_) => plain(C::ManifestBlobUnknown),
+                PushError::DigestMismatch { .. } => plain(C::DigestInvalid),
+                PushError::ManifestUnknown => plain(C::ManifestUnknown),
+                PushError::BlobUnknown => plain(C::BlobUnknown),
+                PushError::Storage(_) | PushError::Metadata(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            ApiError::Upload(e) => match e {
+                UploadError::Unknown => plain(C::BlobUploadUnknown),
+                // Where the upload stands, so the client can resume.
+                UploadError::OutOfOrder { offset, .. } => (
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    C::RangeInvalid,
+                    HeaderValue::from_str(&upload_range(*offset)).ok().map(|v| (header::RANGE, v)),
+                ),
+                UploadError::Invalid(_) | UploadError::Body(_) => plain(C::BlobUploadInvalid),
+                UploadError::DigestMismatch { .. } => plain(C::DigestInvalid),
+                UploadError::Storage(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
             },
             ApiError::Pull(e) => match e {
                 PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),
@@ -139,6 +174,12 @@ impl ApiError {
     }
 }
 
+/// The `Range` header of an upload holding `offset` bytes: `0-<last>`,
+/// and `0-0` for an empty one, as the reference registry says.
+pub(crate) fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +200,7 @@ mod tests {
         assert_eq!(j["errors"][0]["code"], "MANIFEST_UNKNOWN");
         let (s, _, j) = render(PullError::Route(UpstreamRouteError::NoUpstream("x".into())).into()).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NAME_UNKNOWN")));
-        let (s, _, j) = render(ApiError::Denied("read-only")).await;
+        let (s, _, j) = render(PushError::Denied("read-only").into()).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
         let (s, _, j) = render(ApiError::Unsupported("push")).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("UNSUPPORTED")));
@@ -181,6 +222,29 @@ mod tests {
         let (s, h, j) = render(e.into()).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
         assert!(h.get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[tokio::test]
+    async fn push_errors_take_the_spec_codes() {
+        let code = |e: ApiError| async move {
+            let (s, h, j) = render(e).await;
+            (s.as_u16(), j["errors"][0]["code"].as_str().unwrap_or_default().to_owned(), h)
+        };
+        let (s, c, h) = code(UploadError::OutOfOrder { start: 0, offset: 10 }.into()).await;
+        assert_eq!((s, c.as_str(), h.get(header::RANGE).unwrap().to_str().unwrap()), (416, "RANGE_INVALID", "0-9"));
+        assert_eq!(code(UploadError::Unknown.into()).await.1, "BLOB_UPLOAD_UNKNOWN");
+        let d = crate::oci::Digest::of(crate::oci::Algorithm::Sha256, b"");
+        let (s, c, _) = code(UploadError::DigestMismatch { expected: d.clone(), actual: d.clone() }.into()).await;
+        assert_eq!((s, c.as_str()), (400, "DIGEST_INVALID"));
+        let (s, c, _) = code(PushError::ManifestBlobUnknown(d).into()).await;
+        assert_eq!((s, c.as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+        let (s, c, _) = code(PushError::ManifestTooLarge { limit: 1 }.into()).await;
+        assert_eq!((s, c.as_str()), (413, "MANIFEST_INVALID"));
+        let (s, c, _) = code(PushError::Denied("read-only").into()).await;
+        assert_eq!((s, c.as_str()), (403, "DENIED"));
+        assert_eq!(upload_range(0), "0-0");
+        assert_eq!(upload_range(1), "0-0");
+        assert_eq!(upload_range(100), "0-99");
     }
 
     #[tokio::test]

@@ -1,11 +1,13 @@
-//! The registry API: routes a request, calls the pull-through layer, and
-//! shapes the HTTP response. Handlers are thin; statuses and OCI codes are
-//! chosen only in [`error`]. Never touches storage keys or upstreams
-//! directly.
+//! The registry API: routes a request, calls the pull-through, repository
+//! and upload layers, and shapes the HTTP response. Handlers are thin;
+//! statuses and OCI codes are chosen only in [`error`]. The write side
+//! (uploads, manifest PUT, DELETE) is in [`push`]. Never touches storage
+//! keys or upstreams directly.
 
 mod access;
 pub(crate) mod body;
 mod error;
+mod push;
 pub(crate) mod router;
 
 use std::time::Instant;
@@ -20,15 +22,15 @@ use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
 use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
-use crate::repository::{Distributions, Hosted, Served};
+use crate::repository::{Distributions, Hosted, Pushes, Served};
 use crate::storage;
+use crate::upload::Uploads;
 use body::{full, Body};
 pub(crate) use error::ApiError;
 use router::Route;
 
 const API_VERSION: &str = "Docker-Distribution-API-Version";
 const MAX_PAGE: usize = 10_000;
-const READ_ONLY: &str = "repository is a read-only pull-through cache";
 
 /// The registry API service; cheap to clone into each connection.
 #[derive(Clone)]
@@ -36,9 +38,19 @@ pub(crate) struct Registry {
     pull: PullThrough,
     distributions: Distributions,
     hosted: Hosted,
+    pushes: Pushes,
+    uploads: Uploads,
     metrics: Metrics,
     limits: RateLimits,
     auth: Auth,
+    max_manifest_size: usize,
+}
+
+/// What the registry needs for pushes.
+pub(crate) struct PushParts {
+    pub(crate) pushes: Pushes,
+    pub(crate) uploads: Uploads,
+    pub(crate) max_manifest_size: usize,
 }
 
 /// What a repository name in a request addresses: a distribution (served
@@ -55,7 +67,9 @@ struct Query {
     last: Option<String>,
     ns: Option<String>,
     artifact_type: Option<String>,
-    /// The source of a cross-repository blob mount.
+    digest: Option<String>,
+    /// A blob to mount, and (`from`) the repository it comes from.
+    mount: Option<String>,
     from: Option<String>,
 }
 
@@ -68,6 +82,8 @@ impl Query {
                 "last" => out.last = Some(v.into_owned()),
                 "ns" => out.ns = Some(v.into_owned()),
                 "artifactType" => out.artifact_type = Some(v.into_owned()),
+                "digest" => out.digest = Some(v.into_owned()),
+                "mount" => out.mount = Some(v.into_owned()),
                 "from" => out.from = Some(v.into_owned()),
                 _ => {}
             }
@@ -91,11 +107,13 @@ impl Registry {
         pull: PullThrough,
         distributions: Distributions,
         hosted: Hosted,
+        push: PushParts,
         metrics: Metrics,
         auth: Auth,
     ) -> Registry {
+        let PushParts { pushes, uploads, max_manifest_size } = push;
         let limits = RateLimits::new(&Default::default(), &metrics);
-        Registry { pull, distributions, hosted, metrics, auth, limits }
+        Registry { pull, distributions, hosted, pushes, uploads, metrics, max_manifest_size, limits, auth }
     }
 
     /// Enforces `limits` on every request (none by default).
@@ -113,12 +131,16 @@ impl Registry {
     }
 
     /// Serves one request; never fails (errors become OCI error responses).
-    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: std::fmt::Display,
+    {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let head_only = method == Method::HEAD;
-        let mut resp = match self.dispatch(&req).await {
+        let mut resp = match self.dispatch(req).await {
             Ok(resp) => resp,
             Err(e) => e.into_response(head_only),
         };
@@ -133,35 +155,39 @@ impl Registry {
         resp
     }
 
-    async fn dispatch<B>(&self, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+    /// Routes a request to its handler, after the rate limits and the
+    /// access gate (`access.rs`): no handler sees a request it was not
+    /// allowed.
+    async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: std::fmt::Display,
+    {
         if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>() {
             self.limits.check_client(*peer, req.headers())?;
         }
         if req.uri().path() == access::TOKEN_PATH {
-            return self.token(req).await;
+            return self.token(&req).await;
         }
         let route = router::route(req.uri().path())?;
         let query = Query::parse(req.uri().query());
-        // Authentication and authorization for every route, before any
-        // handler runs (access.rs).
-        let principal = self.admit(req, &route, &query).await?;
+        let principal = self.admit(&req, &route, &query).await?;
         if let Some(user) = principal.user() {
             self.limits.check_user(user)?;
         }
-        let method = req.method();
-        let read = *method == Method::GET || *method == Method::HEAD;
+        let method = req.method().clone();
+        let read = method == Method::GET || method == Method::HEAD;
         match route {
-            Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), method)),
-            Route::Catalog if read => self.catalog(&query, method, &principal).await,
-            Route::Manifest { name, reference } if read => self.manifest(req, &name, &reference, &query).await,
-            Route::Blob { name, digest } if read => self.blob(req, &name, &digest, &query).await,
-            Route::Tags { name } if read => self.tags(&name, &query, method).await,
-            Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, method).await,
-            Route::Upload { name } | Route::Manifest { name, .. } | Route::Blob { name, .. } => match self.source(&name, &query) {
-                Ok(Source::Upstream(_)) => Err(ApiError::Denied(READ_ONLY)),
-                Ok(Source::Hosted(d)) if d.origin.is_some() => Err(ApiError::Denied(READ_ONLY)),
-                _ => Err(ApiError::Unsupported("pushing is not supported by this registry")),
-            },
+            Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), &method)),
+            Route::Catalog if read => self.catalog(&query, &method, &principal).await,
+            Route::Manifest { name, reference } if read => self.manifest(&req, &name, &reference, &query).await,
+            Route::Blob { name, digest } if read => self.blob(&req, &name, &digest, &query).await,
+            Route::Tags { name } if read => self.tags(&name, &query, &method).await,
+            Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, &method).await,
+            Route::Upload { name, session } => self.upload(&name, session.as_deref(), req, &query).await,
+            Route::Manifest { name, reference } if method == Method::PUT => self.put_manifest(&name, &reference, req).await,
+            Route::Manifest { name, reference } if method == Method::DELETE => self.delete_manifest(&name, &reference).await,
+            Route::Blob { name, digest } if method == Method::DELETE => self.delete_blob(&name, &digest).await,
             _ => Err(ApiError::Unsupported("this method is not supported here")),
         }
     }

@@ -14,8 +14,10 @@ pub(crate) enum Route {
     Catalog,
     Manifest { name: RepositoryName, reference: Reference },
     Blob { name: RepositoryName, digest: Digest },
-    /// `/v2/<name>/blobs/uploads/...`: the push side.
-    Upload { name: RepositoryName },
+    /// `/v2/<name>/blobs/uploads/` (no session: start one) or
+    /// `/v2/<name>/blobs/uploads/<session>` (the id as sent; the upload
+    /// layer parses it).
+    Upload { name: RepositoryName, session: Option<String> },
     Tags { name: RepositoryName },
     Referrers { name: RepositoryName, digest: Digest },
 }
@@ -53,9 +55,13 @@ pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Ok(Route::Tags { name: name.parse()? });
     }
-    if let Some((name, tail)) = rest.split_once("/blobs/uploads") {
-        if tail.is_empty() || tail.starts_with('/') {
-            return Ok(Route::Upload { name: name.parse()? });
+    if let Some((name, tail)) = rest.rsplit_once("/blobs/uploads") {
+        let session = match tail {
+            "" | "/" => Some(None),
+            _ => tail.strip_prefix('/').filter(|id| !id.contains('/')).map(|id| Some(id.to_owned())),
+        };
+        if let Some(session) = session {
+            return Ok(Route::Upload { name: name.parse()?, session });
         }
     }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
@@ -91,8 +97,12 @@ mod tests {
         assert!(matches!(route(&format!("/v2/a/b/blobs/{D}")), Ok(Route::Blob { .. })));
         assert!(matches!(route(&format!("/v2/a/referrers/{D}")), Ok(Route::Referrers { .. })));
         assert!(matches!(route("/v2/a/b/tags/list"), Ok(Route::Tags { .. })));
-        assert!(matches!(route("/v2/a/blobs/uploads/"), Ok(Route::Upload { .. })));
-        assert!(matches!(route("/v2/a/blobs/uploads/some-id"), Ok(Route::Upload { .. })));
+        assert!(matches!(route("/v2/a/blobs/uploads/"), Ok(Route::Upload { session: None, .. })));
+        assert!(matches!(route("/v2/a/blobs/uploads"), Ok(Route::Upload { session: None, .. })));
+        match route("/v2/a/b/blobs/uploads/some-id").unwrap() {
+            Route::Upload { name, session } => assert_eq!((name.as_str(), session.as_deref()), ("a/b", Some("some-id"))),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

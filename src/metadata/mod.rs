@@ -205,6 +205,8 @@ pub(crate) struct ManifestFacts {
     pub(crate) layers: Vec<Descriptor>,
     /// Indexes: the child manifests listed.
     pub(crate) children: Vec<IndexChild>,
+    /// The manifest's annotations, as a JSON object's text.
+    pub(crate) annotations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +228,8 @@ pub(crate) struct ManifestItem {
     pub(crate) config: Option<Descriptor>,
     pub(crate) layers: Vec<Descriptor>,
     pub(crate) children: Vec<IndexChild>,
+    /// The manifest's annotations, as a JSON object's text.
+    pub(crate) annotations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,6 +313,23 @@ pub(crate) struct Recording {
     pub(crate) change: Change,
 }
 
+/// What a client's push changes in a push repository; each is applied in
+/// one transaction and makes at most one new version.
+// A manifest is nearly every push; boxing it would save nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PushChange {
+    /// A manifest was pushed (by `tag`, if one was given). Its config and
+    /// layers leave the uploaded blobs and become version content.
+    Manifest { facts: ManifestFacts, tag: Option<String> },
+    /// The manifest and every tag pointing at it leave the repository.
+    DeleteManifest { digest: Digest },
+    /// The tag leaves the repository; its manifest stays.
+    DeleteTag { tag: String },
+    /// The blob leaves the repository's content and its uploaded blobs.
+    DeleteBlob { digest: Digest },
+}
+
 /// A version created by recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Created {
@@ -344,13 +365,30 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// The manifest `tag` names in a version, if the version has that tag.
     fn resolve_tag(&self, repository: &str, version: VersionRef, tag: &str) -> Result<Option<TagItem>, MetadataError>;
     /// Whether a version holds this manifest or blob (`Manifest` or `Blob`),
-    /// directly or as something one of its manifests points at.
+    /// directly or as something one of its manifests points at. A push
+    /// repository holds exactly its content (everything in it was pushed),
+    /// and its latest version also shows its uploaded blobs.
     fn contains(&self, repository: &str, version: VersionRef, kind: ContentType, digest: &Digest)
         -> Result<bool, MetadataError>;
     /// Every tag name in a version, sorted.
     fn tag_names(&self, repository: &str, version: VersionRef) -> Result<Vec<String>, MetadataError>;
     /// Manifests in a version whose `subject` is `digest`.
     fn referrers(&self, repository: &str, version: VersionRef, digest: &Digest) -> Result<Vec<ManifestItem>, MetadataError>;
+
+    /// Creates the push repository `name` (kind `push`, empty version 0)
+    /// unless it exists, and a distribution serving its latest version at
+    /// base_path `name`, named `distribution` (or `distribution-2`, ... if
+    /// taken), unless some distribution already serves that base_path. One
+    /// transaction. A repository of that name that is not a push repository
+    /// is a `Conflict`.
+    fn create_push_repository(&self, name: &str, distribution: &str) -> Result<(), MetadataError>;
+    /// Makes `blob` an uploaded blob of the push repository: visible in
+    /// its latest version without being version content.
+    fn add_uploaded_blob(&self, repository: &str, blob: &Descriptor) -> Result<(), MetadataError>;
+    /// Applies one push change: the new version's number, or None when the
+    /// change left the version content as it was. `NotFound` when what a
+    /// delete names is not in the repository.
+    fn push(&self, repository: &str, change: &PushChange) -> Result<Option<u64>, MetadataError>;
 
     /// What an upstream's tag pointed at when last confirmed.
     fn upstream_tag(&self, upstream: &str, remote_name: &str, tag: &str) -> Result<Option<Digest>, MetadataError>;

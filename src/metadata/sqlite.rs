@@ -18,12 +18,12 @@ use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction}
 use super::{
     now_millis, BlobItem, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
-    PageRequest, Platform, Recording, Repository, RepositoryFilter, RepositoryKind, Store, Summary, TagItem,
+    PageRequest, Platform, PushChange, Recording, Repository, RepositoryFilter, RepositoryKind, Store, Summary, TagItem,
     Version, VersionRef,
 };
 use crate::oci::Digest;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_push.sql")];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
 const READERS: usize = 8;
@@ -269,8 +269,8 @@ fn upsert_manifest(tx: &Transaction<'_>, f: &ManifestFacts) -> Result<i64, Metad
         return Ok(id);
     }
     tx.execute(
-        "INSERT INTO manifests (digest, media_type, size, artifact_type, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![digest, f.media_type, i64_of(f.size), f.artifact_type, f.subject.as_ref().map(|s| s.to_string())],
+        "INSERT INTO manifests (digest, media_type, size, artifact_type, subject, annotations) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![digest, f.media_type, i64_of(f.size), f.artifact_type, f.subject.as_ref().map(|s| s.to_string()), f.annotations],
     )?;
     let id = tx.last_insert_rowid();
     let mut insert = tx.prepare(
@@ -368,28 +368,33 @@ fn tag_in_version(tx: &Connection, repo: i64, name: &str, v: i64) -> Result<Opti
         .optional()?)
 }
 
-fn apply_change(tx: &Transaction<'_>, repo: i64, change: &Change, v: i64) -> Result<(), MetadataError> {
-    match change {
-        Change::Manifest { facts, tag } => {
-            let manifest = upsert_manifest(tx, facts)?;
-            add_content(tx, repo, ContentType::Manifest, manifest, v)?;
-            for d in facts.config.iter().chain(&facts.layers) {
-                let blob = upsert_blob(tx, d)?;
-                add_content(tx, repo, ContentType::Blob, blob, v)?;
-            }
-            if let Some(name) = tag {
-                match tag_in_version(tx, repo, name, v)? {
-                    Some((_, m)) if m == manifest => {}
-                    existing => {
-                        if let Some((old, _)) = existing {
-                            remove_content(tx, repo, ContentType::Tag, old, v)?;
-                        }
-                        let tag = upsert_tag(tx, name, manifest)?;
-                        add_content(tx, repo, ContentType::Tag, tag, v)?;
-                    }
+/// Adds a manifest, its config and layers, and (if given) the tag naming
+/// it (moving the tag if it named another manifest) to version `v`.
+fn add_manifest(tx: &Transaction<'_>, repo: i64, facts: &ManifestFacts, tag: Option<&str>, v: i64) -> Result<(), MetadataError> {
+    let manifest = upsert_manifest(tx, facts)?;
+    add_content(tx, repo, ContentType::Manifest, manifest, v)?;
+    for d in facts.config.iter().chain(&facts.layers) {
+        let blob = upsert_blob(tx, d)?;
+        add_content(tx, repo, ContentType::Blob, blob, v)?;
+    }
+    if let Some(name) = tag {
+        match tag_in_version(tx, repo, name, v)? {
+            Some((_, m)) if m == manifest => {}
+            existing => {
+                if let Some((old, _)) = existing {
+                    remove_content(tx, repo, ContentType::Tag, old, v)?;
                 }
+                let tag = upsert_tag(tx, name, manifest)?;
+                add_content(tx, repo, ContentType::Tag, tag, v)?;
             }
         }
+    }
+    Ok(())
+}
+
+fn apply_change(tx: &Transaction<'_>, repo: i64, change: &Change, v: i64) -> Result<(), MetadataError> {
+    match change {
+        Change::Manifest { facts, tag } => add_manifest(tx, repo, facts, tag.as_deref(), v)?,
         Change::TagRemoved { tag } => {
             if let Some((old, _)) = tag_in_version(tx, repo, tag, v)? {
                 remove_content(tx, repo, ContentType::Tag, old, v)?;
@@ -540,22 +545,134 @@ fn record_repository(tx: &Transaction<'_>, name: &str, origin: &Origin, changes:
     for change in changes {
         apply_change(tx, repo.id, change, v)?;
     }
+    Ok(close_version(tx, &mut repo, v)?.map(|number| Created { repository: name.to_owned(), number }))
+}
+
+/// Makes the changes written at `v` (the latest version + 1) a new
+/// version, unless there are none; applies retention. The new number.
+fn close_version(tx: &Transaction<'_>, repo: &mut RepoRow, v: i64) -> Result<Option<u64>, MetadataError> {
     let summary = summarize(tx, repo.id, v)?;
     if summary.added.is_zero() && summary.removed.is_zero() {
         return Ok(None);
     }
     tx.execute(
         "INSERT INTO repository_versions (repository_id, number, created_at, base_version) VALUES (?1, ?2, ?3, ?4)",
-        params![repo.id, v, now_millis(), latest],
+        params![repo.id, v, now_millis(), v - 1],
     )?;
     write_summary(tx, repo.id, v, &summary)?;
     tx.execute("UPDATE repositories SET latest_version = ?2 WHERE id = ?1", params![repo.id, v])?;
     repo.repo.latest_version = u64_of(v);
     if let Some(retain) = repo.repo.retain_versions {
-        apply_retention(tx, &repo, retain)?;
+        apply_retention(tx, repo, retain)?;
     }
-    Ok(Some(Created { repository: name.to_owned(), number: u64_of(v) }))
+    Ok(Some(u64_of(v)))
 }
+
+// -- push repositories -------------------------------------------------------------
+
+/// The push repository `name`; any other kind refuses pushes.
+fn push_repository(conn: &Connection, name: &str) -> Result<RepoRow, MetadataError> {
+    let row = require_repository(conn, name)?;
+    if row.repo.kind != RepositoryKind::Push {
+        return Err(MetadataError::Conflict(format!(
+            "repository {name:?} is a {} repository; only push repositories accept pushes",
+            row.repo.kind.as_str()
+        )));
+    }
+    Ok(row)
+}
+
+fn id_by_digest(conn: &Connection, table: &str, digest: &Digest) -> Result<Option<i64>, MetadataError> {
+    Ok(conn
+        .query_row(&format!("SELECT id FROM {table} WHERE digest = ?1"), [digest.to_string()], |r| r.get(0))
+        .optional()?)
+}
+
+fn is_present(conn: &Connection, repo: i64, kind: ContentType, id: i64, v: i64) -> Result<bool, MetadataError> {
+    Ok(conn.query_row(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM repository_content rc WHERE rc.repository_id = :repo
+             AND rc.content_type = :kind AND rc.content_id = :id AND {PRESENT})"
+        ),
+        named_params! {":repo": repo, ":kind": kind.as_str(), ":id": id, ":v": v},
+        |r| r.get(0),
+    )?)
+}
+
+/// The content of `kind` named by `digest` if version `v` holds it.
+fn present_by_digest(conn: &Connection, repo: i64, kind: ContentType, digest: &Digest, v: i64) -> Result<Option<i64>, MetadataError> {
+    let table = if kind == ContentType::Manifest { "manifests" } else { "blobs" };
+    match id_by_digest(conn, table, digest)? {
+        Some(id) if is_present(conn, repo, kind, id, v)? => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
+/// Applies a push change to version `v` (the version being built).
+fn apply_push(tx: &Transaction<'_>, repo: i64, change: &PushChange, v: i64) -> Result<(), MetadataError> {
+    match change {
+        PushChange::Manifest { facts, tag } => {
+            add_manifest(tx, repo, facts, tag.as_deref(), v)?;
+            let mut forget = tx.prepare_cached(
+                "DELETE FROM uploaded_blobs WHERE repository_id = ?1 AND blob_id = (SELECT id FROM blobs WHERE digest = ?2)",
+            )?;
+            for d in facts.config.iter().chain(&facts.layers) {
+                forget.execute(params![repo, d.digest.to_string()])?;
+            }
+        }
+        PushChange::DeleteManifest { digest } => {
+            let Some(id) = present_by_digest(tx, repo, ContentType::Manifest, digest, v)? else {
+                return Err(MetadataError::NotFound(format!("manifest {digest} is not in the repository")));
+            };
+            let tags: Vec<i64> = {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT t.id FROM repository_content rc JOIN tags t ON t.id = rc.content_id
+                     WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND t.manifest_id = :id AND {PRESENT}"
+                ))?;
+                let rows = stmt.query_map(named_params! {":repo": repo, ":id": id, ":v": v}, |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for tag in tags {
+                remove_content(tx, repo, ContentType::Tag, tag, v)?;
+            }
+            remove_content(tx, repo, ContentType::Manifest, id, v)?;
+        }
+        PushChange::DeleteTag { tag } => {
+            let Some((id, _)) = tag_in_version(tx, repo, tag, v)? else {
+                return Err(MetadataError::NotFound(format!("tag {tag:?} is not in the repository")));
+            };
+            remove_content(tx, repo, ContentType::Tag, id, v)?;
+        }
+        PushChange::DeleteBlob { digest } => {
+            let uploaded = match id_by_digest(tx, "blobs", digest)? {
+                Some(id) => tx.execute("DELETE FROM uploaded_blobs WHERE repository_id = ?1 AND blob_id = ?2", params![repo, id])?,
+                None => 0,
+            };
+            match present_by_digest(tx, repo, ContentType::Blob, digest, v)? {
+                Some(id) => remove_content(tx, repo, ContentType::Blob, id, v)?,
+                None if uploaded > 0 => {}
+                None => return Err(MetadataError::NotFound(format!("blob {digest} is not in the repository"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `base`, or `base-n` cut to fit the name length.
+fn numbered(base: &str, n: u32) -> String {
+    if n <= 1 {
+        return base.to_owned();
+    }
+    let suffix = format!("-{n}");
+    let keep = base.len().min(MAX_DISTRIBUTION_NAME.saturating_sub(suffix.len()));
+    // Distribution names are ASCII, so any byte index is a char boundary;
+    // `get` keeps this panic-free all the same.
+    format!("{}{suffix}", base.get(..keep).unwrap_or(base))
+}
+
+/// Distribution names are at most this long (the repository layer checks
+/// the characters).
+const MAX_DISTRIBUTION_NAME: usize = 64;
 
 // -- content listings -------------------------------------------------------------
 
@@ -620,6 +737,7 @@ fn manifest_item(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<ManifestIte
         config,
         layers,
         children,
+        annotations: r.get(6)?,
     })
 }
 
@@ -658,6 +776,26 @@ fn content_page<T>(
 
 fn count(conn: &Connection, sql: &str, p: &[(&str, &dyn rusqlite::ToSql)]) -> Result<u64, MetadataError> {
     Ok(u64_of(conn.query_row(&format!("SELECT COUNT(*) {sql}"), p, |r| r.get(0))?))
+}
+
+/// `contains` for a push repository: exactly its content, and in its
+/// latest version its uploaded blobs too.
+fn push_contains(conn: &Connection, repo: &RepoRow, v: i64, kind: ContentType, digest: &Digest) -> Result<bool, MetadataError> {
+    if kind == ContentType::Tag {
+        return Err(MetadataError::Invalid("tags are not looked up by digest".into()));
+    }
+    if present_by_digest(conn, repo.id, kind, digest, v)?.is_some() {
+        return Ok(true);
+    }
+    if kind != ContentType::Blob || u64_of(v) != repo.repo.latest_version {
+        return Ok(false);
+    }
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM uploaded_blobs u JOIN blobs b ON b.id = u.blob_id
+         WHERE u.repository_id = ?1 AND b.digest = ?2)",
+        params![repo.id, digest.to_string()],
+        |r| r.get(0),
+    )?)
 }
 
 // -- distributions ----------------------------------------------------------------
@@ -814,7 +952,7 @@ impl Store for SqliteStore {
                 "manifest",
                 "(:digest IS NULL OR m.digest = :digest)",
                 named_params! {":digest": digest},
-                ("m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject", "m.digest"),
+                ("m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations", "m.digest"),
                 manifest_item,
             )
         })
@@ -850,6 +988,9 @@ impl Store for SqliteStore {
     fn contains(&self, repository: &str, version: VersionRef, kind: ContentType, digest: &Digest) -> Result<bool, MetadataError> {
         self.read(|conn| {
             let (repo, v) = resolve(conn, repository, version)?;
+            if repo.repo.kind == RepositoryKind::Push {
+                return push_contains(conn, &repo, v, kind, digest);
+            }
             // Besides content recorded in the version: what its manifests
             // point at (an index's other platforms, and their layers), which
             // belongs to the same images and can be fetched on demand.
@@ -895,7 +1036,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let (repo, v) = resolve(conn, repository, version)?;
             let mut stmt = conn.prepare(&format!(
-                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject
+                "SELECT m.id, m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations
                  FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
                  WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.subject = :subject AND {PRESENT}
                  ORDER BY m.digest"
@@ -906,6 +1047,73 @@ impl Store for SqliteStore {
                 items.push(manifest_item(conn, r)?);
             }
             Ok(items)
+        })
+    }
+
+    fn create_push_repository(&self, name: &str, distribution: &str) -> Result<(), MetadataError> {
+        self.write(|tx| {
+            let id = match repository_row(tx, name)? {
+                Some(row) if row.repo.kind != RepositoryKind::Push => {
+                    return Err(MetadataError::Conflict(format!(
+                        "repository {name:?} exists and is a {} repository",
+                        row.repo.kind.as_str()
+                    )))
+                }
+                Some(row) => row.id,
+                None => {
+                    let now = now_millis();
+                    tx.execute(
+                        "INSERT INTO repositories (name, kind, latest_version, created_at) VALUES (?1, 'push', 0, ?2)",
+                        params![name, now],
+                    )?;
+                    let id = tx.last_insert_rowid();
+                    tx.execute(
+                        "INSERT INTO repository_versions (repository_id, number, created_at) VALUES (?1, 0, ?2)",
+                        params![id, now],
+                    )?;
+                    id
+                }
+            };
+            let served: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM distributions WHERE base_path = ?1)", [name], |r| r.get(0))?;
+            if served {
+                return Ok(());
+            }
+            for n in 1..=1000 {
+                let candidate = numbered(distribution, n);
+                if distribution_in(tx, &candidate)?.is_some() {
+                    continue;
+                }
+                let now = now_millis();
+                tx.execute(
+                    "INSERT INTO distributions (name, base_path, repository_id, version, private, description, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, NULL, 0, 'created by the first push', ?4, ?4)",
+                    params![candidate, name, id, now],
+                )?;
+                return Ok(());
+            }
+            Err(MetadataError::Conflict(format!("no free distribution name like {distribution:?}")))
+        })
+    }
+
+    fn add_uploaded_blob(&self, repository: &str, blob: &Descriptor) -> Result<(), MetadataError> {
+        self.write(|tx| {
+            let repo = push_repository(tx, repository)?;
+            let id = upsert_blob(tx, blob)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO uploaded_blobs (repository_id, blob_id, created_at) VALUES (?1, ?2, ?3)",
+                params![repo.id, id, now_millis()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn push(&self, repository: &str, change: &PushChange) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| {
+            let mut repo = push_repository(tx, repository)?;
+            let v = i64_of(repo.repo.latest_version) + 1;
+            apply_push(tx, repo.id, change, v)?;
+            close_version(tx, &mut repo, v)
         })
     }
 
@@ -1036,6 +1244,7 @@ mod tests {
             config: Some(blob(&format!("{seed}-config"))),
             layers: layers.iter().map(|l| blob(l)).collect(),
             children: Vec::new(),
+            annotations: None,
         }
     }
 
@@ -1256,6 +1465,110 @@ mod tests {
         assert_eq!(s.distributions(PageRequest::default()).unwrap().total, 1);
         s.delete_distribution("d1").unwrap();
         assert!(matches!(s.delete_distribution("d1"), Err(MetadataError::NotFound(_))));
+    }
+
+    fn pushed(s: &SqliteStore, change: PushChange) -> Option<u64> {
+        s.push("team/app", &change).unwrap()
+    }
+
+    fn manifest_change(facts: ManifestFacts, tag: Option<&str>) -> PushChange {
+        PushChange::Manifest { facts, tag: tag.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_push_repository_comes_with_a_distribution_named_after_it() {
+        let (_d, s) = open();
+        s.create_distribution(&NewDistribution {
+            name: "team.app".into(),
+            base_path: "elsewhere".into(),
+            repository: {
+                s.record(&[pulled(image("m1", &["l1"]), None)]).unwrap();
+                "up/app".into()
+            },
+            version: None,
+            private: false,
+            description: None,
+        })
+        .unwrap();
+        s.create_push_repository("team/app", "team.app").unwrap();
+        s.create_push_repository("team/app", "team.app").unwrap(); // again: nothing new
+        let repo = s.repository("team/app").unwrap().unwrap();
+        assert_eq!((repo.kind, repo.latest_version), (RepositoryKind::Push, 0));
+        let all = s.distributions(PageRequest::default()).unwrap().items;
+        let d = all.iter().find(|d| d.base_path == "team/app").unwrap();
+        assert_eq!((d.name.as_str(), d.repository.as_str(), d.version), ("team.app-2", "team/app", None));
+        assert_eq!(all.len(), 2);
+        assert!(matches!(s.create_push_repository("up/app", "up.app"), Err(MetadataError::Conflict(_))));
+        assert!(matches!(s.push("up/app", &PushChange::DeleteTag { tag: "x".into() }), Err(MetadataError::Conflict(_))));
+        assert_eq!(numbered(&"x".repeat(64), 12).len(), 64);
+    }
+
+    #[test]
+    fn uploaded_blobs_are_visible_in_the_latest_version_until_a_manifest_makes_them_content() {
+        let (_d, s) = open();
+        s.create_push_repository("team/app", "team.app").unwrap();
+        let has_blob = |v: VersionRef, seed: &str| s.contains("team/app", v, ContentType::Blob, &digest(seed)).unwrap();
+        s.add_uploaded_blob("team/app", &blob("m1-config")).unwrap();
+        s.add_uploaded_blob("team/app", &blob("l1")).unwrap();
+        s.add_uploaded_blob("team/app", &blob("stray")).unwrap();
+        assert!(has_blob(None, "l1"), "uploaded: visible");
+        assert!(!has_blob(None, "other"));
+        assert_eq!(s.repository("team/app").unwrap().unwrap().latest_version, 0, "uploads make no version");
+
+        assert_eq!(pushed(&s, manifest_change(image("m1", &["l1"]), Some("1"))), Some(1));
+        let v1 = s.version("team/app", Some(1)).unwrap();
+        assert_eq!(v1.summary.added, counts(1, 1, 2));
+        assert!(has_blob(Some(1), "l1"), "now version content");
+        assert!(has_blob(None, "stray"), "still an uploaded blob of the latest version");
+        assert!(!has_blob(Some(0), "l1"));
+        assert!(s.contains("team/app", None, ContentType::Manifest, &digest("m1")).unwrap());
+        assert_eq!(pushed(&s, manifest_change(image("m1", &["l1"]), Some("1"))), None, "nothing changed");
+
+        // Only pushed content counts: a layer of a manifest the index
+        // lists is not implied in a push repository.
+        let mut index = image("idx", &[]);
+        index.config = None;
+        index.children = vec![IndexChild { descriptor: blob("m1"), platform: None }];
+        assert_eq!(pushed(&s, manifest_change(index, Some("multi"))), Some(2));
+        assert!(!has_blob(None, "nope"));
+    }
+
+    #[test]
+    fn deletes_make_versions_and_leave_older_versions_alone() {
+        let (_d, s) = open();
+        s.create_push_repository("team/app", "team.app").unwrap();
+        pushed(&s, manifest_change(image("m1", &["l1"]), Some("a")));
+        pushed(&s, manifest_change(image("m1", &["l1"]), Some("b")));
+        pushed(&s, manifest_change(image("m2", &["l2"]), Some("c")));
+        assert_eq!(s.tag_names("team/app", None).unwrap(), vec!["a", "b", "c"]);
+
+        assert_eq!(pushed(&s, PushChange::DeleteTag { tag: "c".into() }), Some(4));
+        assert_eq!(s.tag_names("team/app", None).unwrap(), vec!["a", "b"]);
+        assert!(s.contains("team/app", None, ContentType::Manifest, &digest("m2")).unwrap(), "the manifest stays");
+
+        assert_eq!(pushed(&s, PushChange::DeleteManifest { digest: digest("m1") }), Some(5));
+        let v5 = s.version("team/app", None).unwrap();
+        assert_eq!(v5.summary.removed, counts(2, 1, 0), "both tags go with the manifest");
+        assert!(s.tag_names("team/app", None).unwrap().is_empty());
+        assert_eq!(s.tag_names("team/app", Some(3)).unwrap(), vec!["a", "b", "c"], "old versions keep theirs");
+
+        assert_eq!(pushed(&s, PushChange::DeleteBlob { digest: digest("l1") }), Some(6));
+        assert!(!s.contains("team/app", None, ContentType::Blob, &digest("l1")).unwrap());
+        assert!(s.contains("team/app", Some(5), ContentType::Blob, &digest("l1")).unwrap());
+
+        s.add_uploaded_blob("team/app", &blob("up")).unwrap();
+        assert_eq!(pushed(&s, PushChange::DeleteBlob { digest: digest("up") }), None, "uploads are outside versions");
+        assert!(!s.contains("team/app", None, ContentType::Blob, &digest("up")).unwrap());
+
+        for gone in [
+            PushChange::DeleteBlob { digest: digest("up") },
+            PushChange::DeleteTag { tag: "a".into() },
+            PushChange::DeleteManifest { digest: digest("m1") },
+            PushChange::DeleteManifest { digest: digest("never") },
+        ] {
+            assert!(matches!(s.push("team/app", &gone), Err(MetadataError::NotFound(_))), "{gone:?}");
+        }
+        assert_eq!(s.repository("team/app").unwrap().unwrap().latest_version, 6);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use http::StatusCode;
 
-/// The spec's whole list; the upload and manifest-validation codes are
-/// answered once wharf accepts pushes.
+/// The spec's whole list; a few (`SIZE_INVALID`, `UNAUTHORIZED`) are not
+/// answered yet.
 #[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ErrorCode {

@@ -80,6 +80,8 @@ pub(crate) struct References {
     #[serde(default)]
     pub(crate) manifests: Vec<Descriptor>,
     pub(crate) subject: Option<Descriptor>,
+    /// The manifest's own annotations, as the referrers API lists them.
+    pub(crate) annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Config media types of ordinary images: a manifest with one of these and

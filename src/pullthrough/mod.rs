@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub(crate) use fill::Fill;
 use fill::{FillJob, Fills};
-pub(crate) use recorder::Recorder;
+pub(crate) use recorder::{manifest_facts, Recorder};
 pub(crate) use route::{RouteError, Target, Upstreams};
 
 use crate::metadata::{Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, PageRequest};
@@ -296,6 +296,12 @@ impl PullThrough {
     pub(crate) fn origin(&self, target: &Target) -> Origin {
         let cfg = target.upstream.config();
         Origin { upstream: cfg.name.clone(), remote_name: target.repo.to_string(), retain_versions: cfg.retain_versions }
+    }
+
+    /// The name of the pull-through repository a target's content is
+    /// recorded in (`<upstream>/<remote name>`).
+    pub(crate) fn repository_of(&self, target: &Target) -> String {
+        recorder::repository_name(&self.origin(target))
     }
 
     async fn record(&self, target: &Target, tag: Option<&str>, manifest: &Manifest) {

@@ -87,7 +87,7 @@ impl Recorder {
         let origin = origin();
         let repository = repository_name(&origin);
         let facts = match media::references(bytes) {
-            Ok(refs) => facts(digest, media_type, bytes.len() as u64, refs),
+            Ok(refs) => manifest_facts(digest, media_type, bytes.len() as u64, refs),
             Err(e) => {
                 tracing::warn!(%repository, %digest, error = %e, "manifest not recorded: unreadable references");
                 return;
@@ -136,7 +136,8 @@ fn descriptor(d: media::Descriptor) -> Descriptor {
     Descriptor { digest: d.digest, media_type: d.media_type, size: d.size }
 }
 
-fn facts(digest: &Digest, media_type: &str, size: u64, refs: References) -> ManifestFacts {
+/// What metadata records of a manifest, from what its bytes reference.
+pub(crate) fn manifest_facts(digest: &Digest, media_type: &str, size: u64, refs: References) -> ManifestFacts {
     let artifact_type = refs.effective_artifact_type();
     let children = refs
         .manifests
@@ -152,6 +153,7 @@ fn facts(digest: &Digest, media_type: &str, size: u64, refs: References) -> Mani
         size,
         artifact_type,
         subject: refs.subject.map(|s| s.digest),
+        annotations: refs.annotations.filter(|a| !a.is_empty()).and_then(|a| serde_json::to_string(&a).ok()),
         config: refs.config.map(descriptor),
         layers: refs.layers.into_iter().chain(refs.blobs).map(descriptor).collect(),
         children,
@@ -235,7 +237,7 @@ mod tests {
             d('c')
         );
         let digest = Digest::of(crate::oci::Algorithm::Sha256, image.as_bytes());
-        let f = facts(&digest, media::OCI_MANIFEST, image.len() as u64, media::references(image.as_bytes()).unwrap());
+        let f = manifest_facts(&digest, media::OCI_MANIFEST, image.len() as u64, media::references(image.as_bytes()).unwrap());
         assert_eq!(f.config.unwrap().size, Some(7));
         assert_eq!(f.layers.len(), 1);
         assert_eq!(f.subject.unwrap().to_string(), d('c'));
@@ -247,7 +249,7 @@ mod tests {
               "platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
             d('e')
         );
-        let f = facts(&digest, media::OCI_INDEX, 1, media::references(index.as_bytes()).unwrap());
+        let f = manifest_facts(&digest, media::OCI_INDEX, 1, media::references(index.as_bytes()).unwrap());
         assert_eq!(f.children.len(), 1);
         assert_eq!(f.children[0].platform.as_ref().unwrap().variant.as_deref(), Some("v8"));
         assert!(f.config.is_none() && f.layers.is_empty());

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, PageRequest};
+use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, PageRequest, RepositoryKind};
 use crate::oci::RepositoryName;
 
 /// Longest distribution name accepted.
@@ -24,6 +24,9 @@ pub(crate) struct Served {
     pub(crate) private: bool,
     /// Where blobs not cached yet come from: (upstream name, remote name).
     pub(crate) origin: Option<(String, String)>,
+    /// The kind of the repository served: only a push repository's own
+    /// distribution accepts pushes.
+    pub(crate) kind: RepositoryKind,
 }
 
 #[derive(Clone)]
@@ -106,8 +109,13 @@ impl Distributions {
         Ok(())
     }
 
+    /// The configured upstreams' names: paths under them are pull-through.
+    pub(crate) fn is_upstream_name(&self, first_component: &str) -> bool {
+        self.upstream_names.iter().any(|u| u == first_component)
+    }
+
     /// Rebuilds the in-memory table from metadata.
-    async fn reload(&self) -> Result<(), MetadataError> {
+    pub(crate) async fn reload(&self) -> Result<(), MetadataError> {
         let table = self
             .metadata
             .run(|s| {
@@ -117,9 +125,9 @@ impl Distributions {
                     let listed = s.distributions(page)?;
                     let n = listed.items.len() as u64;
                     for d in listed.items {
-                        let origin = s
-                            .repository(&d.repository)?
-                            .and_then(|r| r.upstream.zip(r.remote_name));
+                        let repository = s.repository(&d.repository)?;
+                        let kind = repository.as_ref().map_or(RepositoryKind::PullThrough, |r| r.kind);
+                        let origin = repository.and_then(|r| r.upstream.zip(r.remote_name));
                         let served = Served {
                             name: d.name,
                             base_path: d.base_path.clone(),
@@ -127,6 +135,7 @@ impl Distributions {
                             version: d.version,
                             private: d.private,
                             origin,
+                            kind,
                         };
                         out.insert(d.base_path, Arc::new(served));
                     }

@@ -154,6 +154,9 @@ impl Hosted {
                 if let Some(t) = m.artifact_type {
                     entry["artifactType"] = serde_json::Value::String(t);
                 }
+                if let Some(a) = m.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+                    entry["annotations"] = a;
+                }
                 entry
             })
             .collect();

@@ -6,9 +6,14 @@
 //! recorded before its bytes were fetched (a client pulled the manifest
 //! only); such bytes are fetched on demand through the pull-through layer.
 //! Nothing else reaches an upstream from here.
+//!
+//! Push repositories (`push.rs`) are written here too: which names accept
+//! pushes, what a pushed manifest must satisfy, one version per change.
 
 mod distributions;
 mod hosted;
+mod push;
 
 pub(crate) use distributions::{Distributions, Served};
 pub(crate) use hosted::Hosted;
+pub(crate) use push::{PushError, Pushes, Writable};

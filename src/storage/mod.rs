@@ -7,6 +7,8 @@
 //! ```text
 //! objects/blobs/<alg>/<hex[0..2]>/<hex>   verified content (blobs and manifests), via object_store
 //! spool/<pid>-<n>                          in-progress ingests; emptied at start
+//! uploads/<session>/                       clients' upload sessions (a [`Partial`] and the
+//!                                          upload layer's state); kept across restarts
 //! ```
 //!
 //! **Invariant:** an object exists under `objects/blobs/<alg>/..../<hex>` only
@@ -75,6 +77,7 @@ pub(crate) struct Storage {
 struct Inner {
     objects: LocalFileSystem,
     spool_dir: PathBuf,
+    uploads_dir: PathBuf,
     next_spool: AtomicU64,
 }
 
@@ -96,10 +99,19 @@ impl Storage {
             tokio::fs::remove_dir_all(&spool_dir).await?;
         }
         tokio::fs::create_dir_all(&spool_dir).await?;
+        let uploads_dir = root.join("uploads");
+        tokio::fs::create_dir_all(&uploads_dir).await?;
         let objects = LocalFileSystem::new_with_prefix(&objects_dir)?;
         Ok(Storage {
-            inner: Arc::new(Inner { objects, spool_dir, next_spool: AtomicU64::new(0) }),
+            inner: Arc::new(Inner { objects, spool_dir, uploads_dir, next_spool: AtomicU64::new(0) }),
         })
+    }
+
+    /// Where upload sessions live, one directory each. Unlike the spool it
+    /// survives a restart, so a client can resume an upload; nothing in it
+    /// is ever served (see [`Partial`]).
+    pub(crate) fn uploads_dir(&self) -> &Path {
+        &self.inner.uploads_dir
     }
 
     fn key(digest: &Digest) -> object_store::path::Path {
@@ -266,6 +278,114 @@ impl Drop for Ingest {
     }
 }
 
+/// Content whose digest is known only at its end: a client's blob upload,
+/// appended over many requests and possibly across restarts. Its file lives
+/// under [`Storage::uploads_dir`] and is hashed (sha256) as it is written;
+/// [`Partial::commit_blocking`] checks it against the digest the client
+/// names and only then renames it into `objects/`, so an upload, like every
+/// ingest, becomes an object only under its true digest.
+///
+/// Every method blocks: call them from the blocking pool.
+pub(crate) struct Partial {
+    file: File,
+    path: PathBuf,
+    sha256: Hasher,
+    len: u64,
+}
+
+/// Reads of a partial's bytes to re-hash them go in pieces of this size.
+const REHASH_CHUNK: usize = 1 << 20;
+
+impl Partial {
+    /// Creates an empty partial at `path` (which must be under the uploads
+    /// directory: the commit is a rename into `objects/`).
+    pub(crate) fn create(path: &Path) -> Result<Partial, StorageError> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        Ok(Partial { file, path: path.to_owned(), sha256: Hasher::new(crate::oci::Algorithm::Sha256), len: 0 })
+    }
+
+    /// Reopens the partial at `path` with its first `len` bytes, the ones
+    /// known to be complete (anything after them, from a request cut short,
+    /// is dropped), and re-hashes them: the hasher's state is not on disk.
+    pub(crate) fn reopen(path: &Path, len: u64) -> Result<Partial, StorageError> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let on_disk = file.metadata()?.len();
+        if on_disk < len {
+            return Err(StorageError::Io(format!("{} has {on_disk} bytes, {len} were recorded", path.display())));
+        }
+        if on_disk > len {
+            file.set_len(len)?;
+        }
+        let mut sha256 = Hasher::new(crate::oci::Algorithm::Sha256);
+        hash_file(&file, len, &mut sha256)?;
+        let mut partial = Partial { file, path: path.to_owned(), sha256, len };
+        use std::io::Seek;
+        partial.file.seek(std::io::SeekFrom::Start(len))?;
+        Ok(partial)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn write_blocking(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        self.file.write_all(chunk)?;
+        self.sha256.update(chunk);
+        self.len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the bytes written so far durable.
+    pub(crate) fn sync_blocking(&self) -> Result<(), StorageError> {
+        Ok(self.file.sync_data()?)
+    }
+
+    /// Verifies the bytes against `expected` and makes them the object of
+    /// that digest. A sha512 digest costs one read of the bytes (uploads
+    /// are hashed with sha256 as they arrive, the algorithm nearly every
+    /// client uses). On a mismatch nothing is stored; the partial is left
+    /// for its owner to delete. The object's size on success.
+    pub(crate) fn commit_blocking(self, storage: &Storage, expected: &Digest) -> Result<u64, IngestError> {
+        let actual = match expected.algorithm() {
+            crate::oci::Algorithm::Sha256 => self.sha256.finish(),
+            alg => {
+                let mut h = Hasher::new(alg);
+                hash_file(&self.file, self.len, &mut h)?;
+                h.finish()
+            }
+        };
+        if actual != *expected {
+            return Err(IngestError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        let target = storage.inner.objects.path_to_filesystem(&Storage::key(expected)).map_err(StorageError::from)?;
+        // Synced before the rename, as every ingest: after a power loss the
+        // object must not exist with bytes that do not match its key.
+        self.file.sync_data().map_err(StorageError::from)?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(StorageError::from)?;
+        }
+        std::fs::rename(&self.path, &target).map_err(StorageError::from)?;
+        Ok(self.len)
+    }
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher`, by position.
+fn hash_file(file: &File, len: u64, hasher: &mut Hasher) -> Result<(), StorageError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; REHASH_CHUNK];
+    let mut pos = 0u64;
+    while pos < len {
+        let want = (len - pos).min(REHASH_CHUNK as u64) as usize;
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(StorageError::Io("partial upload is shorter than recorded".into()));
+        }
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(())
+}
+
 /// Reads up to `len` bytes at `offset` (at least one, unless the file ends
 /// first, which is an error: callers only ask for bytes that exist).
 ///
@@ -397,6 +517,33 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "spool cleaned");
         assert!(s.put_verified(&digest, Bytes::from_static(b"tampered")).await.is_err());
         assert_eq!(s.stat(&digest).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_partial_survives_reopening_and_commits_only_under_its_digest() {
+        let (dir, s) = store().await;
+        let data = Bytes::from((0..3 * REHASH_CHUNK as u32 + 17).map(|i| i as u8).collect::<Vec<u8>>());
+        let path = s.uploads_dir().join("p");
+        let mut p = Partial::create(&path).unwrap();
+        p.write_blocking(&data[..REHASH_CHUNK + 5]).unwrap();
+        p.sync_blocking().unwrap();
+        // A request cut short wrote more than was recorded.
+        p.write_blocking(b"garbage").unwrap();
+        drop(p);
+        let mut p = Partial::reopen(&path, (REHASH_CHUNK + 5) as u64).unwrap();
+        assert_eq!(p.len(), (REHASH_CHUNK + 5) as u64);
+        p.write_blocking(&data[REHASH_CHUNK + 5..]).unwrap();
+        let sha512 = Digest::of(Algorithm::Sha512, &data);
+        let wrong = Digest::of(Algorithm::Sha256, b"other");
+        assert!(matches!(p.commit_blocking(&s, &wrong), Err(IngestError::DigestMismatch { .. })));
+        assert_eq!(s.stat(&wrong).await.unwrap(), None);
+        let mut p = Partial::reopen(&path, data.len() as u64).unwrap();
+        assert!(Partial::reopen(&path, data.len() as u64 + 1).is_err(), "shorter than recorded");
+        p = Partial::reopen(&path, p.len()).unwrap();
+        assert_eq!(p.commit_blocking(&s, &sha512).unwrap(), data.len() as u64);
+        assert_eq!(s.read_small(&sha512, data.len()).await.unwrap().unwrap(), data);
+        assert!(!path.exists(), "moved, not copied");
+        assert!(dir.path().join("uploads").is_dir());
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ const MANIFEST: &str = "/v2/up/team/tool/manifests/2";
 const ACCEPT: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
 /// `wharf user hash-password` with `password` on standard input.
-fn hash_password(password: &str) -> String {
+pub fn hash_password(password: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["user", "hash-password"])
         .stdin(Stdio::piped())

@@ -40,6 +40,15 @@ pub async fn request_with_body(method: &str, url: &str, headers: &[(&str, &str)]
     send(method, url, headers, Full::new(Bytes::from(body))).await
 }
 
+/// Sends a request whose body is streamed from `body` (never held whole).
+pub async fn request_with_stream<B>(method: &str, url: &str, headers: &[(&str, &str)], body: B) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    send(method, url, headers, body).await
+}
+
 async fn send<B>(method: &str, url: &str, headers: &[(&str, &str)], body: B) -> Response
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,

@@ -24,3 +24,4 @@ mod cli;
 mod admin_api;
 mod limits;
 mod auth;
+mod push;

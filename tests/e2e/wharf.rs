@@ -116,6 +116,11 @@ impl Wharf {
         assert!(status.success(), "wharf exited with {status} after SIGTERM");
     }
 
+    /// The wharf process's id (to read its `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:PORT` of the admin port.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin)

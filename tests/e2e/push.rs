@@ -1,0 +1,416 @@
+//! Pushing into wharf: skopeo copies an image in and pulls it back, raw
+//! HTTP drives chunked, monolithic and mounted uploads, an upload survives
+//! a restart, referrers, deletes, the versions each push makes, a 1 GiB
+//! upload with flat memory, and pull-through names refusing pushes.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::StreamBody;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::clients::Clients;
+use crate::http::{self, Response};
+use crate::images::{self, sha256_digest, sha512_digest, Image};
+use crate::wharf::{write_config, UpstreamEntry, Wharf};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+
+/// The user every push here is made as: may pull, push and delete
+/// anywhere, and use the admin API.
+const PUSHER: &str = "pusher:pusher-pass";
+
+/// A wharf with one upstream, `up`, that is never contacted: pushes to
+/// `up/...` must be refused before any connection. Basic credentials are
+/// accepted straight on `/v2/`, so raw requests need no token dance.
+fn start(dir: &std::path::Path) -> Wharf {
+    let config = write_config(dir, &[UpstreamEntry::new("up", "http://127.0.0.1:9")]);
+    let mut toml = std::fs::read_to_string(&config).expect("read config");
+    toml.push_str(&format!(
+        "\n[auth]\nbasic = true\n\n[[auth.user]]\nname = \"pusher\"\npassword_hash = {:?}\nadmin = true\n\
+         \n[[auth.rule]]\nusers = [\"pusher\"]\nrepositories = [\"*\"]\nactions = [\"pull\", \"push\", \"delete\"]\n",
+        crate::auth::hash_password("pusher-pass")
+    ));
+    std::fs::write(&config, toml).expect("write config");
+    Wharf::start_with_config(&config)
+}
+
+fn authorization() -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(PUSHER))
+}
+
+/// `headers` and the pusher's credentials.
+fn signed_in<'a>(headers: &[(&'a str, &'a str)], auth: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut all = headers.to_vec();
+    all.push(("Authorization", auth));
+    all
+}
+
+async fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
+    let auth = authorization();
+    http::request(method, url, &signed_in(headers, &auth)).await
+}
+
+async fn request_with_body(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Response {
+    let auth = authorization();
+    http::request_with_body(method, url, &signed_in(headers, &auth), body).await
+}
+
+async fn request_with_stream<B>(method: &str, url: &str, headers: &[(&str, &str)], body: B) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let auth = authorization();
+    http::request_with_stream(method, url, &signed_in(headers, &auth), body).await
+}
+
+async fn get(url: &str) -> Response {
+    request("GET", url, &[]).await
+}
+
+fn header_of<'a>(r: &'a Response, name: &str) -> &'a str {
+    r.header(name).unwrap_or_else(|| panic!("no {name} header (status {})", r.status))
+}
+
+/// Starts an upload session; its Location.
+async fn start_upload(w: &Wharf, name: &str) -> String {
+    let r = request("POST", &format!("{}/v2/{name}/blobs/uploads/", w.url()), &[]).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(header_of(&r, "range"), "0-0");
+    let location = header_of(&r, "location").to_owned();
+    assert!(location.starts_with(&format!("/v2/{name}/blobs/uploads/")), "{location}");
+    assert_eq!(location.rsplit('/').next(), r.header("docker-upload-uuid"));
+    location
+}
+
+async fn patch(w: &Wharf, location: &str, start: usize, bytes: &[u8]) -> Response {
+    let range = format!("{start}-{}", start + bytes.len() - 1);
+    request_with_body(
+        "PATCH",
+        &format!("{}{location}", w.url()),
+        &[("content-range", &range), ("content-type", "application/octet-stream")],
+        bytes.to_vec(),
+    )
+    .await
+}
+
+/// Uploads `bytes` in one POST; its digest.
+async fn upload_monolithic(w: &Wharf, name: &str, bytes: &[u8]) -> String {
+    let digest = sha256_digest(bytes);
+    let url = format!("{}/v2/{name}/blobs/uploads/?digest={digest}", w.url());
+    let r = request_with_body("POST", &url, &[("content-type", "application/octet-stream")], bytes.to_vec()).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(header_of(&r, "location"), format!("/v2/{name}/blobs/{digest}"));
+    assert_eq!(header_of(&r, "docker-content-digest"), digest);
+    digest
+}
+
+async fn put_manifest(w: &Wharf, name: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Response {
+    let url = format!("{}/v2/{name}/manifests/{reference}", w.url());
+    request_with_body("PUT", &url, &[("content-type", media_type)], bytes.to_vec()).await
+}
+
+async fn admin_json(w: &Wharf, path: &str) -> Value {
+    let r = get(&format!("{}/api/v1/{path}", w.admin_url())).await;
+    assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+async fn latest_version(w: &Wharf, encoded_name: &str) -> u64 {
+    admin_json(w, &format!("repositories/{encoded_name}")).await["latest_version"].as_u64().expect("latest_version")
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
+    json!({ "mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len() })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pushes_an_image_into_wharf_and_pulls_the_same_digests_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let w = start(&tmp.path().join("wharf"));
+    let image = Image::random(&[300_000, 70_000]);
+    images::push(&clients, tmp.path(), &image, &w.host(), "team/app", &["1"], Some(PUSHER));
+
+    // The push made the repository, its distribution, and one version
+    // (one manifest PUT), visible at once: versions are written in the
+    // request, not in the background.
+    let repo = admin_json(&w, "repositories/team%2Fapp").await;
+    assert_eq!((repo["kind"].as_str(), repo["latest_version"].as_u64()), (Some("push"), Some(1)));
+    let v1 = admin_json(&w, "repositories/team%2Fapp/versions/1").await;
+    assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3 }), "{v1}");
+    let dists = admin_json(&w, "distributions").await;
+    assert_eq!(dists["results"][0]["base_path"], "team/app");
+    assert_eq!(dists["results"][0]["name"], "team.app");
+
+    let dest = tmp.path().join("pulled");
+    clients.pull_to_layout(&format!("docker://{}/team/app:1", w.host()), &dest, "1", &[]);
+    images::assert_layout_holds_image(&dest, "1", &image);
+
+    // A second tag for the same image is a second version: one more tag.
+    images::push(&clients, tmp.path(), &image, &w.host(), "team/app", &["2"], Some(PUSHER));
+    assert_eq!(latest_version(&w, "team%2Fapp").await, 2);
+    let tags = get(&format!("{}/v2/team/app/tags/list?n=1", w.url())).await;
+    assert_eq!(tags.json()["tags"], json!(["1"]));
+    assert!(header_of(&tags, "link").contains("last=1"));
+    let catalog = get(&format!("{}/v2/_catalog", w.url())).await.json();
+    assert_eq!(catalog["repositories"], json!(["team/app"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_monolithic_and_mounted_uploads_and_their_failures() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = start(&tmp.path().join("wharf"));
+    let data = images::random_bytes(300_000);
+    let digest = sha256_digest(&data);
+
+    // Chunked: several PATCHes, each starting where the upload stands.
+    let location = start_upload(&w, "team/chunks").await;
+    let r = patch(&w, &location, 0, &data[..100_000]).await;
+    assert_eq!((r.status, header_of(&r, "range")), (202, "0-99999"));
+    assert_eq!(header_of(&r, "location"), location);
+    let r = patch(&w, &location, 100_000, &data[100_000..250_000]).await;
+    assert_eq!((r.status, header_of(&r, "range")), (202, "0-249999"));
+    // Out of order: 416 RANGE_INVALID, and the upload is as it was.
+    let r = patch(&w, &location, 100_000, &data[100_000..250_000]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"));
+    let r = request("GET", &format!("{}{location}", w.url()), &[]).await;
+    assert_eq!((r.status, header_of(&r, "range")), (204, "0-249999"));
+    // A PATCH without Content-Range is a streamed append.
+    let url = format!("{}{location}", w.url());
+    let r = request_with_body("PATCH", &url, &[], data[250_000..290_000].to_vec()).await;
+    assert_eq!((r.status, header_of(&r, "range")), (202, "0-289999"));
+    // The last chunk comes with the PUT.
+    let r = request_with_body("PUT", &format!("{url}?digest={digest}"), &[], data[290_000..].to_vec()).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(header_of(&r, "location"), format!("/v2/team/chunks/blobs/{digest}"));
+    assert_eq!(header_of(&r, "docker-content-digest"), digest);
+    let blob = get(&format!("{}/v2/team/chunks/blobs/{digest}", w.url())).await;
+    assert_eq!((blob.status, blob.body.as_ref()), (200, data.as_slice()));
+    let r = request("GET", &url, &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"), "the session ended");
+
+    // Monolithic, and in sha512.
+    let other = images::random_bytes(5_000);
+    upload_monolithic(&w, "team/mono", &other).await;
+    let d512 = sha512_digest(&other);
+    let url = format!("{}/v2/team/mono/blobs/uploads/?digest={d512}", w.url());
+    assert_eq!(request_with_body("POST", &url, &[], other.clone()).await.status, 201);
+    assert_eq!(request("HEAD", &format!("{}/v2/team/mono/blobs/{d512}", w.url()), &[]).await.status, 200);
+
+    // A wrong digest: DIGEST_INVALID and nothing stored under either digest.
+    let location = start_upload(&w, "team/mono").await;
+    let wrong = sha256_digest(b"not these bytes");
+    let url = format!("{}{location}?digest={wrong}", w.url());
+    let r = request_with_body("PUT", &url, &[], b"these bytes".to_vec()).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    for d in [wrong, sha256_digest(b"these bytes")] {
+        assert_eq!(request("HEAD", &format!("{}/v2/team/mono/blobs/{d}", w.url()), &[]).await.status, 404);
+    }
+
+    // Mounting: from a repository that holds the blob, 201; otherwise a
+    // session (202).
+    let mount = |from: &str, d: &str| format!("{}/v2/team/mounted/blobs/uploads/?mount={d}&from={from}", w.url());
+    let r = request("POST", &mount("team/chunks", &digest), &[]).await;
+    assert_eq!((r.status, header_of(&r, "location")), (201, format!("/v2/team/mounted/blobs/{digest}").as_str()));
+    assert_eq!(request("HEAD", &format!("{}/v2/team/mounted/blobs/{digest}", w.url()), &[]).await.status, 200);
+    let r = request("POST", &mount("team/mono", &digest), &[]).await;
+    assert_eq!(r.status, 202, "team/mono does not hold it");
+    assert!(header_of(&r, "location").starts_with("/v2/team/mounted/blobs/uploads/"));
+
+    // Cancelling a session.
+    let location = start_upload(&w, "team/mono").await;
+    assert_eq!(request("DELETE", &format!("{}{location}", w.url()), &[]).await.status, 204);
+    let r = patch(&w, &location, 0, b"late").await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+    let r = request("GET", &format!("{}/v2/team/mono/blobs/uploads/not-a-session", w.url()), &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_session_survives_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = start(&tmp.path().join("wharf"));
+    let data = images::random_bytes(200_000);
+    let location = start_upload(&w, "team/resume").await;
+    assert_eq!(patch(&w, &location, 0, &data[..120_000]).await.status, 202);
+    let config = w.config_path.clone();
+    w.stop();
+
+    let w = Wharf::start_with_config(&config);
+    let r = request("GET", &format!("{}{location}", w.url()), &[]).await;
+    assert_eq!((r.status, header_of(&r, "range")), (204, "0-119999"));
+    assert_eq!(patch(&w, &location, 120_000, &data[120_000..]).await.status, 202);
+    let digest = sha256_digest(&data);
+    let r = request("PUT", &format!("{}{location}?digest={digest}", w.url()), &[]).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let blob = get(&format!("{}/v2/team/resume/blobs/{digest}", w.url())).await;
+    assert_eq!((blob.status, blob.body.len()), (200, data.len()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_with_a_subject_are_listed_as_referrers_and_deletes_make_versions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = start(&tmp.path().join("wharf"));
+    let name = "team/refs";
+    let layer = images::random_bytes(10_000);
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let image = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+    });
+    let image = serde_json::to_vec(&image).expect("json");
+    let image_digest = sha256_digest(&image);
+
+    // A manifest whose blobs were not pushed is refused.
+    let r = put_manifest(&w, name, "v1", OCI_MANIFEST, &image).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    upload_monolithic(&w, name, &layer).await;
+    upload_monolithic(&w, name, &config).await;
+    // Content-Type must match a declared mediaType; a digest reference
+    // must match the body.
+    let r = put_manifest(&w, name, "v1", "application/vnd.docker.distribution.manifest.v2+json", &image).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_INVALID"));
+    let r = put_manifest(&w, name, &sha256_digest(b"other"), OCI_MANIFEST, &image).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "DIGEST_INVALID"));
+    let r = put_manifest(&w, name, "v1", OCI_MANIFEST, &image).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(header_of(&r, "location"), format!("/v2/{name}/manifests/{image_digest}"));
+    assert_eq!(header_of(&r, "docker-content-digest"), image_digest);
+    assert!(r.header("oci-subject").is_none());
+    assert_eq!(latest_version(&w, "team%2Frefs").await, 1);
+
+    // Two referrers of different artifact types, and one whose subject
+    // does not exist (allowed).
+    let empty = b"{}".to_vec();
+    upload_monolithic(&w, name, &empty).await;
+    let referrer = |artifact_type: &str, subject: &str, note: &str| {
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": descriptor(EMPTY_CONFIG, &empty),
+            "layers": [descriptor(EMPTY_CONFIG, &empty)],
+            "subject": { "mediaType": OCI_MANIFEST, "digest": subject, "size": 100 },
+            "annotations": { "note": note },
+        });
+        serde_json::to_vec(&m).expect("json")
+    };
+    let sbom = referrer("application/vnd.example.sbom", &image_digest, "sbom");
+    let sig = referrer("application/vnd.example.sig", &image_digest, "sig");
+    let dangling_subject = sha256_digest(b"never pushed");
+    let orphan = referrer("application/vnd.example.sig", &dangling_subject, "orphan");
+    for m in [&sbom, &sig, &orphan] {
+        let r = put_manifest(&w, name, &sha256_digest(m), OCI_MANIFEST, m).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let subject: Value = serde_json::from_slice::<Value>(m).expect("json")["subject"]["digest"].clone();
+        assert_eq!(Some(header_of(&r, "oci-subject")), subject.as_str());
+    }
+    assert_eq!(latest_version(&w, "team%2Frefs").await, 4);
+
+    let listing = get(&format!("{}/v2/{name}/referrers/{image_digest}", w.url())).await;
+    assert_eq!(header_of(&listing, "content-type"), "application/vnd.oci.image.index.v1+json");
+    let all = listing.json()["manifests"].as_array().cloned().expect("manifests");
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().any(|m| m["digest"] == sha256_digest(&sbom) && m["annotations"]["note"] == "sbom"));
+    let url = format!("{}/v2/{name}/referrers/{image_digest}?artifactType=application/vnd.example.sig", w.url());
+    let filtered = get(&url).await;
+    assert_eq!(header_of(&filtered, "oci-filters-applied"), "artifactType");
+    let sigs = filtered.json()["manifests"].as_array().cloned().expect("manifests");
+    assert_eq!((sigs.len(), sigs[0]["digest"].as_str()), (1, Some(sha256_digest(&sig).as_str())));
+    let orphans = get(&format!("{}/v2/{name}/referrers/{dangling_subject}", w.url())).await.json();
+    assert_eq!(orphans["manifests"].as_array().map(Vec::len), Some(1));
+
+    // Deletes: a tag (the manifest stays), a manifest (its other tags go
+    // with it), a blob; one version each.
+    assert_eq!(put_manifest(&w, name, "v2", OCI_MANIFEST, &image).await.status, 201);
+    assert_eq!(latest_version(&w, "team%2Frefs").await, 5);
+    let manifests = |r: &str| format!("{}/v2/{name}/manifests/{r}", w.url());
+    assert_eq!(request("DELETE", &manifests("v1"), &[]).await.status, 202);
+    assert_eq!(get(&manifests("v1")).await.status, 404);
+    assert_eq!(get(&manifests("v2")).await.status, 200);
+    assert_eq!(latest_version(&w, "team%2Frefs").await, 6);
+    assert_eq!(request("DELETE", &manifests(&image_digest), &[]).await.status, 202);
+    assert_eq!(get(&manifests(&image_digest)).await.status, 404);
+    assert_eq!(get(&manifests("v2")).await.status, 404, "its tag went with it");
+    assert_eq!(latest_version(&w, "team%2Frefs").await, 7);
+    let blob = format!("{}/v2/{name}/blobs/{}", w.url(), sha256_digest(&layer));
+    assert_eq!(request("DELETE", &blob, &[]).await.status, 202);
+    assert_eq!(request("HEAD", &blob, &[]).await.status, 404);
+    assert_eq!(latest_version(&w, "team%2Frefs").await, 8);
+    let r = request("DELETE", &blob, &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "BLOB_UNKNOWN"));
+    let r = request("DELETE", &manifests("v1"), &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    // Older versions keep what they held.
+    let v5 = admin_json(&w, "repositories/team%2Frefs/versions/5/tags").await;
+    assert_eq!(v5["count"], 2, "{v5}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pushes_into_pull_through_names_are_denied() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = start(&tmp.path().join("wharf"));
+    let digest = sha256_digest(b"x");
+    for (method, path) in [
+        ("POST", "/v2/up/team/app/blobs/uploads/".to_owned()),
+        ("PUT", "/v2/up/team/app/manifests/latest".to_owned()),
+        ("DELETE", format!("/v2/up/team/app/blobs/{digest}")),
+        ("PATCH", "/v2/up/team/app/blobs/uploads/00000000-0000-4000-8000-000000000000".to_owned()),
+    ] {
+        let r = request_with_body(method, &format!("{}{path}", w.url()), &[], b"{}".to_vec()).await;
+        assert_eq!((r.status, r.error_code().as_str()), (403, "DENIED"), "{method} {path}");
+    }
+    let repos = admin_json(&w, "repositories").await;
+    assert_eq!(repos["count"], 0, "nothing was created: {repos}");
+}
+
+/// wharf's peak resident memory, from `/proc/<pid>/status`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_gib_upload_streams_through_flat_memory() {
+    const BLOCK: usize = 1 << 20;
+    const BLOCKS: usize = 1024;
+    const PER_PATCH: usize = 256;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = start(&tmp.path().join("wharf"));
+    // One random MiB, sent 1024 times: the test holds 1 MiB, never 1 GiB.
+    let block = Bytes::from(images::random_bytes(BLOCK));
+    let mut hasher = Sha256::new();
+    for _ in 0..BLOCKS {
+        hasher.update(&block);
+    }
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+
+    let location = start_upload(&w, "team/big").await;
+    for part in 0..BLOCKS / PER_PATCH {
+        let start = part * PER_PATCH * BLOCK;
+        let range = format!("{start}-{}", start + PER_PATCH * BLOCK - 1);
+        let frames = std::iter::repeat_n(block.clone(), PER_PATCH).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let r = request_with_stream("PATCH", &format!("{}{location}", w.url()), &[("content-range", &range)], body).await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = request("PUT", &format!("{}{location}?digest={digest}", w.url()), &[]).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let head = request("HEAD", &format!("{}/v2/team/big/blobs/{digest}", w.url()), &[]).await;
+    assert_eq!(header_of(&head, "content-length"), (BLOCK * BLOCKS).to_string());
+
+    let peak = peak_rss_kib(w.pid());
+    assert!(peak < 100 * 1024, "wharf's peak RSS was {peak} KiB for a 1 GiB upload");
+}
