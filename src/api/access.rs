@@ -19,7 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::body::Body;
 use super::router::Route;
 use super::{json_response, ApiError, Query, Registry};
-use crate::auth::{Action, Actions, Caller, Principal, Scope, Visibility};
+use crate::auth::{Action, Actions, Caller, Decision, Principal, Scope, Visibility};
 use crate::oci::RepositoryName;
 
 /// The path of the token endpoint on the registry port.
@@ -37,6 +37,26 @@ impl Registry {
             Ok(_) => Visibility::Private,
             Err(_) => Visibility::Unknown,
         }
+    }
+
+    /// Whether a blob HEAD is a pusher asking whether to upload: a name no
+    /// distribution serves and no upstream prefix names (so it would reach
+    /// the default upstream), asked by a client allowed to push it. Such a
+    /// probe is answered from the push side, where nothing is yet, rather
+    /// than by the pull-through cache: a push then works while the default
+    /// upstream is unreachable, and a blob cached for another repository
+    /// never makes the client skip an upload its manifest needs.
+    pub(super) fn is_push_probe(&self, principal: &Principal, name: &RepositoryName, query: &Query) -> bool {
+        if query.ns.is_some() || self.distributions.lookup(name.as_str()).is_some() {
+            return false;
+        }
+        if let (first, Some(_)) = name.split_first() {
+            if self.pull.is_upstream_name(first) {
+                return false;
+            }
+        }
+        let visibility = self.visibility(name, None);
+        matches!(self.auth.authorize(principal, name.as_str(), Action::Push, visibility), Decision::Allow)
     }
 
     /// Authenticates the request and checks it may do what `route` and

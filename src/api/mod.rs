@@ -181,6 +181,9 @@ impl Registry {
             Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), &method)),
             Route::Catalog if read => self.catalog(&query, &method, &principal).await,
             Route::Manifest { name, reference } if read => self.manifest(&req, &name, &reference, &query).await,
+            Route::Blob { name, .. } if method == Method::HEAD && self.is_push_probe(&principal, &name, &query) => {
+                Err(PullError::BlobUnknown.into())
+            }
             Route::Blob { name, digest } if read => self.blob(&req, &name, &digest, &query).await,
             Route::Tags { name } if read => self.tags(&name, &query, &method).await,
             Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, &method).await,

@@ -262,6 +262,11 @@ impl PullThrough {
         }
     }
 
+    /// Whether `name` is a configured upstream's (a path prefix).
+    pub(crate) fn is_upstream_name(&self, name: &str) -> bool {
+        self.upstreams.by_name(name).is_some()
+    }
+
     pub(crate) fn resolve(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Target, PullError> {
         Ok(self.upstreams.resolve(name, ns)?)
     }
@@ -474,7 +479,18 @@ impl PullThrough {
                 let size = fill.ready().await?;
                 return Ok(BlobSource::Filling { fill, size });
             }
-            let head = target.upstream.head_blob(&target.repo, digest).await.map_err(PullError::from_blob_fetch)?;
+            // A HEAD is an existence check: when the upstream cannot be
+            // asked, the blob is unknown here (404), not a gateway error, so
+            // a client probing before a push goes on to upload.
+            let head = match target.upstream.head_blob(&target.repo, digest).await {
+                Ok(head) => head,
+                Err(e) if is_unavailable(&e) => {
+                    tracing::warn!(upstream = %target.upstream.config().name, repository = %target.repo, %digest, error = %e,
+                        "upstream unavailable; a blob HEAD for an uncached blob answers unknown");
+                    return Err(PullError::BlobUnknown);
+                }
+                Err(e) => return Err(PullError::from_blob_fetch(e)),
+            };
             return Ok(BlobSource::Remote { size: head.size });
         }
         let (fill, started) = self.fills.join_or_start(digest, || FillJob {

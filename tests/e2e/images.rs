@@ -57,10 +57,20 @@ impl Image {
     }
 
     pub fn random_for(architecture: &str, layer_sizes: &[usize]) -> Image {
-        let mut layers = Vec::new();
-        let mut diff_ids = Vec::new();
-        for (i, size) in layer_sizes.iter().enumerate() {
-            let tar = tar_with_one_file(&format!("random-{i}.bin"), &random_bytes(*size));
+        Image::on_top_of(None, architecture, layer_sizes)
+    }
+
+    /// `base`'s layers (as a built image shares its base image's layers),
+    /// then new random layers of `layer_sizes`.
+    pub fn random_on(base: &Image, layer_sizes: &[usize]) -> Image {
+        Image::on_top_of(Some(base), &base.architecture, layer_sizes)
+    }
+
+    fn on_top_of(base: Option<&Image>, architecture: &str, layer_sizes: &[usize]) -> Image {
+        let mut layers: Vec<Blob> = base.map(|b| b.layers.clone()).unwrap_or_default();
+        let mut diff_ids: Vec<String> = base.map(|b| b.diff_ids.clone()).unwrap_or_default();
+        for size in layer_sizes {
+            let tar = tar_with_one_file(&format!("random-{}.bin", layers.len()), &random_bytes(*size));
             diff_ids.push(sha256_digest(&tar));
             layers.push(Blob::new(LAYER_MEDIA_TYPE, gzip_stored(&tar)));
         }

@@ -27,7 +27,11 @@ const PUSHER: &str = "pusher:pusher-pass";
 /// `up/...` must be refused before any connection. Basic credentials are
 /// accepted straight on `/v2/`, so raw requests need no token dance.
 fn start(dir: &std::path::Path) -> Wharf {
-    let config = write_config(dir, &[UpstreamEntry::new("up", "http://127.0.0.1:9")]);
+    start_with(dir, UpstreamEntry::new("up", "http://127.0.0.1:9"))
+}
+
+fn start_with(dir: &std::path::Path, upstream: UpstreamEntry) -> Wharf {
+    let config = write_config(dir, &[upstream]);
     let mut toml = std::fs::read_to_string(&config).expect("read config");
     toml.push_str(&format!(
         "\n[auth]\nbasic = true\n\n[[auth.user]]\nname = \"pusher\"\npassword_hash = {:?}\nadmin = true\n\
@@ -413,4 +417,51 @@ async fn a_one_gib_upload_streams_through_flat_memory() {
 
     let peak = peak_rss_kib(w.pid());
     assert!(peak < 100 * 1024, "wharf's peak RSS was {peak} KiB for a 1 GiB upload");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_works_while_the_default_upstream_is_unreachable_and_anonymous_pushes_are_challenged() {
+    // Every unprefixed name routes to the default upstream for reads; the
+    // client's HEAD probes before uploading must not depend on reaching it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let w = start_with(&tmp.path().join("wharf"), UpstreamEntry::new("up", "http://127.0.0.1:9").default());
+    let image = Image::random(&[50_000]);
+
+    let layer = &image.layers[0].digest;
+    let anonymous = http::request("HEAD", &format!("{}/v2/team/edge/blobs/{layer}", w.url()), &[]).await;
+    assert_eq!(anonymous.status, 404, "an uncached blob whose upstream cannot be asked is unknown, not a gateway error");
+    let anonymous = http::request("POST", &format!("{}/v2/team/edge/blobs/uploads/", w.url()), &[]).await;
+    assert_eq!(anonymous.status, 401);
+    assert!(anonymous.header("www-authenticate").is_some_and(|c| c.contains("team/edge:push")), "{:?}", anonymous.header("www-authenticate"));
+
+    images::push(&clients, tmp.path(), &image, &w.host(), "team/edge", &["1"], Some(PUSHER));
+    let dest = tmp.path().join("pulled");
+    clients.pull_to_layout(&format!("docker://{}/team/edge:1", w.host()), &dest, "1", &[]);
+    images::assert_layout_holds_image(&dest, "1", &image);
+    assert_eq!(latest_version(&w, "team%2Fedge").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_built_on_a_pulled_through_base_pushes_its_shared_layers_too() {
+    // The base image's layer is in wharf's cache (pulled through the
+    // default upstream); the pushed image shares it. The client's probe must
+    // not be told "present" from the cache, or it would skip the upload and
+    // its manifest would name a blob the push repository does not hold.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = crate::registry::Registry::start(&tmp.path().join("upstream"));
+    let base = Image::random(&[40_000]);
+    images::push(&clients, tmp.path(), &base, &upstream.host(), "library/base", &["1"], None);
+    let w = start_with(&tmp.path().join("wharf"), UpstreamEntry::new("up", &upstream.url()).default());
+    let pulled = tmp.path().join("base");
+    clients.pull_to_layout(&format!("docker://{}/library/base:1", w.host()), &pulled, "1", &[]);
+
+    let app = Image::random_on(&base, &[20_000]);
+    images::push(&clients, tmp.path(), &app, &w.host(), "team/built", &["1"], Some(PUSHER));
+    let dest = tmp.path().join("pulled");
+    clients.pull_to_layout(&format!("docker://{}/team/built:1", w.host()), &dest, "1", &[]);
+    images::assert_layout_holds_image(&dest, "1", &app);
+    let v1 = admin_json(&w, "repositories/team%2Fbuilt/versions/1").await;
+    assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3 }), "{v1}");
 }
