@@ -465,3 +465,40 @@ async fn an_image_built_on_a_pulled_through_base_pushes_its_shared_layers_too() 
     let v1 = admin_json(&w, "repositories/team%2Fbuilt/versions/1").await;
     assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3 }), "{v1}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_logs_in_pushes_and_another_podman_pulls_the_image_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // podman needs the image in its own storage first: pull it from a
+    // plain registry, then tag it for wharf.
+    let source = crate::registry::Registry::start(&tmp.path().join("source"));
+    let image = Image::random(&[60_000]);
+    images::push(&Clients::new(&tmp.path().join("seeder")), tmp.path(), &image, &source.host(), "seed/app", &["1"], None);
+    let w = start(&tmp.path().join("wharf"));
+    let host = w.host();
+    let pusher = Clients::new(&tmp.path().join("pusher"));
+    pusher.podman_ok(&["pull", "--quiet", "--tls-verify=false", &format!("{}/seed/app:1", source.host())]);
+    pusher.podman_ok(&["tag", &format!("{}/seed/app:1", source.host()), &format!("{host}/team/app:1")]);
+
+    let anonymous = pusher.podman(&["push", "--tls-verify=false", &format!("{host}/team/app:1")]);
+    assert!(!anonymous.status.success(), "an anonymous podman push succeeded");
+    let (user, password) = PUSHER.split_once(':').expect("user:password");
+    pusher.podman_ok(&["login", "--tls-verify=false", "-u", user, "-p", password, &host]);
+    pusher.podman_ok(&["push", "--quiet", "--tls-verify=false", &format!("{host}/team/app:1")]);
+
+    let puller = Clients::new(&tmp.path().join("puller"));
+    puller.podman_ok(&["pull", "--quiet", "--tls-verify=false", &format!("{host}/team/app:1")]);
+    let inspect = puller.podman_ok(&["image", "inspect", "--format", "{{.Id}}", &format!("{host}/team/app:1")]);
+    let id = String::from_utf8(inspect).expect("utf-8 id");
+    assert_eq!(format!("sha256:{}", id.trim()), image.config.digest, "the image ID is its config's digest");
+    let versions = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["--admin", &w.admin_url(), "--json", "repository", "versions", "--name", "team/app"])
+        .env("WHARF_ADMIN_USER", user)
+        .env("WHARF_ADMIN_PASSWORD", password)
+        .output()
+        .expect("run wharf repository versions");
+    assert!(versions.status.success(), "{}", String::from_utf8_lossy(&versions.stderr));
+    let versions: Value = serde_json::from_slice(&versions.stdout).expect("versions JSON");
+    assert_eq!(versions["results"][0]["number"], 1, "{versions}");
+    assert_eq!(versions["results"][0]["content_summary"]["added"]["manifest"], 1, "{versions}");
+}
