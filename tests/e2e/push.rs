@@ -502,3 +502,79 @@ async fn podman_logs_in_pushes_and_another_podman_pulls_the_image_back() {
     assert_eq!(versions["results"][0]["number"], 1, "{versions}");
     assert_eq!(versions["results"][0]["content_summary"]["added"]["manifest"], 1, "{versions}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn permission_matrix_for_pull_push_delete_and_the_admin_api() {
+    // Users: reader (pull on team/*), writer (pull, push on team/*),
+    // keeper (pull, push, delete on team/*), ops (admin role, no
+    // repository rule); and anonymous.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("wharf");
+    let config = write_config(&dir, &[UpstreamEntry::new("up", "http://127.0.0.1:9")]);
+    let mut toml = std::fs::read_to_string(&config).expect("read config");
+    toml.push_str("\n[auth]\nbasic = true\n");
+    for (name, admin) in [("reader", false), ("writer", false), ("keeper", false), ("ops", true)] {
+        toml.push_str(&format!(
+            "\n[[auth.user]]\nname = {name:?}\npassword_hash = {:?}\nadmin = {admin}\n",
+            crate::auth::hash_password(&format!("{name}-pass"))
+        ));
+    }
+    for (user, actions) in [("reader", "\"pull\""), ("writer", "\"pull\", \"push\""), ("keeper", "\"pull\", \"push\", \"delete\"")] {
+        toml.push_str(&format!("\n[[auth.rule]]\nusers = [{user:?}]\nrepositories = [\"team/*\"]\nactions = [{actions}]\n"));
+    }
+    std::fs::write(&config, toml).expect("write config");
+    let w = Wharf::start_with_config(&config);
+    let as_user = |name: &str| {
+        use base64::Engine as _;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{name}:{name}-pass")))
+    };
+
+    // keeper makes team/app:1 (a config-only manifest is enough).
+    let keeper = as_user("keeper");
+    let config_blob = b"{}".to_vec();
+    let digest = sha256_digest(&config_blob);
+    let r = http::request_with_body(
+        "POST",
+        &format!("{}/v2/team/app/blobs/uploads/?digest={digest}", w.url()),
+        &[("Authorization", keeper.as_str()), ("content-type", "application/octet-stream")],
+        config_blob.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "keeper uploads: {}", String::from_utf8_lossy(&r.body));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(EMPTY_CONFIG, &config_blob), "layers": []
+    }))
+    .expect("manifest");
+    let r = http::request_with_body(
+        "PUT",
+        &format!("{}/v2/team/app/manifests/1", w.url()),
+        &[("Authorization", keeper.as_str()), ("content-type", OCI_MANIFEST)],
+        manifest,
+    )
+    .await;
+    assert_eq!(r.status, 201, "keeper pushes: {}", String::from_utf8_lossy(&r.body));
+
+    let pull = format!("{}/v2/team/app/manifests/1", w.url());
+    let push = format!("{}/v2/team/app/blobs/uploads/", w.url());
+    let delete = format!("{}/v2/team/app/manifests/{}", w.url(), sha256_digest(b"no such manifest"));
+    let admin = format!("{}/api/v1/repositories", w.admin_url());
+    // (who, pull, push, delete, admin API): expected statuses. A push
+    // repository's distribution is public, so anyone pulls; a delete of a
+    // manifest that does not exist is 404 once allowed.
+    let matrix: [(&str, Option<String>, [u16; 4]); 5] = [
+        ("anonymous", None, [200, 401, 401, 401]),
+        ("reader", Some(as_user("reader")), [200, 403, 403, 403]),
+        ("writer", Some(as_user("writer")), [200, 202, 403, 403]),
+        ("keeper", Some(as_user("keeper")), [200, 202, 404, 403]),
+        ("ops", Some(as_user("ops")), [200, 403, 403, 200]),
+    ];
+    for (who, auth, expected) in matrix {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let mut got = [0u16; 4];
+        got[0] = http::request("GET", &pull, &[headers.clone(), vec![("Accept", OCI_MANIFEST)]].concat()).await.status;
+        got[1] = http::request("POST", &push, &headers).await.status;
+        got[2] = http::request("DELETE", &delete, &headers).await.status;
+        got[3] = http::request("GET", &admin, &headers).await.status;
+        assert_eq!(got, expected, "{who}: [pull, push, delete, admin API]");
+    }
+}
