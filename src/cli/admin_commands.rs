@@ -191,9 +191,9 @@ pub(crate) struct DistributionUpdate {
 #[derive(Subcommand, Debug)]
 pub(crate) enum RemoteCommand {
     /// Create a remote.
-    Create(RemoteCreate),
+    Create(Box<RemoteCreate>),
     /// Change a remote; only the fields given are sent.
-    Update(RemoteUpdate),
+    Update(Box<RemoteUpdate>),
     /// Delete a remote.
     Delete {
         #[command(flatten)]
@@ -252,7 +252,9 @@ pub(crate) struct RemoteFields {
     /// $WHARF_REMOTE_PASSWORD (better: not in the process list).
     #[arg(long, value_name = "U", requires = "password", conflicts_with = "credentials_from")]
     username: Option<String>,
-    #[arg(long, value_name = "P", env = "WHARF_REMOTE_PASSWORD", hide_env_values = true, requires = "username")]
+    /// The password for --username (ignored without it, so the variable
+    /// may stay set in a shell).
+    #[arg(long, value_name = "P", env = "WHARF_REMOTE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Use the credentials of this configured upstream.
     #[arg(long, value_name = "UPSTREAM")]
