@@ -38,6 +38,7 @@ pub(crate) mod pullthrough;
 pub(crate) mod repository;
 pub(crate) mod server;
 pub(crate) mod storage;
+pub(crate) mod sync;
 pub(crate) mod upload;
 pub(crate) mod upstream;
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::{AdminError, ErrorBody};
 use super::model::{
     self, Blob, BlobPage, Distribution, DistributionChanges, DistributionPage, DistributionPath, Manifest,
-    ManifestPage, NewDistribution, Pagination, Repository, RepositoryPage, RepositoryPath, Rule, RulePage, SigningKey,
+    ManifestPage, NewDistribution, NewRemote, Pagination, Remote, RemoteChanges, RemotePage, RemotePath, Repository, RepositoryPage, RepositoryPath, Rule, RulePage, SigningKey,
     SigningKeyPage, Tag, TagPage, Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
@@ -25,6 +25,7 @@ use crate::oci::media;
 use crate::oci::Digest;
 use crate::repository::Distributions;
 use crate::storage::Storage;
+use crate::sync::Remotes;
 
 /// Blob `cached` lookups run this many at a time: enough to hide each
 /// stat's blocking-pool hop, few enough not to crowd out registry reads.
@@ -36,6 +37,7 @@ const MAX_CONFIG_READ: usize = 256 << 10;
 pub(crate) struct Api {
     metadata: Metadata,
     distributions: Distributions,
+    remotes: Remotes,
     storage: Storage,
     upstreams: Vec<Upstream>,
     auth: Auth,
@@ -51,8 +53,9 @@ impl Api {
         auth: Auth,
         openapi: Bytes,
     ) -> Api {
+        let remotes = Remotes::new(metadata.clone(), upstreams.iter().map(|u| u.name.clone()).collect());
         let upstreams = upstreams.iter().map(Upstream::from).collect();
-        Api { metadata, distributions, storage, upstreams, auth, openapi }
+        Api { metadata, distributions, remotes, storage, upstreams, auth, openapi }
     }
 }
 
@@ -407,6 +410,103 @@ pub(crate) async fn update_distribution(api: &Api, path: DistributionPath, body:
 pub(crate) async fn delete_distribution(api: &Api, path: DistributionPath) -> Reply {
     let name = path.name;
     api.distributions.delete(name).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/remotes",
+    tag = "remotes",
+    params(Pagination),
+    responses(
+        (status = 200, description = "Remotes, by name; credentials never shown.", body = RemotePage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_remotes(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let listed = api.metadata.run(move |s| s.remotes(page.into())).await?;
+    let results = listed.items.into_iter().map(Remote::from).collect();
+    json(StatusCode::OK, &RemotePage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/remotes",
+    tag = "remotes",
+    request_body(content = NewRemote, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created.", body = Remote,
+            headers(("Location" = String, description = "`/api/v1/remotes/{name}`"))),
+        (status = 400, description = "Malformed JSON, an unknown field, or an invalid value (the message names the field).", body = ErrorBody),
+        (status = 409, description = "The name is taken.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_remote(api: &Api, body: NewRemote) -> Reply {
+    let created = api.remotes.create(body.into()).await?;
+    // A valid remote name is letters, digits, '.', '_' and '-': always a
+    // valid header value and a path segment as it is.
+    let location = HeaderValue::try_from(format!("/api/v1/remotes/{}", created.name))
+        .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
+    let mut resp = json(StatusCode::CREATED, &Remote::from(created))?;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/remotes/{name}",
+    tag = "remotes",
+    params(RemotePath),
+    responses(
+        (status = 200, description = "The remote; credentials never shown.", body = Remote),
+        (status = 404, description = "No such remote.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_remote(api: &Api, path: RemotePath) -> Reply {
+    let name = path.name;
+    let found = {
+        let name = name.clone();
+        api.metadata.run(move |s| s.remote(&name)).await?
+    };
+    let r = found.ok_or_else(|| AdminError::NotFound(format!("remote {name:?} does not exist")))?;
+    json(StatusCode::OK, &Remote::from(r))
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/remotes/{name}",
+    tag = "remotes",
+    params(RemotePath),
+    request_body(content = RemoteChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed.", body = Remote),
+        (status = 400, description = "Malformed JSON, an unknown field, null where not allowed, or an invalid value.", body = ErrorBody),
+        (status = 404, description = "No such remote.", body = ErrorBody),
+        (status = 409, description = "A new name is taken.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn update_remote(api: &Api, path: RemotePath, body: RemoteChanges) -> Reply {
+    let updated = api.remotes.update(path.name, body.into()).await?;
+    json(StatusCode::OK, &Remote::from(updated))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/remotes/{name}",
+    tag = "remotes",
+    params(RemotePath),
+    responses(
+        (status = 204, description = "Deleted; repositories synced from it keep their content."),
+        (status = 404, description = "No such remote.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_remote(api: &Api, path: RemotePath) -> Reply {
+    api.remotes.delete(path.name).await?;
     Ok(no_content())
 }
 

@@ -10,7 +10,8 @@
 //!
 //! Here: the top-level dispatch, request bodies (JSON only, bounded) and
 //! HEAD. Distribution writes go through `repository::Distributions`, never
-//! the metadata store directly, so the registry port's table follows them.
+//! the metadata store directly, so the registry port's table follows them;
+//! remote writes go through `sync::Remotes`, which checks them.
 
 mod api;
 mod error;
@@ -35,7 +36,7 @@ use crate::repository::Distributions;
 use crate::storage::Storage;
 use api::Api;
 use error::AdminError;
-use model::{DistributionPath, RepositoryPath, VersionPath};
+use model::{DistributionPath, RemotePath, RepositoryPath, VersionPath};
 use route::{ContentKind, Endpoint, Query};
 
 /// Request bodies are small JSON objects; anything bigger is a mistake.
@@ -158,6 +159,11 @@ impl Admin {
                 api::update_distribution(api, DistributionPath { name }, read_json(req).await?).await
             },
             Endpoint::DeleteDistribution { name } => api::delete_distribution(api, DistributionPath { name }).await,
+            Endpoint::ListRemotes => api::list_remotes(api, &query).await,
+            Endpoint::CreateRemote => api::create_remote(api, read_json(req).await?).await,
+            Endpoint::GetRemote { name } => api::get_remote(api, RemotePath { name }).await,
+            Endpoint::UpdateRemote { name } => api::update_remote(api, RemotePath { name }, read_json(req).await?).await,
+            Endpoint::DeleteRemote { name } => api::delete_remote(api, RemotePath { name }).await,
             Endpoint::ListUpstreams => api::list_upstreams(api, &query).await,
             Endpoint::ListUsers => api::list_users(api, &query).await,
             Endpoint::ListRules => api::list_rules(api, &query).await,

@@ -55,6 +55,15 @@ pub(crate) struct DistributionPath {
     pub(crate) name: String,
 }
 
+/// A remote named in the path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RemotePath {
+    /// The remote name.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub(crate) name: String,
+}
+
 /// `limit` and `offset` of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -107,6 +116,8 @@ page!(/// A page of the blobs in a version, by digest.
     BlobPage of Blob);
 page!(/// A page of distributions, by name.
     DistributionPage of Distribution);
+page!(/// A page of remotes, by name.
+    RemotePage of Remote);
 page!(/// A page of the configured upstreams, in configuration order.
     UpstreamPage of Upstream);
 page!(/// A page of the configured users, by name.
@@ -490,6 +501,258 @@ impl From<DistributionChanges> for metadata::DistributionPatch {
     }
 }
 
+/// When a sync fetches blobs: `immediate` (all of them, during the sync)
+/// or `on_demand` (on first pull, through the registry port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SyncPolicy {
+    Immediate,
+    OnDemand,
+}
+
+impl From<metadata::SyncPolicy> for SyncPolicy {
+    fn from(p: metadata::SyncPolicy) -> Self {
+        match p {
+            metadata::SyncPolicy::Immediate => SyncPolicy::Immediate,
+            metadata::SyncPolicy::OnDemand => SyncPolicy::OnDemand,
+        }
+    }
+}
+
+impl From<SyncPolicy> for metadata::SyncPolicy {
+    fn from(p: SyncPolicy) -> Self {
+        match p {
+            SyncPolicy::Immediate => metadata::SyncPolicy::Immediate,
+            SyncPolicy::OnDemand => metadata::SyncPolicy::OnDemand,
+        }
+    }
+}
+
+/// A remote as the API shows it. Credentials are never shown:
+/// `has_credentials` says whether it has its own.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Remote {
+    #[schema(example = "debian")]
+    name: String,
+    /// Base URL of the remote registry's API.
+    #[schema(example = "https://registry-1.docker.io")]
+    url: String,
+    /// The repository's name at the remote.
+    #[schema(example = "library/debian")]
+    upstream_name: String,
+    /// Tag globs (`*`, `?`) and manifest digests to sync; empty syncs every tag.
+    #[schema(example = json!(["12*", "bookworm"]))]
+    include_tags: Vec<String>,
+    /// Tag globs never synced.
+    #[schema(example = json!(["*-rc*"]))]
+    exclude_tags: Vec<String>,
+    policy: SyncPolicy,
+    /// Whether the remote has its own credentials (never shown).
+    has_credentials: bool,
+    /// The configured upstream whose credentials it uses, if any.
+    #[schema(required = true)]
+    credentials_from: Option<String>,
+    /// False skips TLS certificate verification.
+    tls_verify: bool,
+    /// PEM certificates trusted for the remote besides the system's.
+    #[schema(required = true)]
+    ca_cert: Option<String>,
+    /// URL of a signature lookaside store.
+    #[schema(required = true)]
+    sigstore: Option<String>,
+    /// Downloads at once; null is wharf's default.
+    #[schema(required = true, minimum = 1, maximum = 64)]
+    download_concurrency: Option<u32>,
+    /// Requests per second to the remote; null is unlimited.
+    #[schema(required = true, minimum = 1)]
+    rate_limit: Option<u32>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+impl From<metadata::Remote> for Remote {
+    fn from(r: metadata::Remote) -> Self {
+        Remote {
+            name: r.name,
+            url: r.url,
+            upstream_name: r.upstream_name,
+            include_tags: r.include_tags,
+            exclude_tags: r.exclude_tags,
+            policy: r.policy.into(),
+            has_credentials: r.credentials.is_some(),
+            credentials_from: r.credentials_from,
+            tls_verify: r.tls_verify,
+            ca_cert: r.ca_cert,
+            sigstore: r.sigstore,
+            download_concurrency: r.download_concurrency,
+            rate_limit: r.rate_limit,
+            created_at: timestamp(r.created_at),
+            updated_at: timestamp(r.updated_at),
+        }
+    }
+}
+
+/// A username and password for a remote; write-only.
+#[derive(Clone, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Credentials {
+    username: String,
+    #[schema(format = Password)]
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+impl From<Credentials> for metadata::RemoteCredentials {
+    fn from(c: Credentials) -> Self {
+        metadata::RemoteCredentials { username: c.username, password: c.password }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_policy() -> SyncPolicy {
+    SyncPolicy::Immediate
+}
+
+/// Body of `POST /api/v1/remotes`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewRemote {
+    /// 1-64 characters of `[A-Za-z0-9._-]`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "debian")]
+    name: String,
+    /// `http://` or `https://`, no user info, query or fragment.
+    #[schema(example = "https://registry-1.docker.io")]
+    url: String,
+    #[schema(example = "library/debian")]
+    upstream_name: String,
+    #[serde(default)]
+    include_tags: Vec<String>,
+    #[serde(default)]
+    exclude_tags: Vec<String>,
+    /// Default `immediate`.
+    #[serde(default = "default_policy")]
+    #[schema(default = "immediate")]
+    policy: SyncPolicy,
+    /// Write-only; not with `credentials_from`.
+    #[serde(default)]
+    credentials: Option<Credentials>,
+    /// A configured upstream whose credentials to use.
+    #[serde(default)]
+    credentials_from: Option<String>,
+    /// Default true.
+    #[serde(default = "default_true")]
+    #[schema(default = true)]
+    tls_verify: bool,
+    #[serde(default)]
+    ca_cert: Option<String>,
+    #[serde(default)]
+    sigstore: Option<String>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
+    download_concurrency: Option<u32>,
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    rate_limit: Option<u32>,
+}
+
+impl From<NewRemote> for crate::sync::NewRemote {
+    fn from(n: NewRemote) -> Self {
+        crate::sync::NewRemote {
+            name: n.name,
+            url: n.url,
+            upstream_name: n.upstream_name,
+            include_tags: n.include_tags,
+            exclude_tags: n.exclude_tags,
+            policy: n.policy.into(),
+            credentials: n.credentials.map(Into::into),
+            credentials_from: n.credentials_from,
+            tls_verify: n.tls_verify,
+            ca_cert: n.ca_cert,
+            sigstore: n.sigstore,
+            download_concurrency: n.download_concurrency,
+            rate_limit: n.rate_limit,
+        }
+    }
+}
+
+/// Body of `PATCH /api/v1/remotes/{name}`: the fields to change. An absent
+/// field stays as it is; the optional fields may be null (removed), the
+/// others may not. Setting `credentials` clears `credentials_from` and the
+/// reverse.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoteChanges {
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String)]
+    upstream_name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Vec<String>)]
+    include_tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Vec<String>)]
+    exclude_tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = SyncPolicy)]
+    policy: Option<SyncPolicy>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Credentials>)]
+    credentials: Option<Option<Credentials>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    credentials_from: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = bool)]
+    tls_verify: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    ca_cert: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    sigstore: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 64)]
+    download_concurrency: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    rate_limit: Option<Option<u32>>,
+}
+
+impl From<RemoteChanges> for crate::sync::RemotePatch {
+    fn from(c: RemoteChanges) -> Self {
+        crate::sync::RemotePatch {
+            name: c.name,
+            url: c.url,
+            upstream_name: c.upstream_name,
+            include_tags: c.include_tags,
+            exclude_tags: c.exclude_tags,
+            policy: c.policy.map(Into::into),
+            credentials: c.credentials.map(|c| c.map(Into::into)),
+            credentials_from: c.credentials_from,
+            tls_verify: c.tls_verify,
+            ca_cert: c.ca_cert,
+            sigstore: c.sigstore,
+            download_concurrency: c.download_concurrency,
+            rate_limit: c.rate_limit,
+        }
+    }
+}
+
 /// A version number in a request body. JSON Schema counts `3.0` as an
 /// integer, and so do tools that compute numbers as floats; a whole
 /// number in either notation is accepted, anything else is refused.
@@ -590,6 +853,44 @@ mod tests {
         assert!(err.to_string().contains("unknown field `pinned`"), "{err}");
         let err = serde_json::from_str::<NewDistribution>(r#"{"name": "d"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field `base_path`"), "{err}");
+    }
+
+    #[test]
+    fn remotes_never_show_credentials_and_patches_tell_absent_from_null() {
+        let n: NewRemote = serde_json::from_str(
+            r#"{"name": "q", "url": "https://quay.io", "upstream_name": "a/b",
+                "credentials": {"username": "bot", "password": "s3cret"}}"#,
+        )
+        .unwrap();
+        assert!(!format!("{n:?}").contains("s3cret"));
+        let n = crate::sync::NewRemote::from(n);
+        assert_eq!((n.policy, n.tls_verify), (metadata::SyncPolicy::Immediate, true), "defaults");
+        let shown = Remote::from(metadata::Remote {
+            name: n.name,
+            url: n.url,
+            upstream_name: n.upstream_name,
+            include_tags: vec![],
+            exclude_tags: vec![],
+            policy: n.policy,
+            credentials: n.credentials,
+            credentials_from: None,
+            tls_verify: true,
+            ca_cert: None,
+            sigstore: None,
+            download_concurrency: None,
+            rate_limit: None,
+            created_at: 0,
+            updated_at: 0,
+        });
+        let j = serde_json::to_string(&shown).unwrap();
+        assert!(j.contains(r#""has_credentials":true"#) && !j.contains("s3cret") && !j.contains("bot"), "{j}");
+
+        let c: RemoteChanges = serde_json::from_str(r#"{"credentials": null, "rate_limit": 3}"#).unwrap();
+        assert_eq!((c.credentials, c.rate_limit, c.url), (Some(None), Some(Some(3)), None));
+        let err = serde_json::from_str::<RemoteChanges>(r#"{"url": null}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type: null"), "{err}");
+        let err = serde_json::from_str::<RemoteChanges>(r#"{"policy": "lazy"}"#).unwrap_err();
+        assert!(err.to_string().contains("immediate") && err.to_string().contains("on_demand"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,11 @@ use super::error::{ErrorBody, ErrorCode};
         api::get_distribution,
         api::update_distribution,
         api::delete_distribution,
+        api::list_remotes,
+        api::create_remote,
+        api::get_remote,
+        api::update_remote,
+        api::delete_remote,
         api::list_upstreams,
         api::list_users,
         api::list_rules,
@@ -42,6 +47,8 @@ use super::error::{ErrorBody, ErrorCode};
     tags(
         (name = "repositories", description = "Repositories, their numbered versions and the content of each."),
         (name = "distributions", description = "Which repository version the registry port serves at which base_path."),
+        (name = "remotes", description = "Registries that sync repositories take their content from; \
+            credentials are write-only."),
         (name = "upstreams", description = "The configured upstream registries."),
         (name = "auth", description = "Users, rules and the token signing keys. Once users are configured, \
             every admin endpoint needs a user with the admin role (Basic credentials, or a bearer token \
@@ -72,14 +79,14 @@ mod tests {
 
     /// A concrete path for a documented template.
     fn concrete(template: &str) -> String {
-        template.replace("{name}", "docker.io%2Flibrary%2Fdebian").replace("{number}", "3")
+        template.replace("{name}", "docker.io%2Flibrary%2Fdebian").replace("/remotes/docker.io%2Flibrary%2Fdebian", "/remotes/quay").replace("{number}", "3")
     }
 
     #[test]
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 14, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 16, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

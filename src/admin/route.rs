@@ -56,6 +56,8 @@ enum Resource {
     Content(String, VersionSel, ContentKind),
     Distributions,
     Distribution(String),
+    Remotes,
+    Remote(String),
     Upstreams,
     Users,
     Rules,
@@ -77,8 +79,8 @@ impl Resource {
             | Resource::OpenApi => "GET, HEAD",
             Resource::SigningKeys => "GET, HEAD, POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
-            Resource::Distributions => "GET, HEAD, POST",
-            Resource::Distribution(_) => "GET, HEAD, PATCH, DELETE",
+            Resource::Distributions | Resource::Remotes => "GET, HEAD, POST",
+            Resource::Distribution(_) | Resource::Remote(_) => "GET, HEAD, PATCH, DELETE",
         }
     }
 }
@@ -98,6 +100,11 @@ pub(crate) enum Endpoint {
     GetDistribution { name: String },
     UpdateDistribution { name: String },
     DeleteDistribution { name: String },
+    ListRemotes,
+    CreateRemote,
+    GetRemote { name: String },
+    UpdateRemote { name: String },
+    DeleteRemote { name: String },
     ListUpstreams,
     ListUsers,
     ListRules,
@@ -120,6 +127,7 @@ impl Endpoint {
             }
             Endpoint::ListVersions { .. }
             | Endpoint::ListDistributions
+            | Endpoint::ListRemotes
             | Endpoint::ListUpstreams
             | Endpoint::ListUsers
             | Endpoint::ListRules
@@ -131,6 +139,10 @@ impl Endpoint {
             | Endpoint::GetDistribution { .. }
             | Endpoint::UpdateDistribution { .. }
             | Endpoint::DeleteDistribution { .. }
+            | Endpoint::CreateRemote
+            | Endpoint::GetRemote { .. }
+            | Endpoint::UpdateRemote { .. }
+            | Endpoint::DeleteRemote { .. }
             | Endpoint::RotateSigningKey
             | Endpoint::OpenApi => &[],
         }
@@ -157,6 +169,11 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Distribution(name) if *method == Method::PATCH => Endpoint::UpdateDistribution { name },
         Resource::Distribution(name) if delete => Endpoint::DeleteDistribution { name },
         Resource::Upstreams if read => Endpoint::ListUpstreams,
+        Resource::Remotes if read => Endpoint::ListRemotes,
+        Resource::Remotes if *method == Method::POST => Endpoint::CreateRemote,
+        Resource::Remote(name) if read => Endpoint::GetRemote { name },
+        Resource::Remote(name) if *method == Method::PATCH => Endpoint::UpdateRemote { name },
+        Resource::Remote(name) if delete => Endpoint::DeleteRemote { name },
         Resource::Users if read => Endpoint::ListUsers,
         Resource::Rules if read => Endpoint::ListRules,
         Resource::SigningKeys if read => Endpoint::ListSigningKeys,
@@ -179,6 +196,8 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["repositories", tail @ ..] => repository_resource(tail),
         ["distributions"] => Ok(Resource::Distributions),
         ["distributions", name] => Ok(Resource::Distribution(distribution_name(name)?)),
+        ["remotes"] => Ok(Resource::Remotes),
+        ["remotes", name] => Ok(Resource::Remote(percent_decode(name, "remote name")?)),
         ["upstreams"] => Ok(Resource::Upstreams),
         ["users"] => Ok(Resource::Users),
         ["rules"] => Ok(Resource::Rules),
@@ -444,6 +463,9 @@ mod tests {
         assert_eq!(allow(Method::DELETE, "/api/v1/distributions"), "GET, HEAD, POST");
         assert_eq!(allow(Method::PUT, "/api/v1/distributions/d"), "GET, HEAD, PATCH, DELETE");
         assert_eq!(allow(Method::OPTIONS, "/api/v1/openapi.json"), "GET, HEAD");
+        assert_eq!(allow(Method::PUT, "/api/v1/remotes"), "GET, HEAD, POST");
+        assert_eq!(allow(Method::POST, "/api/v1/remotes/quay"), "GET, HEAD, PATCH, DELETE");
+        assert_eq!(endpoint(&Method::PATCH, "/api/v1/remotes/quay").unwrap(), Endpoint::UpdateRemote { name: "quay".into() });
         assert_eq!(
             endpoint(&Method::HEAD, "/api/v1/upstreams").unwrap(),
             Endpoint::ListUpstreams,

@@ -25,6 +25,9 @@ pub(crate) enum AdminCommand {
     /// Distributions: names under which a repository (version) is served.
     #[command(subcommand)]
     Distribution(DistributionCommand),
+    /// Remotes: registries that sync repositories take content from.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Users: hash a password for the config, list the configured users.
     #[command(subcommand)]
     User(UserCommand),
@@ -183,6 +186,142 @@ pub(crate) struct DistributionUpdate {
     /// A new description; an empty one clears it.
     #[arg(long, value_name = "D")]
     description: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RemoteCommand {
+    /// Create a remote.
+    Create(Box<RemoteCreate>),
+    /// Change a remote; only the fields given are sent.
+    Update(Box<RemoteUpdate>),
+    /// Delete a remote.
+    Delete {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// List remotes.
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one remote (never its credentials).
+    Show {
+        #[command(flatten)]
+        name: NameArg,
+    },
+}
+
+/// When a sync fetches blobs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncPolicy {
+    /// Every blob, during the sync.
+    Immediate,
+    /// On first pull, through the registry port.
+    #[value(name = "on_demand", alias = "on-demand")]
+    OnDemand,
+}
+
+impl SyncPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncPolicy::Immediate => "immediate",
+            SyncPolicy::OnDemand => "on_demand",
+        }
+    }
+}
+
+/// The fields of a remote that `remote create` and `remote update` share.
+#[derive(Args, Debug)]
+pub(crate) struct RemoteFields {
+    /// The remote registry's base URL (http:// or https://).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The repository's name at the remote, e.g. library/debian.
+    #[arg(long, value_name = "NAME")]
+    upstream_name: Option<String>,
+    /// Tag globs (`*`, `?`) or digests to sync, comma-separated [default: every tag].
+    #[arg(long, value_name = "GLOBS", value_delimiter = ',')]
+    include_tags: Option<Vec<String>>,
+    /// Tag globs never synced, comma-separated.
+    #[arg(long, value_name = "GLOBS", value_delimiter = ',')]
+    exclude_tags: Option<Vec<String>>,
+    /// When blobs are fetched [server default: immediate].
+    #[arg(long, value_enum)]
+    policy: Option<SyncPolicy>,
+    /// Username for the remote; the password comes from --password or
+    /// $WHARF_REMOTE_PASSWORD (better: not in the process list).
+    #[arg(long, value_name = "U", requires = "password", conflicts_with = "credentials_from")]
+    username: Option<String>,
+    /// The password for --username (ignored without it, so the variable
+    /// may stay set in a shell).
+    #[arg(long, value_name = "P", env = "WHARF_REMOTE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Use the credentials of this configured upstream.
+    #[arg(long, value_name = "UPSTREAM")]
+    credentials_from: Option<String>,
+    /// Verify the remote's TLS certificate.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    tls_verify: Option<bool>,
+    /// A PEM file of certificates to trust for the remote (its text is sent).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// URL of a signature lookaside store.
+    #[arg(long, value_name = "URL")]
+    sigstore: Option<String>,
+    /// Downloads at once (1-64).
+    #[arg(long, value_name = "N")]
+    download_concurrency: Option<u32>,
+    /// Requests per second to the remote.
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RemoteCreate {
+    /// The remote's name: 1-64 of [A-Za-z0-9._-].
+    #[arg(long, value_name = "N")]
+    name: String,
+    #[command(flatten)]
+    fields: RemoteFields,
+}
+
+/// A remote field `remote update --unset` clears.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RemoteOptional {
+    Credentials,
+    CredentialsFrom,
+    CaCert,
+    Sigstore,
+    DownloadConcurrency,
+    RateLimit,
+}
+
+impl RemoteOptional {
+    fn field(self) -> &'static str {
+        match self {
+            RemoteOptional::Credentials => "credentials",
+            RemoteOptional::CredentialsFrom => "credentials_from",
+            RemoteOptional::CaCert => "ca_cert",
+            RemoteOptional::Sigstore => "sigstore",
+            RemoteOptional::DownloadConcurrency => "download_concurrency",
+            RemoteOptional::RateLimit => "rate_limit",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RemoteUpdate {
+    /// The remote to change.
+    #[arg(long, value_name = "N")]
+    name: String,
+    /// A new name.
+    #[arg(long, value_name = "N")]
+    rename: Option<String>,
+    #[command(flatten)]
+    fields: RemoteFields,
+    /// Clear an optional field (repeatable).
+    #[arg(long, value_enum, value_name = "FIELD")]
+    unset: Vec<RemoteOptional>,
 }
 
 /// A repository or distribution name, as `--name R` or positionally.
@@ -349,6 +488,30 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         AdminCommand::Distribution(DistributionCommand::Show { name }) => {
             Call::get(api_path(&["distributions", name.get()], &[]), View::Distribution)
         }
+        AdminCommand::Remote(RemoteCommand::Create(create)) => Call {
+            method: Method::POST,
+            path: api_path(&["remotes"], &[]),
+            body: Some(remote_create_body(create)?),
+            view: View::Remote,
+        },
+        AdminCommand::Remote(RemoteCommand::Update(update)) => Call {
+            method: Method::PATCH,
+            path: api_path(&["remotes", &update.name], &[]),
+            body: Some(remote_update_body(update)?),
+            view: View::Remote,
+        },
+        AdminCommand::Remote(RemoteCommand::Delete { name }) => Call {
+            method: Method::DELETE,
+            path: api_path(&["remotes", name.get()], &[]),
+            body: None,
+            view: View::Deleted { what: "remote", name: name.get().to_owned() },
+        },
+        AdminCommand::Remote(RemoteCommand::List { page }) => {
+            Call::get(api_path(&["remotes"], &page.query()), View::Remotes)
+        }
+        AdminCommand::Remote(RemoteCommand::Show { name }) => {
+            Call::get(api_path(&["remotes", name.get()], &[]), View::Remote)
+        }
         AdminCommand::User(UserCommand::List { page }) => Call::get(api_path(&["users"], &page.query()), View::Users),
         AdminCommand::User(UserCommand::HashPassword) => {
             return Err(UsageError("hash-password runs locally, not through the admin API".into()))
@@ -445,6 +608,85 @@ fn update_body(update: &DistributionUpdate) -> Result<Value, UsageError> {
             "nothing to change: give at least one of --base-path, --repository, --version, --latest, --private, --description"
                 .into(),
         ));
+    }
+    Ok(Value::Object(body))
+}
+
+/// The given remote fields as JSON; reads `--ca-cert`'s file.
+fn remote_fields(f: &RemoteFields, body: &mut Map<String, Value>) -> Result<(), UsageError> {
+    let mut put = |key: &str, value: Value| {
+        body.insert(key.into(), value);
+    };
+    if let Some(v) = &f.url {
+        put("url", v.clone().into());
+    }
+    if let Some(v) = &f.upstream_name {
+        put("upstream_name", v.clone().into());
+    }
+    // `--include-tags ""` is an empty list: every tag.
+    let list = |v: &Vec<String>| Value::from(v.iter().filter(|t| !t.is_empty()).cloned().collect::<Vec<_>>());
+    if let Some(v) = &f.include_tags {
+        put("include_tags", list(v));
+    }
+    if let Some(v) = &f.exclude_tags {
+        put("exclude_tags", list(v));
+    }
+    if let Some(v) = f.policy {
+        put("policy", v.as_str().into());
+    }
+    if let (Some(username), Some(password)) = (&f.username, &f.password) {
+        put("credentials", serde_json::json!({"username": username, "password": password}));
+    }
+    if let Some(v) = &f.credentials_from {
+        put("credentials_from", v.clone().into());
+    }
+    if let Some(v) = f.tls_verify {
+        put("tls_verify", v.into());
+    }
+    if let Some(path) = &f.ca_cert {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--ca-cert {}: {e}", path.display())))?;
+        put("ca_cert", pem.into());
+    }
+    if let Some(v) = &f.sigstore {
+        put("sigstore", v.clone().into());
+    }
+    if let Some(v) = f.download_concurrency {
+        put("download_concurrency", v.into());
+    }
+    if let Some(v) = f.rate_limit {
+        put("rate_limit", v.into());
+    }
+    Ok(())
+}
+
+fn remote_create_body(create: &RemoteCreate) -> Result<Value, UsageError> {
+    let mut body = Map::new();
+    body.insert("name".into(), create.name.clone().into());
+    remote_fields(&create.fields, &mut body)?;
+    for required in ["url", "upstream_name"] {
+        if !body.contains_key(required) {
+            return Err(UsageError(format!("remote create needs --{}", required.replace('_', "-"))));
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+fn remote_update_body(update: &RemoteUpdate) -> Result<Value, UsageError> {
+    let mut body = Map::new();
+    if let Some(name) = &update.rename {
+        body.insert("name".into(), name.clone().into());
+    }
+    remote_fields(&update.fields, &mut body)?;
+    for field in &update.unset {
+        let key = field.field();
+        if body.contains_key(key) {
+            return Err(UsageError(format!("--unset {key} contradicts a value given for it")));
+        }
+        body.insert(key.into(), Value::Null);
+    }
+    if body.is_empty() {
+        return Err(UsageError("nothing to change: give a field to set or --unset".into()));
     }
     Ok(Value::Object(body))
 }
@@ -586,6 +828,35 @@ mod tests {
         assert!(refused("distribution update --name deb --private maybe"));
         let e = plan(&parse("distribution update --name deb")).unwrap_err();
         assert!(e.0.starts_with("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn remote_create_and_update_send_only_the_fields_given() {
+        let c = call("remote create --name quay --url https://quay.io --upstream-name team/app --include-tags v1.*,latest --policy on_demand");
+        assert_eq!((c.method.clone(), c.path.as_str(), c.view.clone()), (Method::POST, "/api/v1/remotes", View::Remote));
+        assert_eq!(
+            c.body,
+            Some(json!({"name": "quay", "url": "https://quay.io", "upstream_name": "team/app",
+                        "include_tags": ["v1.*", "latest"], "policy": "on_demand"}))
+        );
+        let e = plan(&parse("remote create --name quay --url https://quay.io")).unwrap_err();
+        assert!(e.0.contains("--upstream-name"), "{e}");
+        assert!(refused("remote create --name q --url u --upstream-name n --username bot"), "a username needs a password");
+
+        let u = call("remote update --name quay --rate-limit 5 --unset credentials --unset sigstore --tls-verify false");
+        assert_eq!((u.method.clone(), u.path.as_str()), (Method::PATCH, "/api/v1/remotes/quay"));
+        assert_eq!(u.body, Some(json!({"rate_limit": 5, "tls_verify": false, "credentials": null, "sigstore": null})));
+        assert_eq!(call("remote update --name quay --include-tags=").body, Some(json!({"include_tags": []})));
+        assert!(plan(&parse("remote update --name quay")).is_err());
+        assert!(plan(&parse("remote update --name quay --rate-limit 5 --unset rate-limit")).is_err());
+    }
+
+    #[test]
+    fn remote_list_show_and_delete() {
+        assert_eq!(call("remote list --limit 2").path, "/api/v1/remotes?limit=2");
+        assert_eq!(call("remote show quay").view, View::Remote);
+        let delete = call("remote delete --name quay");
+        assert_eq!((delete.method, delete.path.as_str()), (Method::DELETE, "/api/v1/remotes/quay"));
     }
 
     #[test]

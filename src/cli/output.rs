@@ -19,6 +19,8 @@ pub(crate) enum View {
     Blobs,
     Distributions,
     Distribution,
+    Remotes,
+    Remote,
     Users,
     SigningKeys,
     SigningKey,
@@ -104,6 +106,32 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("version", pinned(&value["version"])),
             ("private", yes_no(&value["private"])),
             ("description", text(&value["description"])),
+            ("created", time(&value["created_at"])),
+            ("updated", time(&value["updated_at"])),
+        ]),
+        View::Remotes => listing(value, "remotes", &["NAME", "URL", "UPSTREAM NAME", "POLICY", "TAGS", "CREDENTIALS"], |r| {
+            vec![
+                text(&r["name"]),
+                text(&r["url"]),
+                text(&r["upstream_name"]),
+                text(&r["policy"]),
+                tag_filter(r),
+                credentials(r),
+            ]
+        }),
+        View::Remote => fields(&[
+            ("name", text(&value["name"])),
+            ("url", text(&value["url"])),
+            ("upstream name", text(&value["upstream_name"])),
+            ("include tags", or_all(&value["include_tags"])),
+            ("exclude tags", or_none(&value["exclude_tags"])),
+            ("policy", text(&value["policy"])),
+            ("credentials", credentials(value)),
+            ("tls verify", yes_no(&value["tls_verify"])),
+            ("ca cert", if value["ca_cert"].is_string() { "yes".into() } else { "-".into() }),
+            ("sigstore", text(&value["sigstore"])),
+            ("download concurrency", text(&value["download_concurrency"])),
+            ("rate limit", rate(&value["rate_limit"])),
             ("created", time(&value["created_at"])),
             ("updated", time(&value["updated_at"])),
         ]),
@@ -277,6 +305,53 @@ fn yes_no(v: &Value) -> String {
         Some(true) => "yes".into(),
         Some(false) => "no".into(),
         None => "-".into(),
+    }
+}
+
+/// A remote's tag filter in one cell: `v1.* -*-rc*`.
+fn tag_filter(r: &Value) -> String {
+    let include = or_all(&r["include_tags"]);
+    let exclude: Vec<String> =
+        r["exclude_tags"].as_array().into_iter().flatten().map(|t| format!("-{}", text(t))).collect();
+    if exclude.is_empty() {
+        include
+    } else {
+        format!("{include} {}", exclude.join(" "))
+    }
+}
+
+/// An include list; empty takes every tag.
+fn or_all(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => list_text(v, " "),
+        Some(_) => "all".into(),
+        None => text(v),
+    }
+}
+
+fn or_none(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => list_text(v, " "),
+        _ => "-".into(),
+    }
+}
+
+/// Whose credentials a remote uses; the API never shows them.
+fn credentials(r: &Value) -> String {
+    if r["has_credentials"].as_bool() == Some(true) {
+        "own".into()
+    } else if let Some(from) = r["credentials_from"].as_str() {
+        format!("from upstream {from}")
+    } else {
+        "-".into()
+    }
+}
+
+fn rate(v: &Value) -> String {
+    if v.is_null() {
+        "unlimited".into()
+    } else {
+        format!("{}/s", text(v))
     }
 }
 
@@ -597,6 +672,25 @@ debian-stable  debian     docker.io/library/debian  latest   no
         // A multi-line description cannot break the layout.
         assert!(one.contains("description    line one line two\n"), "{one}");
         assert!(one.contains("created        2026-11-25T10:00:00Z\n"), "{one}");
+    }
+
+    const REMOTE: &str = r#"{"name": "quay", "url": "https://quay.io", "upstream_name": "team/app",
+        "include_tags": ["v1.*"], "exclude_tags": ["*-rc*"], "policy": "on_demand", "has_credentials": false,
+        "credentials_from": "docker.io", "tls_verify": true, "ca_cert": null, "sigstore": null,
+        "download_concurrency": null, "rate_limit": 5, "created_at": "2026-11-25T10:00:00.123Z",
+        "updated_at": "2026-11-25T10:00:00.123Z"}"#;
+
+    #[test]
+    fn remotes_show_their_filter_and_whose_credentials() {
+        let out = render(&View::Remotes, &page(1, 0, &format!("[{REMOTE}]")));
+        assert_eq!(
+            out,
+            "NAME  URL              UPSTREAM NAME  POLICY     TAGS         CREDENTIALS\n\
+             quay  https://quay.io  team/app       on_demand  v1.* -*-rc*  from upstream docker.io\n"
+        );
+        let one = render(&View::Remote, &json(REMOTE));
+        assert!(one.contains("rate limit            5/s\n"), "{one}");
+        assert!(one.contains("include tags          v1.*\n"), "{one}");
     }
 
     #[test]

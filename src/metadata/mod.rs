@@ -284,6 +284,76 @@ pub(crate) struct DistributionPatch {
     pub(crate) description: Option<Option<String>>,
 }
 
+/// When a sync fetches the blobs of what it syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyncPolicy {
+    /// Every blob during the sync.
+    Immediate,
+    /// Manifests and tags only; blobs through the pull-through fill on
+    /// first pull.
+    OnDemand,
+}
+
+impl SyncPolicy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SyncPolicy::Immediate => "immediate",
+            SyncPolicy::OnDemand => "on_demand",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<SyncPolicy> {
+        match s {
+            "immediate" => Some(SyncPolicy::Immediate),
+            "on_demand" => Some(SyncPolicy::OnDemand),
+            _ => None,
+        }
+    }
+}
+
+/// A username and password for a remote. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct RemoteCredentials {
+    pub(crate) username: String,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for RemoteCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCredentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// Where a sync repository's content comes from. Checked by
+/// `sync::remote` before it is stored; the store keeps what it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub(crate) name: String,
+    /// Base URL of the registry API, `http` or `https`, no trailing slash.
+    pub(crate) url: String,
+    /// The repository's name at the remote (`library/debian`).
+    pub(crate) upstream_name: String,
+    /// Tag globs (`*`, `?`) and digests to sync; empty syncs every tag.
+    pub(crate) include_tags: Vec<String>,
+    /// Tag globs never synced.
+    pub(crate) exclude_tags: Vec<String>,
+    pub(crate) policy: SyncPolicy,
+    pub(crate) credentials: Option<RemoteCredentials>,
+    /// Use the credentials of this configured upstream instead.
+    pub(crate) credentials_from: Option<String>,
+    pub(crate) tls_verify: bool,
+    /// PEM certificates trusted for the remote, besides the system's.
+    pub(crate) ca_cert: Option<String>,
+    /// URL of a signature lookaside store.
+    pub(crate) sigstore: Option<String>,
+    /// Downloads at once; None is the default.
+    pub(crate) download_concurrency: Option<u32>,
+    /// Requests per second; None is unlimited.
+    pub(crate) rate_limit: Option<u32>,
+    pub(crate) created_at: Millis,
+    pub(crate) updated_at: Millis,
+}
+
 /// The repository a pull-through recording belongs to, as created on first use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Origin {
@@ -395,6 +465,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Remembers (or, with None, forgets) what an upstream's tag points at.
     fn set_upstream_tag(&self, upstream: &str, remote_name: &str, tag: &str, digest: Option<&Digest>)
         -> Result<(), MetadataError>;
+
+    /// Stores a new remote (its times are set here); `Conflict` if the
+    /// name is taken.
+    fn create_remote(&self, remote: &Remote) -> Result<Remote, MetadataError>;
+    /// Changes a remote in one transaction: `change` gets the stored
+    /// remote and may refuse (its error is returned, nothing is written).
+    fn update_remote(&self, name: &str, change: &mut dyn FnMut(&mut Remote) -> Result<(), MetadataError>)
+        -> Result<Remote, MetadataError>;
+    fn delete_remote(&self, name: &str) -> Result<(), MetadataError>;
+    fn remote(&self, name: &str) -> Result<Option<Remote>, MetadataError>;
+    fn remotes(&self, page: PageRequest) -> Result<Page<Remote>, MetadataError>;
 
     fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError>;
     fn update_distribution(&self, name: &str, patch: &DistributionPatch) -> Result<Distribution, MetadataError>;

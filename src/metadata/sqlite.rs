@@ -18,12 +18,16 @@ use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction}
 use super::{
     now_millis, BlobItem, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
-    PageRequest, Platform, PushChange, Recording, Repository, RepositoryFilter, RepositoryKind, Store, Summary, TagItem,
-    Version, VersionRef,
+    PageRequest, Platform, PushChange, Recording, Remote, RemoteCredentials, Repository, RepositoryFilter, RepositoryKind,
+    Store, Summary, SyncPolicy, TagItem, Version, VersionRef,
 };
 use crate::oci::Digest;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql"), include_str!("migrations/0002_push.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_push.sql"),
+    include_str!("migrations/0003_remotes_tasks.sql"),
+];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
 const READERS: usize = 8;
@@ -840,6 +844,98 @@ fn check_distribution(
     Ok(repo.id)
 }
 
+// -- remotes ----------------------------------------------------------------------
+
+const REMOTE_SELECT: &str = "SELECT name, url, upstream_name, include_tags, exclude_tags, policy, username, password,
+    credentials_from, tls_verify, ca_cert, sigstore, download_concurrency, rate_limit, created_at, updated_at FROM remotes";
+
+fn json_list(text: &str) -> Result<Vec<String>, MetadataError> {
+    serde_json::from_str(text).map_err(|e| MetadataError::Database(format!("stored tag filter {text:?} is invalid: {e}")))
+}
+
+fn list_json(list: &[String]) -> String {
+    // A list of strings always serialises.
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn remote_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Remote, MetadataError>> {
+    let include: String = r.get(3)?;
+    let exclude: String = r.get(4)?;
+    let policy: String = r.get(5)?;
+    let username: Option<String> = r.get(6)?;
+    let password: Option<String> = r.get(7)?;
+    let u32_col = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    let remote = (|| {
+        let Some(policy) = SyncPolicy::parse(&policy) else {
+            return Err(MetadataError::Database(format!("unknown sync policy {policy:?}")));
+        };
+        Ok(Remote {
+            name: r.get(0)?,
+            url: r.get(1)?,
+            upstream_name: r.get(2)?,
+            include_tags: json_list(&include)?,
+            exclude_tags: json_list(&exclude)?,
+            policy,
+            credentials: username.zip(password).map(|(username, password)| RemoteCredentials { username, password }),
+            credentials_from: r.get(8)?,
+            tls_verify: r.get(9)?,
+            ca_cert: r.get(10)?,
+            sigstore: r.get(11)?,
+            download_concurrency: u32_col(r.get(12)?),
+            rate_limit: u32_col(r.get(13)?),
+            created_at: r.get(14)?,
+            updated_at: r.get(15)?,
+        })
+    })();
+    Ok(remote)
+}
+
+fn remote_in(conn: &Connection, name: &str) -> Result<Option<Remote>, MetadataError> {
+    conn.query_row(&format!("{REMOTE_SELECT} WHERE name = ?1"), [name], remote_from_row).optional()?.transpose()
+}
+
+/// Writes every field of `r` to the remote now named `name` (a new row if
+/// `insert`; then `name` is `r.name`).
+fn write_remote(tx: &Transaction<'_>, name: &str, r: &Remote, insert: bool) -> Result<(), MetadataError> {
+    let (username, password) = match &r.credentials {
+        Some(c) => (Some(c.username.as_str()), Some(c.password.as_str())),
+        None => (None, None),
+    };
+    let sql = if insert {
+        "INSERT INTO remotes (url, upstream_name, include_tags, exclude_tags, policy, username, password,
+           credentials_from, tls_verify, ca_cert, sigstore, download_concurrency, rate_limit, updated_at, name, created_at)
+         VALUES (:url, :upstream_name, :include, :exclude, :policy, :username, :password, :credentials_from,
+           :tls_verify, :ca_cert, :sigstore, :concurrency, :rate_limit, :updated_at, :new_name, :created_at)"
+    } else {
+        "UPDATE remotes SET name = :new_name, url = :url, upstream_name = :upstream_name, include_tags = :include,
+           exclude_tags = :exclude, policy = :policy, username = :username, password = :password,
+           credentials_from = :credentials_from, tls_verify = :tls_verify, ca_cert = :ca_cert, sigstore = :sigstore,
+           download_concurrency = :concurrency, rate_limit = :rate_limit, updated_at = :updated_at
+         WHERE name = :name"
+    };
+    let include = list_json(&r.include_tags);
+    let exclude = list_json(&r.exclude_tags);
+    let policy = r.policy.as_str();
+    let concurrency = r.download_concurrency.map(i64::from);
+    let rate_limit = r.rate_limit.map(i64::from);
+    let mut p: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
+    p.extend_from_slice(named_params! {
+        ":new_name": r.name, ":url": r.url, ":upstream_name": r.upstream_name, ":include": include,
+        ":exclude": exclude, ":policy": policy, ":username": username, ":password": password,
+        ":credentials_from": r.credentials_from, ":tls_verify": r.tls_verify, ":ca_cert": r.ca_cert,
+        ":sigstore": r.sigstore, ":concurrency": concurrency, ":rate_limit": rate_limit, ":updated_at": r.updated_at,
+    });
+    // Each statement takes exactly its own parameters: rusqlite refuses
+    // a name the SQL does not use.
+    if insert {
+        p.push((":created_at", &r.created_at));
+    } else {
+        p.push((":name", &name));
+    }
+    tx.execute(sql, p.as_slice())?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn record(&self, batch: &[Recording]) -> Result<Vec<Created>, MetadataError> {
         // Grouped per repository, in first-seen order: one version each.
@@ -1202,6 +1298,61 @@ impl Store for SqliteStore {
         self.write(|tx| match tx.execute("DELETE FROM distributions WHERE name = ?1", [name])? {
             0 => Err(MetadataError::NotFound(format!("distribution {name:?} does not exist"))),
             _ => Ok(()),
+        })
+    }
+
+    fn create_remote(&self, remote: &Remote) -> Result<Remote, MetadataError> {
+        self.write(|tx| {
+            if remote_in(tx, &remote.name)?.is_some() {
+                return Err(MetadataError::Conflict(format!("remote {:?} already exists", remote.name)));
+            }
+            let now = now_millis();
+            let stored = Remote { created_at: now, updated_at: now, ..remote.clone() };
+            write_remote(tx, &remote.name, &stored, true)?;
+            Ok(stored)
+        })
+    }
+
+    fn update_remote(
+        &self,
+        name: &str,
+        change: &mut dyn FnMut(&mut Remote) -> Result<(), MetadataError>,
+    ) -> Result<Remote, MetadataError> {
+        self.write(|tx| {
+            let Some(mut remote) = remote_in(tx, name)? else {
+                return Err(MetadataError::NotFound(format!("remote {name:?} does not exist")));
+            };
+            change(&mut remote)?;
+            if remote.name != name && remote_in(tx, &remote.name)?.is_some() {
+                return Err(MetadataError::Conflict(format!("remote {:?} already exists", remote.name)));
+            }
+            remote.updated_at = now_millis();
+            write_remote(tx, name, &remote, false)?;
+            Ok(remote)
+        })
+    }
+
+    fn delete_remote(&self, name: &str) -> Result<(), MetadataError> {
+        self.write(|tx| match tx.execute("DELETE FROM remotes WHERE name = ?1", [name])? {
+            0 => Err(MetadataError::NotFound(format!("remote {name:?} does not exist"))),
+            _ => Ok(()),
+        })
+    }
+
+    fn remote(&self, name: &str) -> Result<Option<Remote>, MetadataError> {
+        self.read(|conn| remote_in(conn, name))
+    }
+
+    fn remotes(&self, page: PageRequest) -> Result<Page<Remote>, MetadataError> {
+        self.read(|conn| {
+            let total = count(conn, "FROM remotes", &[])?;
+            let (limit, offset) = limit_of(page);
+            let mut stmt = conn.prepare(&format!("{REMOTE_SELECT} ORDER BY name LIMIT ?1 OFFSET ?2"))?;
+            let mut items = Vec::new();
+            for row in stmt.query_map(params![limit, offset], remote_from_row)? {
+                items.push(row??);
+            }
+            Ok(Page { total, items })
         })
     }
 
@@ -1569,6 +1720,65 @@ mod tests {
             assert!(matches!(s.push("team/app", &gone), Err(MetadataError::NotFound(_))), "{gone:?}");
         }
         assert_eq!(s.repository("team/app").unwrap().unwrap().latest_version, 6);
+    }
+
+    fn remote(name: &str) -> Remote {
+        Remote {
+            name: name.into(),
+            url: "https://quay.io".into(),
+            upstream_name: "team/app".into(),
+            include_tags: vec!["v1.*".into(), "sha256:00".into()],
+            exclude_tags: vec!["*-rc?".into()],
+            policy: SyncPolicy::OnDemand,
+            credentials: Some(RemoteCredentials { username: "bot".into(), password: "s3cret".into() }),
+            credentials_from: None,
+            tls_verify: false,
+            ca_cert: Some("-----BEGIN CERTIFICATE-----".into()),
+            sigstore: None,
+            download_concurrency: Some(4),
+            rate_limit: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn remotes_round_trip_and_change_in_one_transaction() {
+        let (_d, s) = open();
+        let created = s.create_remote(&remote("quay")).unwrap();
+        assert!(created.created_at > 0);
+        assert_eq!(s.remote("quay").unwrap().unwrap(), created, "every field comes back as stored");
+        assert!(matches!(s.create_remote(&remote("quay")), Err(MetadataError::Conflict(_))));
+        s.create_remote(&remote("another")).unwrap();
+
+        let changed = s
+            .update_remote("quay", &mut |r| {
+                r.name = "quay2".into();
+                r.credentials = None;
+                r.credentials_from = Some("docker.io".into());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!((changed.name.as_str(), changed.credentials.as_ref()), ("quay2", None));
+        assert!(s.remote("quay").unwrap().is_none());
+        let refused = s.update_remote("quay2", &mut |r| {
+            r.policy = SyncPolicy::Immediate;
+            Err(MetadataError::Invalid("no".into()))
+        });
+        assert!(matches!(refused, Err(MetadataError::Invalid(_))));
+        assert_eq!(s.remote("quay2").unwrap().unwrap().policy, SyncPolicy::OnDemand, "a refused change writes nothing");
+        let taken = s.update_remote("quay2", &mut |r| {
+            r.name = "another".into();
+            Ok(())
+        });
+        assert!(matches!(taken, Err(MetadataError::Conflict(_))));
+        assert!(matches!(s.update_remote("nope", &mut |_| Ok(())), Err(MetadataError::NotFound(_))));
+
+        let page = s.remotes(PageRequest { limit: 1, offset: 1 }).unwrap();
+        assert_eq!((page.total, page.items[0].name.as_str()), (2, "quay2"));
+        s.delete_remote("quay2").unwrap();
+        assert!(matches!(s.delete_remote("quay2"), Err(MetadataError::NotFound(_))));
+        assert!(!format!("{:?}", remote("x")).contains("s3cret"), "Debug hides the password");
     }
 
     #[test]

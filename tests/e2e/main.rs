@@ -25,3 +25,4 @@ mod admin_api;
 mod limits;
 mod auth;
 mod push;
+mod remotes;
