@@ -274,7 +274,7 @@ async fn with_config_platform(api: &Api, mut m: ManifestItem) -> ManifestItem {
     if m.platform.is_some() {
         return m;
     }
-    let Some(config) = &m.config else { return m };
+    let Some(config) = &m.facts.config else { return m };
     if let Ok(Some(bytes)) = api.storage.read_small(&config.digest, MAX_CONFIG_READ).await {
         m.platform = media::config_platform(&bytes)
             .map(|p| metadata::Platform { os: p.os, architecture: p.architecture, variant: p.variant });

@@ -323,14 +323,15 @@ pub(crate) struct Manifest {
 }
 
 impl From<metadata::ManifestItem> for Manifest {
-    fn from(m: metadata::ManifestItem) -> Self {
+    fn from(item: metadata::ManifestItem) -> Self {
+        let (m, platform) = (item.facts, item.platform);
         Manifest {
             digest: m.digest.to_string(),
             media_type: m.media_type,
             size: m.size,
             artifact_type: m.artifact_type,
             subject: m.subject.map(|d| d.to_string()),
-            platform: m.platform.map(Into::into),
+            platform: platform.map(Into::into),
             config: m.config.map(Into::into),
             layers: m.layers.into_iter().map(Into::into).collect(),
             children: m.children.into_iter().map(Into::into).collect(),

@@ -216,20 +216,12 @@ pub(crate) struct TagItem {
     pub(crate) media_type: String,
 }
 
+/// A manifest in a version: what was recorded of it, and the platform an
+/// index that lists it gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ManifestItem {
-    pub(crate) digest: Digest,
-    pub(crate) media_type: String,
-    pub(crate) size: u64,
-    pub(crate) artifact_type: Option<String>,
-    pub(crate) subject: Option<Digest>,
-    /// Known from an index entry that lists this manifest.
+    pub(crate) facts: ManifestFacts,
     pub(crate) platform: Option<Platform>,
-    pub(crate) config: Option<Descriptor>,
-    pub(crate) layers: Vec<Descriptor>,
-    pub(crate) children: Vec<IndexChild>,
-    /// The manifest's annotations, as a JSON object's text.
-    pub(crate) annotations: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -731,18 +731,18 @@ fn manifest_item(conn: &Connection, r: &rusqlite::Row<'_>) -> Result<ManifestIte
     let digest: String = r.get(1)?;
     let (config, layers, children) = references(conn, id)?;
     let platform = platform_of(conn, &digest)?;
-    Ok(ManifestItem {
+    let facts = ManifestFacts {
         digest: digest_of(digest)?,
         media_type: r.get(2)?,
         size: u64_of(r.get(3)?),
         artifact_type: r.get(4)?,
         subject: r.get::<_, Option<String>>(5)?.map(digest_of).transpose()?,
-        platform,
         config,
         layers,
         children,
         annotations: r.get(6)?,
-    })
+    };
+    Ok(ManifestItem { facts, platform })
 }
 
 /// One page of the content of type `kind` in a version: `join` names the
@@ -1558,11 +1558,11 @@ mod tests {
         assert_eq!(s.blobs("up/app", None, &one, PageRequest::default()).unwrap().items[0].digest, digest("l2"));
         let manifests = s.manifests("up/app", Some(1), &all, PageRequest::default()).unwrap();
         assert_eq!(manifests.total, 2);
-        let idx = manifests.items.iter().find(|m| m.digest == digest("idx")).unwrap();
-        assert_eq!(idx.children.len(), 1);
-        let child = manifests.items.iter().find(|m| m.digest == digest("m1")).unwrap();
+        let idx = manifests.items.iter().find(|m| m.facts.digest == digest("idx")).unwrap();
+        assert_eq!(idx.facts.children.len(), 1);
+        let child = manifests.items.iter().find(|m| m.facts.digest == digest("m1")).unwrap();
         assert_eq!(child.platform.as_ref().map(|p| p.architecture.as_str()), Some("arm64"));
-        assert_eq!(child.layers.len(), 2);
+        assert_eq!(child.facts.layers.len(), 2);
         let tags = s.tags("up/app", None, &ContentFilter { digest: None, tag: Some("multi".into()) }, page).unwrap();
         assert_eq!(tags.items[0].digest, digest("idx"));
         assert!(matches!(s.tags("up/app", Some(7), &all, page), Err(MetadataError::NotFound(_))));

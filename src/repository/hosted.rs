@@ -144,6 +144,7 @@ impl Hosted {
         };
         let manifests: Vec<serde_json::Value> = found
             .into_iter()
+            .map(|item| item.facts)
             .filter(|m| artifact_type.is_none_or(|t| m.artifact_type.as_deref() == Some(t)))
             .map(|m| {
                 let mut entry = serde_json::json!({
