@@ -130,6 +130,23 @@ pub(crate) struct Page<T> {
     pub(crate) items: Vec<T>,
 }
 
+/// Every item of a paged listing, fetched a large page at a time.
+pub(crate) fn all_pages<T>(
+    mut list: impl FnMut(PageRequest) -> Result<Page<T>, MetadataError>,
+) -> Result<Vec<T>, MetadataError> {
+    let mut all = Vec::new();
+    let mut page = PageRequest { limit: 1000, offset: 0 };
+    loop {
+        let listed = list(page)?;
+        let n = listed.items.len() as u64;
+        all.extend(listed.items);
+        if n < u64::from(page.limit) {
+            return Ok(all);
+        }
+        page.offset += n;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PageRequest {
     pub(crate) limit: u32,

@@ -27,7 +27,7 @@ use fill::{FillJob, Fills};
 pub(crate) use recorder::{manifest_facts, Recorder};
 pub(crate) use route::{RouteError, Target, Upstreams};
 
-use crate::metadata::{Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, PageRequest};
+use crate::metadata::{Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, all_pages};
 use crate::metrics::Metrics;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
@@ -570,17 +570,7 @@ impl PullThrough {
             .metadata
             .run(|s| {
                 let filter = RepositoryFilter { kind: Some(RepositoryKind::PullThrough), ..Default::default() };
-                let mut names = Vec::new();
-                let mut page = PageRequest { limit: 1000, offset: 0 };
-                loop {
-                    let listed = s.repositories(&filter, page)?;
-                    let n = listed.items.len() as u64;
-                    names.extend(listed.items.into_iter().map(|r| r.name));
-                    if n < u64::from(page.limit) {
-                        return Ok(names);
-                    }
-                    page.offset += n;
-                }
+                Ok(all_pages(|page| s.repositories(&filter, page))?.into_iter().map(|r| r.name).collect())
             })
             .await?)
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, PageRequest, RepositoryKind};
+use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, all_pages, RepositoryKind};
 use crate::oci::RepositoryName;
 
 /// Longest distribution name accepted.
@@ -120,30 +120,22 @@ impl Distributions {
             .metadata
             .run(|s| {
                 let mut out = HashMap::new();
-                let mut page = PageRequest { limit: 1000, offset: 0 };
-                loop {
-                    let listed = s.distributions(page)?;
-                    let n = listed.items.len() as u64;
-                    for d in listed.items {
-                        let repository = s.repository(&d.repository)?;
-                        let kind = repository.as_ref().map_or(RepositoryKind::PullThrough, |r| r.kind);
-                        let origin = repository.and_then(|r| r.upstream.zip(r.remote_name));
-                        let served = Served {
-                            name: d.name,
-                            base_path: d.base_path.clone(),
-                            repository: d.repository,
-                            version: d.version,
-                            private: d.private,
-                            origin,
-                            kind,
-                        };
-                        out.insert(d.base_path, Arc::new(served));
-                    }
-                    if n < u64::from(page.limit) {
-                        return Ok(out);
-                    }
-                    page.offset += n;
+                for d in all_pages(|page| s.distributions(page))? {
+                    let repository = s.repository(&d.repository)?;
+                    let kind = repository.as_ref().map_or(RepositoryKind::PullThrough, |r| r.kind);
+                    let origin = repository.and_then(|r| r.upstream.zip(r.remote_name));
+                    let served = Served {
+                        name: d.name,
+                        base_path: d.base_path.clone(),
+                        repository: d.repository,
+                        version: d.version,
+                        private: d.private,
+                        origin,
+                        kind,
+                    };
+                    out.insert(d.base_path, Arc::new(served));
                 }
+                Ok(out)
             })
             .await?;
         let mut slot = match self.by_base_path.write() {
