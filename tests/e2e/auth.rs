@@ -124,7 +124,8 @@ impl Setup {
     }
 }
 
-fn basic((user, password): (&str, &str)) -> String {
+/// An `Authorization` header value for Basic credentials.
+pub fn basic((user, password): (&str, &str)) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
 

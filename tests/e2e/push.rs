@@ -43,8 +43,7 @@ fn start_with(dir: &std::path::Path, upstream: UpstreamEntry) -> Wharf {
 }
 
 fn authorization() -> String {
-    use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(PUSHER))
+    crate::auth::basic(PUSHER.split_once(':').expect("user:password"))
 }
 
 /// `headers` and the pusher's credentials.
@@ -524,10 +523,7 @@ async fn permission_matrix_for_pull_push_delete_and_the_admin_api() {
     }
     std::fs::write(&config, toml).expect("write config");
     let w = Wharf::start_with_config(&config);
-    let as_user = |name: &str| {
-        use base64::Engine as _;
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{name}:{name}-pass")))
-    };
+    let as_user = |name: &str| crate::auth::basic((name, &format!("{name}-pass")));
 
     // keeper makes team/app:1 (a config-only manifest is enough).
     let keeper = as_user("keeper");

@@ -4,36 +4,22 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
 use crate::clients::Clients;
+use crate::http;
 use crate::images::{self, Image};
 use crate::registry::Registry;
 use crate::wharf::{UpstreamEntry, Wharf};
 
 /// The admin API's answer: status and JSON body (Null when empty).
 async fn admin(method: &str, url: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = http::Request::builder().method(method).uri(url);
-    let bytes = match body {
+    let r = match body {
         Some(json) => {
-            req = req.header("Content-Type", "application/json");
-            Bytes::from(json.to_string())
+            http::request_with_body(method, url, &[("Content-Type", "application/json")], json.to_string().into_bytes()).await
         }
-        None => Bytes::new(),
+        None => http::request(method, url, &[]).await,
     };
-    let resp = client.request(req.body(Full::new(bytes)).expect("request")).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("admin body").to_bytes();
-    let json = if body.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {}", String::from_utf8_lossy(&body)))
-    };
-    (status, json)
+    let json = if r.body.is_empty() { serde_json::Value::Null } else { r.json() };
+    (r.status, json)
 }
 
 struct Setup {
@@ -166,7 +152,7 @@ async fn pulls_make_versions_and_a_pinned_distribution_serves_the_old_digest_acr
     assert_eq!(s.pull("pinned/app", "2"), two.manifest.digest);
 
     // The distribution lists what its version holds.
-    let tags = crate::http::get(&format!("{}/v2/pinned/app/tags/list", s.wharf.url())).await;
+    let tags = http::get(&format!("{}/v2/pinned/app/tags/list", s.wharf.url())).await;
     assert_eq!(tags.json()["tags"], serde_json::json!(["1", "2"]));
 }
 
@@ -178,7 +164,7 @@ async fn a_distribution_serves_only_its_version_and_fetches_uncached_layers_on_d
     s.push(&one, "1");
     s.push(&other, "other");
     // Only the manifest is pulled: the layer is recorded, its bytes are not here.
-    let m = crate::http::request(
+    let m = http::request(
         "GET",
         &format!("{}/v2/up/team/app/manifests/1", s.wharf.url()),
         &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
@@ -196,7 +182,7 @@ async fn a_distribution_serves_only_its_version_and_fetches_uncached_layers_on_d
 
     let layer = &one.layers[0];
     assert_eq!(s.upstream.blob_gets(&layer.digest), 0);
-    let got = crate::http::get(&format!("{}/v2/apps/app/blobs/{}", s.wharf.url(), layer.digest)).await;
+    let got = http::get(&format!("{}/v2/apps/app/blobs/{}", s.wharf.url(), layer.digest)).await;
     assert_eq!(got.status, 200);
     assert!(got.complete && got.body == layer.bytes, "layer bytes through the distribution");
     assert_eq!(s.upstream.blob_gets(&layer.digest), 1, "fetched on demand, once");
@@ -204,19 +190,19 @@ async fn a_distribution_serves_only_its_version_and_fetches_uncached_layers_on_d
     // Content the version does not hold is unknown there, even though the
     // upstream has it.
     let gets_before = s.upstream.count_gets("/");
-    let foreign = crate::http::get(&format!("{}/v2/apps/app/blobs/{}", s.wharf.url(), other.layers[0].digest)).await;
+    let foreign = http::get(&format!("{}/v2/apps/app/blobs/{}", s.wharf.url(), other.layers[0].digest)).await;
     assert_eq!((foreign.status, foreign.error_code().as_str()), (404, "BLOB_UNKNOWN"));
-    let tag = crate::http::get(&format!("{}/v2/apps/app/manifests/other", s.wharf.url())).await;
+    let tag = http::get(&format!("{}/v2/apps/app/manifests/other", s.wharf.url())).await;
     assert_eq!((tag.status, tag.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
     assert_eq!(s.upstream.count_gets("/"), gets_before, "a distribution never asks the upstream about content it lacks");
 
     // Pushing into the pull-through repository's distribution is refused
     // (challenged: without users nobody may push).
-    let push = crate::http::request("POST", &format!("{}/v2/apps/app/blobs/uploads/", s.wharf.url()), &[]).await;
+    let push = http::request("POST", &format!("{}/v2/apps/app/blobs/uploads/", s.wharf.url()), &[]).await;
     assert_eq!((push.status, push.error_code().as_str()), (401, "UNAUTHORIZED"));
 
     // The catalog names the distribution.
-    let catalog = crate::http::get(&format!("{}/v2/_catalog", s.wharf.url())).await;
+    let catalog = http::get(&format!("{}/v2/_catalog", s.wharf.url())).await;
     let names: Vec<String> = serde_json::from_value(catalog.json()["repositories"].clone()).expect("names");
     assert!(names.contains(&"apps/app".to_owned()) && names.contains(&"up/team/app".to_owned()), "{names:?}");
 }
