@@ -90,6 +90,63 @@ pub(crate) struct Repository {
     pub(crate) retain_versions: Option<u32>,
     pub(crate) latest_version: u64,
     pub(crate) created_at: Millis,
+    pub(crate) description: Option<String>,
+    /// Sync: the remote a scheduled sync takes content from.
+    pub(crate) remote: Option<String>,
+    /// Sync: whether a scheduled sync mirrors (removes what the remote no
+    /// longer has) rather than adds.
+    pub(crate) sync_mirror: bool,
+    /// Sync: seconds between scheduled syncs; None syncs only when asked.
+    pub(crate) sync_interval: Option<u64>,
+    /// Sync: when the next scheduled sync is due (jitter included).
+    pub(crate) next_sync_at: Option<Millis>,
+    /// A sync in mirror mode has run: the repository refuses pushes.
+    pub(crate) mirrored: bool,
+}
+
+/// A sync repository as the admin API creates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewRepository {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) retain_versions: Option<u32>,
+    pub(crate) remote: Option<String>,
+    pub(crate) sync_mirror: bool,
+    pub(crate) sync_interval: Option<u64>,
+    pub(crate) next_sync_at: Option<Millis>,
+}
+
+/// Fields of a sync repository to change; None leaves a field as it is,
+/// Some(None) clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RepositoryPatch {
+    pub(crate) description: Option<Option<String>>,
+    pub(crate) retain_versions: Option<Option<u32>>,
+    pub(crate) remote: Option<Option<String>>,
+    pub(crate) sync_mirror: Option<bool>,
+    pub(crate) sync_interval: Option<Option<u64>>,
+    pub(crate) next_sync_at: Option<Option<Millis>>,
+}
+
+/// What a sync found at the remote, within its tag filter: every manifest
+/// it takes (tagged ones, index children, signatures and other referrers)
+/// and the tags. Manifests come before anything that refers to them is
+/// needed, in no particular order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SyncContent {
+    pub(crate) manifests: Vec<ManifestFacts>,
+    pub(crate) tags: Vec<(String, Digest)>,
+}
+
+/// How a sync changes its repository.
+#[derive(Clone, Copy)]
+pub(crate) enum SyncMode<'a> {
+    /// Adds what the remote has; tags that moved follow the remote.
+    Additive,
+    /// Also removes tags the remote no longer has, among those `in_scope`
+    /// says the sync is responsible for, and then every manifest and blob
+    /// nothing kept needs any more.
+    Mirror { in_scope: &'a dyn Fn(&str) -> bool },
 }
 
 /// Counts per content type.
@@ -460,6 +517,28 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// taken), unless some distribution already serves that base_path. One
     /// transaction. A repository of that name that is not a push repository
     /// is a `Conflict`.
+    /// Creates an empty sync repository (version 0); `Conflict` if the
+    /// name is taken.
+    fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError>;
+    /// Changes a sync repository; other kinds are a `Conflict`.
+    fn update_repository(&self, name: &str, patch: &RepositoryPatch) -> Result<Repository, MetadataError>;
+    /// Deletes a sync or push repository with every version; `Conflict`
+    /// while a distribution serves it, or for a pull-through repository.
+    fn delete_repository(&self, name: &str) -> Result<(), MetadataError>;
+    /// Sync repositories whose scheduled sync is due at `now`.
+    fn due_syncs(&self, now: Millis) -> Result<Vec<Repository>, MetadataError>;
+    /// Applies a sync's result to a sync repository in one transaction: at
+    /// most one new version (its number), none if nothing changed. Records
+    /// `remote` as where the repository last synced from, and a mirror
+    /// sync marks it mirrored.
+    fn sync(&self, repository: &str, remote: &str, content: &SyncContent, mode: SyncMode<'_>)
+        -> Result<Option<u64>, MetadataError>;
+    /// Remembers that these blobs can be fetched from `remote` (as
+    /// `remote_name` there) until their bytes are stored.
+    fn add_blob_sources(&self, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError>;
+    /// Where a blob not stored yet can be fetched: (remote, name there).
+    fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError>;
+
     fn create_push_repository(&self, name: &str, distribution: &str) -> Result<(), MetadataError>;
     /// Makes `blob` an uploaded blob of the push repository: visible in
     /// its latest version without being version content.

@@ -16,17 +16,20 @@ use std::sync::Mutex;
 use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
 
 use super::{
-    now_millis, BlobItem, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
+    now_millis, BlobItem, Millis, NewRepository, RepositoryPatch, SyncContent, SyncMode, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
     PageRequest, Platform, PushChange, Recording, Remote, RemoteCredentials, Repository, RepositoryFilter, RepositoryKind,
     Store, Summary, SyncPolicy, TagItem, Version, VersionRef,
 };
 use crate::oci::Digest;
 
+mod sync;
+
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_push.sql"),
     include_str!("migrations/0003_remotes_tasks.sql"),
+    include_str!("migrations/0004_sync.sql"),
 ];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
@@ -153,6 +156,9 @@ fn limit_of(page: PageRequest) -> (i64, i64) {
     (i64::from(page.limit), i64_of(page.offset))
 }
 
+const REPO_COLUMNS: &str = "id, name, kind, upstream, remote_name, retain_versions, latest_version, created_at,
+    description, remote, sync_mirror, sync_interval, next_sync_at, mirrored";
+
 struct RepoRow {
     id: i64,
     repo: Repository,
@@ -160,8 +166,7 @@ struct RepoRow {
 
 fn repository_row(conn: &Connection, name: &str) -> Result<Option<RepoRow>, MetadataError> {
     conn.query_row(
-        "SELECT id, name, kind, upstream, remote_name, retain_versions, latest_version, created_at
-         FROM repositories WHERE name = ?1",
+        &format!("SELECT {REPO_COLUMNS} FROM repositories WHERE name = ?1"),
         [name],
         repo_from_row,
     )
@@ -185,6 +190,12 @@ fn repo_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RepoRow, Meta
             retain_versions: retain.and_then(|v| u32::try_from(v).ok()),
             latest_version: u64_of(r.get(6)?),
             created_at: r.get(7)?,
+            description: r.get(8)?,
+            remote: r.get(9)?,
+            sync_mirror: r.get(10)?,
+            sync_interval: r.get::<_, Option<i64>>(11)?.map(u64_of),
+            next_sync_at: r.get(12)?,
+            mirrored: r.get(13)?,
         },
     }))
 }
@@ -969,8 +980,7 @@ impl Store for SqliteStore {
             let (limit, offset) = limit_of(page);
             let total = count(conn, from, named_params! {":name": filter.name, ":contains": contains, ":kind": kind})?;
             let mut stmt = conn.prepare(&format!(
-                "SELECT id, name, kind, upstream, remote_name, retain_versions, latest_version, created_at {from}
-                 ORDER BY name LIMIT :limit OFFSET :offset"
+                "SELECT {REPO_COLUMNS} {from} ORDER BY name LIMIT :limit OFFSET :offset"
             ))?;
             let rows = stmt.query_map(
                 named_params! {":name": filter.name, ":contains": contains, ":kind": kind, ":limit": limit, ":offset": offset},
@@ -1144,6 +1154,34 @@ impl Store for SqliteStore {
             }
             Ok(items)
         })
+    }
+
+    fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError> {
+        self.write(|tx| sync::create_repository(tx, new))
+    }
+
+    fn update_repository(&self, name: &str, patch: &RepositoryPatch) -> Result<Repository, MetadataError> {
+        self.write(|tx| sync::update_repository(tx, name, patch))
+    }
+
+    fn delete_repository(&self, name: &str) -> Result<(), MetadataError> {
+        self.write(|tx| sync::delete_repository(tx, name))
+    }
+
+    fn due_syncs(&self, now: Millis) -> Result<Vec<Repository>, MetadataError> {
+        self.read(|conn| sync::due_syncs(conn, now))
+    }
+
+    fn sync(&self, repository: &str, remote: &str, content: &SyncContent, mode: SyncMode<'_>) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| sync::apply_sync(tx, repository, remote, content, mode))
+    }
+
+    fn add_blob_sources(&self, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError> {
+        self.write(|tx| sync::add_blob_sources(tx, digests, remote, remote_name))
+    }
+
+    fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError> {
+        self.read(|conn| sync::blob_sources(conn, digest))
     }
 
     fn create_push_repository(&self, name: &str, distribution: &str) -> Result<(), MetadataError> {
@@ -1376,16 +1414,16 @@ mod tests {
     use super::*;
     use crate::oci::Algorithm;
 
-    fn digest(seed: &str) -> Digest {
+    pub(super) fn digest(seed: &str) -> Digest {
         Digest::of(Algorithm::Sha256, seed.as_bytes())
     }
 
-    fn blob(seed: &str) -> Descriptor {
+    pub(super) fn blob(seed: &str) -> Descriptor {
         Descriptor { digest: digest(seed), media_type: Some("application/octet-stream".into()), size: Some(seed.len() as u64) }
     }
 
     /// An image manifest named `seed` with a config and the given layers.
-    fn image(seed: &str, layers: &[&str]) -> ManifestFacts {
+    pub(super) fn image(seed: &str, layers: &[&str]) -> ManifestFacts {
         ManifestFacts {
             digest: digest(seed),
             media_type: crate::oci::media::OCI_MANIFEST.into(),
@@ -1411,13 +1449,13 @@ mod tests {
         }
     }
 
-    fn open() -> (tempfile::TempDir, SqliteStore) {
+    pub(super) fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("wharf.db")).unwrap();
         (dir, store)
     }
 
-    fn counts(tags: u64, manifests: u64, blobs: u64) -> Counts {
+    pub(super) fn counts(tags: u64, manifests: u64, blobs: u64) -> Counts {
         Counts { tags, manifests, blobs }
     }
 
