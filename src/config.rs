@@ -332,6 +332,9 @@ pub(crate) struct UpstreamConfig {
     pub(crate) credentials: Option<Credentials>,
     pub(crate) tag_ttl: Duration,
     pub(crate) ca_file: Option<PathBuf>,
+    /// PEM certificates trusted besides the system's, given as text (a
+    /// remote's `ca_cert`).
+    pub(crate) ca_pem: Option<String>,
     pub(crate) insecure: bool,
     pub(crate) connect_timeout: Duration,
     /// Bound on waiting for response headers.
@@ -600,6 +603,7 @@ impl RawUpstream {
             credentials,
             tag_ttl: parse_duration(&format!("{key}.tag_ttl"), &self.tag_ttl)?,
             ca_file: self.ca_file,
+            ca_pem: None,
             insecure: self.insecure,
             connect_timeout: parse_positive_duration(&format!("{key}.connect_timeout"), &self.connect_timeout)?,
             response_timeout: parse_positive_duration(&format!("{key}.response_timeout"), &self.response_timeout)?,
@@ -611,6 +615,48 @@ impl RawUpstream {
             anonymous_pull: self.anonymous_pull,
         })
     }
+}
+
+/// What a remote's client needs beyond the upstream defaults.
+pub(crate) struct RemoteClient {
+    pub(crate) name: String,
+    /// Checked already: `http`/`https` with a host.
+    pub(crate) url: http::Uri,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) ca_pem: Option<String>,
+    pub(crate) insecure: bool,
+    pub(crate) max_concurrent_requests: usize,
+}
+
+/// The client settings of a sync remote: its own URL, trust and
+/// credentials, and an upstream's default timeouts and retries. Never the
+/// default upstream, never a pull-through target.
+pub(crate) fn remote_upstream(r: RemoteClient) -> Result<UpstreamConfig, ConfigError> {
+    let host = r
+        .url
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .ok_or_else(|| invalid("remote.url", "has no host"))?;
+    Ok(UpstreamConfig {
+        name: r.name,
+        url: r.url,
+        host,
+        default: false,
+        docker_hub: false,
+        credentials: r.credentials,
+        tag_ttl: parse_duration("tag_ttl", &default_tag_ttl())?,
+        ca_file: None,
+        ca_pem: r.ca_pem,
+        insecure: r.insecure,
+        connect_timeout: parse_duration("connect_timeout", &default_connect_timeout())?,
+        response_timeout: parse_duration("response_timeout", &default_response_timeout())?,
+        idle_timeout: parse_duration("idle_timeout", &default_idle_timeout())?,
+        fill_timeout: parse_duration("fill_timeout", &default_fill_timeout())?,
+        retries: default_retries(),
+        retain_versions: None,
+        max_concurrent_requests: r.max_concurrent_requests.max(1),
+        anonymous_pull: false,
+    })
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {

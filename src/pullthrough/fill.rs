@@ -192,6 +192,27 @@ impl Fill {
         }
     }
 
+    /// Waits until every byte is stored and verified: the blob's size, or
+    /// why the fill failed.
+    pub(crate) async fn done(&self) -> Result<u64, PullError> {
+        let mut rx = self.state.clone();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                FillState::Done { size } => return Ok(size),
+                FillState::Failed(e) => return Err(e),
+                FillState::Starting | FillState::Streaming { .. } => {}
+            }
+            if rx.changed().await.is_err() {
+                return match rx.borrow().clone() {
+                    FillState::Done { size } => Ok(size),
+                    FillState::Failed(e) => Err(e),
+                    _ => Err(ended_unexpectedly()),
+                };
+            }
+        }
+    }
+
     /// The bytes `[start, end)` (`end` = the blob's end when `None`) as they
     /// become available and safe to release.
     pub(crate) fn body(

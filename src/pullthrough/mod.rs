@@ -509,6 +509,27 @@ impl PullThrough {
         Ok(BlobSource::Filling { fill, size })
     }
 
+    /// Makes sure a blob's bytes are stored, fetching them from `target`
+    /// unless they are (joining a fill already in flight, so a sync and a
+    /// client pulling the same blob fetch it once). Its size.
+    pub(crate) async fn fetch_blob(&self, target: &Target, digest: &Digest) -> Result<u64, PullError> {
+        if let Some(size) = self.storage.stat(digest).await? {
+            return Ok(size);
+        }
+        let (fill, _) = self.fills.join_or_start(digest, || FillJob {
+            storage: self.storage.clone(),
+            target: target.clone(),
+            digest: digest.clone(),
+            metrics: self.metrics.clone(),
+        });
+        fill.done().await
+    }
+
+    /// Whether a blob's bytes are stored.
+    pub(crate) async fn has_blob(&self, digest: &Digest) -> Result<bool, PullError> {
+        Ok(self.storage.stat(digest).await?.is_some())
+    }
+
     // -- listings ------------------------------------------------------------
 
     /// Tags of a repository, sorted and paginated here (upstreams differ:

@@ -1,12 +1,20 @@
 //! Sync: filling `sync` repositories from remotes. Owns remotes (their
-//! checks and tag filters) and, later, the sync runs themselves. Reaches
-//! remote registries only through `upstream`, writes content only through
-//! `storage` and `metadata`; knows nothing of HTTP requests to wharf.
+//! checks and tag filters), the clients that reach them, and the sync runs
+//! themselves. Reaches remote registries only through `upstream` (by way
+//! of the pull-through layer's verified fetches), writes content only
+//! through `storage` and `metadata`; knows nothing of HTTP requests to
+//! wharf.
 //!
 //! - `remote.rs`: checking remotes and applying the admin API's changes.
 //! - `filter.rs`: `include_tags` / `exclude_tags` globs.
+//! - `clients.rs`: one registry client per remote.
+//! - `run.rs`: one sync, from tag list to repository version.
 
+mod clients;
 pub(crate) mod filter;
 pub(crate) mod remote;
+mod run;
 
+pub(crate) use clients::{ClientError, Clients};
 pub(crate) use remote::{NewRemote, RemotePatch, Remotes};
+pub(crate) use run::{Report, SyncError, SyncRequest, Syncer};

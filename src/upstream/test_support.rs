@@ -168,6 +168,7 @@ pub(super) fn config(url: &str) -> UpstreamConfig {
         credentials: None,
         tag_ttl: Duration::from_secs(300),
         ca_file: None,
+        ca_pem: None,
         insecure: false,
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(5),

@@ -22,10 +22,13 @@ pub(super) fn client_config(cfg: &UpstreamConfig) -> Result<ClientConfig, Upstre
         .map_err(|e| UpstreamError::Config(format!("TLS protocol versions: {e}")))?;
     // The CA file is read even when `insecure` makes it moot, so that a
     // broken path is reported rather than silently ignored.
-    let extra_roots = match &cfg.ca_file {
+    let mut extra_roots = match &cfg.ca_file {
         Some(path) => read_ca_file(path)?,
         None => Vec::new(),
     };
+    if let Some(pem) = &cfg.ca_pem {
+        extra_roots.extend(parse_pem(pem.as_bytes(), "ca_cert")?);
+    }
     let config = if cfg.insecure {
         tracing::warn!(
             upstream = %cfg.name,
@@ -74,6 +77,16 @@ fn root_store(
         );
     }
     Ok(roots)
+}
+
+fn parse_pem(mut pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
+    let certs = rustls_pemfile::certs(&mut pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| UpstreamError::Config(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(UpstreamError::Config(format!("{what}: contains no PEM certificate")));
+    }
+    Ok(certs)
 }
 
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {

@@ -1,0 +1,418 @@
+//! One sync: what the remote has within the tag filter, fetched and
+//! verified, then applied to the repository as at most one version.
+//!
+//! 1. List every tag of the remote repository (all pages).
+//! 2. Resolve the tags the filter takes, and the digests it names.
+//! 3. Fetch every manifest reachable from them: index children, and
+//!    signatures and other referrers (the referrers API where the remote
+//!    has it, else the `sha256-<hex>` tag schema), plus cosign's
+//!    `sha256-<hex>.sig|.att|.sbom` tags. Manifests are stored as fetched.
+//! 4. `immediate`: fetch every blob not stored yet, verified, through the
+//!    same fills the registry port uses (a blob is fetched once even if a
+//!    client pulls it meanwhile). `on_demand`: remember the remote as the
+//!    blobs' source instead.
+//! 5. Apply the result in one transaction.
+//!
+//! Everything fetched is stored before the version is written, and stored
+//! content is never fetched again: a sync cut short (canceled, a crash,
+//! a failed remote) loses nothing it verified, and the next one continues
+//! where it stopped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::clients::{ClientError, Clients, DEFAULT_DOWNLOAD_CONCURRENCY};
+use super::filter::TagFilter;
+use crate::metadata::{ManifestFacts, Metadata, MetadataError, Remote, RepositoryKind, SyncContent, SyncMode, SyncPolicy};
+use crate::oci::{media, Digest, Reference, Tag};
+use crate::pullthrough::{manifest_facts, PullError, PullThrough, Target};
+use crate::upstream::UpstreamError;
+
+/// Bound on tag-list pages followed (at the reference registry's default
+/// page size of 100: a hundred thousand tags).
+const MAX_TAG_PAGES: usize = 1_000;
+/// Suffixes of cosign's tag scheme for a manifest's signatures,
+/// attestations and SBOMs.
+const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+
+/// Where a sync reports how far it got, and learns it was canceled.
+pub(crate) trait Report: Send + Sync {
+    fn set_total(&self, items: u64);
+    fn add(&self, items: u64, bytes: u64);
+    fn is_canceled(&self) -> bool;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum SyncError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("remote {remote:?} has no repository {name:?}")]
+    NoRepository { remote: String, name: String },
+    #[error("{what}: {error}")]
+    Fetch { what: String, error: PullError },
+    #[error("canceled")]
+    Canceled,
+}
+
+/// What a sync asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncRequest {
+    pub(crate) repository: String,
+    pub(crate) remote: String,
+    pub(crate) mirror: bool,
+}
+
+/// Runs syncs. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Syncer {
+    metadata: Metadata,
+    pull: PullThrough,
+    clients: Clients,
+}
+
+/// One run's state: the remote, its client, and what has been found.
+struct Run<'a> {
+    remote: Remote,
+    target: Target,
+    pull: &'a PullThrough,
+    report: &'a dyn Report,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    concurrency: usize,
+    total: u64,
+}
+
+impl Syncer {
+    pub(crate) fn new(metadata: Metadata, pull: PullThrough, clients: Clients) -> Syncer {
+        Syncer { metadata, pull, clients }
+    }
+
+    /// Checks a sync can start: the repository is a sync repository and
+    /// the remote exists. Touches no network.
+    pub(crate) async fn check(&self, req: &SyncRequest) -> Result<Remote, MetadataError> {
+        let (repository, remote) = (req.repository.clone(), req.remote.clone());
+        self.metadata
+            .run(move |s| {
+                let repo = s
+                    .repository(&repository)?
+                    .ok_or_else(|| MetadataError::NotFound(format!("repository {repository:?} does not exist")))?;
+                if repo.kind != RepositoryKind::Sync {
+                    return Err(MetadataError::Conflict(format!(
+                        "repository {repository:?} is a {} repository; only sync repositories are synced",
+                        repo.kind.as_str()
+                    )));
+                }
+                s.remote(&remote)?.ok_or_else(|| MetadataError::Invalid(format!("remote {remote:?} does not exist")))
+            })
+            .await
+    }
+
+    /// Runs one sync to its end: the new version's number, or None when
+    /// the repository already held exactly what the remote has.
+    pub(crate) async fn run(&self, req: &SyncRequest, report: &dyn Report) -> Result<Option<u64>, SyncError> {
+        let remote = self.check(req).await?;
+        let filter = TagFilter::new(&remote.include_tags, &remote.exclude_tags).map_err(MetadataError::Invalid)?;
+        let target = self.clients.target(&remote, None)?;
+        let limiter = remote
+            .rate_limit
+            .and_then(NonZeroU32::new)
+            .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
+        let concurrency = remote.download_concurrency.unwrap_or(DEFAULT_DOWNLOAD_CONCURRENCY) as usize;
+        let mut run = Run { remote, target, pull: &self.pull, report, limiter, concurrency, total: 0 };
+
+        let all_tags = run.list_tags().await?;
+        let wanted: Vec<&String> = all_tags.iter().filter(|t| filter.takes_tag(t)).collect();
+        run.grow(wanted.len() as u64 + filter.digests().len() as u64);
+        let mut tags = run.resolve_tags(&wanted).await?;
+        let mut roots: Vec<Digest> = tags.iter().map(|(_, d)| d.clone()).collect();
+        roots.extend(filter.digests().iter().cloned());
+        let (manifests, signature_tags) = run.manifests(roots, &all_tags).await?;
+        tags.extend(signature_tags);
+
+        let blobs = blobs_of(&manifests);
+        match run.remote.policy {
+            SyncPolicy::Immediate => run.fetch_blobs(&blobs).await?,
+            SyncPolicy::OnDemand => {
+                let mut missing = Vec::new();
+                for d in &blobs {
+                    if !self.pull.has_blob(d).await.map_err(|e| fetch_error(format!("blob {d}"), e))? {
+                        missing.push(d.clone());
+                    }
+                }
+                let (remote, name) = (run.remote.name.clone(), run.remote.upstream_name.clone());
+                self.metadata.run(move |s| s.add_blob_sources(&missing, &remote, &name)).await?;
+            }
+        }
+        if report.is_canceled() {
+            return Err(SyncError::Canceled);
+        }
+
+        let content = SyncContent { manifests, tags };
+        let (repository, remote_name, mirror) = (req.repository.clone(), run.remote.name.clone(), req.mirror);
+        let created = self
+            .metadata
+            .run(move |s| {
+                let in_scope = |t: &str| filter.takes_tag(t) || is_signature_tag(t);
+                let mode = if mirror { SyncMode::Mirror { in_scope: &in_scope } } else { SyncMode::Additive };
+                s.sync(&repository, &remote_name, &content, mode)
+            })
+            .await?;
+        Ok(created)
+    }
+}
+
+impl Run<'_> {
+    fn grow(&mut self, items: u64) {
+        self.total += items;
+        self.report.set_total(self.total);
+    }
+
+    /// Waits for the rate limit and checks for a cancel: before every
+    /// request to the remote.
+    async fn turn(&self) -> Result<(), SyncError> {
+        if self.report.is_canceled() {
+            return Err(SyncError::Canceled);
+        }
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        Ok(())
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>, SyncError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_TAG_PAGES {
+            self.turn().await?;
+            let page = match self.target.upstream.tags_list(&self.target.repo, None, cursor.as_deref()).await {
+                Ok(page) => page,
+                Err(UpstreamError::NotFound) => {
+                    return Err(SyncError::NoRepository {
+                        remote: self.remote.name.clone(),
+                        name: self.remote.upstream_name.clone(),
+                    })
+                }
+                Err(e) => return Err(fetch_error("tag list".into(), e.into())),
+            };
+            let next = page.tags.last().cloned();
+            all.extend(page.tags);
+            match next {
+                Some(last) if page.has_more => cursor = Some(last),
+                _ => break,
+            }
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// What each tag points at now, `download_concurrency` at a time. A
+    /// tag deleted while listing is skipped.
+    async fn resolve_tags(&self, wanted: &[&String]) -> Result<Vec<(String, Digest)>, SyncError> {
+        let resolved: Vec<Option<(String, Digest)>> = stream::iter(wanted.iter().map(|t| (*t).clone()))
+            .map(|tag| async move {
+                self.turn().await?;
+                let what = || format!("tag {tag:?}");
+                let parsed: Tag = tag.parse().map_err(|e| fetch_error(what(), PullError::Internal(format!("{e}"))))?;
+                let reference = Reference::Tag(parsed);
+                let digest = match self.target.upstream.head_manifest(&self.target.repo, &reference).await {
+                    Ok(head) => head.digest,
+                    Err(UpstreamError::NotFound) => return Ok(None),
+                    Err(e) => return Err(fetch_error(what(), e.into())),
+                };
+                let digest = match digest {
+                    Some(d) => d,
+                    // No digest header: fetch by tag and hash the bytes.
+                    None => {
+                        self.turn().await?;
+                        let limit = 4 << 20;
+                        match self.target.upstream.get_manifest(&self.target.repo, &reference, limit).await {
+                            Ok(m) => m.digest.unwrap_or_else(|| Digest::of(crate::oci::Algorithm::Sha256, &m.bytes)),
+                            Err(UpstreamError::NotFound) => return Ok(None),
+                            Err(e) => return Err(fetch_error(what(), e.into())),
+                        }
+                    }
+                };
+                self.report.add(1, 0);
+                Ok(Some((tag, digest)))
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(resolved.into_iter().flatten().collect())
+    }
+
+    /// Every manifest reachable from `roots`, fetched and stored, with the
+    /// cosign tags found for them.
+    async fn manifests(
+        &mut self,
+        roots: Vec<Digest>,
+        all_tags: &[String],
+    ) -> Result<(Vec<ManifestFacts>, Vec<(String, Digest)>), SyncError> {
+        let tag_set: HashSet<&str> = all_tags.iter().map(String::as_str).collect();
+        let mut found: HashMap<Digest, ManifestFacts> = HashMap::new();
+        let mut order: Vec<Digest> = Vec::new();
+        let mut signature_tags: Vec<(String, Digest)> = Vec::new();
+        let mut queue: VecDeque<Digest> = roots.into_iter().collect();
+        // Unknown until asked once: a remote without the API answers 404.
+        let mut referrers_api: Option<bool> = None;
+        while let Some(digest) = queue.pop_front() {
+            if found.contains_key(&digest) {
+                continue;
+            }
+            self.turn().await?;
+            let manifest = self
+                .pull
+                .manifest_by_digest(&self.target, &digest)
+                .await
+                .map_err(|e| fetch_error(format!("manifest {digest}"), e))?;
+            let refs = media::references(&manifest.bytes)
+                .map_err(|e| fetch_error(format!("manifest {digest}"), PullError::InvalidManifest(e.to_string())))?;
+            let facts = manifest_facts(&digest, &manifest.info.media_type, manifest.bytes.len() as u64, refs);
+            self.report.add(1, manifest.bytes.len() as u64);
+            let mut next: Vec<Digest> = facts.children.iter().map(|c| c.descriptor.digest.clone()).collect();
+            // Cosign's tags for this manifest.
+            let stem = format!("{}-{}", digest.algorithm().as_str(), digest.hex());
+            for suffix in COSIGN_SUFFIXES {
+                let tag = format!("{stem}{suffix}");
+                if tag_set.contains(tag.as_str()) {
+                    if let Some(d) = self.resolve_one(&tag).await? {
+                        signature_tags.push((tag, d.clone()));
+                        next.push(d);
+                    }
+                }
+            }
+            // Referrers: the API, or the tag schema's index.
+            if referrers_api != Some(false) {
+                self.turn().await?;
+                match self.target.upstream.referrers(&self.target.repo, &digest, None).await {
+                    Ok(r) => {
+                        referrers_api = Some(true);
+                        next.extend(index_digests(&r.bytes));
+                    }
+                    Err(UpstreamError::NotFound) => referrers_api = Some(false),
+                    Err(e) => return Err(fetch_error(format!("referrers of {digest}"), e.into())),
+                }
+            }
+            if referrers_api == Some(false) && tag_set.contains(stem.as_str()) {
+                if let Some(index) = self.resolve_one(&stem).await? {
+                    self.turn().await?;
+                    let m = self
+                        .pull
+                        .manifest_by_digest(&self.target, &index)
+                        .await
+                        .map_err(|e| fetch_error(format!("referrers index {index}"), e))?;
+                    next.extend(index_digests(&m.bytes));
+                }
+            }
+            let new = next.iter().filter(|d| !found.contains_key(*d)).count() as u64;
+            self.grow(new);
+            queue.extend(next);
+            order.push(digest.clone());
+            found.insert(digest, facts);
+        }
+        let manifests = order.into_iter().filter_map(|d| found.remove(&d)).collect();
+        Ok((manifests, signature_tags))
+    }
+
+    async fn resolve_one(&mut self, tag: &str) -> Result<Option<Digest>, SyncError> {
+        let tag = tag.to_owned();
+        self.grow(1);
+        Ok(self.resolve_tags(&[&tag]).await?.into_iter().next().map(|(_, d)| d))
+    }
+
+    /// Fetches every blob not stored yet, `download_concurrency` at a time.
+    async fn fetch_blobs(&mut self, blobs: &[Digest]) -> Result<(), SyncError> {
+        self.grow(blobs.len() as u64);
+        let this = &*self;
+        stream::iter(blobs.iter().cloned())
+            .map(|digest| async move {
+                if this.pull.has_blob(&digest).await.map_err(|e| fetch_error(format!("blob {digest}"), e))? {
+                    this.report.add(1, 0);
+                    return Ok(());
+                }
+                this.turn().await?;
+                let size = this
+                    .pull
+                    .fetch_blob(&this.target, &digest)
+                    .await
+                    .map_err(|e| fetch_error(format!("blob {digest}"), e))?;
+                this.report.add(1, size);
+                Ok::<(), SyncError>(())
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect::<()>()
+            .await
+    }
+}
+
+fn fetch_error(what: String, error: PullError) -> SyncError {
+    SyncError::Fetch { what, error }
+}
+
+/// The distinct blobs the manifests reference, foreign layers (which
+/// registries do not serve) left out.
+fn blobs_of(manifests: &[ManifestFacts]) -> Vec<Digest> {
+    let mut seen = HashSet::new();
+    manifests
+        .iter()
+        .flat_map(|m| m.config.iter().chain(&m.layers))
+        .filter(|d| !d.media_type.as_deref().is_some_and(|t| t.contains("foreign") || t.contains("nondistributable")))
+        .filter(|d| seen.insert(d.digest.clone()))
+        .map(|d| d.digest.clone())
+        .collect()
+}
+
+/// The manifests an image index (or a referrers listing) lists.
+fn index_digests(bytes: &[u8]) -> Vec<Digest> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        digest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Entry>,
+    }
+    serde_json::from_slice::<Index>(bytes)
+        .map(|i| i.manifests.into_iter().filter_map(|e| e.digest.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Cosign's tag scheme (`sha256-<hex>.sig`, `.att`, `.sbom`) and the
+/// referrers tag schema (`sha256-<hex>`): tags a sync keeps in step with
+/// the manifests they belong to, whatever the filter.
+pub(crate) fn is_signature_tag(tag: &str) -> bool {
+    let Some(rest) = tag.strip_prefix("sha256-") else { return false };
+    let hex = COSIGN_SUFFIXES.iter().find_map(|s| rest.strip_suffix(s)).unwrap_or(rest);
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_tags_are_recognised_by_shape() {
+        let hex = "a".repeat(64);
+        assert!(is_signature_tag(&format!("sha256-{hex}.sig")));
+        assert!(is_signature_tag(&format!("sha256-{hex}.att")));
+        assert!(is_signature_tag(&format!("sha256-{hex}")));
+        assert!(!is_signature_tag(&format!("sha256-{hex}.txt")));
+        assert!(!is_signature_tag("sha256-abc.sig"));
+        assert!(!is_signature_tag("latest"));
+    }
+
+    #[test]
+    fn index_digests_reads_entries_and_ignores_junk() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        let bytes = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{d}"}},{{"digest":"nope"}}]}}"#);
+        assert_eq!(index_digests(bytes.as_bytes()).iter().map(ToString::to_string).collect::<Vec<_>>(), [d]);
+        assert!(index_digests(b"not json").is_empty());
+    }
+}
