@@ -8,13 +8,16 @@
 //! - `remote.rs`: checking remotes and applying the admin API's changes.
 //! - `filter.rs`: `include_tags` / `exclude_tags` globs.
 //! - `clients.rs`: one registry client per remote.
+//! - `repositories.rs`: creating and changing sync repositories, schedules.
 //! - `run.rs`: one sync, from tag list to repository version.
 
 mod clients;
 pub(crate) mod filter;
 pub(crate) mod remote;
+mod repositories;
 mod run;
 
 pub(crate) use clients::{ClientError, Clients};
 pub(crate) use remote::{NewRemote, RemotePatch, Remotes};
+pub(crate) use repositories::{RepositorySettings, SyncRepositories};
 pub(crate) use run::{Report, SyncError, SyncRequest, Syncer};
