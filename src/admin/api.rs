@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::{AdminError, ErrorBody};
 use super::model::{
     self, Blob, BlobPage, Distribution, DistributionChanges, DistributionPage, DistributionPath, Manifest,
-    ManifestPage, NewDistribution, NewRemote, Pagination, Remote, RemoteChanges, RemotePage, RemotePath, Repository, RepositoryPage, RepositoryPath, Rule, RulePage, SigningKey,
+    ManifestPage, NewDistribution, NewRemote, NewRepository, RepositoryChanges, Pagination, Remote, RemoteChanges, RemotePage, RemotePath, Repository, RepositoryPage, RepositoryPath, Rule, RulePage, SigningKey,
     SigningKeyPage, Tag, TagPage, Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
@@ -25,7 +25,7 @@ use crate::oci::media;
 use crate::oci::Digest;
 use crate::repository::Distributions;
 use crate::storage::Storage;
-use crate::sync::Remotes;
+use crate::sync::{Remotes, SyncRepositories};
 
 /// Blob `cached` lookups run this many at a time: enough to hide each
 /// stat's blocking-pool hop, few enough not to crowd out registry reads.
@@ -38,6 +38,7 @@ pub(crate) struct Api {
     metadata: Metadata,
     distributions: Distributions,
     remotes: Remotes,
+    repositories: SyncRepositories,
     storage: Storage,
     upstreams: Vec<Upstream>,
     auth: Auth,
@@ -53,9 +54,11 @@ impl Api {
         auth: Auth,
         openapi: Bytes,
     ) -> Api {
-        let remotes = Remotes::new(metadata.clone(), upstreams.iter().map(|u| u.name.clone()).collect());
+        let names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
+        let remotes = Remotes::new(metadata.clone(), names.clone());
+        let repositories = SyncRepositories::new(metadata.clone(), names);
         let upstreams = upstreams.iter().map(Upstream::from).collect();
-        Api { metadata, distributions, remotes, storage, upstreams, auth, openapi }
+        Api { metadata, distributions, remotes, repositories, storage, upstreams, auth, openapi }
     }
 }
 
@@ -144,6 +147,67 @@ pub(crate) async fn get_repository(api: &Api, path: RepositoryPath) -> Reply {
     };
     let repo = found.ok_or_else(|| AdminError::NotFound(format!("repository {name:?} does not exist")))?;
     json(StatusCode::OK, &Repository::from(repo))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repositories",
+    tag = "repositories",
+    request_body(content = NewRepository, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created: a sync repository holding the empty version 0.", body = Repository,
+            headers(("Location" = String, description = "`/api/v1/repositories/{name}`, the name percent-encoded"))),
+        (status = 400, description = "Malformed JSON, an unknown field, or an invalid value (the message names it).", body = ErrorBody),
+        (status = 409, description = "The name is taken, or lies under an upstream's path prefix.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_repository(api: &Api, body: NewRepository) -> Reply {
+    let name = body.name.clone();
+    let created = api.repositories.create(name, body.into()).await?;
+    let encoded: String = form_urlencoded::byte_serialize(created.name.as_bytes()).collect();
+    let location = HeaderValue::try_from(format!("/api/v1/repositories/{encoded}"))
+        .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
+    let mut resp = json(StatusCode::CREATED, &Repository::from(created))?;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/repositories/{name}",
+    tag = "repositories",
+    params(RepositoryPath),
+    request_body(content = RepositoryChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed. A new sync_interval restarts the schedule from now.", body = Repository),
+        (status = 400, description = "Malformed JSON, an unknown field, null where not allowed, or an invalid value.", body = ErrorBody),
+        (status = 404, description = "No such repository.", body = ErrorBody),
+        (status = 409, description = "Not a sync repository.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn update_repository(api: &Api, path: RepositoryPath, body: RepositoryChanges) -> Reply {
+    let updated = api.repositories.update(path.name, body.into()).await?;
+    json(StatusCode::OK, &Repository::from(updated))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/repositories/{name}",
+    tag = "repositories",
+    params(RepositoryPath),
+    responses(
+        (status = 204, description = "Deleted with every version. Stored bytes stay for other repositories (and garbage collection)."),
+        (status = 404, description = "No such repository.", body = ErrorBody),
+        (status = 409, description = "A distribution serves it, or it is a pull-through repository.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_repository(api: &Api, path: RepositoryPath) -> Reply {
+    api.repositories.delete(path.name).await?;
+    Ok(no_content())
 }
 
 #[utoipa::path(

@@ -138,7 +138,13 @@ impl Admin {
         let api = self.api.as_ref();
         match endpoint {
             Endpoint::ListRepositories => api::list_repositories(api, &query).await,
+            Endpoint::CreateRepository => api::create_repository(api, read_json(req).await?).await,
             Endpoint::GetRepository { name } => api::get_repository(api, RepositoryPath { name }).await,
+            Endpoint::UpdateRepository { name } => {
+                api::update_repository(api, RepositoryPath { name }, read_json(req).await?).await
+            }
+            Endpoint::DeleteRepository { name } => api::delete_repository(api, RepositoryPath { name }).await,
+            Endpoint::SyncRepository { .. } => Err(AdminError::NotFound("syncs are not available yet".into())),
             Endpoint::ListVersions { name } => api::list_versions(api, RepositoryPath { name }, &query).await,
             Endpoint::GetVersion { name, version } => api::get_version(api, VersionPath { name, number: version }).await,
             Endpoint::DeleteVersion { name, version } => {

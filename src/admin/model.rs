@@ -163,6 +163,22 @@ pub(crate) struct Repository {
     latest_version: u64,
     #[schema(format = DateTime)]
     created_at: String,
+    #[schema(required = true)]
+    description: Option<String>,
+    /// Sync: the remote a scheduled sync takes content from (and a sync
+    /// that names none); null otherwise.
+    #[schema(required = true)]
+    remote: Option<String>,
+    /// Sync: scheduled syncs mirror rather than add.
+    sync_mirror: bool,
+    /// Sync: seconds between scheduled syncs; null syncs only when asked.
+    #[schema(required = true)]
+    sync_interval: Option<u64>,
+    /// Sync: when the next scheduled sync is due (jitter included).
+    #[schema(required = true, format = DateTime)]
+    next_sync_at: Option<String>,
+    /// A sync in mirror mode has run: the repository refuses pushes.
+    mirrored: bool,
 }
 
 impl From<metadata::Repository> for Repository {
@@ -175,6 +191,86 @@ impl From<metadata::Repository> for Repository {
             retain_versions: r.retain_versions,
             latest_version: r.latest_version,
             created_at: timestamp(r.created_at),
+            description: r.description,
+            remote: r.remote,
+            sync_mirror: r.sync_mirror,
+            sync_interval: r.sync_interval,
+            next_sync_at: r.next_sync_at.map(timestamp),
+            mirrored: r.mirrored,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/repositories`: a sync repository, empty until
+/// synced.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewRepository {
+    /// A repository name as clients address it (`team/app`); not under an
+    /// upstream's path prefix.
+    #[schema(example = "foo")]
+    pub(crate) name: String,
+    #[serde(default)]
+    description: Option<String>,
+    /// Versions kept; null keeps all.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    retain_versions: Option<u32>,
+    /// The remote a sync takes content from when it names none.
+    #[serde(default)]
+    remote: Option<String>,
+    /// Scheduled syncs mirror (default: they add).
+    #[serde(default)]
+    sync_mirror: bool,
+    /// Seconds between scheduled syncs (60 or more; needs `remote`).
+    #[serde(default)]
+    #[schema(minimum = 60)]
+    sync_interval: Option<u64>,
+}
+
+impl From<NewRepository> for crate::sync::RepositorySettings {
+    fn from(n: NewRepository) -> Self {
+        crate::sync::RepositorySettings {
+            description: n.description,
+            retain_versions: n.retain_versions,
+            remote: n.remote,
+            sync_mirror: n.sync_mirror,
+            sync_interval: n.sync_interval,
+        }
+    }
+}
+
+/// Body of `PATCH /api/v1/repositories/{name}` (sync repositories): the
+/// fields to change. Absent stays; the nullable fields may be null.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RepositoryChanges {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    retain_versions: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    remote: Option<Option<String>>,
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = bool)]
+    sync_mirror: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, minimum = 60)]
+    sync_interval: Option<Option<u64>>,
+}
+
+impl From<RepositoryChanges> for metadata::RepositoryPatch {
+    fn from(c: RepositoryChanges) -> Self {
+        metadata::RepositoryPatch {
+            description: c.description,
+            retain_versions: c.retain_versions,
+            remote: c.remote,
+            sync_mirror: c.sync_mirror,
+            sync_interval: c.sync_interval,
+            next_sync_at: None,
         }
     }
 }

@@ -19,7 +19,10 @@ use super::error::{ErrorBody, ErrorCode};
     ),
     paths(
         api::list_repositories,
+        api::create_repository,
         api::get_repository,
+        api::update_repository,
+        api::delete_repository,
         api::list_versions,
         api::get_version,
         api::delete_version,

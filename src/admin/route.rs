@@ -51,6 +51,7 @@ pub(crate) enum ContentKind {
 enum Resource {
     Repositories,
     Repository(String),
+    Sync(String),
     Versions(String),
     Version(String, VersionSel),
     Content(String, VersionSel, ContentKind),
@@ -69,9 +70,7 @@ impl Resource {
     /// The `Allow` header of this resource: the methods it takes.
     fn allow(&self) -> &'static str {
         match self {
-            Resource::Repositories
-            | Resource::Repository(_)
-            | Resource::Versions(_)
+            Resource::Versions(_)
             | Resource::Content(..)
             | Resource::Upstreams
             | Resource::Users
@@ -79,6 +78,9 @@ impl Resource {
             | Resource::OpenApi => "GET, HEAD",
             Resource::SigningKeys => "GET, HEAD, POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
+            Resource::Repositories => "GET, HEAD, POST",
+            Resource::Repository(_) => "GET, HEAD, PATCH, DELETE",
+            Resource::Sync(_) => "POST",
             Resource::Distributions | Resource::Remotes => "GET, HEAD, POST",
             Resource::Distribution(_) | Resource::Remote(_) => "GET, HEAD, PATCH, DELETE",
         }
@@ -90,7 +92,11 @@ impl Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     ListRepositories,
+    CreateRepository,
     GetRepository { name: String },
+    UpdateRepository { name: String },
+    DeleteRepository { name: String },
+    SyncRepository { name: String },
     ListVersions { name: String },
     GetVersion { name: String, version: VersionSel },
     DeleteVersion { name: String, version: VersionSel },
@@ -133,6 +139,10 @@ impl Endpoint {
             | Endpoint::ListRules
             | Endpoint::ListSigningKeys => PAGE_KEYS,
             Endpoint::GetRepository { .. }
+            | Endpoint::CreateRepository
+            | Endpoint::UpdateRepository { .. }
+            | Endpoint::DeleteRepository { .. }
+            | Endpoint::SyncRepository { .. }
             | Endpoint::GetVersion { .. }
             | Endpoint::DeleteVersion { .. }
             | Endpoint::CreateDistribution
@@ -158,7 +168,11 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
     let delete = *method == Method::DELETE;
     Ok(match resource {
         Resource::Repositories if read => Endpoint::ListRepositories,
+        Resource::Repositories if *method == Method::POST => Endpoint::CreateRepository,
         Resource::Repository(name) if read => Endpoint::GetRepository { name },
+        Resource::Repository(name) if *method == Method::PATCH => Endpoint::UpdateRepository { name },
+        Resource::Repository(name) if delete => Endpoint::DeleteRepository { name },
+        Resource::Sync(name) if *method == Method::POST => Endpoint::SyncRepository { name },
         Resource::Versions(name) if read => Endpoint::ListVersions { name },
         Resource::Version(name, version) if read => Endpoint::GetVersion { name, version },
         Resource::Version(name, version) if delete => Endpoint::DeleteVersion { name, version },
@@ -222,6 +236,7 @@ fn repository_resource(tail: &[&str]) -> Result<Resource, AdminError> {
             Resource::Version(repository_name(name)?, version(number)?)
         }
         [name @ .., "versions"] if !name.is_empty() => Resource::Versions(repository_name(name)?),
+        [name @ .., "sync"] if !name.is_empty() => Resource::Sync(repository_name(name)?),
         name => Resource::Repository(repository_name(name)?),
     })
 }
@@ -457,8 +472,18 @@ mod tests {
             Err(AdminError::MethodNotAllowed { allow, .. }) => allow,
             other => panic!("{method} {path}: {other:?}"),
         };
-        assert_eq!(allow(Method::POST, "/api/v1/repositories"), "GET, HEAD");
-        assert_eq!(allow(Method::DELETE, "/api/v1/repositories/a"), "GET, HEAD");
+        assert_eq!(allow(Method::PUT, "/api/v1/repositories"), "GET, HEAD, POST");
+        assert_eq!(allow(Method::POST, "/api/v1/repositories/a"), "GET, HEAD, PATCH, DELETE");
+        assert_eq!(allow(Method::GET, "/api/v1/repositories/a/sync"), "POST");
+        assert_eq!(
+            endpoint(&Method::POST, "/api/v1/repositories/team/app/sync").unwrap(),
+            Endpoint::SyncRepository { name: "team/app".into() }
+        );
+        assert_eq!(
+            endpoint(&Method::POST, "/api/v1/repositories/team%2Fsync").unwrap_err(),
+            AdminError::MethodNotAllowed { method: "POST".into(), allow: "GET, HEAD, PATCH, DELETE" },
+            "an encoded keyword is part of the name"
+        );
         assert_eq!(allow(Method::PUT, "/api/v1/repositories/a/versions/1"), "GET, HEAD, DELETE");
         assert_eq!(allow(Method::DELETE, "/api/v1/distributions"), "GET, HEAD, POST");
         assert_eq!(allow(Method::PUT, "/api/v1/distributions/d"), "GET, HEAD, PATCH, DELETE");
