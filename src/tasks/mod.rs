@@ -205,7 +205,8 @@ impl Tasks {
     /// On shutdown: cancels every task of this process (running work stops
     /// at its next check) and waits up to `grace` for them to end. Tasks
     /// still running after that are marked failed, so the record never
-    /// shows them running once wharf is gone.
+    /// shows them running once wharf is gone. A task submitted afterwards
+    /// is recorded canceled and never runs.
     pub(crate) async fn shutdown(&self, grace: Duration) {
         let ids: Vec<u64> = {
             let mut state = self.inner.lock();
