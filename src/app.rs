@@ -23,11 +23,15 @@ use crate::pullthrough::{PullThrough, Recorder, Upstreams};
 use crate::repository::{Distributions, Hosted, Pushes};
 use crate::server::{self, Handler};
 use crate::storage::Storage;
+use crate::tasks::Tasks;
 use crate::upload::Uploads;
 use crate::upstream::Upstream;
 
 /// In-flight requests get this long to finish after SIGTERM.
 const DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// Canceled background tasks get this long to stop after the drain; any
+/// still running then are recorded as failed.
+const TASKS_GRACE: Duration = Duration::from_secs(10);
 
 /// Why wharf could not start; each maps to its own exit code.
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +89,14 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     uploads.spawn_sweeper();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
+    let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel)
+        .await
+        .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let admin = Admin::new(
         metrics.clone(),
         metadata.clone(),
         distributions.clone(),
+        tasks.clone(),
         storage.clone(),
         &config.upstreams,
         auth.clone(),
@@ -137,6 +145,8 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(registry, admin);
+    // Running tasks stop at their next check; none is left recorded as running.
+    tasks.shutdown(TASKS_GRACE).await;
     // Everything pulled before the drain ends up in a repository version.
     recorder.flush().await;
     tracing::info!("stopped");

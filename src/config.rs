@@ -52,6 +52,8 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     push: RawPush,
+    #[serde(default)]
+    tasks: RawTasks,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +120,20 @@ struct RawPush {
 impl Default for RawPush {
     fn default() -> Self {
         RawPush { upload_timeout: "24h".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTasks {
+    // Signed, so that a negative value is refused by validation with the
+    // allowed range rather than by the parser.
+    max_parallel: i64,
+}
+
+impl Default for RawTasks {
+    fn default() -> Self {
+        RawTasks { max_parallel: 4 }
     }
 }
 
@@ -259,12 +275,23 @@ pub(crate) struct Config {
     pub(crate) limits: LimitsConfig,
     pub(crate) auth: AuthConfig,
     pub(crate) push: PushConfig,
+    pub(crate) tasks: TasksConfig,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct PushConfig {
     /// An upload session untouched this long is abandoned and deleted.
     pub(crate) upload_timeout: Duration,
+}
+
+/// The most background tasks (syncs) that may run at once.
+pub(crate) const MAX_PARALLEL_TASKS: usize = 64;
+
+#[derive(Clone, Debug)]
+pub(crate) struct TasksConfig {
+    /// Background tasks running at once, 1 to [`MAX_PARALLEL_TASKS`]; more
+    /// wait for a turn.
+    pub(crate) max_parallel: usize,
 }
 
 /// `[auth]`: who may sign in and what they may do. Without users (the
@@ -431,7 +458,20 @@ impl RawConfig {
             push: PushConfig {
                 upload_timeout: parse_positive_duration("push.upload_timeout", &self.push.upload_timeout)?,
             },
+            tasks: self.tasks.validate()?,
         })
+    }
+}
+
+impl RawTasks {
+    fn validate(self) -> Result<TasksConfig, ConfigError> {
+        match usize::try_from(self.max_parallel) {
+            Ok(n) if (1..=MAX_PARALLEL_TASKS).contains(&n) => Ok(TasksConfig { max_parallel: n }),
+            _ => Err(invalid(
+                "tasks.max_parallel",
+                format!("must be from 1 to {MAX_PARALLEL_TASKS}, not {}", self.max_parallel),
+            )),
+        }
     }
 }
 
@@ -737,6 +777,22 @@ mod tests {
         assert!(e.starts_with("push.upload_timeout"), "{e}");
         let e = err_text(load_str("[push]\ntimeout = \"1h\"\n", &[]));
         assert!(e.contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn the_tasks_section_bounds_how_many_run_at_once() {
+        assert_eq!(Config::load(None, std::iter::empty()).unwrap().tasks.max_parallel, 4);
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/wharf.toml");
+        assert_eq!(Config::load(Some(&example), std::iter::empty()).unwrap().tasks.max_parallel, 4, "documented");
+        assert_eq!(load_str("[tasks]\nmax_parallel = 1\n", &[]).unwrap().tasks.max_parallel, 1);
+        assert_eq!(load_str("[tasks]\nmax_parallel = 64\n", &[]).unwrap().tasks.max_parallel, 64);
+        assert_eq!(load_str("", &[("WHARF_TASKS__MAX_PARALLEL", "8")]).unwrap().tasks.max_parallel, 8);
+        for bad in ["0", "65", "-1"] {
+            let e = err_text(load_str(&format!("[tasks]\nmax_parallel = {bad}\n"), &[]));
+            assert_eq!(e, format!("tasks.max_parallel: must be from 1 to 64, not {bad}"));
+        }
+        let e = err_text(load_str("[tasks]\nparallel = 2\n", &[]));
+        assert!(e.contains("parallel"), "{e}");
     }
 
     #[test]

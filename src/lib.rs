@@ -7,7 +7,8 @@
 //! ```text
 //! cli -> app -> server -> api (router, access, handlers, error) -> repository -> pullthrough -> { storage, metadata }
 //!                           \-> auth, limits                      \-> upload -> storage        \-> upstream
-//!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage }
+//!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage, tasks }
+//!             -> tasks (background work: when it runs, its progress and outcome) -> metadata
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
@@ -19,7 +20,9 @@
 //! - `repository`: distributions, serving a repository version, push repositories.
 //! - `upload`: blob upload sessions (resumable, across restarts too).
 //! - `storage`: content-addressed objects, verified ingest.
-//! - `metadata`: repositories, versions, content and distributions (SQLite).
+//! - `metadata`: repositories, versions, content, distributions, remotes and tasks (SQLite).
+//! - `sync`: remotes, their checks and tag filters; later the sync runs.
+//! - `tasks`: background tasks: limits, per-resource order, progress, cancel.
 //! - `limits`: inbound rate limits per client IP and per user.
 //! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
@@ -39,6 +42,7 @@ pub(crate) mod repository;
 pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod sync;
+pub(crate) mod tasks;
 pub(crate) mod upload;
 pub(crate) mod upstream;
 

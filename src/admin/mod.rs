@@ -11,7 +11,8 @@
 //! Here: the top-level dispatch, request bodies (JSON only, bounded) and
 //! HEAD. Distribution writes go through `repository::Distributions`, never
 //! the metadata store directly, so the registry port's table follows them;
-//! remote writes go through `sync::Remotes`, which checks them.
+//! remote writes go through `sync::Remotes`, which checks them; tasks are
+//! read and canceled through `tasks::Tasks`, which runs them.
 
 mod api;
 mod error;
@@ -34,9 +35,10 @@ use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::repository::Distributions;
 use crate::storage::Storage;
+use crate::tasks::Tasks;
 use api::Api;
 use error::AdminError;
-use model::{DistributionPath, RemotePath, RepositoryPath, VersionPath};
+use model::{DistributionPath, RemotePath, RepositoryPath, TaskPath, VersionPath};
 use route::{ContentKind, Endpoint, Query};
 
 /// Request bodies are small JSON objects; anything bigger is a mistake.
@@ -55,13 +57,14 @@ impl Admin {
         metrics: Metrics,
         metadata: Metadata,
         distributions: Distributions,
+        tasks: Tasks,
         storage: Storage,
         upstreams: &[UpstreamConfig],
         auth: Auth,
     ) -> Result<Admin, AdminError> {
         let document = openapi::document()
             .map_err(|e| AdminError::Internal(format!("cannot render the OpenAPI document: {e}")))?;
-        let api = Api::new(metadata, distributions, storage, upstreams, auth.clone(), Bytes::from(document));
+        let api = Api::new(metadata, distributions, tasks, storage, upstreams, auth.clone(), Bytes::from(document));
         Ok(Admin { metrics, api: Arc::new(api), auth })
     }
 
@@ -170,6 +173,9 @@ impl Admin {
             Endpoint::GetRemote { name } => api::get_remote(api, RemotePath { name }).await,
             Endpoint::UpdateRemote { name } => api::update_remote(api, RemotePath { name }, read_json(req).await?).await,
             Endpoint::DeleteRemote { name } => api::delete_remote(api, RemotePath { name }).await,
+            Endpoint::ListTasks => api::list_tasks(api, &query).await,
+            Endpoint::GetTask { id } => api::get_task(api, TaskPath { id }).await,
+            Endpoint::CancelTask { id } => api::cancel_task(api, TaskPath { id }).await,
             Endpoint::ListUpstreams => api::list_upstreams(api, &query).await,
             Endpoint::ListUsers => api::list_users(api, &query).await,
             Endpoint::ListRules => api::list_rules(api, &query).await,

@@ -64,6 +64,15 @@ pub(crate) struct RemotePath {
     pub(crate) name: String,
 }
 
+/// A task named in the path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct TaskPath {
+    /// The task's id.
+    #[param(minimum = 1)]
+    pub(crate) id: u64,
+}
+
 /// `limit` and `offset` of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -118,6 +127,8 @@ page!(/// A page of distributions, by name.
     DistributionPage of Distribution);
 page!(/// A page of remotes, by name.
     RemotePage of Remote);
+page!(/// A page of tasks, newest first.
+    TaskPage of Task);
 page!(/// A page of the configured upstreams, in configuration order.
     UpstreamPage of Upstream);
 page!(/// A page of the configured users, by name.
@@ -488,6 +499,118 @@ impl From<metadata::Distribution> for Distribution {
             description: d.description,
             created_at: timestamp(d.created_at),
             updated_at: timestamp(d.updated_at),
+        }
+    }
+}
+
+/// Where a task is: `waiting` for its turn, `running`, or finished
+/// (`completed`, `failed`, `canceled`); a finished task never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TaskState {
+    Waiting,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl From<metadata::TaskState> for TaskState {
+    fn from(s: metadata::TaskState) -> Self {
+        match s {
+            metadata::TaskState::Waiting => TaskState::Waiting,
+            metadata::TaskState::Running => TaskState::Running,
+            metadata::TaskState::Completed => TaskState::Completed,
+            metadata::TaskState::Failed => TaskState::Failed,
+            metadata::TaskState::Canceled => TaskState::Canceled,
+        }
+    }
+}
+
+/// How far a task has come; a running task's is at most a second old.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TaskProgress {
+    items_done: u64,
+    /// How many items there are in all; null until the task knows.
+    #[schema(required = true)]
+    items_total: Option<u64>,
+    bytes_done: u64,
+}
+
+/// Something a task made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum CreatedResource {
+    /// A new version of a repository.
+    RepositoryVersion {
+        #[schema(example = "docker.io/library/debian")]
+        repository: String,
+        number: u64,
+    },
+}
+
+impl From<metadata::CreatedResource> for CreatedResource {
+    fn from(c: metadata::CreatedResource) -> Self {
+        match c {
+            metadata::CreatedResource::RepositoryVersion { repository, number } => {
+                CreatedResource::RepositoryVersion { repository, number }
+            }
+        }
+    }
+}
+
+/// A background task (a repository sync).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Task {
+    id: u64,
+    /// What the task does.
+    #[schema(example = "sync")]
+    kind: String,
+    /// What it works on (a repository); tasks on one resource run one at a time.
+    #[schema(required = true, example = "docker.io/library/debian")]
+    resource: Option<String>,
+    /// The parameters it was started with.
+    #[schema(value_type = Object)]
+    params: serde_json::Value,
+    state: TaskState,
+    progress: TaskProgress,
+    /// Why it failed or was canceled; null otherwise.
+    #[schema(required = true)]
+    error: Option<String>,
+    /// What it made (filled in when it finishes).
+    created_resources: Vec<CreatedResource>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(required = true, format = DateTime)]
+    started_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    finished_at: Option<String>,
+}
+
+impl Task {
+    pub(crate) fn state(&self) -> TaskState {
+        self.state
+    }
+}
+
+impl From<metadata::Task> for Task {
+    fn from(t: metadata::Task) -> Self {
+        Task {
+            id: t.id,
+            kind: t.kind,
+            resource: t.resource,
+            params: t.params,
+            state: t.state.into(),
+            progress: TaskProgress {
+                items_done: t.progress.items_done,
+                items_total: t.progress.items_total,
+                bytes_done: t.progress.bytes_done,
+            },
+            error: t.error,
+            created_resources: t.created_resources.into_iter().map(Into::into).collect(),
+            created_at: timestamp(t.created_at),
+            started_at: t.started_at.map(timestamp),
+            finished_at: t.finished_at.map(timestamp),
         }
     }
 }
@@ -995,6 +1118,42 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(timestamp(1_795_600_800_123), "2026-11-25T10:00:00.123Z");
         assert_eq!(timestamp(-5), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn tasks_show_their_progress_and_what_they_made_with_null_for_what_is_unset() {
+        let task = |state, started_at, finished_at| metadata::Task {
+            id: 1,
+            kind: "sync".into(),
+            resource: Some("foo".into()),
+            params: serde_json::json!({"remote": "quay"}),
+            state,
+            progress: metadata::TaskProgress { items_done: 3, items_total: Some(10), bytes_done: 12345 },
+            error: None,
+            created_resources: vec![metadata::CreatedResource::RepositoryVersion { repository: "foo".into(), number: 2 }],
+            created_at: 0,
+            started_at,
+            finished_at,
+        };
+        let j = serde_json::to_value(Task::from(task(metadata::TaskState::Running, Some(1), None))).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({
+                "id": 1, "kind": "sync", "resource": "foo", "params": {"remote": "quay"}, "state": "running",
+                "progress": {"items_done": 3, "items_total": 10, "bytes_done": 12345}, "error": null,
+                "created_resources": [{"type": "repository_version", "repository": "foo", "number": 2}],
+                "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:00.001Z", "finished_at": null
+            })
+        );
+        let mut waiting = task(metadata::TaskState::Waiting, None, None);
+        waiting.progress.items_total = None;
+        let j = serde_json::to_value(Task::from(waiting)).unwrap();
+        assert_eq!((j["state"].clone(), j["started_at"].clone()), (serde_json::json!("waiting"), serde_json::Value::Null));
+        assert_eq!(j["progress"]["items_total"], serde_json::Value::Null);
+        for state in metadata::TaskState::ALL {
+            let shown = serde_json::to_value(TaskState::from(state)).unwrap();
+            assert_eq!(shown, state.as_str(), "the API names a state as the store does");
+        }
     }
 
     #[test]

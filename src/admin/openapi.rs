@@ -11,8 +11,8 @@ use super::error::{ErrorBody, ErrorCode};
 #[openapi(
     info(
         title = "wharf admin API",
-        description = "Repositories, their versions and content, distributions and upstreams of a wharf \
-            registry cache. JSON over HTTP on the admin port. Repository names in paths are \
+        description = "Repositories, their versions and content, distributions, remotes, background \
+            tasks and upstreams of a wharf registry cache. JSON over HTTP on the admin port. Repository names in paths are \
             percent-encoded (`docker.io%2Flibrary%2Fdebian`). Listings take `limit` (1-1000, \
             default 100) and `offset`; unknown query parameters and unknown body fields are \
             refused with 400. Errors are `{\"error\": {\"code\", \"message\"}}`.",
@@ -39,6 +39,9 @@ use super::error::{ErrorBody, ErrorCode};
         api::get_remote,
         api::update_remote,
         api::delete_remote,
+        api::list_tasks,
+        api::get_task,
+        api::cancel_task,
         api::list_upstreams,
         api::list_users,
         api::list_rules,
@@ -52,6 +55,8 @@ use super::error::{ErrorBody, ErrorCode};
         (name = "distributions", description = "Which repository version the registry port serves at which base_path."),
         (name = "remotes", description = "Registries that sync repositories take their content from; \
             credentials are write-only."),
+        (name = "tasks", description = "Background tasks (repository syncs): their progress and outcome; \
+            cancel."),
         (name = "upstreams", description = "The configured upstream registries."),
         (name = "auth", description = "Users, rules and the token signing keys. Once users are configured, \
             every admin endpoint needs a user with the admin role (Basic credentials, or a bearer token \
@@ -82,14 +87,18 @@ mod tests {
 
     /// A concrete path for a documented template.
     fn concrete(template: &str) -> String {
-        template.replace("{name}", "docker.io%2Flibrary%2Fdebian").replace("/remotes/docker.io%2Flibrary%2Fdebian", "/remotes/quay").replace("{number}", "3")
+        template
+            .replace("{name}", "docker.io%2Flibrary%2Fdebian")
+            .replace("/remotes/docker.io%2Flibrary%2Fdebian", "/remotes/quay")
+            .replace("{number}", "3")
+            .replace("{id}", "42")
     }
 
     #[test]
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 16, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 19, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -59,6 +59,9 @@ enum Resource {
     Distribution(String),
     Remotes,
     Remote(String),
+    Tasks,
+    Task(u64),
+    TaskCancel(u64),
     Upstreams,
     Users,
     Rules,
@@ -75,7 +78,10 @@ impl Resource {
             | Resource::Upstreams
             | Resource::Users
             | Resource::Rules
+            | Resource::Tasks
+            | Resource::Task(_)
             | Resource::OpenApi => "GET, HEAD",
+            Resource::TaskCancel(_) => "POST",
             Resource::SigningKeys => "GET, HEAD, POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
             Resource::Repositories => "GET, HEAD, POST",
@@ -111,6 +117,9 @@ pub(crate) enum Endpoint {
     GetRemote { name: String },
     UpdateRemote { name: String },
     DeleteRemote { name: String },
+    ListTasks,
+    GetTask { id: u64 },
+    CancelTask { id: u64 },
     ListUpstreams,
     ListUsers,
     ListRules,
@@ -127,6 +136,7 @@ impl Endpoint {
     pub(crate) fn query_keys(&self) -> &'static [&'static str] {
         match self {
             Endpoint::ListRepositories => &["name", "name_contains", "kind", "limit", "offset"],
+            Endpoint::ListTasks => &["state", "kind", "resource", "limit", "offset"],
             Endpoint::ListContent { kind: ContentKind::Tags, .. } => &["name", "limit", "offset"],
             Endpoint::ListContent { kind: ContentKind::Manifests | ContentKind::Blobs, .. } => {
                 &["digest", "limit", "offset"]
@@ -153,6 +163,8 @@ impl Endpoint {
             | Endpoint::GetRemote { .. }
             | Endpoint::UpdateRemote { .. }
             | Endpoint::DeleteRemote { .. }
+            | Endpoint::GetTask { .. }
+            | Endpoint::CancelTask { .. }
             | Endpoint::RotateSigningKey
             | Endpoint::OpenApi => &[],
         }
@@ -188,6 +200,9 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Remote(name) if read => Endpoint::GetRemote { name },
         Resource::Remote(name) if *method == Method::PATCH => Endpoint::UpdateRemote { name },
         Resource::Remote(name) if delete => Endpoint::DeleteRemote { name },
+        Resource::Tasks if read => Endpoint::ListTasks,
+        Resource::Task(id) if read => Endpoint::GetTask { id },
+        Resource::TaskCancel(id) if *method == Method::POST => Endpoint::CancelTask { id },
         Resource::Users if read => Endpoint::ListUsers,
         Resource::Rules if read => Endpoint::ListRules,
         Resource::SigningKeys if read => Endpoint::ListSigningKeys,
@@ -212,6 +227,9 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["distributions", name] => Ok(Resource::Distribution(distribution_name(name)?)),
         ["remotes"] => Ok(Resource::Remotes),
         ["remotes", name] => Ok(Resource::Remote(percent_decode(name, "remote name")?)),
+        ["tasks"] => Ok(Resource::Tasks),
+        ["tasks", id] => Ok(Resource::Task(task_id(id)?)),
+        ["tasks", id, "cancel"] => Ok(Resource::TaskCancel(task_id(id)?)),
         ["upstreams"] => Ok(Resource::Upstreams),
         ["users"] => Ok(Resource::Users),
         ["rules"] => Ok(Resource::Rules),
@@ -260,6 +278,14 @@ fn repository_name(segments: &[&str]) -> Result<String, AdminError> {
 /// rule cannot exist, and "does not exist" is the answer an operator needs.
 fn distribution_name(segment: &str) -> Result<String, AdminError> {
     percent_decode(segment, "distribution name")
+}
+
+/// A task id: digits only (`u64::from_str` would also take a leading `+`).
+fn task_id(segment: &str) -> Result<u64, AdminError> {
+    match segment.parse() {
+        Ok(id) if segment.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(AdminError::Invalid(format!("task id {segment:?} is not a number"))),
+    }
 }
 
 fn version(segment: &str) -> Result<VersionSel, AdminError> {
@@ -500,6 +526,34 @@ mod tests {
             endpoint(&Method::DELETE, "/api/v1/repositories/a/versions/latest").unwrap(),
             Endpoint::DeleteVersion { name: "a".into(), version: VersionSel::Latest }
         );
+    }
+
+    #[test]
+    fn tasks_are_named_by_their_number() {
+        assert_eq!(get("/api/v1/tasks").unwrap(), Endpoint::ListTasks);
+        assert_eq!(get("/api/v1/tasks/42").unwrap(), Endpoint::GetTask { id: 42 });
+        assert_eq!(endpoint(&Method::HEAD, "/api/v1/tasks/7").unwrap(), Endpoint::GetTask { id: 7 });
+        assert_eq!(endpoint(&Method::POST, "/api/v1/tasks/42/cancel").unwrap(), Endpoint::CancelTask { id: 42 });
+        for bad in ["abc", "-1", "+1", "1.0", "0x10", "18446744073709551616", "%31"] {
+            let m = invalid(get(&format!("/api/v1/tasks/{bad}")));
+            assert_eq!(m, format!("task id {bad:?} is not a number"));
+            invalid(endpoint(&Method::POST, &format!("/api/v1/tasks/{bad}/cancel")));
+        }
+        for path in ["/api/v1/tasks/", "/api/v1/tasks/1/", "/api/v1/tasks/1/stop", "/api/v1/tasks/1/cancel/x"] {
+            assert!(matches!(get(path), Err(AdminError::NotFound(_))), "{path}");
+        }
+        let allow = |method: Method, path: &str| match endpoint(&method, path) {
+            Err(AdminError::MethodNotAllowed { allow, .. }) => allow,
+            other => panic!("{method} {path}: {other:?}"),
+        };
+        assert_eq!(allow(Method::POST, "/api/v1/tasks"), "GET, HEAD");
+        assert_eq!(allow(Method::DELETE, "/api/v1/tasks/1"), "GET, HEAD");
+        assert_eq!(allow(Method::GET, "/api/v1/tasks/1/cancel"), "POST");
+        let keys = Endpoint::ListTasks.query_keys();
+        let q = Query::parse(Some("state=running&kind=sync&resource=team%2Fapp&limit=5"), keys).unwrap();
+        assert_eq!((q.get("state"), q.get("kind"), q.get("resource")), (Some("running"), Some("sync"), Some("team/app")));
+        assert!(Query::parse(Some("status=running"), keys).is_err());
+        assert!(Query::parse(Some("x=1"), Endpoint::CancelTask { id: 1 }.query_keys()).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The admin subcommands (`repository`, `content`, `distribution`): their
-//! flags, and the one admin API request each makes. Planning a request is
+//! The admin subcommands (`repository`, `content`, `distribution`,
+//! `remote`, `task`, ...): their flags, and the one admin API request each
+//! makes (`task show --wait` repeats its request until the task finishes). Planning a request is
 //! pure, so the mapping from flags to method, path and body is testable
 //! without a server; sending is `admin_client`'s, printing is `output`'s.
 //! The subcommand and flag names are a contract operators' scripts rely on.
@@ -28,6 +29,9 @@ pub(crate) enum AdminCommand {
     /// Remotes: registries that sync repositories take content from.
     #[command(subcommand)]
     Remote(RemoteCommand),
+    /// Background tasks (repository syncs): list, show, wait for, cancel.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Users: hash a password for the config, list the configured users.
     #[command(subcommand)]
     User(UserCommand),
@@ -209,6 +213,61 @@ pub(crate) enum RemoteCommand {
         #[command(flatten)]
         name: NameArg,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TaskCommand {
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in this state.
+        #[arg(long, value_enum)]
+        state: Option<TaskState>,
+        /// Only tasks of this kind, e.g. sync.
+        #[arg(long, value_name = "K")]
+        kind: Option<String>,
+        /// Only tasks working on this resource (a repository name).
+        #[arg(long, value_name = "R")]
+        resource: Option<String>,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one task and its progress.
+    Show {
+        /// The task's id.
+        #[arg(long, value_name = "N")]
+        id: u64,
+        /// Wait until the task has finished, with a progress bar on stderr
+        /// when it is a terminal; exit 1 if it failed, 130 if it was canceled.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a task: a waiting one at once, a running one at its next check.
+    Cancel {
+        /// The task's id.
+        #[arg(long, value_name = "N")]
+        id: u64,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TaskState {
+    Waiting,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl TaskState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Canceled => "canceled",
+        }
+    }
 }
 
 /// When a sync fetches blobs.
@@ -512,6 +571,29 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         AdminCommand::Remote(RemoteCommand::Show { name }) => {
             Call::get(api_path(&["remotes", name.get()], &[]), View::Remote)
         }
+        AdminCommand::Task(TaskCommand::List { state, kind, resource, page }) => {
+            let mut query = Vec::new();
+            if let Some(state) = state {
+                query.push(("state", state.as_str().to_owned()));
+            }
+            if let Some(kind) = kind {
+                query.push(("kind", kind.clone()));
+            }
+            if let Some(resource) = resource {
+                query.push(("resource", resource.clone()));
+            }
+            query.extend(page.query());
+            Call::get(api_path(&["tasks"], &query), View::Tasks)
+        }
+        AdminCommand::Task(TaskCommand::Show { id, wait: _ }) => {
+            Call::get(api_path(&["tasks", &id.to_string()], &[]), View::Task)
+        }
+        AdminCommand::Task(TaskCommand::Cancel { id }) => Call {
+            method: Method::POST,
+            path: api_path(&["tasks", &id.to_string(), "cancel"], &[]),
+            body: None,
+            view: View::TaskCancel,
+        },
         AdminCommand::User(UserCommand::List { page }) => Call::get(api_path(&["users"], &page.query()), View::Users),
         AdminCommand::User(UserCommand::HashPassword) => {
             return Err(UsageError("hash-password runs locally, not through the admin API".into()))
@@ -526,6 +608,14 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
             view: View::SigningKey,
         },
     })
+}
+
+/// The task `command` waits for to finish, instead of asking once.
+pub(crate) fn task_to_wait_for(command: &AdminCommand) -> Option<u64> {
+    match command {
+        AdminCommand::Task(TaskCommand::Show { id, wait: true }) => Some(*id),
+        _ => None,
+    }
 }
 
 fn content_list(list: &ContentList) -> Result<Call, UsageError> {
@@ -857,6 +947,25 @@ mod tests {
         assert_eq!(call("remote show quay").view, View::Remote);
         let delete = call("remote delete --name quay");
         assert_eq!((delete.method, delete.path.as_str()), (Method::DELETE, "/api/v1/remotes/quay"));
+    }
+
+    #[test]
+    fn task_commands_list_with_filters_show_and_cancel_by_id() {
+        assert_eq!(call("task list").path, "/api/v1/tasks");
+        let list = call("task list --state running --kind sync --resource docker.io/library/debian --limit 5");
+        assert_eq!(list.path, "/api/v1/tasks?state=running&kind=sync&resource=docker.io%2Flibrary%2Fdebian&limit=5");
+        assert_eq!((list.method, list.view), (Method::GET, View::Tasks));
+        assert!(refused("task list --state done"));
+        let show = parse("task show --id 7");
+        assert_eq!((plan(&show).unwrap().path.as_str(), task_to_wait_for(&show)), ("/api/v1/tasks/7", None));
+        let wait = parse("task show --id 7 --wait");
+        assert_eq!((plan(&wait).unwrap().view, task_to_wait_for(&wait)), (View::Task, Some(7)));
+        let cancel = call("task cancel --id 7");
+        assert_eq!((cancel.method, cancel.path.as_str(), cancel.body), (Method::POST, "/api/v1/tasks/7/cancel", None));
+        assert!(refused("task show"));
+        assert!(refused("task show --id seven"));
+        assert!(refused("task cancel --id -1"));
+        assert_eq!(task_to_wait_for(&parse("remote list")), None);
     }
 
     #[test]

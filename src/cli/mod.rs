@@ -1,16 +1,18 @@
 //! Command-line interface: subcommands, logging set-up and exit codes.
 //! `serve` runs wharf; the admin subcommands (`repository`, `content`,
-//! `distribution`) are a client of a running wharf's admin API and never
-//! touch its storage directly.
+//! `distribution`, `remote`, `task`, ...) are a client of a running wharf's
+//! admin API and never touch its storage directly.
 //!
 //! - `admin_commands`: the admin subcommands' flags and the request each makes.
 //! - `admin_client`: finding the admin port, sending, reading the answer.
+//! - `task_wait`: waiting for a background task to finish, with a progress bar.
 //! - `output`: tables and field lists for people, pretty JSON for scripts.
 
 mod admin_client;
 mod admin_commands;
 mod hash_password;
 mod output;
+mod task_wait;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use clap::{Parser, Subcommand};
 
 use self::admin_client::{AdminClient, AdminError, ADMIN_ENV};
 use self::admin_commands::{AdminCommand, UsageError, UserCommand};
+use self::task_wait::{Ending, TaskEnded, WaitError};
 use crate::app::{self, StartError};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
@@ -32,8 +35,12 @@ const EX_SOFTWARE: u8 = 70;
 const EX_CANTCREAT: u8 = 73;
 const EX_IOERR: u8 = 74;
 const EX_CONFIG: u8 = 78;
-/// The admin API refused the request (a 4xx with its error JSON).
+/// The admin API refused the request (a 4xx with its error JSON), or a
+/// task waited for failed.
 const EX_REFUSED: u8 = 1;
+/// A task waited for was canceled (128 + SIGINT, as for an interrupted
+/// command).
+const EX_CANCELED: u8 = 130;
 
 #[derive(Parser)]
 #[command(name = "wharf", version, about = "A pull-through caching container registry")]
@@ -137,6 +144,10 @@ enum AdminCommandError {
     Admin(#[from] AdminError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// A task waited for ended failed or canceled; `output` is the
+    /// finished task, printed as a successful answer would be.
+    #[error("{ended}")]
+    TaskEnded { ended: Box<TaskEnded>, output: String },
 }
 
 impl AdminCommandError {
@@ -144,6 +155,10 @@ impl AdminCommandError {
         match self {
             AdminCommandError::Usage(_) => EX_USAGE,
             AdminCommandError::Runtime(_) => EX_SOFTWARE,
+            AdminCommandError::TaskEnded { ended, .. } => match ended.how {
+                Ending::Failed => EX_REFUSED,
+                Ending::Canceled => EX_CANCELED,
+            },
             AdminCommandError::Admin(e) => match e {
                 AdminError::BadUrl(_) => EX_USAGE,
                 AdminError::Config { .. } => EX_CONFIG,
@@ -161,18 +176,31 @@ fn admin(command: &AdminCommand, config_flag: Option<PathBuf>, admin_flag: Optio
     let text = match admin_output(command, config_flag, admin_flag, json) {
         Ok(text) => text,
         Err(e) => {
+            if let AdminCommandError::TaskEnded { output, .. } = &e {
+                // The finished task is the answer; how it ended is the error.
+                if let Err(code) = print(output) {
+                    return code;
+                }
+            }
             eprintln!("wharf: {e}");
             return ExitCode::from(e.exit_code());
         }
     };
+    match print(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn print(text: &str) -> Result<(), ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Ok(()),
         // `wharf ... | head` closing the pipe early is not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => {
             eprintln!("wharf: cannot write the output: {e}");
-            ExitCode::from(EX_IOERR)
+            Err(ExitCode::from(EX_IOERR))
         }
     }
 }
@@ -197,8 +225,23 @@ fn admin_output(
         std::env::var(admin_client::ADMIN_PASSWORD_ENV).ok(),
     )?;
     let client = AdminClient::new(url).with_credentials(credentials);
+    if let Some(id) = admin_commands::task_to_wait_for(command) {
+        return match runtime.block_on(task_wait::wait_for_task(&client, id, true)) {
+            Ok(reply) => Ok(shown(&reply, &call.view, json)),
+            Err(WaitError::Admin(e)) => Err(e.into()),
+            Err(WaitError::Ended(ended)) => {
+                let output = shown(&ended.task, &call.view, json);
+                Err(AdminCommandError::TaskEnded { ended: Box::new(ended), output })
+            }
+        };
+    }
     let reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
-    Ok(if json {
+    Ok(shown(&reply, &call.view, json))
+}
+
+/// An answer as printed: the API's JSON with `--json`, else `view`.
+fn shown(reply: &admin_client::Reply, view: &output::View, json: bool) -> String {
+    if json {
         // A 204 has no body: print nothing rather than invent one.
         if reply.raw.is_empty() {
             String::new()
@@ -206,8 +249,8 @@ fn admin_output(
             output::pretty_json(&String::from_utf8_lossy(&reply.raw))
         }
     } else {
-        output::render(&call.view, &reply.value)
-    })
+        output::render(view, &reply.value)
+    }
 }
 
 /// `RUST_LOG` wins over `log.level`; plain text, no colours unless stderr

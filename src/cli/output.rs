@@ -21,6 +21,10 @@ pub(crate) enum View {
     Distribution,
     Remotes,
     Remote,
+    Tasks,
+    Task,
+    /// The answer to a cancel: what became of the task.
+    TaskCancel,
     Users,
     SigningKeys,
     SigningKey,
@@ -135,6 +139,39 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("created", time(&value["created_at"])),
             ("updated", time(&value["updated_at"])),
         ]),
+        View::Tasks => {
+            listing(value, "tasks", &["ID", "KIND", "RESOURCE", "STATE", "PROGRESS", "BYTES", "CREATED", "FINISHED"], |t| {
+                vec![
+                    text(&t["id"]),
+                    text(&t["kind"]),
+                    text(&t["resource"]),
+                    text(&t["state"]),
+                    items(&t["progress"]),
+                    size(&t["progress"]["bytes_done"]),
+                    time(&t["created_at"]),
+                    time(&t["finished_at"]),
+                ]
+            })
+        }
+        View::Task => fields(&[
+            ("id", text(&value["id"])),
+            ("kind", text(&value["kind"])),
+            ("resource", text(&value["resource"])),
+            ("state", text(&value["state"])),
+            ("progress", items(&value["progress"])),
+            ("bytes", size(&value["progress"]["bytes_done"])),
+            ("error", text(&value["error"])),
+            ("created resources", created_resources(&value["created_resources"])),
+            ("params", compact(&value["params"])),
+            ("created", time(&value["created_at"])),
+            ("started", time(&value["started_at"])),
+            ("finished", time(&value["finished_at"])),
+        ]),
+        View::TaskCancel => match value["state"].as_str() {
+            Some("running") => format!("task {} is stopping: it ends canceled at its next check\n", text(&value["id"])),
+            Some("canceled") => format!("canceled task {}\n", text(&value["id"])),
+            _ => render(&View::Task, value),
+        },
         View::Users => listing(value, "users", &["NAME", "ADMIN", "RULES"], |u| {
             let rules: Vec<String> = u["rules"]
                 .as_array()
@@ -352,6 +389,42 @@ fn rate(v: &Value) -> String {
         "unlimited".into()
     } else {
         format!("{}/s", text(v))
+    }
+}
+
+/// A task's items: `3/10` once the total is known, else what is done.
+fn items(progress: &Value) -> String {
+    match (progress["items_done"].as_u64(), progress["items_total"].as_u64()) {
+        (Some(done), Some(total)) => format!("{done}/{total}"),
+        (Some(done), None) => done.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// What a task made: `docker.io/library/debian version 2`, comma-separated.
+fn created_resources(v: &Value) -> String {
+    let made: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| match r["type"].as_str() {
+            Some("repository_version") => format!("{} version {}", text(&r["repository"]), text(&r["number"])),
+            _ => compact(r),
+        })
+        .collect();
+    if made.is_empty() {
+        "-".into()
+    } else {
+        made.join(", ")
+    }
+}
+
+/// A JSON value on one line, as sent; `{}` and null show as `-`.
+fn compact(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::Object(o) if o.is_empty() => "-".into(),
+        other => other.to_string(),
     }
 }
 
@@ -691,6 +764,44 @@ debian-stable  debian     docker.io/library/debian  latest   no
         let one = render(&View::Remote, &json(REMOTE));
         assert!(one.contains("rate limit            5/s\n"), "{one}");
         assert!(one.contains("include tags          v1.*\n"), "{one}");
+    }
+
+    const RUNNING: &str = r#"{"id": 7, "kind": "sync", "resource": "docker.io/library/debian",
+        "params": {"remote": "debian"}, "state": "running",
+        "progress": {"items_done": 3, "items_total": 10, "bytes_done": 12345}, "error": null,
+        "created_resources": [], "created_at": "2026-11-25T10:00:00.123Z",
+        "started_at": "2026-11-25T10:00:01.000Z", "finished_at": null}"#;
+    const FAILED: &str = r#"{"id": 6, "kind": "gc", "resource": null, "params": {}, "state": "failed",
+        "progress": {"items_done": 0, "items_total": null, "bytes_done": 0}, "error": "remote said 401",
+        "created_resources": [{"type": "repository_version", "repository": "team/app", "number": 2}],
+        "created_at": "2026-11-25T09:00:00Z", "started_at": null, "finished_at": "2026-11-25T09:00:05Z"}"#;
+
+    #[test]
+    fn tasks_show_their_state_and_progress() {
+        let out = render(&View::Tasks, &page(2, 0, &format!("[{RUNNING}, {FAILED}]")));
+        assert_eq!(
+            out,
+            "\
+ID  KIND  RESOURCE                  STATE    PROGRESS  BYTES     CREATED               FINISHED
+7   sync  docker.io/library/debian  running  3/10      12.1 KiB  2026-11-25T10:00:00Z  -
+6   gc    -                         failed   0         0 B       2026-11-25T09:00:00Z  2026-11-25T09:00:05Z
+"
+        );
+        assert_eq!(render(&View::Tasks, &page(0, 0, "[]")), "no tasks\n");
+        let one = render(&View::Task, &json(FAILED));
+        assert!(one.contains("error              remote said 401\n"), "{one}");
+        assert!(one.contains("created resources  team/app version 2\n"), "{one}");
+        assert!(one.contains("params             -\n"), "{one}");
+        let one = render(&View::Task, &json(RUNNING));
+        assert!(one.contains("params             {\"remote\":\"debian\"}\n"), "{one}");
+        assert!(one.contains("progress           3/10\n"), "{one}");
+    }
+
+    #[test]
+    fn a_cancel_says_whether_the_task_stopped_or_is_stopping() {
+        assert_eq!(render(&View::TaskCancel, &json(RUNNING)), "task 7 is stopping: it ends canceled at its next check\n");
+        let canceled = RUNNING.replace("\"running\"", "\"canceled\"");
+        assert_eq!(render(&View::TaskCancel, &json(&canceled)), "canceled task 7\n");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Metadata: repositories, their numbered versions, the content each version
-//! holds (tags, manifests, blobs) and distributions. Knows nothing of blob
-//! bytes, HTTP or upstreams.
+//! holds (tags, manifests, blobs), distributions, remotes and background
+//! tasks. Knows nothing of blob bytes, HTTP or upstreams.
 //!
 //! All SQL lives in [`sqlite`], behind the [`Store`] trait: the rest of wharf
 //! sees typed records only, so a PostgreSQL backend for several nodes is a
@@ -420,6 +420,88 @@ pub(crate) struct Remote {
     pub(crate) updated_at: Millis,
 }
 
+/// Where a background task is in its life. The last three are finished:
+/// a finished task never changes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TaskState {
+    Waiting,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl TaskState {
+    pub(crate) const ALL: [TaskState; 5] =
+        [TaskState::Waiting, TaskState::Running, TaskState::Completed, TaskState::Failed, TaskState::Canceled];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Canceled => "canceled",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    pub(crate) fn is_finished(self) -> bool {
+        match self {
+            TaskState::Waiting | TaskState::Running => false,
+            TaskState::Completed | TaskState::Failed | TaskState::Canceled => true,
+        }
+    }
+}
+
+/// How far a task has come. `items_total` is None until the work knows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TaskProgress {
+    pub(crate) items_done: u64,
+    pub(crate) items_total: Option<u64>,
+    pub(crate) bytes_done: u64,
+}
+
+/// Something a task made, recorded when it finishes. Stored as JSON in the
+/// task's row, in this shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum CreatedResource {
+    RepositoryVersion { repository: String, number: u64 },
+}
+
+/// A background task (a repository sync, later gc, verify, import).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    /// What the task does (`sync`).
+    pub(crate) kind: String,
+    /// What it works on (a repository name); tasks on the same resource
+    /// run one at a time.
+    pub(crate) resource: Option<String>,
+    /// The task's parameters, as given when it was submitted.
+    pub(crate) params: serde_json::Value,
+    pub(crate) state: TaskState,
+    pub(crate) progress: TaskProgress,
+    /// Why it failed or was canceled; None otherwise.
+    pub(crate) error: Option<String>,
+    pub(crate) created_resources: Vec<CreatedResource>,
+    pub(crate) created_at: Millis,
+    pub(crate) started_at: Option<Millis>,
+    pub(crate) finished_at: Option<Millis>,
+}
+
+/// Narrows a task listing; every field given must match exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TaskFilter {
+    pub(crate) state: Option<TaskState>,
+    pub(crate) kind: Option<String>,
+    pub(crate) resource: Option<String>,
+}
+
 /// The repository a pull-through recording belongs to, as created on first use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Origin {
@@ -564,6 +646,30 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn delete_remote(&self, name: &str) -> Result<(), MetadataError>;
     fn remote(&self, name: &str) -> Result<Option<Remote>, MetadataError>;
     fn remotes(&self, page: PageRequest) -> Result<Page<Remote>, MetadataError>;
+
+    /// Stores a new task, `waiting`, with its creation time.
+    fn create_task(&self, kind: &str, resource: Option<&str>, params: &serde_json::Value) -> Result<Task, MetadataError>;
+    fn task(&self, id: u64) -> Result<Option<Task>, MetadataError>;
+    /// Tasks matching `filter`, newest first.
+    fn tasks(&self, filter: &TaskFilter, page: PageRequest) -> Result<Page<Task>, MetadataError>;
+    /// A waiting task becomes `running`, with its start time. `Conflict`
+    /// unless it is waiting (a cancel may have finished it first).
+    fn start_task(&self, id: u64) -> Result<Task, MetadataError>;
+    /// Records a running task's progress; false (and nothing written) if
+    /// the task is not running.
+    fn task_progress(&self, id: u64, progress: TaskProgress) -> Result<bool, MetadataError>;
+    /// Ends a waiting or running task in `state` (a finished one, else
+    /// `Invalid`). `Conflict` if it had already finished: a finished task
+    /// never changes.
+    fn finish_task(&self, id: u64, state: TaskState, error: Option<&str>, created: &[CreatedResource])
+        -> Result<Task, MetadataError>;
+    /// Cancels a waiting task at once (`canceled`, with `message` as its
+    /// error); a running one is returned as it is, for its runner to stop.
+    /// `Conflict` if it had finished, `NotFound` if there is no such task.
+    fn cancel_task(&self, id: u64, message: &str) -> Result<Task, MetadataError>;
+    /// Fails every waiting or running task with `message`; how many. At
+    /// start, no task can still be running: they were the last process's.
+    fn interrupt_tasks(&self, message: &str) -> Result<u64, MetadataError>;
 
     fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError>;
     fn update_distribution(&self, name: &str, patch: &DistributionPatch) -> Result<Distribution, MetadataError>;

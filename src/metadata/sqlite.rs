@@ -19,7 +19,8 @@ use super::{
     now_millis, BlobItem, Millis, NewRepository, RepositoryPatch, SyncContent, SyncMode, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
     PageRequest, Platform, PushChange, Recording, Remote, RemoteCredentials, Repository, RepositoryFilter, RepositoryKind,
-    Store, Summary, SyncPolicy, TagItem, Version, VersionRef,
+    Store, Summary, SyncPolicy, TagItem, Task, TaskFilter, TaskProgress, TaskState, Version, VersionRef,
+    CreatedResource,
 };
 use crate::oci::Digest;
 
@@ -947,6 +948,65 @@ fn write_remote(tx: &Transaction<'_>, name: &str, r: &Remote, insert: bool) -> R
     Ok(())
 }
 
+// -- tasks ------------------------------------------------------------------------
+
+const TASK_COLUMNS: &str = "id, kind, resource, params, state, items_done, items_total, bytes_done, error,
+    created_resources, created_at, started_at, finished_at";
+/// Every change to a task row carries this condition: a finished task
+/// never changes.
+const TASK_UNFINISHED: &str = "state IN ('waiting', 'running')";
+
+fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Task, MetadataError>> {
+    let params: String = r.get(3)?;
+    let state: String = r.get(4)?;
+    let created: String = r.get(9)?;
+    let id = u64_of(r.get(0)?);
+    let task = (|| {
+        let Some(state) = TaskState::parse(&state) else {
+            return Err(MetadataError::Database(format!("task {id} has an unknown state {state:?}")));
+        };
+        let params = serde_json::from_str(&params)
+            .map_err(|e| MetadataError::Database(format!("task {id} has invalid params: {e}")))?;
+        let created_resources = serde_json::from_str(&created)
+            .map_err(|e| MetadataError::Database(format!("task {id} has invalid created_resources: {e}")))?;
+        Ok(Task {
+            id,
+            kind: r.get(1)?,
+            resource: r.get(2)?,
+            params,
+            state,
+            progress: TaskProgress {
+                items_done: u64_of(r.get(5)?),
+                items_total: r.get::<_, Option<i64>>(6)?.map(u64_of),
+                bytes_done: u64_of(r.get(7)?),
+            },
+            error: r.get(8)?,
+            created_resources,
+            created_at: r.get(10)?,
+            started_at: r.get(11)?,
+            finished_at: r.get(12)?,
+        })
+    })();
+    Ok(task)
+}
+
+fn task_in(conn: &Connection, id: u64) -> Result<Option<Task>, MetadataError> {
+    conn.query_row(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"), [i64_of(id)], task_from_row).optional()?.transpose()
+}
+
+/// After an update that matched no unfinished row: why not.
+fn unchanged_task(conn: &Connection, id: u64, doing: &str) -> MetadataError {
+    match task_in(conn, id) {
+        Ok(Some(t)) => MetadataError::Conflict(format!("task {id} is {}; {doing}", t.state.as_str())),
+        Ok(None) => MetadataError::NotFound(format!("task {id} does not exist")),
+        Err(e) => e,
+    }
+}
+
+fn require_task(conn: &Connection, id: u64) -> Result<Task, MetadataError> {
+    task_in(conn, id)?.ok_or_else(|| MetadataError::Database(format!("task {id} vanished during an update")))
+}
+
 impl Store for SqliteStore {
     fn record(&self, batch: &[Recording]) -> Result<Vec<Created>, MetadataError> {
         // Grouped per repository, in first-seen order: one version each.
@@ -1398,6 +1458,128 @@ impl Store for SqliteStore {
         self.read(|conn| distribution_in(conn, name))
     }
 
+    fn create_task(&self, kind: &str, resource: Option<&str>, params: &serde_json::Value) -> Result<Task, MetadataError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO tasks (kind, resource, params, state, created_at) VALUES (?1, ?2, ?3, 'waiting', ?4)",
+                params![kind, resource, params.to_string(), now_millis()],
+            )?;
+            require_task(tx, u64_of(tx.last_insert_rowid()))
+        })
+    }
+
+    fn task(&self, id: u64) -> Result<Option<Task>, MetadataError> {
+        self.read(|conn| task_in(conn, id))
+    }
+
+    fn tasks(&self, filter: &TaskFilter, page: PageRequest) -> Result<Page<Task>, MetadataError> {
+        self.read(|conn| {
+            let state = filter.state.map(TaskState::as_str);
+            let from = "FROM tasks WHERE (:state IS NULL OR state = :state) AND (:kind IS NULL OR kind = :kind)
+                AND (:resource IS NULL OR resource = :resource)";
+            let total = count(
+                conn,
+                from,
+                named_params! {":state": state, ":kind": filter.kind, ":resource": filter.resource},
+            )?;
+            let (limit, offset) = limit_of(page);
+            // Ids grow with every insert: the newest task has the largest.
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TASK_COLUMNS} {from} ORDER BY id DESC LIMIT :limit OFFSET :offset"
+            ))?;
+            let rows = stmt.query_map(
+                named_params! {":state": state, ":kind": filter.kind, ":resource": filter.resource,
+                               ":limit": limit, ":offset": offset},
+                task_from_row,
+            )?;
+            let mut items = Vec::new();
+            for row in rows {
+                items.push(row??);
+            }
+            Ok(Page { total, items })
+        })
+    }
+
+    fn start_task(&self, id: u64) -> Result<Task, MetadataError> {
+        self.write(|tx| {
+            let started = tx.execute(
+                "UPDATE tasks SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'waiting'",
+                params![i64_of(id), now_millis()],
+            )?;
+            if started == 0 {
+                return Err(unchanged_task(tx, id, "only a waiting task can start"));
+            }
+            require_task(tx, id)
+        })
+    }
+
+    fn task_progress(&self, id: u64, progress: TaskProgress) -> Result<bool, MetadataError> {
+        // One statement: outside a transaction, as short as SQLite allows.
+        let conn = self.writer.lock().map_err(lock_error)?;
+        let written = conn.execute(
+            "UPDATE tasks SET items_done = ?2, items_total = ?3, bytes_done = ?4 WHERE id = ?1 AND state = 'running'",
+            params![
+                i64_of(id),
+                i64_of(progress.items_done),
+                progress.items_total.map(i64_of),
+                i64_of(progress.bytes_done)
+            ],
+        )?;
+        Ok(written > 0)
+    }
+
+    fn finish_task(
+        &self,
+        id: u64,
+        state: TaskState,
+        error: Option<&str>,
+        created: &[CreatedResource],
+    ) -> Result<Task, MetadataError> {
+        if !state.is_finished() {
+            return Err(MetadataError::Invalid(format!("a task cannot finish as {}", state.as_str())));
+        }
+        let created = serde_json::to_string(created)
+            .map_err(|e| MetadataError::Invalid(format!("created resources of task {id}: {e}")))?;
+        self.write(|tx| {
+            let finished = tx.execute(
+                &format!(
+                    "UPDATE tasks SET state = ?2, error = ?3, created_resources = ?4, finished_at = ?5
+                     WHERE id = ?1 AND {TASK_UNFINISHED}"
+                ),
+                params![i64_of(id), state.as_str(), error, created, now_millis()],
+            )?;
+            if finished == 0 {
+                return Err(unchanged_task(tx, id, "a finished task never changes"));
+            }
+            require_task(tx, id)
+        })
+    }
+
+    fn cancel_task(&self, id: u64, message: &str) -> Result<Task, MetadataError> {
+        self.write(|tx| {
+            let canceled = tx.execute(
+                "UPDATE tasks SET state = 'canceled', error = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'waiting'",
+                params![i64_of(id), message, now_millis()],
+            )?;
+            match task_in(tx, id)? {
+                None => Err(MetadataError::NotFound(format!("task {id} does not exist"))),
+                // Canceled just now, or running: its runner stops it.
+                Some(t) if canceled > 0 || t.state == TaskState::Running => Ok(t),
+                Some(t) => Err(MetadataError::Conflict(format!("task {id} has already finished: it is {}", t.state.as_str()))),
+            }
+        })
+    }
+
+    fn interrupt_tasks(&self, message: &str) -> Result<u64, MetadataError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                &format!("UPDATE tasks SET state = 'failed', error = ?1, finished_at = ?2 WHERE {TASK_UNFINISHED}"),
+                params![message, now_millis()],
+            )?;
+            Ok(n as u64)
+        })
+    }
+
     fn distributions(&self, page: PageRequest) -> Result<Page<Distribution>, MetadataError> {
         self.read(|conn| {
             let total = count(conn, "FROM distributions", &[])?;
@@ -1817,6 +1999,126 @@ mod tests {
         s.delete_remote("quay2").unwrap();
         assert!(matches!(s.delete_remote("quay2"), Err(MetadataError::NotFound(_))));
         assert!(!format!("{:?}", remote("x")).contains("s3cret"), "Debug hides the password");
+    }
+
+    #[test]
+    fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
+        let (_d, s) = open();
+        let params = serde_json::json!({"remote": "quay", "mirror": true});
+        let t = s.create_task("sync", Some("team/app"), &params).unwrap();
+        assert_eq!((t.state, t.kind.as_str(), t.resource.as_deref()), (TaskState::Waiting, "sync", Some("team/app")));
+        assert_eq!((t.params.clone(), t.progress, t.started_at, t.finished_at), (params, TaskProgress::default(), None, None));
+        assert!(t.created_at > 0);
+        assert!(!s.task_progress(t.id, TaskProgress { items_done: 1, ..Default::default() }).unwrap(), "not running yet");
+
+        let running = s.start_task(t.id).unwrap();
+        assert_eq!(running.state, TaskState::Running);
+        assert!(running.started_at.is_some());
+        assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))), "starts once");
+        let p = TaskProgress { items_done: 3, items_total: Some(10), bytes_done: 12345 };
+        assert!(s.task_progress(t.id, p).unwrap());
+        assert_eq!(s.task(t.id).unwrap().unwrap().progress, p);
+
+        let created = [CreatedResource::RepositoryVersion { repository: "team/app".into(), number: 2 }];
+        let done = s.finish_task(t.id, TaskState::Completed, None, &created).unwrap();
+        assert_eq!((done.state, done.created_resources.as_slice()), (TaskState::Completed, &created[..]));
+        assert!(done.finished_at.is_some());
+        assert_eq!(s.task(t.id).unwrap().unwrap(), done, "every field comes back as stored");
+
+        // Finished: nothing changes it any more.
+        assert!(matches!(s.finish_task(t.id, TaskState::Failed, Some("late"), &[]), Err(MetadataError::Conflict(_))));
+        assert!(!s.task_progress(t.id, TaskProgress { items_done: 99, ..p }).unwrap());
+        assert!(matches!(s.cancel_task(t.id, "stop"), Err(MetadataError::Conflict(_))));
+        assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))));
+        assert_eq!(s.interrupt_tasks("restart").unwrap(), 0);
+        assert_eq!(s.task(t.id).unwrap().unwrap(), done);
+
+        assert!(matches!(s.finish_task(t.id, TaskState::Running, None, &[]), Err(MetadataError::Invalid(_))));
+        assert!(matches!(s.finish_task(999, TaskState::Failed, None, &[]), Err(MetadataError::NotFound(_))));
+        assert!(matches!(s.start_task(999), Err(MetadataError::NotFound(_))));
+        assert!(s.task(999).unwrap().is_none());
+    }
+
+    #[test]
+    fn cancel_ends_a_waiting_task_and_leaves_a_running_one_to_its_runner() {
+        let (_d, s) = open();
+        let waiting = s.create_task("sync", None, &serde_json::json!({})).unwrap();
+        let canceled = s.cancel_task(waiting.id, "canceled by request").unwrap();
+        assert_eq!((canceled.state, canceled.error.as_deref()), (TaskState::Canceled, Some("canceled by request")));
+        assert!(canceled.finished_at.is_some());
+        assert!(matches!(s.start_task(waiting.id), Err(MetadataError::Conflict(_))), "a canceled task never starts");
+        assert!(matches!(s.cancel_task(waiting.id, "canceled by request"), Err(MetadataError::Conflict(_))));
+
+        let running = s.create_task("sync", None, &serde_json::json!({})).unwrap();
+        s.start_task(running.id).unwrap();
+        let still = s.cancel_task(running.id, "canceled by request").unwrap();
+        assert_eq!((still.state, still.error), (TaskState::Running, None));
+        assert!(matches!(s.cancel_task(12345, "x"), Err(MetadataError::NotFound(_))));
+    }
+
+    #[test]
+    fn tasks_list_newest_first_filtered_and_paged() {
+        let (_d, s) = open();
+        let none = serde_json::json!({});
+        let a = s.create_task("sync", Some("a"), &none).unwrap();
+        let b = s.create_task("gc", None, &none).unwrap();
+        let c = s.create_task("sync", Some("b"), &none).unwrap();
+        let d = s.create_task("sync", Some("a"), &none).unwrap();
+        s.start_task(d.id).unwrap();
+        let ids = |f: TaskFilter, page: PageRequest| {
+            let listed = s.tasks(&f, page).unwrap();
+            (listed.total, listed.items.iter().map(|t| t.id).collect::<Vec<_>>())
+        };
+        let all = PageRequest::default();
+        assert_eq!(ids(TaskFilter::default(), all), (4, vec![d.id, c.id, b.id, a.id]));
+        assert_eq!(ids(TaskFilter::default(), PageRequest { limit: 2, offset: 1 }), (4, vec![c.id, b.id]));
+        let sync = TaskFilter { kind: Some("sync".into()), ..Default::default() };
+        assert_eq!(ids(sync, all), (3, vec![d.id, c.id, a.id]));
+        let on_a = TaskFilter { resource: Some("a".into()), ..Default::default() };
+        assert_eq!(ids(on_a, all), (2, vec![d.id, a.id]));
+        let running = TaskFilter { state: Some(TaskState::Running), ..Default::default() };
+        assert_eq!(ids(running, all), (1, vec![d.id]));
+        let waiting_gc = TaskFilter { state: Some(TaskState::Waiting), kind: Some("gc".into()), resource: None };
+        assert_eq!(ids(waiting_gc, all), (1, vec![b.id]));
+        let nothing = TaskFilter { kind: Some("verify".into()), ..Default::default() };
+        assert_eq!(ids(nothing, all), (0, vec![]));
+    }
+
+    #[test]
+    fn interrupting_fails_every_unfinished_task_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let none = serde_json::json!({});
+        let (waiting, running, done) = {
+            let s = SqliteStore::open(&path).unwrap();
+            let waiting = s.create_task("sync", Some("a"), &none).unwrap();
+            let running = s.create_task("sync", Some("b"), &none).unwrap();
+            s.start_task(running.id).unwrap();
+            s.task_progress(running.id, TaskProgress { items_done: 2, items_total: Some(5), bytes_done: 7 }).unwrap();
+            let done = s.create_task("sync", Some("c"), &none).unwrap();
+            s.start_task(done.id).unwrap();
+            let done = s.finish_task(done.id, TaskState::Completed, None, &[]).unwrap();
+            (waiting, running, done)
+        };
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.interrupt_tasks("interrupted by a restart").unwrap(), 2);
+        for id in [waiting.id, running.id] {
+            let t = s.task(id).unwrap().unwrap();
+            assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some("interrupted by a restart")));
+            assert!(t.finished_at.is_some());
+        }
+        assert_eq!(s.task(running.id).unwrap().unwrap().progress.items_done, 2, "progress made is kept");
+        assert_eq!(s.task(done.id).unwrap().unwrap(), done);
+    }
+
+    #[test]
+    fn task_states_round_trip_through_their_names() {
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(TaskState::parse("cancelled"), None);
+        let finished: Vec<_> = TaskState::ALL.into_iter().filter(|s| s.is_finished()).map(TaskState::as_str).collect();
+        assert_eq!(finished, ["completed", "failed", "canceled"]);
     }
 
     #[test]
