@@ -1,7 +1,7 @@
 //! Command-line interface: subcommands, logging set-up and exit codes.
 //! `serve` runs wharf; the admin subcommands (`repository`, `content`,
-//! `distribution`) are a client of a running wharf's admin API and never
-//! touch its storage directly.
+//! `distribution`, ...) are a client of a running wharf's admin API and
+//! never touch its storage directly.
 //!
 //! - `admin_commands`: the admin subcommands' flags and the request each makes.
 //! - `admin_client`: finding the admin port, sending, reading the answer.
@@ -17,9 +17,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use http::Method;
 
 use self::admin_client::{AdminClient, AdminError, ADMIN_ENV};
 use self::admin_commands::{AdminCommand, UsageError, UserCommand};
+use self::output::View;
 use crate::app::{self, StartError};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
@@ -197,7 +199,18 @@ fn admin_output(
         std::env::var(admin_client::ADMIN_PASSWORD_ENV).ok(),
     )?;
     let client = AdminClient::new(url).with_credentials(credentials);
-    let reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    let mut reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    if let View::Curated { repository } = &call.view {
+        if !json && reply.value["version"].is_null() {
+            // Nothing changed: the answer has no number, so ask which
+            // version the repository stays at.
+            let path = admin_client::api_path(&["repositories", repository], &[]);
+            let repo = runtime.block_on(client.send(Method::GET, &path, None))?;
+            if let Some(answer) = reply.value.as_object_mut() {
+                answer.insert("latest_version".into(), repo.value["latest_version"].clone());
+            }
+        }
+    }
     Ok(if json {
         // A 204 has no body: print nothing rather than invent one.
         if reply.raw.is_empty() {
