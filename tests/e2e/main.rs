@@ -26,3 +26,4 @@ mod limits;
 mod auth;
 mod push;
 mod remotes;
+mod curate;
