@@ -17,7 +17,8 @@
 //! - `api`: the registry route table, thin handlers, the one error mapping.
 //! - `pullthrough`: upstream selection, tag freshness, coalesced fills, the tee.
 //! - `upstream`: the remote registry client (auth, redirects, retries).
-//! - `repository`: distributions, serving a repository version, push repositories.
+//! - `repository`: distributions, serving a repository version, push repositories,
+//!   curation (copy, remove, revert).
 //! - `upload`: blob upload sessions (resumable, across restarts too).
 //! - `storage`: content-addressed objects, verified ingest.
 //! - `metadata`: repositories, versions, content, distributions, remotes and tasks (SQLite).

@@ -2,8 +2,8 @@
 //! `#[utoipa::path]` so the OpenAPI document is generated from the code it
 //! describes. Handlers are thin: they call metadata through `Metadata::run`,
 //! distribution writes through `Distributions` (which checks names and
-//! refreshes the registry port's table), tasks through `Tasks` (which owns
-//! their cancel), and shape JSON. Statuses for
+//! refreshes the registry port's table), curation through `Curation`,
+//! tasks through `Tasks` (which owns their cancel), and shape JSON. Statuses for
 //! errors are chosen in `error.rs`; routing is `route.rs`'s.
 
 use bytes::Bytes;
@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use super::error::{AdminError, ErrorBody};
 use super::model::{
-    self, Blob, BlobPage, Distribution, DistributionChanges, DistributionPage, DistributionPath, Manifest,
-    ManifestPage, NewDistribution, NewRemote, NewRepository, Pagination, Remote, RemoteChanges, RemotePage,
-    RemotePath, Repository, RepositoryChanges, RepositoryPage, RepositoryPath, Rule, RulePage, SigningKey,
-    SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath, Upstream, UpstreamPage, User, UserPage, Version, VersionPage,
-    VersionPath,
+    self, Blob, BlobPage, CopyContent, CurationResult, Distribution, DistributionChanges, DistributionPage,
+    DistributionPath, Manifest, ManifestPage, NewDistribution, NewRemote, NewRepository, Pagination, Remote,
+    RemoteChanges, RemotePage, RemotePath, RemoveContent, Repository, RepositoryChanges, RepositoryPage,
+    RepositoryPath, RevertTo, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath,
+    Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
 use crate::api::body::{full, Body};
@@ -26,7 +26,7 @@ use crate::config::UpstreamConfig;
 use crate::metadata::{self, ContentFilter, ManifestItem, Metadata, RepositoryFilter, RepositoryKind, TaskFilter, TaskState};
 use crate::oci::media;
 use crate::oci::Digest;
-use crate::repository::Distributions;
+use crate::repository::{Curation, Distributions};
 use crate::storage::Storage;
 use crate::sync::{Remotes, SyncRepositories};
 use crate::tasks::Tasks;
@@ -41,6 +41,7 @@ const MAX_CONFIG_READ: usize = 256 << 10;
 pub(crate) struct Api {
     metadata: Metadata,
     distributions: Distributions,
+    curation: Curation,
     remotes: Remotes,
     repositories: SyncRepositories,
     tasks: Tasks,
@@ -64,7 +65,8 @@ impl Api {
         let remotes = Remotes::new(metadata.clone(), names.clone());
         let repositories = SyncRepositories::new(metadata.clone(), names);
         let upstreams = upstreams.iter().map(Upstream::from).collect();
-        Api { metadata, distributions, remotes, repositories, tasks, storage, upstreams, auth, openapi }
+        let curation = Curation::new(metadata.clone());
+        Api { metadata, distributions, curation, remotes, repositories, tasks, storage, upstreams, auth, openapi }
     }
 }
 
@@ -382,6 +384,73 @@ pub(crate) async fn list_blobs(api: &Api, path: VersionPath, query: &Query) -> R
         .try_collect()
         .await?;
     json(StatusCode::OK, &BlobPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repositories/{name}/copy",
+    tag = "repositories",
+    params(RepositoryPath),
+    request_body(content = CopyContent, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Copied: the version made, or null when the repository already held \
+            everything chosen.", body = CurationResult),
+        (status = 400, description = "Malformed JSON, an unknown field, both `tags` and `manifests`, or a bad \
+            glob, digest or name.", body = ErrorBody),
+        (status = 404, description = "No such repository, source or source version, or a manifest the source \
+            version does not hold.", body = ErrorBody),
+        (status = 409, description = "The repository is a pull-through repository.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn copy_content(api: &Api, path: RepositoryPath, body: CopyContent) -> Reply {
+    let (source, source_version, selection) = body.into_request().map_err(AdminError::Invalid)?;
+    let version = api.curation.copy(&path.name, &source, source_version, selection).await?;
+    json(StatusCode::OK, &CurationResult::new(version))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repositories/{name}/remove",
+    tag = "repositories",
+    params(RepositoryPath),
+    request_body(content = RemoveContent, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Removed: the version made.", body = CurationResult),
+        (status = 400, description = "Malformed JSON, an unknown field, nothing to remove, or a bad tag or \
+            digest.", body = ErrorBody),
+        (status = 404, description = "No such repository, or a tag or manifest its latest version does not \
+            hold (then nothing is removed).", body = ErrorBody),
+        (status = 409, description = "The repository is a pull-through repository.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn remove_content(api: &Api, path: RepositoryPath, body: RemoveContent) -> Reply {
+    let version = api.curation.remove(&path.name, body.tags, body.manifests).await?;
+    json(StatusCode::OK, &CurationResult::new(version))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repositories/{name}/revert",
+    tag = "repositories",
+    params(RepositoryPath),
+    request_body(content = RevertTo, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Reverted: the version made, whose content equals the one asked for, or \
+            null when the latest version already held exactly that.", body = CurationResult),
+        (status = 400, description = "Malformed JSON, an unknown field, or a bad name or version.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+        (status = 409, description = "The repository is a pull-through repository.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn revert_repository(api: &Api, path: RepositoryPath, body: RevertTo) -> Reply {
+    let version = api.curation.revert(&path.name, body.version()).await?;
+    json(StatusCode::OK, &CurationResult::new(version))
 }
 
 #[utoipa::path(

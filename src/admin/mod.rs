@@ -11,6 +11,7 @@
 //! Here: the top-level dispatch, request bodies (JSON only, bounded) and
 //! HEAD. Distribution writes go through `repository::Distributions`, never
 //! the metadata store directly, so the registry port's table follows them;
+//! curation (copy, remove, revert) goes through `repository::Curation`;
 //! remote writes go through `sync::Remotes`, which checks them; tasks are
 //! read and canceled through `tasks::Tasks`, which runs them.
 
@@ -160,6 +161,13 @@ impl Admin {
                     ContentKind::Manifests => api::list_manifests(api, path, &query).await,
                     ContentKind::Blobs => api::list_blobs(api, path, &query).await,
                 }
+            }
+            Endpoint::CopyContent { name } => api::copy_content(api, RepositoryPath { name }, read_json(req).await?).await,
+            Endpoint::RemoveContent { name } => {
+                api::remove_content(api, RepositoryPath { name }, read_json(req).await?).await
+            }
+            Endpoint::RevertRepository { name } => {
+                api::revert_repository(api, RepositoryPath { name }, read_json(req).await?).await
             }
             Endpoint::ListDistributions => api::list_distributions(api, &query).await,
             Endpoint::CreateDistribution => api::create_distribution(api, read_json(req).await?).await,

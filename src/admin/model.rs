@@ -16,6 +16,7 @@ use super::route::VersionSel;
 use crate::auth;
 use crate::config::UpstreamConfig;
 use crate::metadata::{self, Millis, PageRequest};
+use crate::repository::CopySelection;
 
 /// RFC 3339 UTC with milliseconds (`2026-11-25T10:00:00.123Z`).
 pub(crate) fn timestamp(ms: Millis) -> String {
@@ -973,6 +974,88 @@ impl From<RemoteChanges> for crate::sync::RemotePatch {
     }
 }
 
+/// Body of `POST /api/v1/repositories/{name}/copy`: where to copy from,
+/// and what: `tags` (globs; absent or empty takes every tag) or
+/// `manifests` (digests), not both. Everything the chosen content needs
+/// comes along: index children, configs and layers, signatures.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CopyContent {
+    /// The repository to copy from (of any kind).
+    #[schema(example = "docker.io/library/debian")]
+    source: String,
+    /// Its version to copy from; absent or null: the latest.
+    #[serde(default)]
+    #[schema(value_type = Option<u64>)]
+    source_version: Option<VersionNumber>,
+    /// Tag globs (`*` any run of characters, `?` one); a tag matching any
+    /// is copied. Absent, null or empty: every tag.
+    #[serde(default)]
+    #[schema(example = json!(["v1.*", "latest"]))]
+    tags: Option<Vec<String>>,
+    /// Manifests to copy, by digest, without their tags.
+    #[serde(default)]
+    #[schema(example = json!(["sha256:6f0b4c0f64e1bd3cfcb4f2a7f8c9ef2b4d8c9e6a0b1c2d3e4f5a6b7c8d9e0f1a"]))]
+    manifests: Option<Vec<String>>,
+}
+
+impl CopyContent {
+    /// The source, its version (None: the latest) and what to copy; both
+    /// `tags` and `manifests` is refused with a message.
+    pub(crate) fn into_request(self) -> Result<(String, Option<u64>, CopySelection), String> {
+        let selection = match (self.tags, self.manifests) {
+            (Some(_), Some(_)) => return Err("give tags or manifests, not both".into()),
+            (None, Some(manifests)) => CopySelection::Manifests(manifests),
+            (tags, None) => CopySelection::Tags(tags.unwrap_or_default()),
+        };
+        Ok((self.source, self.source_version.map(|v| v.0), selection))
+    }
+}
+
+/// Body of `POST /api/v1/repositories/{name}/remove`: at least one tag or
+/// manifest. A manifest goes with every tag naming it, and with its
+/// blobs and child manifests that nothing left in the repository needs.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RemoveContent {
+    /// Tag names (not globs).
+    #[serde(default)]
+    pub(crate) tags: Vec<String>,
+    /// Manifest digests.
+    #[serde(default)]
+    pub(crate) manifests: Vec<String>,
+}
+
+/// Body of `POST /api/v1/repositories/{name}/revert`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevertTo {
+    /// The version whose content becomes the latest again.
+    #[schema(value_type = u64)]
+    version: VersionNumber,
+}
+
+impl RevertTo {
+    pub(crate) fn version(&self) -> u64 {
+        self.version.0
+    }
+}
+
+/// The answer of a copy, remove or revert.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CurationResult {
+    /// The version made; null when the repository already held exactly
+    /// that, so no version was made.
+    #[schema(required = true)]
+    version: Option<u64>,
+}
+
+impl CurationResult {
+    pub(crate) fn new(version: Option<u64>) -> CurationResult {
+        CurationResult { version }
+    }
+}
+
 /// A version number in a request body. JSON Schema counts `3.0` as an
 /// integer, and so do tools that compute numbers as floats; a whole
 /// number in either notation is accepted, anything else is refused.
@@ -1111,6 +1194,34 @@ mod tests {
         assert!(err.to_string().contains("invalid type: null"), "{err}");
         let err = serde_json::from_str::<RemoteChanges>(r#"{"policy": "lazy"}"#).unwrap_err();
         assert!(err.to_string().contains("immediate") && err.to_string().contains("on_demand"), "{err}");
+    }
+
+    #[test]
+    fn a_copy_takes_tags_or_manifests_and_tags_default_to_every_tag() {
+        let copy = |json: &str| serde_json::from_str::<CopyContent>(json).map_err(|e| e.to_string())?.into_request();
+        assert_eq!(copy(r#"{"source": "a/b"}"#).unwrap(), ("a/b".into(), None, CopySelection::Tags(vec![])));
+        assert_eq!(
+            copy(r#"{"source": "a/b", "source_version": 3, "tags": ["v1.*"]}"#).unwrap(),
+            ("a/b".into(), Some(3), CopySelection::Tags(vec!["v1.*".into()]))
+        );
+        assert_eq!(copy(r#"{"source": "a/b", "tags": null}"#).unwrap().2, CopySelection::Tags(vec![]));
+        assert_eq!(
+            copy(r#"{"source": "a/b", "source_version": null, "manifests": ["sha256:x"]}"#).unwrap(),
+            ("a/b".into(), None, CopySelection::Manifests(vec!["sha256:x".into()]))
+        );
+        let both = copy(r#"{"source": "a/b", "tags": [], "manifests": []}"#).unwrap_err();
+        assert_eq!(both, "give tags or manifests, not both");
+        assert!(copy(r#"{"tags": []}"#).unwrap_err().contains("missing field `source`"));
+        assert!(copy(r#"{"source": "a/b", "tag": ["x"]}"#).unwrap_err().contains("unknown field `tag`"));
+        assert!(copy(r#"{"source": "a/b", "source_version": -1}"#).unwrap_err().contains("expected a version number"));
+
+        let remove: RemoveContent = serde_json::from_str(r#"{"tags": ["1"]}"#).unwrap();
+        assert_eq!((remove.tags, remove.manifests), (vec!["1".to_owned()], vec![]));
+        assert!(serde_json::from_str::<RemoveContent>(r#"{"digests": []}"#).is_err());
+        assert_eq!(serde_json::from_str::<RevertTo>(r#"{"version": 2.0}"#).unwrap().version(), 2);
+        assert!(serde_json::from_str::<RevertTo>("{}").unwrap_err().to_string().contains("missing field `version`"));
+        assert_eq!(serde_json::to_string(&CurationResult::new(None)).unwrap(), r#"{"version":null}"#);
+        assert_eq!(serde_json::to_string(&CurationResult::new(Some(4))).unwrap(), r#"{"version":4}"#);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use super::error::{ErrorBody, ErrorCode};
 #[openapi(
     info(
         title = "wharf admin API",
-        description = "Repositories, their versions and content, distributions, remotes, background \
-            tasks and upstreams of a wharf registry cache. JSON over HTTP on the admin port. Repository names in paths are \
+        description = "Repositories, their versions and content (copied, removed and reverted in sync and \
+            push repositories), distributions, remotes, background tasks and upstreams of a wharf registry \
+            cache. JSON over HTTP on the admin port. Repository names in paths are \
             percent-encoded (`docker.io%2Flibrary%2Fdebian`). Listings take `limit` (1-1000, \
             default 100) and `offset`; unknown query parameters and unknown body fields are \
             refused with 400. Errors are `{\"error\": {\"code\", \"message\"}}`.",
@@ -29,6 +30,9 @@ use super::error::{ErrorBody, ErrorCode};
         api::list_tags,
         api::list_manifests,
         api::list_blobs,
+        api::copy_content,
+        api::remove_content,
+        api::revert_repository,
         api::list_distributions,
         api::create_distribution,
         api::get_distribution,
@@ -51,7 +55,8 @@ use super::error::{ErrorBody, ErrorCode};
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
-        (name = "repositories", description = "Repositories, their numbered versions and the content of each."),
+        (name = "repositories", description = "Repositories, their numbered versions and the content of each; \
+            copying content into sync and push repositories, removing it, reverting to an older version."),
         (name = "distributions", description = "Which repository version the registry port serves at which base_path."),
         (name = "remotes", description = "Registries that sync repositories take their content from; \
             credentials are write-only."),
@@ -98,7 +103,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 19, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 22, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();
@@ -140,5 +145,10 @@ mod tests {
         assert!(create["responses"]["201"]["headers"]["Location"].is_object(), "{create}");
         let patch = &doc["components"]["schemas"]["DistributionChanges"];
         assert!(patch.get("required").is_none(), "every PATCH field is optional: {patch}");
+        let result = &doc["components"]["schemas"]["CurationResult"];
+        assert_eq!(result["required"], serde_json::json!(["version"]), "version is always there, null or not: {result}");
+        let copy = &doc["paths"]["/api/v1/repositories/{name}/copy"]["post"];
+        assert_eq!(copy["requestBody"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/CopyContent");
+        assert_eq!(doc["components"]["schemas"]["CopyContent"]["required"], serde_json::json!(["source"]), "{copy}");
     }
 }

@@ -4,9 +4,10 @@
 //!
 //! Repository names contain `/`. A path may carry one percent-encoded
 //! (`docker.io%2Flibrary%2Fdebian`) or with plain slashes; plain slashes are
-//! read from the right, so a trailing `versions`, `versions/{number}` or
-//! `versions/{number}/{tags|manifests|blobs}` is always the sub-resource and
-//! a name that itself ends that way must be encoded. Keywords are matched
+//! read from the right, so a trailing `versions`, `versions/{number}`,
+//! `versions/{number}/{tags|manifests|blobs}`, `copy`, `remove` or `revert`
+//! is always the sub-resource and a name that itself ends that way must be
+//! encoded. Keywords are matched
 //! on the raw segments and only the name is decoded, so an encoded `/` can
 //! never be mistaken for a separator.
 
@@ -46,6 +47,14 @@ pub(crate) enum ContentKind {
     Blobs,
 }
 
+/// A change to a repository's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CurateAction {
+    Copy,
+    Remove,
+    Revert,
+}
+
 /// What a path names, before the method is looked at.
 #[derive(Debug, PartialEq, Eq)]
 enum Resource {
@@ -55,6 +64,9 @@ enum Resource {
     Versions(String),
     Version(String, VersionSel),
     Content(String, VersionSel, ContentKind),
+    /// `repositories/{name}/copy`, `remove`, `revert`: changes to a
+    /// repository's content, each making at most one version.
+    Curate(String, CurateAction),
     Distributions,
     Distribution(String),
     Remotes,
@@ -83,6 +95,7 @@ impl Resource {
             | Resource::OpenApi => "GET, HEAD",
             Resource::TaskCancel(_) => "POST",
             Resource::SigningKeys => "GET, HEAD, POST",
+            Resource::Curate(..) => "POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
             Resource::Repositories => "GET, HEAD, POST",
             Resource::Repository(_) => "GET, HEAD, PATCH, DELETE",
@@ -107,6 +120,9 @@ pub(crate) enum Endpoint {
     GetVersion { name: String, version: VersionSel },
     DeleteVersion { name: String, version: VersionSel },
     ListContent { name: String, version: VersionSel, kind: ContentKind },
+    CopyContent { name: String },
+    RemoveContent { name: String },
+    RevertRepository { name: String },
     ListDistributions,
     CreateDistribution,
     GetDistribution { name: String },
@@ -155,6 +171,9 @@ impl Endpoint {
             | Endpoint::SyncRepository { .. }
             | Endpoint::GetVersion { .. }
             | Endpoint::DeleteVersion { .. }
+            | Endpoint::CopyContent { .. }
+            | Endpoint::RemoveContent { .. }
+            | Endpoint::RevertRepository { .. }
             | Endpoint::CreateDistribution
             | Endpoint::GetDistribution { .. }
             | Endpoint::UpdateDistribution { .. }
@@ -189,6 +208,11 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Version(name, version) if read => Endpoint::GetVersion { name, version },
         Resource::Version(name, version) if delete => Endpoint::DeleteVersion { name, version },
         Resource::Content(name, version, kind) if read => Endpoint::ListContent { name, version, kind },
+        Resource::Curate(name, action) if *method == Method::POST => match action {
+            CurateAction::Copy => Endpoint::CopyContent { name },
+            CurateAction::Remove => Endpoint::RemoveContent { name },
+            CurateAction::Revert => Endpoint::RevertRepository { name },
+        },
         Resource::Distributions if read => Endpoint::ListDistributions,
         Resource::Distributions if *method == Method::POST => Endpoint::CreateDistribution,
         Resource::Distribution(name) if read => Endpoint::GetDistribution { name },
@@ -239,9 +263,18 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
     }
 }
 
-/// `tail` is what follows `repositories/`, read from the right.
+/// `tail` is what follows `repositories/`, read from the right: the last
+/// keyword wins, so `a/versions/copy` copies into `a/versions`.
 fn repository_resource(tail: &[&str]) -> Result<Resource, AdminError> {
     Ok(match tail {
+        [name @ .., action @ ("copy" | "remove" | "revert")] if !name.is_empty() => {
+            let action = match *action {
+                "copy" => CurateAction::Copy,
+                "remove" => CurateAction::Remove,
+                _ => CurateAction::Revert,
+            };
+            Resource::Curate(repository_name(name)?, action)
+        }
         [name @ .., "versions", number, kind @ ("tags" | "manifests" | "blobs")] if !name.is_empty() => {
             let kind = match *kind {
                 "tags" => ContentKind::Tags,
@@ -554,6 +587,44 @@ mod tests {
         assert_eq!((q.get("state"), q.get("kind"), q.get("resource")), (Some("running"), Some("sync"), Some("team/app")));
         assert!(Query::parse(Some("status=running"), keys).is_err());
         assert!(Query::parse(Some("x=1"), Endpoint::CancelTask { id: 1 }.query_keys()).is_err());
+    }
+
+    #[test]
+    fn copy_remove_and_revert_are_read_from_the_right_and_take_post_only() {
+        let post = |path: &str| endpoint(&Method::POST, path);
+        let name = || "team/app".to_owned();
+        assert_eq!(post("/api/v1/repositories/team/app/copy").unwrap(), Endpoint::CopyContent { name: name() });
+        assert_eq!(post("/api/v1/repositories/team%2Fapp/copy").unwrap(), Endpoint::CopyContent { name: name() });
+        assert_eq!(post("/api/v1/repositories/team/app/remove").unwrap(), Endpoint::RemoveContent { name: name() });
+        assert_eq!(post("/api/v1/repositories/team/app/revert").unwrap(), Endpoint::RevertRepository { name: name() });
+        assert_eq!(
+            post("/api/v1/repositories/a/versions/copy").unwrap(),
+            Endpoint::CopyContent { name: "a/versions".into() },
+            "the last keyword wins"
+        );
+        // A repository whose name ends in a keyword is reached encoded.
+        assert_eq!(
+            get("/api/v1/repositories/team%2Fcopy").unwrap(),
+            Endpoint::GetRepository { name: "team/copy".into() }
+        );
+        assert_eq!(
+            post("/api/v1/repositories/team%2Frevert/remove").unwrap(),
+            Endpoint::RemoveContent { name: "team/revert".into() }
+        );
+        // Alone, a keyword is a repository name.
+        assert_eq!(get("/api/v1/repositories/copy").unwrap(), Endpoint::GetRepository { name: "copy".into() });
+        for method in [Method::GET, Method::HEAD, Method::PUT, Method::PATCH, Method::DELETE] {
+            for action in ["copy", "remove", "revert"] {
+                let path = format!("/api/v1/repositories/team/app/{action}");
+                match endpoint(&method, &path) {
+                    Err(AdminError::MethodNotAllowed { allow, .. }) => assert_eq!(allow, "POST", "{method} {path}"),
+                    other => panic!("{method} {path}: {other:?}"),
+                }
+            }
+        }
+        assert!(invalid(post("/api/v1/repositories/a%2F%2Fb/copy")).contains("empty component"));
+        assert!(matches!(post("/api/v1/repositories/a/copy/"), Err(AdminError::NotFound(_))));
+        assert!(Endpoint::CopyContent { name: name() }.query_keys().is_empty());
     }
 
     #[test]

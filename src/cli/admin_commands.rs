@@ -94,6 +94,75 @@ pub(crate) enum RepositoryCommand {
         #[command(flatten)]
         page: Page,
     },
+    /// Copy tags (chosen by glob) from a repository version into a sync or
+    /// push repository, each with its manifest, index children, blobs and
+    /// signatures.
+    CopyTags(CopyTags),
+    /// Copy manifests, by digest, from a repository version into a sync or
+    /// push repository, with their index children, blobs and signatures
+    /// (no tags but their cosign signature tags).
+    CopyManifests(CopyManifests),
+    /// Remove tags, and manifests with every tag naming them and the blobs
+    /// and child manifests nothing else in the repository needs.
+    Remove(RemoveContent),
+    /// Make an older version's content the latest again, as a new version.
+    Revert(Revert),
+}
+
+/// Where a copy goes and where it comes from.
+#[derive(Args, Debug)]
+pub(crate) struct CopyEnds {
+    /// The repository to copy into (a sync or push repository).
+    #[arg(long, value_name = "DEST")]
+    name: String,
+    /// The repository to copy from (of any kind).
+    #[arg(long, value_name = "SRC")]
+    source: String,
+    /// The source's version: a number or `latest` [default: latest].
+    #[arg(long, value_name = "N")]
+    source_version: Option<VersionRef>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CopyTags {
+    #[command(flatten)]
+    ends: CopyEnds,
+    /// Copy the tags matching this glob (`*` any characters, `?` one);
+    /// repeatable [default: every tag].
+    #[arg(long = "tag", value_name = "GLOB")]
+    tags: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CopyManifests {
+    #[command(flatten)]
+    ends: CopyEnds,
+    /// A manifest to copy (sha256:...); repeatable.
+    #[arg(long = "digest", value_name = "D", required = true)]
+    digests: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RemoveContent {
+    /// The repository to remove from (a sync or push repository).
+    #[arg(long, value_name = "R")]
+    name: String,
+    /// A tag to remove (its manifest stays); repeatable.
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// A manifest to remove, with every tag naming it; repeatable.
+    #[arg(long = "digest", value_name = "D")]
+    digests: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct Revert {
+    /// The repository to revert (a sync or push repository).
+    #[arg(long, value_name = "R")]
+    name: String,
+    /// The version whose content becomes the latest again.
+    #[arg(long, value_name = "N")]
+    version: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -522,6 +591,34 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         AdminCommand::Repository(RepositoryCommand::Versions { name, number: None, page }) => {
             Call::get(api_path(&["repositories", name.get(), "versions"], &page.query()), View::Versions)
         }
+        AdminCommand::Repository(RepositoryCommand::CopyTags(copy)) => {
+            let mut body = copy_body(&copy.ends);
+            body.insert("tags".into(), copy.tags.clone().into());
+            curate(&copy.ends.name, "copy", body)
+        }
+        AdminCommand::Repository(RepositoryCommand::CopyManifests(copy)) => {
+            let mut body = copy_body(&copy.ends);
+            body.insert("manifests".into(), copy.digests.clone().into());
+            curate(&copy.ends.name, "copy", body)
+        }
+        AdminCommand::Repository(RepositoryCommand::Remove(remove)) => {
+            if remove.tags.is_empty() && remove.digests.is_empty() {
+                return Err(UsageError("nothing to remove: give at least one --tag or --digest".into()));
+            }
+            let mut body = Map::new();
+            if !remove.tags.is_empty() {
+                body.insert("tags".into(), remove.tags.clone().into());
+            }
+            if !remove.digests.is_empty() {
+                body.insert("manifests".into(), remove.digests.clone().into());
+            }
+            curate(&remove.name, "remove", body)
+        }
+        AdminCommand::Repository(RepositoryCommand::Revert(revert)) => {
+            let mut body = Map::new();
+            body.insert("version".into(), revert.version.into());
+            curate(&revert.name, "revert", body)
+        }
         AdminCommand::Content(ContentCommand::List(list)) => content_list(list)?,
         AdminCommand::Distribution(DistributionCommand::Create(create)) => Call {
             method: Method::POST,
@@ -615,6 +712,27 @@ pub(crate) fn task_to_wait_for(command: &AdminCommand) -> Option<u64> {
     match command {
         AdminCommand::Task(TaskCommand::Show { id, wait: true }) => Some(*id),
         _ => None,
+    }
+}
+
+/// A copy's source, and its version only when one is given (the API's
+/// default is the latest).
+fn copy_body(ends: &CopyEnds) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("source".into(), ends.source.clone().into());
+    if let Some(VersionRef::Number(n)) = ends.source_version {
+        body.insert("source_version".into(), n.into());
+    }
+    body
+}
+
+/// A `POST /repositories/{name}/{action}` changing the repository's content.
+fn curate(repository: &str, action: &str, body: Map<String, Value>) -> Call {
+    Call {
+        method: Method::POST,
+        path: api_path(&["repositories", repository, action], &[]),
+        body: Some(Value::Object(body)),
+        view: View::Curated { repository: repository.to_owned() },
     }
 }
 
@@ -839,6 +957,50 @@ mod tests {
         assert_eq!(call("repository versions a/b --number latest").path, "/api/v1/repositories/a%2Fb/versions/latest");
         assert!(refused("repository versions --name a/b --number seven"));
         assert!(refused("repository versions --name a/b --number 7 --offset 1"));
+    }
+
+    #[test]
+    fn copy_tags_sends_the_globs_given_or_none_for_every_tag() {
+        let c = call("repository copy-tags --name team/dest --source docker.io/library/debian --tag 12* --tag bookworm");
+        assert_eq!((c.method.clone(), c.path.as_str()), (Method::POST, "/api/v1/repositories/team%2Fdest/copy"));
+        assert_eq!(c.body, Some(json!({"source": "docker.io/library/debian", "tags": ["12*", "bookworm"]})));
+        assert_eq!(c.view, View::Curated { repository: "team/dest".into() });
+        let all = call("repository copy-tags --name team/dest --source team/src --source-version 3");
+        assert_eq!(all.body, Some(json!({"source": "team/src", "source_version": 3, "tags": []})));
+        let latest = call("repository copy-tags --name team/dest --source team/src --source-version latest");
+        assert_eq!(latest.body, Some(json!({"source": "team/src", "tags": []})), "latest is the API's default");
+        assert!(refused("repository copy-tags --name team/dest"), "--source is required");
+        assert!(refused("repository copy-tags --source team/src"), "--name is required");
+        assert!(refused("repository copy-tags --name a --source b --source-version three"));
+    }
+
+    #[test]
+    fn copy_manifests_needs_a_digest() {
+        let c = call("repository copy-manifests --name team/dest --source team/src --digest sha256:aa --digest sha256:bb");
+        assert_eq!((c.method.clone(), c.path.as_str()), (Method::POST, "/api/v1/repositories/team%2Fdest/copy"));
+        assert_eq!(c.body, Some(json!({"source": "team/src", "manifests": ["sha256:aa", "sha256:bb"]})));
+        assert!(refused("repository copy-manifests --name team/dest --source team/src"));
+        assert!(refused("repository copy-manifests --name team/dest --source team/src --digest d --tag t"));
+    }
+
+    #[test]
+    fn remove_sends_tags_and_manifests_and_refuses_nothing() {
+        let c = call("repository remove --name team/app --tag 1.0 --tag 1.1 --digest sha256:aa");
+        assert_eq!((c.method.clone(), c.path.as_str()), (Method::POST, "/api/v1/repositories/team%2Fapp/remove"));
+        assert_eq!(c.body, Some(json!({"tags": ["1.0", "1.1"], "manifests": ["sha256:aa"]})));
+        assert_eq!(call("repository remove --name team/app --digest sha256:aa").body, Some(json!({"manifests": ["sha256:aa"]})));
+        assert_eq!(call("repository remove --name team/app --tag x").body, Some(json!({"tags": ["x"]})));
+        let e = plan(&parse("repository remove --name team/app")).unwrap_err();
+        assert!(e.0.starts_with("nothing to remove"), "{e}");
+    }
+
+    #[test]
+    fn revert_names_the_version() {
+        let c = call("repository revert --name team/app --version 2");
+        assert_eq!((c.method.clone(), c.path.as_str()), (Method::POST, "/api/v1/repositories/team%2Fapp/revert"));
+        assert_eq!((c.body, c.view), (Some(json!({"version": 2})), View::Curated { repository: "team/app".into() }));
+        assert!(refused("repository revert --name team/app"));
+        assert!(refused("repository revert --name team/app --version latest"));
     }
 
     #[test]

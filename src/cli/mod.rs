@@ -19,10 +19,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use http::Method;
 
 use self::admin_client::{AdminClient, AdminError, ADMIN_ENV};
 use self::admin_commands::{AdminCommand, UsageError, UserCommand};
 use self::task_wait::{Ending, TaskEnded, WaitError};
+use self::output::View;
 use crate::app::{self, StartError};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
@@ -235,7 +237,18 @@ fn admin_output(
             }
         };
     }
-    let reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    let mut reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    if let View::Curated { repository } = &call.view {
+        if !json && reply.value["version"].is_null() {
+            // Nothing changed: the answer has no number, so ask which
+            // version the repository stays at.
+            let path = admin_client::api_path(&["repositories", repository], &[]);
+            let repo = runtime.block_on(client.send(Method::GET, &path, None))?;
+            if let Some(answer) = reply.value.as_object_mut() {
+                answer.insert("latest_version".into(), repo.value["latest_version"].clone());
+            }
+        }
+    }
     Ok(shown(&reply, &call.view, json))
 }
 

@@ -33,6 +33,12 @@ pub(crate) enum View {
         what: &'static str,
         name: String,
     },
+    /// The answer of a copy, remove or revert (`{"version": N}` or
+    /// `{"version": null}`); for null, `latest_version` says where the
+    /// repository stays.
+    Curated {
+        repository: String,
+    },
 }
 
 /// Digests in tables are cut to `sha256:` and 12 hex digits, as image
@@ -197,6 +203,10 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("created", time(&value["created_at"])),
         ]),
         View::Deleted { what, name } => format!("deleted {what} {name}\n"),
+        View::Curated { repository } => match value["version"].as_u64() {
+            Some(n) => format!("created version {n} of {repository}\n"),
+            None => format!("no change: {repository} stays at version {}\n", text(&value["latest_version"])),
+        },
     }
 }
 
@@ -802,6 +812,17 @@ ID  KIND  RESOURCE                  STATE    PROGRESS  BYTES     CREATED        
         assert_eq!(render(&View::TaskCancel, &json(RUNNING)), "task 7 is stopping: it ends canceled at its next check\n");
         let canceled = RUNNING.replace("\"running\"", "\"canceled\"");
         assert_eq!(render(&View::TaskCancel, &json(&canceled)), "canceled task 7\n");
+    }
+
+    #[test]
+    fn curation_says_which_version_it_made_or_where_the_repository_stays() {
+        let view = View::Curated { repository: "team/app".into() };
+        assert_eq!(render(&view, &json(r#"{"version": 7}"#)), "created version 7 of team/app\n");
+        assert_eq!(
+            render(&view, &json(r#"{"version": null, "latest_version": 6}"#)),
+            "no change: team/app stays at version 6\n"
+        );
+        assert_eq!(render(&view, &json(r#"{"version": null}"#)), "no change: team/app stays at version -\n");
     }
 
     #[test]

@@ -621,6 +621,36 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Where a blob not stored yet can be fetched: (remote, name there).
     fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError>;
 
+    /// Copies into `dest` the tags of `source`'s version (None: the latest)
+    /// that `select` takes, each with its manifest and everything that
+    /// needs: an index's child manifests, every manifest's config and
+    /// layers, and its signatures (manifests whose subject it is, and
+    /// cosign's `<alg>-<hex>.sig|.att|.sbom` tags for it), as far as the
+    /// source version holds them. A copied tag that names another
+    /// manifest in `dest` moves; that manifest stays. One transaction, at
+    /// most one new version of `dest` (its number), none if `dest` already
+    /// held it all. `dest` must be a sync or push repository (else
+    /// `Conflict`); a push repository's uploaded blobs are left alone.
+    fn copy_tags(&self, source: &str, source_version: VersionRef, dest: &str, select: &dyn Fn(&str) -> bool)
+        -> Result<Option<u64>, MetadataError>;
+    /// As `copy_tags`, from manifests named by digest, with no tags but
+    /// the cosign tags of the manifests copied. A digest the source
+    /// version does not hold is `NotFound`.
+    fn copy_manifests(&self, source: &str, source_version: VersionRef, dest: &str, digests: &[Digest])
+        -> Result<Option<u64>, MetadataError>;
+    /// Removes tags, and manifests with every tag naming them; then the
+    /// blobs and child manifests of removed manifests that nothing left
+    /// in the repository needs (no remaining manifest points at them, no
+    /// tag names them). A name the latest version does not hold is
+    /// `NotFound` and nothing changes. At most one new version; sync and
+    /// push repositories only.
+    fn remove_content(&self, repository: &str, tags: &[String], manifests: &[Digest])
+        -> Result<Option<u64>, MetadataError>;
+    /// Makes a new latest version whose content is exactly that of
+    /// `version` (`NotFound` if there is none); no version if the latest
+    /// already holds exactly that. Sync and push repositories only.
+    fn revert(&self, repository: &str, version: u64) -> Result<Option<u64>, MetadataError>;
+
     fn create_push_repository(&self, name: &str, distribution: &str) -> Result<(), MetadataError>;
     /// Makes `blob` an uploaded blob of the push repository: visible in
     /// its latest version without being version content.

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::oci::Digest;
 
+mod curate;
 mod sync;
 
 const MIGRATIONS: &[&str] = &[
@@ -394,15 +395,22 @@ fn add_manifest(tx: &Transaction<'_>, repo: i64, facts: &ManifestFacts, tag: Opt
         add_content(tx, repo, ContentType::Blob, blob, v)?;
     }
     if let Some(name) = tag {
-        match tag_in_version(tx, repo, name, v)? {
-            Some((_, m)) if m == manifest => {}
-            existing => {
-                if let Some((old, _)) = existing {
-                    remove_content(tx, repo, ContentType::Tag, old, v)?;
-                }
-                let tag = upsert_tag(tx, name, manifest)?;
-                add_content(tx, repo, ContentType::Tag, tag, v)?;
+        set_tag(tx, repo, name, manifest, v)?;
+    }
+    Ok(())
+}
+
+/// Makes tag `name` name `manifest` in version `v`, moving it if it named
+/// another manifest (which stays).
+fn set_tag(tx: &Transaction<'_>, repo: i64, name: &str, manifest: i64, v: i64) -> Result<(), MetadataError> {
+    match tag_in_version(tx, repo, name, v)? {
+        Some((_, m)) if m == manifest => {}
+        existing => {
+            if let Some((old, _)) = existing {
+                remove_content(tx, repo, ContentType::Tag, old, v)?;
             }
+            let tag = upsert_tag(tx, name, manifest)?;
+            add_content(tx, repo, ContentType::Tag, tag, v)?;
         }
     }
     Ok(())
@@ -1242,6 +1250,28 @@ impl Store for SqliteStore {
 
     fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError> {
         self.read(|conn| sync::blob_sources(conn, digest))
+    }
+
+    fn copy_tags(
+        &self,
+        source: &str,
+        source_version: VersionRef,
+        dest: &str,
+        select: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| curate::copy_tags(tx, source, source_version, dest, select))
+    }
+
+    fn copy_manifests(&self, source: &str, source_version: VersionRef, dest: &str, digests: &[Digest]) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| curate::copy_manifests(tx, source, source_version, dest, digests))
+    }
+
+    fn remove_content(&self, repository: &str, tags: &[String], manifests: &[Digest]) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| curate::remove(tx, repository, tags, manifests))
+    }
+
+    fn revert(&self, repository: &str, version: u64) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| curate::revert(tx, repository, version))
     }
 
     fn create_push_repository(&self, name: &str, distribution: &str) -> Result<(), MetadataError> {

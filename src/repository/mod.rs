@@ -9,11 +9,15 @@
 //!
 //! Push repositories (`push.rs`) are written here too: which names accept
 //! pushes, what a pushed manifest must satisfy, one version per change.
+//! Curation (`curate.rs`) copies content between repositories, removes it
+//! and reverts to older versions, for the admin API.
 
+mod curate;
 mod distributions;
 mod hosted;
 mod push;
 
+pub(crate) use curate::{CopySelection, Curation};
 pub(crate) use distributions::{Distributions, Served};
 pub(crate) use hosted::Hosted;
 pub(crate) use push::{PushError, Pushes, Writable};

@@ -36,8 +36,6 @@ impl FromStr for TagGlob {
     }
 }
 
-// Matching is for the sync runs, which are not written yet.
-#[allow(dead_code)]
 impl TagGlob {
     /// True if the whole of `tag` matches. Linear: on a mismatch it goes
     /// back only to just after the last `*`, so no pattern is slow.

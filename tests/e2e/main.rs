@@ -26,4 +26,5 @@ mod limits;
 mod auth;
 mod push;
 mod remotes;
+mod curate;
 mod tasks;

@@ -21,7 +21,7 @@ const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 
 /// The user every push here is made as: may pull, push and delete
 /// anywhere, and use the admin API.
-const PUSHER: &str = "pusher:pusher-pass";
+pub(crate) const PUSHER: &str = "pusher:pusher-pass";
 
 /// A wharf with one upstream, `up`, that is never contacted: pushes to
 /// `up/...` must be refused before any connection. Basic credentials are
@@ -30,7 +30,7 @@ fn start(dir: &std::path::Path) -> Wharf {
     start_with(dir, UpstreamEntry::new("up", "http://127.0.0.1:9"))
 }
 
-fn start_with(dir: &std::path::Path, upstream: UpstreamEntry) -> Wharf {
+pub(crate) fn start_with(dir: &std::path::Path, upstream: UpstreamEntry) -> Wharf {
     let config = write_config(dir, &[upstream]);
     let mut toml = std::fs::read_to_string(&config).expect("read config");
     toml.push_str(&format!(
@@ -42,7 +42,7 @@ fn start_with(dir: &std::path::Path, upstream: UpstreamEntry) -> Wharf {
     Wharf::start_with_config(&config)
 }
 
-fn authorization() -> String {
+pub(crate) fn authorization() -> String {
     crate::auth::basic(PUSHER.split_once(':').expect("user:password"))
 }
 
@@ -103,7 +103,7 @@ async fn patch(w: &Wharf, location: &str, start: usize, bytes: &[u8]) -> Respons
 }
 
 /// Uploads `bytes` in one POST; its digest.
-async fn upload_monolithic(w: &Wharf, name: &str, bytes: &[u8]) -> String {
+pub(crate) async fn upload_monolithic(w: &Wharf, name: &str, bytes: &[u8]) -> String {
     let digest = sha256_digest(bytes);
     let url = format!("{}/v2/{name}/blobs/uploads/?digest={digest}", w.url());
     let r = request_with_body("POST", &url, &[("content-type", "application/octet-stream")], bytes.to_vec()).await;
@@ -113,7 +113,7 @@ async fn upload_monolithic(w: &Wharf, name: &str, bytes: &[u8]) -> String {
     digest
 }
 
-async fn put_manifest(w: &Wharf, name: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Response {
+pub(crate) async fn put_manifest(w: &Wharf, name: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Response {
     let url = format!("{}/v2/{name}/manifests/{reference}", w.url());
     request_with_body("PUT", &url, &[("content-type", media_type)], bytes.to_vec()).await
 }
@@ -128,7 +128,7 @@ async fn latest_version(w: &Wharf, encoded_name: &str) -> u64 {
     admin_json(w, &format!("repositories/{encoded_name}")).await["latest_version"].as_u64().expect("latest_version")
 }
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
+pub(crate) fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
     json!({ "mediaType": media_type, "digest": sha256_digest(bytes), "size": bytes.len() })
 }
 
