@@ -23,6 +23,7 @@ use crate::pullthrough::{PullThrough, Recorder, Upstreams};
 use crate::repository::{Distributions, Hosted, Pushes};
 use crate::server::{self, Handler};
 use crate::storage::Storage;
+use crate::sync::{self, Clients, SyncParts, SyncRepositories, Syncer};
 use crate::tasks::Tasks;
 use crate::upload::Uploads;
 use crate::upstream::Upstream;
@@ -83,7 +84,6 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let distributions = Distributions::load(metadata.clone(), upstream_names)
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
-    let hosted = Hosted::new(metadata.clone(), pull.clone());
     let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
     let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
     uploads.spawn_sweeper();
@@ -92,11 +92,17 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel)
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+    let clients = Clients::new(metadata.clone(), metrics.clone(), config.upstreams.clone());
+    let hosted = Hosted::new(metadata.clone(), pull.clone(), clients.clone());
+    let syncer = Syncer::new(metadata.clone(), pull.clone(), clients.clone());
+    let sync_repositories =
+        SyncRepositories::new(metadata.clone(), config.upstreams.iter().map(|u| u.name.clone()).collect());
+    tokio::spawn(sync::run_schedules(tasks.clone(), syncer.clone(), sync_repositories));
     let admin = Admin::new(
         metrics.clone(),
         metadata.clone(),
         distributions.clone(),
-        tasks.clone(),
+        SyncParts { tasks: tasks.clone(), syncer },
         storage.clone(),
         &config.upstreams,
         auth.clone(),

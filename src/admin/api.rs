@@ -16,7 +16,7 @@ use super::model::{
     self, Blob, BlobPage, CopyContent, CurationResult, Distribution, DistributionChanges, DistributionPage,
     DistributionPath, Manifest, ManifestPage, NewDistribution, NewRemote, NewRepository, Pagination, Remote,
     RemoteChanges, RemotePage, RemotePath, RemoveContent, Repository, RepositoryChanges, RepositoryPage,
-    RepositoryPath, RevertTo, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath,
+    RepositoryPath, RevertTo, SyncRepository, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath,
     Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
@@ -28,7 +28,7 @@ use crate::oci::media;
 use crate::oci::Digest;
 use crate::repository::{Curation, Distributions};
 use crate::storage::Storage;
-use crate::sync::{Remotes, SyncRepositories};
+use crate::sync::{Remotes, SyncParts, SyncRepositories, SyncRequest, Syncer};
 use crate::tasks::Tasks;
 
 /// Blob `cached` lookups run this many at a time: enough to hide each
@@ -45,6 +45,7 @@ pub(crate) struct Api {
     remotes: Remotes,
     repositories: SyncRepositories,
     tasks: Tasks,
+    syncer: Syncer,
     storage: Storage,
     upstreams: Vec<Upstream>,
     auth: Auth,
@@ -55,18 +56,19 @@ impl Api {
     pub(crate) fn new(
         metadata: Metadata,
         distributions: Distributions,
-        tasks: Tasks,
+        sync: SyncParts,
         storage: Storage,
         upstreams: &[UpstreamConfig],
         auth: Auth,
         openapi: Bytes,
     ) -> Api {
+        let SyncParts { tasks, syncer } = sync;
         let names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
         let remotes = Remotes::new(metadata.clone(), names.clone());
         let repositories = SyncRepositories::new(metadata.clone(), names);
         let upstreams = upstreams.iter().map(Upstream::from).collect();
         let curation = Curation::new(metadata.clone());
-        Api { metadata, distributions, curation, remotes, repositories, tasks, storage, upstreams, auth, openapi }
+        Api { metadata, distributions, curation, remotes, repositories, tasks, syncer, storage, upstreams, auth, openapi }
     }
 }
 
@@ -178,6 +180,48 @@ pub(crate) async fn create_repository(api: &Api, body: NewRepository) -> Reply {
     let location = HeaderValue::try_from(format!("/api/v1/repositories/{encoded}"))
         .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
     let mut resp = json(StatusCode::CREATED, &Repository::from(created))?;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/repositories/{name}/sync",
+    tag = "repositories",
+    params(RepositoryPath),
+    request_body(content = SyncRepository, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The sync runs as a task: follow it at the `Location` given. It makes at most \
+            one new version, named in the task's `created_resources`.", body = Task,
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
+        (status = 400, description = "Malformed JSON, an unknown field, no remote given and none set on the \
+            repository, or an unknown remote.", body = ErrorBody),
+        (status = 404, description = "No such repository.", body = ErrorBody),
+        (status = 409, description = "Not a sync repository.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn sync_repository(api: &Api, path: RepositoryPath, body: SyncRepository) -> Reply {
+    let name = path.name;
+    let remote = match body.remote {
+        Some(r) => r,
+        None => {
+            let found = {
+                let name = name.clone();
+                api.metadata.run(move |s| s.repository(&name)).await?
+            };
+            let repo = found.ok_or_else(|| AdminError::NotFound(format!("repository {name:?} does not exist")))?;
+            repo.remote.ok_or_else(|| {
+                AdminError::Invalid(format!("repository {name:?} has no remote set; name the remote to sync from"))
+            })?
+        }
+    };
+    let req = SyncRequest { repository: name, remote, mirror: body.mirror };
+    let task = crate::sync::start(&api.tasks, &api.syncer, req).await?;
+    let location = HeaderValue::try_from(format!("/api/v1/tasks/{}", task.id))
+        .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
+    let mut resp = json(StatusCode::ACCEPTED, &Task::from(task))?;
     resp.headers_mut().insert(header::LOCATION, location);
     Ok(resp)
 }

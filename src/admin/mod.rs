@@ -36,7 +36,7 @@ use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::repository::Distributions;
 use crate::storage::Storage;
-use crate::tasks::Tasks;
+use crate::sync::SyncParts;
 use api::Api;
 use error::AdminError;
 use model::{DistributionPath, RemotePath, RepositoryPath, TaskPath, VersionPath};
@@ -58,14 +58,14 @@ impl Admin {
         metrics: Metrics,
         metadata: Metadata,
         distributions: Distributions,
-        tasks: Tasks,
+        sync: SyncParts,
         storage: Storage,
         upstreams: &[UpstreamConfig],
         auth: Auth,
     ) -> Result<Admin, AdminError> {
         let document = openapi::document()
             .map_err(|e| AdminError::Internal(format!("cannot render the OpenAPI document: {e}")))?;
-        let api = Api::new(metadata, distributions, tasks, storage, upstreams, auth.clone(), Bytes::from(document));
+        let api = Api::new(metadata, distributions, sync, storage, upstreams, auth.clone(), Bytes::from(document));
         Ok(Admin { metrics, api: Arc::new(api), auth })
     }
 
@@ -148,7 +148,9 @@ impl Admin {
                 api::update_repository(api, RepositoryPath { name }, read_json(req).await?).await
             }
             Endpoint::DeleteRepository { name } => api::delete_repository(api, RepositoryPath { name }).await,
-            Endpoint::SyncRepository { .. } => Err(AdminError::NotFound("syncs are not available yet".into())),
+            Endpoint::SyncRepository { name } => {
+                api::sync_repository(api, RepositoryPath { name }, read_json(req).await?).await
+            }
             Endpoint::ListVersions { name } => api::list_versions(api, RepositoryPath { name }, &query).await,
             Endpoint::GetVersion { name, version } => api::get_version(api, VersionPath { name, number: version }).await,
             Endpoint::DeleteVersion { name, version } => {

@@ -252,6 +252,19 @@ impl From<NewRepository> for crate::sync::RepositorySettings {
     }
 }
 
+/// Body of `POST /api/v1/repositories/{name}/sync`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SyncRepository {
+    /// The remote to sync from; default: the repository's `remote`.
+    #[serde(default)]
+    pub(crate) remote: Option<String>,
+    /// Also remove what the remote no longer has (within its tag filter).
+    /// Default false: add only.
+    #[serde(default)]
+    pub(crate) mirror: bool,
+}
+
 /// Body of `PATCH /api/v1/repositories/{name}` (sync repositories): the
 /// fields to change. Absent stays; the nullable fields may be null.
 #[derive(Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]

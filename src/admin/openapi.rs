@@ -23,6 +23,7 @@ use super::error::{ErrorBody, ErrorCode};
         api::create_repository,
         api::get_repository,
         api::update_repository,
+        api::sync_repository,
         api::delete_repository,
         api::list_versions,
         api::get_version,
@@ -103,7 +104,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 22, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 23, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -15,6 +15,7 @@ use super::Served;
 use crate::metadata::{ContentType, Metadata, MetadataError};
 use crate::oci::media::{self, Accept};
 use crate::oci::{Digest, Reference};
+use crate::sync::Clients;
 use crate::pullthrough::{paginate, BlobSource, Manifest, PullError, PullThrough, TagsPage, Target};
 
 /// Answers remembered per (repository, version number).
@@ -24,15 +25,17 @@ const CACHED_ANSWERS: u64 = 100_000;
 pub(crate) struct Hosted {
     metadata: Metadata,
     pull: PullThrough,
+    clients: Clients,
     tags: Cache<(Arc<str>, u64, String), Option<Digest>>,
     holds: Cache<(Arc<str>, u64, ContentType, Digest), bool>,
 }
 
 impl Hosted {
-    pub(crate) fn new(metadata: Metadata, pull: PullThrough) -> Hosted {
+    pub(crate) fn new(metadata: Metadata, pull: PullThrough, clients: Clients) -> Hosted {
         Hosted {
             metadata,
             pull,
+            clients,
             tags: Cache::new(CACHED_ANSWERS),
             holds: Cache::new(CACHED_ANSWERS),
         }
@@ -120,8 +123,26 @@ impl Hosted {
         match self.origin(d) {
             // Stored bytes first; a miss fills from the upstream.
             Some(target) => self.pull.blob(&target, digest, want_body).await,
-            None => self.pull.local_blob(digest).await?.ok_or(PullError::BlobUnknown),
+            None => match self.pull.local_blob(digest).await? {
+                Some(stored) => Ok(stored),
+                None => self.from_source(digest, want_body).await,
+            },
         }
+    }
+
+    /// A blob synced on demand: fetched through the remote its sync
+    /// recorded as its source (the first one still configured).
+    async fn from_source(&self, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+        let wanted = digest.clone();
+        let sources = self.metadata.run(move |s| s.blob_sources(&wanted)).await?;
+        for (remote, name) in sources {
+            match self.clients.source(&remote, &name).await {
+                Ok(Some(target)) => return self.pull.blob(&target, digest, want_body).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%remote, %digest, error = %e, "on-demand blob source unusable"),
+            }
+        }
+        Err(PullError::BlobUnknown)
     }
 
     pub(crate) async fn tags(&self, d: &Served, n: Option<usize>, last: Option<&str>) -> Result<TagsPage, PullError> {

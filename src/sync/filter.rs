@@ -75,7 +75,6 @@ pub(crate) struct TagFilter {
     exclude: Vec<TagGlob>,
 }
 
-#[allow(dead_code)]
 impl TagFilter {
     /// Parses a remote's lists; the error names the entry at fault.
     pub(crate) fn new(include: &[String], exclude: &[String]) -> Result<TagFilter, String> {

@@ -10,14 +10,25 @@
 //! - `clients.rs`: one registry client per remote.
 //! - `repositories.rs`: creating and changing sync repositories, schedules.
 //! - `run.rs`: one sync, from tag list to repository version.
+//! - `schedule.rs`: syncs as tasks, on request and on schedule.
 
 mod clients;
 pub(crate) mod filter;
 pub(crate) mod remote;
 mod repositories;
 mod run;
+mod schedule;
 
-pub(crate) use clients::{ClientError, Clients};
+pub(crate) use clients::Clients;
 pub(crate) use remote::{NewRemote, RemotePatch, Remotes};
 pub(crate) use repositories::{RepositorySettings, SyncRepositories};
-pub(crate) use run::{Report, SyncError, SyncRequest, Syncer};
+pub(crate) use run::{SyncRequest, Syncer};
+pub(crate) use schedule::{run_schedules, start};
+
+/// What starts syncs: the task runner and the syncer, handed together to
+/// the admin API.
+#[derive(Clone)]
+pub(crate) struct SyncParts {
+    pub(crate) tasks: crate::tasks::Tasks,
+    pub(crate) syncer: Syncer,
+}

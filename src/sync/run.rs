@@ -92,6 +92,10 @@ impl Syncer {
         Syncer { metadata, pull, clients }
     }
 
+    pub(crate) fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
     /// Checks a sync can start: the repository is a sync repository and
     /// the remote exists. Touches no network.
     pub(crate) async fn check(&self, req: &SyncRequest) -> Result<Remote, MetadataError> {
@@ -214,7 +218,8 @@ impl Run<'_> {
     /// What each tag points at now, `download_concurrency` at a time. A
     /// tag deleted while listing is skipped.
     async fn resolve_tags(&self, wanted: &[&String]) -> Result<Vec<(String, Digest)>, SyncError> {
-        let resolved: Vec<Option<(String, Digest)>> = stream::iter(wanted.iter().map(|t| (*t).clone()))
+        let owned: Vec<String> = wanted.iter().map(|t| String::clone(t)).collect();
+        let resolved: Vec<Option<(String, Digest)>> = stream::iter(owned)
             .map(|tag| async move {
                 self.turn().await?;
                 let what = || format!("tag {tag:?}");

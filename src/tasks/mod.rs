@@ -33,8 +33,6 @@ const INTERRUPTED: &str = "interrupted by a restart";
 const NOT_STOPPED: &str = "interrupted: wharf shut down before the task stopped";
 
 /// Why work did not complete.
-// Work comes with the sync runs, which are not written yet.
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TaskFailure {
     /// The work saw [`Progress::is_canceled`] and stopped.
@@ -121,8 +119,6 @@ impl Tasks {
     /// run one at a time in submission order; at most `max_parallel` run
     /// at once overall. The work gets a [`Progress`] to report through and
     /// to watch for a cancel; what it returns decides the final state.
-    // Called by the sync runs, which are not written yet.
-    #[allow(dead_code)]
     pub(crate) async fn submit<F, Fut>(
         &self,
         kind: &str,
@@ -412,8 +408,6 @@ impl Counters {
     }
 }
 
-// Reporting is for the work of the sync runs, which are not written yet.
-#[allow(dead_code)]
 impl Progress {
     pub(crate) fn id(&self) -> u64 {
         self.id
