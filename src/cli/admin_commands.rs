@@ -94,6 +94,18 @@ pub(crate) enum RepositoryCommand {
         #[command(flatten)]
         page: Page,
     },
+    /// Create a sync repository (empty until synced from a remote).
+    Create(RepositoryCreate),
+    /// Change a sync repository; only the fields given are sent.
+    Update(RepositoryUpdate),
+    /// Delete a sync or push repository with every version.
+    Delete {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Sync a repository from a remote, as a task. Waits for it with a
+    /// progress bar (on a terminal) unless --no-wait.
+    Sync(RepositorySync),
     /// Copy tags (chosen by glob) from a repository version into a sync or
     /// push repository, each with its manifest, index children, blobs and
     /// signatures.
@@ -107,6 +119,94 @@ pub(crate) enum RepositoryCommand {
     Remove(RemoveContent),
     /// Make an older version's content the latest again, as a new version.
     Revert(Revert),
+}
+
+/// Settings of a sync repository, for create and update.
+#[derive(Args, Debug)]
+pub(crate) struct RepositoryFields {
+    /// A description (update: an empty one clears it).
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// Versions to keep (the newest; versions a distribution pins stay).
+    #[arg(long, value_name = "N")]
+    retain_versions: Option<u32>,
+    /// The remote a sync uses when it names none, and scheduled syncs use.
+    #[arg(long, value_name = "R")]
+    remote: Option<String>,
+    /// How often to sync on schedule, e.g. `6h`, `1d` (at least 1m; needs a
+    /// remote). Up to a tenth of it is added at random.
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    sync_interval: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RepositoryCreate {
+    /// The repository's name, as clients will address it (`team/app`).
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    #[command(flatten)]
+    fields: RepositoryFields,
+    /// Scheduled syncs mirror (remove what the remote no longer has).
+    #[arg(long)]
+    sync_mirror: bool,
+}
+
+/// A field `repository update --unset` clears.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RepositoryOptional {
+    Description,
+    RetainVersions,
+    Remote,
+    SyncInterval,
+}
+
+impl RepositoryOptional {
+    fn field(self) -> &'static str {
+        match self {
+            RepositoryOptional::Description => "description",
+            RepositoryOptional::RetainVersions => "retain_versions",
+            RepositoryOptional::Remote => "remote",
+            RepositoryOptional::SyncInterval => "sync_interval",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RepositoryUpdate {
+    /// The sync repository to change.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    #[command(flatten)]
+    fields: RepositoryFields,
+    /// Whether scheduled syncs mirror.
+    #[arg(long, value_name = "BOOL")]
+    sync_mirror: Option<bool>,
+    /// Clear an optional field (repeatable).
+    #[arg(long, value_enum, value_name = "FIELD")]
+    unset: Vec<RepositoryOptional>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RepositorySync {
+    /// The sync repository.
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// The remote to sync from [default: the repository's remote].
+    #[arg(long, value_name = "R")]
+    remote: Option<String>,
+    /// Also remove what the remote no longer has (only among the tags the
+    /// remote's filter covers).
+    #[arg(long)]
+    mirror: bool,
+    /// Print the task and return at once instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// `6h`, `90m`, `1d`: whole seconds.
+fn parse_interval(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 6h or 30m: {e}"))?;
+    Ok(d.as_secs())
 }
 
 /// Where a copy goes and where it comes from.
@@ -591,6 +691,67 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         AdminCommand::Repository(RepositoryCommand::Versions { name, number: None, page }) => {
             Call::get(api_path(&["repositories", name.get(), "versions"], &page.query()), View::Versions)
         }
+        AdminCommand::Repository(RepositoryCommand::Create(create)) => {
+            let mut body = Map::new();
+            body.insert("name".into(), create.name.clone().into());
+            repository_fields(&create.fields, &mut body);
+            if create.sync_mirror {
+                body.insert("sync_mirror".into(), true.into());
+            }
+            Call {
+                method: Method::POST,
+                path: api_path(&["repositories"], &[]),
+                body: Some(Value::Object(body)),
+                view: View::Repository,
+            }
+        }
+        AdminCommand::Repository(RepositoryCommand::Update(update)) => {
+            let mut body = Map::new();
+            repository_fields(&update.fields, &mut body);
+            if let Some(mirror) = update.sync_mirror {
+                body.insert("sync_mirror".into(), mirror.into());
+            }
+            for field in &update.unset {
+                if body.contains_key(field.field()) {
+                    return Err(UsageError(format!("{} is both set and unset", field.field())));
+                }
+                body.insert(field.field().into(), Value::Null);
+            }
+            if body.is_empty() {
+                return Err(UsageError(
+                    "nothing to change: give at least one of --description, --retain-versions, --remote, \
+                     --sync-interval, --sync-mirror, --unset"
+                        .into(),
+                ));
+            }
+            Call {
+                method: Method::PATCH,
+                path: api_path(&["repositories", &update.name], &[]),
+                body: Some(Value::Object(body)),
+                view: View::Repository,
+            }
+        }
+        AdminCommand::Repository(RepositoryCommand::Delete { name }) => Call {
+            method: Method::DELETE,
+            path: api_path(&["repositories", name.get()], &[]),
+            body: None,
+            view: View::Deleted { what: "repository", name: name.get().to_owned() },
+        },
+        AdminCommand::Repository(RepositoryCommand::Sync(sync)) => {
+            let mut body = Map::new();
+            if let Some(remote) = &sync.remote {
+                body.insert("remote".into(), remote.clone().into());
+            }
+            if sync.mirror {
+                body.insert("mirror".into(), true.into());
+            }
+            Call {
+                method: Method::POST,
+                path: api_path(&["repositories", &sync.name, "sync"], &[]),
+                body: Some(Value::Object(body)),
+                view: View::Task,
+            }
+        }
         AdminCommand::Repository(RepositoryCommand::CopyTags(copy)) => {
             let mut body = copy_body(&copy.ends);
             body.insert("tags".into(), copy.tags.clone().into());
@@ -705,6 +866,28 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
             view: View::SigningKey,
         },
     })
+}
+
+/// Whether `command` starts a task (its answer) and then waits for it.
+pub(crate) fn waits_for_started_task(command: &AdminCommand) -> bool {
+    matches!(command, AdminCommand::Repository(RepositoryCommand::Sync(RepositorySync { no_wait: false, .. })))
+}
+
+/// The given repository fields as JSON; an empty description clears it.
+fn repository_fields(f: &RepositoryFields, body: &mut Map<String, Value>) {
+    if let Some(d) = &f.description {
+        let value = if d.is_empty() { Value::Null } else { d.clone().into() };
+        body.insert("description".into(), value);
+    }
+    if let Some(n) = f.retain_versions {
+        body.insert("retain_versions".into(), n.into());
+    }
+    if let Some(r) = &f.remote {
+        body.insert("remote".into(), r.clone().into());
+    }
+    if let Some(s) = f.sync_interval {
+        body.insert("sync_interval".into(), s.into());
+    }
 }
 
 /// The task `command` waits for to finish, instead of asking once.

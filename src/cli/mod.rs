@@ -238,6 +238,19 @@ fn admin_output(
         };
     }
     let mut reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    if admin_commands::waits_for_started_task(command) {
+        let Some(id) = reply.value["id"].as_u64() else {
+            return Ok(shown(&reply, &call.view, json));
+        };
+        return match runtime.block_on(task_wait::wait_for_task(&client, id, true)) {
+            Ok(done) => Ok(shown(&done, &call.view, json)),
+            Err(WaitError::Admin(e)) => Err(e.into()),
+            Err(WaitError::Ended(ended)) => {
+                let output = shown(&ended.task, &call.view, json);
+                Err(AdminCommandError::TaskEnded { ended: Box::new(ended), output })
+            }
+        };
+    }
     if let View::Curated { repository } = &call.view {
         if !json && reply.value["version"].is_null() {
             // Nothing changed: the answer has no number, so ask which

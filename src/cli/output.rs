@@ -65,6 +65,12 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("latest version", text(&value["latest_version"])),
             ("retain versions", text(&value["retain_versions"])),
             ("created", time(&value["created_at"])),
+            ("description", text(&value["description"])),
+            ("remote", text(&value["remote"])),
+            ("sync interval", text(&value["sync_interval"])),
+            ("sync mirror", text(&value["sync_mirror"])),
+            ("next sync", time(&value["next_sync_at"])),
+            ("mirrored", text(&value["mirrored"])),
         ]),
         View::Versions => {
             listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS"], |v| {

@@ -24,6 +24,8 @@ use crate::storage::{IngestError, Storage, StorageError};
 
 const READ_ONLY: &str = "repository is a read-only pull-through cache";
 const SERVED_READ_ONLY: &str = "repository is served read-only by a distribution";
+const SYNCED: &str = "repository is filled by syncs from a remote and takes no pushes";
+const NOT_PUSH: &str = "a repository of this name exists and is not a push repository";
 
 /// Why a push was refused or failed, by whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +105,8 @@ impl Pushes {
                     Ok(Some(Writable { repository: d.repository.clone() }))
                 }
                 RepositoryKind::PullThrough => Err(PushError::Denied(READ_ONLY)),
-                _ => Err(PushError::Denied(SERVED_READ_ONLY)),
+                RepositoryKind::Sync => Err(PushError::Denied(SYNCED)),
+                RepositoryKind::Push => Err(PushError::Denied(SERVED_READ_ONLY)),
             };
         }
         // As for base_paths: a name whose first component is an upstream's
@@ -124,7 +127,7 @@ impl Pushes {
         let (repository, dist) = (name.to_string(), distribution_name(name));
         match self.metadata.run(move |s| s.create_push_repository(&repository, &dist)).await {
             Ok(()) => {}
-            Err(MetadataError::Conflict(_)) => return Err(PushError::Denied(READ_ONLY)),
+            Err(MetadataError::Conflict(_)) => return Err(PushError::Denied(NOT_PUSH)),
             Err(e) => return Err(e.into()),
         }
         self.distributions.reload().await?;

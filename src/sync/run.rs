@@ -161,7 +161,9 @@ impl Syncer {
         let created = self
             .metadata
             .run(move |s| {
-                let in_scope = |t: &str| filter.takes_tag(t) || is_signature_tag(t);
+                // Only the tags the filter takes: a cosign tag outside it
+                // (the signature of an image another sync brought) stays.
+                let in_scope = |t: &str| filter.takes_tag(t);
                 let mode = if mirror { SyncMode::Mirror { in_scope: &in_scope } } else { SyncMode::Additive };
                 s.sync(&repository, &remote_name, &content, mode)
             })
@@ -389,29 +391,9 @@ fn index_digests(bytes: &[u8]) -> Vec<Digest> {
         .unwrap_or_default()
 }
 
-/// Cosign's tag scheme (`sha256-<hex>.sig`, `.att`, `.sbom`) and the
-/// referrers tag schema (`sha256-<hex>`): tags a sync keeps in step with
-/// the manifests they belong to, whatever the filter.
-pub(crate) fn is_signature_tag(tag: &str) -> bool {
-    let Some(rest) = tag.strip_prefix("sha256-") else { return false };
-    let hex = COSIGN_SUFFIXES.iter().find_map(|s| rest.strip_suffix(s)).unwrap_or(rest);
-    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_tags_are_recognised_by_shape() {
-        let hex = "a".repeat(64);
-        assert!(is_signature_tag(&format!("sha256-{hex}.sig")));
-        assert!(is_signature_tag(&format!("sha256-{hex}.att")));
-        assert!(is_signature_tag(&format!("sha256-{hex}")));
-        assert!(!is_signature_tag(&format!("sha256-{hex}.txt")));
-        assert!(!is_signature_tag("sha256-abc.sig"));
-        assert!(!is_signature_tag("latest"));
-    }
 
     #[test]
     fn index_digests_reads_entries_and_ignores_junk() {

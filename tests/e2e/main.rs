@@ -28,3 +28,4 @@ mod push;
 mod remotes;
 mod curate;
 mod tasks;
+mod sync;
