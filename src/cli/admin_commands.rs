@@ -1114,6 +1114,30 @@ mod tests {
     }
 
     #[test]
+    fn repository_create_update_and_sync_plan_their_requests() {
+        let c = call("repository create --name team/app --remote quay --sync-interval 6h --sync-mirror");
+        assert_eq!((c.method, c.path.as_str()), (Method::POST, "/api/v1/repositories"));
+        assert_eq!(
+            c.body,
+            Some(serde_json::json!({"name": "team/app", "remote": "quay", "sync_interval": 21600, "sync_mirror": true}))
+        );
+        let u = call("repository update --name team/app --description x --unset sync-interval");
+        assert_eq!((u.method, u.path.as_str()), (Method::PATCH, "/api/v1/repositories/team%2Fapp"));
+        assert_eq!(u.body, Some(serde_json::json!({"description": "x", "sync_interval": null})));
+        assert!(plan(&parse("repository update --name a")).is_err(), "nothing to change");
+        assert!(plan(&parse("repository update --name a --remote r --unset remote")).is_err());
+        assert!(refused("repository create --name a --sync-interval often"));
+        let sync = parse("repository sync --name team/app --mirror");
+        let c = plan(&sync).unwrap();
+        assert_eq!((c.method, c.path.as_str()), (Method::POST, "/api/v1/repositories/team%2Fapp/sync"));
+        assert_eq!(c.body, Some(serde_json::json!({"mirror": true})));
+        assert!(waits_for_started_task(&sync));
+        assert!(!waits_for_started_task(&parse("repository sync --name a --remote r --no-wait")));
+        let d = call("repository delete --name team/app");
+        assert_eq!((d.method, d.path.as_str()), (Method::DELETE, "/api/v1/repositories/team%2Fapp"));
+    }
+
+    #[test]
     fn repository_list_sends_its_filters_as_a_query() {
         assert_eq!(call("repository list").path, "/api/v1/repositories");
         let c = call("repository list --name-contains lib/deb --kind pull-through --limit 5 --offset 10");

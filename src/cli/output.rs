@@ -45,6 +45,14 @@ pub(crate) enum View {
 /// tools show them; `--json` has them whole.
 const SHORT_DIGEST: usize = 19;
 
+/// Seconds as a duration (`6h`), or `-`.
+fn interval(v: &Value) -> String {
+    match v.as_u64() {
+        Some(secs) => humantime::format_duration(std::time::Duration::from_secs(secs)).to_string(),
+        None => "-".into(),
+    }
+}
+
 /// The human rendering of `value`, ending in a newline.
 pub(crate) fn render(view: &View, value: &Value) -> String {
     match view {
@@ -57,21 +65,27 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
                 time(&r["created_at"]),
             ]
         }),
-        View::Repository => fields(&[
-            ("name", text(&value["name"])),
-            ("kind", text(&value["kind"])),
-            ("upstream", text(&value["upstream"])),
-            ("remote name", text(&value["remote_name"])),
-            ("latest version", text(&value["latest_version"])),
-            ("retain versions", text(&value["retain_versions"])),
-            ("created", time(&value["created_at"])),
-            ("description", text(&value["description"])),
-            ("remote", text(&value["remote"])),
-            ("sync interval", text(&value["sync_interval"])),
-            ("sync mirror", text(&value["sync_mirror"])),
-            ("next sync", time(&value["next_sync_at"])),
-            ("mirrored", text(&value["mirrored"])),
-        ]),
+        View::Repository => {
+            let mut shown = vec![("name", text(&value["name"])), ("kind", text(&value["kind"]))];
+            if value["kind"] == "sync" {
+                shown.extend([
+                    ("description", text(&value["description"])),
+                    ("remote", text(&value["remote"])),
+                    ("sync interval", interval(&value["sync_interval"])),
+                    ("sync mirror", text(&value["sync_mirror"])),
+                    ("next sync", time(&value["next_sync_at"])),
+                    ("mirrored", text(&value["mirrored"])),
+                ]);
+            } else {
+                shown.extend([("upstream", text(&value["upstream"])), ("remote name", text(&value["remote_name"]))]);
+            }
+            shown.extend([
+                ("latest version", text(&value["latest_version"])),
+                ("retain versions", text(&value["retain_versions"])),
+                ("created", time(&value["created_at"])),
+            ]);
+            fields(&shown)
+        }
         View::Versions => {
             listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS"], |v| {
                 let summary = &v["content_summary"];
