@@ -394,8 +394,9 @@ async fn admin_api_refuses_bad_requests_with_one_error_shape() {
     assert_error(&cache.get("/api/v1/nothing").await, 404, "not_found", "/api/v1/nothing");
     assert_error(&cache.get("/api/v1/repositories/").await, 404, "not_found", "");
     for (method, path, allow) in [
-        ("PUT", "/api/v1/repositories", "GET, HEAD"),
-        ("POST", "/api/v1/repositories/a%2Fb", "GET, HEAD"),
+        ("PUT", "/api/v1/repositories", "GET, HEAD, POST"),
+        ("POST", "/api/v1/repositories/a%2Fb", "GET, HEAD, PATCH, DELETE"),
+        ("GET", "/api/v1/repositories/a/b/sync", "POST"),
         ("PUT", "/api/v1/repositories/a/b/versions/1", "GET, HEAD, DELETE"),
         ("DELETE", "/api/v1/distributions", "GET, HEAD, POST"),
         ("POST", "/api/v1/distributions/d", "GET, HEAD, PATCH, DELETE"),
