@@ -125,14 +125,14 @@ impl Hosted {
             Some(target) => self.pull.blob(&target, digest, want_body).await,
             None => match self.pull.local_blob(digest).await? {
                 Some(stored) => Ok(stored),
-                None => self.from_source(digest, want_body).await,
+                None => self.fetch_from_source(digest, want_body).await,
             },
         }
     }
 
     /// A blob synced on demand: fetched through the remote its sync
     /// recorded as its source (the first one still configured).
-    async fn from_source(&self, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+    async fn fetch_from_source(&self, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
         let wanted = digest.clone();
         let sources = self.metadata.run(move |s| s.blob_sources(&wanted)).await?;
         for (remote, name) in sources {

@@ -220,7 +220,7 @@ impl Run<'_> {
     /// What each tag points at now, `download_concurrency` at a time. A
     /// tag deleted while listing is skipped.
     async fn resolve_tags(&self, wanted: &[&String]) -> Result<Vec<(String, Digest)>, SyncError> {
-        let owned: Vec<String> = wanted.iter().map(|t| String::clone(t)).collect();
+        let owned: Vec<String> = wanted.iter().map(|t| (*t).clone()).collect();
         let resolved: Vec<Option<(String, Digest)>> = stream::iter(owned)
             .map(|tag| async move {
                 self.turn().await?;

@@ -259,7 +259,7 @@ async fn the_seeds_workflow_syncs_filters_mirrors_and_keeps_signatures() {
         .flatten()
         .filter_map(|m| m["digest"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(listed, [referrer.manifest.digest.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&referrer.manifest.digest));
     let sig = http::request("HEAD", &format!("{}/v2/foo/manifests/{cosign_tag}", wharf.url()), &[]).await;
     assert_eq!(sig.header("docker-content-digest"), Some(cosign.manifest.digest.as_str()));
 

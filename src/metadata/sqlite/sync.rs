@@ -379,7 +379,7 @@ mod tests {
         assert_eq!(manifests(&s, None).len(), 2, "additive keeps the old manifest");
         let all = |_: &str| true;
         s.sync("foo", "r", &content(&[&new], &[("app", &new)]), SyncMode::Mirror { in_scope: &all }).unwrap();
-        assert_eq!(manifests(&s, None), [new.digest.clone()]);
+        assert_eq!(manifests(&s, None), std::slice::from_ref(&new.digest));
     }
 
     #[test]
