@@ -265,13 +265,13 @@ impl Run<'_> {
         let mut found: HashMap<Digest, ManifestFacts> = HashMap::new();
         let mut order: Vec<Digest> = Vec::new();
         let mut signature_tags: Vec<(String, Digest)> = Vec::new();
-        let mut queue: VecDeque<Digest> = roots.into_iter().collect();
+        // Every digest is queued (and counted in the total) once.
+        let mut queued: HashSet<Digest> = HashSet::new();
+        let mut queue: VecDeque<Digest> = roots.into_iter().filter(|d| queued.insert(d.clone())).collect();
+        self.grow(queue.len() as u64);
         // Unknown until asked once: a remote without the API answers 404.
         let mut referrers_api: Option<bool> = None;
         while let Some(digest) = queue.pop_front() {
-            if found.contains_key(&digest) {
-                continue;
-            }
             self.turn().await?;
             let manifest = self
                 .pull
@@ -317,9 +317,9 @@ impl Run<'_> {
                     next.extend(index_digests(&m.bytes));
                 }
             }
-            let new = next.iter().filter(|d| !found.contains_key(*d)).count() as u64;
-            self.grow(new);
-            queue.extend(next);
+            let before = queue.len();
+            queue.extend(next.into_iter().filter(|d| queued.insert(d.clone())));
+            self.grow((queue.len() - before) as u64);
             order.push(digest.clone());
             found.insert(digest, facts);
         }

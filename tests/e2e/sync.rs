@@ -241,6 +241,9 @@ async fn the_seeds_workflow_syncs_filters_mirrors_and_keeps_signatures() {
     let again = admin_ok(&wharf, "POST", "repositories/foo/sync", Some(json!({}))).await;
     let again = wait_task(&wharf, again["id"].as_u64().expect("id")).await;
     assert_eq!((again["state"].clone(), again["created_resources"].clone()), (json!("completed"), json!([])));
+    let progress = &again["progress"];
+    assert!(progress["items_done"].as_u64().is_some_and(|n| n > 0), "{again}");
+    assert_eq!(progress["items_done"], progress["items_total"], "a finished sync did all it counted: {again}");
     assert_eq!(admin_ok(&wharf, "GET", "repositories/foo", None).await["latest_version"], 1);
 
     cli_ok(&wharf, &["distribution", "create", "--name", "foo", "--base-path", "foo", "--repository", "foo"]).await;
