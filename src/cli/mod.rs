@@ -228,28 +228,14 @@ fn admin_output(
     )?;
     let client = AdminClient::new(url).with_credentials(credentials);
     if let Some(id) = admin_commands::task_to_wait_for(command) {
-        return match runtime.block_on(task_wait::wait_for_task(&client, id, true)) {
-            Ok(reply) => Ok(shown(&reply, &call.view, json)),
-            Err(WaitError::Admin(e)) => Err(e.into()),
-            Err(WaitError::Ended(ended)) => {
-                let output = shown(&ended.task, &call.view, json);
-                Err(AdminCommandError::TaskEnded { ended: Box::new(ended), output })
-            }
-        };
+        return waited(runtime.block_on(task_wait::wait_for_task(&client, id, true)), &call.view, json);
     }
     let mut reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
     if admin_commands::waits_for_started_task(command) {
         let Some(id) = reply.value["id"].as_u64() else {
             return Ok(shown(&reply, &call.view, json));
         };
-        return match runtime.block_on(task_wait::wait_for_task(&client, id, true)) {
-            Ok(done) => Ok(shown(&done, &call.view, json)),
-            Err(WaitError::Admin(e)) => Err(e.into()),
-            Err(WaitError::Ended(ended)) => {
-                let output = shown(&ended.task, &call.view, json);
-                Err(AdminCommandError::TaskEnded { ended: Box::new(ended), output })
-            }
-        };
+        return waited(runtime.block_on(task_wait::wait_for_task(&client, id, true)), &call.view, json);
     }
     if let View::Curated { repository } = &call.view {
         if !json && reply.value["version"].is_null() {
@@ -263,6 +249,23 @@ fn admin_output(
         }
     }
     Ok(shown(&reply, &call.view, json))
+}
+
+/// A finished task as printed; one that failed or was canceled is an error
+/// that still carries its printout.
+fn waited(
+    result: Result<admin_client::Reply, WaitError>,
+    view: &output::View,
+    json: bool,
+) -> Result<String, AdminCommandError> {
+    match result {
+        Ok(done) => Ok(shown(&done, view, json)),
+        Err(WaitError::Admin(e)) => Err(e.into()),
+        Err(WaitError::Ended(ended)) => {
+            let output = shown(&ended.task, view, json);
+            Err(AdminCommandError::TaskEnded { ended: Box::new(ended), output })
+        }
+    }
 }
 
 /// An answer as printed: the API's JSON with `--json`, else `view`.
