@@ -382,7 +382,9 @@ impl PullThrough {
         Ok(TagEntry { digest, ttl: cfg.tag_ttl })
     }
 
-    async fn fetch_manifest_by_tag(&self, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
+    /// Fetches and stores the manifest `tag` names, for an upstream that
+    /// does not say the digest on a HEAD; its digest.
+    pub(crate) async fn fetch_manifest_by_tag(&self, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
         let fetched = target
             .upstream
             .get_manifest(&target.repo, &Reference::Tag(tag.clone()), self.max_manifest_size)
@@ -551,37 +553,22 @@ impl PullThrough {
 
     async fn list_all_tags(&self, target: &Target) -> Result<TagList, PullError> {
         let cfg = target.upstream.config();
-        let mut all: Vec<String> = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_TAG_PAGES {
-            let page = match target.upstream.tags_list(&target.repo, None, cursor.as_deref()).await {
-                Ok(page) => page,
-                Err(UpstreamError::NotFound) => {
-                    return Err(PullError::Route(RouteError::NoUpstream(target.repo.to_string())))
-                }
-                Err(e) if is_unavailable(&e) => {
-                    tracing::warn!(upstream = %cfg.name, repository = %target.repo, error = %e,
-                        "upstream unavailable; listing the locally known tags");
-                    let repository = recorder::repository_name(&self.origin(target));
-                    let known = match self.metadata.run(move |s| s.tag_names(&repository, None)).await {
-                        Ok(names) => names,
-                        Err(MetadataError::NotFound(_)) => Vec::new(),
-                        Err(e) => return Err(e.into()),
-                    };
-                    return Ok(TagList { tags: Arc::new(known), ttl: cfg.tag_ttl.min(STALE_RECHECK) });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let next = page.tags.last().cloned();
-            all.extend(page.tags);
-            match next {
-                Some(last) if page.has_more => cursor = Some(last),
-                _ => break,
+        match target.upstream.all_tags(&target.repo, MAX_TAG_PAGES).await {
+            Ok(all) => Ok(TagList { tags: Arc::new(all), ttl: cfg.tag_ttl }),
+            Err(UpstreamError::NotFound) => Err(PullError::Route(RouteError::NoUpstream(target.repo.to_string()))),
+            Err(e) if is_unavailable(&e) => {
+                tracing::warn!(upstream = %cfg.name, repository = %target.repo, error = %e,
+                    "upstream unavailable; listing the locally known tags");
+                let repository = recorder::repository_name(&self.origin(target));
+                let known = match self.metadata.run(move |s| s.tag_names(&repository, None)).await {
+                    Ok(names) => names,
+                    Err(MetadataError::NotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(TagList { tags: Arc::new(known), ttl: cfg.tag_ttl.min(STALE_RECHECK) })
             }
+            Err(e) => Err(e.into()),
         }
-        all.sort();
-        all.dedup();
-        Ok(TagList { tags: Arc::new(all), ttl: cfg.tag_ttl })
     }
 
     /// Pull-through repositories, named as clients address them

@@ -191,30 +191,15 @@ impl Run<'_> {
     }
 
     async fn list_tags(&self) -> Result<Vec<String>, SyncError> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_TAG_PAGES {
-            self.turn().await?;
-            let page = match self.target.upstream.tags_list(&self.target.repo, None, cursor.as_deref()).await {
-                Ok(page) => page,
-                Err(UpstreamError::NotFound) => {
-                    return Err(SyncError::NoRepository {
-                        remote: self.remote.name.clone(),
-                        name: self.remote.upstream_name.clone(),
-                    })
-                }
-                Err(e) => return Err(fetch_error("tag list".into(), e.into())),
-            };
-            let next = page.tags.last().cloned();
-            all.extend(page.tags);
-            match next {
-                Some(last) if page.has_more => cursor = Some(last),
-                _ => break,
-            }
+        self.turn().await?;
+        match self.target.upstream.all_tags(&self.target.repo, MAX_TAG_PAGES).await {
+            Ok(all) => Ok(all),
+            Err(UpstreamError::NotFound) => Err(SyncError::NoRepository {
+                remote: self.remote.name.clone(),
+                name: self.remote.upstream_name.clone(),
+            }),
+            Err(e) => Err(fetch_error("tag list".into(), e.into())),
         }
-        all.sort();
-        all.dedup();
-        Ok(all)
     }
 
     /// What each tag points at now, `download_concurrency` at a time. A
@@ -226,7 +211,7 @@ impl Run<'_> {
                 self.turn().await?;
                 let what = || format!("tag {tag:?}");
                 let parsed: Tag = tag.parse().map_err(|e| fetch_error(what(), PullError::Internal(format!("{e}"))))?;
-                let reference = Reference::Tag(parsed);
+                let reference = Reference::Tag(parsed.clone());
                 let digest = match self.target.upstream.head_manifest(&self.target.repo, &reference).await {
                     Ok(head) => head.digest,
                     Err(UpstreamError::NotFound) => return Ok(None),
@@ -234,14 +219,13 @@ impl Run<'_> {
                 };
                 let digest = match digest {
                     Some(d) => d,
-                    // No digest header: fetch by tag and hash the bytes.
+                    // No digest header: fetch (and store) by tag.
                     None => {
                         self.turn().await?;
-                        let limit = 4 << 20;
-                        match self.target.upstream.get_manifest(&self.target.repo, &reference, limit).await {
-                            Ok(m) => m.digest.unwrap_or_else(|| Digest::of(crate::oci::Algorithm::Sha256, &m.bytes)),
-                            Err(UpstreamError::NotFound) => return Ok(None),
-                            Err(e) => return Err(fetch_error(what(), e.into())),
+                        match self.pull.fetch_manifest_by_tag(&self.target, &parsed).await {
+                            Ok(d) => d,
+                            Err(PullError::ManifestUnknown) => return Ok(None),
+                            Err(e) => return Err(fetch_error(what(), e)),
                         }
                     }
                 };

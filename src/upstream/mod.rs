@@ -287,6 +287,26 @@ impl Upstream {
         .await
     }
 
+    /// Every tag of `repo`, following the `Link` pages (at most
+    /// `max_pages`), sorted and without duplicates. A failure on any page
+    /// fails the listing.
+    pub(crate) async fn all_tags(&self, repo: &RepositoryName, max_pages: usize) -> Result<Vec<String>, UpstreamError> {
+        let mut all: Vec<String> = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..max_pages {
+            let page = self.tags_list(repo, None, cursor.as_deref()).await?;
+            let next = page.tags.last().cloned();
+            all.extend(page.tags);
+            match next {
+                Some(last) if page.has_more => cursor = Some(last),
+                _ => break,
+            }
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
     /// `GET /v2/<repo>/referrers/<digest>[?artifactType=]`, read whole (at
     /// most 4 MiB). An upstream without the referrers API answers 404, which
     /// is [`UpstreamError::NotFound`]; falling back to the tag schema is the
