@@ -174,8 +174,7 @@ pub(crate) async fn get_repository(api: &Api, path: RepositoryPath) -> Reply {
     ),
 )]
 pub(crate) async fn create_repository(api: &Api, body: NewRepository) -> Reply {
-    let name = body.name.clone();
-    let created = api.repositories.create(name, body.into()).await?;
+    let created = api.repositories.create(body.into()).await?;
     let encoded: String = form_urlencoded::byte_serialize(created.name.as_bytes()).collect();
     let location = HeaderValue::try_from(format!("/api/v1/repositories/{encoded}"))
         .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;

@@ -221,7 +221,7 @@ pub(crate) struct NewRepository {
     /// A repository name as clients address it (`team/app`); not under an
     /// upstream's path prefix.
     #[schema(example = "foo")]
-    pub(crate) name: String,
+    name: String,
     #[serde(default)]
     description: Option<String>,
     /// Versions kept; null keeps all.
@@ -240,14 +240,17 @@ pub(crate) struct NewRepository {
     sync_interval: Option<u64>,
 }
 
-impl From<NewRepository> for crate::sync::RepositorySettings {
+impl From<NewRepository> for metadata::NewRepository {
     fn from(n: NewRepository) -> Self {
-        crate::sync::RepositorySettings {
+        metadata::NewRepository {
+            name: n.name,
             description: n.description,
             retain_versions: n.retain_versions,
             remote: n.remote,
             sync_mirror: n.sync_mirror,
             sync_interval: n.sync_interval,
+            // The service schedules the first sync.
+            next_sync_at: None,
         }
     }
 }

@@ -21,7 +21,7 @@ mod schedule;
 
 pub(crate) use clients::Clients;
 pub(crate) use remote::{NewRemote, RemotePatch, Remotes};
-pub(crate) use repositories::{RepositorySettings, SyncRepositories};
+pub(crate) use repositories::SyncRepositories;
 pub(crate) use run::{SyncRequest, Syncer};
 pub(crate) use schedule::{run_schedules, start};
 

@@ -17,16 +17,6 @@ pub(crate) const MAX_SYNC_INTERVAL: u64 = 366 * 24 * 3600;
 const JITTER: f64 = 0.1;
 const MAX_DESCRIPTION: usize = 1024;
 
-/// What the admin API asks for; `sync_interval` in seconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RepositorySettings {
-    pub(crate) description: Option<String>,
-    pub(crate) retain_versions: Option<u32>,
-    pub(crate) remote: Option<String>,
-    pub(crate) sync_mirror: bool,
-    pub(crate) sync_interval: Option<u64>,
-}
-
 /// The sync repositories service. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct SyncRepositories {
@@ -39,22 +29,16 @@ impl SyncRepositories {
         SyncRepositories { metadata, upstream_names: Arc::new(upstream_names) }
     }
 
-    pub(crate) async fn create(&self, name: String, settings: RepositorySettings) -> Result<Repository, MetadataError> {
-        self.check_name(&name)?;
-        check_settings(&settings.description, settings.retain_versions, settings.sync_interval)?;
-        if settings.sync_interval.is_some() && settings.remote.is_none() {
+    /// Creates a sync repository; its first scheduled sync (if any) is
+    /// computed here, whatever `new.next_sync_at` says.
+    pub(crate) async fn create(&self, mut new: NewRepository) -> Result<Repository, MetadataError> {
+        self.check_name(&new.name)?;
+        check_settings(&new.description, new.retain_versions, new.sync_interval)?;
+        if new.sync_interval.is_some() && new.remote.is_none() {
             return Err(MetadataError::Invalid("sync_interval needs a remote to sync from".into()));
         }
-        self.check_remote(settings.remote.clone()).await?;
-        let new = NewRepository {
-            name,
-            description: settings.description,
-            retain_versions: settings.retain_versions,
-            remote: settings.remote,
-            sync_mirror: settings.sync_mirror,
-            sync_interval: settings.sync_interval,
-            next_sync_at: settings.sync_interval.map(|s| next_sync(now_millis(), s)),
-        };
+        self.check_remote(new.remote.clone()).await?;
+        new.next_sync_at = new.sync_interval.map(|s| next_sync(now_millis(), s));
         self.metadata.run(move |s| s.create_repository(&new)).await
     }
 

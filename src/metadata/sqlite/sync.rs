@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
 
 use super::{
-    add_manifest, close_version, i64_of, remove_content, repo_from_row, repository_row,
+    add_manifest, close_version, i64_of, id_by_digest, set_tag, remove_content, repo_from_row, repository_row,
     require_repository, RepoRow, PRESENT, REPO_COLUMNS,
 };
 use crate::metadata::{
@@ -137,15 +137,20 @@ pub(super) fn apply_sync(
 ) -> Result<Option<u64>, MetadataError> {
     let mut repo = sync_repository(tx, name, "are synced")?;
     let v = i64_of(repo.repo.latest_version) + 1;
-    let by_digest: HashMap<&Digest, _> = content.manifests.iter().map(|m| (&m.digest, m)).collect();
     for facts in &content.manifests {
         add_manifest(tx, repo.id, facts, None, v)?;
     }
+    let synced: HashSet<&Digest> = content.manifests.iter().map(|m| &m.digest).collect();
     for (tag, digest) in &content.tags {
-        let Some(facts) = by_digest.get(digest) else {
-            return Err(MetadataError::Invalid(format!("tag {tag:?} names manifest {digest}, which the sync did not fetch")));
+        let manifest = match id_by_digest(tx, "manifests", digest)? {
+            Some(id) if synced.contains(digest) => id,
+            _ => {
+                return Err(MetadataError::Invalid(format!(
+                    "tag {tag:?} names manifest {digest}, which the sync did not fetch"
+                )))
+            }
         };
-        add_manifest(tx, repo.id, facts, Some(tag), v)?;
+        set_tag(tx, repo.id, tag, manifest, v)?;
     }
     let mirror = matches!(mode, SyncMode::Mirror { .. });
     if let SyncMode::Mirror { in_scope } = mode {
