@@ -176,21 +176,20 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         registry_tls,
         grace: grace_tx,
     };
-    loop {
-        match signals.next().await {
-            Signal::Reload => {
-                notifier.reloading();
-                let status = match live.reload() {
-                    Ok(()) => "serving (configuration reloaded)".to_owned(),
-                    Err(e) => {
-                        tracing::error!("configuration not reloaded, the running one stays: {e}");
-                        format!("serving (reload failed: {e})")
-                    }
-                };
-                notifier.reloaded(&status);
+    // Reloads run here, one at a time, between signals: a SIGTERM during a
+    // reload waits in its stream and is handled right after. This future is
+    // the runtime's `block_on`, not a worker, so a reload's file reads
+    // (config, certificates, CA bundles) hold up no request.
+    while let Signal::Reload = signals.next().await {
+        notifier.reloading();
+        let status = match live.reload() {
+            Ok(()) => "serving (configuration reloaded)".to_owned(),
+            Err(e) => {
+                tracing::error!("configuration not reloaded, the running one stays: {e}");
+                format!("serving (reload failed: {e})")
             }
-            Signal::Stop => break,
-        }
+        };
+        notifier.reloaded(&status);
     }
 
     notifier.stopping();

@@ -823,6 +823,39 @@ mod tests {
     }
 
     #[test]
+    fn tls_takes_a_cert_and_a_key_and_the_drain_grace_defaults_to_30s() {
+        let c = load_str("[server]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ndrain_grace = \"5s\"\n", &[]).unwrap();
+        assert_eq!(c.server.tls, Some(TlsFiles { cert: "/c.pem".into(), key: "/k.pem".into() }));
+        assert_eq!(c.server.drain_grace, Duration::from_secs(5));
+        let plain = Config::load(None, std::iter::empty()).unwrap();
+        assert_eq!((plain.server.tls, plain.server.drain_grace), (None, Duration::from_secs(30)));
+        let e = err_text(load_str("[server]\ntls_cert = \"/c.pem\"\n", &[]));
+        assert!(e.starts_with("server.tls_key: is required"), "{e}");
+        let e = err_text(load_str("[server]\ntls_key = \"/k.pem\"\n", &[]));
+        assert!(e.starts_with("server.tls_cert: is required"), "{e}");
+        let e = err_text(load_str("[server]\ndrain_grace = \"soon\"\n", &[]));
+        assert!(e.starts_with("server.drain_grace"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_names_the_keys_that_need_a_restart() {
+        let old = load_str("[server]\nlisten = \"127.0.0.1:5000\"\n", &[]).unwrap();
+        let same_but_reloadable = load_str(
+            "[server]\nlisten = \"127.0.0.1:5000\"\ndrain_grace = \"1s\"\n[limits]\nper_ip_rate = 5\n\
+             [[upstream]]\nname = \"x\"\nurl = \"http://127.0.0.1:1\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&same_but_reloadable), Vec::<&str>::new());
+        let moved = load_str(
+            "[server]\nlisten = \"127.0.0.1:5001\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n[storage]\npath = \"/srv/w\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&moved), vec!["server.listen", "storage.path", "server.tls_cert"]);
+    }
+
+    #[test]
     fn the_push_section_is_validated() {
         let c = load_str("[push]\nupload_timeout = \"90m\"\n", &[]).unwrap();
         assert_eq!(c.push.upload_timeout, Duration::from_secs(90 * 60));
