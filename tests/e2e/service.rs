@@ -291,7 +291,7 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_adds_an_upstream_and_a_user_without_dropping_connections_and_a_bad_config_changes_nothing() {
+async fn sighup_applies_upstreams_users_and_limits_without_dropping_connections_and_a_bad_config_changes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clients = Clients::new(&tmp.path().join("clients"));
     let registry = Registry::start(&tmp.path().join("upstream"));
@@ -351,6 +351,15 @@ async fn sighup_adds_an_upstream_and_a_user_without_dropping_connections_and_a_b
     assert!(ready.contains("reload failed") && ready.contains("bogus"), "{ready:?}");
     assert_eq!(conn.get("/v2/two/team/tool/manifests/1", &accept).await.0, 200, "the running config stays");
     assert_eq!(conn.get("/v2/", &[("Authorization", &alice)]).await.0, 200, "the running users stay");
+
+    // [limits] too: a burst of two, refilled once in 1000 s.
+    std::fs::write(&config, format!("{after}\n[limits]\nper_ip_rate = 0.001\nper_ip_burst = 2\n")).expect("write config");
+    let ready = notify.reload(&wharf).await;
+    assert!(!ready.contains("failed"), "{ready:?}");
+    let signed_in = [("Authorization", alice.as_str())];
+    assert_eq!(conn.get("/v2/", &signed_in).await.0, 200);
+    assert_eq!(conn.get("/v2/", &signed_in).await.0, 200);
+    assert_eq!(conn.get("/v2/", &signed_in).await.0, 429, "the new per-IP limit, on the connection opened before it");
     drop(conn);
     wharf.stop();
 }
