@@ -326,39 +326,42 @@ enum Signal {
 /// two waits.
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     fn new() -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate())
-            .map_err(|e| tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops wharf"))
-            .ok();
-        let hup = signal(SignalKind::hangup())
-            .map_err(|e| tracing::warn!(error = %e, "cannot watch SIGHUP; config changes need a restart"))
-            .ok();
-        Signals { term, hup }
+        let watch = |kind: SignalKind, name: &str, without: &str| {
+            signal(kind).map_err(|e| tracing::warn!(error = %e, "cannot watch {name}; {without}")).ok()
+        };
+        Signals {
+            term: watch(SignalKind::terminate(), "SIGTERM", "only Ctrl-C stops wharf"),
+            int: watch(SignalKind::interrupt(), "SIGINT", "Ctrl-C does not stop wharf"),
+            hup: watch(SignalKind::hangup(), "SIGHUP", "config changes need a restart"),
+        }
     }
 
     async fn next(&mut self) -> Signal {
-        // A stream that could not be registered never resolves.
-        let term = async {
-            match &mut self.term {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let hup = async {
-            match &mut self.hup {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = term => Signal::Stop,
-            _ = tokio::signal::ctrl_c() => Signal::Stop,
-            Some(()) = hup => Signal::Reload,
+            () = received(&mut self.term) => Signal::Stop,
+            () = received(&mut self.int) => Signal::Stop,
+            () = received(&mut self.hup) => Signal::Reload,
         }
+    }
+}
+
+/// Resolves when `signal` arrives; never, for a signal that could not be
+/// watched.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                // The signal driver is gone (the runtime is shutting down).
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
