@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::body::Body;
-use crate::limits::ClientAddr;
+use crate::limits::{ClientAddr, OverTls};
 use crate::tls::ServerTls;
 
 /// A slow or idle client gets this long to send its request headers, and,
@@ -88,8 +88,12 @@ pub(crate) async fn serve<H: Handler>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let over_tls = tls.is_some();
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(ClientAddr(peer));
+                    if over_tls {
+                        req.extensions_mut().insert(OverTls);
+                    }
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler.call(req).await) }
                 });

@@ -177,6 +177,8 @@ pub(crate) struct Caller<'a> {
     headers: &'a HeaderMap,
     /// `Host` (HTTP/1.1) or the URI's authority (HTTP/2).
     host: Option<&'a str>,
+    /// Over TLS: a realm derived from `host` is `https://`.
+    https: bool,
 }
 
 impl<'a> Caller<'a> {
@@ -186,7 +188,8 @@ impl<'a> Caller<'a> {
             .authority()
             .map(|a| a.as_str())
             .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()));
-        Caller { headers: req.headers(), host }
+        let https = req.extensions().get::<crate::limits::OverTls>().is_some();
+        Caller { headers: req.headers(), host, https }
     }
 }
 
@@ -469,7 +472,7 @@ impl Auth {
     pub(crate) fn challenge(&self, caller: Caller<'_>, scope: &Scope, error: Option<&str>) -> Challenge {
         let realm = match &self.settings().realm {
             Some(r) => r.clone(),
-            None => format!("http://{}/token", clean_host(caller.host)),
+            None => format!("{}://{}/token", if caller.https { "https" } else { "http" }, clean_host(caller.host)),
         };
         let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.settings().service);
         if let Some(scope) = scope.as_string() {

@@ -441,10 +441,21 @@ async fn skopeo_pulls_over_tls_with_h2_by_alpn_and_a_reload_swaps_the_certificat
     }
 
     let notify = NotifySocket::bind(tmp.path());
-    let config = write_config(&tmp.path().join("wharf"), &[UpstreamEntry::new("one", &registry.url())]);
-    let toml = std::fs::read_to_string(&config).expect("read config");
+    // Pulls need a user, so the client follows the token realm wharf
+    // derives: over TLS it must be https.
+    let config = write_config(
+        &tmp.path().join("wharf"),
+        &[UpstreamEntry::new("one", &registry.url()).extra("anonymous_pull = false")],
+    );
+    let mut toml = std::fs::read_to_string(&config).expect("read config");
     let tls = format!("[server]\ntls_cert = {:?}\ntls_key = {:?}\n", live.join("server.crt"), live.join("server.key"));
-    std::fs::write(&config, toml.replacen("[server]\n", &tls, 1)).expect("write config");
+    toml = toml.replacen("[server]\n", &tls, 1);
+    toml.push_str(&format!(
+        "\n[[auth.user]]\nname = \"puller\"\npassword_hash = {:?}\n\n\
+         [[auth.rule]]\nusers = [\"puller\"]\nrepositories = [\"one/*\"]\nactions = [\"pull\"]\n",
+        hash_password("pull-pass")
+    ));
+    std::fs::write(&config, toml).expect("write config");
     let wharf = Wharf::start_with_env(&config, &[("NOTIFY_SOCKET", &notify.env())]);
     notify.expect("READY=1").await;
     let https = format!("https://{}/v2/", wharf.host());
@@ -453,11 +464,12 @@ async fn skopeo_pulls_over_tls_with_h2_by_alpn_and_a_reload_swaps_the_certificat
     let source = format!("docker://{}/one/team/tool:1", wharf.host());
     let layout = tempfile::tempdir().expect("tempdir");
     let dest = format!("oci:{}:1", layout.path().display());
-    let untrusted = clients.skopeo(&["copy", "--preserve-digests", &source, &dest]);
+    let creds = "puller:pull-pass";
+    let untrusted = clients.skopeo(&["copy", "--preserve-digests", "--src-creds", creds, &source, &dest]);
     assert!(!untrusted.status.success(), "a pull that does not trust the test CA must fail");
     let trust = first.join("trust");
     let cert_dir = trust.to_str().expect("utf-8 path");
-    clients.skopeo_ok(&["copy", "--preserve-digests", "--src-cert-dir", cert_dir, &source, &dest]);
+    clients.skopeo_ok(&["copy", "--preserve-digests", "--src-cert-dir", cert_dir, "--src-creds", creds, &source, &dest]);
     assert_layout_holds_image(layout.path(), "1", &image);
 
     assert_eq!(curl_version(&first.join("ca.crt"), &https, true).as_deref(), Ok("2"), "ALPN h2");
