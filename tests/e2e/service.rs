@@ -88,6 +88,28 @@ fn the_sysusers_file_creates_the_units_user() {
     assert!(unit.contains("\nUser=wharf\n") && unit.contains("\nType=notify\n"), "the unit runs as the sysusers user, Type=notify");
 }
 
+/// `45s` or `"30s"` as whole seconds.
+fn seconds(value: &str) -> u64 {
+    let v = value.trim().trim_matches('"');
+    v.strip_suffix('s').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not whole seconds: {value:?}"))
+}
+
+#[test]
+fn systemd_waits_longer_than_the_default_drain_grace_and_task_grace() {
+    let unit = std::fs::read_to_string(UNIT).expect("read unit");
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/wharf.toml")).expect("conf");
+    let value = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} line"))
+            .to_owned()
+    };
+    let stop = seconds(&value(&unit, "TimeoutStopSec="));
+    let grace = seconds(&value(&example, "drain_grace = "));
+    // After the drain, background tasks get 10 s to stop (app.rs).
+    assert!(stop > grace + 10, "TimeoutStopSec={stop}s must exceed drain_grace {grace}s + 10s, or systemd kills a clean drain");
+}
+
 // ---------------------------------------------------------------------------
 // Notifications.
 
