@@ -3,6 +3,7 @@
 //! requests itself.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,15 +22,15 @@ use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::pullthrough::{PullThrough, Recorder, Upstreams};
 use crate::repository::{Distributions, Hosted, Pushes};
-use crate::server::{self, Handler};
+use crate::notify::Notifier;
+use crate::server::{self, Handler, Swap};
 use crate::storage::Storage;
 use crate::sync::{self, Clients, SyncParts, SyncRepositories, Syncer};
 use crate::tasks::Tasks;
+use crate::tls::ServerTls;
 use crate::upload::Uploads;
 use crate::upstream::Upstream;
 
-/// In-flight requests get this long to finish after SIGTERM.
-const DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// Canceled background tasks get this long to stop after the drain; any
 /// still running then are recorded as failed.
 const TASKS_GRACE: Duration = Duration::from_secs(10);
@@ -57,8 +58,9 @@ impl Handler for Admin {
     }
 }
 
-/// Runs wharf until SIGTERM or SIGINT.
-pub(crate) async fn run(config: Config) -> Result<(), StartError> {
+/// Runs wharf until SIGTERM or SIGINT; SIGHUP reloads `config_path` (and
+/// the environment's `WHARF_*` overrides).
+pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Config(format!("metrics: {e}")))?;
     let upstreams = config
         .upstreams
@@ -102,13 +104,17 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         metrics.clone(),
         metadata.clone(),
         distributions.clone(),
-        SyncParts { tasks: tasks.clone(), syncer },
+        SyncParts { tasks: tasks.clone(), syncer: syncer.clone() },
         storage.clone(),
         &config.upstreams,
         auth.clone(),
     )
     .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
 
+    let registry_tls = match &config.server.tls {
+        Some(files) => Some(ServerTls::load(files).map_err(|e| StartError::Config(e.to_string()))?),
+        None => None,
+    };
     let registry_listener = bind("server.listen", config.server.listen).await?;
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
     let registry_addr = registry_listener.local_addr().map_err(|source| StartError::Bind {
@@ -121,6 +127,177 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         addr: config.server.admin_listen,
         source,
     })?;
+    log_reloadable(&config);
+    if !auth.has_users() {
+        tracing::info!("no [[auth.user]] configured: anonymous pulls only, the admin API is open, nobody may push");
+    }
+    // Caught from here on, before anyone can be told wharf is up: a SIGHUP
+    // that arrives early must not kill the process (the default action).
+    let mut signals = Signals::new();
+    tracing::info!(
+        registry = %registry_addr,
+        admin = %admin_addr,
+        tls = registry_tls.is_some(),
+        storage = %config.storage.path.display(),
+        "wharf listening"
+    );
+
+    let limits = RateLimits::new(&config.limits, &metrics);
+    tokio::spawn(limits.housekeeping());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (grace_tx, grace_rx) = watch::channel(config.server.drain_grace);
+    let registry = Arc::new(Swap::new(
+        Registry::new(pull.clone(), distributions.clone(), hosted, push, metrics.clone(), auth.clone()).with_limits(limits),
+    ));
+    let admin = Arc::new(Swap::new(admin));
+    let registry_server = tokio::spawn(server::serve(
+        registry_listener,
+        registry.clone(),
+        registry_tls.clone(),
+        stop_rx.clone(),
+        grace_rx.clone(),
+    ));
+    let admin_server = tokio::spawn(server::serve(admin_listener, admin.clone(), None, stop_rx, grace_rx));
+    let notifier = Notifier::from_env();
+    notifier.ready();
+
+    let mut live = Live {
+        started: config.clone(),
+        applied: config,
+        config_path,
+        metrics: metrics.clone(),
+        pull,
+        distributions,
+        clients,
+        auth,
+        registry,
+        admin,
+        admin_parts: AdminParts { metadata, sync: SyncParts { tasks: tasks.clone(), syncer }, storage },
+        registry_tls,
+        grace: grace_tx,
+    };
+    // Reloads run here, one at a time, between signals: a SIGTERM during a
+    // reload waits in its stream and is handled right after. This future is
+    // the runtime's `block_on`, not a worker, so a reload's file reads
+    // (config, certificates, CA bundles) hold up no request.
+    while let Signal::Reload = signals.next().await {
+        notifier.reloading();
+        let status = match live.reload() {
+            Ok(()) => "serving (configuration reloaded)".to_owned(),
+            Err(e) => {
+                tracing::error!("configuration not reloaded, the running one stays: {e}");
+                format!("serving (reload failed: {e})")
+            }
+        };
+        notifier.reloaded(&status);
+    }
+
+    notifier.stopping();
+    tracing::info!(grace = ?live.applied.server.drain_grace, "shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(registry_server, admin_server);
+    // Fills still running lose their last client here and are dropped with
+    // the runtime: each removes its spool file, and nothing unverified was
+    // ever renamed into objects/ (the next start empties spool/ anyway).
+    // Running tasks stop at their next check; none is left recorded as running.
+    tasks.shutdown(TASKS_GRACE).await;
+    // Everything pulled before the drain ends up in a repository version.
+    recorder.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What the admin API is built from, besides what a reload changes.
+struct AdminParts {
+    metadata: Metadata,
+    sync: SyncParts,
+    storage: Storage,
+}
+
+/// The parts built from config that a reload (SIGHUP) replaces, and the
+/// config they were built from.
+struct Live {
+    /// What the process started with: the keys only a restart applies are
+    /// compared with it, so every reload names them until the restart.
+    started: Config,
+    /// The last config applied.
+    applied: Config,
+    config_path: Option<PathBuf>,
+    metrics: Metrics,
+    pull: PullThrough,
+    distributions: Distributions,
+    clients: Clients,
+    auth: Auth,
+    registry: Arc<Swap<Registry>>,
+    admin: Arc<Swap<Admin>>,
+    admin_parts: AdminParts,
+    registry_tls: Option<ServerTls>,
+    grace: watch::Sender<Duration>,
+}
+
+impl Live {
+    /// Reads the config again and applies it: upstreams, `[limits]`,
+    /// `[auth]` users and rules, the TLS certificate, the drain grace. Every
+    /// step that can fail runs before anything changes, so a config that
+    /// fails leaves the running one whole. Connections stay open: each
+    /// request runs on the parts current when it arrived.
+    fn reload(&mut self) -> Result<(), String> {
+        let new = Config::load(self.config_path.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+        // Fallible steps first.
+        let current = self.pull.upstreams().all();
+        let upstreams = new
+            .upstreams
+            .iter()
+            .map(|cfg| match current.iter().find(|u| u.config() == cfg) {
+                // Unchanged: keep its token cache, connections and turns.
+                Some(same) => Ok(same.clone()),
+                None => Upstream::new(cfg, &self.metrics).map_err(|e| format!("upstream {:?}: {e}", cfg.name)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match (&self.registry_tls, &new.server.tls) {
+            (Some(_), Some(files)) => Some(ServerTls::read(files).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        let admin = Admin::new(
+            self.metrics.clone(),
+            self.admin_parts.metadata.clone(),
+            self.distributions.clone(),
+            self.admin_parts.sync.clone(),
+            self.admin_parts.storage.clone(),
+            &new.upstreams,
+            self.auth.clone(),
+        )
+        .map_err(|e| format!("admin API: {e}"))?;
+
+        // Nothing below fails.
+        let names: Vec<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();
+        self.pull.upstreams().replace(upstreams);
+        self.distributions.set_upstream_names(names);
+        self.clients.set_upstreams(new.upstreams.clone());
+        self.auth.reconfigure(&new.auth);
+        if new.limits != self.applied.limits {
+            // New buckets: a changed limit starts everyone afresh.
+            let limits = RateLimits::new(&new.limits, &self.metrics);
+            tokio::spawn(limits.housekeeping());
+            self.registry.replace(Registry::clone(&self.registry.get()).with_limits(limits));
+        }
+        self.admin.replace(admin);
+        if let (Some(current), Some(config)) = (&self.registry_tls, tls) {
+            current.replace(config);
+        }
+        self.grace.send_replace(new.server.drain_grace);
+        for key in self.started.needs_restart(&new) {
+            tracing::warn!(key, "changed in the configuration; takes effect only after a restart");
+        }
+        log_reloadable(&new);
+        tracing::info!("configuration reloaded");
+        self.applied = new;
+        Ok(())
+    }
+}
+
+/// The settings a reload can change, as they are now.
+fn log_reloadable(config: &Config) {
     for u in &config.upstreams {
         tracing::info!(name = %u.name, url = %u.url, default = u.default, tag_ttl = ?u.tag_ttl, "upstream");
     }
@@ -131,50 +308,60 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         service = %config.auth.service,
         "authentication"
     );
-    if !auth.has_users() {
-        tracing::info!("no [[auth.user]] configured: anonymous pulls only, the admin API is open, nobody may push");
-    }
-    tracing::info!(registry = %registry_addr, admin = %admin_addr, storage = %config.storage.path.display(), "wharf listening");
-
-    let limits = RateLimits::new(&config.limits, &metrics);
-    tokio::spawn(limits.housekeeping());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let registry = tokio::spawn(server::serve(
-        registry_listener,
-        Arc::new(Registry::new(pull, distributions.clone(), hosted, push, metrics.clone(), auth).with_limits(limits)),
-        stop_rx.clone(),
-        DRAIN_GRACE,
-    ));
-    let admin = tokio::spawn(server::serve(admin_listener, Arc::new(admin), stop_rx, DRAIN_GRACE));
-
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(registry, admin);
-    // Running tasks stop at their next check; none is left recorded as running.
-    tasks.shutdown(TASKS_GRACE).await;
-    // Everything pulled before the drain ends up in a repository version.
-    recorder.flush().await;
-    tracing::info!("stopped");
-    Ok(())
 }
 
 async fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// What a signal asks of wharf.
+enum Signal {
+    /// SIGHUP: read the config again.
+    Reload,
+    /// SIGTERM (systemd's stop) or SIGINT (Ctrl-C): drain and exit.
+    Stop,
+}
+
+/// The signals wharf handles, registered once so none is missed between
+/// two waits.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let watch = |kind: SignalKind, name: &str, without: &str| {
+            signal(kind).map_err(|e| tracing::warn!(error = %e, "cannot watch {name}; {without}")).ok()
+        };
+        Signals {
+            term: watch(SignalKind::terminate(), "SIGTERM", "only Ctrl-C stops wharf"),
+            int: watch(SignalKind::interrupt(), "SIGINT", "Ctrl-C does not stop wharf"),
+            hup: watch(SignalKind::hangup(), "SIGHUP", "config changes need a restart"),
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            () = received(&mut self.term) => Signal::Stop,
+            () = received(&mut self.int) => Signal::Stop,
+            () = received(&mut self.hup) => Signal::Reload,
+        }
+    }
+}
+
+/// Resolves when `signal` arrives; never, for a signal that could not be
+/// watched.
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                // The signal driver is gone (the runtime is shutting down).
+                std::future::pending::<()>().await;
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops wharf");
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        None => std::future::pending().await,
     }
 }

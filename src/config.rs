@@ -143,6 +143,9 @@ struct RawServer {
     listen: String,
     admin_listen: String,
     max_manifest_size: String,
+    drain_grace: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -151,6 +154,9 @@ impl Default for RawServer {
             listen: "0.0.0.0:5000".into(),
             admin_listen: "127.0.0.1:5050".into(),
             max_manifest_size: "4MiB".into(),
+            drain_grace: "30s".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -318,6 +324,22 @@ pub(crate) struct ServerConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: SocketAddr,
     pub(crate) max_manifest_size: usize,
+    /// After SIGTERM, how long in-flight requests may take to finish before
+    /// their connections are closed.
+    pub(crate) drain_grace: Duration,
+    /// Serve the registry port over TLS with these PEM files.
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+/// `server.tls_cert` and `server.tls_key`: PEM files read at start and
+/// again on every reload (SIGHUP), so a renewed certificate needs no
+/// restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub(crate) cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -330,7 +352,7 @@ pub(crate) struct LogConfig {
     pub(crate) level: String,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Credentials {
     pub(crate) username: String,
     pub(crate) password: String,
@@ -346,7 +368,9 @@ impl fmt::Debug for Credentials {
     }
 }
 
-#[derive(Clone, Debug)]
+/// Compared on reload: an upstream whose settings did not change keeps its
+/// client (token cache, connections, concurrency cap).
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct UpstreamConfig {
     /// Path prefix and containerd `ns` value; a valid name component.
     pub(crate) name: String,
@@ -419,6 +443,30 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keys that differ between `self` (running) and `new` but take
+    /// effect only at a restart: the listeners, storage, and the parts built
+    /// once at start. Everything else is applied by a reload.
+    pub(crate) fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |key: &'static str, changed: bool| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        check("server.listen", self.server.listen != new.server.listen);
+        check("server.admin_listen", self.server.admin_listen != new.server.admin_listen);
+        check("server.max_manifest_size", self.server.max_manifest_size != new.server.max_manifest_size);
+        check("storage.path", self.storage.path != new.storage.path);
+        // Certificates reload, but a plain port does not turn into TLS (or back).
+        check("server.tls_cert", self.server.tls.is_some() != new.server.tls.is_some());
+        check("push.upload_timeout", self.push.upload_timeout != new.push.upload_timeout);
+        check("tasks.max_parallel", self.tasks.max_parallel != new.tasks.max_parallel);
+        check("log.level", self.log.level != new.log.level);
+        keys
+    }
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let server = ServerConfig {
@@ -426,6 +474,13 @@ impl RawConfig {
             admin_listen: parse_addr("server.admin_listen", &self.server.admin_listen)?,
             max_manifest_size: parse_size("server.max_manifest_size", &self.server.max_manifest_size)?
                 as usize,
+            drain_grace: parse_duration("server.drain_grace", &self.server.drain_grace)?,
+            tls: match (self.server.tls_cert, self.server.tls_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (Some(_), None) => return Err(invalid("server.tls_key", "is required with server.tls_cert")),
+                (None, Some(_)) => return Err(invalid("server.tls_cert", "is required with server.tls_key")),
+            },
         };
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err(invalid("server.admin_listen", "must differ from server.listen"));
@@ -765,6 +820,39 @@ mod tests {
         assert_eq!(hub.tag_ttl, Duration::from_secs(300));
         assert_eq!(c.server.max_manifest_size, 4 << 20);
         assert_eq!(c.push.upload_timeout, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn tls_takes_a_cert_and_a_key_and_the_drain_grace_defaults_to_30s() {
+        let c = load_str("[server]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\ndrain_grace = \"5s\"\n", &[]).unwrap();
+        assert_eq!(c.server.tls, Some(TlsFiles { cert: "/c.pem".into(), key: "/k.pem".into() }));
+        assert_eq!(c.server.drain_grace, Duration::from_secs(5));
+        let plain = Config::load(None, std::iter::empty()).unwrap();
+        assert_eq!((plain.server.tls, plain.server.drain_grace), (None, Duration::from_secs(30)));
+        let e = err_text(load_str("[server]\ntls_cert = \"/c.pem\"\n", &[]));
+        assert!(e.starts_with("server.tls_key: is required"), "{e}");
+        let e = err_text(load_str("[server]\ntls_key = \"/k.pem\"\n", &[]));
+        assert!(e.starts_with("server.tls_cert: is required"), "{e}");
+        let e = err_text(load_str("[server]\ndrain_grace = \"soon\"\n", &[]));
+        assert!(e.starts_with("server.drain_grace"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_names_the_keys_that_need_a_restart() {
+        let old = load_str("[server]\nlisten = \"127.0.0.1:5000\"\n", &[]).unwrap();
+        let same_but_reloadable = load_str(
+            "[server]\nlisten = \"127.0.0.1:5000\"\ndrain_grace = \"1s\"\n[limits]\nper_ip_rate = 5\n\
+             [[upstream]]\nname = \"x\"\nurl = \"http://127.0.0.1:1\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&same_but_reloadable), Vec::<&str>::new());
+        let moved = load_str(
+            "[server]\nlisten = \"127.0.0.1:5001\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n[storage]\npath = \"/srv/w\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(old.needs_restart(&moved), vec!["server.listen", "storage.path", "server.tls_cert"]);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
 //! - `oci`: spec vocabulary (names, tags, digests, media types, error codes).
-//! - `server`: accept loop, hyper connections, graceful drain.
+//! - `server`: accept loop, hyper connections (plain or TLS), graceful drain.
+//! - `tls`: the registry port's certificate, reloadable.
+//! - `notify`: systemd readiness notifications (`Type=notify`).
 //! - `api`: the registry route table, thin handlers, the one error mapping.
 //! - `pullthrough`: upstream selection, tag freshness, coalesced fills, the tee.
 //! - `upstream`: the remote registry client (auth, redirects, retries).
@@ -37,6 +39,7 @@ pub mod config;
 pub(crate) mod limits;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod oci;
 pub(crate) mod pullthrough;
 pub(crate) mod repository;
@@ -44,6 +47,7 @@ pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod sync;
 pub(crate) mod tasks;
+pub(crate) mod tls;
 pub(crate) mod upload;
 pub(crate) mod upstream;
 

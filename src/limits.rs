@@ -45,6 +45,13 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
+/// The request came over TLS (the registry port with `server.tls_cert`):
+/// the server puts it in the extensions of such requests, so that a
+/// derived token realm says `https://`. Here beside [`ClientAddr`] for the
+/// same reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OverTls;
+
 /// How long a refused client must wait before its next request can pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RetryAfter(Duration);

@@ -1,8 +1,10 @@
-//! Accept loop and HTTP connections (HTTP/1.1 and h2c) for a bound
-//! listener, with header timeouts and graceful drain. Knows nothing of OCI.
+//! Accept loop and HTTP connections (HTTP/1.1 and h2c, or over TLS with
+//! ALPN h2 and http/1.1) for a bound listener, with header and handshake
+//! timeouts and graceful drain. Knows nothing of OCI.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +13,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::body::Body;
-use crate::limits::ClientAddr;
+use crate::limits::{ClientAddr, OverTls};
+use crate::tls::ServerTls;
 
-/// A slow or idle client gets this long to send its request headers.
+/// A slow or idle client gets this long to send its request headers, and,
+/// on a TLS port, to finish its handshake.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the server calls for each request.
@@ -26,13 +31,45 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// Serves connections from `listener` until `shutdown` turns true, then
-/// stops accepting and gives in-flight requests up to `grace` to finish.
+/// A handler a reload can replace: each request is served by the one
+/// current when it arrived, so requests under way finish with what they
+/// started with and connections stay open across the swap.
+pub(crate) struct Swap<H> {
+    // A std RwLock held only to clone the Arc, never across an await.
+    current: std::sync::RwLock<Arc<H>>,
+}
+
+impl<H> Swap<H> {
+    pub(crate) fn new(handler: H) -> Swap<H> {
+        Swap { current: std::sync::RwLock::new(Arc::new(handler)) }
+    }
+
+    pub(crate) fn get(&self) -> Arc<H> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub(crate) fn replace(&self, handler: H) {
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(handler);
+    }
+}
+
+impl<H: Handler> Handler for Swap<H> {
+    fn call(&self, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send {
+        let handler = self.get();
+        async move { handler.call(req).await }
+    }
+}
+
+/// Serves connections from `listener` (over TLS when `tls` is given) until
+/// `shutdown` turns true, then stops accepting and gives in-flight
+/// requests up to `grace` to finish. `grace` is read when the drain
+/// starts, so a reload can change it.
 pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
+    tls: Option<ServerTls>,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    grace: watch::Receiver<Duration>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -51,25 +88,57 @@ pub(crate) async fn serve<H: Handler>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let over_tls = tls.is_some();
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(ClientAddr(peer));
+                    if over_tls {
+                        req.extensions_mut().insert(OverTls);
+                    }
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler.call(req).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                let watcher = graceful.watcher();
+                match &tls {
+                    None => {
+                        tokio::spawn(connection(builder.clone(), stream, service, watcher, peer));
                     }
-                });
+                    Some(tls) => {
+                        // The handshake runs in the connection's task, so a
+                        // slow client never holds up the accept loop; it is
+                        // bounded like a request's headers.
+                        let acceptor = tls.acceptor();
+                        let builder = builder.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => connection(builder, stream, service, watcher, peer).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
             () = stopped(&mut shutdown) => break,
         }
     }
     drop(listener);
+    let grace = *grace.borrow();
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "connections still open after the grace period; closing them");
+    }
+}
+
+/// Serves one connection, plain or TLS, until it closes or the drain
+/// closes it.
+async fn connection<I, S>(builder: auto::Builder<TokioExecutor>, io: I, service: S, watcher: Watcher, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

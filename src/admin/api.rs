@@ -804,7 +804,7 @@ fn slice<T: Clone>(all: &[T], page: Pagination) -> Vec<T> {
 pub(crate) async fn list_users(api: &Api, query: &Query) -> Reply {
     let page = query.page()?;
     let rules = api.auth.rules();
-    let all: Vec<User> = api.auth.users().iter().map(|u| User::new(u, rules)).collect();
+    let all: Vec<User> = api.auth.users().iter().map(|u| User::new(u, &rules)).collect();
     json(StatusCode::OK, &UserPage::new(all.len() as u64, page, slice(&all, page)))
 }
 

@@ -177,6 +177,8 @@ pub(crate) struct Caller<'a> {
     headers: &'a HeaderMap,
     /// `Host` (HTTP/1.1) or the URI's authority (HTTP/2).
     host: Option<&'a str>,
+    /// Over TLS: a realm derived from `host` is `https://`.
+    https: bool,
 }
 
 impl<'a> Caller<'a> {
@@ -186,7 +188,8 @@ impl<'a> Caller<'a> {
             .authority()
             .map(|a| a.as_str())
             .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()));
-        Caller { headers: req.headers(), host }
+        let https = req.extensions().get::<crate::limits::OverTls>().is_some();
+        Caller { headers: req.headers(), host, https }
     }
 }
 
@@ -206,13 +209,11 @@ pub(crate) struct Auth {
 }
 
 struct Inner {
-    policy: Policy,
+    /// What the config says; replaced whole by [`Auth::reconfigure`]. A std
+    /// RwLock held only to clone the Arc, never across an await; each check
+    /// reads the settings current when it runs.
+    settings: std::sync::RwLock<Arc<Settings>>,
     keys: keys::KeyRing,
-    service: String,
-    realm: Option<String>,
-    token_ttl: Duration,
-    basic: bool,
-    open_metrics: bool,
     /// Hashes of (user, password) pairs verified recently. Salted per
     /// process, so the cache holds nothing a password could be found from.
     verified: moka::sync::Cache<[u8; 32], ()>,
@@ -221,6 +222,29 @@ struct Inner {
     /// blocking thread): a flood of wrong passwords queues here instead of
     /// exhausting memory and the blocking pool.
     verifying: Arc<tokio::sync::Semaphore>,
+}
+
+/// The parts of [`Auth`] that come from `[auth]` and change on a reload.
+struct Settings {
+    policy: Policy,
+    service: String,
+    realm: Option<String>,
+    token_ttl: Duration,
+    basic: bool,
+    open_metrics: bool,
+}
+
+impl Settings {
+    fn new(config: &AuthConfig) -> Settings {
+        Settings {
+            policy: Policy::new(config.users.clone(), config.rules.clone()),
+            service: config.service.clone(),
+            realm: config.realm.clone(),
+            token_ttl: config.token_ttl,
+            basic: config.basic,
+            open_metrics: config.open_metrics,
+        }
+    }
 }
 
 fn now() -> u64 {
@@ -236,13 +260,8 @@ impl Auth {
         SystemRandom::new().fill(&mut cache_salt).map_err(|_| "the system random source failed".to_owned())?;
         Ok(Auth {
             inner: Arc::new(Inner {
-                policy: Policy::new(config.users.clone(), config.rules.clone()),
+                settings: std::sync::RwLock::new(Arc::new(Settings::new(config))),
                 keys,
-                service: config.service.clone(),
-                realm: config.realm.clone(),
-                token_ttl: config.token_ttl,
-                basic: config.basic,
-                open_metrics: config.open_metrics,
                 verified: moka::sync::Cache::builder()
                     .max_capacity(VERIFIED_CAPACITY)
                     .time_to_live(VERIFIED_TTL)
@@ -255,9 +274,24 @@ impl Auth {
         })
     }
 
+    /// Applies a reloaded `[auth]`: users, rules and the token settings.
+    /// Requests already past the gate finish under the old settings; the
+    /// next request sees the new ones. Remembered password checks are
+    /// forgotten, so a removed user or a changed password takes effect at
+    /// once. The signing keys stay (they live under storage, not config).
+    pub(crate) fn reconfigure(&self, config: &AuthConfig) {
+        let settings = Arc::new(Settings::new(config));
+        *self.inner.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        self.inner.verified.invalidate_all();
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.inner.settings.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
     /// True when someone can sign in (see `Policy::has_users`).
     pub(crate) fn has_users(&self) -> bool {
-        self.inner.policy.has_users()
+        self.settings().policy.has_users()
     }
 
     // -- authentication -------------------------------------------------
@@ -281,7 +315,7 @@ impl Auth {
                     .map_err(|e| refuse(format!("invalid token: {e}"), Some("invalid_token")))?;
                 Ok(Principal::Token(grant))
             }
-            Credentials::Basic { .. } if !self.inner.basic => Err(refuse(
+            Credentials::Basic { .. } if !self.settings().basic => Err(refuse(
                 "Basic credentials are not accepted here (auth.basic is off): get a token from the realm".into(),
                 None,
             )),
@@ -297,12 +331,12 @@ impl Auth {
     }
 
     fn check_token(&self, token: &str) -> Result<TokenGrant, TokenError> {
-        let claims = token::verify(&self.inner.keys, token, &self.inner.service, now())?;
+        let claims = token::verify(&self.inner.keys, token, &self.settings().service, now())?;
         let subject = (!claims.sub.is_empty()).then_some(claims.sub);
         if let Some(user) = &subject {
             // A user removed from the config loses access at once, even
             // with a token that has not expired.
-            if self.inner.policy.user(user).is_none() {
+            if self.settings().policy.user(user).is_none() {
                 return Err(TokenError::UnknownSubject(user.clone()));
             }
         }
@@ -317,7 +351,7 @@ impl Auth {
         if self.inner.verified.contains_key(&key) {
             return true;
         }
-        let phc = self.inner.policy.user(user).map(|u| u.password_hash.phc().to_owned());
+        let phc = self.settings().policy.user(user).map(|u| u.password_hash.phc().to_owned());
         let password = password.to_owned();
         // The semaphore is never closed, so acquiring fails only if it were.
         let Ok(permit) = Arc::clone(&self.inner.verifying).acquire_owned().await else {
@@ -380,7 +414,7 @@ impl Auth {
         if action == Action::Pull && self.is_public(visibility) {
             return Decision::Allow;
         }
-        let by_rules = self.inner.policy.granted(principal.identity(), repository).contains(action);
+        let by_rules = self.settings().policy.granted(principal.identity(), repository).contains(action);
         match principal {
             Principal::Anonymous if by_rules => Decision::Allow,
             Principal::Anonymous => Decision::Challenge,
@@ -421,7 +455,7 @@ impl Auth {
         if self.is_public(visibility) {
             return true;
         }
-        let by_rules = self.inner.policy.granted(principal.identity(), repository).contains(Action::Pull);
+        let by_rules = self.settings().policy.granted(principal.identity(), repository).contains(Action::Pull);
         match principal {
             Principal::Anonymous | Principal::User { .. } => by_rules,
             Principal::Token(t) => {
@@ -436,11 +470,11 @@ impl Auth {
     /// The Bearer challenge: `realm` (configured, or `http://<Host>/token`),
     /// `service`, and the scope the request needs.
     pub(crate) fn challenge(&self, caller: Caller<'_>, scope: &Scope, error: Option<&str>) -> Challenge {
-        let realm = match &self.inner.realm {
+        let realm = match &self.settings().realm {
             Some(r) => r.clone(),
-            None => format!("http://{}/token", clean_host(caller.host)),
+            None => format!("{}://{}/token", if caller.https { "https" } else { "http" }, clean_host(caller.host)),
         };
-        let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.inner.service);
+        let mut v = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.settings().service);
         if let Some(scope) = scope.as_string() {
             v.push_str(&format!(",scope=\"{scope}\""));
         }
@@ -475,7 +509,7 @@ impl Auth {
         if !self.has_users() {
             return Ok(());
         }
-        if self.inner.open_metrics && matches!(resource, AdminResource::Health | AdminResource::Metrics) {
+        if self.settings().open_metrics && matches!(resource, AdminResource::Health | AdminResource::Metrics) {
             return Ok(());
         }
         let refuse = |message: &str| AuthError::Unauthenticated {
@@ -505,7 +539,7 @@ impl Auth {
             }
             Credentials::Invalid(why) => return Err(refuse(why)),
         };
-        if self.inner.policy.is_admin(&user) {
+        if self.settings().policy.is_admin(&user) {
             Ok(())
         } else {
             Err(AuthError::Denied(format!("user {user:?} does not have the admin role")))
@@ -514,7 +548,8 @@ impl Auth {
 
     /// Every user, by name, with the rules that cover them.
     pub(crate) fn users(&self) -> Vec<UserView> {
-        let policy = &self.inner.policy;
+        let settings = self.settings();
+        let policy = &settings.policy;
         policy
             .users()
             .map(|u| UserView { name: u.name.clone(), admin: u.admin, rules: policy.rules_for(&u.name) })
@@ -522,8 +557,8 @@ impl Auth {
     }
 
     /// The rules, in config order.
-    pub(crate) fn rules(&self) -> &[Rule] {
-        self.inner.policy.rules()
+    pub(crate) fn rules(&self) -> Vec<Rule> {
+        self.settings().policy.rules().to_vec()
     }
 
     /// The signing keys (current first); never private material.
@@ -534,7 +569,7 @@ impl Auth {
     /// Rotates the signing key (see `keys.rs`). Blocking file I/O: call it
     /// from the blocking pool.
     pub(crate) fn rotate_key(&self) -> Result<Vec<KeyInfo>, AuthError> {
-        let keys = self.inner.keys.rotate(self.inner.token_ttl, now()).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let keys = self.inner.keys.rotate(self.settings().token_ttl, now()).map_err(|e| AuthError::Internal(e.to_string()))?;
         tracing::info!(kid = %self.inner.keys.current_kid(), "token signing key rotated");
         Ok(keys)
     }
@@ -553,17 +588,17 @@ impl Auth {
     ) -> Result<Bytes, AuthError> {
         let request = TokenRequest::parse(query)?;
         if let Some(service) = &request.service {
-            if *service != self.inner.service {
+            if *service != self.settings().service {
                 return Err(AuthError::BadRequest(format!(
                     "service {service:?} is not this registry's ({:?})",
-                    self.inner.service
+                    self.settings().service
                 )));
             }
         }
         let refuse = |message: &str| AuthError::Unauthenticated {
             message: message.into(),
             challenge: Challenge(
-                HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.inner.service))
+                HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.settings().service))
                     .unwrap_or_else(|_| HeaderValue::from_static("Basic")),
             ),
         };
@@ -589,7 +624,7 @@ impl Auth {
         };
         let mut access = Vec::new();
         for (name, requested) in &request.repositories {
-            let mut may = self.inner.policy.granted(identity, name.as_str());
+            let mut may = self.settings().policy.granted(identity, name.as_str());
             if self.is_public(visibility(name)) {
                 may = may.with(Action::Pull);
             }
@@ -605,15 +640,15 @@ impl Auth {
         if request.catalog {
             access.push(Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
         }
-        if request.admin && user.as_deref().is_some_and(|u| self.inner.policy.is_admin(u)) {
+        if request.admin && user.as_deref().is_some_and(|u| self.settings().policy.is_admin(u)) {
             access.push(Access { kind: "registry".into(), name: "admin".into(), actions: vec!["*".into()] });
         }
         let issued = now();
-        let ttl = self.inner.token_ttl.as_secs();
+        let ttl = self.settings().token_ttl.as_secs();
         let claims = Claims {
             iss: token::ISSUER.into(),
             sub: user.clone().unwrap_or_default(),
-            aud: Audience::One(self.inner.service.clone()),
+            aud: Audience::One(self.settings().service.clone()),
             exp: issued + ttl,
             nbf: issued,
             iat: issued,

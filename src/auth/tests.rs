@@ -269,6 +269,12 @@ async fn challenges_name_realm_service_and_scope() {
     let req = Request::builder().uri("/v2/").header("Host", "evil\"host").body(()).unwrap();
     let c = f.auth.challenge(Caller::of(&req), &Scope::Catalog, None);
     assert_eq!(c.header_value(), "Bearer realm=\"http://localhost/token\",service=\"wharf\",scope=\"registry:catalog:*\"");
+    // Over TLS the derived realm is https, or clients would send their
+    // credentials in the clear (or to a port that only speaks TLS).
+    let mut tls = request(None);
+    tls.extensions_mut().insert(crate::limits::OverTls);
+    let c = f.auth.challenge(Caller::of(&tls), &Scope::None, None);
+    assert!(c.header_value().to_str().unwrap().starts_with("Bearer realm=\"https://registry.test:5000/token\""), "{c:?}");
     let tmp = tempfile::tempdir().unwrap();
     let mut c = config(&[], vec![]);
     c.realm = Some("https://auth.example/token".into());
@@ -337,4 +343,21 @@ async fn users_are_listed_with_their_rules_and_keys_rotate() {
     assert_eq!(after[1].kid, before[0].kid);
     // Tokens signed before the rotation still work.
     assert!(principal(&f.auth, bearer(&token)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_reconfigure_applies_users_at_once_even_to_remembered_sign_ins() {
+    let f = fixture(true);
+    // Signed in once: the check is remembered.
+    assert!(principal(&f.auth, basic("reader", "r-pass")).await.is_ok());
+    let (token, _) = token_for(&f.auth, Some(("reader", "r-pass")), "").await;
+    // reader is gone, writer has a new password, newcomer arrives.
+    f.auth.reconfigure(&config(&[("writer", "new-pass", false), ("newcomer", "n-pass", false)], vec![]));
+    assert!(principal(&f.auth, basic("reader", "r-pass")).await.is_err(), "a removed user's remembered sign-in");
+    assert!(principal(&f.auth, bearer(&token)).await.is_err(), "a removed user's token");
+    assert!(principal(&f.auth, basic("writer", "w-pass")).await.is_err(), "the old password");
+    assert!(principal(&f.auth, basic("writer", "new-pass")).await.is_ok());
+    assert!(principal(&f.auth, basic("newcomer", "n-pass")).await.is_ok());
+    assert_eq!(f.auth.users().len(), 2);
+    assert!(f.auth.rules().is_empty());
 }

@@ -123,7 +123,7 @@ fn serve(config_path_flag: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    match runtime.block_on(app::run(config)) {
+    match runtime.block_on(app::run(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -262,6 +262,11 @@ impl PullThrough {
         }
     }
 
+    /// The upstream table, which a reload replaces.
+    pub(crate) fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
     /// Whether `name` is a configured upstream's (a path prefix).
     pub(crate) fn is_upstream_name(&self, name: &str) -> bool {
         self.upstreams.by_name(name).is_some()
@@ -399,7 +404,7 @@ impl PullThrough {
     /// The target a pull-through repository's content comes from, if its
     /// upstream is still configured.
     pub(crate) fn target_for(&self, upstream: &str, remote_name: &str) -> Option<Target> {
-        let upstream = self.upstreams.by_name(upstream)?.clone();
+        let upstream = self.upstreams.by_name(upstream)?;
         let repo = remote_name.parse().ok()?;
         Some(Target { upstream, repo })
     }

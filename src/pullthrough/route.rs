@@ -7,14 +7,35 @@
 //! A name or `ns` that matches no configured upstream resolves to nothing,
 //! so wharf never connects to a host a client named.
 
+use std::sync::{Arc, RwLock};
+
 use crate::oci::{RepositoryName, NameError};
 use crate::upstream::Upstream;
 
-/// The configured upstreams, in config order.
+/// The configured upstreams, in config order; cheap to clone, and every
+/// clone sees a [`replace`](Upstreams::replace) (a reload).
 #[derive(Clone)]
 pub(crate) struct Upstreams {
+    // A std RwLock held only to clone the Arc, never across an await: a
+    // request resolves against one table, and a reload swaps in a new one
+    // without waiting for requests that hold the old.
+    current: Arc<RwLock<Arc<Table>>>,
+}
+
+struct Table {
     all: Vec<Upstream>,
     default: Option<usize>,
+}
+
+impl Table {
+    fn new(all: Vec<Upstream>) -> Table {
+        let default = all.iter().position(|u| u.config().default);
+        Table { all, default }
+    }
+
+    fn by_name(&self, name: &str) -> Option<&Upstream> {
+        self.all.iter().find(|u| u.config().name == name)
+    }
 }
 
 /// Where a client's repository name leads.
@@ -35,33 +56,49 @@ pub(crate) enum RouteError {
 
 impl Upstreams {
     pub(crate) fn new(all: Vec<Upstream>) -> Upstreams {
-        let default = all.iter().position(|u| u.config().default);
-        Upstreams { all, default }
+        Upstreams { current: Arc::new(RwLock::new(Arc::new(Table::new(all)))) }
     }
 
-    pub(crate) fn by_name(&self, name: &str) -> Option<&Upstream> {
-        self.all.iter().find(|u| u.config().name == name)
+    fn table(&self) -> Arc<Table> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Replaces the table (a reload). Requests already resolved keep the
+    /// client they got; the next resolution sees only `all`.
+    pub(crate) fn replace(&self, all: Vec<Upstream>) {
+        let table = Arc::new(Table::new(all));
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = table;
+    }
+
+    /// Every upstream client, in config order.
+    pub(crate) fn all(&self) -> Vec<Upstream> {
+        self.table().all.clone()
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<Upstream> {
+        self.table().by_name(name).cloned()
     }
 
     /// Resolves a client-facing repository name (and containerd's `ns`).
     pub(crate) fn resolve(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Target, RouteError> {
+        let table = self.table();
         let (first, rest) = name.split_first();
         if let Some(rest) = rest {
-            if let Some(up) = self.by_name(first) {
+            if let Some(up) = table.by_name(first) {
                 return Ok(target(up, rest)?);
             }
         }
         if let Some(ns) = ns {
             let ns = ns.to_ascii_lowercase();
-            let up = self
+            let up = table
                 .all
                 .iter()
                 .find(|u| u.config().name == ns || u.config().host == ns)
                 .ok_or(RouteError::NoUpstream(ns))?;
             return Ok(target(up, name.clone())?);
         }
-        match self.default {
-            Some(i) => Ok(target(&self.all[i], name.clone())?),
+        match table.default.and_then(|i| table.all.get(i)) {
+            Some(up) => Ok(target(up, name.clone())?),
             None => Err(RouteError::NoUpstream(first.to_owned())),
         }
     }
@@ -123,5 +160,16 @@ mod tests {
         assert!(matches!(u.resolve(&name("x"), Some("evil.example")), Err(RouteError::NoUpstream(_))));
         let with_default = upstreams(TWO);
         assert!(matches!(with_default.resolve(&name("x"), Some("evil.example")), Err(RouteError::NoUpstream(_))));
+    }
+
+    #[test]
+    fn a_replaced_table_is_seen_by_every_clone() {
+        let u = upstreams(TWO);
+        let clone = u.clone();
+        let local = upstreams("[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:5001\"\n");
+        u.replace(local.all());
+        assert!(clone.by_name("quay.io").is_none(), "a removed upstream is gone for every clone");
+        assert_eq!(resolve(&clone, "local/team/tool", None), ("local".into(), "team/tool".into()));
+        assert!(matches!(clone.resolve(&name("team/tool"), None), Err(RouteError::NoUpstream(_))), "no default any more");
     }
 }

@@ -32,7 +32,9 @@ pub(crate) struct Served {
 #[derive(Clone)]
 pub(crate) struct Distributions {
     metadata: Metadata,
-    upstream_names: Arc<Vec<String>>,
+    /// Replaced whole by a config reload; a std RwLock held only to clone
+    /// the Arc.
+    upstream_names: Arc<RwLock<Arc<Vec<String>>>>,
     // Read on every registry request, written after admin changes: a std
     // RwLock (never held across an await) is enough.
     by_base_path: Arc<RwLock<Table>>,
@@ -47,7 +49,7 @@ impl Distributions {
     pub(crate) async fn load(metadata: Metadata, upstream_names: Vec<String>) -> Result<Distributions, MetadataError> {
         let d = Distributions {
             metadata,
-            upstream_names: Arc::new(upstream_names),
+            upstream_names: Arc::new(RwLock::new(Arc::new(upstream_names))),
             by_base_path: Arc::new(RwLock::new(Arc::new(HashMap::new()))),
         };
         d.reload().await?;
@@ -101,7 +103,7 @@ impl Distributions {
             .parse()
             .map_err(|e| MetadataError::Invalid(format!("base_path {base_path:?} is not a valid repository name: {e}")))?;
         let (first, _) = parsed.split_first();
-        if let Some(up) = self.upstream_names.iter().find(|u| u.as_str() == first) {
+        if let Some(up) = self.upstream_names().iter().find(|u| u.as_str() == first) {
             return Err(MetadataError::Conflict(format!(
                 "base_path {base_path:?} collides with upstream {up:?}: paths under an upstream's name are its pull-through cache"
             )));
@@ -111,7 +113,18 @@ impl Distributions {
 
     /// The configured upstreams' names: paths under them are pull-through.
     pub(crate) fn is_upstream_name(&self, first_component: &str) -> bool {
-        self.upstream_names.iter().any(|u| u == first_component)
+        self.upstream_names().iter().any(|u| u == first_component)
+    }
+
+    fn upstream_names(&self) -> Arc<Vec<String>> {
+        self.upstream_names.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The upstreams after a config reload. Existing distributions stay as
+    /// they are, even under a new upstream's name: they are looked up first,
+    /// so they keep serving; only new base_paths are checked against these.
+    pub(crate) fn set_upstream_names(&self, names: Vec<String>) {
+        *self.upstream_names.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(names);
     }
 
     /// Rebuilds the in-memory table from metadata.

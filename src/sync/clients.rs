@@ -29,8 +29,9 @@ pub(crate) enum ClientError {
 pub(crate) struct Clients {
     metadata: Metadata,
     metrics: Metrics,
-    /// Configured upstreams, whose credentials `credentials_from` names.
-    upstreams: Arc<Vec<UpstreamConfig>>,
+    /// Configured upstreams, whose credentials `credentials_from` names;
+    /// replaced by a config reload. A std Mutex held to clone the Arc only.
+    upstreams: Arc<Mutex<Arc<Vec<UpstreamConfig>>>>,
     // A std Mutex: held for a map lookup or insert only, never across an
     // await (building a client opens no connection).
     built: Arc<Mutex<HashMap<String, (Millis, Upstream)>>>,
@@ -38,7 +39,15 @@ pub(crate) struct Clients {
 
 impl Clients {
     pub(crate) fn new(metadata: Metadata, metrics: Metrics, upstreams: Vec<UpstreamConfig>) -> Clients {
-        Clients { metadata, metrics, upstreams: Arc::new(upstreams), built: Arc::default() }
+        Clients { metadata, metrics, upstreams: Arc::new(Mutex::new(Arc::new(upstreams))), built: Arc::default() }
+    }
+
+    /// The upstreams after a config reload. Clients built so far are
+    /// forgotten, so one borrowing an upstream's credentials picks up new
+    /// ones; a fetch under way keeps the client it has.
+    pub(crate) fn set_upstreams(&self, upstreams: Vec<UpstreamConfig>) {
+        *self.upstreams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(upstreams);
+        self.built.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 
     /// The client for `remote` as it is now.
@@ -78,7 +87,7 @@ impl Clients {
         let url: http::Uri = remote.url.parse().map_err(|e| unusable(format!("url: {e}")))?;
         let credentials = match (&remote.credentials, &remote.credentials_from) {
             (Some(c), _) => Some(Credentials { username: c.username.clone(), password: c.password.clone() }),
-            (None, Some(from)) => match self.upstreams.iter().find(|u| &u.name == from) {
+            (None, Some(from)) => match self.upstreams.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().find(|u| &u.name == from) {
                 Some(u) => u.credentials.clone(),
                 None => return Err(unusable(format!("credentials_from {from:?} is no longer a configured upstream"))),
             },

@@ -67,10 +67,17 @@ impl Wharf {
 
     /// Starts wharf on an existing config file (e.g. to restart on the same storage).
     pub fn start_with_config(config: &Path) -> Wharf {
+        Wharf::start_with_env(config, &[])
+    }
+
+    /// Starts wharf on `config` with extra environment variables (such as
+    /// systemd's `NOTIFY_SOCKET`).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Wharf {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .arg("serve")
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -114,6 +121,18 @@ impl Wharf {
         assert!(sent.success(), "SIGTERM to wharf {pid}");
         let status = self.child.wait().expect("wait for wharf");
         assert!(status.success(), "wharf exited with {status} after SIGTERM");
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) without waiting for its effect.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-s", name, &pid]).status().expect("run kill");
+        assert!(sent.success(), "SIG{name} to wharf {pid}");
+    }
+
+    /// Waits for wharf to exit (after a signal) and returns how it exited.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for wharf")
     }
 
     /// The wharf process's id (to read its `/proc/<pid>/status`).
