@@ -9,6 +9,7 @@ pub(crate) mod body;
 mod error;
 mod push;
 pub(crate) mod router;
+mod signatures;
 
 use std::time::Instant;
 
@@ -145,6 +146,9 @@ impl Registry {
             Err(e) => e.into_response(head_only),
         };
         resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        // Clients learn it from `/v2/`, answered 401 or not (their first
+        // probe is anonymous); on every answer, like the API version.
+        resp.headers_mut().insert(signatures::SUPPORTS_SIGNATURES, HeaderValue::from_static("1"));
         tracing::info!(
             method = %method,
             path = %path,
@@ -179,6 +183,7 @@ impl Registry {
         let read = method == Method::GET || method == Method::HEAD;
         match route {
             Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), &method)),
+            Route::Signatures { name, digest } => self.signatures(req, &name, &digest, &query).await,
             Route::Catalog if read => self.catalog(&query, &method, &principal).await,
             Route::Manifest { name, reference } if read => self.manifest(&req, &name, &reference, &query).await,
             Route::Blob { name, .. } if method == Method::HEAD && self.is_push_probe(&principal, &name, &query) => {
