@@ -128,3 +128,95 @@ pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSig
     add(tx, repo.id, std::slice::from_ref(signature), v)?;
     close_version(tx, &mut repo, v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{image, open};
+    use super::super::SqliteStore;
+    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PushChange, Store, SyncContent, SyncMode};
+
+    fn sig(m: &ManifestFacts, id: &str) -> AtomicSignature {
+        AtomicSignature {
+            manifest: m.digest.clone(),
+            name: format!("{}@{id}", m.digest),
+            kind: "atomic".into(),
+            content: format!("signed {id}").into_bytes(),
+        }
+    }
+
+    fn names(s: &SqliteStore, repo: &str, v: Option<u64>, m: &ManifestFacts) -> Vec<String> {
+        s.signatures(repo, v, &m.digest).unwrap().into_iter().map(|s| s.name).collect()
+    }
+
+    fn sync_repo(s: &SqliteStore, name: &str) {
+        let new = NewRepository {
+            name: name.into(),
+            description: None,
+            retain_versions: None,
+            remote: None,
+            sync_mirror: false,
+            sync_interval: None,
+            next_sync_at: None,
+        };
+        s.create_repository(&new).unwrap();
+    }
+
+    #[test]
+    fn signatures_are_version_content_that_follows_their_manifest() {
+        let (_d, s) = open();
+        sync_repo(&s, "src");
+        let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
+        let tags = vec![("a".to_owned(), a.digest.clone()), ("b".to_owned(), b.digest.clone())];
+        let mut content = SyncContent { manifests: vec![a.clone(), b.clone()], tags, signatures: vec![sig(&a, "1")] };
+        assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), Some(1));
+        assert_eq!(names(&s, "src", None, &a), [format!("{}@1", a.digest)]);
+        assert!(names(&s, "src", None, &b).is_empty());
+
+        // A new signature alone makes a version; the old version keeps its set.
+        content.signatures.push(sig(&a, "2"));
+        assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), Some(2));
+        assert_eq!(names(&s, "src", None, &a).len(), 2);
+        assert_eq!(names(&s, "src", Some(1), &a).len(), 1, "version 1 never changes");
+        assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), None, "the same signatures again: no version");
+
+        // A copy of the manifest brings its signatures.
+        sync_repo(&s, "dest");
+        assert_eq!(s.copy_manifests("src", None, "dest", std::slice::from_ref(&a.digest)).unwrap(), Some(1));
+        assert_eq!(names(&s, "dest", None, &a).len(), 2);
+
+        // Removing the manifest takes them; reverting brings them back.
+        assert_eq!(s.remove_content("dest", &[], std::slice::from_ref(&a.digest)).unwrap(), Some(2));
+        assert!(names(&s, "dest", None, &a).is_empty());
+        assert_eq!(s.revert("dest", 1).unwrap(), Some(3));
+        assert_eq!(names(&s, "dest", None, &a).len(), 2);
+
+        // A mirror sync that drops the manifest drops its signatures.
+        let all = |_: &str| true;
+        let only_b = SyncContent { manifests: vec![b.clone()], tags: vec![("b".into(), b.digest.clone())], signatures: Vec::new() };
+        assert_eq!(s.sync("src", "r", &only_b, SyncMode::Mirror { in_scope: &all }).unwrap(), Some(3));
+        assert!(names(&s, "src", None, &a).is_empty());
+        assert_eq!(names(&s, "src", Some(2), &a).len(), 2);
+
+        // A signature of a manifest the sync did not bring is refused.
+        let stray = SyncContent { manifests: vec![b.clone()], tags: Vec::new(), signatures: vec![sig(&a, "3")] };
+        assert!(s.sync("src", "r", &stray, SyncMode::Additive).is_err());
+    }
+
+    #[test]
+    fn a_push_repository_takes_a_signature_of_a_manifest_it_holds() {
+        let (_d, s) = open();
+        s.create_push_repository("team/app", "team.app").unwrap();
+        let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
+        s.push("team/app", &PushChange::Manifest { facts: a.clone(), tag: Some("1".into()) }).unwrap();
+        let v = s.repository("team/app").unwrap().unwrap().latest_version;
+        assert_eq!(s.add_signature("team/app", &sig(&a, "x")).unwrap(), Some(v + 1));
+        assert_eq!(s.add_signature("team/app", &sig(&a, "x")).unwrap(), None, "already there");
+        let mut other = sig(&a, "x");
+        other.content = b"different".to_vec();
+        assert!(matches!(s.add_signature("team/app", &other), Err(crate::metadata::MetadataError::Conflict(_))));
+        assert!(matches!(s.add_signature("team/app", &sig(&b, "y")), Err(crate::metadata::MetadataError::NotFound(_))));
+        // Deleting the manifest takes its signature.
+        s.push("team/app", &PushChange::DeleteManifest { digest: a.digest.clone() }).unwrap();
+        assert!(names(&s, "team/app", None, &a).is_empty());
+    }
+}
