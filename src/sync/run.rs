@@ -335,7 +335,7 @@ impl Run<'_> {
         lookaside: Option<&Upstream>,
     ) -> Result<Vec<AtomicSignature>, SyncError> {
         self.turn().await?;
-        let api = match self.target.upstream.supports_signatures(&self.target.repo).await {
+        let api = match self.target.upstream.supports_signatures().await {
             Ok(api) => api,
             Err(e) => {
                 tracing::warn!(remote = %self.remote.name, error = %e, "cannot ask whether the remote serves signatures");

@@ -337,12 +337,19 @@ impl Upstream {
 
     /// Whether the registry offers the docker API extension for atomic
     /// signatures: its `/v2/` answer carries `X-Registry-Supports-Signatures: 1`.
-    /// `repo` names the scope of a token the registry may ask for.
-    pub(crate) async fn supports_signatures(&self, repo: &RepositoryName) -> Result<bool, UpstreamError> {
+    /// Asked anonymously and read from a 401 as from a 200, as clients do
+    /// (their first probe is anonymous too).
+    pub(crate) async fn supports_signatures(&self) -> Result<bool, UpstreamError> {
         let uri = &self.uri("/v2/", "")?;
         self.with_retries("supports_signatures", || async move {
-            let exchange = self.request(Method::GET, uri, None, repo).await?;
-            Ok(header_str(exchange.response.headers(), SUPPORTS_SIGNATURES)?.is_some_and(|v| v == "1"))
+            let _turn = self.inner.concurrency.acquire().await?;
+            let out = Outgoing { method: Method::GET, uri: uri.clone(), accept: None, authorization: None, follow_redirects: false };
+            let answer = self.inner.transport.send(&out).await?;
+            let supported = header_str(answer.response.headers(), SUPPORTS_SIGNATURES)?.is_some_and(|v| v == "1");
+            if answer.response.status() != StatusCode::UNAUTHORIZED {
+                check_status(answer.response)?;
+            }
+            Ok(supported)
         })
         .await
     }
