@@ -134,6 +134,9 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     if !auth.has_users() {
         tracing::info!("no [[auth.user]] configured: anonymous pulls only, the admin API is open, nobody may push");
     }
+    // Watched before the line that says wharf is up: a SIGTERM right after
+    // it must be a clean stop, not the signal's default (death).
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tracing::info!(registry = %registry_addr, admin = %admin_addr, storage = %config.storage.path.display(), "wharf listening");
 
     let limits = RateLimits::new(&config.limits, &metrics);
@@ -147,7 +150,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     ));
     let admin = tokio::spawn(server::serve(admin_listener, Arc::new(admin), stop_rx, DRAIN_GRACE));
 
-    shutdown_signal().await;
+    shutdown_signal(term).await;
     tracing::info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(registry, admin);
@@ -163,9 +166,8 @@ async fn bind(key: &'static str, addr: std::net::SocketAddr) -> Result<TcpListen
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
+async fn shutdown_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
+    match term {
         Ok(mut term) => {
             tokio::select! {
                 _ = term.recv() => {}
