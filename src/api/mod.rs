@@ -1,7 +1,8 @@
 //! The registry API: routes a request, calls the pull-through, repository
 //! and upload layers, and shapes the HTTP response. Handlers are thin;
 //! statuses and OCI codes are chosen only in [`error`]. The write side
-//! (uploads, manifest PUT, DELETE) is in [`push`]. Never touches storage
+//! (uploads, manifest PUT, DELETE) is in [`push`]; the docker API
+//! extension for atomic signatures (`/extensions/v2/`) in [`signatures`]. Never touches storage
 //! keys or upstreams directly.
 
 mod access;
