@@ -2,8 +2,8 @@
 //! and upload layers, and shapes the HTTP response. Handlers are thin;
 //! statuses and OCI codes are chosen only in [`error`]. The write side
 //! (uploads, manifest PUT, DELETE) is in [`push`]; the docker API
-//! extension for atomic signatures (`/extensions/v2/`) in [`signatures`]. Never touches storage
-//! keys or upstreams directly.
+//! extension for atomic signatures (`/extensions/v2/`) in [`signatures`].
+//! Never touches storage keys or upstreams directly.
 
 mod access;
 pub(crate) mod body;
