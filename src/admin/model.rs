@@ -794,7 +794,8 @@ pub(crate) struct Remote {
     /// PEM certificates trusted for the remote besides the system's.
     #[schema(required = true)]
     ca_cert: Option<String>,
-    /// URL of a signature lookaside store.
+    /// URL of a signature lookaside store: a sync reads each manifest's atomic
+    /// signatures from `<sigstore>/<upstream_name>@sha256=<hex>/signature-<n>`.
     #[schema(required = true)]
     sigstore: Option<String>,
     /// Downloads at once; null is wharf's default.

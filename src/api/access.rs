@@ -9,7 +9,8 @@
 //! | `/v2/` | any | a signed-in client once users exist, else nothing |
 //! | `_catalog` | GET, HEAD | nothing; lists only what the client may pull |
 //! | manifests, blobs, tags, referrers | GET, HEAD | `pull` |
-//! | manifests, blobs | PUT, POST, PATCH | `push` |
+//! | signatures (`/extensions/v2/`) | GET, HEAD | `pull` |
+//! | manifests, blobs, signatures | PUT, POST, PATCH | `push` |
 //! | manifests, blobs | DELETE | `delete` |
 //! | uploads | any | `push` (and `pull` on `from` for a cross-repository mount) |
 
@@ -132,6 +133,7 @@ fn needs<'r>(route: &'r Route, method: &Method) -> Option<(&'r RepositoryName, A
         Route::Upload { name, .. } => Some((name, one(Action::Push))),
         Route::Manifest { name, .. } | Route::Blob { name, .. } => Some((name, one(action(Action::Pull)))),
         Route::Tags { name } | Route::Referrers { name, .. } => Some((name, one(action(Action::Pull)))),
+        Route::Signatures { name, .. } => Some((name, one(action(Action::Pull)))),
     }
 }
 
@@ -156,6 +158,8 @@ mod tests {
         assert_eq!(need("GET", "/v2/a/tags/list"), Some(("a".into(), vec!["pull"])));
         assert_eq!(need("GET", &format!("/v2/a/referrers/{D}")), Some(("a".into(), vec!["pull"])));
         assert_eq!(need("PUT", "/v2/a/manifests/1"), Some(("a".into(), vec!["push"])));
+        assert_eq!(need("GET", &format!("/extensions/v2/a/signatures/{D}")), Some(("a".into(), vec!["pull"])));
+        assert_eq!(need("PUT", &format!("/extensions/v2/a/signatures/{D}")), Some(("a".into(), vec!["push"])));
         assert_eq!(need("DELETE", "/v2/a/manifests/1"), Some(("a".into(), vec!["delete"])));
         assert_eq!(need("DELETE", &format!("/v2/a/blobs/{D}")), Some(("a".into(), vec!["delete"])));
         for m in ["POST", "PATCH", "PUT", "GET", "DELETE"] {

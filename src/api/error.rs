@@ -91,6 +91,8 @@ impl ApiError {
                 PushError::DigestMismatch { .. } => plain(C::DigestInvalid),
                 PushError::ManifestUnknown => plain(C::ManifestUnknown),
                 PushError::BlobUnknown => plain(C::BlobUnknown),
+                // The extension defines no error codes: a plain 400.
+                PushError::SignatureInvalid(_) => (StatusCode::BAD_REQUEST, C::Unsupported, None),
                 PushError::Storage(_) | PushError::Metadata(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
             },
             ApiError::Upload(e) => match e {

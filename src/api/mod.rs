@@ -1,14 +1,16 @@
 //! The registry API: routes a request, calls the pull-through, repository
 //! and upload layers, and shapes the HTTP response. Handlers are thin;
 //! statuses and OCI codes are chosen only in [`error`]. The write side
-//! (uploads, manifest PUT, DELETE) is in [`push`]. Never touches storage
-//! keys or upstreams directly.
+//! (uploads, manifest PUT, DELETE) is in [`push`]; the docker API
+//! extension for atomic signatures (`/extensions/v2/`) in [`signatures`].
+//! Never touches storage keys or upstreams directly.
 
 mod access;
 pub(crate) mod body;
 mod error;
 mod push;
 pub(crate) mod router;
+mod signatures;
 
 use std::time::Instant;
 
@@ -145,6 +147,9 @@ impl Registry {
             Err(e) => e.into_response(head_only),
         };
         resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        // Clients learn it from `/v2/`, answered 401 or not (their first
+        // probe is anonymous); on every answer, like the API version.
+        resp.headers_mut().insert(signatures::SUPPORTS_SIGNATURES, HeaderValue::from_static("1"));
         tracing::info!(
             method = %method,
             path = %path,
@@ -179,6 +184,7 @@ impl Registry {
         let read = method == Method::GET || method == Method::HEAD;
         match route {
             Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), &method)),
+            Route::Signatures { name, digest } => self.signatures(req, &name, &digest, &query).await,
             Route::Catalog if read => self.catalog(&query, &method, &principal).await,
             Route::Manifest { name, reference } if read => self.manifest(&req, &name, &reference, &query).await,
             Route::Blob { name, .. } if method == Method::HEAD && self.is_push_probe(&principal, &name, &query) => {

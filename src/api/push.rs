@@ -211,7 +211,7 @@ impl Registry {
 
 /// A manifest body, refused once it grows past `limit` (it is held in
 /// memory, as manifests are).
-async fn read_manifest<B>(mut body: B, limit: usize) -> Result<Bytes, ApiError>
+pub(super) async fn read_manifest<B>(mut body: B, limit: usize) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin,
     B::Error: std::fmt::Display,

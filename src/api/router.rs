@@ -1,4 +1,5 @@
-//! The registry route table: parses `/v2/...` paths into typed routes.
+//! The registry route table: parses `/v2/...` paths (and the signatures
+//! extension's `/extensions/v2/...`) into typed routes.
 //! Pure: no I/O. Names are parsed from the right (`/manifests/`, `/blobs/`,
 //! `/tags/list`, `/referrers/`), since a repository name may contain any
 //! number of `/`. Nothing is percent-decoded: `%` is not valid in a name,
@@ -20,6 +21,9 @@ pub(crate) enum Route {
     Upload { name: RepositoryName, session: Option<String> },
     Tags { name: RepositoryName },
     Referrers { name: RepositoryName, digest: Digest },
+    /// `/extensions/v2/<name>/signatures/<digest>`: the docker API
+    /// extension for atomic signatures.
+    Signatures { name: RepositoryName, digest: Digest },
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +48,10 @@ impl From<ReferenceError> for RouteError {
 }
 
 pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
+    if let Some(rest) = path.strip_prefix("/extensions/v2/") {
+        let (name, digest) = rest.rsplit_once("/signatures/").ok_or(RouteError::NotFound)?;
+        return Ok(Route::Signatures { name: name.parse()?, digest: digest.parse()? });
+    }
     let rest = match path.strip_prefix("/v2") {
         Some("") | Some("/") => return Ok(Route::Base),
         Some(rest) => rest.strip_prefix('/').ok_or(RouteError::NotFound)?,
@@ -97,6 +105,12 @@ mod tests {
         assert!(matches!(route(&format!("/v2/a/b/blobs/{D}")), Ok(Route::Blob { .. })));
         assert!(matches!(route(&format!("/v2/a/referrers/{D}")), Ok(Route::Referrers { .. })));
         assert!(matches!(route("/v2/a/b/tags/list"), Ok(Route::Tags { .. })));
+        match route(&format!("/extensions/v2/a/b/signatures/{D}")).unwrap() {
+            Route::Signatures { name, digest } => assert_eq!((name.as_str(), digest.to_string().as_str()), ("a/b", D)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(route("/extensions/v2/a/b/other"), Err(RouteError::NotFound));
+        assert!(matches!(route("/extensions/v2/a/signatures/sha256:zz"), Err(RouteError::Digest(_))));
         assert!(matches!(route("/v2/a/blobs/uploads/"), Ok(Route::Upload { session: None, .. })));
         assert!(matches!(route("/v2/a/blobs/uploads"), Ok(Route::Upload { session: None, .. })));
         match route("/v2/a/b/blobs/uploads/some-id").unwrap() {

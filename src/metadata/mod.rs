@@ -136,6 +136,24 @@ pub(crate) struct RepositoryPatch {
 pub(crate) struct SyncContent {
     pub(crate) manifests: Vec<ManifestFacts>,
     pub(crate) tags: Vec<(String, Digest)>,
+    /// Atomic signatures of manifests among `manifests`.
+    pub(crate) signatures: Vec<AtomicSignature>,
+}
+
+/// An atomic container signature ("simple signing"): opaque signed bytes
+/// naming the manifest they sign, as the docker API extension and
+/// lookaside stores carry them. wharf stores and serves them; it does not
+/// check them (that is the client's policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AtomicSignature {
+    /// The manifest signed.
+    pub(crate) manifest: Digest,
+    /// `<manifest digest>@<id>`, unique per manifest.
+    pub(crate) name: String,
+    /// `atomic` (the only type clients read).
+    pub(crate) kind: String,
+    /// The signature's bytes.
+    pub(crate) content: Vec<u8>,
 }
 
 /// How a sync changes its repository.
@@ -155,12 +173,6 @@ pub(crate) struct Counts {
     pub(crate) tags: u64,
     pub(crate) manifests: u64,
     pub(crate) blobs: u64,
-}
-
-impl Counts {
-    pub(crate) fn is_zero(&self) -> bool {
-        self.tags == 0 && self.manifests == 0 && self.blobs == 0
-    }
 }
 
 /// What a version changed relative to the one before it, and what it holds.
@@ -231,6 +243,8 @@ pub(crate) enum ContentType {
     Tag,
     Manifest,
     Blob,
+    /// An atomic container signature of a manifest.
+    Signature,
 }
 
 impl ContentType {
@@ -239,6 +253,7 @@ impl ContentType {
             ContentType::Tag => "tag",
             ContentType::Manifest => "manifest",
             ContentType::Blob => "blob",
+            ContentType::Signature => "signature",
         }
     }
 }
@@ -620,6 +635,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn add_blob_sources(&self, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError>;
     /// Where a blob not stored yet can be fetched: (remote, name there).
     fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError>;
+    /// The atomic signatures of `manifest` in a version of `repository`,
+    /// in the order they were added.
+    fn signatures(&self, repository: &str, version: VersionRef, manifest: &Digest)
+        -> Result<Vec<AtomicSignature>, MetadataError>;
+    /// Adds a signature to a push repository whose latest version holds its
+    /// manifest: one new version (None if it was there already).
+    fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError>;
 
     /// Copies into `dest` the tags of `source`'s version (None: the latest)
     /// that `select` takes, each with its manifest and everything that

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
 
 use super::{
-    now_millis, BlobItem, Millis, NewRepository, RepositoryPatch, SyncContent, SyncMode, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
+    now_millis, AtomicSignature, BlobItem, Millis, NewRepository, RepositoryPatch, SyncContent, SyncMode, Change, ContentFilter, ContentType, Counts, Created, Descriptor, Distribution,
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
     PageRequest, Platform, PushChange, Recording, Remote, RemoteCredentials, Repository, RepositoryFilter, RepositoryKind,
     Store, Summary, SyncPolicy, TagItem, Task, TaskFilter, TaskProgress, TaskState, Version, VersionRef,
@@ -25,6 +25,7 @@ use super::{
 use crate::oci::Digest;
 
 mod curate;
+mod signatures;
 mod sync;
 
 const MIGRATIONS: &[&str] = &[
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_push.sql"),
     include_str!("migrations/0003_remotes_tasks.sql"),
     include_str!("migrations/0004_sync.sql"),
+    include_str!("migrations/0005_signatures.sql"),
 ];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
@@ -444,7 +446,10 @@ fn summarize(conn: &Connection, repo: i64, v: i64) -> Result<Summary, MetadataEr
             match kind.as_str() {
                 "tag" => counts.tags = value,
                 "manifest" => counts.manifests = value,
-                _ => counts.blobs = value,
+                "blob" => counts.blobs = value,
+                // Signatures are not in the summary's counts, but their
+                // changes still make a version (`changed`).
+                _ => {}
             }
         }
     }
@@ -575,10 +580,16 @@ fn record_repository(tx: &Transaction<'_>, name: &str, origin: &Origin, changes:
 /// Makes the changes written at `v` (the latest version + 1) a new
 /// version, unless there are none; applies retention. The new number.
 fn close_version(tx: &Transaction<'_>, repo: &mut RepoRow, v: i64) -> Result<Option<u64>, MetadataError> {
-    let summary = summarize(tx, repo.id, v)?;
-    if summary.added.is_zero() && summary.removed.is_zero() {
+    // Any change counts, signatures' too (which the summary leaves out).
+    let changed: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM repository_content WHERE repository_id = ?1 AND (version_added = ?2 OR version_removed = ?2))",
+        params![repo.id, v],
+        |r| r.get(0),
+    )?;
+    if !changed {
         return Ok(None);
     }
+    let summary = summarize(tx, repo.id, v)?;
     tx.execute(
         "INSERT INTO repository_versions (repository_id, number, created_at, base_version) VALUES (?1, ?2, ?3, ?4)",
         params![repo.id, v, now_millis(), v - 1],
@@ -660,6 +671,7 @@ fn apply_push(tx: &Transaction<'_>, repo: i64, change: &PushChange, v: i64) -> R
                 remove_content(tx, repo, ContentType::Tag, tag, v)?;
             }
             remove_content(tx, repo, ContentType::Manifest, id, v)?;
+            signatures::drop_orphans(tx, repo, v)?;
         }
         PushChange::DeleteTag { tag } => {
             let Some((id, _)) = tag_in_version(tx, repo, tag, v)? else {
@@ -805,8 +817,8 @@ fn count(conn: &Connection, sql: &str, p: &[(&str, &dyn rusqlite::ToSql)]) -> Re
 /// `contains` for a push repository: exactly its content, and in its
 /// latest version its uploaded blobs too.
 fn push_contains(conn: &Connection, repo: &RepoRow, v: i64, kind: ContentType, digest: &Digest) -> Result<bool, MetadataError> {
-    if kind == ContentType::Tag {
-        return Err(MetadataError::Invalid("tags are not looked up by digest".into()));
+    if matches!(kind, ContentType::Tag | ContentType::Signature) {
+        return Err(MetadataError::Invalid(format!("{}s are not looked up by digest", kind.as_str())));
     }
     if present_by_digest(conn, repo.id, kind, digest, v)?.is_some() {
         return Ok(true);
@@ -1188,7 +1200,9 @@ impl Store for SqliteStore {
                        JOIN manifest_references mr ON mr.manifest_id = m.id AND mr.kind IN ('config', 'layer')
                        WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND mr.digest = :digest AND {PRESENT})"
                 ),
-                ContentType::Tag => return Err(MetadataError::Invalid("tags are not looked up by digest".into())),
+                ContentType::Tag | ContentType::Signature => {
+                    return Err(MetadataError::Invalid(format!("{}s are not looked up by digest", kind.as_str())))
+                }
             };
             Ok(conn.query_row(&sql, named_params! {":repo": repo.id, ":digest": digest.to_string(), ":v": v}, |r| r.get(0))?)
         })
@@ -1250,6 +1264,14 @@ impl Store for SqliteStore {
 
     fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError> {
         self.read(|conn| sync::blob_sources(conn, digest))
+    }
+
+    fn signatures(&self, repository: &str, version: VersionRef, manifest: &Digest) -> Result<Vec<AtomicSignature>, MetadataError> {
+        self.read(|conn| signatures::list(conn, repository, version, manifest))
+    }
+
+    fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
+        self.write(|tx| signatures::push(tx, repository, signature))
     }
 
     fn copy_tags(

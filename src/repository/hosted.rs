@@ -12,7 +12,7 @@ use bytes::Bytes;
 use moka::future::Cache;
 
 use super::Served;
-use crate::metadata::{ContentType, Metadata, MetadataError};
+use crate::metadata::{AtomicSignature, ContentType, Metadata, MetadataError};
 use crate::oci::media::{self, Accept};
 use crate::oci::{Digest, Reference};
 use crate::sync::Clients;
@@ -113,6 +113,17 @@ impl Hosted {
             media::Negotiated::Child(child) => self.load(d, number, &child).await,
             media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
         }
+    }
+
+    /// The atomic signatures the version `d` serves holds for `digest`, a
+    /// manifest it holds.
+    pub(crate) async fn signatures(&self, d: &Served, digest: &Digest) -> Result<Vec<AtomicSignature>, PullError> {
+        let Some(number) = self.version(d).await? else { return Err(PullError::ManifestUnknown) };
+        if !self.contains(d, number, ContentType::Manifest, digest).await? {
+            return Err(PullError::ManifestUnknown);
+        }
+        let (repository, digest) = (d.repository.clone(), digest.clone());
+        Ok(self.metadata.run(move |s| s.signatures(&repository, Some(number), &digest)).await?)
     }
 
     pub(crate) async fn blob(&self, d: &Served, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {

@@ -16,7 +16,7 @@
 use bytes::Bytes;
 
 use super::Distributions;
-use crate::metadata::{ContentType, Descriptor, Metadata, MetadataError, PushChange, RepositoryKind};
+use crate::metadata::{AtomicSignature, ContentType, Descriptor, Metadata, MetadataError, PushChange, RepositoryKind};
 use crate::oci::media;
 use crate::oci::{Algorithm, Digest, Reference, RepositoryName};
 use crate::pullthrough::{manifest_facts, PullThrough};
@@ -48,6 +48,10 @@ pub(crate) enum PushError {
     ManifestUnknown,
     #[error("blob unknown to registry")]
     BlobUnknown,
+    /// A signature PUT whose body is not one atomic signature of the
+    /// manifest its path names, or reuses a name.
+    #[error("signature invalid: {0}")]
+    SignatureInvalid(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -262,6 +266,18 @@ impl Pushes {
         match self.metadata.run(move |s| s.push(&repository, &change)).await {
             Ok(v) => Ok(v),
             Err(MetadataError::NotFound(_)) => Err(PushError::ManifestUnknown),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds an atomic signature of a manifest the repository's latest
+    /// version holds. The version it made; None if it was there already.
+    pub(crate) async fn add_signature(&self, repo: &Writable, signature: AtomicSignature) -> Result<Option<u64>, PushError> {
+        let repository = repo.repository.clone();
+        match self.metadata.run(move |s| s.add_signature(&repository, &signature)).await {
+            Ok(v) => Ok(v),
+            Err(MetadataError::NotFound(_)) => Err(PushError::ManifestUnknown),
+            Err(MetadataError::Conflict(m)) => Err(PushError::SignatureInvalid(m)),
             Err(e) => Err(e.into()),
         }
     }

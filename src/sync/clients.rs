@@ -82,6 +82,25 @@ impl Clients {
         self.target(&remote, Some(name)).map(Some)
     }
 
+    /// A client for `remote`'s signature lookaside store (`sigstore`), if
+    /// it has one: the same TLS options, never its credentials (the store
+    /// is another host). Built per call; a sync asks once.
+    pub(crate) fn lookaside(&self, remote: &Remote) -> Result<Option<Upstream>, ClientError> {
+        let Some(sigstore) = &remote.sigstore else { return Ok(None) };
+        let unusable = |message: String| ClientError::Unusable { remote: remote.name.clone(), message };
+        let url: http::Uri = sigstore.parse().map_err(|e| unusable(format!("sigstore: {e}")))?;
+        let cfg = config::remote_upstream(RemoteClient {
+            name: format!("{}-sigstore", remote.name),
+            url,
+            credentials: None,
+            ca_pem: remote.ca_cert.clone(),
+            insecure: !remote.tls_verify,
+            max_concurrent_requests: remote.download_concurrency.unwrap_or(DEFAULT_DOWNLOAD_CONCURRENCY) as usize,
+        })
+        .map_err(|e| unusable(e.to_string()))?;
+        Upstream::new(&cfg, &self.metrics).map(Some).map_err(|e| unusable(e.to_string()))
+    }
+
     fn build(&self, remote: &Remote) -> Result<Upstream, ClientError> {
         let unusable = |message: String| ClientError::Unusable { remote: remote.name.clone(), message };
         let url: http::Uri = remote.url.parse().map_err(|e| unusable(format!("url: {e}")))?;

@@ -7,11 +7,16 @@
 //!    signatures and other referrers (the referrers API where the remote
 //!    has it, else the `sha256-<hex>` tag schema), plus cosign's
 //!    `sha256-<hex>.sig|.att|.sbom` tags. Manifests are stored as fetched.
-//! 4. `immediate`: fetch every blob not stored yet, verified, through the
+//! 4. Fetch the atomic signatures of every manifest found: from the
+//!    remote's docker API extension when its `/v2/` answer carries
+//!    `X-Registry-Supports-Signatures: 1`, and from its `sigstore` lookaside
+//!    (`<sigstore>/<name>@<alg>=<hex>/signature-<n>`, n = 1, 2, ... until a
+//!    404). They are stored with the version, as content.
+//! 5. `immediate`: fetch every blob not stored yet, verified, through the
 //!    same fills the registry port uses (a blob is fetched once even if a
 //!    client pulls it meanwhile). `on_demand`: remember the remote as the
 //!    blobs' source instead.
-//! 5. Apply the result in one transaction.
+//! 6. Apply the result in one transaction.
 //!
 //! Everything fetched is stored before the version is written, and stored
 //! content is never fetched again: a sync cut short (canceled, a crash,
@@ -27,10 +32,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::clients::{ClientError, Clients, DEFAULT_DOWNLOAD_CONCURRENCY};
 use super::filter::TagFilter;
-use crate::metadata::{ManifestFacts, Metadata, MetadataError, Remote, RepositoryKind, SyncContent, SyncMode, SyncPolicy};
+use crate::metadata::{AtomicSignature, ManifestFacts, Metadata, MetadataError, Remote, RepositoryKind, SyncContent, SyncMode, SyncPolicy};
 use crate::oci::{media, Digest, Reference, Tag};
 use crate::pullthrough::{manifest_facts, PullError, PullThrough, Target};
-use crate::upstream::UpstreamError;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Bound on tag-list pages followed (at the reference registry's default
 /// page size of 100: a hundred thousand tags).
@@ -38,6 +43,14 @@ const MAX_TAG_PAGES: usize = 1_000;
 /// Suffixes of cosign's tag scheme for a manifest's signatures,
 /// attestations and SBOMs.
 const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+/// Bound on the lookaside signatures read per manifest.
+const MAX_LOOKASIDE_SIGNATURES: u32 = 64;
+/// Bound on one lookaside signature's size (they are a few KiB).
+const LOOKASIDE_SIGNATURE_LIMIT: usize = 1 << 20;
+/// The only signature type clients read from the API extension, and its
+/// schema version.
+const ATOMIC: &str = "atomic";
+const EXTENSION_SCHEMA_VERSION: u32 = 2;
 
 /// Where a sync reports how far it got, and learns it was canceled.
 pub(crate) trait Report: Send + Sync {
@@ -137,6 +150,8 @@ impl Syncer {
         roots.extend(filter.digests().iter().cloned());
         let (manifests, signature_tags) = run.manifests(roots, &all_tags).await?;
         tags.extend(signature_tags);
+        let lookaside = self.clients.lookaside(&run.remote)?;
+        let signatures = run.signatures(&manifests, lookaside.as_ref()).await?;
 
         let blobs = blobs_of(&manifests);
         match run.remote.policy {
@@ -156,7 +171,7 @@ impl Syncer {
             return Err(SyncError::Canceled);
         }
 
-        let content = SyncContent { manifests, tags };
+        let content = SyncContent { manifests, tags, signatures };
         let (repository, remote_name, mirror) = (req.repository.clone(), run.remote.name.clone(), req.mirror);
         let created = self
             .metadata
@@ -311,6 +326,87 @@ impl Run<'_> {
         Ok((manifests, signature_tags))
     }
 
+    /// The atomic signatures of `manifests`: through the remote's API
+    /// extension if it offers it, and from its lookaside store if it has
+    /// one; each (manifest, bytes) once.
+    async fn signatures(
+        &mut self,
+        manifests: &[ManifestFacts],
+        lookaside: Option<&Upstream>,
+    ) -> Result<Vec<AtomicSignature>, SyncError> {
+        self.turn().await?;
+        let api = match self.target.upstream.supports_signatures().await {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(remote = %self.remote.name, error = %e, "cannot ask whether the remote serves signatures");
+                false
+            }
+        };
+        if !api && lookaside.is_none() {
+            return Ok(Vec::new());
+        }
+        self.grow(manifests.len() as u64);
+        let this = &*self;
+        let digests: Vec<Digest> = manifests.iter().map(|m| m.digest.clone()).collect();
+        let found: Vec<Vec<AtomicSignature>> = stream::iter(digests)
+            .map(|digest| async move {
+                let mut out = Vec::new();
+                if api {
+                    out.extend(this.extension_signatures(&digest).await?);
+                }
+                if let Some(store) = lookaside {
+                    out.extend(this.lookaside_signatures(store, &digest).await?);
+                }
+                this.report.add(1, out.iter().map(|s| s.content.len() as u64).sum());
+                Ok::<_, SyncError>(out)
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        let mut seen = HashSet::new();
+        Ok(found
+            .into_iter()
+            .flatten()
+            .filter(|s| seen.insert((s.manifest.clone(), s.content.clone())))
+            .collect())
+    }
+
+    /// `GET /extensions/v2/<name>/signatures/<digest>`: the entries of
+    /// schema version 2 and type `atomic` (what clients read), others
+    /// ignored. A manifest the remote knows no signatures of (404) has none.
+    async fn extension_signatures(&self, digest: &Digest) -> Result<Vec<AtomicSignature>, SyncError> {
+        self.turn().await?;
+        let what = || format!("signatures of {digest}");
+        let bytes = match self.target.upstream.signatures(&self.target.repo, digest).await {
+            Ok(b) => b,
+            Err(UpstreamError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(fetch_error(what(), e.into())),
+        };
+        parse_extension_listing(digest, &bytes)
+            .map_err(|m| fetch_error(what(), UpstreamError::Protocol(m).into()))
+    }
+
+    /// `<sigstore>/<name>@<alg>=<hex>/signature-<n>` for n = 1, 2, ...
+    /// until the store answers 404.
+    async fn lookaside_signatures(&self, store: &Upstream, digest: &Digest) -> Result<Vec<AtomicSignature>, SyncError> {
+        let mut out = Vec::new();
+        for n in 1..=MAX_LOOKASIDE_SIGNATURES {
+            self.turn().await?;
+            let path = format!(
+                "/{}@{}={}/signature-{n}",
+                self.remote.upstream_name,
+                digest.algorithm().as_str(),
+                digest.hex()
+            );
+            match store.get_file(&path, &self.target.repo, LOOKASIDE_SIGNATURE_LIMIT).await {
+                Ok(bytes) => out.push(lookaside_signature(digest, bytes.to_vec())),
+                Err(UpstreamError::NotFound) => break,
+                Err(e) => return Err(fetch_error(format!("lookaside signature {path}"), e.into())),
+            }
+        }
+        Ok(out)
+    }
+
     async fn resolve_one(&mut self, tag: &str) -> Result<Option<Digest>, SyncError> {
         let tag = tag.to_owned();
         self.grow(1);
@@ -359,6 +455,54 @@ fn blobs_of(manifests: &[ManifestFacts]) -> Vec<Digest> {
         .collect()
 }
 
+/// The atomic signatures of `digest` in an API extension listing
+/// (`{"signatures":[{"schemaVersion":2,"type":"atomic","name":..,"content":<base64>}]}`).
+fn parse_extension_listing(digest: &Digest, bytes: &[u8]) -> Result<Vec<AtomicSignature>, String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        // OpenShift and containers/image name it `schemaVersion`.
+        #[serde(rename = "schemaVersion", alias = "version", default)]
+        version: u32,
+        #[serde(rename = "type", default)]
+        kind: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        content: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        #[serde(default)]
+        signatures: Vec<Entry>,
+    }
+    let listing: Listing = serde_json::from_slice(bytes).map_err(|e| format!("signatures listing: {e}"))?;
+    let prefix = format!("{digest}@");
+    let mut out = Vec::new();
+    for e in listing.signatures {
+        if e.version != EXTENSION_SCHEMA_VERSION || e.kind != ATOMIC {
+            continue;
+        }
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(e.content.as_bytes())
+            .map_err(|err| format!("signature {:?}: content is not base64: {err}", e.name))?;
+        // A name that does not name this manifest is not this manifest's.
+        if !e.name.starts_with(&prefix) || e.name.len() == prefix.len() || content.is_empty() {
+            continue;
+        }
+        out.push(AtomicSignature { manifest: digest.clone(), name: e.name, kind: ATOMIC.into(), content });
+    }
+    Ok(out)
+}
+
+/// A lookaside file as a signature; its name comes from its bytes, so a
+/// sync that reads it again names it the same.
+fn lookaside_signature(digest: &Digest, content: Vec<u8>) -> AtomicSignature {
+    let id = Digest::of(crate::oci::Algorithm::Sha256, &content);
+    let name = format!("{digest}@{}", id.hex().get(..32).unwrap_or(id.hex()));
+    AtomicSignature { manifest: digest.clone(), name, kind: ATOMIC.into(), content }
+}
+
 /// The manifests an image index (or a referrers listing) lists.
 fn index_digests(bytes: &[u8]) -> Vec<Digest> {
     #[derive(serde::Deserialize)]
@@ -385,5 +529,35 @@ mod tests {
         let bytes = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{d}"}},{{"digest":"nope"}}]}}"#);
         assert_eq!(index_digests(bytes.as_bytes()).iter().map(ToString::to_string).collect::<Vec<_>>(), [d]);
         assert!(index_digests(b"not json").is_empty());
+    }
+
+    #[test]
+    fn extension_listing_keeps_atomic_v2_entries_of_this_manifest() {
+        let d: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
+        let other = format!("sha256:{}", "d".repeat(64));
+        let listing = format!(
+            r#"{{"signatures":[
+                {{"schemaVersion":2,"type":"atomic","name":"{d}@one","content":"aGVsbG8="}},
+                {{"version":2,"type":"atomic","name":"{d}@two","content":"d29ybGQ="}},
+                {{"schemaVersion":1,"type":"atomic","name":"{d}@old","content":"aGVsbG8="}},
+                {{"schemaVersion":2,"type":"cosign","name":"{d}@x","content":"aGVsbG8="}},
+                {{"schemaVersion":2,"type":"atomic","name":"{other}@y","content":"aGVsbG8="}}
+            ]}}"#
+        );
+        let got = parse_extension_listing(&d, listing.as_bytes()).unwrap();
+        let got: Vec<(&str, &[u8])> = got.iter().map(|s| (s.name.as_str(), s.content.as_slice())).collect();
+        assert_eq!(got, [(format!("{d}@one").as_str(), &b"hello"[..]), (format!("{d}@two").as_str(), &b"world"[..])]);
+        assert!(parse_extension_listing(&d, b"nope").is_err());
+        let bad = format!(r#"{{"signatures":[{{"schemaVersion":2,"type":"atomic","name":"{d}@z","content":"!!"}}]}}"#);
+        assert!(parse_extension_listing(&d, bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_lookaside_signature_is_named_by_its_bytes() {
+        let d: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
+        let a = lookaside_signature(&d, b"sig".to_vec());
+        assert_eq!(a, lookaside_signature(&d, b"sig".to_vec()));
+        assert_ne!(a.name, lookaside_signature(&d, b"other".to_vec()).name);
+        assert!(a.name.starts_with(&format!("{d}@")));
     }
 }

@@ -103,3 +103,123 @@ async fn busy(tasks: &Tasks, repository: &str) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::metadata::{Metadata, NewRepository, Remote, SyncPolicy};
+    use crate::metrics::Metrics;
+    use crate::pullthrough::{PullThrough, Recorder, Upstreams};
+    use crate::storage::Storage;
+    use crate::sync::Clients;
+
+    /// Long enough for anything that should happen to happen; in paused
+    /// time, only reached when the test is failing.
+    const PATIENCE: Duration = Duration::from_secs(600);
+
+    fn remote() -> Remote {
+        Remote {
+            name: "r".into(),
+            // Nothing listens there: the sync the schedule starts fails,
+            // which is all the same to the schedule.
+            url: "http://127.0.0.1:9".into(),
+            upstream_name: "team/app".into(),
+            include_tags: vec![],
+            exclude_tags: vec![],
+            policy: SyncPolicy::Immediate,
+            credentials: None,
+            credentials_from: None,
+            tls_verify: true,
+            ca_cert: None,
+            sigstore: None,
+            download_concurrency: None,
+            rate_limit: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn repository(name: &str, next_sync_at: i64) -> NewRepository {
+        NewRepository {
+            name: name.into(),
+            description: None,
+            retain_versions: None,
+            remote: Some("r".into()),
+            sync_mirror: true,
+            sync_interval: Some(3600),
+            next_sync_at: Some(next_sync_at),
+        }
+    }
+
+    async fn syncs_of(tasks: &Tasks, repository: &str) -> Vec<Task> {
+        let filter = TaskFilter { state: None, kind: Some(SYNC_TASK.into()), resource: Some(repository.into()) };
+        tasks.list(filter, PageRequest { limit: 100, offset: 0 }).await.unwrap().items
+    }
+
+    async fn next_sync_at(metadata: &Metadata, name: &str) -> Option<i64> {
+        let name = name.to_owned();
+        metadata.run(move |s| s.repository(&name)).await.unwrap().unwrap().next_sync_at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_schedule_starts_a_due_sync_and_skips_a_repository_whose_sync_is_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = Metadata::open(dir.path()).await.unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let metrics = Metrics::new().unwrap();
+        let recorder = Recorder::start(metadata.clone());
+        let pull = PullThrough::new(Upstreams::new(vec![]), storage, metadata.clone(), recorder, metrics.clone(), 4 << 20);
+        let syncer = Syncer::new(metadata.clone(), pull, Clients::new(metadata.clone(), metrics, vec![]));
+        let tasks = Tasks::start(metadata.clone(), 4).await.unwrap();
+        let repositories = SyncRepositories::new(metadata.clone(), vec![]);
+
+        metadata.run(|s| s.create_remote(&remote())).await.unwrap();
+        // Schedules are looked at in order of when they are due: `busy`
+        // first, so once `due` has its task, `busy` has had its turn.
+        let later = now_millis() + 3_600_000;
+        for new in [repository("busy", 1), repository("due", 2), repository("later", later)] {
+            metadata.run(move |s| s.create_repository(&new)).await.unwrap();
+        }
+        // `busy`'s previous sync is still running.
+        let running = tasks
+            .submit(SYNC_TASK, Some("busy".into()), json!({}), |progress: Progress| async move {
+                progress.canceled().await;
+                Err(TaskFailure::Canceled)
+            })
+            .await
+            .unwrap();
+
+        let schedule = tokio::spawn(run_schedules(tasks.clone(), syncer.clone(), repositories));
+        let started = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(task) = syncs_of(&tasks, "due").await.into_iter().next() {
+                    return task;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the due repository never got a sync task");
+        assert_eq!(started.params, json!({"remote": "r", "mirror": true}), "the repository's remote and mode");
+
+        let busy: Vec<u64> = syncs_of(&tasks, "busy").await.iter().map(|t| t.id).collect();
+        assert_eq!(busy, [running.id], "no second sync while the first runs");
+        assert!(syncs_of(&tasks, "later").await.is_empty(), "not due yet");
+        let now = now_millis();
+        for name in ["busy", "due"] {
+            let next = next_sync_at(&metadata, name).await.unwrap();
+            assert!(next > now, "{name}: a skipped or started round moves the schedule on ({next} <= {now})");
+        }
+        assert_eq!(next_sync_at(&metadata, "later").await, Some(later));
+
+        // Later rounds start nothing more: nothing is due again.
+        tokio::time::sleep(TICK * 4).await;
+        assert_eq!(syncs_of(&tasks, "due").await.len(), 1);
+        assert_eq!(syncs_of(&tasks, "busy").await.len(), 1);
+
+        schedule.abort();
+        tasks.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -52,11 +52,15 @@ const REFERRERS_LIMIT: usize = 4 << 20;
 /// A tags list is buffered too; an unpaginated list for a repository with
 /// many tags runs to megabytes, so the bound is looser than for manifests.
 const TAGS_LIST_LIMIT: usize = 16 << 20;
+/// A signatures listing of the docker API extension is buffered too.
+const SIGNATURES_LIMIT: usize = 4 << 20;
 /// Token responses are small JSON documents.
 const TOKEN_RESPONSE_LIMIT: usize = 1 << 20;
 
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
+/// Set by registries that offer the docker signatures API extension.
+const SUPPORTS_SIGNATURES: &str = "x-registry-supports-signatures";
 
 /// What a manifest HEAD tells about the manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,6 +331,49 @@ impl Upstream {
             let filter_applied = artifact_type.is_some() && filters_applied(exchange.response.headers(), "artifactType");
             let bytes = body::read_to_limit(self.body(exchange), REFERRERS_LIMIT, "referrers index").await?;
             Ok(Referrers { bytes, filter_applied })
+        })
+        .await
+    }
+
+    /// Whether the registry offers the docker API extension for atomic
+    /// signatures: its `/v2/` answer carries `X-Registry-Supports-Signatures: 1`.
+    /// Asked anonymously and read from a 401 as from a 200, as clients do
+    /// (their first probe is anonymous too).
+    pub(crate) async fn supports_signatures(&self) -> Result<bool, UpstreamError> {
+        let uri = &self.uri("/v2/", "")?;
+        self.with_retries("supports_signatures", || async move {
+            let _turn = self.inner.concurrency.acquire().await?;
+            let out = Outgoing { method: Method::GET, uri: uri.clone(), accept: None, authorization: None, follow_redirects: false };
+            let answer = self.inner.transport.send(&out).await?;
+            let supported = header_str(answer.response.headers(), SUPPORTS_SIGNATURES)?.is_some_and(|v| v == "1");
+            if answer.response.status() != StatusCode::UNAUTHORIZED {
+                check_status(answer.response)?;
+            }
+            Ok(supported)
+        })
+        .await
+    }
+
+    /// `GET /extensions/v2/<repo>/signatures/<digest>`: the JSON listing of
+    /// the manifest's atomic signatures, read whole (at most 4 MiB).
+    pub(crate) async fn signatures(&self, repo: &RepositoryName, digest: &Digest) -> Result<Bytes, UpstreamError> {
+        let uri = &self.uri(&format!("/extensions/v2/{repo}/signatures/{digest}"), "")?;
+        self.with_retries("signatures", || async move {
+            let exchange = self.request(Method::GET, uri, Some("application/json"), repo).await?;
+            body::read_to_limit(self.body(exchange), SIGNATURES_LIMIT, "signatures listing").await
+        })
+        .await
+    }
+
+    /// `GET <url><path>`, read whole (at most `limit` bytes): a file of a
+    /// static store such as a signature lookaside, for a client whose URL
+    /// is the store's root. A missing file is [`UpstreamError::NotFound`].
+    /// `repo` names the scope of a token the store may ask for.
+    pub(crate) async fn get_file(&self, path: &str, repo: &RepositoryName, limit: usize) -> Result<Bytes, UpstreamError> {
+        let uri = &self.uri(path, "")?;
+        self.with_retries("get_file", || async move {
+            let exchange = self.request(Method::GET, uri, None, repo).await?;
+            body::read_to_limit(self.body(exchange), limit, "file").await
         })
         .await
     }

@@ -75,7 +75,14 @@ impl Clients {
     /// `--registries-conf` globally, `--authfile` after the subcommands that
     /// take it.
     pub fn skopeo(&self, args: &[&str]) -> Output {
+        self.skopeo_with_env(&[], args)
+    }
+
+    /// `skopeo` with extra environment variables (say `GNUPGHOME` for the
+    /// key `--sign-by` uses).
+    pub fn skopeo_with_env(&self, env: &[(&str, &Path)], args: &[&str]) -> Output {
         let mut cmd = self.command("skopeo");
+        cmd.envs(env.iter().map(|(k, v)| (*k, *v)));
         cmd.arg("--policy")
             .arg(self.dir.join("policy.json"))
             .arg("--registries.d")

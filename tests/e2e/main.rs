@@ -30,3 +30,4 @@ mod curate;
 mod tasks;
 mod sync;
 mod service;
+mod signatures;

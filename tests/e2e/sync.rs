@@ -29,7 +29,7 @@ async fn admin(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> 
     }
 }
 
-async fn admin_ok(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> Value {
+pub(crate) async fn admin_ok(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> Value {
     let r = admin(wharf, method, path, body).await;
     assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
     if r.body.is_empty() {
@@ -60,14 +60,14 @@ async fn wharf_cli(wharf: &Wharf, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
-async fn cli_ok(wharf: &Wharf, args: &[&str]) -> String {
+pub(crate) async fn cli_ok(wharf: &Wharf, args: &[&str]) -> String {
     let (code, out, err) = wharf_cli(wharf, args).await;
     assert_eq!(code, 0, "wharf {args:?}: {out}{err}");
     out
 }
 
 /// Tags and manifest digests of a version, sorted.
-async fn content(wharf: &Wharf, repo: &str, version: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) async fn content(wharf: &Wharf, repo: &str, version: &str) -> (Vec<String>, Vec<String>) {
     let path = |kind: &str| format!("repositories/{repo}/versions/{version}/{kind}?limit=1000");
     let tags = admin_ok(wharf, "GET", &path("tags"), None).await;
     let manifests = admin_ok(wharf, "GET", &path("manifests"), None).await;
@@ -80,7 +80,7 @@ async fn content(wharf: &Wharf, repo: &str, version: &str) -> (Vec<String>, Vec<
     (names(&tags, "name"), names(&manifests, "digest"))
 }
 
-async fn wait_task(wharf: &Wharf, id: u64) -> Value {
+pub(crate) async fn wait_task(wharf: &Wharf, id: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let task = admin_ok(wharf, "GET", &format!("tasks/{id}"), None).await;
@@ -92,14 +92,14 @@ async fn wait_task(wharf: &Wharf, id: u64) -> Value {
     }
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
+pub(crate) fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
 
 /// An image whose manifest names `subject`: a signature or attestation as
 /// the OCI referrers model has them.
-fn referrer_of(subject: &Blob) -> Image {
+pub(crate) fn referrer_of(subject: &Blob) -> Image {
     let mut image = Image::random(&[64]);
     let mut manifest: Value = serde_json::from_slice(&image.manifest.bytes).expect("manifest JSON");
     manifest["artifactType"] = json!("application/vnd.example.signature");
@@ -110,7 +110,7 @@ fn referrer_of(subject: &Blob) -> Image {
 
 /// The referrers tag schema: an index of `subject`'s referrers, tagged
 /// `sha256-<hex>` (what a registry without the referrers API holds).
-fn referrers_index(subject: &Blob, referrer: &Image) -> Index {
+pub(crate) fn referrers_index(subject: &Blob, referrer: &Image) -> Index {
     let mut entry = json!({
         "mediaType": MANIFEST_MEDIA_TYPE,
         "digest": referrer.manifest.digest,
@@ -138,7 +138,7 @@ fn url_of(registry: &Registry) -> String {
 }
 
 /// A blob upload in one PUT after the POST that opens it.
-async fn put_blob(url: &str, repo: &str, blob: &Blob) {
+pub(crate) async fn put_blob(url: &str, repo: &str, blob: &Blob) {
     let started = http::request("POST", &format!("{url}/v2/{repo}/blobs/uploads/"), &[]).await;
     assert_eq!(started.status, 202, "upload start: {}", String::from_utf8_lossy(&started.body));
     let location = started.header("location").expect("Location");
@@ -154,7 +154,7 @@ async fn put_blob(url: &str, repo: &str, blob: &Blob) {
     assert_eq!(r.status, 201, "blob upload: {}", String::from_utf8_lossy(&r.body));
 }
 
-async fn put_manifest(url: &str, repo: &str, reference: &str, manifest: &Blob) {
+pub(crate) async fn put_manifest(url: &str, repo: &str, reference: &str, manifest: &Blob) {
     let r = http::request_with_body(
         "PUT",
         &format!("{url}/v2/{repo}/manifests/{reference}"),
@@ -165,7 +165,7 @@ async fn put_manifest(url: &str, repo: &str, reference: &str, manifest: &Blob) {
     assert_eq!(r.status, 201, "manifest {reference}: {}", String::from_utf8_lossy(&r.body));
 }
 
-fn stem(digest: &str) -> String {
+pub(crate) fn stem(digest: &str) -> String {
     digest.replacen(':', "-", 1)
 }
 

@@ -8,7 +8,9 @@
 //! A copy takes exactly what the source version holds that the chosen
 //! content needs: an index's child manifests (those the version holds), every
 //! manifest's config and layers, and its signatures: referrers (manifests
-//! whose `subject` it is) and cosign's `<alg>-<hex>.sig|.att|.sbom` tags.
+//! whose `subject` it is), cosign's `<alg>-<hex>.sig|.att|.sbom` tags, and
+//! the atomic signatures the version holds for it. Removing a manifest takes
+//! its atomic signatures with it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -147,8 +149,14 @@ fn close_over(
 
 /// Writes `selection` into `dest` as its next version; the new number,
 /// or None if `dest` already held all of it.
-fn apply_copy(tx: &Transaction<'_>, dest: &mut RepoRow, selection: &Selection) -> Result<Option<u64>, MetadataError> {
+fn apply_copy(
+    tx: &Transaction<'_>,
+    (src, sv): (i64, i64),
+    dest: &mut RepoRow,
+    selection: &Selection,
+) -> Result<Option<u64>, MetadataError> {
     let v = i64_of(dest.repo.latest_version) + 1;
+    super::signatures::copy(tx, src, sv, dest.id, v, selection.manifests.iter().copied())?;
     for &manifest in &selection.manifests {
         add_content(tx, dest.id, ContentType::Manifest, manifest, v)?;
         for (kind, d) in pointed_at(tx, manifest)? {
@@ -182,7 +190,7 @@ pub(super) fn copy_tags(
         }
     }
     close_over(tx, src.id, sv, start, &mut selection)?;
-    apply_copy(tx, &mut dest, &selection)
+    apply_copy(tx, (src.id, sv), &mut dest, &selection)
 }
 
 pub(super) fn copy_manifests(
@@ -204,7 +212,7 @@ pub(super) fn copy_manifests(
     }
     let mut selection = Selection::default();
     close_over(tx, src.id, sv, start, &mut selection)?;
-    apply_copy(tx, &mut dest, &selection)
+    apply_copy(tx, (src.id, sv), &mut dest, &selection)
 }
 
 /// Whether a manifest present in version `v` points at `digest` as one of
@@ -285,6 +293,7 @@ pub(super) fn remove(tx: &Transaction<'_>, name: &str, tags: &[String], manifest
             remove_content(tx, repo.id, ContentType::Blob, id, v)?;
         }
     }
+    super::signatures::drop_orphans(tx, repo.id, v)?;
     close_version(tx, &mut repo, v)
 }
 
@@ -302,7 +311,7 @@ pub(super) fn revert(tx: &Transaction<'_>, name: &str, version: u64) -> Result<O
     let mut repo = curated_repository(tx, name)?;
     let (_, target) = resolve(tx, name, Some(version))?;
     let v = i64_of(repo.repo.latest_version) + 1;
-    for kind in [ContentType::Tag, ContentType::Manifest, ContentType::Blob] {
+    for kind in [ContentType::Tag, ContentType::Manifest, ContentType::Blob, ContentType::Signature] {
         let want = content_ids(tx, repo.id, kind, target)?;
         // Nothing is written at `v` yet: this is the latest version's content.
         let have = content_ids(tx, repo.id, kind, v)?;
@@ -640,7 +649,7 @@ mod tests {
         assert_eq!(numbers, [3, 2]);
         assert_eq!(tag_names(&s, "kept/two", Some(2)), ["t0", "t1"]);
         // A sync repository filled by a sync is curated the same way.
-        let content = SyncContent { manifests: vec![image("d", &["d"])], tags: vec![("d".into(), digest("d"))] };
+        let content = SyncContent { manifests: vec![image("d", &["d"])], tags: vec![("d".into(), digest("d"))], signatures: Vec::new() };
         s.sync("kept/two", "r", &content, SyncMode::Additive).unwrap();
         assert_eq!(s.revert("kept/two", 3).unwrap(), Some(5));
         assert_eq!(tag_names(&s, "kept/two", None), ["t0", "t1", "t2"]);

@@ -152,11 +152,18 @@ pub(super) fn apply_sync(
         };
         set_tag(tx, repo.id, tag, manifest, v)?;
     }
+    for s in &content.signatures {
+        if !synced.contains(&s.manifest) {
+            return Err(MetadataError::Invalid(format!("a signature names manifest {}, which the sync did not fetch", s.manifest)));
+        }
+    }
+    super::signatures::add(tx, repo.id, &content.signatures, v)?;
     let mirror = matches!(mode, SyncMode::Mirror { .. });
     if let SyncMode::Mirror { in_scope } = mode {
         let synced_tags: HashSet<&str> = content.tags.iter().map(|(t, _)| t.as_str()).collect();
         let synced: HashSet<String> = content.manifests.iter().map(|m| m.digest.to_string()).collect();
         prune(tx, repo.id, v, &synced, &synced_tags, in_scope)?;
+        super::signatures::drop_orphans(tx, repo.id, v)?;
     }
     tx.execute(
         "UPDATE repositories SET remote = coalesce(remote, ?2), mirrored = mirrored OR ?3 WHERE id = ?1",
@@ -314,6 +321,7 @@ mod tests {
 
     fn content(manifests: &[&ManifestFacts], tags: &[(&str, &ManifestFacts)]) -> SyncContent {
         SyncContent {
+            signatures: Vec::new(),
             manifests: manifests.iter().map(|m| (*m).clone()).collect(),
             tags: tags.iter().map(|(t, m)| ((*t).to_owned(), m.digest.clone())).collect(),
         }

@@ -1,0 +1,222 @@
+//! Atomic container signatures: stored once per (manifest, bytes), members
+//! of repository versions like any content (type 'signature'). A version
+//! holds a signature only while it holds the signed manifest: whatever
+//! takes a manifest out of a version takes its signatures too, and a copy
+//! of a manifest brings the signatures the source version holds for it.
+
+use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
+
+use super::{add_content, close_version, i64_of, present_by_digest, remove_content, require_repository, resolve, PRESENT};
+use crate::metadata::{AtomicSignature, ContentType, MetadataError, RepositoryKind, VersionRef};
+use crate::oci::{Algorithm, Digest};
+
+fn upsert(tx: &Transaction<'_>, s: &AtomicSignature) -> Result<i64, MetadataError> {
+    let manifest = s.manifest.to_string();
+    let digest = Digest::of(Algorithm::Sha256, &s.content).to_string();
+    tx.execute(
+        "INSERT OR IGNORE INTO signatures (manifest_digest, digest, name, type, content) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![manifest, digest, s.name, s.kind, s.content],
+    )?;
+    Ok(tx.query_row(
+        "SELECT id FROM signatures WHERE manifest_digest = ?1 AND digest = ?2",
+        params![manifest, digest],
+        |r| r.get(0),
+    )?)
+}
+
+/// Adds `signatures` to version `v` (the version being built).
+pub(super) fn add(tx: &Transaction<'_>, repo: i64, signatures: &[AtomicSignature], v: i64) -> Result<(), MetadataError> {
+    for s in signatures {
+        let id = upsert(tx, s)?;
+        add_content(tx, repo, ContentType::Signature, id, v)?;
+    }
+    Ok(())
+}
+
+/// Ends, at version `v`, the membership of every signature whose manifest
+/// version `v` no longer holds.
+pub(super) fn drop_orphans(tx: &Transaction<'_>, repo: i64, v: i64) -> Result<(), MetadataError> {
+    let orphans: Vec<i64> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT s.id FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND {PRESENT}
+             AND NOT EXISTS (SELECT 1 FROM repository_content m JOIN manifests md ON md.id = m.content_id
+                 WHERE m.repository_id = :repo AND m.content_type = 'manifest' AND md.digest = s.manifest_digest
+                 AND m.version_added <= :v AND (m.version_removed IS NULL OR m.version_removed > :v))"
+        ))?;
+        let rows = stmt.query_map(named_params! {":repo": repo, ":v": v}, |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for id in orphans {
+        remove_content(tx, repo, ContentType::Signature, id, v)?;
+    }
+    Ok(())
+}
+
+/// Ids of the signatures of manifest `manifest_id` in version `v`.
+fn held(conn: &Connection, repo: i64, manifest_id: i64, v: i64) -> Result<Vec<i64>, MetadataError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT s.id FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+         JOIN manifests m ON m.digest = s.manifest_digest
+         WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND m.id = :manifest AND {PRESENT}
+         ORDER BY s.id"
+    ))?;
+    let rows = stmt.query_map(named_params! {":repo": repo, ":manifest": manifest_id, ":v": v}, |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Copies the signatures version `sv` of `src` holds for each of
+/// `manifests` into version `v` of `dest`.
+pub(super) fn copy(
+    tx: &Transaction<'_>,
+    src: i64,
+    sv: i64,
+    dest: i64,
+    v: i64,
+    manifests: impl IntoIterator<Item = i64>,
+) -> Result<(), MetadataError> {
+    for manifest in manifests {
+        for id in held(tx, src, manifest, sv)? {
+            add_content(tx, dest, ContentType::Signature, id, v)?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn list(conn: &Connection, repository: &str, version: VersionRef, manifest: &Digest) -> Result<Vec<AtomicSignature>, MetadataError> {
+    let (repo, v) = resolve(conn, repository, version)?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT s.name, s.type, s.content FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+         WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.manifest_digest = :manifest AND {PRESENT}
+         ORDER BY s.id"
+    ))?;
+    let rows = stmt.query_map(named_params! {":repo": repo.id, ":manifest": manifest.to_string(), ":v": v}, |r| {
+        Ok(AtomicSignature { manifest: manifest.clone(), name: r.get(0)?, kind: r.get(1)?, content: r.get(2)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
+    let mut repo = require_repository(tx, repository)?;
+    if repo.repo.kind != RepositoryKind::Push {
+        return Err(MetadataError::Conflict(format!(
+            "repository {repository:?} is a {} repository; only push repositories accept signatures",
+            repo.repo.kind.as_str()
+        )));
+    }
+    let v = i64_of(repo.repo.latest_version) + 1;
+    // Looked up at `v`: nothing is written there yet, so this is the
+    // latest version's content.
+    if present_by_digest(tx, repo.id, ContentType::Manifest, &signature.manifest, v)?.is_none() {
+        return Err(MetadataError::NotFound(format!("manifest {} is not in repository {repository:?}", signature.manifest)));
+    }
+    let taken: Option<String> = tx
+        .query_row(
+            &format!(
+                "SELECT s.digest FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+                 WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.name = :name AND {PRESENT}"
+            ),
+            named_params! {":repo": repo.id, ":name": signature.name, ":v": v},
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(existing) = taken {
+        if existing != Digest::of(Algorithm::Sha256, &signature.content).to_string() {
+            return Err(MetadataError::Conflict(format!("a different signature is named {:?}", signature.name)));
+        }
+    }
+    add(tx, repo.id, std::slice::from_ref(signature), v)?;
+    close_version(tx, &mut repo, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{image, open};
+    use super::super::SqliteStore;
+    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PushChange, Store, SyncContent, SyncMode};
+
+    fn sig(m: &ManifestFacts, id: &str) -> AtomicSignature {
+        AtomicSignature {
+            manifest: m.digest.clone(),
+            name: format!("{}@{id}", m.digest),
+            kind: "atomic".into(),
+            content: format!("signed {id}").into_bytes(),
+        }
+    }
+
+    fn names(s: &SqliteStore, repo: &str, v: Option<u64>, m: &ManifestFacts) -> Vec<String> {
+        s.signatures(repo, v, &m.digest).unwrap().into_iter().map(|s| s.name).collect()
+    }
+
+    fn sync_repo(s: &SqliteStore, name: &str) {
+        let new = NewRepository {
+            name: name.into(),
+            description: None,
+            retain_versions: None,
+            remote: None,
+            sync_mirror: false,
+            sync_interval: None,
+            next_sync_at: None,
+        };
+        s.create_repository(&new).unwrap();
+    }
+
+    #[test]
+    fn signatures_are_version_content_that_follows_their_manifest() {
+        let (_d, s) = open();
+        sync_repo(&s, "src");
+        let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
+        let tags = vec![("a".to_owned(), a.digest.clone()), ("b".to_owned(), b.digest.clone())];
+        let mut content = SyncContent { manifests: vec![a.clone(), b.clone()], tags, signatures: vec![sig(&a, "1")] };
+        assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), Some(1));
+        assert_eq!(names(&s, "src", None, &a), [format!("{}@1", a.digest)]);
+        assert!(names(&s, "src", None, &b).is_empty());
+
+        // A new signature alone makes a version; the old version keeps its set.
+        content.signatures.push(sig(&a, "2"));
+        assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), Some(2));
+        assert_eq!(names(&s, "src", None, &a).len(), 2);
+        assert_eq!(names(&s, "src", Some(1), &a).len(), 1, "version 1 never changes");
+        assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), None, "the same signatures again: no version");
+
+        // A copy of the manifest brings its signatures.
+        sync_repo(&s, "dest");
+        assert_eq!(s.copy_manifests("src", None, "dest", std::slice::from_ref(&a.digest)).unwrap(), Some(1));
+        assert_eq!(names(&s, "dest", None, &a).len(), 2);
+
+        // Removing the manifest takes them; reverting brings them back.
+        assert_eq!(s.remove_content("dest", &[], std::slice::from_ref(&a.digest)).unwrap(), Some(2));
+        assert!(names(&s, "dest", None, &a).is_empty());
+        assert_eq!(s.revert("dest", 1).unwrap(), Some(3));
+        assert_eq!(names(&s, "dest", None, &a).len(), 2);
+
+        // A mirror sync that drops the manifest drops its signatures.
+        let all = |_: &str| true;
+        let only_b = SyncContent { manifests: vec![b.clone()], tags: vec![("b".into(), b.digest.clone())], signatures: Vec::new() };
+        assert_eq!(s.sync("src", "r", &only_b, SyncMode::Mirror { in_scope: &all }).unwrap(), Some(3));
+        assert!(names(&s, "src", None, &a).is_empty());
+        assert_eq!(names(&s, "src", Some(2), &a).len(), 2);
+
+        // A signature of a manifest the sync did not bring is refused.
+        let stray = SyncContent { manifests: vec![b.clone()], tags: Vec::new(), signatures: vec![sig(&a, "3")] };
+        assert!(s.sync("src", "r", &stray, SyncMode::Additive).is_err());
+    }
+
+    #[test]
+    fn a_push_repository_takes_a_signature_of_a_manifest_it_holds() {
+        let (_d, s) = open();
+        s.create_push_repository("team/app", "team.app").unwrap();
+        let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
+        s.push("team/app", &PushChange::Manifest { facts: a.clone(), tag: Some("1".into()) }).unwrap();
+        let v = s.repository("team/app").unwrap().unwrap().latest_version;
+        assert_eq!(s.add_signature("team/app", &sig(&a, "x")).unwrap(), Some(v + 1));
+        assert_eq!(s.add_signature("team/app", &sig(&a, "x")).unwrap(), None, "already there");
+        let mut other = sig(&a, "x");
+        other.content = b"different".to_vec();
+        assert!(matches!(s.add_signature("team/app", &other), Err(crate::metadata::MetadataError::Conflict(_))));
+        assert!(matches!(s.add_signature("team/app", &sig(&b, "y")), Err(crate::metadata::MetadataError::NotFound(_))));
+        // Deleting the manifest takes its signature.
+        s.push("team/app", &PushChange::DeleteManifest { digest: a.digest.clone() }).unwrap();
+        assert!(names(&s, "team/app", None, &a).is_empty());
+    }
+}
