@@ -89,12 +89,12 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     uploads.spawn_sweeper();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
-    let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel)
+    let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel, metrics.clone())
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let clients = Clients::new(metadata.clone(), metrics.clone(), config.upstreams.clone());
     let hosted = Hosted::new(metadata.clone(), pull.clone(), clients.clone());
-    let syncer = Syncer::new(metadata.clone(), pull.clone(), clients.clone());
+    let syncer = Syncer::new(metadata.clone(), pull.clone(), clients.clone(), metrics.clone());
     let sync_repositories =
         SyncRepositories::new(metadata.clone(), config.upstreams.iter().map(|u| u.name.clone()).collect());
     tokio::spawn(sync::run_schedules(tasks.clone(), syncer.clone(), sync_repositories));

@@ -27,6 +27,7 @@
 //! - `limits`: inbound rate limits per client IP and per user.
 //! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
+//! - `telemetry`: request ids, the access log line and the HTTP metrics of a request.
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -44,6 +45,7 @@ pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod sync;
 pub(crate) mod tasks;
+pub(crate) mod telemetry;
 pub(crate) mod upload;
 pub(crate) mod upstream;
 

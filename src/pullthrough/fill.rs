@@ -35,6 +35,7 @@ use super::{PullError, Target};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::storage::{self, Ingest, IngestError, Storage, READ_CHUNK};
+use crate::telemetry;
 
 /// Where a fill stands; published to every client following it.
 #[derive(Clone, Debug)]
@@ -115,7 +116,9 @@ impl Fills {
             map.insert(digest.clone(), fill.clone());
             (fill, tx)
         };
-        tokio::spawn(run(job(), fill.clone(), tx, self.clone()));
+        // The fill is detached from the request, but its upstream requests
+        // carry the id of the request that started it.
+        tokio::spawn(telemetry::scope(telemetry::current(), run(job(), fill.clone(), tx, self.clone())));
         (fill, true)
     }
 

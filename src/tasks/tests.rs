@@ -16,7 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 async fn runner(max_parallel: usize) -> (tempfile::TempDir, Metadata, Tasks) {
     let dir = tempfile::tempdir().unwrap();
     let metadata = Metadata::open(dir.path()).await.unwrap();
-    let tasks = Tasks::start(metadata.clone(), max_parallel).await.unwrap();
+    let tasks = Tasks::start(metadata.clone(), max_parallel, crate::metrics::Metrics::new().unwrap()).await.unwrap();
     (dir, metadata, tasks)
 }
 
@@ -334,7 +334,7 @@ async fn a_restart_marks_what_the_last_process_left_unfinished_failed() {
         })
         .await
         .unwrap();
-    let tasks = Tasks::start(metadata, 4).await.unwrap();
+    let tasks = Tasks::start(metadata, 4, crate::metrics::Metrics::new().unwrap()).await.unwrap();
     for id in [waiting.id, running.id] {
         let t = tasks.get(id).await.unwrap().unwrap();
         assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some("interrupted by a restart")));
