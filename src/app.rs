@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Readiness};
 use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
@@ -72,6 +72,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let recorder = Recorder::start(metadata.clone());
+    let readiness = Readiness::new(storage.clone(), metadata.clone(), upstreams.clone());
     let pull = PullThrough::new(
         Upstreams::new(upstreams),
         storage.clone(),
@@ -106,6 +107,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         storage.clone(),
         &config.upstreams,
         auth.clone(),
+        readiness,
     )
     .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
 

@@ -196,6 +196,22 @@ impl Upstream {
         &self.inner.cfg
     }
 
+    /// `GET /v2/` without credentials, once: whether the upstream answers
+    /// at all. Any HTTP status counts as an answer (401 is the usual one).
+    /// For the readiness report; bypasses the concurrency cap, as it is
+    /// tiny and must not wait behind fills.
+    pub(crate) async fn ping(&self) -> Result<StatusCode, UpstreamError> {
+        let out = Outgoing {
+            op: "ping",
+            method: Method::GET,
+            uri: self.uri("/v2/", "")?,
+            accept: None,
+            authorization: None,
+            follow_redirects: false,
+        };
+        Ok(self.inner.transport.send(&out).await?.response.status())
+    }
+
     /// `HEAD /v2/<repo>/manifests/<reference>`, accepting every manifest type.
     pub(crate) async fn head_manifest(
         &self,
