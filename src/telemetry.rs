@@ -151,6 +151,8 @@ pub(crate) struct Access {
     route: &'static str,
     status: Option<u16>,
     bytes: u64,
+    /// The response's Content-Length, if it had one.
+    length: Option<u64>,
     /// The body reached its end (rather than an error or a hang-up).
     complete: bool,
 }
@@ -167,6 +169,7 @@ impl Access {
             route: "unknown",
             status: None,
             bytes: 0,
+            length: None,
             complete: false,
         }
     }
@@ -179,6 +182,11 @@ impl Access {
     /// The response, whose body now carries this record to its end.
     pub(crate) fn respond(mut self, resp: http::Response<Body>) -> http::Response<Body> {
         self.status = Some(resp.status().as_u16());
+        self.length = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let (parts, body) = resp.into_parts();
         http::Response::from_parts(parts, Counted { inner: body, access: self }.boxed_unsync())
     }
@@ -246,8 +254,9 @@ impl http_body::Body for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        // hyper never polls a body that says it is empty (HEAD, 304).
-        if self.inner.is_end_stream() {
+        // hyper never polls a body that says it is empty (HEAD, 304), nor
+        // one whose Content-Length it has sent in full.
+        if self.inner.is_end_stream() || self.access.length == Some(self.access.bytes) {
             self.access.complete = true;
         }
     }

@@ -270,8 +270,8 @@ impl Registry {
                     let end = end.unwrap_or(obj.size);
                     self.counted("cache", storage::stream_range(obj.file, start, end))
                 }
-                BlobSource::Filling { fill, .. } => {
-                    let source = if fill.is_complete() { "cache" } else { "upstream" };
+                BlobSource::Filling { fill, fetched, .. } => {
+                    let source = if fetched { "upstream" } else { "cache" };
                     self.counted(source, fill.body(start, end))
                 }
                 BlobSource::Remote { .. } => Body::default(),

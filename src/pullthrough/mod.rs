@@ -161,8 +161,11 @@ pub(crate) enum BlobSource {
     /// In local storage.
     Stored(StoredObject),
     /// Arriving from the upstream (this request started the fill or joined
-    /// it); `size` when the upstream announced it.
-    Filling { fill: Arc<Fill>, size: Option<u64> },
+    /// it); `size` when the upstream announced it. `fetched`: the bytes
+    /// were not here when asked for (a miss or a coalesced request), even
+    /// if the fill has finished since; false for a fill that had already
+    /// finished (a hit).
+    Filling { fill: Arc<Fill>, size: Option<u64>, fetched: bool },
     /// A HEAD on a miss, answered by the upstream without fetching.
     Remote { size: Option<u64> },
 }
@@ -548,7 +551,7 @@ impl PullThrough {
             if let Some(fill) = self.fills.get(digest) {
                 self.count("blob", "coalesced");
                 let size = fill.ready().await?;
-                return Ok(BlobSource::Filling { fill, size });
+                return Ok(BlobSource::Filling { fill, size, fetched: true });
             }
             // A HEAD is an existence check: when the upstream cannot be
             // asked, the blob is unknown here (404), not a gateway error, so
@@ -578,7 +581,7 @@ impl PullThrough {
         };
         self.count("blob", result);
         let size = fill.ready().await?;
-        Ok(BlobSource::Filling { fill, size })
+        Ok(BlobSource::Filling { fill, size, fetched: result != "hit" })
     }
 
     /// Makes sure a blob's bytes are stored, fetching them from `target`
