@@ -318,6 +318,10 @@ async fn expired_tag_served_stale(fault: impl FnOnce(&Rig, &Image) -> Option<Scr
     let stale = rig.get(&rig.manifest_url("v1")).await;
     assert_served(&stale, &image.manifest.bytes, "expired tag while the upstream fails");
     assert_eq!(stale.header("docker-content-digest"), Some(image.manifest.digest.as_str()));
+    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let stale_count = crate::admin::sample(&text, r#"wharf_cache_requests_total{kind="manifest",result="stale"}"#);
+    assert_eq!(stale_count, 1, "the stale answer is counted: {text}");
     if reachable {
         let now = rig.fake.count("GET", "v1") + rig.fake.count("HEAD", "v1");
         assert!(now > asked, "an expired tag must be revalidated upstream before falling back to the cache");

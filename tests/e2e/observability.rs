@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::admin::sample;
 use crate::clients::{require_program, Clients};
+use crate::fake_upstream::{Gate, Script};
 use crate::faults::assert_served;
 use crate::http;
 use crate::images::{self, Image};
@@ -159,6 +160,39 @@ async fn readyz_reports_an_unreachable_upstream_without_failing() {
     let text = String::from_utf8_lossy(&r.body).into_owned();
     assert_eq!(r.status, 200, "{text}");
     assert!(text.contains("upstream gone: unreachable: "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_joining_a_fill_in_flight_count_as_coalesced_and_the_starter_as_a_miss() {
+    let rig = crate::faults::Rig::start(&[]).await;
+    let (bytes, digest) = rig.upstream_blob(100_000);
+    let gate = Gate::new();
+    rig.fake.script(&digest, Script::hold_headers(&gate));
+    let metrics_url = format!("{}/metrics", rig.wharf.admin_url());
+    let series = |result: &str| format!(r#"wharf_cache_requests_total{{kind="blob",result="{result}"}}"#);
+
+    let get = |url: String| tokio::spawn(async move { http::get(&url).await });
+    let first = get(rig.blob_url(&digest));
+    within_guard("the fill reaches the upstream", gate.reached(1)).await;
+    let others: Vec<_> = (0..2).map(|_| get(rig.blob_url(&digest))).collect();
+    // The upstream holds its answer until both have joined the fill.
+    within_guard("two clients join the fill", async {
+        while sample(&String::from_utf8_lossy(&http::get(&metrics_url).await.body), &series("coalesced")) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    gate.open();
+    for task in std::iter::once(first).chain(others) {
+        assert_served(&task.await.expect("client task"), &bytes, "coalesced blob");
+    }
+    let text = String::from_utf8_lossy(&http::get(&metrics_url).await.body).into_owned();
+    assert_eq!(sample(&text, &series("miss")), 1, "{text}");
+    assert_eq!(sample(&text, &series("coalesced")), 2, "{text}");
+    assert_eq!(sample(&text, &series("hit")), 0, "{text}");
+    assert_eq!(rig.fake.count("GET", &digest), 1, "one upstream fetch");
+    // All three streamed the bytes as they arrived from the upstream.
+    assert_eq!(sample(&text, r#"wharf_served_bytes_total{source="upstream"}"#), 3 * bytes.len() as u64, "{text}");
 }
 
 /// The JSON log line of the request with id `id`, once written (it is
