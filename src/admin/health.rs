@@ -22,11 +22,14 @@ const UPSTREAM_RECHECK: Duration = Duration::from_secs(30);
 /// the probe itself would time out before it reports.
 const UPSTREAM_WAIT: Duration = Duration::from_secs(2);
 
+/// An upstream's last reachability line, and when it was found.
+type LastAnswer = Mutex<Option<(Instant, String)>>;
+
 /// What readiness checks.
 pub(crate) struct Readiness {
     storage: Storage,
     metadata: Metadata,
-    upstreams: Vec<(Upstream, Mutex<Option<(Instant, String)>>)>,
+    upstreams: Vec<(Upstream, LastAnswer)>,
 }
 
 /// A readiness answer: whether ready, and the report, one line per check.
@@ -62,7 +65,7 @@ impl Readiness {
         Report { ready, text }
     }
 
-    async fn reachability(&self, upstream: &Upstream, last: &Mutex<Option<(Instant, String)>>) -> String {
+    async fn reachability(&self, upstream: &Upstream, last: &LastAnswer) -> String {
         // A poisoned lock only holds a cached line; still usable.
         let cached = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some((at, line)) = cached.filter(|(at, _)| at.elapsed() < UPSTREAM_RECHECK) {

@@ -380,10 +380,8 @@ impl Upstream {
         let mut retries = 0;
         loop {
             let result = attempt().await;
-            if let Err(kind) = result.as_ref().map_err(UpstreamError::metric_kind) {
-                if let Some(kind) = kind {
-                    self.inner.metrics.upstream_errors.with_label_values(&[&self.inner.cfg.name, kind]).inc();
-                }
+            if let Err(Some(kind)) = result.as_ref().map_err(UpstreamError::metric_kind) {
+                self.inner.metrics.upstream_errors.with_label_values(&[&self.inner.cfg.name, kind]).inc();
             }
             match result {
                 Err(error) if error.is_transient() && retries < self.inner.cfg.retries => {
