@@ -346,7 +346,7 @@ impl PullThrough {
     }
 
     /// Counts a client's lookup, and notes it for the request's log line.
-    fn count(&self, kind: &str, result: &str) {
+    pub(crate) fn count(&self, kind: &str, result: &str) {
         self.metrics.cache(kind, result);
         telemetry::note_cache(result);
     }
