@@ -376,3 +376,26 @@ async fn work_that_ignores_a_shutdown_is_marked_failed_when_the_grace_runs_out()
     let t = tasks.get(stuck.id).await.unwrap().unwrap();
     assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some(NOT_STOPPED)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_tasks_are_counted_by_kind_and_final_state() {
+    let (_d, _m, tasks) = runner(1).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let release = released();
+    let first = tasks.submit("sync", Some("a".into()), json!({}), held(started_tx, release.clone())).await.unwrap();
+    next(&mut started).await;
+    // Both wait behind the first (one at a time); one is canceled there.
+    let waiting = tasks.submit("other", None, json!({}), |_| async { Ok(Vec::new()) }).await.unwrap();
+    let failing =
+        tasks.submit("sync", None, json!({}), |_| async { Err(TaskFailure::Failed("broken".into())) }).await.unwrap();
+    tasks.cancel(waiting.id).await.unwrap();
+    release.add_permits(1);
+    for id in [first.id, waiting.id, failing.id] {
+        tasks.settled(id).await;
+    }
+    let text = tasks.inner.metrics.render();
+    for (kind, state) in [("sync", "completed"), ("other", "canceled"), ("sync", "failed")] {
+        let line = format!("wharf_tasks_total{{kind=\"{kind}\",state=\"{state}\"}} 1");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+}
