@@ -157,6 +157,9 @@ impl Metrics {
         for source in ["cache", "upstream"] {
             served_bytes.with_label_values(&[source]);
         }
+        for result in ["new_version", "unchanged", "failed", "canceled"] {
+            syncs.with_label_values(&[result]);
+        }
         Ok(Metrics {
             registry: r.registry,
             http_requests,
