@@ -115,6 +115,11 @@ pub(crate) fn current_id() -> Option<HeaderValue> {
     CURRENT.try_with(|c| c.id.clone()).ok()
 }
 
+/// The current request's id as text for a log line, `-` outside a request.
+pub(crate) fn log_id() -> String {
+    CURRENT.try_with(|c| c.id_str().to_owned()).unwrap_or_else(|_| "-".to_owned())
+}
+
 /// Notes a cache result for the current request's log line. A request that
 /// looks up several things (a tag, then its manifest) is logged with the
 /// most telling: miss over stale over coalesced over hit.

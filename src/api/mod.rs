@@ -149,10 +149,15 @@ impl Registry {
         });
         let head_only = req.method() == Method::HEAD;
         let request_id = ctx.id().clone();
-        let mut resp = match telemetry::scope(Some(ctx), self.dispatch(req, route)).await {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(head_only),
-        };
+        // The error's response is made in the request's scope, so its log
+        // line carries the request id.
+        let mut resp = telemetry::scope(Some(ctx), async {
+            match self.dispatch(req, route).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(head_only),
+            }
+        })
+        .await;
         resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
         resp.headers_mut().insert(telemetry::REQUEST_ID, request_id);
         record.respond(resp)

@@ -295,7 +295,7 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
         Ok(()) => {}
         Err(e) => {
             if e.is_upstream_fault() {
-                tracing::warn!(digest = %job.digest, upstream = %cfg.name, error = %e, "blob fill failed");
+                tracing::warn!(request_id = %telemetry::log_id(), digest = %job.digest, upstream = %cfg.name, error = %e, "blob fill failed");
             }
             if let Some(kind) = e.upstream_error_kind() {
                 job.metrics.upstream_errors.with_label_values(&[&cfg.name, kind]).inc();

@@ -388,6 +388,7 @@ impl Upstream {
                     let delay = backoff(retries);
                     retries += 1;
                     tracing::warn!(
+                        request_id = %crate::telemetry::log_id(),
                         upstream = %self.inner.cfg.name,
                         operation,
                         retry = retries,

@@ -263,4 +263,15 @@ async fn json_access_log_and_request_ids_reach_the_client_and_the_upstream() {
     assert_served(&r, &bytes, "warm blob");
     let line = request_line(&wharf, "e2e-warm").await;
     assert_eq!((line["cache"].as_str(), line["bytes"].as_u64()), (Some("hit"), Some(1_000)), "{line}");
+
+    // A failure's own log line carries the id too.
+    let (_, digest) = rig_blob(1_000);
+    fake.script(&digest, Script::status(500));
+    let r = http::request("GET", &url(&digest), &[("X-Request-Id", "e2e-fail")]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(request_line(&wharf, "e2e-fail").await["status"], 502);
+    let failed = wharf.log_lines().into_iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok()).find(
+        |v| v["message"] == "request failed" && v["request_id"] == "e2e-fail",
+    );
+    assert!(failed.is_some_and(|v| v["level"] == "WARN" && v["status"] == 502), "no warning with the request's id");
 }
