@@ -160,6 +160,11 @@ async fn blob_with_wrong_bytes_fails_every_client_and_is_fetched_again_later() {
         let r = within_guard("client body", client).await.expect("client task");
         assert_failed_visibly(&r, &format!("client {i} of a blob whose upstream bytes do not match its digest"));
     }
+    // One fill, one mismatch, counted before any client saw it fail.
+    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let series = r#"wharf_upstream_errors_total{kind="digest_mismatch",upstream="fake"}"#;
+    assert_eq!(crate::admin::sample(&text, series), 1, "{text}");
 
     rig.fake.script(&digest, Script::normal());
     let gets = rig.fake.count("GET", &digest);
