@@ -218,6 +218,12 @@ async fn upstream_not_answering_within_response_timeout_gives_504() {
     rig.fake.script("v1", Script::hold_headers(&Gate::new()));
 
     assert_oci_error(&rig.get(&rig.manifest_url("v1")).await, 504, "manifest when upstream never answers");
+    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let errors = r#"wharf_upstream_errors_total{kind="timeout",upstream="fake"}"#;
+    assert_eq!(crate::admin::sample(&text, errors), 1, "{text}");
+    let exchanges = r#"wharf_upstream_requests_total{op="head_manifest",status="timeout",upstream="fake"}"#;
+    assert_eq!(crate::admin::sample(&text, exchanges), 1, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
