@@ -7,7 +7,8 @@
 //! the handler, so the upstream client can send the id on and the
 //! pull-through layer can note the cache result without every signature in
 //! between carrying them. A blob fill, detached from the request, is given
-//! the context of the request that started it.
+//! the context of the request that started it; a background task has its
+//! own (`task-<id>`).
 //!
 //! Must not touch: routing, statuses, what a request does.
 
@@ -53,6 +54,13 @@ impl RequestContext {
             .filter(|v| !v.is_empty() && v.len() <= MAX_ID_LEN && v.as_bytes().iter().all(|b| is_id_char(*b)))
             .cloned()
             .unwrap_or_else(fresh_id);
+        Arc::new(RequestContext { id, cache: AtomicU8::new(0), upstream: OnceLock::new() })
+    }
+
+    /// The context of background task `id`: upstream requests made for it
+    /// carry `task-<id>`.
+    pub(crate) fn for_task(id: u64) -> Arc<RequestContext> {
+        let id = HeaderValue::from_str(&format!("task-{id}")).unwrap_or_else(|_| fresh_id());
         Arc::new(RequestContext { id, cache: AtomicU8::new(0), upstream: OnceLock::new() })
     }
 

@@ -25,6 +25,7 @@ use tokio::task::JoinError;
 pub(crate) use crate::metadata::CreatedResource;
 use crate::metadata::{Metadata, MetadataError, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState};
 use crate::metrics::Metrics;
+use crate::telemetry::{self, RequestContext};
 
 /// How often a running task's counters reach the store, at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
@@ -286,8 +287,10 @@ impl Inner {
         }
         // The work runs as its own tokio task, so a panic in it ends up
         // here as a JoinError rather than taking the runner down with it.
+        // Its upstream requests carry `task-<id>` as their X-Request-Id.
         let worker = progress.clone();
-        let mut handle = tokio::spawn(async move { work(worker).await });
+        let context = Some(RequestContext::for_task(id));
+        let mut handle = tokio::spawn(telemetry::scope(context, async move { work(worker).await }));
         let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // The first tick is immediate.

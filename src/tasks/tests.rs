@@ -399,3 +399,19 @@ async fn ended_tasks_are_counted_by_kind_and_final_state() {
         assert!(text.contains(&line), "{line} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_tasks_work_runs_with_the_task_as_its_request_id() {
+    let (_d, _m, tasks) = runner(1).await;
+    let seen = Arc::new(StdMutex::new(String::new()));
+    let kept = seen.clone();
+    let task = tasks
+        .submit("sync", None, json!({}), move |_| async move {
+            *kept.lock().unwrap() = crate::telemetry::log_id();
+            Ok(Vec::new())
+        })
+        .await
+        .unwrap();
+    tasks.settled(task.id).await;
+    assert_eq!(*seen.lock().unwrap(), format!("task-{}", task.id));
+}
