@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Readiness};
 use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
@@ -74,6 +74,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let recorder = Recorder::start(metadata.clone());
+    let readiness = Readiness::new(storage.clone(), metadata.clone(), upstreams.clone());
     let pull = PullThrough::new(
         Upstreams::new(upstreams),
         storage.clone(),
@@ -91,12 +92,12 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     uploads.spawn_sweeper();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
-    let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel)
+    let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel, metrics.clone())
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let clients = Clients::new(metadata.clone(), metrics.clone(), config.upstreams.clone());
     let hosted = Hosted::new(metadata.clone(), pull.clone(), clients.clone());
-    let syncer = Syncer::new(metadata.clone(), pull.clone(), clients.clone());
+    let syncer = Syncer::new(metadata.clone(), pull.clone(), clients.clone(), metrics.clone());
     let sync_repositories =
         SyncRepositories::new(metadata.clone(), config.upstreams.iter().map(|u| u.name.clone()).collect());
     tokio::spawn(sync::run_schedules(tasks.clone(), syncer.clone(), sync_repositories));
@@ -108,6 +109,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         storage.clone(),
         &config.upstreams,
         auth.clone(),
+        readiness,
     )
     .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
 
@@ -266,6 +268,8 @@ impl Live {
             self.admin_parts.storage.clone(),
             &new.upstreams,
             self.auth.clone(),
+            // Readiness reports the upstreams the reloaded config names.
+            Readiness::new(self.admin_parts.storage.clone(), self.admin_parts.metadata.clone(), upstreams.clone()),
         )
         .map_err(|e| format!("admin API: {e}"))?;
 

@@ -214,11 +214,12 @@ struct RawUpstream {
 #[serde(deny_unknown_fields, default)]
 struct RawLog {
     level: String,
+    format: String,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog { level: "info".into() }
+        RawLog { level: "info".into(), format: "text".into() }
     }
 }
 
@@ -350,6 +351,17 @@ pub(crate) struct StorageConfig {
 #[derive(Clone, Debug)]
 pub(crate) struct LogConfig {
     pub(crate) level: String,
+    pub(crate) format: LogFormat,
+}
+
+/// `log.format`: how each log line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// For people: aligned fields, colours when stderr is a terminal.
+    Text,
+    /// One JSON object per line, every field at the top level (for
+    /// journald, Loki, jq).
+    Json,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -507,7 +519,14 @@ impl RawConfig {
             server,
             storage: StorageConfig { path: self.storage.path },
             upstreams,
-            log: LogConfig { level: self.log.level },
+            log: LogConfig {
+                level: self.log.level,
+                format: match self.log.format.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(invalid("log.format", format!("{other:?}: must be \"text\" or \"json\""))),
+                },
+            },
             limits: self.limits.validate()?,
             auth,
             push: PushConfig {
@@ -881,6 +900,15 @@ mod tests {
         }
         let e = err_text(load_str("[tasks]\nparallel = 2\n", &[]));
         assert!(e.contains("parallel"), "{e}");
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert_eq!(Config::load(None, std::iter::empty()).unwrap().log.format, LogFormat::Text);
+        assert_eq!(load_str("[log]\nformat = \"json\"\n", &[]).unwrap().log.format, LogFormat::Json);
+        assert_eq!(load_str("", &[("WHARF_LOG__FORMAT", "json")]).unwrap().log.format, LogFormat::Json);
+        let e = err_text(load_str("[log]\nformat = \"logfmt\"\n", &[]));
+        assert_eq!(e, "log.format: \"logfmt\": must be \"text\" or \"json\"");
     }
 
     #[test]

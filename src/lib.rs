@@ -29,6 +29,7 @@
 //! - `limits`: inbound rate limits per client IP and per user.
 //! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
+//! - `telemetry`: request ids, the access log line and the HTTP metrics of a request.
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -47,6 +48,7 @@ pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod sync;
 pub(crate) mod tasks;
+pub(crate) mod telemetry;
 pub(crate) mod tls;
 pub(crate) mod upload;
 pub(crate) mod upstream;

@@ -1,17 +1,52 @@
-//! Every metric wharf exports, defined in one place. Labels are bounded:
-//! never a repository, tag or digest.
+//! Every metric wharf exports, defined in one place, and their text
+//! exposition for the admin port's `GET /metrics`. Callers increment the
+//! public fields; nothing here knows about requests or upstreams.
+//!
+//! Labels are bounded: never a repository, tag, digest or path. `route` is
+//! one of [`ROUTES`], `method` one of [`METHODS`], `upstream` a configured
+//! upstream's (or remote's) name, `status` an HTTP status code.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The `route` label's values: the registry route table's kinds, the token
+/// endpoint, and `unknown` for anything that did not route. (Checked
+/// against the route table by a test.)
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const ROUTES: &[&str] =
+    &["base", "catalog", "manifest", "blob", "blob_upload", "tags", "referrers", "signatures", "token", "unknown"];
+/// The `method` label's values; any other method is `other`.
+pub(crate) const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "other"];
+
+/// Request durations from a fast cache hit (milliseconds) to a large blob
+/// streamed from a slow upstream (minutes).
+const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Upstream response headers: milliseconds on a LAN, seconds over the internet.
+const UPSTREAM_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
     registry: Registry,
+    /// Registry-port requests; `route`, `method`, `status`.
+    pub(crate) http_requests: IntCounterVec,
+    /// From a request's arrival to the end of its response body; `route`.
+    pub(crate) http_request_duration: HistogramVec,
+    /// Registry-port requests whose response has not ended.
+    pub(crate) http_in_flight: IntGauge,
     /// `kind` = blob|manifest, `result` = hit|miss|stale|coalesced.
     pub(crate) cache_requests: IntCounterVec,
     /// `source` = cache|upstream.
     pub(crate) served_bytes: IntCounterVec,
+    /// Each HTTP exchange with an upstream (every hop, retry and token
+    /// fetch); `upstream`, `op`, `status` (the code, or `timeout` /
+    /// `connect` when no response came).
+    pub(crate) upstream_requests: IntCounterVec,
+    /// Time to an upstream's response headers; `upstream`, `op`.
+    pub(crate) upstream_request_duration: HistogramVec,
     pub(crate) upstream_bytes: IntCounterVec,
-    /// `kind` = timeout|connect|digest_mismatch|http|...
+    /// `kind` = timeout|connect|digest_mismatch|http.
     pub(crate) upstream_errors: IntCounterVec,
     pub(crate) fills_in_flight: IntGauge,
     /// Requests refused by an inbound rate limit; `scope` = ip|user.
@@ -19,65 +54,150 @@ pub(crate) struct Metrics {
     /// Requests waiting for a turn under an upstream's
     /// `max_concurrent_requests`; `upstream` is a configured name.
     pub(crate) upstream_requests_waiting: IntGaugeVec,
+    /// Background tasks that ended; `kind` (sync, ...), `state` =
+    /// completed|failed|canceled.
+    pub(crate) tasks: IntCounterVec,
+    /// Syncs that ended; `result` = new_version|unchanged|failed|canceled.
+    pub(crate) syncs: IntCounterVec,
+    /// Every metric family name registered, for the tests that check the
+    /// dashboard and alert rules against it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    names: Vec<String>,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = Registry::new();
-        let cache_requests = IntCounterVec::new(
+        let mut r = Registrar { registry: Registry::new(), names: Vec::new() };
+        let http_requests = r.add(IntCounterVec::new(
+            Opts::new("wharf_http_requests_total", "Registry API requests by route kind, method and status"),
+            &["route", "method", "status"],
+        )?)?;
+        let http_request_duration = r.add(HistogramVec::new(
+            HistogramOpts::new(
+                "wharf_http_request_duration_seconds",
+                "Registry API requests from arrival to the end of the response body, by route kind",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )?)?;
+        let http_in_flight = r.add(IntGauge::new(
+            "wharf_http_in_flight_requests",
+            "Registry API requests whose response has not ended",
+        )?)?;
+        let cache_requests = r.add(IntCounterVec::new(
             Opts::new("wharf_cache_requests_total", "Blob and manifest lookups by cache result"),
             &["kind", "result"],
-        )?;
-        let served_bytes = IntCounterVec::new(
+        )?)?;
+        let served_bytes = r.add(IntCounterVec::new(
             Opts::new("wharf_served_bytes_total", "Blob bytes sent to clients, by where they came from"),
             &["source"],
-        )?;
-        let upstream_bytes = IntCounterVec::new(
+        )?)?;
+        let upstream_requests = r.add(IntCounterVec::new(
+            Opts::new(
+                "wharf_upstream_requests_total",
+                "HTTP exchanges with upstreams by operation and status (timeout or connect when none came)",
+            ),
+            &["upstream", "op", "status"],
+        )?)?;
+        let upstream_request_duration = r.add(HistogramVec::new(
+            HistogramOpts::new(
+                "wharf_upstream_request_duration_seconds",
+                "Time from sending an upstream request to its response headers",
+            )
+            .buckets(UPSTREAM_BUCKETS.to_vec()),
+            &["upstream", "op"],
+        )?)?;
+        let upstream_bytes = r.add(IntCounterVec::new(
             Opts::new("wharf_upstream_bytes_total", "Blob bytes received from upstreams"),
             &["upstream"],
-        )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new("wharf_upstream_errors_total", "Failed upstream fetches by kind"),
+        )?)?;
+        let upstream_errors = r.add(IntCounterVec::new(
+            Opts::new("wharf_upstream_errors_total", "Failed upstream requests and fills by kind"),
             &["upstream", "kind"],
-        )?;
-        let fills_in_flight = IntGauge::new("wharf_fills_in_flight", "Blob fills from upstreams in progress")?;
-        registry.register(Box::new(cache_requests.clone()))?;
-        registry.register(Box::new(served_bytes.clone()))?;
-        registry.register(Box::new(upstream_bytes.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
-        let rate_limited = IntCounterVec::new(
+        )?)?;
+        let fills_in_flight =
+            r.add(IntGauge::new("wharf_fills_in_flight", "Blob fills from upstreams in progress")?)?;
+        let rate_limited = r.add(IntCounterVec::new(
             Opts::new("wharf_rate_limited_total", "Requests refused with 429 by an inbound rate limit"),
             &["scope"],
-        )?;
-        let upstream_requests_waiting = IntGaugeVec::new(
+        )?)?;
+        let upstream_requests_waiting = r.add(IntGaugeVec::new(
             Opts::new(
                 "wharf_upstream_requests_waiting",
                 "Requests waiting for a turn under an upstream's max_concurrent_requests",
             ),
             &["upstream"],
-        )?;
-        registry.register(Box::new(fills_in_flight.clone()))?;
-        registry.register(Box::new(rate_limited.clone()))?;
-        registry.register(Box::new(upstream_requests_waiting.clone()))?;
-        // Both scopes are exported from the start, at 0, so a dashboard
-        // need not tell "never limited" from "not exported".
+        )?)?;
+        let tasks = r.add(IntCounterVec::new(
+            Opts::new("wharf_tasks_total", "Background tasks that ended, by kind and final state"),
+            &["kind", "state"],
+        )?)?;
+        let syncs = r.add(IntCounterVec::new(
+            Opts::new("wharf_syncs_total", "Repository syncs that ended, by result"),
+            &["result"],
+        )?)?;
+        let build_info = r.add(IntGaugeVec::new(
+            Opts::new("wharf_build_info", "Always 1; the version of the running wharf"),
+            &["version"],
+        )?)?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // RSS, open fds, CPU seconds, start time, threads (Linux /proc).
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+
+        // Series a dashboard divides by or alerts on are exported from the
+        // start, at 0, so "never happened" is not "not exported".
         for scope in ["ip", "user"] {
             rate_limited.with_label_values(&[scope]);
         }
+        for kind in ["blob", "manifest"] {
+            for result in ["hit", "miss", "stale", "coalesced"] {
+                cache_requests.with_label_values(&[kind, result]);
+            }
+        }
+        for source in ["cache", "upstream"] {
+            served_bytes.with_label_values(&[source]);
+        }
+        for result in ["new_version", "unchanged", "failed", "canceled"] {
+            syncs.with_label_values(&[result]);
+        }
         Ok(Metrics {
-            registry,
+            registry: r.registry,
+            http_requests,
+            http_request_duration,
+            http_in_flight,
             cache_requests,
             served_bytes,
+            upstream_requests,
+            upstream_request_duration,
             upstream_bytes,
             upstream_errors,
             fills_in_flight,
             rate_limited,
             upstream_requests_waiting,
+            tasks,
+            syncs,
+            names: r.names,
         })
     }
 
     pub(crate) fn cache(&self, kind: &str, result: &str) {
         self.cache_requests.with_label_values(&[kind, result]).inc();
+    }
+
+    /// An upstream's error and byte series, at 0, so that a rate of errors
+    /// exists before the first error.
+    pub(crate) fn init_upstream(&self, upstream: &str) {
+        for kind in ["timeout", "connect", "digest_mismatch", "http"] {
+            self.upstream_errors.with_label_values(&[upstream, kind]);
+        }
+        self.upstream_bytes.with_label_values(&[upstream]);
+    }
+
+    /// Every metric family name registered here (histograms without their
+    /// `_bucket`, `_sum` and `_count` series).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric.
@@ -89,7 +209,31 @@ impl Metrics {
     }
 }
 
+/// The `method` label for an HTTP method: itself if in [`METHODS`], else `other`.
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
+    METHODS.iter().copied().find(|m| *m == method.as_str()).unwrap_or("other")
+}
+
+/// Registers collectors, remembering their names.
+struct Registrar {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Registrar {
+    fn add<C: Collector + Clone + 'static>(&mut self, c: C) -> Result<C, prometheus::Error> {
+        self.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn register(&mut self, c: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+        self.registry.register(c)
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -100,8 +244,115 @@ mod tests {
         m.fills_in_flight.inc();
         let text = m.render();
         assert!(text.contains("wharf_cache_requests_total{kind=\"blob\",result=\"hit\"} 1"), "{text}");
+        assert!(text.contains("wharf_cache_requests_total{kind=\"manifest\",result=\"stale\"} 0"), "{text}");
         assert!(text.contains("wharf_fills_in_flight 1"), "{text}");
         assert!(text.contains("wharf_rate_limited_total{scope=\"ip\"} 0"), "{text}");
         assert!(text.contains("wharf_rate_limited_total{scope=\"user\"} 0"), "{text}");
+        assert!(text.contains(&format!("wharf_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_open_fds "), "{text}");
+    }
+
+    #[test]
+    fn names_lists_every_family_including_process_metrics() {
+        let m = Metrics::new().unwrap();
+        for name in ["wharf_http_requests_total", "wharf_http_request_duration_seconds", "process_cpu_seconds_total"] {
+            assert!(m.names().iter().any(|n| n == name), "{name} in {:?}", m.names());
+        }
+    }
+
+    /// Storage and eviction metrics the dashboard and alert rules use,
+    /// registered by the bounded-disk work; allowed unregistered until
+    /// then. Drop this list once `names()` has them.
+    const STORAGE_METRICS: &[&str] = &[
+        "wharf_storage_bytes",
+        "wharf_storage_objects",
+        "wharf_storage_capacity_bytes",
+        "wharf_evictions_total",
+        "wharf_evicted_bytes_total",
+    ];
+
+    /// Every `wharf_*` or `process_*` metric name in `text`, outside
+    /// double quotes (label values, annotations).
+    fn metric_names_in(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let bytes = text.as_bytes();
+        let mut quoted = false;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'"' {
+                quoted = !quoted;
+            }
+            let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if !quoted && boundary && (text[i..].starts_with("wharf_") || text[i..].starts_with("process_")) {
+                let len = text[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(text.len() - i);
+                names.push(text[i..i + len].to_owned());
+                i += len;
+            } else {
+                i += 1;
+            }
+        }
+        names
+    }
+
+    fn assert_exported(names: &[String], what: &str) {
+        let m = Metrics::new().unwrap();
+        let exported = |n: &str| m.names().iter().any(|e| e == n) || STORAGE_METRICS.contains(&n);
+        for name in names {
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            assert!(exported(name) || exported(base), "{what} uses {name}, which wharf does not export");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_is_json_whose_queries_use_only_exported_metrics() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let panels = dashboard["panels"].as_array().unwrap();
+        let mut queries = Vec::new();
+        for panel in panels {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                queries.push(target["expr"].as_str().unwrap().to_owned());
+            }
+        }
+        for variable in dashboard["templating"]["list"].as_array().unwrap() {
+            queries.push(variable["definition"].as_str().unwrap().to_owned());
+        }
+        let names: Vec<String> = queries.iter().flat_map(|q| metric_names_in(q)).collect();
+        assert_exported(&names, "the dashboard");
+        // What the dashboard is for: each of these is shown.
+        for needed in ["wharf_cache_requests_total", "wharf_served_bytes_total", "wharf_upstream_request_duration_seconds_bucket",
+            "wharf_storage_bytes", "wharf_evictions_total"]
+        {
+            assert!(names.iter().any(|n| n == needed), "the dashboard shows no {needed}");
+        }
+        let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+        for title in ["Cache hit ratio", "Bytes served by source", "Upstream latency (response headers)", "Disk use", "Evictions"] {
+            assert!(titles.contains(&title), "no panel {title:?} in {titles:?}");
+        }
+    }
+
+    #[test]
+    fn the_alert_rules_use_only_exported_metrics() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus-alerts.yml");
+        let rules = std::fs::read_to_string(path).unwrap();
+        let names = metric_names_in(&rules);
+        assert_exported(&names, "the alert rules");
+        for needed in ["wharf_storage_capacity_bytes", "wharf_upstream_errors_total"] {
+            assert!(names.iter().any(|n| n == needed), "no alert on {needed}");
+        }
+        assert!(rules.contains(r#"kind="digest_mismatch""#), "no alert on digest mismatches");
+    }
+
+    #[test]
+    fn metric_names_are_found_in_queries() {
+        let q = r#"sum(rate(wharf_a_total{x="wharf_not"}[5m])) / process_cpu_seconds_total + my_wharf_b"#;
+        assert_eq!(metric_names_in(q), ["wharf_a_total", "process_cpu_seconds_total"]);
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
     }
 }

@@ -7,6 +7,8 @@
 //! - `model.rs`: the JSON bodies and their schemas.
 //! - `openapi.rs`: the document, assembled from the handlers.
 //! - `error.rs`: the one mapping from error to status and JSON.
+//! - `health.rs`: readiness: storage writable, metadata answering,
+//!   upstreams reported.
 //!
 //! Here: the top-level dispatch, request bodies (JSON only, bounded) and
 //! HEAD. Distribution writes go through `repository::Distributions`, never
@@ -17,6 +19,7 @@
 
 mod api;
 mod error;
+mod health;
 mod model;
 mod openapi;
 mod route;
@@ -39,6 +42,7 @@ use crate::storage::Storage;
 use crate::sync::SyncParts;
 use api::Api;
 use error::AdminError;
+pub(crate) use health::Readiness;
 use model::{DistributionPath, RemotePath, RepositoryPath, TaskPath, VersionPath};
 use route::{ContentKind, Endpoint, Query};
 
@@ -50,10 +54,13 @@ pub(crate) struct Admin {
     metrics: Metrics,
     api: Arc<Api>,
     auth: Auth,
+    readiness: Arc<Readiness>,
 }
 
 impl Admin {
-    /// `upstreams` are shown by `/api/v1/upstreams` without credentials.
+    /// `upstreams` are shown by `/api/v1/upstreams` without credentials;
+    /// `readiness` answers `/readyz`.
+    #[allow(clippy::too_many_arguments)] // The admin port's parts, each distinct.
     pub(crate) fn new(
         metrics: Metrics,
         metadata: Metadata,
@@ -62,11 +69,12 @@ impl Admin {
         storage: Storage,
         upstreams: &[UpstreamConfig],
         auth: Auth,
+        readiness: Readiness,
     ) -> Result<Admin, AdminError> {
         let document = openapi::document()
             .map_err(|e| AdminError::Internal(format!("cannot render the OpenAPI document: {e}")))?;
         let api = Api::new(metadata, distributions, sync, storage, upstreams, auth.clone(), Bytes::from(document));
-        Ok(Admin { metrics, api: Arc::new(api), auth })
+        Ok(Admin { metrics, api: Arc::new(api), auth, readiness: Arc::new(readiness) })
     }
 
     pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body>
@@ -96,7 +104,13 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" | "/livez" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-            "/readyz" => text(StatusCode::OK, "ready\n".into(), "text/plain"),
+            "/readyz" => {
+                // Not an error of the request: the report is the answer,
+                // 503 telling a load balancer to keep traffic away.
+                let report = self.readiness.check().await;
+                let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                text(status, report.text, "text/plain")
+            }
             "/metrics" => text(StatusCode::OK, self.metrics.render(), "text/plain; version=0.0.4"),
             _ => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
         }

@@ -156,7 +156,7 @@ impl ApiError {
         // client, but the operator must see that the credentials are wrong.
         let refused = matches!(self, ApiError::Pull(PullError::Upstream(UpstreamError::Unauthorized)));
         if status.is_server_error() || refused {
-            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+            tracing::warn!(request_id = %crate::telemetry::log_id(), error = %self, status = status.as_u16(), "request failed");
         }
         let json = serde_json::json!({
             "errors": [{ "code": code.as_str(), "message": self.to_string(), "detail": serde_json::Value::Null }]

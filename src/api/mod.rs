@@ -12,8 +12,6 @@ mod push;
 pub(crate) mod router;
 mod signatures;
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -26,6 +24,7 @@ use crate::oci::{Digest, Reference, RepositoryName};
 use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
 use crate::repository::{Distributions, Hosted, Pushes, Served};
 use crate::storage;
+use crate::telemetry::{self, Access, RequestContext};
 use crate::upload::Uploads;
 use body::{full, Body};
 pub(crate) use error::ApiError;
@@ -129,41 +128,50 @@ impl Registry {
         if let Some(d) = self.distributions.lookup(name.as_str()) {
             return Ok(Source::Hosted(d));
         }
-        Ok(Source::Upstream(self.pull.resolve(name, query.ns.as_deref())?))
+        let target = self.pull.resolve(name, query.ns.as_deref())?;
+        telemetry::note_upstream(&target.upstream.config().name);
+        Ok(Source::Upstream(target))
     }
 
     /// Serves one request; never fails (errors become OCI error responses).
+    /// Its id, access-log line and HTTP metrics are `telemetry`'s.
     pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let head_only = method == Method::HEAD;
-        let mut resp = match self.dispatch(req).await {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(head_only),
-        };
+        let ctx = RequestContext::new(req.headers());
+        let mut record = Access::begin(&self.metrics, ctx.clone(), req.method().clone(), req.uri().path().to_owned());
+        let path = req.uri().path();
+        let route = if path == access::TOKEN_PATH { Ok(None) } else { router::route(path).map(Some) };
+        record.route(match &route {
+            Ok(None) => "token",
+            Ok(Some(r)) => r.kind(),
+            Err(_) => "unknown",
+        });
+        let head_only = req.method() == Method::HEAD;
+        let request_id = ctx.id().clone();
+        // The error's response is made in the request's scope, so its log
+        // line carries the request id.
+        let mut resp = telemetry::scope(Some(ctx), async {
+            match self.dispatch(req, route).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(head_only),
+            }
+        })
+        .await;
         resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
         // Clients learn it from `/v2/`, answered 401 or not (their first
         // probe is anonymous); on every answer, like the API version.
         resp.headers_mut().insert(signatures::SUPPORTS_SIGNATURES, HeaderValue::from_static("1"));
-        tracing::info!(
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
-        resp
+        resp.headers_mut().insert(telemetry::REQUEST_ID, request_id);
+        record.respond(resp)
     }
 
     /// Routes a request to its handler, after the rate limits and the
     /// access gate (`access.rs`): no handler sees a request it was not
-    /// allowed.
-    async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<Body>, ApiError>
+    /// allowed. `route` is None for the token endpoint.
+    async fn dispatch<B>(&self, req: Request<B>, route: Result<Option<Route>, router::RouteError>) -> Result<Response<Body>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: std::fmt::Display,
@@ -171,10 +179,9 @@ impl Registry {
         if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>() {
             self.limits.check_client(*peer, req.headers())?;
         }
-        if req.uri().path() == access::TOKEN_PATH {
+        let Some(route) = route? else {
             return self.token(&req).await;
-        }
-        let route = router::route(req.uri().path())?;
+        };
         let query = Query::parse(req.uri().query());
         let principal = self.admit(&req, &route, &query).await?;
         if let Some(user) = principal.user() {
@@ -274,8 +281,8 @@ impl Registry {
                     let end = end.unwrap_or(obj.size);
                     self.counted("cache", storage::stream_range(obj.file, start, end))
                 }
-                BlobSource::Filling { fill, .. } => {
-                    let source = if fill.is_complete() { "cache" } else { "upstream" };
+                BlobSource::Filling { fill, fetched, .. } => {
+                    let source = if fetched { "upstream" } else { "cache" };
                     self.counted(source, fill.body(start, end))
                 }
                 BlobSource::Remote { .. } => Body::default(),

@@ -26,6 +26,23 @@ pub(crate) enum Route {
     Signatures { name: RepositoryName, digest: Digest },
 }
 
+impl Route {
+    /// The route's kind, the `route` label of the HTTP metrics (one of
+    /// `metrics::ROUTES`): never the path, which names a repository.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Manifest { .. } => "manifest",
+            Route::Blob { .. } => "blob",
+            Route::Upload { .. } => "blob_upload",
+            Route::Tags { .. } => "tags",
+            Route::Referrers { .. } => "referrers",
+            Route::Signatures { .. } => "signatures",
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RouteError {
     #[error("no such endpoint")]
@@ -116,6 +133,17 @@ mod tests {
         match route("/v2/a/b/blobs/uploads/some-id").unwrap() {
             Route::Upload { name, session } => assert_eq!((name.as_str(), session.as_deref()), ("a/b", Some("some-id"))),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_route_kind_is_a_metric_label_value() {
+        let d = D;
+        for path in ["/v2/", "/v2/_catalog", "/v2/a/manifests/t", &format!("/v2/a/blobs/{d}"), "/v2/a/blobs/uploads/",
+            "/v2/a/tags/list", &format!("/v2/a/referrers/{d}")]
+        {
+            let kind = route(path).unwrap().kind();
+            assert!(crate::metrics::ROUTES.contains(&kind), "{kind} for {path}");
         }
     }
 

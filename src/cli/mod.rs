@@ -26,7 +26,7 @@ use self::admin_commands::{AdminCommand, UsageError, UserCommand};
 use self::task_wait::{Ending, TaskEnded, WaitError};
 use self::output::View;
 use crate::app::{self, StartError};
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::config::{Config, LogConfig, LogFormat, DEFAULT_CONFIG_PATH};
 
 /// Exit codes from sysexits.h, so service managers can tell a bad config
 /// (do not restart) from a runtime failure, and scripts can tell "wharf
@@ -115,7 +115,7 @@ fn serve(config_path_flag: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    init_logging(&config.log.level);
+    init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -284,13 +284,16 @@ fn shown(reply: &admin_client::Reply, view: &output::View, json: bool) -> String
 
 /// `RUST_LOG` wins over `log.level`; plain text, no colours unless stderr
 /// is a terminal (journald and log files get clean lines).
-fn init_logging(level: &str) {
+/// Logs go to stderr (journald takes them from there under systemd): as
+/// text for people, coloured on a terminal, or as one JSON object a line,
+/// fields at the top level, when `log.format = "json"`.
+fn init_logging(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+    }
 }

@@ -723,6 +723,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// start, no task can still be running: they were the last process's.
     fn interrupt_tasks(&self, message: &str) -> Result<u64, MetadataError>;
 
+    /// A trivial query, for readiness: the database is open and answers.
+    fn ping(&self) -> Result<(), MetadataError>;
+
     fn create_distribution(&self, new: &NewDistribution) -> Result<Distribution, MetadataError>;
     fn update_distribution(&self, name: &str, patch: &DistributionPatch) -> Result<Distribution, MetadataError>;
     fn delete_distribution(&self, name: &str) -> Result<(), MetadataError>;

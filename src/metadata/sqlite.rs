@@ -1632,6 +1632,12 @@ impl Store for SqliteStore {
         })
     }
 
+    fn ping(&self) -> Result<(), MetadataError> {
+        // A schema table, so the query reaches the database file, not only
+        // the connection.
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+
     fn distributions(&self, page: PageRequest) -> Result<Page<Distribution>, MetadataError> {
         self.read(|conn| {
             let total = count(conn, "FROM distributions", &[])?;

@@ -35,6 +35,7 @@ use super::{PullError, Target};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::storage::{self, Ingest, IngestError, Storage, READ_CHUNK};
+use crate::telemetry;
 
 /// Where a fill stands; published to every client following it.
 #[derive(Clone, Debug)]
@@ -115,7 +116,9 @@ impl Fills {
             map.insert(digest.clone(), fill.clone());
             (fill, tx)
         };
-        tokio::spawn(run(job(), fill.clone(), tx, self.clone()));
+        // The fill is detached from the request, but its upstream requests
+        // carry the id of the request that started it.
+        tokio::spawn(telemetry::scope(telemetry::current(), run(job(), fill.clone(), tx, self.clone())));
         (fill, true)
     }
 
@@ -292,7 +295,7 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
         Ok(()) => {}
         Err(e) => {
             if e.is_upstream_fault() {
-                tracing::warn!(digest = %job.digest, upstream = %cfg.name, error = %e, "blob fill failed");
+                tracing::warn!(request_id = %telemetry::log_id(), digest = %job.digest, upstream = %cfg.name, error = %e, "blob fill failed");
             }
             if let Some(kind) = e.upstream_error_kind() {
                 job.metrics.upstream_errors.with_label_values(&[&cfg.name, kind]).inc();

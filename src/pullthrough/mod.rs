@@ -15,6 +15,7 @@ mod fill;
 mod recorder;
 mod route;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
 use crate::storage::{Storage, StorageError, StoredObject};
+use crate::telemetry;
 use crate::upstream::UpstreamError;
 
 /// How long a stale tag answer is reused before the upstream is asked again.
@@ -96,16 +98,16 @@ impl PullError {
 }
 
 impl PullError {
-    /// The `kind` label of `wharf_upstream_errors_total` for an upstream
-    /// failure; None for answers that are not failures (404) and our own.
+    /// The `kind` label of `wharf_upstream_errors_total` for a failure
+    /// while a fill received or checked a body. Failures before the
+    /// response headers (`Upstream`) are counted by the upstream client,
+    /// once per attempt; 404 and our own failures are not upstream errors.
     pub(crate) fn upstream_error_kind(&self) -> Option<&'static str> {
         match self {
-            PullError::Upstream(UpstreamError::NotFound) => None,
-            PullError::Upstream(e) => Some(e.kind()),
             PullError::DigestMismatch { .. } => Some("digest_mismatch"),
             PullError::Stalled | PullError::FillTimeout => Some("timeout"),
-            PullError::Truncated { .. } | PullError::UpstreamBody(_) => Some("body"),
-            PullError::InvalidManifest(_) => Some("protocol"),
+            // The connection ended or broke mid-body.
+            PullError::Truncated { .. } | PullError::UpstreamBody(_) => Some("connect"),
             _ => None,
         }
     }
@@ -159,8 +161,11 @@ pub(crate) enum BlobSource {
     /// In local storage.
     Stored(StoredObject),
     /// Arriving from the upstream (this request started the fill or joined
-    /// it); `size` when the upstream announced it.
-    Filling { fill: Arc<Fill>, size: Option<u64> },
+    /// it); `size` when the upstream announced it. `fetched`: the bytes
+    /// were not here when asked for (a miss or a coalesced request), even
+    /// if the fill has finished since; false for a fill that had already
+    /// finished (a hit).
+    Filling { fill: Arc<Fill>, size: Option<u64>, fetched: bool },
     /// A HEAD on a miss, answered by the upstream without fetching.
     Remote { size: Option<u64> },
 }
@@ -184,6 +189,34 @@ struct TagKey {
 struct TagEntry {
     digest: Digest,
     ttl: Duration,
+    /// The upstream could not be asked; this is the last known answer.
+    stale: bool,
+}
+
+/// What a client's manifest request took, for its one cache count.
+#[derive(Default)]
+struct Lookup {
+    /// Something was not here (a tag never seen, manifest bytes not
+    /// stored) and the upstream was asked for it.
+    fetched: AtomicBool,
+    /// It waited for another request's answer instead of asking.
+    joined: AtomicBool,
+    /// A tag was answered from the last known digest.
+    stale: AtomicBool,
+}
+
+impl Lookup {
+    fn result(&self) -> &'static str {
+        if self.stale.load(Ordering::Relaxed) {
+            "stale"
+        } else if self.fetched.load(Ordering::Relaxed) {
+            "miss"
+        } else if self.joined.load(Ordering::Relaxed) {
+            "coalesced"
+        } else {
+            "hit"
+        }
+    }
 }
 
 /// A repository's full tag list as last fetched.
@@ -278,28 +311,49 @@ impl PullThrough {
 
     // -- manifests ---------------------------------------------------------
 
-    /// The manifest `reference` names, after negotiation with `accept`.
+    /// The manifest `reference` names, after negotiation with `accept`; a
+    /// client's request, counted once as a hit, miss, stale or coalesced
+    /// lookup, whatever its outcome.
     pub(crate) async fn manifest(
         &self,
         target: &Target,
         reference: &Reference,
         accept: &media::Accept,
     ) -> Result<Arc<Manifest>, PullError> {
+        let lookup = Lookup::default();
+        let manifest = self.lookup_manifest(target, reference, accept, &lookup).await;
+        self.count("manifest", lookup.result());
+        manifest
+    }
+
+    async fn lookup_manifest(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        accept: &media::Accept,
+        lookup: &Lookup,
+    ) -> Result<Arc<Manifest>, PullError> {
         let (digest, tag) = match reference {
             Reference::Digest(d) => (d.clone(), None),
-            Reference::Tag(t) => (self.resolve_tag(target, t).await?, Some(t.as_str())),
+            Reference::Tag(t) => (self.resolve_tag(target, t, lookup).await?, Some(t.as_str())),
         };
-        let manifest = self.manifest_by_digest(target, &digest).await?;
+        let manifest = self.manifest_with(target, &digest, lookup).await?;
         self.record(target, tag, &manifest).await;
         match media::negotiate(&manifest.info, accept, tag.is_none()) {
             media::Negotiated::AsStored => Ok(manifest),
             media::Negotiated::Child(child) => {
-                let child = self.manifest_by_digest(target, &child).await?;
+                let child = self.manifest_with(target, &child, lookup).await?;
                 self.record(target, None, &child).await;
                 Ok(child)
             }
             media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
         }
+    }
+
+    /// Counts a client's lookup, and notes it for the request's log line.
+    pub(crate) fn count(&self, kind: &str, result: &str) {
+        self.metrics.cache(kind, result);
+        telemetry::note_cache(result);
     }
 
     /// The pull-through repository a target's content is recorded in.
@@ -334,30 +388,40 @@ impl PullThrough {
         Ok(self.metadata.run(move |s| s.set_upstream_tag(&upstream, &remote, &tag, digest.as_ref())).await?)
     }
 
-    async fn resolve_tag(&self, target: &Target, tag: &Tag) -> Result<Digest, PullError> {
+    async fn resolve_tag(&self, target: &Target, tag: &Tag, lookup: &Lookup) -> Result<Digest, PullError> {
         let key = TagKey { upstream: target.upstream.config().name.clone(), repo: target.repo.clone(), tag: tag.clone() };
+        let known = self.tags.contains_key(&key);
         let entry = self
             .tags
             .entry(key)
-            .or_try_insert_with(self.revalidate_tag(target, tag))
+            .or_try_insert_with(self.revalidate_tag(target, tag, lookup))
             .await
             .map_err(|e| (*e).clone())?;
-        if !entry.is_fresh() {
-            self.metrics.cache("manifest", "hit");
+        if !entry.is_fresh() && !known {
+            // Absent when asked, yet not inserted by this call: another
+            // request's revalidation answered.
+            lookup.joined.store(true, Ordering::Relaxed);
         }
-        Ok(entry.into_value().digest)
+        let entry = entry.into_value();
+        if entry.stale {
+            lookup.stale.store(true, Ordering::Relaxed);
+        }
+        Ok(entry.digest)
     }
 
     /// Asks the upstream what `tag` points at now; runs at most once at a
     /// time per tag (concurrent requests wait for this answer).
-    async fn revalidate_tag(&self, target: &Target, tag: &Tag) -> Result<TagEntry, PullError> {
+    async fn revalidate_tag(&self, target: &Target, tag: &Tag, lookup: &Lookup) -> Result<TagEntry, PullError> {
         let cfg = target.upstream.config();
         let recorded = self.last_known(target, tag).await?;
+        if recorded.is_none() {
+            lookup.fetched.store(true, Ordering::Relaxed);
+        }
         let reference = Reference::Tag(tag.clone());
         let digest = match target.upstream.head_manifest(&target.repo, &reference).await {
             Ok(head) => match head.digest {
                 Some(d) => {
-                    self.manifest_by_digest(target, &d).await?;
+                    self.manifest_with(target, &d, lookup).await?;
                     d
                 }
                 // The upstream did not name the digest: fetch by tag.
@@ -374,8 +438,7 @@ impl PullThrough {
                 Some(digest) if self.storage.stat(&digest).await?.is_some() => {
                     tracing::warn!(upstream = %cfg.name, repository = %target.repo, %tag, error = %e,
                         "upstream unavailable; serving the last known manifest for the tag");
-                    self.metrics.cache("manifest", "stale");
-                    return Ok(TagEntry { digest, ttl: cfg.tag_ttl.min(STALE_RECHECK) });
+                    return Ok(TagEntry { digest, ttl: cfg.tag_ttl.min(STALE_RECHECK), stale: true });
                 }
                 _ => return Err(e.into()),
             },
@@ -384,7 +447,7 @@ impl PullThrough {
         if recorded.as_ref() != Some(&digest) {
             self.remember(target, tag, Some(digest.clone())).await?;
         }
-        Ok(TagEntry { digest, ttl: cfg.tag_ttl })
+        Ok(TagEntry { digest, ttl: cfg.tag_ttl, stale: false })
     }
 
     /// Fetches and stores the manifest `tag` names, for an upstream that
@@ -426,7 +489,7 @@ impl PullThrough {
     /// A blob from local storage only.
     pub(crate) async fn local_blob(&self, digest: &Digest) -> Result<Option<BlobSource>, PullError> {
         Ok(self.storage.open_object(digest).await?.map(|obj| {
-            self.metrics.cache("blob", "hit");
+            self.count("blob", "hit");
             BlobSource::Stored(obj)
         }))
     }
@@ -434,21 +497,29 @@ impl PullThrough {
     /// A manifest by digest: memory, then storage, then the upstream (one
     /// fetch at a time per digest).
     pub(crate) async fn manifest_by_digest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+        self.manifest_with(target, digest, &Lookup::default()).await
+    }
+
+    async fn manifest_with(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
+        let known = self.manifests.contains_key(digest);
         let entry = self
             .manifests
             .entry(digest.clone())
-            .or_try_insert_with(self.load_manifest(target, digest))
+            .or_try_insert_with(self.load_manifest(target, digest, lookup))
             .await
             .map_err(|e| (*e).clone())?;
+        if !entry.is_fresh() && !known {
+            lookup.joined.store(true, Ordering::Relaxed);
+        }
         Ok(entry.into_value())
     }
 
-    async fn load_manifest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+    async fn load_manifest(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
         if let Some(bytes) = self.storage.read_small(digest, self.max_manifest_size).await? {
             let info = media::inspect(&bytes).map_err(|e| PullError::Internal(format!("stored manifest {digest}: {e}")))?;
             return Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }));
         }
-        self.metrics.cache("manifest", "miss");
+        lookup.fetched.store(true, Ordering::Relaxed);
         let fetched = target
             .upstream
             .get_manifest(&target.repo, &Reference::Digest(digest.clone()), self.max_manifest_size)
@@ -478,13 +549,14 @@ impl PullThrough {
     /// only described by the upstream.
     pub(crate) async fn blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
         if let Some(obj) = self.storage.open_object(digest).await? {
-            self.metrics.cache("blob", "hit");
+            self.count("blob", "hit");
             return Ok(BlobSource::Stored(obj));
         }
         if !want_body {
             if let Some(fill) = self.fills.get(digest) {
+                self.count("blob", "coalesced");
                 let size = fill.ready().await?;
-                return Ok(BlobSource::Filling { fill, size });
+                return Ok(BlobSource::Filling { fill, size, fetched: true });
             }
             // A HEAD is an existence check: when the upstream cannot be
             // asked, the blob is unknown here (404), not a gateway error, so
@@ -498,6 +570,7 @@ impl PullThrough {
                 }
                 Err(e) => return Err(PullError::from_blob_fetch(e)),
             };
+            self.count("blob", "miss");
             return Ok(BlobSource::Remote { size: head.size });
         }
         let (fill, started) = self.fills.join_or_start(digest, || FillJob {
@@ -511,9 +584,9 @@ impl PullThrough {
             (false, true) => "hit",
             (false, false) => "coalesced",
         };
-        self.metrics.cache("blob", result);
+        self.count("blob", result);
         let size = fill.ready().await?;
-        Ok(BlobSource::Filling { fill, size })
+        Ok(BlobSource::Filling { fill, size, fetched: result != "hit" })
     }
 
     /// Makes sure a blob's bytes are stored, fetching them from `target`

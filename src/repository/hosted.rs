@@ -84,21 +84,37 @@ impl Hosted {
     }
 
     /// A manifest the version holds, from local storage, or on demand from
-    /// the repository's upstream if its bytes are not here.
-    async fn load(&self, d: &Served, number: u64, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
+    /// the repository's upstream if its bytes are not here (`fetched` set).
+    async fn load(&self, d: &Served, number: u64, digest: &Digest, fetched: &mut bool) -> Result<Arc<Manifest>, PullError> {
         if !self.contains(d, number, ContentType::Manifest, digest).await? {
             return Err(PullError::ManifestUnknown);
         }
         if let Some(m) = self.pull.local_manifest(digest).await? {
             return Ok(m);
         }
+        *fetched = true;
         match self.origin(d) {
             Some(target) => self.pull.manifest_by_digest(&target, digest).await,
             None => Err(PullError::ManifestUnknown),
         }
     }
 
+    /// A client's manifest request, counted once as a cache hit or miss.
     pub(crate) async fn manifest(&self, d: &Served, reference: &Reference, accept: &Accept) -> Result<Arc<Manifest>, PullError> {
+        let mut fetched = false;
+        let manifest = self.lookup_manifest(d, reference, accept, &mut fetched).await;
+        // Not found here is a miss too, as it is for pull-through.
+        self.pull.count("manifest", if fetched || manifest.is_err() { "miss" } else { "hit" });
+        manifest
+    }
+
+    async fn lookup_manifest(
+        &self,
+        d: &Served,
+        reference: &Reference,
+        accept: &Accept,
+        fetched: &mut bool,
+    ) -> Result<Arc<Manifest>, PullError> {
         let Some(number) = self.version(d).await? else { return Err(PullError::ManifestUnknown) };
         let (digest, by_digest) = match reference {
             Reference::Digest(digest) => (digest.clone(), true),
@@ -107,10 +123,10 @@ impl Hosted {
                 None => return Err(PullError::ManifestUnknown),
             },
         };
-        let manifest = self.load(d, number, &digest).await?;
+        let manifest = self.load(d, number, &digest, fetched).await?;
         match media::negotiate(&manifest.info, accept, by_digest) {
             media::Negotiated::AsStored => Ok(manifest),
-            media::Negotiated::Child(child) => self.load(d, number, &child).await,
+            media::Negotiated::Child(child) => self.load(d, number, &child, fetched).await,
             media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
         }
     }

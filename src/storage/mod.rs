@@ -107,6 +107,26 @@ impl Storage {
         })
     }
 
+    /// Readiness: creates, writes, syncs and removes a small file in the
+    /// spool, where every fill and ingest writes first; an error says why
+    /// storage cannot take content now. The probe is named like a spool
+    /// file, so one left by a crash is emptied at the next start.
+    pub(crate) async fn probe_writable(&self) -> Result<(), StorageError> {
+        let n = self.inner.next_spool.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.spool_dir.join(format!("{}-{n}", std::process::id()));
+        tokio::task::spawn_blocking(move || {
+            let written = std::fs::File::create(&path).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, b"ready")?;
+                f.sync_all()
+            });
+            let removed = std::fs::remove_file(&path);
+            written.and(removed)
+        })
+        .await
+        .map_err(|e| StorageError::Io(format!("readiness probe: {e}")))?
+        .map_err(|e| StorageError::Io(format!("cannot write in {}: {e}", self.inner.spool_dir.display())))
+    }
+
     /// Where upload sessions live, one directory each. Unlike the spool it
     /// survives a restart, so a client can resume an upload; nothing in it
     /// is ever served (see [`Partial`]).

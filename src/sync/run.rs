@@ -32,6 +32,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::clients::{ClientError, Clients, DEFAULT_DOWNLOAD_CONCURRENCY};
 use super::filter::TagFilter;
+use crate::metrics::Metrics;
 use crate::metadata::{AtomicSignature, ManifestFacts, Metadata, MetadataError, Remote, RepositoryKind, SyncContent, SyncMode, SyncPolicy};
 use crate::oci::{media, Digest, Reference, Tag};
 use crate::pullthrough::{manifest_facts, PullError, PullThrough, Target};
@@ -87,6 +88,7 @@ pub(crate) struct Syncer {
     metadata: Metadata,
     pull: PullThrough,
     clients: Clients,
+    metrics: Metrics,
 }
 
 /// One run's state: the remote, its client, and what has been found.
@@ -101,8 +103,14 @@ struct Run<'a> {
 }
 
 impl Syncer {
-    pub(crate) fn new(metadata: Metadata, pull: PullThrough, clients: Clients) -> Syncer {
-        Syncer { metadata, pull, clients }
+    /// `metrics` counts how syncs end (`wharf_syncs_total`).
+    pub(crate) fn new(metadata: Metadata, pull: PullThrough, clients: Clients, metrics: Metrics) -> Syncer {
+        Syncer { metadata, pull, clients, metrics }
+    }
+
+    /// Counts a sync that ended: new_version, unchanged, failed or canceled.
+    pub(crate) fn count(&self, result: &str) {
+        self.metrics.syncs.with_label_values(&[result]).inc();
     }
 
     pub(crate) fn metadata(&self) -> &Metadata {

@@ -41,15 +41,21 @@ pub(crate) async fn start(tasks: &Tasks, syncer: &Syncer, req: SyncRequest) -> R
             match syncer.run(&req, &progress).await {
                 Ok(Some(number)) => {
                     tracing::info!(repository = %req.repository, remote = %req.remote, version = number, "sync made a new version");
+                    syncer.count("new_version");
                     Ok(vec![CreatedResource::RepositoryVersion { repository: req.repository.clone(), number }])
                 }
                 Ok(None) => {
                     tracing::info!(repository = %req.repository, remote = %req.remote, "sync found nothing new");
+                    syncer.count("unchanged");
                     Ok(Vec::new())
                 }
-                Err(SyncError::Canceled) => Err(TaskFailure::Canceled),
+                Err(SyncError::Canceled) => {
+                    syncer.count("canceled");
+                    Err(TaskFailure::Canceled)
+                }
                 Err(e) => {
                     tracing::warn!(repository = %req.repository, remote = %req.remote, error = %e, "sync failed");
+                    syncer.count("failed");
                     Err(TaskFailure::Failed(e.to_string()))
                 }
             }
@@ -171,8 +177,8 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let recorder = Recorder::start(metadata.clone());
         let pull = PullThrough::new(Upstreams::new(vec![]), storage, metadata.clone(), recorder, metrics.clone(), 4 << 20);
-        let syncer = Syncer::new(metadata.clone(), pull, Clients::new(metadata.clone(), metrics, vec![]));
-        let tasks = Tasks::start(metadata.clone(), 4).await.unwrap();
+        let syncer = Syncer::new(metadata.clone(), pull, Clients::new(metadata.clone(), metrics.clone(), vec![]), metrics.clone());
+        let tasks = Tasks::start(metadata.clone(), 4, metrics).await.unwrap();
         let repositories = SyncRepositories::new(metadata.clone(), vec![]);
 
         metadata.run(|s| s.create_remote(&remote())).await.unwrap();

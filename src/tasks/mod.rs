@@ -24,6 +24,8 @@ use tokio::task::JoinError;
 
 pub(crate) use crate::metadata::CreatedResource;
 use crate::metadata::{Metadata, MetadataError, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState};
+use crate::metrics::Metrics;
+use crate::telemetry::{self, RequestContext};
 
 /// How often a running task's counters reach the store, at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
@@ -65,6 +67,7 @@ pub(crate) struct Tasks {
 
 struct Inner {
     metadata: Metadata,
+    metrics: Metrics,
     /// The global limit: a task holds a permit while its work runs. An
     /// async semaphore, as tasks wait for a turn for as long as it takes.
     permits: Arc<Semaphore>,
@@ -99,7 +102,8 @@ struct Turn {
 impl Tasks {
     /// Marks tasks left waiting or running by a previous process failed
     /// ("interrupted by a restart"): nothing of theirs runs any more.
-    pub(crate) async fn start(metadata: Metadata, max_parallel: usize) -> Result<Tasks, MetadataError> {
+    /// `metrics` counts the tasks that end, by kind and final state.
+    pub(crate) async fn start(metadata: Metadata, max_parallel: usize, metrics: Metrics) -> Result<Tasks, MetadataError> {
         let interrupted = metadata.run(|s| s.interrupt_tasks(INTERRUPTED)).await?;
         if interrupted > 0 {
             tracing::warn!(tasks = interrupted, "tasks left unfinished by the previous run are marked failed");
@@ -108,6 +112,7 @@ impl Tasks {
         Ok(Tasks {
             inner: Arc::new(Inner {
                 metadata,
+                metrics,
                 permits: Arc::new(Semaphore::new(max_parallel.max(1))),
                 state: Mutex::new(State::default()),
                 live_count,
@@ -153,11 +158,13 @@ impl Tasks {
         };
         let Some(previous) = previous else {
             let message = CancelReason::Shutdown.message();
+            self.inner.count(&task.kind, TaskState::Canceled);
             return self.inner.metadata.run(move |s| s.cancel_task(id, message)).await;
         };
         let progress = Progress { id, counters: Arc::new(Counters::default()), cancel: cancel_seen };
         tracing::info!(task = id, kind = %task.kind, resource = ?task.resource, "task submitted");
         let inner = self.inner.clone();
+        let kind = task.kind.clone();
         tokio::spawn(async move {
             if let Some(previous) = previous {
                 // Resolves when the previous task's runner ends, however
@@ -172,8 +179,11 @@ impl Tasks {
                 () = progress.canceled() => None,
             };
             if let Some(permit) = permit {
-                inner.execute(progress, work).await;
+                inner.execute(progress, &kind, work).await;
                 drop(permit);
+            } else {
+                // Canceled while it waited for a turn.
+                inner.count(&kind, TaskState::Canceled);
             }
             drop(turn);
             inner.forget(id, resource.as_deref());
@@ -255,7 +265,7 @@ impl Inner {
 
     /// Runs one task's work to its end: started in the store, progress
     /// written as it goes, the outcome recorded.
-    async fn execute<F, Fut>(&self, progress: Progress, work: F)
+    async fn execute<F, Fut>(&self, progress: Progress, kind: &str, work: F)
     where
         F: FnOnce(Progress) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<CreatedResource>, TaskFailure>> + Send + 'static,
@@ -264,17 +274,23 @@ impl Inner {
         match self.metadata.run(move |s| s.start_task(id)).await {
             Ok(_) => tracing::info!(task = id, "task started"),
             // Canceled while it waited: nothing to run.
-            Err(MetadataError::Conflict(_)) => return,
+            Err(MetadataError::Conflict(_)) => {
+                self.count(kind, TaskState::Canceled);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(task = id, error = %e, "cannot start a task");
-                self.finish(id, TaskState::Failed, Some(format!("internal error: cannot start: {e}")), Vec::new()).await;
+                let error = Some(format!("internal error: cannot start: {e}"));
+                self.finish(id, kind, TaskState::Failed, error, Vec::new()).await;
                 return;
             }
         }
         // The work runs as its own tokio task, so a panic in it ends up
         // here as a JoinError rather than taking the runner down with it.
+        // Its upstream requests carry `task-<id>` as their X-Request-Id.
         let worker = progress.clone();
-        let mut handle = tokio::spawn(async move { work(worker).await });
+        let context = Some(RequestContext::for_task(id));
+        let mut handle = tokio::spawn(telemetry::scope(context, async move { work(worker).await }));
         let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // The first tick is immediate.
@@ -287,7 +303,7 @@ impl Inner {
         };
         self.write_progress(&progress, written).await;
         let (state, error, created) = outcome(joined, progress.reason());
-        self.finish(id, state, error, created).await;
+        self.finish(id, kind, state, error, created).await;
     }
 
     /// Writes the counters if they changed since change number `written`;
@@ -307,17 +323,26 @@ impl Inner {
         }
     }
 
-    async fn finish(&self, id: u64, state: TaskState, error: Option<String>, created: Vec<CreatedResource>) {
+    async fn finish(&self, id: u64, kind: &str, state: TaskState, error: Option<String>, created: Vec<CreatedResource>) {
         let result = {
             let error = error.clone();
             self.metadata.run(move |s| s.finish_task(id, state, error.as_deref(), &created)).await
         };
         match result {
             Ok(_) => tracing::info!(task = id, state = state.as_str(), error = error.as_deref(), "task finished"),
-            // Ended already: the shutdown grace ran out and marked it.
-            Err(MetadataError::Conflict(_)) => {}
+            // Ended already: the shutdown grace ran out and marked it failed.
+            Err(MetadataError::Conflict(_)) => {
+                self.count(kind, TaskState::Failed);
+                return;
+            }
             Err(e) => tracing::warn!(task = id, state = state.as_str(), error = %e, "cannot record how a task ended"),
         }
+        self.count(kind, state);
+    }
+
+    /// Counts a task that ended, in `wharf_tasks_total`.
+    fn count(&self, kind: &str, state: TaskState) {
+        self.metrics.tasks.with_label_values(&[kind, state.as_str()]).inc();
     }
 
     /// The task's runner has ended: it is no longer live, and the last

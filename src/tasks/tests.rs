@@ -16,7 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 async fn runner(max_parallel: usize) -> (tempfile::TempDir, Metadata, Tasks) {
     let dir = tempfile::tempdir().unwrap();
     let metadata = Metadata::open(dir.path()).await.unwrap();
-    let tasks = Tasks::start(metadata.clone(), max_parallel).await.unwrap();
+    let tasks = Tasks::start(metadata.clone(), max_parallel, crate::metrics::Metrics::new().unwrap()).await.unwrap();
     (dir, metadata, tasks)
 }
 
@@ -334,7 +334,7 @@ async fn a_restart_marks_what_the_last_process_left_unfinished_failed() {
         })
         .await
         .unwrap();
-    let tasks = Tasks::start(metadata, 4).await.unwrap();
+    let tasks = Tasks::start(metadata, 4, crate::metrics::Metrics::new().unwrap()).await.unwrap();
     for id in [waiting.id, running.id] {
         let t = tasks.get(id).await.unwrap().unwrap();
         assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some("interrupted by a restart")));
@@ -375,4 +375,43 @@ async fn work_that_ignores_a_shutdown_is_marked_failed_when_the_grace_runs_out()
     tasks.shutdown(Duration::from_millis(100)).await;
     let t = tasks.get(stuck.id).await.unwrap().unwrap();
     assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some(NOT_STOPPED)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_tasks_are_counted_by_kind_and_final_state() {
+    let (_d, _m, tasks) = runner(1).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let release = released();
+    let first = tasks.submit("sync", Some("a".into()), json!({}), held(started_tx, release.clone())).await.unwrap();
+    next(&mut started).await;
+    // Both wait behind the first (one at a time); one is canceled there.
+    let waiting = tasks.submit("other", None, json!({}), |_| async { Ok(Vec::new()) }).await.unwrap();
+    let failing =
+        tasks.submit("sync", None, json!({}), |_| async { Err(TaskFailure::Failed("broken".into())) }).await.unwrap();
+    tasks.cancel(waiting.id).await.unwrap();
+    release.add_permits(1);
+    for id in [first.id, waiting.id, failing.id] {
+        tasks.settled(id).await;
+    }
+    let text = tasks.inner.metrics.render();
+    for (kind, state) in [("sync", "completed"), ("other", "canceled"), ("sync", "failed")] {
+        let line = format!("wharf_tasks_total{{kind=\"{kind}\",state=\"{state}\"}} 1");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_tasks_work_runs_with_the_task_as_its_request_id() {
+    let (_d, _m, tasks) = runner(1).await;
+    let seen = Arc::new(StdMutex::new(String::new()));
+    let kept = seen.clone();
+    let task = tasks
+        .submit("sync", None, json!({}), move |_| async move {
+            *kept.lock().unwrap() = crate::telemetry::log_id();
+            Ok(Vec::new())
+        })
+        .await
+        .unwrap();
+    tasks.settled(task.id).await;
+    assert_eq!(*seen.lock().unwrap(), format!("task-{}", task.id));
 }

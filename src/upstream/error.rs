@@ -46,18 +46,19 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// A low-cardinality label for metrics.
-    pub(crate) fn kind(&self) -> &'static str {
+    /// The `kind` label of `wharf_upstream_errors_total`: timeout, connect
+    /// or http (an answer that was a failure or unusable). None for what
+    /// is not the upstream failing: 404 (an answer about content),
+    /// wharf's own concurrency cap, a bad configuration.
+    pub(crate) fn metric_kind(&self) -> Option<&'static str> {
         match self {
-            UpstreamError::NotFound => "not_found",
-            UpstreamError::Unauthorized => "unauthorized",
-            UpstreamError::TooManyRequests { .. } => "too_many_requests",
-            UpstreamError::Status(_) => "http",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Connect(_) => "connect",
-            UpstreamError::Protocol(_) => "protocol",
-            UpstreamError::Saturated => "saturated",
-            UpstreamError::Config(_) => "config",
+            UpstreamError::Timeout => Some("timeout"),
+            UpstreamError::Connect(_) => Some("connect"),
+            UpstreamError::Unauthorized
+            | UpstreamError::TooManyRequests { .. }
+            | UpstreamError::Status(_)
+            | UpstreamError::Protocol(_) => Some("http"),
+            UpstreamError::NotFound | UpstreamError::Saturated | UpstreamError::Config(_) => None,
         }
     }
 
@@ -136,8 +137,12 @@ mod tests {
 
     #[test]
     fn kinds_are_stable_metric_labels() {
-        assert_eq!(UpstreamError::Status(503).kind(), "http");
-        assert_eq!(UpstreamError::TooManyRequests { retry_after: None }.kind(), "too_many_requests");
-        assert_eq!(UpstreamError::Protocol("x".into()).kind(), "protocol");
+        assert_eq!(UpstreamError::Status(503).metric_kind(), Some("http"));
+        assert_eq!(UpstreamError::TooManyRequests { retry_after: None }.metric_kind(), Some("http"));
+        assert_eq!(UpstreamError::Protocol("x".into()).metric_kind(), Some("http"));
+        assert_eq!(UpstreamError::Connect("refused".into()).metric_kind(), Some("connect"));
+        assert_eq!(UpstreamError::Timeout.metric_kind(), Some("timeout"));
+        assert_eq!(UpstreamError::NotFound.metric_kind(), None);
+        assert_eq!(UpstreamError::Saturated.metric_kind(), None);
     }
 }

@@ -133,6 +133,7 @@ struct Inner {
     wants_basic: AtomicBool,
     /// The cap on requests in flight (`max_concurrent_requests`).
     concurrency: Concurrency,
+    metrics: Metrics,
 }
 
 /// A response whose status was a success, holding its request's turn under
@@ -177,11 +178,12 @@ impl Upstream {
             .ok_or_else(|| UpstreamError::Config(format!("upstream {} url has no host", cfg.name)))?;
         let base = format!("{scheme}://{authority}{}", cfg.url.path().trim_end_matches('/'));
         let tls = tls::client_config(cfg)?;
+        metrics.init_upstream(&cfg.name);
         Ok(Upstream {
             inner: Arc::new(Inner {
                 cfg: cfg.clone(),
                 base,
-                transport: Transport::new(cfg, tls),
+                transport: Transport::new(cfg, tls, metrics.clone()),
                 tokens: TokenCache::new(),
                 wants_basic: AtomicBool::new(false),
                 concurrency: Concurrency::new(
@@ -189,12 +191,29 @@ impl Upstream {
                     cfg.response_timeout,
                     metrics.upstream_requests_waiting.with_label_values(&[&cfg.name]),
                 ),
+                metrics: metrics.clone(),
             }),
         })
     }
 
     pub(crate) fn config(&self) -> &UpstreamConfig {
         &self.inner.cfg
+    }
+
+    /// `GET /v2/` without credentials, once: whether the upstream answers
+    /// at all. Any HTTP status counts as an answer (401 is the usual one).
+    /// For the readiness report; bypasses the concurrency cap, as it is
+    /// tiny and must not wait behind fills.
+    pub(crate) async fn ping(&self) -> Result<StatusCode, UpstreamError> {
+        let out = Outgoing {
+            op: "ping",
+            method: Method::GET,
+            uri: self.uri("/v2/", "")?,
+            accept: None,
+            authorization: None,
+            follow_redirects: false,
+        };
+        Ok(self.inner.transport.send(&out).await?.response.status())
     }
 
     /// `HEAD /v2/<repo>/manifests/<reference>`, accepting every manifest type.
@@ -205,7 +224,7 @@ impl Upstream {
     ) -> Result<ManifestHead, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/manifests/{reference}"), "")?;
         self.with_retries("head_manifest", || async move {
-            let exchange = self.request(Method::HEAD, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
+            let exchange = self.request("head_manifest", Method::HEAD, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
             let headers = exchange.response.headers();
             Ok(ManifestHead {
                 digest: content_digest(headers)?,
@@ -226,7 +245,7 @@ impl Upstream {
     ) -> Result<FetchedManifest, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/manifests/{reference}"), "")?;
         self.with_retries("get_manifest", || async move {
-            let exchange = self.request(Method::GET, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
+            let exchange = self.request("get_manifest", Method::GET, uri, Some(ACCEPT_ALL_MANIFESTS), repo).await?;
             let digest = content_digest(exchange.response.headers())?;
             let bytes = body::read_to_limit(self.body(exchange), max_size, "manifest").await?;
             Ok(FetchedManifest { bytes, digest })
@@ -238,7 +257,7 @@ impl Upstream {
     pub(crate) async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobHead, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/blobs/{digest}"), "")?;
         self.with_retries("head_blob", || async move {
-            let exchange = self.request(Method::HEAD, uri, None, repo).await?;
+            let exchange = self.request("head_blob", Method::HEAD, uri, None, repo).await?;
             Ok(BlobHead { size: content_length(exchange.response.headers())? })
         })
         .await
@@ -249,7 +268,7 @@ impl Upstream {
     pub(crate) async fn get_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobResponse, UpstreamError> {
         let uri = &self.uri(&format!("/v2/{repo}/blobs/{digest}"), "")?;
         self.with_retries("get_blob", || async move {
-            let exchange = self.request(Method::GET, uri, None, repo).await?;
+            let exchange = self.request("get_blob", Method::GET, uri, None, repo).await?;
             let size = content_length(exchange.response.headers())?;
             Ok(BlobResponse { size, body: self.body(exchange) })
         })
@@ -276,7 +295,7 @@ impl Upstream {
         };
         let uri = &self.uri(&format!("/v2/{repo}/tags/list"), &query)?;
         self.with_retries("tags_list", || async move {
-            let exchange = self.request(Method::GET, uri, Some("application/json"), repo).await?;
+            let exchange = self.request("tags_list", Method::GET, uri, Some("application/json"), repo).await?;
             let has_more = has_next_link(exchange.response.headers());
             let bytes = body::read_to_limit(self.body(exchange), TAGS_LIST_LIMIT, "tags list").await?;
             // `tags` may be null or absent for a repository without tags.
@@ -327,7 +346,7 @@ impl Upstream {
         };
         let uri = &self.uri(&format!("/v2/{repo}/referrers/{digest}"), &query)?;
         self.with_retries("referrers", || async move {
-            let exchange = self.request(Method::GET, uri, Some(OCI_INDEX), repo).await?;
+            let exchange = self.request("referrers", Method::GET, uri, Some(OCI_INDEX), repo).await?;
             let filter_applied = artifact_type.is_some() && filters_applied(exchange.response.headers(), "artifactType");
             let bytes = body::read_to_limit(self.body(exchange), REFERRERS_LIMIT, "referrers index").await?;
             Ok(Referrers { bytes, filter_applied })
@@ -343,7 +362,14 @@ impl Upstream {
         let uri = &self.uri("/v2/", "")?;
         self.with_retries("supports_signatures", || async move {
             let _turn = self.inner.concurrency.acquire().await?;
-            let out = Outgoing { method: Method::GET, uri: uri.clone(), accept: None, authorization: None, follow_redirects: false };
+            let out = Outgoing {
+                op: "ping",
+                method: Method::GET,
+                uri: uri.clone(),
+                accept: None,
+                authorization: None,
+                follow_redirects: false,
+            };
             let answer = self.inner.transport.send(&out).await?;
             let supported = header_str(answer.response.headers(), SUPPORTS_SIGNATURES)?.is_some_and(|v| v == "1");
             if answer.response.status() != StatusCode::UNAUTHORIZED {
@@ -359,7 +385,7 @@ impl Upstream {
     pub(crate) async fn signatures(&self, repo: &RepositoryName, digest: &Digest) -> Result<Bytes, UpstreamError> {
         let uri = &self.uri(&format!("/extensions/v2/{repo}/signatures/{digest}"), "")?;
         self.with_retries("signatures", || async move {
-            let exchange = self.request(Method::GET, uri, Some("application/json"), repo).await?;
+            let exchange = self.request("signatures", Method::GET, uri, Some("application/json"), repo).await?;
             body::read_to_limit(self.body(exchange), SIGNATURES_LIMIT, "signatures listing").await
         })
         .await
@@ -372,7 +398,7 @@ impl Upstream {
     pub(crate) async fn get_file(&self, path: &str, repo: &RepositoryName, limit: usize) -> Result<Bytes, UpstreamError> {
         let uri = &self.uri(path, "")?;
         self.with_retries("get_file", || async move {
-            let exchange = self.request(Method::GET, uri, None, repo).await?;
+            let exchange = self.request("get_file", Method::GET, uri, None, repo).await?;
             body::read_to_limit(self.body(exchange), limit, "file").await
         })
         .await
@@ -407,11 +433,16 @@ impl Upstream {
     {
         let mut retries = 0;
         loop {
-            match attempt().await {
+            let result = attempt().await;
+            if let Err(Some(kind)) = result.as_ref().map_err(UpstreamError::metric_kind) {
+                self.inner.metrics.upstream_errors.with_label_values(&[&self.inner.cfg.name, kind]).inc();
+            }
+            match result {
                 Err(error) if error.is_transient() && retries < self.inner.cfg.retries => {
                     let delay = backoff(retries);
                     retries += 1;
                     tracing::warn!(
+                        request_id = %crate::telemetry::log_id(),
                         upstream = %self.inner.cfg.name,
                         operation,
                         retry = retries,
@@ -432,13 +463,14 @@ impl Upstream {
     /// included) and lasts as long as the returned exchange.
     async fn request(
         &self,
+        op: &'static str,
         method: Method,
         uri: &Uri,
         accept: Option<&'static str>,
         repo: &RepositoryName,
     ) -> Result<Exchange, UpstreamError> {
         let permit = self.inner.concurrency.acquire().await?;
-        let answer = self.send_authorized(method, uri, accept, repo).await?;
+        let answer = self.send_authorized(op, method, uri, accept, repo).await?;
         Ok(Exchange { response: check_status(answer.response)?, permit })
     }
 
@@ -447,6 +479,7 @@ impl Upstream {
     /// 401 is [`UpstreamError::Unauthorized`].
     async fn send_authorized(
         &self,
+        op: &'static str,
         method: Method,
         uri: &Uri,
         accept: Option<&'static str>,
@@ -460,6 +493,7 @@ impl Upstream {
             let method = method.clone();
             async move {
                 let out = Outgoing {
+                    op,
                     method,
                     uri: uri.clone(),
                     accept,
@@ -523,6 +557,7 @@ impl Upstream {
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<BearerToken, UpstreamError> {
         let basic = self.inner.cfg.credentials.as_ref().map(auth::basic_header);
         let out = Outgoing {
+            op: "token",
             method: Method::GET,
             uri: auth::token_uri(realm, service, scope)?,
             accept: Some("application/json"),

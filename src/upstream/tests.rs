@@ -169,7 +169,7 @@ async fn a_401_after_authenticating_is_unauthorized_without_retrying() {
     let up = upstream(&config(&registry.url()));
     let err = up.get_manifest(&repo("private/app"), &tag("t"), 1 << 20).await.unwrap_err();
     assert_eq!(err, UpstreamError::Unauthorized);
-    assert_eq!(err.kind(), "unauthorized");
+    assert_eq!(err.metric_kind(), Some("http"));
     assert_eq!(registry.seen().len(), 2);
     assert_eq!(tokens.seen().len(), 1);
 }
@@ -295,11 +295,16 @@ async fn persistent_bad_gateway_gives_up_after_the_configured_retries() {
     let registry = TestServer::start(|_| respond(502, &[], "")).await;
     let mut cfg = config(&registry.url());
     cfg.retries = 1;
-    let up = upstream(&cfg);
+    let metrics = Metrics::new().unwrap();
+    let up = Upstream::new(&cfg, &metrics).unwrap();
     let err = up.head_blob(&repo("r"), &manifest_digest()).await.unwrap_err();
     assert_eq!(err, UpstreamError::Status(502));
-    assert_eq!(err.kind(), "http");
     assert_eq!(registry.seen().len(), 2);
+    // Each attempt is one exchange and one error in the metrics.
+    let text = metrics.render();
+    let exchanges = format!(r#"wharf_upstream_requests_total{{op="head_blob",status="502",upstream="{}"}} 2"#, cfg.name);
+    assert!(text.contains(&exchanges), "{text}");
+    assert!(text.contains(&format!(r#"wharf_upstream_errors_total{{kind="http",upstream="{}"}} 2"#, cfg.name)), "{text}");
 }
 
 #[tokio::test]
@@ -417,7 +422,7 @@ async fn refused_connections_are_connect_errors() {
     cfg.retries = 0;
     let err = upstream(&cfg).head_manifest(&repo("r"), &tag("t")).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
-    assert_eq!(err.kind(), "connect");
+    assert_eq!(err.metric_kind(), Some("connect"));
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::UpstreamError;
 use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Enough for CDN chains (registry -> storage -> edge), few enough to stop a loop.
 const MAX_REDIRECTS: usize = 5;
@@ -24,6 +26,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What to send. Requests never carry a body: wharf only reads from upstreams.
 pub(super) struct Outgoing<'a> {
+    /// The operation, for metrics: head_manifest, get_blob, token, ...
+    pub(super) op: &'static str,
     pub(super) method: Method,
     pub(super) uri: Uri,
     pub(super) accept: Option<&'static str>,
@@ -44,12 +48,13 @@ pub(super) struct Transport {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     response_timeout: Duration,
     user_agent: HeaderValue,
-    /// The upstream's configured name, for logs.
+    /// The upstream's configured name, for logs and metric labels.
     upstream: String,
+    metrics: Metrics,
 }
 
 impl Transport {
-    pub(super) fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> Transport {
+    pub(super) fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig, metrics: Metrics) -> Transport {
         let mut http = HttpConnector::new();
         // The HTTPS connector wraps this one and needs https URLs let through.
         http.enforce_http(false);
@@ -69,6 +74,7 @@ impl Transport {
             response_timeout: cfg.response_timeout,
             user_agent: HeaderValue::from_static(concat!("wharf/", env!("CARGO_PKG_VERSION"))),
             upstream: cfg.name.clone(),
+            metrics,
         }
     }
 
@@ -81,7 +87,7 @@ impl Transport {
         loop {
             let from_origin = Origin::of(&uri)? == first;
             let authorization = out.authorization.filter(|_| from_origin);
-            let response = self.send_hop(&out.method, &uri, out.accept, authorization).await?;
+            let response = self.send_hop(out.op, &out.method, &uri, out.accept, authorization).await?;
             if !(out.follow_redirects && is_redirect(response.status())) {
                 return Ok(Answer { response, from_origin });
             }
@@ -100,8 +106,10 @@ impl Transport {
         }
     }
 
+    /// One HTTP exchange, counted and timed in the upstream metrics.
     async fn send_hop(
         &self,
+        op: &'static str,
         method: &Method,
         uri: &Uri,
         accept: Option<&'static str>,
@@ -117,14 +125,20 @@ impl Transport {
         if let Some(authorization) = authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
+        // The client request this one serves, so the two can be matched up
+        // in the upstream's logs (not a secret: it is in wharf's own log).
+        if let Some(id) = telemetry::current_id() {
+            request = request.header(telemetry::REQUEST_ID, id);
+        }
         let request = request
             .body(Empty::new())
             .map_err(|e| UpstreamError::Protocol(format!("cannot build a request: {e}")))?;
         let started = Instant::now();
         let result = tokio::time::timeout(self.response_timeout, self.client.request(request)).await;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let url = loggable(uri);
-        match result {
+        let result = match result {
             Ok(Ok(response)) => {
                 tracing::debug!(
                     upstream = %self.upstream, %method, %url, status = response.status().as_u16(), elapsed_ms,
@@ -141,7 +155,15 @@ impl Transport {
                 tracing::debug!(upstream = %self.upstream, %method, %url, elapsed_ms, "upstream response headers timed out");
                 Err(UpstreamError::Timeout)
             }
-        }
+        };
+        let status = match &result {
+            Ok(response) => response.status().as_str().to_owned(),
+            // `classify` makes only these two.
+            Err(e) => e.metric_kind().unwrap_or("connect").to_owned(),
+        };
+        self.metrics.upstream_requests.with_label_values(&[&self.upstream, op, &status]).inc();
+        self.metrics.upstream_request_duration.with_label_values(&[&self.upstream, op]).observe(elapsed.as_secs_f64());
+        result
     }
 }
 

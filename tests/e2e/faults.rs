@@ -160,6 +160,11 @@ async fn blob_with_wrong_bytes_fails_every_client_and_is_fetched_again_later() {
         let r = within_guard("client body", client).await.expect("client task");
         assert_failed_visibly(&r, &format!("client {i} of a blob whose upstream bytes do not match its digest"));
     }
+    // One fill, one mismatch, counted before any client saw it fail.
+    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let series = r#"wharf_upstream_errors_total{kind="digest_mismatch",upstream="fake"}"#;
+    assert_eq!(crate::admin::sample(&text, series), 1, "{text}");
 
     rig.fake.script(&digest, Script::normal());
     let gets = rig.fake.count("GET", &digest);
@@ -213,6 +218,12 @@ async fn upstream_not_answering_within_response_timeout_gives_504() {
     rig.fake.script("v1", Script::hold_headers(&Gate::new()));
 
     assert_oci_error(&rig.get(&rig.manifest_url("v1")).await, 504, "manifest when upstream never answers");
+    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let errors = r#"wharf_upstream_errors_total{kind="timeout",upstream="fake"}"#;
+    assert_eq!(crate::admin::sample(&text, errors), 1, "{text}");
+    let exchanges = r#"wharf_upstream_requests_total{op="head_manifest",status="timeout",upstream="fake"}"#;
+    assert_eq!(crate::admin::sample(&text, exchanges), 1, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,6 +329,10 @@ async fn expired_tag_served_stale(fault: impl FnOnce(&Rig, &Image) -> Option<Scr
     let stale = rig.get(&rig.manifest_url("v1")).await;
     assert_served(&stale, &image.manifest.bytes, "expired tag while the upstream fails");
     assert_eq!(stale.header("docker-content-digest"), Some(image.manifest.digest.as_str()));
+    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let stale_count = crate::admin::sample(&text, r#"wharf_cache_requests_total{kind="manifest",result="stale"}"#);
+    assert_eq!(stale_count, 1, "the stale answer is counted: {text}");
     if reachable {
         let now = rig.fake.count("GET", "v1") + rig.fake.count("HEAD", "v1");
         assert!(now > asked, "an expired tag must be revalidated upstream before falling back to the cache");

@@ -31,3 +31,4 @@ mod tasks;
 mod sync;
 mod service;
 mod signatures;
+mod observability;

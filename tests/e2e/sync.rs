@@ -331,6 +331,10 @@ async fn on_demand_blobs_are_fetched_on_first_pull_only() {
     assert_eq!(location, format!("/api/v1/tasks/{}", task["id"]));
     assert_eq!(task["state"], "completed", "{task}");
     assert_eq!(task["created_resources"], json!([{"type": "repository_version", "repository": "lazy", "number": 1}]));
+    // Counted by the sync before its task is recorded finished.
+    let metrics = http::get(&format!("{}/metrics", wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert_eq!(crate::admin::sample(&text, r#"wharf_syncs_total{result="new_version"}"#), 1, "{text}");
     for blob in image.blobs() {
         assert_eq!(upstream.blob_gets(&blob.digest), 0, "on_demand fetches no blob during the sync");
     }

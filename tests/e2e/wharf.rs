@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A running wharf; killed when dropped.
@@ -14,6 +14,8 @@ pub struct Wharf {
     pub registry: SocketAddr,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
+    /// Every line wharf wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// One `[[upstream]]` entry.
@@ -84,9 +86,12 @@ impl Wharf {
             .expect("spawn wharf");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[wharf] {line}");
+                kept.lock().expect("log lock").push(line.clone());
                 if tx.send(line).is_err() {
                     // Receiver gone; keep draining so wharf never blocks on a full pipe.
                 }
@@ -100,7 +105,12 @@ impl Wharf {
                 break (field(&line, "registry="), field(&line, "admin="));
             }
         };
-        Wharf { child, registry, admin, config_path: config.to_path_buf() }
+        Wharf { child, registry, admin, config_path: config.to_path_buf(), log }
+    }
+
+    /// The lines wharf has logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
     }
 
     /// `http://127.0.0.1:PORT`
@@ -159,8 +169,16 @@ impl Drop for Wharf {
     }
 }
 
+/// `key` (as `name=`) from a text log line, or `"name":"..."` from a JSON one.
 fn field(line: &str, key: &str) -> SocketAddr {
-    let start = line.find(key).unwrap_or_else(|| panic!("no {key} in {line:?}")) + key.len();
-    let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    let json_key = format!("\"{}\":\"", key.trim_end_matches('='));
+    let (start, end_at): (usize, fn(char) -> bool) = match line.find(key) {
+        Some(i) => (i + key.len(), char::is_whitespace),
+        None => match line.find(&json_key) {
+            Some(i) => (i + json_key.len(), |c| c == '"'),
+            None => panic!("no {key} in {line:?}"),
+        },
+    };
+    let value: String = line[start..].chars().take_while(|c| !end_at(*c)).collect();
     value.parse().unwrap_or_else(|e| panic!("bad address {value:?} in {line:?}: {e}"))
 }
