@@ -16,6 +16,7 @@ use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::gc::Disk;
 use crate::limits::RateLimits;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
@@ -87,6 +88,8 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
     let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
     uploads.spawn_sweeper();
+    let disk = Disk::new(storage.clone(), metadata.clone(), metrics.storage.clone(), &config.storage, uploads.clone());
+    disk.spawn();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
     let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel)
@@ -103,7 +106,7 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
         metadata.clone(),
         distributions.clone(),
         SyncParts { tasks: tasks.clone(), syncer },
-        storage.clone(),
+        (storage.clone(), disk.clone()),
         &config.upstreams,
         auth.clone(),
     )

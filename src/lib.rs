@@ -9,6 +9,7 @@
 //!                           \-> auth, limits                      \-> upload -> storage        \-> upstream
 //!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage, tasks }
 //!             -> tasks (background work: when it runs, its progress and outcome) -> metadata
+//!             -> gc (eviction, orphan gc, verify) -> { storage, metadata, upload }
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
@@ -27,6 +28,7 @@
 //! - `limits`: inbound rate limits per client IP and per user.
 //! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
+//! - `gc`: bounded disk: LRU eviction, orphan and leftover removal, verify.
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -34,6 +36,7 @@ pub(crate) mod app;
 pub(crate) mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod gc;
 pub(crate) mod limits;
 pub(crate) mod metadata;
 pub(crate) mod metrics;

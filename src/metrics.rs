@@ -1,7 +1,7 @@
 //! Every metric wharf exports, defined in one place. Labels are bounded:
 //! never a repository, tag or digest.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -19,6 +19,48 @@ pub(crate) struct Metrics {
     /// Requests waiting for a turn under an upstream's
     /// `max_concurrent_requests`; `upstream` is a configured name.
     pub(crate) upstream_requests_waiting: IntGaugeVec,
+    /// Disk use: see [`StorageMetrics`].
+    pub(crate) storage: StorageMetrics,
+}
+
+/// Disk use and its bounds, kept by the `gc` module.
+#[derive(Clone)]
+pub(crate) struct StorageMetrics {
+    pub(crate) bytes: IntGauge,
+    pub(crate) objects: IntGauge,
+    /// `storage.max_size`; 0 when unbounded.
+    pub(crate) capacity_bytes: IntGauge,
+    pub(crate) evictions: IntCounter,
+    pub(crate) evicted_bytes: IntCounter,
+    /// Fills whose bytes could not be written (a full disk): served
+    /// through, not cached.
+    pub(crate) write_errors: IntCounter,
+}
+
+impl StorageMetrics {
+    fn register(registry: &Registry) -> Result<StorageMetrics, prometheus::Error> {
+        let m = StorageMetrics {
+            bytes: IntGauge::new("wharf_storage_bytes", "Bytes of stored blobs and manifests")?,
+            objects: IntGauge::new("wharf_storage_objects", "Stored blobs and manifests")?,
+            capacity_bytes: IntGauge::new(
+                "wharf_storage_capacity_bytes",
+                "The cap on stored bytes (storage.max_size); 0 when unbounded",
+            )?,
+            evictions: IntCounter::new("wharf_evictions_total", "Cached blobs evicted to stay under storage.max_size")?,
+            evicted_bytes: IntCounter::new("wharf_evicted_bytes_total", "Bytes of cached blobs evicted")?,
+            write_errors: IntCounter::new(
+                "wharf_storage_write_errors_total",
+                "Fills that could not be written to storage (served through, not cached)",
+            )?,
+        };
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.objects.clone()))?;
+        registry.register(Box::new(m.capacity_bytes.clone()))?;
+        registry.register(Box::new(m.evictions.clone()))?;
+        registry.register(Box::new(m.evicted_bytes.clone()))?;
+        registry.register(Box::new(m.write_errors.clone()))?;
+        Ok(m)
+    }
 }
 
 impl Metrics {
@@ -64,7 +106,9 @@ impl Metrics {
         for scope in ["ip", "user"] {
             rate_limited.with_label_values(&[scope]);
         }
+        let storage = StorageMetrics::register(&registry)?;
         Ok(Metrics {
+            storage,
             registry,
             cache_requests,
             served_bytes,
@@ -103,5 +147,9 @@ mod tests {
         assert!(text.contains("wharf_fills_in_flight 1"), "{text}");
         assert!(text.contains("wharf_rate_limited_total{scope=\"ip\"} 0"), "{text}");
         assert!(text.contains("wharf_rate_limited_total{scope=\"user\"} 0"), "{text}");
+        m.storage.evicted_bytes.inc_by(5);
+        let text = m.render();
+        assert!(text.contains("wharf_evicted_bytes_total 5"), "{text}");
+        assert!(text.contains("wharf_storage_capacity_bytes 0"), "{text}");
     }
 }

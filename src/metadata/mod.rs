@@ -555,6 +555,23 @@ pub(crate) struct Created {
     pub(crate) number: u64,
 }
 
+/// The digests storage housekeeping must respect, as digest strings.
+#[derive(Debug, Default)]
+pub(crate) struct StorageReferences {
+    /// Referenced by some repository version (any, old ones too), an
+    /// uploaded blob or a remembered upstream tag: not an orphan.
+    pub(crate) referenced: std::collections::HashSet<String>,
+    /// Never evicted: content of push repositories, of sync repositories
+    /// whose remote's policy is `immediate`, and of versions pinned by a
+    /// distribution.
+    pub(crate) protected: std::collections::HashSet<String>,
+    /// Every manifest digest (eviction takes blobs only).
+    pub(crate) manifests: std::collections::HashSet<String>,
+    /// When the oldest running sync started: what it fetched is recorded
+    /// only when it ends, so nothing used since then is touched.
+    pub(crate) sync_running_since: Option<Millis>,
+}
+
 /// Resolves a version: `None` is the latest.
 pub(crate) type VersionRef = Option<u64>;
 
@@ -620,6 +637,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn add_blob_sources(&self, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError>;
     /// Where a blob not stored yet can be fetched: (remote, name there).
     fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError>;
+
+    /// What eviction and gc must know of the content: see [`StorageReferences`].
+    fn storage_references(&self) -> Result<StorageReferences, MetadataError>;
+    /// Records objects' last uses (millis), keeping the later of two.
+    fn record_uses(&self, uses: &[(Digest, Millis)]) -> Result<(), MetadataError>;
+    /// Every recorded last use, by digest.
+    fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError>;
+    /// Forgets the last uses of objects no longer stored.
+    fn forget_uses(&self, digests: &[Digest]) -> Result<(), MetadataError>;
 
     /// Copies into `dest` the tags of `source`'s version (None: the latest)
     /// that `select` takes, each with its manifest and everything that

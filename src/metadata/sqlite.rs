@@ -25,6 +25,7 @@ use super::{
 use crate::oci::Digest;
 
 mod curate;
+mod storage;
 mod sync;
 
 const MIGRATIONS: &[&str] = &[
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_push.sql"),
     include_str!("migrations/0003_remotes_tasks.sql"),
     include_str!("migrations/0004_sync.sql"),
+    include_str!("migrations/0005_object_uses.sql"),
 ];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
@@ -1250,6 +1252,22 @@ impl Store for SqliteStore {
 
     fn blob_sources(&self, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError> {
         self.read(|conn| sync::blob_sources(conn, digest))
+    }
+
+    fn storage_references(&self) -> Result<super::StorageReferences, MetadataError> {
+        self.read(storage::storage_references)
+    }
+
+    fn record_uses(&self, uses: &[(Digest, Millis)]) -> Result<(), MetadataError> {
+        self.write(|tx| storage::record_uses(tx, uses))
+    }
+
+    fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError> {
+        self.read(storage::last_uses)
+    }
+
+    fn forget_uses(&self, digests: &[Digest]) -> Result<(), MetadataError> {
+        self.write(|tx| storage::forget_uses(tx, digests))
     }
 
     fn copy_tags(

@@ -283,6 +283,9 @@ fn ended_unexpectedly() -> PullError {
 async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills: Fills) {
     let cfg = job.target.upstream.config();
     let fill_timeout = cfg.fill_timeout;
+    // Held until the fill ends: eviction and gc never remove the object
+    // while it is being filled or just committed.
+    let _pin = job.storage.pin(&job.digest);
     job.metrics.fills_in_flight.inc();
     let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx)).await {
         Ok(outcome) => outcome,

@@ -1,0 +1,91 @@
+//! What storage housekeeping (eviction, gc) needs from the metadata: which
+//! digests repository versions reference, which of them must never be
+//! evicted, and objects' last uses.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, Connection, Transaction};
+
+use crate::metadata::{MetadataError, Millis, StorageReferences};
+use crate::oci::Digest;
+
+/// Digests of a set of content rows (`rows(content_type, content_id)`,
+/// given as a query): their blobs and manifests, the manifests their tags
+/// name, and everything those manifests point at, index children's
+/// content included (a version holds what its manifests reference).
+fn closure_of(conn: &Connection, rows: &str, extra_manifests: &str) -> Result<HashSet<String>, MetadataError> {
+    let sql = format!(
+        "WITH RECURSIVE
+           content_rows(content_type, content_id) AS ({rows}),
+           closure(id) AS (
+             SELECT content_id FROM content_rows WHERE content_type = 'manifest'
+             UNION SELECT t.manifest_id FROM content_rows r JOIN tags t ON r.content_type = 'tag' AND t.id = r.content_id
+             {extra_manifests}
+             UNION SELECT m.id FROM closure c
+                   JOIN manifest_references mr ON mr.manifest_id = c.id AND mr.kind = 'manifest'
+                   JOIN manifests m ON m.digest = mr.digest)
+         SELECT m.digest FROM closure c JOIN manifests m ON m.id = c.id
+         UNION SELECT mr.digest FROM closure c JOIN manifest_references mr ON mr.manifest_id = c.id
+         UNION SELECT b.digest FROM content_rows r JOIN blobs b ON r.content_type = 'blob' AND b.id = r.content_id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let digests = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(digests.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn storage_references(conn: &Connection) -> Result<StorageReferences, MetadataError> {
+    // Any version's rows count, removed ones too: an older version still
+    // holds them (rows of deleted versions are folded away).
+    let mut referenced = closure_of(
+        conn,
+        "SELECT content_type, content_id FROM repository_content
+         UNION SELECT 'blob', blob_id FROM uploaded_blobs",
+        "UNION SELECT m.id FROM upstream_tags u JOIN manifests m ON m.digest = u.digest",
+    )?;
+    let mut stmt = conn.prepare("SELECT digest FROM upstream_tags")?;
+    for d in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        referenced.insert(d?);
+    }
+    let protected = closure_of(
+        conn,
+        "SELECT rc.content_type, rc.content_id FROM repository_content rc
+           JOIN repositories r ON r.id = rc.repository_id
+          WHERE r.kind = 'push'
+             OR (r.kind = 'sync' AND r.remote IN (SELECT name FROM remotes WHERE policy = 'immediate'))
+         UNION SELECT rc.content_type, rc.content_id FROM repository_content rc
+           JOIN distributions d ON d.repository_id = rc.repository_id AND d.version IS NOT NULL
+          WHERE rc.version_added <= d.version AND (rc.version_removed IS NULL OR rc.version_removed > d.version)
+         UNION SELECT 'blob', blob_id FROM uploaded_blobs",
+        "",
+    )?;
+    let mut stmt = conn.prepare("SELECT digest FROM manifests")?;
+    let manifests = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    let sync_running_since: Option<Millis> =
+        conn.query_row("SELECT MIN(started_at) FROM tasks WHERE kind = 'sync' AND state = 'running'", [], |r| r.get(0))?;
+    Ok(StorageReferences { referenced, protected, manifests, sync_running_since })
+}
+
+pub(super) fn record_uses(tx: &Transaction<'_>, uses: &[(Digest, Millis)]) -> Result<(), MetadataError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO object_uses (digest, last_used) VALUES (?1, ?2)
+         ON CONFLICT (digest) DO UPDATE SET last_used = MAX(last_used, excluded.last_used)",
+    )?;
+    for (digest, at) in uses {
+        stmt.execute(params![digest.to_string(), at])?;
+    }
+    Ok(())
+}
+
+pub(super) fn last_uses(conn: &Connection) -> Result<HashMap<String, Millis>, MetadataError> {
+    let mut stmt = conn.prepare("SELECT digest, last_used FROM object_uses")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn forget_uses(tx: &Transaction<'_>, digests: &[Digest]) -> Result<(), MetadataError> {
+    let mut stmt = tx.prepare_cached("DELETE FROM object_uses WHERE digest = ?1")?;
+    for d in digests {
+        stmt.execute([d.to_string()])?;
+    }
+    Ok(())
+}
