@@ -16,7 +16,7 @@ use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::gc::Disk;
+use crate::gc::{Disk, DiskParts};
 use crate::limits::RateLimits;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
@@ -88,7 +88,16 @@ pub(crate) async fn run(config: Config) -> Result<(), StartError> {
     let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
     let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
     uploads.spawn_sweeper();
-    let disk = Disk::new(storage.clone(), metadata.clone(), metrics.storage.clone(), &config.storage, uploads.clone());
+    let disk = Disk::new(
+        DiskParts {
+            storage: storage.clone(),
+            metadata: metadata.clone(),
+            metrics: metrics.storage.clone(),
+            uploads: uploads.clone(),
+            recorder: recorder.clone(),
+        },
+        &config.storage,
+    );
     disk.spawn();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;

@@ -7,12 +7,14 @@
 //! stays recorded and is fetched again on demand by the pull-through layer
 //! (from its upstream, or an on-demand sync blob from its recorded remote).
 //!
-//! **What is never evicted:** manifests (small; tags are served from them
-//! while an upstream is down), content of push repositories, of sync
-//! repositories whose remote's policy is `immediate`, of versions a
-//! distribution pins, anything pinned by a fill or an upload's commit, and
-//! anything used since the oldest running sync started (a sync records
-//! what it fetched only at its end). **What gc removes:** objects no
+//! **Eviction takes only blobs a repository version records** (so they
+//! can be fetched again), least recently used first. **Never evicted:**
+//! manifests (small; tags are served from them while an upstream is down),
+//! content of push repositories, of sync repositories whose remote's
+//! policy is `immediate` (and other sync content without a recorded
+//! source), of versions a distribution pins, anything pinned by a fill or
+//! an upload's commit, and anything used since the oldest running sync
+//! started (a sync records what it fetched only at its end). **What gc removes:** objects no
 //! repository version (of any age), uploaded blob, or remembered upstream
 //! tag references, unused for [`GC_GRACE`] (recordings of fresh pulls are
 //! batched, so a new object may not be referenced yet) and not pinned.
@@ -27,6 +29,7 @@ use crate::config::StorageConfig;
 use crate::metadata::{Metadata, MetadataError, Millis, StorageReferences};
 use crate::metrics::StorageMetrics;
 use crate::oci::Digest;
+use crate::pullthrough::Recorder;
 use crate::storage::{Storage, StorageError};
 use crate::tasks::{Progress, TaskFailure};
 use crate::upload::Uploads;
@@ -81,6 +84,15 @@ pub(crate) struct GcReport {
     pub(crate) spool_files: u64,
 }
 
+/// What [`Disk`] works with.
+pub(crate) struct DiskParts {
+    pub(crate) storage: Storage,
+    pub(crate) metadata: Metadata,
+    pub(crate) metrics: StorageMetrics,
+    pub(crate) uploads: Uploads,
+    pub(crate) recorder: Recorder,
+}
+
 /// The disk housekeeper. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Disk {
@@ -93,16 +105,22 @@ struct Inner {
     metrics: StorageMetrics,
     bounds: Option<Bounds>,
     uploads: Uploads,
+    /// Flushed before each survey, so what was just pulled is recorded
+    /// (referenced) when eviction and gc look.
+    recorder: Recorder,
     /// One removal pass at a time (eviction, gc): an async mutex, as a pass
     /// awaits the store and the disk.
     removing: tokio::sync::Mutex<()>,
 }
 
 impl Disk {
-    pub(crate) fn new(storage: Storage, metadata: Metadata, metrics: StorageMetrics, cfg: &StorageConfig, uploads: Uploads) -> Disk {
+    pub(crate) fn new(parts: DiskParts, cfg: &StorageConfig) -> Disk {
+        let DiskParts { storage, metadata, metrics, uploads, recorder } = parts;
         let bounds = Bounds::of(cfg);
         metrics.capacity_bytes.set(gauge(bounds.map_or(0, |b| b.max_size)));
-        let disk = Disk { inner: Arc::new(Inner { storage, metadata, metrics, bounds, uploads, removing: tokio::sync::Mutex::new(()) }) };
+        let disk = Disk {
+            inner: Arc::new(Inner { storage, metadata, metrics, bounds, uploads, recorder, removing: tokio::sync::Mutex::new(()) }),
+        };
         disk.publish();
         disk
     }
@@ -153,8 +171,12 @@ impl Disk {
                         Err(e) => tracing::error!(error = %e, "eviction failed"),
                     }
                     self.publish();
-                    if self.inner.storage.usage().0 > bounds.low {
+                    if self.inner.storage.usage().0 > bounds.high {
+                        // Still over: what is left is protected, in use or
+                        // not recorded yet. Look again after a pause, even
+                        // if nothing is committed meanwhile.
                         tokio::time::sleep(EVICTION_BACKOFF).await;
+                        continue;
                     }
                 }
             }
@@ -187,7 +209,7 @@ impl Disk {
             }
         }
         let now = self.inner.storage.usage().0;
-        if now > bounds.low {
+        if now > bounds.high {
             tracing::warn!(stored = now, low_watermark = bounds.low, max_size = bounds.max_size,
                 "cannot evict below the low watermark: the rest is protected or in use");
         }
@@ -199,6 +221,7 @@ impl Disk {
     /// Objects on disk, what references them, and their last uses (after
     /// flushing the ones in memory).
     async fn survey(&self) -> Result<(Vec<crate::storage::ObjectEntry>, StorageReferences, HashMap<String, Millis>), DiskError> {
+        self.inner.recorder.flush().await;
         self.flush_uses().await?;
         let refs = self.inner.metadata.run(|s| s.storage_references()).await?;
         let uses = self.inner.metadata.run(|s| s.last_uses()).await?;

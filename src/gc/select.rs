@@ -18,8 +18,10 @@ fn maybe_syncing(last: Millis, refs: &StorageReferences) -> bool {
 }
 
 /// The objects eviction may take, least recently used first (ties by
-/// digest, so the order is stable). Manifests and protected content are
-/// left out; pins are checked at removal.
+/// digest, so the order is stable): blobs a repository version records,
+/// so they can be fetched again; not manifests, not protected content.
+/// An object no version records yet (a pull the recorder has not written)
+/// waits for a later pass; orphans are gc's. Pins are checked at removal.
 pub(crate) fn eviction_order(
     objects: Vec<ObjectEntry>,
     refs: &StorageReferences,
@@ -29,7 +31,7 @@ pub(crate) fn eviction_order(
         .into_iter()
         .filter_map(|o| {
             let digest = o.digest.to_string();
-            if refs.protected.contains(&digest) || refs.manifests.contains(&digest) {
+            if !refs.referenced.contains(&digest) || refs.protected.contains(&digest) || refs.manifests.contains(&digest) {
                 return None;
             }
             let last = last_use(&o, uses);
@@ -69,7 +71,8 @@ mod tests {
         let all = ["old", "mid", "new", "committed-long-ago-used-now"];
         let objects = vec![object("new", 1, 300), object("old", 1, 100), object("mid", 1, 200), object(all[3], 1, 50)];
         let uses = HashMap::from([(d(all[3]), 1_000), (d("mid"), 250)]);
-        let order = eviction_order(objects, &StorageReferences::default(), &uses);
+        let refs = StorageReferences { referenced: all.iter().map(|n| d(n)).collect(), ..StorageReferences::default() };
+        let order = eviction_order(objects, &refs, &uses);
         assert_eq!(names(&order, &all), ["old", "mid", "new", all[3]]);
     }
 
@@ -78,6 +81,7 @@ mod tests {
         let all = ["pushed", "pinned-manifest", "cached"];
         let objects = vec![object("pushed", 1, 1), object("pinned-manifest", 1, 2), object("cached", 1, 3)];
         let refs = StorageReferences {
+            referenced: all.iter().map(|n| d(n)).collect(),
             protected: [d("pushed")].into(),
             manifests: [d("pinned-manifest")].into(),
             ..StorageReferences::default()
@@ -86,13 +90,26 @@ mod tests {
     }
 
     #[test]
+    fn eviction_waits_for_an_object_to_be_recorded() {
+        let all = ["recorded", "unrecorded"];
+        let objects = vec![object("unrecorded", 1, 1), object("recorded", 1, 2)];
+        let refs = StorageReferences { referenced: [d("recorded")].into(), ..StorageReferences::default() };
+        assert_eq!(names(&eviction_order(objects, &refs, &HashMap::new()), &all), ["recorded"]);
+    }
+
+    #[test]
     fn nothing_used_since_a_running_sync_started_is_evicted_or_collected() {
         let all = ["before", "during"];
         let objects = vec![object("before", 1, 10), object("during", 1, 20)];
-        let refs = StorageReferences { sync_running_since: Some(15), ..StorageReferences::default() };
+        let refs = StorageReferences {
+            referenced: all.iter().map(|n| d(n)).collect(),
+            sync_running_since: Some(15),
+            ..StorageReferences::default()
+        };
         assert_eq!(names(&eviction_order(objects.clone(), &refs, &HashMap::new()), &all), ["before"]);
-        assert!(is_orphan(&objects[0], &refs, &HashMap::new(), 100));
-        assert!(!is_orphan(&objects[1], &refs, &HashMap::new(), 100), "may be the sync's, unrecorded yet");
+        let unreferenced = StorageReferences { sync_running_since: Some(15), ..StorageReferences::default() };
+        assert!(is_orphan(&objects[0], &unreferenced, &HashMap::new(), 100));
+        assert!(!is_orphan(&objects[1], &unreferenced, &HashMap::new(), 100), "may be the sync's, unrecorded yet");
     }
 
     #[test]

@@ -562,8 +562,9 @@ pub(crate) struct StorageReferences {
     /// uploaded blob or a remembered upstream tag: not an orphan.
     pub(crate) referenced: std::collections::HashSet<String>,
     /// Never evicted: content of push repositories, of sync repositories
-    /// whose remote's policy is `immediate`, and of versions pinned by a
-    /// distribution.
+    /// whose remote's policy is `immediate` (and of other sync
+    /// repositories, but for blobs with a recorded source), and of
+    /// versions pinned by a distribution.
     pub(crate) protected: std::collections::HashSet<String>,
     /// Every manifest digest (eviction takes blobs only).
     pub(crate) manifests: std::collections::HashSet<String>,

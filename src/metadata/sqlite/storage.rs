@@ -46,7 +46,7 @@ pub(super) fn storage_references(conn: &Connection) -> Result<StorageReferences,
     for d in stmt.query_map([], |r| r.get::<_, String>(0))? {
         referenced.insert(d?);
     }
-    let protected = closure_of(
+    let mut protected = closure_of(
         conn,
         "SELECT rc.content_type, rc.content_id FROM repository_content rc
            JOIN repositories r ON r.id = rc.repository_id
@@ -58,6 +58,18 @@ pub(super) fn storage_references(conn: &Connection) -> Result<StorageReferences,
          UNION SELECT 'blob', blob_id FROM uploaded_blobs",
         "",
     )?;
+    // Other sync repositories' content can be fetched again only where a
+    // sync recorded its source (an on-demand blob); content copied in by
+    // curation has none, so it stays.
+    let sync_content = closure_of(
+        conn,
+        "SELECT rc.content_type, rc.content_id FROM repository_content rc
+           JOIN repositories r ON r.id = rc.repository_id WHERE r.kind = 'sync'",
+        "",
+    )?;
+    let mut stmt = conn.prepare("SELECT DISTINCT digest FROM blob_sources")?;
+    let sourced: HashSet<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    protected.extend(sync_content.into_iter().filter(|d| !sourced.contains(d)));
     let mut stmt = conn.prepare("SELECT digest FROM manifests")?;
     let manifests = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
     let sync_running_since: Option<Millis> =
