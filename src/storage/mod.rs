@@ -414,6 +414,7 @@ impl Storage {
             path,
             written: 0,
             committed: false,
+            discarded: false,
         })
     }
 
@@ -447,6 +448,9 @@ pub(crate) struct Ingest {
     path: PathBuf,
     written: u64,
     committed: bool,
+    /// The bytes could not be stored: the spool file is gone, chunks are
+    /// only hashed, and the ingest can no longer be committed.
+    discarded: bool,
 }
 
 impl Ingest {
@@ -462,14 +466,35 @@ impl Ingest {
 
     /// Appends a chunk and feeds it to the hasher, on the calling thread:
     /// for a blocking-pool thread that owns the ingest.
+    /// After [`Ingest::discard`] the chunk is only hashed. A failed write
+    /// hashes nothing: the caller may discard and write the chunk again.
     pub(crate) fn write_blocking(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
-        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+        let Some(hasher) = self.hasher.as_mut() else {
             return Err(StorageError::Io("ingest used after it was verified".into()));
         };
-        file.write_all(chunk)?;
+        match (self.file.as_mut(), self.discarded) {
+            (Some(file), false) => file.write_all(chunk)?,
+            (None, true) => {}
+            _ => return Err(StorageError::Io("ingest has no file".into())),
+        }
         hasher.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
+    }
+
+    /// Gives up storing (the disk is full or failing): the spool file is
+    /// removed now, later chunks are only hashed so the bytes can still be
+    /// verified for the clients reading them, and nothing is committed.
+    /// Readers keep the bytes already written through [`Ingest::reader`].
+    pub(crate) fn discard(&mut self) {
+        self.file = None;
+        self.discarded = true;
+        let _ = std::fs::remove_file(&self.path);
+        self.storage.inner.lock_spool().remove(&self.path);
+    }
+
+    pub(crate) fn is_discarded(&self) -> bool {
+        self.discarded
     }
 
     /// Checks the digest of everything written. After this succeeds the
@@ -487,6 +512,9 @@ impl Ingest {
     pub(crate) async fn commit(mut self) -> Result<(), StorageError> {
         if self.hasher.is_some() {
             return Err(StorageError::Io("commit before verify".into()));
+        }
+        if self.discarded {
+            return Err(StorageError::Io("the ingest's bytes were discarded".into()));
         }
         let file = self.file.take().ok_or_else(|| StorageError::Io("ingest has no file".into()))?;
         let target = self.storage.inner.objects.path_to_filesystem(&Storage::key(&self.expected))?;

@@ -285,3 +285,83 @@ async fn storage_verify_quarantines_corrupt_objects_which_are_refetched_or_unkno
     assert_eq!((lost.status, lost.error_code().as_str()), (404, "BLOB_UNKNOWN"));
     wharf.stop();
 }
+
+/// A tmpfs mounted for the length of a test, unmounted however it ends.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `path`. This needs root (CI runs the
+    /// tests as root); without it the test fails, saying why, rather than
+    /// pass without having seen a full disk.
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("create mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs a small tmpfs to fill (run as root, with mount allowed): mount said {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { path: path.to_owned() }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Fills the filesystem of `dir` until only about `leave` bytes are free,
+/// with one file; returns its path.
+fn fill_disk(dir: &Path, leave: u64) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("create filler");
+    let chunk = vec![0x5a; 64 << 10];
+    loop {
+        let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().expect("run df");
+        let avail: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df avail");
+        if avail <= leave + chunk.len() as u64 {
+            break;
+        }
+        file.write_all(&chunk).expect("write filler");
+        file.sync_all().expect("sync filler");
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_onto_a_full_disk_still_serves_the_client_stores_nothing_and_caches_once_space_returns() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    // Larger than the in-memory window: pass-through must pace the upstream.
+    let image = Image::random(&[6_000_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/big", &["1"], None);
+    let dir = tmp.path().join("wharf");
+    let _tmpfs = Tmpfs::mount(&storage(&dir), "16m");
+    let wharf = start(&dir, &upstream, "");
+    // Room for manifests, the config and the metadata, not for the layer.
+    let filler = fill_disk(&storage(&dir), 1 << 20);
+
+    let pulled = pull(&clients, &wharf, "up/team/big:1", "1", false).await;
+    assert_layout_holds_image(pulled.path(), "1", &image);
+    let layer = image.layers[0].digest.clone();
+    assert!(!object_path(&dir, &layer).exists(), "nothing of the layer is stored");
+    assert_eq!(std::fs::read_dir(storage(&dir).join("spool")).expect("spool").count(), 0, "no partial object is left");
+    assert!(metric(&wharf, "wharf_storage_write_errors_total").await >= 1, "the failure is counted");
+
+    // Space returns: the next pull is served and cached.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let again = pull(&clients, &wharf, "up/team/big:1", "1", false).await;
+    assert_layout_holds_image(again.path(), "1", &image);
+    assert!(object_path(&dir, &layer).exists(), "cached once there is room");
+    assert_eq!(upstream.blob_gets(&layer), 2);
+    wharf.stop();
+}
