@@ -286,6 +286,73 @@ async fn storage_verify_quarantines_corrupt_objects_which_are_refetched_or_unkno
     wharf.stop();
 }
 
+/// An admin API request as the pusher (admin); a 2xx answer's JSON.
+async fn admin_ok(wharf: &Wharf, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let url = format!("{}/api/v1/{path}", wharf.admin_url());
+    let auth = authorization();
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let r = http::request_with_body(method, &url, &headers, body.to_string().into_bytes()).await;
+    assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// Creates sync repository `name` from `repo` on `upstream` with `policy`,
+/// syncs it (waiting with the CLI) and serves it at base_path `name`.
+async fn synced(wharf: &Wharf, upstream: &Registry, name: &str, repo: &str, policy: &str) {
+    admin_ok(wharf, "POST", "repositories", serde_json::json!({"name": name})).await;
+    let remote = serde_json::json!({"name": name, "url": upstream.url(), "upstream_name": repo, "policy": policy});
+    admin_ok(wharf, "POST", "remotes", remote).await;
+    let (code, out, err) = wharf_cli(wharf, &["repository", "sync", "--name", name, "--remote", name]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let distribution = serde_json::json!({"name": name, "base_path": name, "repository": name});
+    admin_ok(wharf, "POST", "distributions", distribution).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_immediate_sync_content_and_an_evicted_on_demand_blob_comes_again_from_its_remote() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let names = ["team/eager", "team/lazy", "team/c1", "team/c2"];
+    let all: Vec<Image> = names.iter().map(|_| Image::random(&[LAYER])).collect();
+    for (image, repo) in all.iter().zip(names) {
+        images::push(&clients, tmp.path(), image, &upstream.host(), repo, &["1"], None);
+    }
+    let (eager, lazy, c1, c2) = (&all[0], &all[1], &all[2], &all[3]);
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, "max_size = \"4MiB\"\nhigh_watermark = 0.75\nlow_watermark = 0.5");
+    let layer = |image: &Image| image.layers[0].digest.clone();
+
+    synced(&wharf, &upstream, "eager", "team/eager", "immediate").await;
+    assert!(object_path(&dir, &layer(eager)).exists(), "an immediate sync stores its blobs");
+    synced(&wharf, &upstream, "lazy", "team/lazy", "on_demand").await;
+    assert_eq!(upstream.blob_gets(&layer(lazy)), 0, "on demand: nothing fetched by the sync");
+    let pulled = pull(&clients, &wharf, "lazy:1", "1", false).await;
+    assert_layout_holds_image(pulled.path(), "1", lazy);
+    for (image, repo) in [(c1, "up/team/c1:1"), (c2, "up/team/c2:1")] {
+        let pulled = pull(&clients, &wharf, repo, "1", false).await;
+        assert_layout_holds_image(pulled.path(), "1", image);
+    }
+
+    eventually("the cache is evicted down to the low watermark", || async {
+        metric(&wharf, "wharf_storage_bytes").await <= 2 << 20
+    })
+    .await;
+    assert!(object_path(&dir, &layer(eager)).exists(), "immediate sync content is never evicted");
+    assert!(!object_path(&dir, &layer(lazy)).exists(), "the least recently used blob went first");
+    assert!(!object_path(&dir, &layer(c1)).exists());
+    assert!(object_path(&dir, &layer(c2)).exists());
+
+    // The on-demand blob comes again from the remote its sync recorded.
+    let again = pull(&clients, &wharf, "lazy:1", "1", false).await;
+    assert_layout_holds_image(again.path(), "1", lazy);
+    assert_eq!(upstream.blob_gets(&layer(lazy)), 2);
+    let eager_pulled = pull(&clients, &wharf, "eager:1", "1", false).await;
+    assert_layout_holds_image(eager_pulled.path(), "1", eager);
+    assert_eq!(upstream.blob_gets(&layer(eager)), 1, "served from storage, never fetched again");
+    wharf.stop();
+}
+
 /// A tmpfs mounted for the length of a test, unmounted however it ends.
 struct Tmpfs {
     path: PathBuf,
