@@ -477,7 +477,7 @@ pub(crate) enum CreatedResource {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Task {
     pub(crate) id: u64,
-    /// What the task does (`sync`).
+    /// What the task does (`sync`, `gc`, `verify`).
     pub(crate) kind: String,
     /// What it works on (a repository name); tasks on the same resource
     /// run one at a time.
