@@ -393,22 +393,21 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Fills the filesystem of `dir` until only about `leave` bytes are free,
-/// with one file; returns its path.
-fn fill_disk(dir: &Path, leave: u64) -> PathBuf {
+/// Fills the filesystem of `dir` to the last byte with one file; returns
+/// its path.
+fn fill_disk(dir: &Path) -> PathBuf {
     use std::io::Write;
     let path = dir.join("filler");
     let mut file = std::fs::File::create(&path).expect("create filler");
-    let chunk = vec![0x5a; 64 << 10];
+    let chunk = vec![0x5a; 4 << 10];
     loop {
-        let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().expect("run df");
-        let avail: u64 = String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df avail");
-        if avail <= leave + chunk.len() as u64 {
-            break;
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => panic!("filling the disk: {e}"),
         }
-        file.write_all(&chunk).expect("write filler");
-        file.sync_all().expect("sync filler");
     }
+    assert!(std::fs::write(dir.join("probe"), b"x").is_err(), "the disk is full");
     path
 }
 
@@ -423,15 +422,19 @@ async fn a_fill_onto_a_full_disk_still_serves_the_client_stores_nothing_and_cach
     let dir = tmp.path().join("wharf");
     let _tmpfs = Tmpfs::mount(&storage(&dir), "16m");
     let wharf = start(&dir, &upstream, "");
-    // Room for manifests, the config and the metadata, not for the layer.
-    let filler = fill_disk(&storage(&dir), 1 << 20);
+    // No room for anything: not the layer, the config, the manifest, nor
+    // what the metadata would record.
+    let filler = fill_disk(&storage(&dir));
 
     let pulled = pull(&clients, &wharf, "up/team/big:1", "1", false).await;
     assert_layout_holds_image(pulled.path(), "1", &image);
     let layer = image.layers[0].digest.clone();
-    assert!(!object_path(&dir, &layer).exists(), "nothing of the layer is stored");
+    for digest in image.blobs().iter().map(|b| &b.digest).chain([&image.manifest.digest]) {
+        assert!(!object_path(&dir, digest).exists(), "nothing is stored");
+    }
     assert_eq!(std::fs::read_dir(storage(&dir).join("spool")).expect("spool").count(), 0, "no partial object is left");
-    assert!(metric(&wharf, "wharf_storage_write_errors_total").await >= 1, "the failure is counted");
+    let failures = metric(&wharf, "wharf_storage_write_errors_total").await;
+    assert!(failures >= 3, "the manifest, config and layer failures are counted: {failures}");
 
     // Space returns: the next pull is served and cached.
     std::fs::remove_file(&filler).expect("remove filler");
