@@ -1671,7 +1671,7 @@ mod tests {
         Origin { upstream: "up".into(), remote_name: "app".into(), retain_versions: None }
     }
 
-    fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
+    pub(super) fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
         Recording {
             repository: "up/app".into(),
             origin: origin(),

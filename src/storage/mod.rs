@@ -855,6 +855,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn totals_follow_commits_and_removals_and_a_pinned_object_is_never_removed() {
+        let (dir, s) = store().await;
+        let a = Bytes::from_static(b"first object");
+        let b = Bytes::from(vec![1u8; 5000]);
+        let (da, db) = (Digest::of(Algorithm::Sha256, &a), Digest::of(Algorithm::Sha256, &b));
+        s.put_verified(&da, a.clone()).await.unwrap();
+        s.put_verified(&db, b.clone()).await.unwrap();
+        s.put_verified(&db, b.clone()).await.unwrap();
+        assert_eq!(s.usage(), (a.len() as u64 + 5000, 2), "a second store of the same digest adds nothing");
+        assert_eq!(Storage::open(dir.path()).await.unwrap().usage(), s.usage(), "counted again at open");
+        assert!(s.take_uses().contains_key(&da), "a commit is a use");
+        s.open_object(&db).await.unwrap().unwrap();
+        assert_eq!(s.take_uses().keys().collect::<Vec<_>>(), vec![&db], "a read is a use");
+
+        let pin = s.pin(&db);
+        assert_eq!(s.remove_unpinned(&db).await.unwrap(), None, "pinned: kept");
+        drop(pin);
+        assert_eq!(s.remove_unpinned(&db).await.unwrap(), Some(5000));
+        assert_eq!(s.remove_unpinned(&db).await.unwrap(), None, "already gone");
+        assert_eq!(s.usage(), (a.len() as u64, 1));
+
+        // Corrupted under its key: verify says so, quarantine moves it out.
+        assert!(s.verify_object(&da).await.unwrap());
+        let path = dir.path().join("objects/blobs/sha256").join(&da.hex()[..2]).join(da.hex());
+        std::fs::write(&path, b"first objecT").unwrap();
+        assert!(!s.verify_object(&da).await.unwrap());
+        assert_eq!(s.quarantine(&da).await.unwrap(), Some(a.len() as u64));
+        assert_eq!(s.stat(&da).await.unwrap(), None, "never served again");
+        assert_eq!(s.usage(), (0, 0));
+        assert_eq!(std::fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 1);
+        assert!(s.list_objects().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn gc_of_the_spool_spares_live_ingests_and_a_discarded_ingest_only_hashes() {
+        let (dir, s) = store().await;
+        let data = b"streamed through";
+        let mut live = s.begin(Digest::of(Algorithm::Sha256, data)).unwrap();
+        std::fs::write(dir.path().join("spool/leftover"), b"x").unwrap();
+        assert_eq!(s.remove_spool_leftovers().await.unwrap(), 1);
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 1, "the live ingest's file stays");
+        live.write_blocking(&data[..4]).unwrap();
+        live.discard();
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "discarded at once");
+        live.write_blocking(&data[4..]).unwrap();
+        live.verify().unwrap();
+        assert!(live.commit().await.is_err(), "a discarded ingest is never committed");
+        assert_eq!(s.usage(), (0, 0));
+    }
+
+    #[tokio::test]
     async fn reopening_discards_spool_leftovers_and_keeps_objects() {
         let (dir, s) = store().await;
         let digest = Digest::of(Algorithm::Sha512, b"manifest");

@@ -101,3 +101,57 @@ pub(super) fn forget_uses(tx: &Transaction<'_>, digests: &[Digest]) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{blob, digest, image, open, pulled};
+    use crate::metadata::{NewDistribution, Store};
+
+    fn has(set: &std::collections::HashSet<String>, seed: &str) -> bool {
+        set.contains(&digest(seed).to_string())
+    }
+
+    #[test]
+    fn references_cover_every_version_and_protection_covers_push_content_and_pinned_versions() {
+        let (_d, s) = open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("t"))]).unwrap();
+        s.record(&[pulled(image("m2", &["l2"]), Some("t"))]).unwrap();
+        // Version 1 is pinned; version 2 moved the tag to m2 (m1 stays).
+        let pin = NewDistribution {
+            name: "pinned".into(),
+            base_path: "pinned".into(),
+            repository: "up/app".into(),
+            version: Some(1),
+            private: false,
+            description: None,
+        };
+        s.create_distribution(&pin).unwrap();
+        s.create_push_repository("team/app", "team-app").unwrap();
+        s.add_uploaded_blob("team/app", &blob("pushed")).unwrap();
+
+        let refs = s.storage_references().unwrap();
+        for seed in ["m1", "l1", "m1-config", "m2", "l2", "m2-config", "pushed"] {
+            assert!(has(&refs.referenced, seed), "{seed} is referenced");
+        }
+        assert!(!has(&refs.referenced, "orphan"));
+        for seed in ["m1", "l1", "m1-config", "pushed"] {
+            assert!(has(&refs.protected, seed), "{seed} is protected");
+        }
+        for seed in ["m2", "l2", "m2-config"] {
+            assert!(!has(&refs.protected, seed), "{seed} is only cached");
+        }
+        assert!(has(&refs.manifests, "m1") && !has(&refs.manifests, "l1"));
+        assert_eq!(refs.sync_running_since, None);
+    }
+
+    #[test]
+    fn last_uses_keep_the_later_and_are_forgotten_with_their_object() {
+        let (_d, s) = open();
+        s.record_uses(&[(digest("a"), 10), (digest("b"), 20)]).unwrap();
+        s.record_uses(&[(digest("a"), 30), (digest("b"), 5)]).unwrap();
+        let uses = s.last_uses().unwrap();
+        assert_eq!((uses[&digest("a").to_string()], uses[&digest("b").to_string()]), (30, 20));
+        s.forget_uses(&[digest("a")]).unwrap();
+        assert!(!s.last_uses().unwrap().contains_key(&digest("a").to_string()));
+    }
+}
