@@ -162,6 +162,9 @@ impl Disk {
     }
 
     async fn evict_forever(&self) {
+        // Whether the last pass ended over the high watermark: warned once,
+        // not every pause.
+        let mut stuck = false;
         loop {
             self.publish();
             if let Some(bounds) = self.inner.bounds {
@@ -171,13 +174,19 @@ impl Disk {
                         Err(e) => tracing::error!(error = %e, "eviction failed"),
                     }
                     self.publish();
-                    if self.inner.storage.usage().0 > bounds.high {
-                        // Still over: what is left is protected, in use or
-                        // not recorded yet. Look again after a pause, even
-                        // if nothing is committed meanwhile.
+                    let stored = self.inner.storage.usage().0;
+                    if stored > bounds.high {
+                        if !stuck {
+                            tracing::warn!(stored, high_watermark = bounds.high, max_size = bounds.max_size,
+                                "cannot evict below the high watermark: the rest is protected, in use or not recorded yet");
+                        }
+                        stuck = true;
+                        // Look again after a pause, even if nothing is
+                        // committed meanwhile.
                         tokio::time::sleep(EVICTION_BACKOFF).await;
                         continue;
                     }
+                    stuck = false;
                 }
             }
             self.inner.storage.grown().await;
@@ -209,11 +218,9 @@ impl Disk {
             }
         }
         let now = self.inner.storage.usage().0;
-        if now > bounds.high {
-            tracing::warn!(stored = now, low_watermark = bounds.low, max_size = bounds.max_size,
-                "cannot evict below the low watermark: the rest is protected or in use");
+        if !removed.is_empty() {
+            tracing::info!(evicted = removed.len(), freed, before = start, after = now, "evicted least recently used blobs");
         }
-        tracing::info!(evicted = removed.len(), freed, before = start, after = now, "evicted least recently used blobs");
         self.forget(removed).await;
         Ok(())
     }
