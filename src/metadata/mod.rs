@@ -473,7 +473,7 @@ pub(crate) enum CreatedResource {
     RepositoryVersion { repository: String, number: u64 },
 }
 
-/// A background task (a repository sync, later gc, verify, import).
+/// A background task (a repository sync, storage gc or verify; later import).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Task {
     pub(crate) id: u64,
