@@ -17,6 +17,7 @@ use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::gc::{Disk, DiskParts};
 use crate::limits::RateLimits;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
@@ -90,6 +91,17 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
     let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
     uploads.spawn_sweeper();
+    let disk = Disk::new(
+        DiskParts {
+            storage: storage.clone(),
+            metadata: metadata.clone(),
+            metrics: metrics.storage.clone(),
+            uploads: uploads.clone(),
+            recorder: recorder.clone(),
+        },
+        &config.storage,
+    );
+    disk.spawn();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
     let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel, metrics.clone())
@@ -106,7 +118,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         metadata.clone(),
         distributions.clone(),
         SyncParts { tasks: tasks.clone(), syncer: syncer.clone() },
-        storage.clone(),
+        (storage.clone(), disk.clone()),
         &config.upstreams,
         auth.clone(),
         readiness,
@@ -174,7 +186,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         auth,
         registry,
         admin,
-        admin_parts: AdminParts { metadata, sync: SyncParts { tasks: tasks.clone(), syncer }, storage },
+        admin_parts: AdminParts { metadata, sync: SyncParts { tasks: tasks.clone(), syncer }, storage, disk },
         registry_tls,
         grace: grace_tx,
     };
@@ -214,6 +226,7 @@ struct AdminParts {
     metadata: Metadata,
     sync: SyncParts,
     storage: Storage,
+    disk: Disk,
 }
 
 /// The parts built from config that a reload (SIGHUP) replaces, and the
@@ -265,7 +278,7 @@ impl Live {
             self.admin_parts.metadata.clone(),
             self.distributions.clone(),
             self.admin_parts.sync.clone(),
-            self.admin_parts.storage.clone(),
+            (self.admin_parts.storage.clone(), self.admin_parts.disk.clone()),
             &new.upstreams,
             self.auth.clone(),
             // Readiness reports the upstreams the reloaded config names.

@@ -165,11 +165,45 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
     path: PathBuf,
+    max_size: Option<String>,
+    high_watermark: f64,
+    low_watermark: f64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage { path: PathBuf::from("/var/lib/wharf") }
+        RawStorage { path: PathBuf::from("/var/lib/wharf"), max_size: None, high_watermark: 0.9, low_watermark: 0.8 }
+    }
+}
+
+impl RawStorage {
+    fn validate(self) -> Result<StorageConfig, ConfigError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(invalid("storage.path", "must not be empty"));
+        }
+        let max_size = match &self.max_size {
+            None => None,
+            Some(v) => match parse_size("storage.max_size", v)? {
+                0 => return Err(invalid("storage.max_size", "must be more than 0 (leave it out for no bound)")),
+                n => Some(n),
+            },
+        };
+        // Both are fractions of max_size; low below high, so one eviction
+        // frees room for many fills instead of running on every commit.
+        for (key, v) in [("storage.high_watermark", self.high_watermark), ("storage.low_watermark", self.low_watermark)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(invalid(key, format!("{v} is not a fraction in (0, 1]")));
+            }
+        }
+        if self.low_watermark >= self.high_watermark {
+            return Err(invalid("storage.low_watermark", "must be below storage.high_watermark"));
+        }
+        Ok(StorageConfig {
+            path: self.path,
+            max_size,
+            high_watermark: self.high_watermark,
+            low_watermark: self.low_watermark,
+        })
     }
 }
 
@@ -346,6 +380,12 @@ pub(crate) struct TlsFiles {
 #[derive(Clone, Debug)]
 pub(crate) struct StorageConfig {
     pub(crate) path: PathBuf,
+    /// The cap on stored objects' bytes; None: unbounded.
+    pub(crate) max_size: Option<u64>,
+    /// Fractions of `max_size`: eviction starts above the high one and
+    /// stops at or below the low one.
+    pub(crate) high_watermark: f64,
+    pub(crate) low_watermark: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -475,6 +515,14 @@ impl Config {
         check("push.upload_timeout", self.push.upload_timeout != new.push.upload_timeout);
         check("tasks.max_parallel", self.tasks.max_parallel != new.tasks.max_parallel);
         check("log.level", self.log.level != new.log.level);
+        check("log.format", self.log.format != new.log.format);
+        // The evictor reads its bounds once, at start.
+        check("storage.max_size", self.storage.max_size != new.storage.max_size);
+        check(
+            "storage.high_watermark",
+            self.storage.high_watermark.to_bits() != new.storage.high_watermark.to_bits(),
+        );
+        check("storage.low_watermark", self.storage.low_watermark.to_bits() != new.storage.low_watermark.to_bits());
         keys
     }
 }
@@ -497,9 +545,7 @@ impl RawConfig {
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err(invalid("server.admin_listen", "must differ from server.listen"));
         }
-        if self.storage.path.as_os_str().is_empty() {
-            return Err(invalid("storage.path", "must not be empty"));
-        }
+        let storage = self.storage.validate()?;
         if self.upstream.is_empty() {
             return Err(invalid("upstream", "at least one [[upstream]] is required"));
         }
@@ -517,7 +563,7 @@ impl RawConfig {
         let auth = self.auth.validate()?;
         Ok(Config {
             server,
-            storage: StorageConfig { path: self.storage.path },
+            storage,
             upstreams,
             log: LogConfig {
                 level: self.log.level,
@@ -949,6 +995,26 @@ mod tests {
         assert!(err_text(load_str(dup, &[])).starts_with("upstream[1].name"));
         let e = err_text(load_str("[[upstream]]\nname = \"a\"\nurl = \"http://h\"\nusername = \"u\"\n", &[]));
         assert!(e.starts_with("upstream[0].password"), "{e}");
+    }
+
+    #[test]
+    fn storage_bounds_are_validated_and_name_their_key() {
+        let up = "[[upstream]]\nname = \"a\"\nurl = \"http://h\"\n";
+        let c = load_str(&format!("[storage]\nmax_size = \"50GiB\"\n{up}"), &[]).unwrap();
+        assert_eq!(c.storage.max_size, Some(50 << 30));
+        assert_eq!((c.storage.high_watermark, c.storage.low_watermark), (0.9, 0.8));
+        assert_eq!(load_str(up, &[]).unwrap().storage.max_size, None, "unbounded unless set");
+        let cases = [
+            ("max_size = \"0\"", "storage.max_size"),
+            ("max_size = \"lots\"", "storage.max_size"),
+            ("high_watermark = 1.5", "storage.high_watermark"),
+            ("low_watermark = 0.0", "storage.low_watermark"),
+            ("high_watermark = 0.5\nlow_watermark = 0.6", "storage.low_watermark"),
+        ];
+        for (line, key) in cases {
+            let e = err_text(load_str(&format!("[storage]\n{line}\n{up}"), &[]));
+            assert!(e.starts_with(key), "want {key}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!                           \-> auth, limits                      \-> upload -> storage        \-> upstream
 //!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage, tasks }
 //!             -> tasks (background work: when it runs, its progress and outcome) -> metadata
+//!             -> gc (eviction, orphan gc, verify) -> { storage, metadata, upload }
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
@@ -30,6 +31,7 @@
 //! - `auth`: users, rules, password and token checks, the token endpoint.
 //! - `metrics`: every Prometheus metric.
 //! - `telemetry`: request ids, the access log line and the HTTP metrics of a request.
+//! - `gc`: bounded disk: LRU eviction, orphan and leftover removal, verify.
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -37,6 +39,7 @@ pub(crate) mod app;
 pub(crate) mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod gc;
 pub(crate) mod limits;
 pub(crate) mod metadata;
 pub(crate) mod metrics;

@@ -27,6 +27,7 @@ use crate::metadata::{self, ContentFilter, ManifestItem, Metadata, RepositoryFil
 use crate::oci::media;
 use crate::oci::Digest;
 use crate::repository::{Curation, Distributions};
+use crate::gc::Disk;
 use crate::storage::Storage;
 use crate::sync::{Remotes, SyncParts, SyncRepositories, SyncRequest, Syncer};
 use crate::tasks::Tasks;
@@ -47,6 +48,7 @@ pub(crate) struct Api {
     tasks: Tasks,
     syncer: Syncer,
     storage: Storage,
+    disk: Disk,
     upstreams: Vec<Upstream>,
     auth: Auth,
     openapi: Bytes,
@@ -57,7 +59,7 @@ impl Api {
         metadata: Metadata,
         distributions: Distributions,
         sync: SyncParts,
-        storage: Storage,
+        (storage, disk): (Storage, Disk),
         upstreams: &[UpstreamConfig],
         auth: Auth,
         openapi: Bytes,
@@ -68,7 +70,7 @@ impl Api {
         let repositories = SyncRepositories::new(metadata.clone(), names);
         let upstreams = upstreams.iter().map(Upstream::from).collect();
         let curation = Curation::new(metadata.clone());
-        Api { metadata, distributions, curation, remotes, repositories, tasks, syncer, storage, upstreams, auth, openapi }
+        Api { metadata, distributions, curation, remotes, repositories, tasks, syncer, storage, disk, upstreams, auth, openapi }
     }
 }
 
@@ -871,4 +873,65 @@ pub(crate) async fn rotate_signing_key(api: &Api) -> Reply {
 )]
 pub(crate) async fn openapi(api: &Api) -> Reply {
     Ok(json_bytes(StatusCode::OK, api.openapi.clone()))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/storage/gc",
+    tag = "storage",
+    responses(
+        (status = 202, description = "Storage gc runs as a task: follow it at the `Location` given. It removes \
+            upload sessions untouched for `push.upload_timeout`, spool files no fill owns, and objects no \
+            repository version, uploaded blob or remembered upstream tag references that were not used for an \
+            hour (nor since the oldest running sync started). The task's progress counts objects examined \
+            (`items_done`) and bytes removed (`bytes_done`). One gc or verify runs at a time.", body = Task,
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
+    ),
+)]
+pub(crate) async fn start_gc(api: &Api) -> Reply {
+    let disk = api.disk.clone();
+    let task = api
+        .tasks
+        .submit(GC_TASK, Some(crate::gc::STORAGE_RESOURCE.to_owned()), serde_json::json!({}), move |progress| async move {
+            disk.gc(&progress).await.map(|_| Vec::new())
+        })
+        .await?;
+    task_accepted(task)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/storage/verify",
+    tag = "storage",
+    responses(
+        (status = 202, description = "Storage verify runs as a task: follow it at the `Location` given. It \
+            re-hashes every stored object; an object whose bytes do not match its digest is moved to \
+            `quarantine/` under the storage path (never served again: a pull-through or on-demand blob is \
+            fetched again when asked, other content is unknown). The task fails, naming the digests, when \
+            any object was quarantined. Progress counts objects checked and bytes read.", body = Task,
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
+    ),
+)]
+pub(crate) async fn start_verify(api: &Api) -> Reply {
+    let disk = api.disk.clone();
+    let task = api
+        .tasks
+        .submit(VERIFY_TASK, Some(crate::gc::STORAGE_RESOURCE.to_owned()), serde_json::json!({}), move |progress| async move {
+            disk.verify(&progress).await.map(|_| Vec::new())
+        })
+        .await?;
+    task_accepted(task)
+}
+
+/// The task kinds of storage gc and verify.
+const GC_TASK: &str = "gc";
+const VERIFY_TASK: &str = "verify";
+
+/// 202 with the task and its `Location`.
+fn task_accepted(task: crate::metadata::Task) -> Reply {
+    let location = HeaderValue::try_from(format!("/api/v1/tasks/{}", task.id))
+        .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
+    let mut resp = json(StatusCode::ACCEPTED, &Task::from(task))?;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
 }

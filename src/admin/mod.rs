@@ -38,6 +38,7 @@ use crate::config::UpstreamConfig;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::repository::Distributions;
+use crate::gc::Disk;
 use crate::storage::Storage;
 use crate::sync::SyncParts;
 use api::Api;
@@ -66,7 +67,7 @@ impl Admin {
         metadata: Metadata,
         distributions: Distributions,
         sync: SyncParts,
-        storage: Storage,
+        storage: (Storage, Disk),
         upstreams: &[UpstreamConfig],
         auth: Auth,
         readiness: Readiness,
@@ -206,6 +207,8 @@ impl Admin {
             Endpoint::ListSigningKeys => api::list_signing_keys(api, &query).await,
             Endpoint::RotateSigningKey => api::rotate_signing_key(api).await,
             Endpoint::OpenApi => api::openapi(api).await,
+            Endpoint::StartGc => api::start_gc(api).await,
+            Endpoint::StartVerify => api::start_verify(api).await,
         }
     }
 }

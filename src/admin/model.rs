@@ -580,7 +580,7 @@ impl From<metadata::CreatedResource> for CreatedResource {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Task {
     id: u64,
-    /// What the task does.
+    /// What the task does: `sync`, `gc` or `verify`.
     #[schema(example = "sync")]
     kind: String,
     /// What it works on (a repository); tasks on one resource run one at a time.

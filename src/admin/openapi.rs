@@ -53,6 +53,8 @@ use super::error::{ErrorBody, ErrorCode};
         api::list_signing_keys,
         api::rotate_signing_key,
         api::openapi,
+        api::start_gc,
+        api::start_verify,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -67,6 +69,8 @@ use super::error::{ErrorBody, ErrorCode};
         (name = "auth", description = "Users, rules and the token signing keys. Once users are configured, \
             every admin endpoint needs a user with the admin role (Basic credentials, or a bearer token \
             carrying `registry:admin:*`)."),
+        (name = "storage", description = "Storage housekeeping as tasks: gc (orphans, expired uploads, \
+            leftovers) and verify (re-hash every object, quarantine mismatches)."),
         (name = "meta", description = "This document."),
     ),
 )]
@@ -104,7 +108,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 23, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 25, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -79,6 +79,9 @@ enum Resource {
     Rules,
     SigningKeys,
     OpenApi,
+    /// `storage/gc` and `storage/verify`: storage housekeeping tasks.
+    StorageGc,
+    StorageVerify,
 }
 
 impl Resource {
@@ -93,7 +96,7 @@ impl Resource {
             | Resource::Tasks
             | Resource::Task(_)
             | Resource::OpenApi => "GET, HEAD",
-            Resource::TaskCancel(_) => "POST",
+            Resource::TaskCancel(_) | Resource::StorageGc | Resource::StorageVerify => "POST",
             Resource::SigningKeys => "GET, HEAD, POST",
             Resource::Curate(..) => "POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
@@ -142,6 +145,8 @@ pub(crate) enum Endpoint {
     ListSigningKeys,
     RotateSigningKey,
     OpenApi,
+    StartGc,
+    StartVerify,
 }
 
 const PAGE_KEYS: &[&str] = &["limit", "offset"];
@@ -185,7 +190,9 @@ impl Endpoint {
             | Endpoint::GetTask { .. }
             | Endpoint::CancelTask { .. }
             | Endpoint::RotateSigningKey
-            | Endpoint::OpenApi => &[],
+            | Endpoint::OpenApi
+            | Endpoint::StartGc
+            | Endpoint::StartVerify => &[],
         }
     }
 }
@@ -232,6 +239,8 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::SigningKeys if read => Endpoint::ListSigningKeys,
         Resource::SigningKeys if *method == Method::POST => Endpoint::RotateSigningKey,
         Resource::OpenApi if read => Endpoint::OpenApi,
+        Resource::StorageGc if *method == Method::POST => Endpoint::StartGc,
+        Resource::StorageVerify if *method == Method::POST => Endpoint::StartVerify,
         other => return Err(AdminError::MethodNotAllowed { method: method.to_string(), allow: other.allow() }),
     })
 }
@@ -259,6 +268,8 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["rules"] => Ok(Resource::Rules),
         ["signing-keys"] => Ok(Resource::SigningKeys),
         ["openapi.json"] => Ok(Resource::OpenApi),
+        ["storage", "gc"] => Ok(Resource::StorageGc),
+        ["storage", "verify"] => Ok(Resource::StorageVerify),
         _ => Err(unknown()),
     }
 }

@@ -125,7 +125,9 @@ impl Registry {
                 let digest = digest_param(query.digest.as_deref())?;
                 let chunk = chunk_of(req.headers())?;
                 let repo = self.pushes.writable(name).await?;
-                let size = self.uploads.finish(name, &id, &digest, chunk, req.into_body().into_data_stream()).await?;
+                // The pin keeps the new object from eviction and gc until
+                // its repository row exists.
+                let (size, _pin) = self.uploads.finish(name, &id, &digest, chunk, req.into_body().into_data_stream()).await?;
                 self.blob_committed(name, &repo, &digest, size).await
             }
             Method::DELETE => {
@@ -159,7 +161,7 @@ impl Registry {
             let digest = digest_param(query.digest.as_deref())?;
             let chunk = chunk_of(req.headers())?;
             let id = self.uploads.start(name).await?;
-            let size = self.uploads.finish(name, &id, &digest, chunk, req.into_body().into_data_stream()).await?;
+            let (size, _pin) = self.uploads.finish(name, &id, &digest, chunk, req.into_body().into_data_stream()).await?;
             return self.blob_committed(name, &repo, &digest, size).await;
         }
         let id = self.uploads.start(name).await?;

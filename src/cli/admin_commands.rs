@@ -38,6 +38,27 @@ pub(crate) enum AdminCommand {
     /// Token signing keys: list them, rotate the current one.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Storage housekeeping: gc and verify, as tasks.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum StorageCommand {
+    /// Remove expired upload sessions, spool leftovers and objects no
+    /// repository version references (unused for an hour), as a task.
+    /// Waits for it with its progress unless --no-wait.
+    Gc(StorageTask),
+    /// Re-hash every stored object, quarantining any that does not match
+    /// its digest, as a task. Waits for it unless --no-wait.
+    Verify(StorageTask),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StorageTask {
+    /// Print the task and return at once instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -859,6 +880,12 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         AdminCommand::Auth(AuthCommand::Keys { page }) => {
             Call::get(api_path(&["signing-keys"], &page.query()), View::SigningKeys)
         }
+        AdminCommand::Storage(command) => Call {
+            method: Method::POST,
+            path: api_path(&["storage", if matches!(command, StorageCommand::Gc(_)) { "gc" } else { "verify" }], &[]),
+            body: None,
+            view: View::Task,
+        },
         AdminCommand::Auth(AuthCommand::RotateKey) => Call {
             method: Method::POST,
             path: api_path(&["signing-keys"], &[]),
@@ -870,7 +897,12 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
 
 /// Whether `command` starts a task (its answer) and then waits for it.
 pub(crate) fn waits_for_started_task(command: &AdminCommand) -> bool {
-    matches!(command, AdminCommand::Repository(RepositoryCommand::Sync(RepositorySync { no_wait: false, .. })))
+    matches!(
+        command,
+        AdminCommand::Repository(RepositoryCommand::Sync(RepositorySync { no_wait: false, .. }))
+            | AdminCommand::Storage(StorageCommand::Gc(StorageTask { no_wait: false }))
+            | AdminCommand::Storage(StorageCommand::Verify(StorageTask { no_wait: false }))
+    )
 }
 
 /// The given repository fields as JSON; an empty description clears it.
@@ -1135,6 +1167,18 @@ mod tests {
         assert!(!waits_for_started_task(&parse("repository sync --name a --remote r --no-wait")));
         let d = call("repository delete --name team/app");
         assert_eq!((d.method, d.path.as_str()), (Method::DELETE, "/api/v1/repositories/team%2Fapp"));
+    }
+
+    #[test]
+    fn storage_gc_and_verify_start_tasks_and_wait_unless_told_not_to() {
+        let gc = parse("storage gc");
+        let c = plan(&gc).unwrap();
+        assert_eq!((c.method, c.path.as_str(), c.body, c.view), (Method::POST, "/api/v1/storage/gc", None, View::Task));
+        assert!(waits_for_started_task(&gc));
+        let verify = parse("storage verify --no-wait");
+        assert_eq!(plan(&verify).unwrap().path, "/api/v1/storage/verify");
+        assert!(!waits_for_started_task(&verify));
+        assert!(refused("storage compact"));
     }
 
     #[test]

@@ -488,11 +488,11 @@ pub(crate) enum CreatedResource {
     RepositoryVersion { repository: String, number: u64 },
 }
 
-/// A background task (a repository sync, later gc, verify, import).
+/// A background task (a repository sync, storage gc or verify; later import).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Task {
     pub(crate) id: u64,
-    /// What the task does (`sync`).
+    /// What the task does (`sync`, `gc`, `verify`).
     pub(crate) kind: String,
     /// What it works on (a repository name); tasks on the same resource
     /// run one at a time.
@@ -570,6 +570,24 @@ pub(crate) struct Created {
     pub(crate) number: u64,
 }
 
+/// The digests storage housekeeping must respect, as digest strings.
+#[derive(Debug, Default)]
+pub(crate) struct StorageReferences {
+    /// Referenced by some repository version (any, old ones too), an
+    /// uploaded blob or a remembered upstream tag: not an orphan.
+    pub(crate) referenced: std::collections::HashSet<String>,
+    /// Never evicted: content of push repositories, of sync repositories
+    /// whose remote's policy is `immediate` (and of other sync
+    /// repositories, but for blobs with a recorded source), and of
+    /// versions pinned by a distribution.
+    pub(crate) protected: std::collections::HashSet<String>,
+    /// Every manifest digest (eviction takes blobs only).
+    pub(crate) manifests: std::collections::HashSet<String>,
+    /// When the oldest running sync started: what it fetched is recorded
+    /// only when it ends, so nothing used since then is touched.
+    pub(crate) sync_running_since: Option<Millis>,
+}
+
 /// Resolves a version: `None` is the latest.
 pub(crate) type VersionRef = Option<u64>;
 
@@ -642,6 +660,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Adds a signature to a push repository whose latest version holds its
     /// manifest: one new version (None if it was there already).
     fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError>;
+
+    /// What eviction and gc must know of the content: see [`StorageReferences`].
+    fn storage_references(&self) -> Result<StorageReferences, MetadataError>;
+    /// Records objects' last uses (millis), keeping the later of two.
+    fn record_uses(&self, uses: &[(Digest, Millis)]) -> Result<(), MetadataError>;
+    /// Every recorded last use, by digest.
+    fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError>;
+    /// Forgets the last uses of objects no longer stored.
+    fn forget_uses(&self, digests: &[Digest]) -> Result<(), MetadataError>;
 
     /// Copies into `dest` the tags of `source`'s version (None: the latest)
     /// that `select` takes, each with its manifest and everything that

@@ -26,6 +26,7 @@ use crate::oci::Digest;
 
 mod curate;
 mod signatures;
+mod storage;
 mod sync;
 
 const MIGRATIONS: &[&str] = &[
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_remotes_tasks.sql"),
     include_str!("migrations/0004_sync.sql"),
     include_str!("migrations/0005_signatures.sql"),
+    include_str!("migrations/0006_object_uses.sql"),
 ];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
@@ -1274,6 +1276,22 @@ impl Store for SqliteStore {
         self.write(|tx| signatures::push(tx, repository, signature))
     }
 
+    fn storage_references(&self) -> Result<super::StorageReferences, MetadataError> {
+        self.read(storage::storage_references)
+    }
+
+    fn record_uses(&self, uses: &[(Digest, Millis)]) -> Result<(), MetadataError> {
+        self.write(|tx| storage::record_uses(tx, uses))
+    }
+
+    fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError> {
+        self.read(storage::last_uses)
+    }
+
+    fn forget_uses(&self, digests: &[Digest]) -> Result<(), MetadataError> {
+        self.write(|tx| storage::forget_uses(tx, digests))
+    }
+
     fn copy_tags(
         &self,
         source: &str,
@@ -1681,7 +1699,7 @@ mod tests {
         Origin { upstream: "up".into(), remote_name: "app".into(), retain_versions: None }
     }
 
-    fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
+    pub(super) fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
         Recording {
             repository: "up/app".into(),
             origin: origin(),

@@ -20,11 +20,21 @@
 //! A fill outlives the client that started it (the cache and other clients
 //! still want the bytes) but is bounded by `fill_timeout` and, between
 //! chunks, by `idle_timeout`.
+//!
+//! **A full disk never costs a client its bytes.** When a write fails (no
+//! space left, an I/O error) the fill goes on *through*: the spool file is
+//! discarded, later chunks are only hashed (the last byte is still held
+//! until the digest matched), nothing is committed, the error is logged
+//! and counted (`wharf_storage_write_errors_total`), and the fill leaves
+//! the table so the next request starts afresh (and is cached once space
+//! returns). With nothing on disk to fall back on, the window keeps every
+//! frame some reader still needs, and the upstream is read only as fast as
+//! the slowest reader: memory stays bounded.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -34,7 +44,7 @@ use tokio::sync::watch;
 use super::{PullError, Target};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
-use crate::storage::{self, Ingest, IngestError, Storage, READ_CHUNK};
+use crate::storage::{self, Ingest, IngestError, Storage, StorageError, READ_CHUNK};
 use crate::telemetry;
 
 /// Where a fill stands; published to every client following it.
@@ -64,6 +74,27 @@ pub(crate) struct Fill {
     /// The latest frames received, so clients at the live edge get them
     /// without a read back from disk (zero-copy slices of the same frames).
     recent: Mutex<Recent>,
+    /// Set once a write failed: the bytes go through, uncached (see the
+    /// module's notes).
+    passthrough: AtomicBool,
+    /// Where each reader of the body is; only consulted in pass-through,
+    /// to know which frames nobody needs any more.
+    readers: Mutex<Vec<Weak<Cursor>>>,
+    /// Woken when a reader moves on or goes away, in pass-through: the
+    /// receiver may be waiting for room in the window.
+    advanced: tokio::sync::Notify,
+}
+
+/// One reader's position in a fill; dropped with its body stream.
+struct Cursor {
+    pos: AtomicU64,
+    fill: Arc<Fill>,
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.fill.advanced.notify_waiters();
+    }
 }
 
 /// A window of recently received frames, keyed by offset.
@@ -92,6 +123,20 @@ pub(crate) struct FillJob {
     pub(crate) metrics: Metrics,
 }
 
+impl Fill {
+    fn new(state: watch::Receiver<FillState>) -> Fill {
+        Fill {
+            state,
+            file: OnceLock::new(),
+            written: AtomicU64::new(0),
+            recent: Mutex::new(Recent::default()),
+            passthrough: AtomicBool::new(false),
+            readers: Mutex::new(Vec::new()),
+            advanced: tokio::sync::Notify::new(),
+        }
+    }
+}
+
 impl Fills {
     /// The fill in flight for `digest`, if any.
     pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<Fill>> {
@@ -107,12 +152,7 @@ impl Fills {
                 return (existing.clone(), false);
             }
             let (tx, rx) = watch::channel(FillState::Starting);
-            let fill = Arc::new(Fill {
-                state: rx,
-                file: OnceLock::new(),
-                written: AtomicU64::new(0),
-                recent: Mutex::new(Recent::default()),
-            });
+            let fill = Arc::new(Fill::new(rx));
             map.insert(digest.clone(), fill.clone());
             (fill, tx)
         };
@@ -149,15 +189,58 @@ impl Fill {
         let mut recent = self.recent();
         recent.bytes += frame.len();
         recent.frames.push_back((offset, frame));
-        let written = self.written.load(Ordering::Acquire);
+        self.trim(&mut recent);
+    }
+
+    /// Lets go of the oldest frames nobody needs from memory while the
+    /// window is over its size: frames on disk, or in pass-through,
+    /// frames every reader has passed. The window's size after.
+    fn trim(&self, recent: &mut Recent) -> usize {
+        let needed_from = if self.passthrough.load(Ordering::Acquire) {
+            self.slowest_reader()
+        } else {
+            self.written.load(Ordering::Acquire)
+        };
         while recent.bytes > RECENT_BYTES {
             match recent.frames.front() {
-                Some((off, f)) if off + f.len() as u64 <= written => {
+                Some((off, f)) if off + f.len() as u64 <= needed_from => {
                     recent.bytes -= f.len();
                     recent.frames.pop_front();
                 }
                 _ => break,
             }
+        }
+        recent.bytes
+    }
+
+    /// The position of the reader furthest behind (the end of time if
+    /// none is left); forgets readers that are gone.
+    fn slowest_reader(&self) -> u64 {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers.retain(|r| r.strong_count() > 0);
+        readers.iter().filter_map(Weak::upgrade).map(|c| c.pos.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
+    }
+
+    /// In pass-through, waits until the window has room: until readers
+    /// have moved past enough of it. Otherwise returns at once.
+    async fn make_room(&self) {
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            // Registered before the check, so a reader moving on between
+            // the check and the wait is not missed.
+            advanced.as_mut().enable();
+            if !self.passthrough.load(Ordering::Acquire) {
+                return;
+            }
+            let size = {
+                let mut recent = self.recent();
+                self.trim(&mut recent)
+            };
+            if size <= RECENT_BYTES {
+                return;
+            }
+            advanced.await;
         }
     }
 
@@ -196,12 +279,17 @@ impl Fill {
     }
 
     /// Waits until every byte is stored and verified: the blob's size, or
-    /// why the fill failed.
+    /// why the fill failed (a fill that went through uncached failed).
     pub(crate) async fn done(&self) -> Result<u64, PullError> {
         let mut rx = self.state.clone();
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
+                FillState::Done { .. } if self.passthrough.load(Ordering::Acquire) => {
+                    return Err(PullError::Storage(storage::StorageError::Io(
+                        "the blob could not be written to storage (is the disk full?)".into(),
+                    )))
+                }
                 FillState::Done { size } => return Ok(size),
                 FillState::Failed(e) => return Err(e),
                 FillState::Starting | FillState::Streaming { .. } => {}
@@ -224,8 +312,15 @@ impl Fill {
         end: Option<u64>,
     ) -> impl Stream<Item = Result<Bytes, PullError>> + Send + 'static {
         let rx = self.state.clone();
-        futures_util::stream::unfold(Some((self, rx, start)), move |cursor| async move {
-            let (fill, mut rx, pos) = cursor?;
+        let cursor = Arc::new(Cursor { pos: AtomicU64::new(start), fill: self.clone() });
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&cursor));
+        futures_util::stream::unfold(Some((self, rx, start, cursor)), move |state| async move {
+            let (fill, mut rx, pos, cursor) = state?;
+            // What the previous item handed out is the reader's now.
+            cursor.pos.store(pos, Ordering::Release);
+            if fill.passthrough.load(Ordering::Acquire) {
+                fill.advanced.notify_waiters();
+            }
             loop {
                 let state = rx.borrow_and_update().clone();
                 let (releasable, total) = match &state {
@@ -245,7 +340,7 @@ impl Fill {
                 if pos < limit {
                     if let Some(bytes) = fill.recent_bytes(pos, limit) {
                         let next = pos + bytes.len() as u64;
-                        return Some((Ok(bytes), Some((fill, rx, next))));
+                        return Some((Ok(bytes), Some((fill, rx, next, cursor))));
                     }
                     // Not in the window: older bytes, which are on disk.
                     let on_disk = fill.written.load(Ordering::Acquire).min(limit);
@@ -256,7 +351,7 @@ impl Fill {
                     return match storage::read_at(file.clone(), pos, len).await {
                         Ok(bytes) => {
                             let next = pos + bytes.len() as u64;
-                            Some((Ok(bytes), Some((fill, rx, next))))
+                            Some((Ok(bytes), Some((fill, rx, next, cursor))))
                         }
                         Err(e) => Some((Err(e.into()), None)),
                     };
@@ -286,8 +381,11 @@ fn ended_unexpectedly() -> PullError {
 async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills: Fills) {
     let cfg = job.target.upstream.config();
     let fill_timeout = cfg.fill_timeout;
+    // Held until the fill ends: eviction and gc never remove the object
+    // while it is being filled or just committed.
+    let _pin = job.storage.pin(&job.digest);
     job.metrics.fills_in_flight.inc();
-    let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx)).await {
+    let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx, &fills)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(PullError::FillTimeout),
     };
@@ -307,7 +405,7 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
     job.metrics.fills_in_flight.dec();
 }
 
-async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>) -> Result<(), PullError> {
+async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, fills: &Fills) -> Result<(), PullError> {
     // The blob may have been committed between the caller's lookup and this
     // fill starting; then serve it from storage.
     if let Some(obj) = job.storage.open_object(&job.digest).await? {
@@ -328,8 +426,15 @@ async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>) -
     // keeps memory flat when the disk is slower than the network.
     let (queue, chunks) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking({
-        let fill = fill.clone();
-        move || write_chunks(ingest, chunks, &fill)
+        let (fill, fills, digest, metrics) = (fill.clone(), fills.clone(), job.digest.clone(), job.metrics.clone());
+        move || write_chunks(ingest, chunks, &fill, |e| {
+            tracing::error!(%digest, error = %e,
+                "cannot write a blob fill to storage; serving it through to its clients without caching it");
+            metrics.storage.write_errors.inc();
+            // New requests start a fill of their own, which caches the
+            // blob once there is room again.
+            fills.remove(&digest, &fill);
+        })
     });
     let received = receive(job, fill, tx, response.body, size, queue).await;
     let mut ingest = writer.await.map_err(|e| PullError::Internal(format!("blob writer failed: {e}")))??;
@@ -349,7 +454,11 @@ async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>) -
     })?;
     // Verified: clients may have the last byte now, while the commit syncs.
     tx.send_replace(FillState::Done { size: written });
+    if ingest.is_discarded() {
+        return Ok(());
+    }
     if let Err(e) = ingest.commit().await {
+        job.metrics.storage.write_errors.inc();
         // Clients got verified bytes; only the cache copy is lost.
         tracing::error!(digest = %job.digest, error = %e, "could not commit a verified blob; it will be fetched again");
     }
@@ -387,6 +496,8 @@ async fn receive(
         if size.is_some_and(|s| received + len > s) {
             return Err(PullError::UpstreamBody("more bytes than Content-Length".into()));
         }
+        // In pass-through, only as fast as the slowest reader.
+        fill.make_room().await;
         // In the window first, then announced: a woken client finds it.
         fill.push_recent(received, data.clone());
         received += len;
@@ -404,15 +515,35 @@ async fn receive(
 }
 
 /// The blocking side of a fill: writes and hashes queued frames, and
-/// records how much is on disk (no wake-ups: see `Fill::written`).
+/// records how much is on disk (no wake-ups: see `Fill::written`). The
+/// first failed write switches the fill to pass-through (`failed` is told
+/// why, once); from then on frames are only hashed.
 fn write_chunks(
     mut ingest: Ingest,
     mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
     fill: &Fill,
+    failed: impl FnOnce(&StorageError),
 ) -> Result<Ingest, PullError> {
+    let mut failed = Some(failed);
     while let Some(chunk) = chunks.blocking_recv() {
-        ingest.write_blocking(&chunk)?;
-        fill.written.store(ingest.written(), Ordering::Release);
+        if ingest.is_discarded() {
+            ingest.write_blocking(&chunk)?;
+            continue;
+        }
+        match ingest.write_blocking(&chunk) {
+            Ok(()) => fill.written.store(ingest.written(), Ordering::Release),
+            Err(e) => {
+                // Set before the file goes: `written` stays where the disk
+                // ended, and frames after it stay in memory for readers.
+                fill.passthrough.store(true, Ordering::Release);
+                ingest.discard();
+                if let Some(f) = failed.take() {
+                    f(&e);
+                }
+                // The failed chunk was not hashed: hash it now.
+                ingest.write_blocking(&chunk)?;
+            }
+        }
     }
     Ok(ingest)
 }
@@ -423,7 +554,30 @@ mod tests {
 
     fn fill() -> Fill {
         let (_tx, rx) = watch::channel(FillState::Starting);
-        Fill { state: rx, file: OnceLock::new(), written: AtomicU64::new(0), recent: Mutex::new(Recent::default()) }
+        Fill::new(rx)
+    }
+
+    #[test]
+    fn in_pass_through_the_window_keeps_what_the_slowest_reader_needs_and_no_more() {
+        let f = Arc::new(fill());
+        f.passthrough.store(true, Ordering::Release);
+        let slow = Arc::new(Cursor { pos: AtomicU64::new(0), fill: f.clone() });
+        let fast = Arc::new(Cursor { pos: AtomicU64::new(0), fill: f.clone() });
+        f.readers.lock().unwrap().extend([Arc::downgrade(&slow), Arc::downgrade(&fast)]);
+        let frame = |b: u8| Bytes::from(vec![b; 1 << 20]);
+        for i in 0..6u8 {
+            f.push_recent(u64::from(i) << 20, frame(i));
+        }
+        assert_eq!(f.recent().bytes, 6 << 20, "nothing is on disk: every frame a reader needs stays");
+        fast.pos.store(6 << 20, Ordering::Release);
+        assert_eq!(f.trim(&mut f.recent()), 6 << 20, "the slow reader still needs them");
+        slow.pos.store(3 << 20, Ordering::Release);
+        assert_eq!(f.trim(&mut f.recent()), RECENT_BYTES, "frames both passed go, down to the window's size");
+        assert!(f.recent_bytes(3 << 20, 4 << 20).is_some(), "the slow reader's next bytes are kept");
+        drop(slow);
+        drop(fast);
+        f.push_recent(6 << 20, frame(6));
+        assert!(f.recent().bytes <= RECENT_BYTES, "readers gone: nothing is needed any more");
     }
 
     #[test]

@@ -383,9 +383,16 @@ impl PullThrough {
     /// Remembers what `tag` points at now, durably before the client gets
     /// its answer, so the tag can be served after a crash while the upstream
     /// is down. Written only when the tag is new or moved.
+    /// Never fails the request: the memory of a tag is only a fallback
+    /// for when the upstream is down, so a write that fails (a full disk)
+    /// is logged and the answer served all the same.
     async fn remember(&self, target: &Target, tag: &Tag, digest: Option<Digest>) -> Result<(), PullError> {
         let (upstream, remote, tag) = (target.upstream.config().name.clone(), target.repo.to_string(), tag.to_string());
-        Ok(self.metadata.run(move |s| s.set_upstream_tag(&upstream, &remote, &tag, digest.as_ref())).await?)
+        let (name, t) = (remote.clone(), tag.clone());
+        if let Err(e) = self.metadata.run(move |s| s.set_upstream_tag(&upstream, &remote, &tag, digest.as_ref())).await {
+            tracing::error!(repository = %name, tag = %t, error = %e, "cannot remember what an upstream tag points at");
+        }
+        Ok(())
     }
 
     async fn resolve_tag(&self, target: &Target, tag: &Tag, lookup: &Lookup) -> Result<Digest, PullError> {
@@ -536,10 +543,18 @@ impl PullThrough {
             return Err(PullError::DigestMismatch { expected: digest.clone(), actual });
         }
         let info = media::inspect(&bytes).map_err(|e| PullError::InvalidManifest(e.to_string()))?;
-        self.storage.put_verified(digest, bytes.clone()).await.map_err(|e| match e {
-            crate::storage::IngestError::DigestMismatch { expected, actual } => PullError::DigestMismatch { expected, actual },
-            crate::storage::IngestError::Storage(s) => PullError::Storage(s),
-        })?;
+        match self.storage.put_verified(digest, bytes.clone()).await {
+            Ok(()) => {}
+            Err(crate::storage::IngestError::DigestMismatch { expected, actual }) => {
+                return Err(PullError::DigestMismatch { expected, actual })
+            }
+            // A full (or failing) disk: the verified bytes are served all
+            // the same, from memory; the next miss fetches them again.
+            Err(crate::storage::IngestError::Storage(e)) => {
+                tracing::error!(%digest, error = %e, "cannot store a manifest; serving it without caching it");
+                self.metrics.storage.write_errors.inc();
+            }
+        }
         Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }))
     }
 

@@ -9,13 +9,21 @@
 //! spool/<pid>-<n>                          in-progress ingests; emptied at start
 //! uploads/<session>/                       clients' upload sessions (a [`Partial`] and the
 //!                                          upload layer's state); kept across restarts
+//! quarantine/<alg>-<hex>-<millis>          objects `verify` found corrupt (never served)
 //! ```
+//!
+//! Also owns what is cheap to know only here: the running totals of stored
+//! bytes and objects (counted once at open, adjusted on every commit and
+//! removal), each object's last use (kept in memory; the `gc` module
+//! flushes it to metadata in batches), and which digests a fill or upload
+//! is writing right now ([`Storage::pin`]), which removal never touches.
 //!
 //! **Invariant:** an object exists under `objects/blobs/<alg>/..../<hex>` only
 //! if its bytes hash to that digest. Bytes are written to a spool file,
 //! hashed as they are written, synced, and renamed into place only after the
 //! digest matched; a reader can never observe a partial object.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,9 +84,92 @@ pub(crate) struct Storage {
 
 struct Inner {
     objects: LocalFileSystem,
+    objects_dir: PathBuf,
     spool_dir: PathBuf,
     uploads_dir: PathBuf,
+    quarantine_dir: PathBuf,
     next_spool: AtomicU64,
+    /// Bytes and count of committed objects.
+    bytes: AtomicU64,
+    objects_count: AtomicU64,
+    /// Last use (millis since the epoch) of objects used since the last
+    /// [`Storage::take_uses`]. A std mutex: held for one map insert.
+    uses: std::sync::Mutex<HashMap<Digest, u64>>,
+    /// Digests being written (by a fill or an upload's commit), with how
+    /// many writers each. Removal checks it under the same lock, so a
+    /// pinned object is never removed. A std mutex: held for a map
+    /// operation, or for one unlink by [`Storage::remove_unpinned`].
+    pins: std::sync::Mutex<HashMap<Digest, usize>>,
+    /// Spool files of ingests still alive, so gc removes only leftovers.
+    live_spool: std::sync::Mutex<HashSet<PathBuf>>,
+    /// Woken after a commit added bytes: an evictor waits on it.
+    grown: tokio::sync::Notify,
+}
+
+/// A stored object as found on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectEntry {
+    pub(crate) digest: Digest,
+    pub(crate) size: u64,
+    /// Last modification, millis since the epoch: the commit time.
+    pub(crate) modified: u64,
+}
+
+/// Keeps a digest from being removed while it is written; see
+/// [`Storage::pin`].
+pub(crate) struct Pin {
+    storage: Storage,
+    digest: Digest,
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Pin").field(&self.digest).finish()
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.storage.inner.lock_pins();
+        if let Some(n) = pins.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.digest);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock_pins(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
+        // Single inserts and removes: a poisoned map is still consistent.
+        self.pins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_spool(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.live_spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that an object was used now.
+    fn used(&self, digest: &Digest) {
+        let now = now_millis();
+        self.uses.lock().unwrap_or_else(|p| p.into_inner()).insert(digest.clone(), now);
+    }
+
+    /// Counts an object that just became visible at `target` (unless it
+    /// replaced one already counted).
+    fn committed(&self, digest: &Digest, size: u64, replaced: bool) {
+        if !replaced {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.objects_count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.used(digest);
+        self.grown.notify_one();
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A committed object opened for reading.
@@ -101,10 +192,146 @@ impl Storage {
         tokio::fs::create_dir_all(&spool_dir).await?;
         let uploads_dir = root.join("uploads");
         tokio::fs::create_dir_all(&uploads_dir).await?;
+        let quarantine_dir = root.join("quarantine");
         let objects = LocalFileSystem::new_with_prefix(&objects_dir)?;
-        Ok(Storage {
-            inner: Arc::new(Inner { objects, spool_dir, uploads_dir, next_spool: AtomicU64::new(0) }),
+        let storage = Storage {
+            inner: Arc::new(Inner {
+                objects,
+                objects_dir,
+                spool_dir,
+                uploads_dir,
+                quarantine_dir,
+                next_spool: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                objects_count: AtomicU64::new(0),
+                uses: std::sync::Mutex::new(HashMap::new()),
+                pins: std::sync::Mutex::new(HashMap::new()),
+                live_spool: std::sync::Mutex::new(HashSet::new()),
+                grown: tokio::sync::Notify::new(),
+            }),
+        };
+        // Counted once here; every commit and removal adjusts the totals.
+        let all = storage.list_objects().await?;
+        storage.inner.bytes.store(all.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+        storage.inner.objects_count.store(all.len() as u64, Ordering::Relaxed);
+        Ok(storage)
+    }
+
+    /// Bytes and number of stored objects.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        (self.inner.bytes.load(Ordering::Relaxed), self.inner.objects_count.load(Ordering::Relaxed))
+    }
+
+    /// Resolves after a commit added bytes (or at once if one did since
+    /// the last call): for the evictor.
+    pub(crate) async fn grown(&self) {
+        self.inner.grown.notified().await;
+    }
+
+    /// Last uses recorded since the previous call, emptied.
+    pub(crate) fn take_uses(&self) -> HashMap<Digest, u64> {
+        std::mem::take(&mut *self.inner.uses.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Keeps `digest` from removal until the pin is dropped: taken by a
+    /// fill before it looks for the object, and by an upload's commit
+    /// until its metadata row is written.
+    pub(crate) fn pin(&self, digest: &Digest) -> Pin {
+        *self.inner.lock_pins().entry(digest.clone()).or_insert(0) += 1;
+        Pin { storage: self.clone(), digest: digest.clone() }
+    }
+
+    /// Every committed object, walked from disk (blocking work, off the
+    /// runtime). Files whose names are not digests are skipped.
+    pub(crate) async fn list_objects(&self) -> Result<Vec<ObjectEntry>, StorageError> {
+        let root = self.inner.objects_dir.join("blobs");
+        Ok(tokio::task::spawn_blocking(move || walk_objects(&root)).await??)
+    }
+
+    /// Removes an object unless a fill or upload has it pinned; the bytes
+    /// freed (None: pinned, or already gone). Open readers keep their file.
+    pub(crate) async fn remove_unpinned(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        let path = self.inner.objects.path_to_filesystem(&Self::key(digest))?;
+        let storage = self.clone();
+        let digest = digest.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<u64>, StorageError> {
+            let inner = &storage.inner;
+            let pins = inner.lock_pins();
+            if pins.contains_key(&digest) {
+                return Ok(None);
+            }
+            let size = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            // Under the pins lock: a fill pinning now waits, then finds the
+            // object gone and fetches it again.
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+            drop(pins);
+            inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+            Ok(Some(size))
         })
+        .await?
+    }
+
+    /// Re-hashes an object: true if its bytes still match its digest (or it
+    /// is gone), false if they do not.
+    pub(crate) async fn verify_object(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let Some(obj) = self.open_object_quietly(digest).await? else { return Ok(true) };
+        let digest = digest.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, StorageError> {
+            let mut hasher = Hasher::new(digest.algorithm());
+            hash_file(&obj.file, obj.size, &mut hasher)?;
+            Ok(hasher.finish() == digest)
+        })
+        .await?
+    }
+
+    /// Moves a corrupt object out of `objects/` into `quarantine/`, where
+    /// nothing serves it; the bytes it held (None: it was already gone).
+    pub(crate) async fn quarantine(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        let path = self.inner.objects.path_to_filesystem(&Self::key(digest))?;
+        let target = self.inner.quarantine_dir.join(format!("{}-{}-{}", digest.algorithm().as_str(), digest.hex(), now_millis()));
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<u64>, StorageError> {
+            let inner = &storage.inner;
+            std::fs::create_dir_all(&inner.quarantine_dir)?;
+            let size = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            std::fs::rename(&path, &target)?;
+            inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+            Ok(Some(size))
+        })
+        .await?
+    }
+
+    /// Removes spool files no live ingest owns (left by an ingest whose
+    /// cleanup failed); how many.
+    pub(crate) async fn remove_spool_leftovers(&self) -> Result<u64, StorageError> {
+        let storage = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
+            let inner = &storage.inner;
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&inner.spool_dir)? {
+                let path = entry?.path();
+                let live = inner.lock_spool().contains(&path);
+                if !live && std::fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await?
     }
 
     /// Readiness: creates, writes, syncs and removes a small file in the
@@ -153,9 +380,18 @@ impl Storage {
         }
     }
 
-    /// Opens a committed object. The returned file stays readable even if
-    /// the object is later removed.
+    /// Opens a committed object to serve it, noting the use. The returned
+    /// file stays readable even if the object is later removed.
     pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+        let found = self.open_object_quietly(digest).await?;
+        if found.is_some() {
+            self.inner.used(digest);
+        }
+        Ok(found)
+    }
+
+    /// Opens a committed object without counting it as a use.
+    async fn open_object_quietly(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
         let opts = GetOptions::default();
         match self.inner.objects.get_opts(&Self::key(digest), opts).await {
             Ok(result) => {
@@ -188,6 +424,7 @@ impl Storage {
         let path = self.inner.spool_dir.join(format!("{}-{n}", std::process::id()));
         let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
         let reader = Arc::new(File::open(&path)?);
+        self.inner.lock_spool().insert(path.clone());
         Ok(Ingest {
             storage: self.clone(),
             hasher: Some(Hasher::new(expected.algorithm())),
@@ -197,6 +434,7 @@ impl Storage {
             path,
             written: 0,
             committed: false,
+            discarded: false,
         })
     }
 
@@ -230,6 +468,9 @@ pub(crate) struct Ingest {
     path: PathBuf,
     written: u64,
     committed: bool,
+    /// The bytes could not be stored: the spool file is gone, chunks are
+    /// only hashed, and the ingest can no longer be committed.
+    discarded: bool,
 }
 
 impl Ingest {
@@ -245,14 +486,35 @@ impl Ingest {
 
     /// Appends a chunk and feeds it to the hasher, on the calling thread:
     /// for a blocking-pool thread that owns the ingest.
+    /// After [`Ingest::discard`] the chunk is only hashed. A failed write
+    /// hashes nothing: the caller may discard and write the chunk again.
     pub(crate) fn write_blocking(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
-        let (Some(file), Some(hasher)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+        let Some(hasher) = self.hasher.as_mut() else {
             return Err(StorageError::Io("ingest used after it was verified".into()));
         };
-        file.write_all(chunk)?;
+        match (self.file.as_mut(), self.discarded) {
+            (Some(file), false) => file.write_all(chunk)?,
+            (None, true) => {}
+            _ => return Err(StorageError::Io("ingest has no file".into())),
+        }
         hasher.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
+    }
+
+    /// Gives up storing (the disk is full or failing): the spool file is
+    /// removed now, later chunks are only hashed so the bytes can still be
+    /// verified for the clients reading them, and nothing is committed.
+    /// Readers keep the bytes already written through [`Ingest::reader`].
+    pub(crate) fn discard(&mut self) {
+        self.file = None;
+        self.discarded = true;
+        let _ = std::fs::remove_file(&self.path);
+        self.storage.inner.lock_spool().remove(&self.path);
+    }
+
+    pub(crate) fn is_discarded(&self) -> bool {
+        self.discarded
     }
 
     /// Checks the digest of everything written. After this succeeds the
@@ -271,20 +533,27 @@ impl Ingest {
         if self.hasher.is_some() {
             return Err(StorageError::Io("commit before verify".into()));
         }
+        if self.discarded {
+            return Err(StorageError::Io("the ingest's bytes were discarded".into()));
+        }
         let file = self.file.take().ok_or_else(|| StorageError::Io("ingest has no file".into()))?;
         let target = self.storage.inner.objects.path_to_filesystem(&Storage::key(&self.expected))?;
         let spool = self.path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let replaced = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
             // Sync before the rename: after a power loss the object must
             // not exist with bytes that do not match its key.
             file.sync_data()?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::rename(&spool, &target)
+            let replaced = target.exists();
+            std::fs::rename(&spool, &target)?;
+            Ok(replaced)
         })
         .await??;
         self.committed = true;
+        self.storage.inner.lock_spool().remove(&self.path);
+        self.storage.inner.committed(&self.expected, self.written, replaced);
         Ok(())
     }
 }
@@ -292,8 +561,10 @@ impl Ingest {
 impl Drop for Ingest {
     fn drop(&mut self) {
         if !self.committed {
-            // Best effort: whatever is left is removed at the next start.
+            // Best effort: whatever is left is removed by gc or at the next
+            // start.
             let _ = std::fs::remove_file(&self.path);
+            self.storage.inner.lock_spool().remove(&self.path);
         }
     }
 }
@@ -384,9 +655,46 @@ impl Partial {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(StorageError::from)?;
         }
+        let replaced = target.exists();
         std::fs::rename(&self.path, &target).map_err(StorageError::from)?;
+        storage.inner.committed(expected, self.len, replaced);
         Ok(self.len)
     }
+}
+
+/// Every object file under `root` (`objects/blobs`), by its digest.
+fn walk_objects(root: &Path) -> std::io::Result<Vec<ObjectEntry>> {
+    let mut found = Vec::new();
+    let algorithms = match std::fs::read_dir(root) {
+        Ok(dirs) => dirs,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for alg in algorithms {
+        let alg = alg?;
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        for prefix in std::fs::read_dir(alg.path())? {
+            for object in std::fs::read_dir(prefix?.path())? {
+                let object = object?;
+                let name = object.file_name().to_string_lossy().into_owned();
+                // object_store's own temporary files (and anything else that
+                // is not `<hex>`) are not objects.
+                let Ok(digest) = format!("{alg_name}:{name}").parse::<Digest>() else { continue };
+                let meta = match object.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                found.push(ObjectEntry { digest, size: meta.len(), modified });
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Feeds the first `len` bytes of `file` to `hasher`, by position.
@@ -564,6 +872,57 @@ mod tests {
         assert_eq!(s.read_small(&sha512, data.len()).await.unwrap().unwrap(), data);
         assert!(!path.exists(), "moved, not copied");
         assert!(dir.path().join("uploads").is_dir());
+    }
+
+    #[tokio::test]
+    async fn totals_follow_commits_and_removals_and_a_pinned_object_is_never_removed() {
+        let (dir, s) = store().await;
+        let a = Bytes::from_static(b"first object");
+        let b = Bytes::from(vec![1u8; 5000]);
+        let (da, db) = (Digest::of(Algorithm::Sha256, &a), Digest::of(Algorithm::Sha256, &b));
+        s.put_verified(&da, a.clone()).await.unwrap();
+        s.put_verified(&db, b.clone()).await.unwrap();
+        s.put_verified(&db, b.clone()).await.unwrap();
+        assert_eq!(s.usage(), (a.len() as u64 + 5000, 2), "a second store of the same digest adds nothing");
+        assert_eq!(Storage::open(dir.path()).await.unwrap().usage(), s.usage(), "counted again at open");
+        assert!(s.take_uses().contains_key(&da), "a commit is a use");
+        s.open_object(&db).await.unwrap().unwrap();
+        assert_eq!(s.take_uses().keys().collect::<Vec<_>>(), vec![&db], "a read is a use");
+
+        let pin = s.pin(&db);
+        assert_eq!(s.remove_unpinned(&db).await.unwrap(), None, "pinned: kept");
+        drop(pin);
+        assert_eq!(s.remove_unpinned(&db).await.unwrap(), Some(5000));
+        assert_eq!(s.remove_unpinned(&db).await.unwrap(), None, "already gone");
+        assert_eq!(s.usage(), (a.len() as u64, 1));
+
+        // Corrupted under its key: verify says so, quarantine moves it out.
+        assert!(s.verify_object(&da).await.unwrap());
+        let path = dir.path().join("objects/blobs/sha256").join(&da.hex()[..2]).join(da.hex());
+        std::fs::write(&path, b"first objecT").unwrap();
+        assert!(!s.verify_object(&da).await.unwrap());
+        assert_eq!(s.quarantine(&da).await.unwrap(), Some(a.len() as u64));
+        assert_eq!(s.stat(&da).await.unwrap(), None, "never served again");
+        assert_eq!(s.usage(), (0, 0));
+        assert_eq!(std::fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 1);
+        assert!(s.list_objects().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn gc_of_the_spool_spares_live_ingests_and_a_discarded_ingest_only_hashes() {
+        let (dir, s) = store().await;
+        let data = b"streamed through";
+        let mut live = s.begin(Digest::of(Algorithm::Sha256, data)).unwrap();
+        std::fs::write(dir.path().join("spool/leftover"), b"x").unwrap();
+        assert_eq!(s.remove_spool_leftovers().await.unwrap(), 1);
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 1, "the live ingest's file stays");
+        live.write_blocking(&data[..4]).unwrap();
+        live.discard();
+        assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "discarded at once");
+        live.write_blocking(&data[4..]).unwrap();
+        live.verify().unwrap();
+        assert!(live.commit().await.is_err(), "a discarded ingest is never committed");
+        assert_eq!(s.usage(), (0, 0));
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! Background tasks: work that outlives the request that asked for it (a
-//! repository sync; later gc, verify, import), recorded in the metadata
+//! repository sync, storage gc and verify; later import), recorded in the metadata
 //! store so the admin API can show its progress and outcome.
 //!
 //! Owns when a task runs: at most `[tasks] max_parallel` at once, and one

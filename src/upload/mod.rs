@@ -34,7 +34,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::oci::{Digest, RepositoryName};
-use crate::storage::{IngestError, Partial, Storage, StorageError};
+use crate::storage::{IngestError, Partial, Pin, Storage, StorageError};
 
 const STATE_FILE: &str = "state.json";
 const DATA_FILE: &str = "data";
@@ -340,7 +340,8 @@ impl Uploads {
     /// Appends the optional last chunk, verifies everything against
     /// `digest` and commits it as that object; the session ends either way
     /// once the bytes are all in (a wrong digest deletes the session and
-    /// stores nothing). The blob's size.
+    /// stores nothing). The blob's size, and a pin that keeps the object
+    /// from removal until the caller has recorded it.
     pub(crate) async fn finish<S, E>(
         &self,
         repository: &RepositoryName,
@@ -348,7 +349,7 @@ impl Uploads {
         digest: &Digest,
         chunk: Chunk,
         body: S,
-    ) -> Result<u64, UploadError>
+    ) -> Result<(u64, Pin), UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
@@ -357,13 +358,15 @@ impl Uploads {
         self.append_locked(id, &mut slot, chunk, body).await?;
         let Some((_, partial)) = slot.loaded.take() else { return Err(UploadError::Unknown) };
         let storage = self.inner.storage.clone();
+        let pin = storage.pin(digest);
         let expected = digest.clone();
         let committed = tokio::task::spawn_blocking(move || partial.commit_blocking(&storage, &expected)).await?;
         self.remove(id, &mut slot).await;
-        committed.map_err(|e| match e {
+        let size = committed.map_err(|e| match e {
             IngestError::DigestMismatch { expected, actual } => UploadError::DigestMismatch { expected, actual },
             IngestError::Storage(s) => UploadError::Storage(s),
-        })
+        })?;
+        Ok((size, pin))
     }
 
     /// Cancels a session: its bytes are deleted.
@@ -548,7 +551,7 @@ mod tests {
         assert_eq!(u.append(&repo, &id, ANY, body(&[b" wor"])).await.unwrap(), 9);
         assert!(matches!(u.offset(&name("other/repo"), &id).await, Err(UploadError::Unknown)), "another repository's");
         let digest = Digest::of(Algorithm::Sha256, b"hello world");
-        assert_eq!(u.finish(&repo, &id, &digest, at(9, 2), body(&[b"ld"])).await.unwrap(), 11);
+        assert_eq!(u.finish(&repo, &id, &digest, at(9, 2), body(&[b"ld"])).await.unwrap().0, 11);
         assert_eq!(storage.read_small(&digest, 100).await.unwrap().unwrap(), Bytes::from_static(b"hello world"));
         assert!(matches!(u.offset(&repo, &id).await, Err(UploadError::Unknown)), "finished");
     }
@@ -580,7 +583,7 @@ mod tests {
         assert!(matches!(u.append(&repo, &id, ANY, broken).await, Err(UploadError::Body(_))));
         assert_eq!(u.offset(&repo, &id).await.unwrap(), 3);
         let digest = Digest::of(Algorithm::Sha256, b"abcxyz");
-        assert_eq!(u.finish(&repo, &id, &digest, at(3, 3), body(&[b"xyz"])).await.unwrap(), 6);
+        assert_eq!(u.finish(&repo, &id, &digest, at(3, 3), body(&[b"xyz"])).await.unwrap().0, 6);
     }
 
     #[tokio::test]
@@ -599,7 +602,7 @@ mod tests {
         assert_eq!(u.offset(&repo, &id).await.unwrap(), 12);
         let digest = Digest::of(Algorithm::Sha256, b"first half, second half");
         u.append(&repo, &id, at(12, 7), body(&[b"second "])).await.unwrap();
-        assert_eq!(u.finish(&repo, &id, &digest, ANY, body(&[b"half"])).await.unwrap(), 23);
+        assert_eq!(u.finish(&repo, &id, &digest, ANY, body(&[b"half"])).await.unwrap().0, 23);
         assert!(storage.stat(&digest).await.unwrap().is_some());
 
         assert!(matches!(u.offset(&repo, &broken).await, Err(UploadError::Unknown)));

@@ -16,6 +16,7 @@ pub struct Mirror<'a> {
 }
 
 /// The client configuration of one test, in its own directory.
+#[derive(Clone)]
 pub struct Clients {
     dir: PathBuf,
 }

@@ -32,3 +32,4 @@ mod sync;
 mod service;
 mod signatures;
 mod observability;
+mod disk;
