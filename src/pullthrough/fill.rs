@@ -83,6 +83,10 @@ pub(crate) struct Fill {
     /// Woken when a reader moves on or goes away, in pass-through: the
     /// receiver may be waiting for room in the window.
     advanced: tokio::sync::Notify,
+    /// Whether the blob ended up in storage, set when the fill task ends
+    /// (after the commit, which follows `Done`): for callers that must know
+    /// the bytes survive a crash, such as a sync.
+    stored: watch::Sender<Option<bool>>,
 }
 
 /// One reader's position in a fill; dropped with its body stream.
@@ -133,6 +137,7 @@ impl Fill {
             passthrough: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
             advanced: tokio::sync::Notify::new(),
+            stored: watch::Sender::new(None),
         }
     }
 }
@@ -304,6 +309,25 @@ impl Fill {
         }
     }
 
+    /// Waits until the fill task has ended with the blob committed to
+    /// storage (synced and renamed, so it survives a crash): its size. A
+    /// verified blob whose commit failed is an error here, though its
+    /// clients got their bytes.
+    pub(crate) async fn stored(&self) -> Result<u64, PullError> {
+        let size = self.done().await?;
+        let mut rx = self.stored.subscribe();
+        let stored = match rx.wait_for(Option::is_some).await {
+            Ok(stored) => *stored,
+            Err(_) => return Err(ended_unexpectedly()),
+        };
+        match stored {
+            Some(true) => Ok(size),
+            _ => Err(PullError::Storage(storage::StorageError::Io(
+                "the blob was verified but could not be committed to storage".into(),
+            ))),
+        }
+    }
+
     /// The bytes `[start, end)` (`end` = the blob's end when `None`) as they
     /// become available and safe to release.
     pub(crate) fn body(
@@ -389,8 +413,8 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
         Ok(outcome) => outcome,
         Err(_) => Err(PullError::FillTimeout),
     };
-    match outcome {
-        Ok(()) => {}
+    let stored = match outcome {
+        Ok(stored) => stored,
         Err(e) => {
             if e.is_upstream_fault() {
                 tracing::warn!(request_id = %telemetry::log_id(), digest = %job.digest, upstream = %cfg.name, error = %e, "blob fill failed");
@@ -399,20 +423,23 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
                 job.metrics.upstream_errors.with_label_values(&[&cfg.name, kind]).inc();
             }
             tx.send_replace(FillState::Failed(e));
+            false
         }
-    }
+    };
+    fill.stored.send_replace(Some(stored));
     fills.remove(&job.digest, &fill);
     job.metrics.fills_in_flight.dec();
 }
 
-async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, fills: &Fills) -> Result<(), PullError> {
+/// Ok(whether the blob is in storage now).
+async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, fills: &Fills) -> Result<bool, PullError> {
     // The blob may have been committed between the caller's lookup and this
     // fill starting; then serve it from storage.
     if let Some(obj) = job.storage.open_object(&job.digest).await? {
         let _ = fill.file.set(obj.file);
         fill.written.store(obj.size, Ordering::Release);
         tx.send_replace(FillState::Done { size: obj.size });
-        return Ok(());
+        return Ok(true);
     }
     let ingest = job.storage.begin(job.digest.clone())?;
     let _ = fill.file.set(ingest.reader());
@@ -455,14 +482,15 @@ async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, f
     // Verified: clients may have the last byte now, while the commit syncs.
     tx.send_replace(FillState::Done { size: written });
     if ingest.is_discarded() {
-        return Ok(());
+        return Ok(false);
     }
     if let Err(e) = ingest.commit().await {
         job.metrics.storage.write_errors.inc();
         // Clients got verified bytes; only the cache copy is lost.
         tracing::error!(digest = %job.digest, error = %e, "could not commit a verified blob; it will be fetched again");
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Frames of upstream body queued for the writer. hyper's frames are at
@@ -555,6 +583,32 @@ mod tests {
     fn fill() -> Fill {
         let (_tx, rx) = watch::channel(FillState::Starting);
         Fill::new(rx)
+    }
+
+    /// A sync counts a blob fetched only once it is committed: `Done` comes
+    /// before the commit's sync and rename, `stored` after them.
+    #[tokio::test]
+    async fn stored_waits_past_done_for_the_commit_and_reports_a_failed_one() {
+        for committed in [true, false] {
+            let (tx, rx) = watch::channel(FillState::Starting);
+            let f = Arc::new(Fill::new(rx));
+            tx.send_replace(FillState::Done { size: 3 });
+            assert_eq!(f.done().await.unwrap(), 3);
+            let waiter = tokio::spawn({
+                let f = f.clone();
+                async move { f.stored().await }
+            });
+            // The test runtime has one thread: the waiter runs until it blocks.
+            tokio::task::yield_now().await;
+            assert!(!waiter.is_finished(), "verified but not yet committed");
+            f.stored.send_replace(Some(committed));
+            let got = waiter.await.unwrap();
+            if committed {
+                assert_eq!(got.unwrap(), 3);
+            } else {
+                assert!(matches!(got, Err(PullError::Storage(_))), "{got:?}");
+            }
+        }
     }
 
     #[test]

@@ -606,7 +606,9 @@ impl PullThrough {
 
     /// Makes sure a blob's bytes are stored, fetching them from `target`
     /// unless they are (joining a fill already in flight, so a sync and a
-    /// client pulling the same blob fetch it once). Its size.
+    /// client pulling the same blob fetch it once). Its size, once the blob
+    /// is committed: a sync that counts it fetched never loses it to a
+    /// crash.
     pub(crate) async fn fetch_blob(&self, target: &Target, digest: &Digest) -> Result<u64, PullError> {
         if let Some(size) = self.storage.stat(digest).await? {
             return Ok(size);
@@ -617,7 +619,7 @@ impl PullThrough {
             digest: digest.clone(),
             metrics: self.metrics.clone(),
         });
-        fill.done().await
+        fill.stored().await
     }
 
     /// Whether a blob's bytes are stored.
