@@ -40,6 +40,7 @@ pub(crate) mod metrics;
 pub mod oci;
 pub(crate) mod pullthrough;
 pub(crate) mod repository;
+pub(crate) mod sendfile;
 pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod sync;

@@ -1,7 +1,7 @@
 //! Every metric wharf exports, defined in one place. Labels are bounded:
 //! never a repository, tag or digest.
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -10,6 +10,8 @@ pub(crate) struct Metrics {
     pub(crate) cache_requests: IntCounterVec,
     /// `source` = cache|upstream.
     pub(crate) served_bytes: IntCounterVec,
+    /// The part of `served_bytes{source="cache"}` sent with `sendfile`.
+    pub(crate) sendfile_bytes: IntCounter,
     pub(crate) upstream_bytes: IntCounterVec,
     /// `kind` = timeout|connect|digest_mismatch|http|...
     pub(crate) upstream_errors: IntCounterVec,
@@ -32,6 +34,10 @@ impl Metrics {
             Opts::new("wharf_served_bytes_total", "Blob bytes sent to clients, by where they came from"),
             &["source"],
         )?;
+        let sendfile_bytes = IntCounter::new(
+            "wharf_sendfile_bytes_total",
+            "Stored blob bytes sent zero-copy (sendfile), part of wharf_served_bytes_total{source=\"cache\"}",
+        )?;
         let upstream_bytes = IntCounterVec::new(
             Opts::new("wharf_upstream_bytes_total", "Blob bytes received from upstreams"),
             &["upstream"],
@@ -43,6 +49,7 @@ impl Metrics {
         let fills_in_flight = IntGauge::new("wharf_fills_in_flight", "Blob fills from upstreams in progress")?;
         registry.register(Box::new(cache_requests.clone()))?;
         registry.register(Box::new(served_bytes.clone()))?;
+        registry.register(Box::new(sendfile_bytes.clone()))?;
         registry.register(Box::new(upstream_bytes.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         let rate_limited = IntCounterVec::new(
@@ -68,6 +75,7 @@ impl Metrics {
             registry,
             cache_requests,
             served_bytes,
+            sendfile_bytes,
             upstream_bytes,
             upstream_errors,
             fills_in_flight,

@@ -1,12 +1,14 @@
 //! Accept loop and HTTP connections (HTTP/1.1 and h2c) for a bound
 //! listener, with header timeouts and graceful drain. Knows nothing of OCI.
+//! Each plain HTTP/1.x request carries a `sendfile::FileSender`, the opaque
+//! capability to send stored file regions zero-copy on its connection.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::api::body::Body;
 use crate::limits::ClientAddr;
+use crate::sendfile::SendFileStream;
 
 /// A slow or idle client gets this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +38,10 @@ pub(crate) async fn serve<H: Handler>(
     grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Vectored writes: hyper then queues body frames as they are instead of
+    // copying them into its buffer, which is what lets `SendFileStream`
+    // see a zero-copy frame for what it is (see `sendfile`).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).writev(true);
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -50,9 +56,16 @@ pub(crate) async fn serve<H: Handler>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let stream = SendFileStream::new(stream);
+                let sender = stream.sender();
                 let handler = handler.clone();
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     req.extensions_mut().insert(ClientAddr(peer));
+                    // Only HTTP/1.x writes one body at a time in order, which
+                    // the zero-copy frames rely on; h2c streams never get it.
+                    if req.version() <= Version::HTTP_11 {
+                        req.extensions_mut().insert(sender.clone());
+                    }
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler.call(req).await) }
                 });

@@ -23,7 +23,7 @@ use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
 use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
 use crate::repository::{Distributions, Hosted, Pushes, Served};
-use crate::storage;
+use crate::sendfile::FileSender;
 use crate::upload::Uploads;
 use body::{full, Body};
 pub(crate) use error::ApiError;
@@ -266,7 +266,10 @@ impl Registry {
             match source {
                 BlobSource::Stored(obj) => {
                     let end = end.unwrap_or(obj.size);
-                    self.counted("cache", storage::stream_range(obj.file, start, end))
+                    // The opaque zero-copy capability of a plain HTTP/1.x
+                    // connection, if this request came on one.
+                    let sender = req.extensions().get::<FileSender>().cloned();
+                    self.counted("cache", body::stored_range(obj.file, start, end, sender, self.metrics.sendfile_bytes.clone()))
                 }
                 BlobSource::Filling { fill, .. } => {
                     let source = if fill.is_complete() { "cache" } else { "upstream" };

@@ -435,6 +435,28 @@ fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> Result<usize, rustix
     rustix::io::preadv2(file, &mut slices, offset, rustix::io::ReadWriteFlags::NOWAIT)
 }
 
+/// Whether `[offset, offset + len)` of `file` is in the page cache, as far
+/// as one-byte `RWF_NOWAIT` reads at its first byte, every [`READ_CHUNK`]
+/// after it and its last byte can tell: cheap (a syscall per 256 KiB, no
+/// buffer), and for a file read or written whole it is all or nothing in
+/// practice. False when the kernel cannot say, so callers fall back to
+/// [`read_at`], which never blocks a runtime thread on the disk.
+pub(crate) fn probably_cached(file: &File, offset: u64, len: usize) -> bool {
+    if len == 0 || !NOWAIT_SUPPORTED.load(Ordering::Relaxed) {
+        return len == 0;
+    }
+    let last = offset + len as u64 - 1;
+    let probes = (offset..last).step_by(READ_CHUNK).chain(std::iter::once(last));
+    let mut byte = [0u8; 1];
+    for at in probes {
+        match read_cached(file, &mut byte, at) {
+            Ok(1) => {}
+            Ok(_) | Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// Reads exactly `len` bytes at `offset`.
 pub(crate) async fn read_exact_at(file: Arc<File>, offset: u64, len: usize) -> Result<Bytes, StorageError> {
     let first = read_at(file.clone(), offset, len).await?;

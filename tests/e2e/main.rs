@@ -29,3 +29,4 @@ mod remotes;
 mod curate;
 mod tasks;
 mod sync;
+mod warm_serving;
