@@ -14,7 +14,7 @@ use crate::registry::Registry;
 use crate::streaming::within_guard;
 use crate::wharf::{UpstreamEntry, Wharf};
 
-/// A layer spanning several zero-copy frames (1 MiB each), with a ragged end.
+/// A layer spanning many zero-copy frames (256 KiB each), with a ragged end.
 const LAYER: usize = 3 * 1024 * 1024 + 12_345;
 
 /// One response read off a raw connection.
