@@ -10,7 +10,8 @@ pub(crate) struct Metrics {
     pub(crate) cache_requests: IntCounterVec,
     /// `source` = cache|upstream.
     pub(crate) served_bytes: IntCounterVec,
-    /// The part of `served_bytes{source="cache"}` sent with `sendfile`.
+    /// The part of `served_bytes` sent with `sendfile` (stored blobs, and
+    /// fills' bytes already on disk).
     pub(crate) sendfile_bytes: IntCounter,
     pub(crate) upstream_bytes: IntCounterVec,
     /// `kind` = timeout|connect|digest_mismatch|http|...
@@ -36,7 +37,7 @@ impl Metrics {
         )?;
         let sendfile_bytes = IntCounter::new(
             "wharf_sendfile_bytes_total",
-            "Stored blob bytes sent zero-copy (sendfile), part of wharf_served_bytes_total{source=\"cache\"}",
+            "Blob bytes sent zero-copy (sendfile) from local files, part of wharf_served_bytes_total",
         )?;
         let upstream_bytes = IntCounterVec::new(
             Opts::new("wharf_upstream_bytes_total", "Blob bytes received from upstreams"),

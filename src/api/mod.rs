@@ -21,7 +21,7 @@ use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
-use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
+use crate::pullthrough::{paginate, BlobSource, Piece, PullError, PullThrough, TagsPage};
 use crate::repository::{Distributions, Hosted, Pushes, Served};
 use crate::sendfile::FileSender;
 use crate::upload::Uploads;
@@ -273,7 +273,20 @@ impl Registry {
                 }
                 BlobSource::Filling { fill, .. } => {
                     let source = if fill.is_complete() { "cache" } else { "upstream" };
-                    self.counted(source, fill.body(start, end))
+                    let sender = req.extensions().get::<FileSender>().cloned();
+                    let zero_copied = self.metrics.sendfile_bytes.clone();
+                    // Bytes a reader behind the fill's window finds on disk
+                    // go out as stored bytes do: zero-copy where possible.
+                    let pieces = fill.body(start, end).flat_map(move |piece| match piece {
+                        Ok(Piece::Received(bytes)) => futures_util::stream::iter([Ok(bytes)]).left_stream(),
+                        Ok(Piece::OnDisk { file, start, end }) => {
+                            body::stored_range(file, start, end, sender.clone(), zero_copied.clone())
+                                .map(|r| r.map_err(PullError::from))
+                                .right_stream()
+                        }
+                        Err(e) => futures_util::stream::iter([Err(e)]).left_stream(),
+                    });
+                    self.counted(source, pieces)
                 }
                 BlobSource::Remote { .. } => Body::default(),
             }
