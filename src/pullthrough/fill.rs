@@ -394,6 +394,7 @@ async fn receive(
             return Err(PullError::UpstreamBody("more bytes than Content-Length".into()));
         }
         // In the window first, then announced: a woken client finds it.
+        let data = Bytes::copy_from_slice(&data);
         fill.push_recent(received, data.clone());
         received += len;
         tx.send_modify(|s| {
