@@ -527,6 +527,21 @@ mod tests {
         assert_eq!(back.concat(), data.to_vec());
     }
 
+    #[test]
+    fn a_fresh_write_probes_as_cached_and_bytes_past_the_end_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![3u8; 3 * READ_CHUNK + 10]).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(probably_cached(&file, 0, 0), "nothing to send is trivially there");
+        if NOWAIT_SUPPORTED.load(Ordering::Relaxed) && read_cached(&file, &mut [0u8; 1], 0).is_ok() {
+            assert!(probably_cached(&file, 0, 3 * READ_CHUNK + 10), "just written: in the page cache");
+            assert!(probably_cached(&file, 7, 1));
+        }
+        assert!(!probably_cached(&file, 3 * READ_CHUNK as u64, 11), "one byte past the end");
+        assert!(!probably_cached(&file, 10 * READ_CHUNK as u64, 5), "wholly past the end");
+    }
+
     #[tokio::test]
     async fn mismatched_bytes_are_never_stored() {
         let (dir, s) = store().await;
