@@ -47,6 +47,7 @@ pub(crate) mod notify;
 pub mod oci;
 pub(crate) mod pullthrough;
 pub(crate) mod repository;
+pub(crate) mod sendfile;
 pub(crate) mod server;
 pub(crate) mod storage;
 pub(crate) mod sync;

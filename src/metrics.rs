@@ -45,6 +45,9 @@ pub(crate) struct Metrics {
     pub(crate) upstream_requests: IntCounterVec,
     /// Time to an upstream's response headers; `upstream`, `op`.
     pub(crate) upstream_request_duration: HistogramVec,
+    /// The part of `served_bytes` sent with `sendfile` (stored blobs, and
+    /// fills' bytes already on disk).
+    pub(crate) sendfile_bytes: IntCounter,
     pub(crate) upstream_bytes: IntCounterVec,
     /// `kind` = timeout|connect|digest_mismatch|http.
     pub(crate) upstream_errors: IntCounterVec,
@@ -134,6 +137,10 @@ impl Metrics {
             Opts::new("wharf_served_bytes_total", "Blob bytes sent to clients, by where they came from"),
             &["source"],
         )?)?;
+        let sendfile_bytes = r.add(IntCounter::new(
+            "wharf_sendfile_bytes_total",
+            "Blob bytes sent zero-copy (sendfile) from local files, part of wharf_served_bytes_total",
+        )?)?;
         let upstream_requests = r.add(IntCounterVec::new(
             Opts::new(
                 "wharf_upstream_requests_total",
@@ -211,6 +218,7 @@ impl Metrics {
             http_in_flight,
             cache_requests,
             served_bytes,
+            sendfile_bytes,
             upstream_requests,
             upstream_request_duration,
             upstream_bytes,

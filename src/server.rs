@@ -1,6 +1,8 @@
 //! Accept loop and HTTP connections (HTTP/1.1 and h2c, or over TLS with
 //! ALPN h2 and http/1.1) for a bound listener, with header and handshake
-//! timeouts and graceful drain. Knows nothing of OCI.
+//! timeouts and graceful drain. Knows nothing of OCI. Each plain-TCP
+//! HTTP/1.x request carries a `sendfile::FileSender`, the opaque capability
+//! to send stored file regions zero-copy on its connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::api::body::Body;
 use crate::limits::{ClientAddr, OverTls};
+use crate::sendfile::{FileSender, SendFileStream};
 use crate::tls::ServerTls;
 
 /// A slow or idle client gets this long to send its request headers, and,
@@ -72,7 +75,10 @@ pub(crate) async fn serve<H: Handler>(
     grace: watch::Receiver<Duration>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Vectored writes: hyper then queues body frames as they are instead of
+    // copying them into its buffer, which is what lets `SendFileStream`
+    // see a zero-copy frame for what it is (see `sendfile`).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).writev(true);
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -87,22 +93,17 @@ pub(crate) async fn serve<H: Handler>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let over_tls = tls.is_some();
-                let service = service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(ClientAddr(peer));
-                    if over_tls {
-                        req.extensions_mut().insert(OverTls);
-                    }
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler.call(req).await) }
-                });
                 let watcher = graceful.watcher();
                 match &tls {
                     None => {
+                        let stream = SendFileStream::new(stream);
+                        let service = request_service(handler.clone(), peer, Some(stream.sender()), false);
                         tokio::spawn(connection(builder.clone(), stream, service, watcher, peer));
                     }
                     Some(tls) => {
+                        // Zero-copy needs the bare socket: TLS encrypts in
+                        // user space, so its requests get no FileSender.
+                        let service = request_service(handler.clone(), peer, None, true);
                         // The handshake runs in the connection's task, so a
                         // slow client never holds up the accept loop; it is
                         // bounded like a request's headers.
@@ -126,6 +127,31 @@ pub(crate) async fn serve<H: Handler>(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "connections still open after the grace period; closing them");
     }
+}
+
+/// The per-request service of one connection: the peer's address, whether
+/// it came over TLS, and on a plain connection the zero-copy capability.
+fn request_service<H: Handler>(
+    handler: Arc<H>,
+    peer: SocketAddr,
+    sender: Option<FileSender>,
+    over_tls: bool,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Send
+       + 'static {
+    service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        if over_tls {
+            req.extensions_mut().insert(OverTls);
+        }
+        // Only HTTP/1.x writes one body at a time in order, which the
+        // zero-copy frames rely on; h2c streams never get it.
+        if let Some(sender) = sender.as_ref().filter(|_| req.version() <= Version::HTTP_11) {
+            req.extensions_mut().insert(sender.clone());
+        }
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.call(req).await) }
+    })
 }
 
 /// Serves one connection, plain or TLS, until it closes or the drain

@@ -21,10 +21,10 @@ use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
-use crate::pullthrough::{paginate, BlobSource, PullError, PullThrough, TagsPage};
+use crate::pullthrough::{paginate, BlobSource, Piece, PullError, PullThrough, TagsPage};
 use crate::repository::{Distributions, Hosted, Pushes, Served};
-use crate::storage;
 use crate::telemetry::{self, Access, RequestContext};
+use crate::sendfile::FileSender;
 use crate::upload::Uploads;
 use body::{full, Body};
 pub(crate) use error::ApiError;
@@ -279,11 +279,27 @@ impl Registry {
             match source {
                 BlobSource::Stored(obj) => {
                     let end = end.unwrap_or(obj.size);
-                    self.counted("cache", storage::stream_range(obj.file, start, end))
+                    // The opaque zero-copy capability of a plain HTTP/1.x
+                    // connection, if this request came on one.
+                    let sender = req.extensions().get::<FileSender>().cloned();
+                    self.counted("cache", body::stored_range(obj.file, start, end, sender, self.metrics.sendfile_bytes.clone()))
                 }
                 BlobSource::Filling { fill, fetched, .. } => {
                     let source = if fetched { "upstream" } else { "cache" };
-                    self.counted(source, fill.body(start, end))
+                    let sender = req.extensions().get::<FileSender>().cloned();
+                    let zero_copied = self.metrics.sendfile_bytes.clone();
+                    // Bytes a reader behind the fill's window finds on disk
+                    // go out as stored bytes do: zero-copy where possible.
+                    let pieces = fill.body(start, end).flat_map(move |piece| match piece {
+                        Ok(Piece::Received(bytes)) => futures_util::stream::iter([Ok(bytes)]).left_stream(),
+                        Ok(Piece::OnDisk { file, start, end }) => {
+                            body::stored_range(file, start, end, sender.clone(), zero_copied.clone())
+                                .map(|r| r.map_err(PullError::from))
+                                .right_stream()
+                        }
+                        Err(e) => futures_util::stream::iter([Err(e)]).left_stream(),
+                    });
+                    self.counted(source, pieces)
                 }
                 BlobSource::Remote { .. } => Body::default(),
             }

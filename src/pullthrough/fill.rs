@@ -6,10 +6,13 @@
 //! writer appends it to a spool file and hashes it, the two in parallel
 //! with a bounded queue between them. Clients (the first included) at the
 //! live edge are handed zero-copy slices of the received frames from a
-//! small window of recent ones; a client further behind (a late joiner)
-//! reads the older bytes from the spool file by position, then catches up
-//! with the window. Memory stays flat: the window is bounded and only lets
-//! go of frames already on disk.
+//! small window of recent ones; a client further behind (a late joiner, or
+//! a reader that fell out of the window) is handed the older bytes as a
+//! region of the spool file ([`Piece::OnDisk`]), which the API layer sends
+//! without reading it into memory where the connection allows (`sendfile`)
+//! and reads by position otherwise, then catches up with the window.
+//! Memory stays flat: the window is bounded and only lets go of frames
+//! already on disk, and a reader behind it holds no buffer of its own.
 //!
 //! **Invariant:** a client never receives a blob's last byte before the
 //! whole blob was verified against its digest, so a wrong or truncated
@@ -46,6 +49,16 @@ use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::storage::{self, Ingest, IngestError, Storage, StorageError, READ_CHUNK};
 use crate::telemetry;
+
+/// A piece of a fill's body, in order.
+pub(crate) enum Piece {
+    /// Received bytes, a slice of a frame in the window (shared by every
+    /// reader at the live edge).
+    Received(Bytes),
+    /// Bytes `[start, end)` of `file`, already written there (older than
+    /// the window): the caller sends or reads them.
+    OnDisk { file: Arc<File>, start: u64, end: u64 },
+}
 
 /// Where a fill stands; published to every client following it.
 #[derive(Clone, Debug)]
@@ -334,7 +347,7 @@ impl Fill {
         self: Arc<Self>,
         start: u64,
         end: Option<u64>,
-    ) -> impl Stream<Item = Result<Bytes, PullError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Piece, PullError>> + Send + 'static {
         let rx = self.state.clone();
         let cursor = Arc::new(Cursor { pos: AtomicU64::new(start), fill: self.clone() });
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&cursor));
@@ -364,21 +377,17 @@ impl Fill {
                 if pos < limit {
                     if let Some(bytes) = fill.recent_bytes(pos, limit) {
                         let next = pos + bytes.len() as u64;
-                        return Some((Ok(bytes), Some((fill, rx, next, cursor))));
+                        return Some((Ok(Piece::Received(bytes)), Some((fill, rx, next, cursor))));
                     }
                     // Not in the window: older bytes, which are on disk.
                     let on_disk = fill.written.load(Ordering::Acquire).min(limit);
                     let Some(file) = fill.file.get().filter(|_| pos < on_disk) else {
                         return Some((Err(ended_unexpectedly()), None));
                     };
-                    let len = (on_disk - pos).min(READ_CHUNK as u64) as usize;
-                    return match storage::read_at(file.clone(), pos, len).await {
-                        Ok(bytes) => {
-                            let next = pos + bytes.len() as u64;
-                            Some((Ok(bytes), Some((fill, rx, next, cursor))))
-                        }
-                        Err(e) => Some((Err(e.into()), None)),
-                    };
+                    // A region, not bytes: this reader holds no buffer.
+                    let end = on_disk.min(pos + READ_CHUNK as u64);
+                    let piece = Piece::OnDisk { file: file.clone(), start: pos, end };
+                    return Some((Ok(piece), Some((fill, rx, end, cursor))));
                 }
                 if matches!(state, FillState::Done { .. }) {
                     return None;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use moka::future::Cache;
 use serde::Serialize;
 
-pub(crate) use fill::Fill;
+pub(crate) use fill::{Fill, Piece};
 use fill::{FillJob, Fills};
 pub(crate) use recorder::{manifest_facts, Recorder};
 pub(crate) use route::{RouteError, Target, Upstreams};

@@ -763,6 +763,28 @@ fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> Result<usize, rustix
     rustix::io::preadv2(file, &mut slices, offset, rustix::io::ReadWriteFlags::NOWAIT)
 }
 
+/// Whether `[offset, offset + len)` of `file` is in the page cache, as far
+/// as one-byte `RWF_NOWAIT` reads at its first byte, every [`READ_CHUNK`]
+/// after it and its last byte can tell: cheap (a syscall per 256 KiB, no
+/// buffer), and for a file read or written whole it is all or nothing in
+/// practice. False when the kernel cannot say, so callers fall back to
+/// [`read_at`], which never blocks a runtime thread on the disk.
+pub(crate) fn probably_cached(file: &File, offset: u64, len: usize) -> bool {
+    if len == 0 || !NOWAIT_SUPPORTED.load(Ordering::Relaxed) {
+        return len == 0;
+    }
+    let last = offset + len as u64 - 1;
+    let probes = (offset..last).step_by(READ_CHUNK).chain(std::iter::once(last));
+    let mut byte = [0u8; 1];
+    for at in probes {
+        match read_cached(file, &mut byte, at) {
+            Ok(1) => {}
+            Ok(_) | Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// Reads exactly `len` bytes at `offset`.
 pub(crate) async fn read_exact_at(file: Arc<File>, offset: u64, len: usize) -> Result<Bytes, StorageError> {
     let first = read_at(file.clone(), offset, len).await?;
@@ -831,6 +853,21 @@ mod tests {
         let back: Vec<Bytes> = stream_range(obj.file, 0, obj.size).try_collect().await.unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back.concat(), data.to_vec());
+    }
+
+    #[test]
+    fn a_fresh_write_probes_as_cached_and_bytes_past_the_end_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![3u8; 3 * READ_CHUNK + 10]).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(probably_cached(&file, 0, 0), "nothing to send is trivially there");
+        if NOWAIT_SUPPORTED.load(Ordering::Relaxed) && read_cached(&file, &mut [0u8; 1], 0).is_ok() {
+            assert!(probably_cached(&file, 0, 3 * READ_CHUNK + 10), "just written: in the page cache");
+            assert!(probably_cached(&file, 7, 1));
+        }
+        assert!(!probably_cached(&file, 3 * READ_CHUNK as u64, 11), "one byte past the end");
+        assert!(!probably_cached(&file, 10 * READ_CHUNK as u64, 5), "wholly past the end");
     }
 
     #[tokio::test]

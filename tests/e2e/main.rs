@@ -33,3 +33,4 @@ mod service;
 mod signatures;
 mod observability;
 mod disk;
+mod warm_serving;
