@@ -138,6 +138,12 @@ pub(crate) struct SyncContent {
     pub(crate) tags: Vec<(String, Digest)>,
     /// Atomic signatures of manifests among `manifests`.
     pub(crate) signatures: Vec<AtomicSignature>,
+    /// Whether `signatures` is the remote's whole listing for every
+    /// manifest in `manifests` (every signature source it has was read).
+    /// Only then does a mirror sync drop the signatures of those manifests
+    /// that the remote no longer lists; a failed or impossible lookup
+    /// leaves what the repository holds.
+    pub(crate) signatures_listed: bool,
 }
 
 /// An atomic container signature ("simple signing"): opaque signed bytes
@@ -163,7 +169,8 @@ pub(crate) enum SyncMode<'a> {
     Additive,
     /// Also removes tags the remote no longer has, among those `in_scope`
     /// says the sync is responsible for, and then every manifest and blob
-    /// nothing kept needs any more.
+    /// nothing kept needs any more, and (when the remote's listing was
+    /// read) the signatures of synced manifests the remote no longer lists.
     Mirror { in_scope: &'a dyn Fn(&str) -> bool },
 }
 
