@@ -327,6 +327,17 @@ pub(crate) struct BlobItem {
     pub(crate) size: Option<u64>,
 }
 
+/// An atomic signature in a version, as listings show it (not its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignatureItem {
+    /// The manifest signed.
+    pub(crate) manifest: Digest,
+    /// The digest of the signature's bytes.
+    pub(crate) digest: Digest,
+    pub(crate) name: String,
+    pub(crate) kind: String,
+}
+
 /// Narrows a content listing.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ContentFilter {
@@ -664,6 +675,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// in the order they were added.
     fn signatures(&self, repository: &str, version: VersionRef, manifest: &Digest)
         -> Result<Vec<AtomicSignature>, MetadataError>;
+    /// The atomic signatures in a version (only those of `manifest` if
+    /// given), by manifest digest and then in the order they were added.
+    fn signature_items(&self, repository: &str, version: VersionRef, manifest: Option<&Digest>, page: PageRequest)
+        -> Result<Page<SignatureItem>, MetadataError>;
     /// Adds a signature to a push repository whose latest version holds its
     /// manifest: one new version (None if it was there already).
     fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError>;

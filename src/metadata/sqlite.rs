@@ -20,7 +20,7 @@ use super::{
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
     PageRequest, Platform, PushChange, Recording, Remote, RemoteCredentials, Repository, RepositoryFilter, RepositoryKind,
     Store, Summary, SyncPolicy, TagItem, Task, TaskFilter, TaskProgress, TaskState, Version, VersionRef,
-    CreatedResource,
+    CreatedResource, SignatureItem,
 };
 use crate::oci::Digest;
 
@@ -1270,6 +1270,10 @@ impl Store for SqliteStore {
 
     fn signatures(&self, repository: &str, version: VersionRef, manifest: &Digest) -> Result<Vec<AtomicSignature>, MetadataError> {
         self.read(|conn| signatures::list(conn, repository, version, manifest))
+    }
+
+    fn signature_items(&self, repository: &str, version: VersionRef, manifest: Option<&Digest>, page: PageRequest) -> Result<Page<SignatureItem>, MetadataError> {
+        self.read(|conn| signatures::items(conn, (repository, version, page), manifest))
     }
 
     fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {

@@ -8,8 +8,10 @@ use std::collections::HashSet;
 
 use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
 
-use super::{add_content, close_version, i64_of, present_by_digest, remove_content, require_repository, resolve, PRESENT};
-use crate::metadata::{AtomicSignature, ContentType, ManifestFacts, MetadataError, RepositoryKind, VersionRef};
+use super::{add_content, close_version, content_page, digest_of, i64_of, present_by_digest, remove_content, require_repository, resolve, PRESENT};
+use crate::metadata::{
+    AtomicSignature, ContentType, ManifestFacts, MetadataError, Page, PageRequest, RepositoryKind, SignatureItem, VersionRef,
+};
 use crate::oci::{Algorithm, Digest};
 
 fn upsert(tx: &Transaction<'_>, s: &AtomicSignature) -> Result<i64, MetadataError> {
@@ -131,6 +133,31 @@ pub(super) fn list(conn: &Connection, repository: &str, version: VersionRef, man
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub(super) fn items(
+    conn: &Connection,
+    at: (&str, VersionRef, PageRequest),
+    manifest: Option<&Digest>,
+) -> Result<Page<SignatureItem>, MetadataError> {
+    let manifest = manifest.map(ToString::to_string);
+    content_page(
+        conn,
+        at,
+        "signatures s ON s.id = rc.content_id",
+        "signature",
+        "(:manifest IS NULL OR s.manifest_digest = :manifest)",
+        named_params! {":manifest": manifest},
+        ("s.manifest_digest, s.digest, s.name, s.type", "s.manifest_digest, s.id"),
+        |_, r| {
+            Ok(SignatureItem {
+                manifest: digest_of(r.get(0)?)?,
+                digest: digest_of(r.get(1)?)?,
+                name: r.get(2)?,
+                kind: r.get(3)?,
+            })
+        },
+    )
+}
+
 pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
     let mut repo = require_repository(tx, repository)?;
     if repo.repo.kind != RepositoryKind::Push {
@@ -168,7 +195,8 @@ pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSig
 mod tests {
     use super::super::tests::{image, open};
     use super::super::SqliteStore;
-    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PushChange, Store, SyncContent, SyncMode};
+    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PageRequest, PushChange, Store, SyncContent, SyncMode};
+    use crate::oci::{Algorithm, Digest};
 
     fn sig(m: &ManifestFacts, id: &str) -> AtomicSignature {
         AtomicSignature {
@@ -278,6 +306,17 @@ mod tests {
         let mirror = SyncMode::Mirror { in_scope: &all };
         let v1 = content(vec![sig(&a, "1"), sig(&a, "2"), sig(&b, "3")], true);
         assert_eq!(s.sync("src", "r", &v1, SyncMode::Additive).unwrap(), Some(1));
+        // The listing: every signature, by manifest, one page at a time.
+        let listed = s.signature_items("src", Some(1), None, PageRequest { limit: 2, offset: 0 }).unwrap();
+        assert_eq!(listed.total, 3);
+        let mut order = [(&a, "1"), (&a, "2"), (&b, "3")];
+        order.sort_by_key(|(m, _)| m.digest.to_string());
+        let want: Vec<String> = order.iter().map(|(m, id)| format!("{}@{id}", m.digest)).collect();
+        assert_eq!(listed.items.iter().map(|i| i.name.clone()).collect::<Vec<_>>(), want[..2]);
+        let first = &listed.items[0];
+        assert_eq!((first.kind.as_str(), &first.digest), ("atomic", &Digest::of(Algorithm::Sha256, &sig(order[0].0, order[0].1).content)));
+        let of_b = s.signature_items("src", Some(1), Some(&b.digest), PageRequest::default()).unwrap();
+        assert_eq!((of_b.total, of_b.items[0].manifest.clone()), (1, b.digest.clone()));
 
         // Additive: a signature the remote dropped stays.
         let dropped = content(vec![sig(&a, "1"), sig(&b, "3")], true);
