@@ -17,6 +17,7 @@ pub(crate) enum View {
     Tags,
     Manifests,
     Blobs,
+    Signatures,
     Distributions,
     Distribution,
     Remotes,
@@ -116,6 +117,9 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
         }
         View::Blobs => listing(value, "blobs", &["DIGEST", "MEDIA TYPE", "SIZE", "CACHED"], |b| {
             vec![digest(&b["digest"]), text(&b["media_type"]), size(&b["size"]), yes_no(&b["cached"])]
+        }),
+        View::Signatures => listing(value, "signatures", &["MANIFEST", "DIGEST", "NAME", "TYPE"], |s| {
+            vec![digest(&s["manifest_digest"]), digest(&s["digest"]), signature_name(s), text(&s["type"])]
         }),
         View::Distributions => {
             listing(value, "distributions", &["NAME", "BASE PATH", "REPOSITORY", "VERSION", "PRIVATE"], |d| {
@@ -486,6 +490,18 @@ fn digest(v: &Value) -> String {
     }
 }
 
+/// A signature's name, `<manifest digest>@<id>`, with the digest shortened
+/// as the MANIFEST column shows it; any other name as it is.
+fn signature_name(s: &Value) -> String {
+    match (s["name"].as_str(), s["manifest_digest"].as_str()) {
+        (Some(name), Some(manifest)) => match name.strip_prefix(manifest).and_then(|id| id.strip_prefix('@')) {
+            Some(id) => format!("{}@{id}", digest(&s["manifest_digest"])),
+            None => name.to_owned(),
+        },
+        _ => text(&s["name"]),
+    }
+}
+
 /// Bytes in binary units, one decimal above a KiB.
 fn size(v: &Value) -> String {
     let Some(bytes) = v.as_u64() else { return text(v) };
@@ -752,6 +768,29 @@ sha256:222222222222  application/vnd.oci.image.manifest.v1+json  567 B    linux/
             "\
 DIGEST               MEDIA TYPE                                   SIZE      CACHED
 sha256:222222222222  application/vnd.oci.image.layer.v1.tar+gzip  32.0 MiB  yes
+"
+        );
+    }
+
+    #[test]
+    fn signatures_show_their_manifest_digest_name_and_type() {
+        let listed = render(
+            &View::Signatures,
+            &page(
+                2,
+                0,
+                &format!(
+                    r#"[{{"manifest_digest": "{D1}", "digest": "{D2}", "name": "{D1}@0a1b", "type": "atomic"}},
+                        {{"manifest_digest": "{D1}", "digest": "{D2}", "name": "other", "type": "atomic"}}]"#
+                ),
+            ),
+        );
+        assert_eq!(
+            listed,
+            "\
+MANIFEST             DIGEST               NAME                      TYPE
+sha256:111111111111  sha256:222222222222  sha256:111111111111@0a1b  atomic
+sha256:111111111111  sha256:222222222222  other                     atomic
 "
         );
     }
