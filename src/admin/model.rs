@@ -311,11 +311,13 @@ pub(crate) struct ContentCounts {
     tag: u64,
     manifest: u64,
     blob: u64,
+    /// Atomic container signatures.
+    signature: u64,
 }
 
 impl From<metadata::Counts> for ContentCounts {
     fn from(c: metadata::Counts) -> Self {
-        ContentCounts { tag: c.tags, manifest: c.manifests, blob: c.blobs }
+        ContentCounts { tag: c.tags, manifest: c.manifests, blob: c.blobs, signature: c.signatures }
     }
 }
 

@@ -88,7 +88,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             fields(&shown)
         }
         View::Versions => {
-            listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS"], |v| {
+            listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS", "SIGNATURES"], |v| {
                 let summary = &v["content_summary"];
                 vec![
                     text(&v["number"]),
@@ -97,6 +97,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
                     change(summary, "tag"),
                     change(summary, "manifest"),
                     change(summary, "blob"),
+                    change(summary, "signature"),
                 ]
             })
         }
@@ -328,7 +329,7 @@ fn version(v: &Value) -> String {
     ]);
     let summary = &v["content_summary"];
     let mut table = Table::new(&["CONTENT", "PRESENT", "ADDED", "REMOVED"]);
-    for (label, kind) in [("tags", "tag"), ("manifests", "manifest"), ("blobs", "blob")] {
+    for (label, kind) in [("tags", "tag"), ("manifests", "manifest"), ("blobs", "blob"), ("signatures", "signature")] {
         table.row(vec![
             label.to_owned(),
             text(&summary["present"][kind]),
@@ -666,9 +667,10 @@ created          2026-11-25T10:00:00Z
     const VERSION: &str = r#"{"repository": "docker.io/library/debian", "number": 3,
         "created_at": "2026-11-25T10:00:00.000Z", "base_version": 2,
         "content_summary": {
-          "added":   {"tag": 1, "manifest": 1, "blob": 2},
-          "removed": {"tag": 1, "manifest": 0, "blob": 0},
-          "present": {"tag": 2, "manifest": 3, "blob": 6}}}"#;
+          "added":   {"tag": 1, "manifest": 1, "blob": 2, "signature": 0},
+          "removed": {"tag": 1, "manifest": 0, "blob": 0, "signature": 1},
+          "present": {"tag": 2, "manifest": 3, "blob": 6, "signature": 2}}}"#;
+    /// As a server from before signatures were counted answers.
     const VERSION_ZERO: &str = r#"{"repository": "docker.io/library/debian", "number": 0,
         "created_at": "2026-11-25T09:00:00.000Z", "base_version": null,
         "content_summary": {
@@ -682,9 +684,9 @@ created          2026-11-25T10:00:00Z
         assert_eq!(
             out,
             "\
-NUMBER  CREATED               BASE  TAGS       MANIFESTS  BLOBS
-3       2026-11-25T10:00:00Z  2     2 (+1 -1)  3 (+1)     6 (+2)
-0       2026-11-25T09:00:00Z  -     0          0          0
+NUMBER  CREATED               BASE  TAGS       MANIFESTS  BLOBS   SIGNATURES
+3       2026-11-25T10:00:00Z  2     2 (+1 -1)  3 (+1)     6 (+2)  2 (-1)
+0       2026-11-25T09:00:00Z  -     0          0          0       -
 "
         );
     }
@@ -699,10 +701,11 @@ number      3
 created     2026-11-25T10:00:00Z
 base        2
 
-CONTENT    PRESENT  ADDED  REMOVED
-tags       2        1      1
-manifests  3        1      0
-blobs      6        2      0
+CONTENT     PRESENT  ADDED  REMOVED
+tags        2        1      1
+manifests   3        1      0
+blobs       6        2      0
+signatures  2        0      1
 "
         );
     }

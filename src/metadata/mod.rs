@@ -180,6 +180,8 @@ pub(crate) struct Counts {
     pub(crate) tags: u64,
     pub(crate) manifests: u64,
     pub(crate) blobs: u64,
+    /// Atomic container signatures.
+    pub(crate) signatures: u64,
 }
 
 /// What a version changed relative to the one before it, and what it holds.

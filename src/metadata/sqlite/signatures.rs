@@ -334,7 +334,10 @@ mod tests {
         assert_eq!(names(&s, "src", None, &a), [format!("{}@1", a.digest)]);
         assert_eq!(names(&s, "src", None, &b), [format!("{}@3", b.digest)]);
         assert_eq!(names(&s, "src", Some(1), &a).len(), 2, "version 1 never changes");
-        assert_eq!(s.version("src", None).unwrap().summary.present.manifests, 2);
+        let summary = s.version("src", None).unwrap().summary;
+        assert_eq!(summary.present.manifests, 2);
+        assert_eq!((summary.added.signatures, summary.removed.signatures, summary.present.signatures), (0, 1, 2));
+        assert_eq!(s.version("src", Some(1)).unwrap().summary.added.signatures, 3);
 
         // A manifest the sync did not bring keeps its signatures: the
         // remote's listing was not read for it.
@@ -348,5 +351,20 @@ mod tests {
         assert_eq!(s.sync("src", "r", &only_a, SyncMode::Mirror { in_scope: &only_tag_a }).unwrap(), Some(3));
         assert!(names(&s, "src", None, &a).is_empty());
         assert_eq!(names(&s, "src", None, &b).len(), 1);
+
+        // The migration that added signature counts gives existing versions
+        // the counts the store itself writes.
+        let versions = |s: &SqliteStore| s.versions("src", PageRequest::default()).unwrap().items;
+        let written = versions(&s);
+        let backfill = include_str!("../migrations/0007_signature_counts.sql");
+        let update = &backfill[backfill.find("UPDATE").unwrap()..];
+        s.write(|tx| {
+            tx.execute_batch("UPDATE repository_versions SET added_signatures = 0, removed_signatures = 0, present_signatures = 0")?;
+            tx.execute_batch(update)?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(versions(&s), written);
+        assert!(written.iter().any(|v| v.summary.present.signatures > 0));
     }
 }
