@@ -16,7 +16,7 @@ use super::model::{
     self, Blob, BlobPage, CopyContent, CurationResult, Distribution, DistributionChanges, DistributionPage,
     DistributionPath, Manifest, ManifestPage, NewDistribution, NewRemote, NewRepository, Pagination, Remote,
     RemoteChanges, RemotePage, RemotePath, RemoveContent, Repository, RepositoryChanges, RepositoryPage,
-    RepositoryPath, RevertTo, SyncRepository, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath,
+    RepositoryPath, RevertTo, SignaturePage, SyncRepository, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath,
     Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
@@ -429,6 +429,36 @@ pub(crate) async fn list_blobs(api: &Api, path: VersionPath, query: &Query) -> R
         .try_collect()
         .await?;
     json(StatusCode::OK, &BlobPage::new(listed.total, page, results))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/repositories/{name}/versions/{number}/signatures",
+    tag = "repositories",
+    params(
+        VersionPath,
+        ("manifest" = Option<String>, Query, description = "Only the signatures of the manifest of this digest.",
+            pattern = "^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"),
+        Pagination,
+    ),
+    responses(
+        (status = 200, description = "Atomic signatures in the version, by manifest digest, then in the order \
+            they were added.", body = SignaturePage),
+        (status = 400, description = "A malformed name, version number or query parameter.", body = ErrorBody),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_signatures(api: &Api, path: VersionPath, query: &Query) -> Reply {
+    let VersionPath { name, number: version } = path;
+    let page = query.page()?;
+    let manifest = query
+        .get("manifest")
+        .map(|d| d.parse::<Digest>().map_err(|e| AdminError::Invalid(format!("manifest {d:?}: {e}"))))
+        .transpose()?;
+    let listed =
+        api.metadata.run(move |s| s.signature_items(&name, version.as_ref(), manifest.as_ref(), page.into())).await?;
+    let results = listed.items.into_iter().map(model::Signature::from).collect();
+    json(StatusCode::OK, &SignaturePage::new(listed.total, page, results))
 }
 
 #[utoipa::path(

@@ -177,6 +177,7 @@ impl Admin {
                     ContentKind::Tags => api::list_tags(api, path, &query).await,
                     ContentKind::Manifests => api::list_manifests(api, path, &query).await,
                     ContentKind::Blobs => api::list_blobs(api, path, &query).await,
+                    ContentKind::Signatures => api::list_signatures(api, path, &query).await,
                 }
             }
             Endpoint::CopyContent { name } => api::copy_content(api, RepositoryPath { name }, read_json(req).await?).await,

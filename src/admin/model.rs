@@ -124,6 +124,8 @@ page!(/// A page of the manifests in a version, by digest.
     ManifestPage of Manifest);
 page!(/// A page of the blobs in a version, by digest.
     BlobPage of Blob);
+page!(/// A page of the atomic signatures in a version, by manifest digest.
+    SignaturePage of Signature);
 page!(/// A page of distributions, by name.
     DistributionPage of Distribution);
 page!(/// A page of remotes, by name.
@@ -309,11 +311,13 @@ pub(crate) struct ContentCounts {
     tag: u64,
     manifest: u64,
     blob: u64,
+    /// Atomic container signatures.
+    signature: u64,
 }
 
 impl From<metadata::Counts> for ContentCounts {
     fn from(c: metadata::Counts) -> Self {
-        ContentCounts { tag: c.tags, manifest: c.manifests, blob: c.blobs }
+        ContentCounts { tag: c.tags, manifest: c.manifests, blob: c.blobs, signature: c.signatures }
     }
 }
 
@@ -478,6 +482,27 @@ pub(crate) struct Blob {
 impl Blob {
     pub(crate) fn new(b: metadata::BlobItem, cached: bool) -> Blob {
         Blob { digest: b.digest.to_string(), media_type: b.media_type, size: b.size, cached }
+    }
+}
+
+/// An atomic container signature a version holds (its bytes are served on
+/// the registry port's `/extensions/v2/<name>/signatures/<digest>`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Signature {
+    /// The manifest signed.
+    manifest_digest: String,
+    /// The digest of the signature's bytes.
+    digest: String,
+    /// `<manifest digest>@<id>`, as its source named it.
+    name: String,
+    /// `atomic`.
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl From<metadata::SignatureItem> for Signature {
+    fn from(s: metadata::SignatureItem) -> Self {
+        Signature { manifest_digest: s.manifest.to_string(), digest: s.digest.to_string(), name: s.name, kind: s.kind }
     }
 }
 

@@ -31,6 +31,7 @@ use super::error::{ErrorBody, ErrorCode};
         api::list_tags,
         api::list_manifests,
         api::list_blobs,
+        api::list_signatures,
         api::copy_content,
         api::remove_content,
         api::revert_repository,
@@ -108,7 +109,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 25, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 26, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -5,7 +5,7 @@
 //! Repository names contain `/`. A path may carry one percent-encoded
 //! (`docker.io%2Flibrary%2Fdebian`) or with plain slashes; plain slashes are
 //! read from the right, so a trailing `versions`, `versions/{number}`,
-//! `versions/{number}/{tags|manifests|blobs}`, `copy`, `remove` or `revert`
+//! `versions/{number}/{tags|manifests|blobs|signatures}`, `copy`, `remove` or `revert`
 //! is always the sub-resource and a name that itself ends that way must be
 //! encoded. Keywords are matched
 //! on the raw segments and only the name is decoded, so an encoded `/` can
@@ -45,6 +45,8 @@ pub(crate) enum ContentKind {
     Tags,
     Manifests,
     Blobs,
+    /// Atomic container signatures.
+    Signatures,
 }
 
 /// A change to a repository's content.
@@ -162,6 +164,7 @@ impl Endpoint {
             Endpoint::ListContent { kind: ContentKind::Manifests | ContentKind::Blobs, .. } => {
                 &["digest", "limit", "offset"]
             }
+            Endpoint::ListContent { kind: ContentKind::Signatures, .. } => &["manifest", "limit", "offset"],
             Endpoint::ListVersions { .. }
             | Endpoint::ListDistributions
             | Endpoint::ListRemotes
@@ -286,11 +289,12 @@ fn repository_resource(tail: &[&str]) -> Result<Resource, AdminError> {
             };
             Resource::Curate(repository_name(name)?, action)
         }
-        [name @ .., "versions", number, kind @ ("tags" | "manifests" | "blobs")] if !name.is_empty() => {
+        [name @ .., "versions", number, kind @ ("tags" | "manifests" | "blobs" | "signatures")] if !name.is_empty() => {
             let kind = match *kind {
                 "tags" => ContentKind::Tags,
                 "manifests" => ContentKind::Manifests,
-                _ => ContentKind::Blobs,
+                "blobs" => ContentKind::Blobs,
+                _ => ContentKind::Signatures,
             };
             Resource::Content(repository_name(name)?, version(number)?, kind)
         }
@@ -469,7 +473,12 @@ mod tests {
             get("/api/v1/repositories/docker.io/library/debian/versions/latest").unwrap(),
             Endpoint::GetVersion { name: name(), version: VersionSel::Latest }
         );
-        for (kind, want) in [("tags", ContentKind::Tags), ("manifests", ContentKind::Manifests), ("blobs", ContentKind::Blobs)] {
+        for (kind, want) in [
+            ("tags", ContentKind::Tags),
+            ("manifests", ContentKind::Manifests),
+            ("blobs", ContentKind::Blobs),
+            ("signatures", ContentKind::Signatures),
+        ] {
             assert_eq!(
                 get(&format!("/api/v1/repositories/docker.io/library/debian/versions/0/{kind}")).unwrap(),
                 Endpoint::ListContent { name: name(), version: VersionSel::Number(0), kind: want }

@@ -288,7 +288,7 @@ pub(crate) struct Revert {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ContentCommand {
-    /// List the tags, manifests or blobs in a repository version.
+    /// List the tags, manifests, blobs or atomic signatures in a repository version.
     List(ContentList),
 }
 
@@ -303,7 +303,8 @@ pub(crate) struct ContentList {
     /// Which content to list.
     #[arg(long = "type", value_enum, value_name = "TYPE")]
     content_type: ContentType,
-    /// Only the manifest or blob with this digest.
+    /// Only the manifest or blob with this digest (signatures: those of
+    /// the manifest with this digest).
     #[arg(long, value_name = "D")]
     digest: Option<String>,
     /// Only the tag with this name.
@@ -639,6 +640,8 @@ pub(crate) enum ContentType {
     Tag,
     Manifest,
     Blob,
+    /// Atomic container signatures of the version's manifests.
+    Signature,
 }
 
 /// A version number, or `latest`, which the API resolves itself.
@@ -954,29 +957,34 @@ fn curate(repository: &str, action: &str, body: Map<String, Value>) -> Call {
 fn content_list(list: &ContentList) -> Result<Call, UsageError> {
     let version = list.version.unwrap_or(VersionRef::Latest).to_string();
     let mut query = Vec::new();
-    // The API filters tags by name and manifests and blobs by digest; a
-    // filter the chosen type does not have would be silently ignored.
+    // The API filters tags by name, manifests and blobs by digest and
+    // signatures by their manifest's digest; a filter the chosen type does
+    // not have would be silently ignored.
     let (segment, view) = match list.content_type {
         ContentType::Tag => {
             if list.digest.is_some() {
-                return Err(UsageError("--digest applies to --type manifest or blob; for tags use --tag-name".into()));
+                return Err(UsageError(
+                    "--digest applies to --type manifest, blob or signature; for tags use --tag-name".into(),
+                ));
             }
             if let Some(name) = &list.tag_name {
                 query.push(("name", name.clone()));
             }
             ("tags", View::Tags)
         }
-        ContentType::Manifest | ContentType::Blob => {
+        ContentType::Manifest | ContentType::Blob | ContentType::Signature => {
             if list.tag_name.is_some() {
                 return Err(UsageError("--tag-name applies to --type tag only".into()));
             }
+            let (segment, key, view) = match list.content_type {
+                ContentType::Manifest => ("manifests", "digest", View::Manifests),
+                ContentType::Signature => ("signatures", "manifest", View::Signatures),
+                _ => ("blobs", "digest", View::Blobs),
+            };
             if let Some(digest) = &list.digest {
-                query.push(("digest", digest.clone()));
+                query.push((key, digest.clone()));
             }
-            match list.content_type {
-                ContentType::Manifest => ("manifests", View::Manifests),
-                _ => ("blobs", View::Blobs),
-            }
+            (segment, view)
         }
     };
     query.extend(list.page.query());
@@ -1269,6 +1277,11 @@ mod tests {
             (blobs.path.as_str(), blobs.view),
             ("/api/v1/repositories/a%2Fb/versions/latest/blobs?offset=100", View::Blobs)
         );
+        let signatures = call("content list --repository a/b --version 2 --type signature --digest sha256:ab");
+        assert_eq!(
+            (signatures.path.as_str(), signatures.view),
+            ("/api/v1/repositories/a%2Fb/versions/2/signatures?manifest=sha256%3Aab", View::Signatures)
+        );
         assert!(refused("content list --repository a/b"));
         assert!(refused("content list --repository a/b --type layer"));
     }
@@ -1279,6 +1292,8 @@ mod tests {
         assert!(e.0.contains("--tag-name"), "{e}");
         let e = plan(&parse("content list --repository a/b --type tag --digest sha256:ab")).unwrap_err();
         assert!(e.0.contains("--digest"), "{e}");
+        let e = plan(&parse("content list --repository a/b --type signature --tag-name 11")).unwrap_err();
+        assert!(e.0.contains("--tag-name"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) enum View {
     Tags,
     Manifests,
     Blobs,
+    Signatures,
     Distributions,
     Distribution,
     Remotes,
@@ -87,7 +88,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             fields(&shown)
         }
         View::Versions => {
-            listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS"], |v| {
+            listing(value, "versions", &["NUMBER", "CREATED", "BASE", "TAGS", "MANIFESTS", "BLOBS", "SIGNATURES"], |v| {
                 let summary = &v["content_summary"];
                 vec![
                     text(&v["number"]),
@@ -96,6 +97,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
                     change(summary, "tag"),
                     change(summary, "manifest"),
                     change(summary, "blob"),
+                    change(summary, "signature"),
                 ]
             })
         }
@@ -116,6 +118,9 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
         }
         View::Blobs => listing(value, "blobs", &["DIGEST", "MEDIA TYPE", "SIZE", "CACHED"], |b| {
             vec![digest(&b["digest"]), text(&b["media_type"]), size(&b["size"]), yes_no(&b["cached"])]
+        }),
+        View::Signatures => listing(value, "signatures", &["MANIFEST", "DIGEST", "NAME", "TYPE"], |s| {
+            vec![digest(&s["manifest_digest"]), digest(&s["digest"]), signature_name(s), text(&s["type"])]
         }),
         View::Distributions => {
             listing(value, "distributions", &["NAME", "BASE PATH", "REPOSITORY", "VERSION", "PRIVATE"], |d| {
@@ -324,7 +329,7 @@ fn version(v: &Value) -> String {
     ]);
     let summary = &v["content_summary"];
     let mut table = Table::new(&["CONTENT", "PRESENT", "ADDED", "REMOVED"]);
-    for (label, kind) in [("tags", "tag"), ("manifests", "manifest"), ("blobs", "blob")] {
+    for (label, kind) in [("tags", "tag"), ("manifests", "manifest"), ("blobs", "blob"), ("signatures", "signature")] {
         table.row(vec![
             label.to_owned(),
             text(&summary["present"][kind]),
@@ -483,6 +488,18 @@ fn digest(v: &Value) -> String {
     match v.as_str() {
         Some(d) => d.chars().take(SHORT_DIGEST).collect(),
         None => text(v),
+    }
+}
+
+/// A signature's name, `<manifest digest>@<id>`, with the digest shortened
+/// as the MANIFEST column shows it; any other name as it is.
+fn signature_name(s: &Value) -> String {
+    match (s["name"].as_str(), s["manifest_digest"].as_str()) {
+        (Some(name), Some(manifest)) => match name.strip_prefix(manifest).and_then(|id| id.strip_prefix('@')) {
+            Some(id) => format!("{}@{id}", digest(&s["manifest_digest"])),
+            None => name.to_owned(),
+        },
+        _ => text(&s["name"]),
     }
 }
 
@@ -650,9 +667,10 @@ created          2026-11-25T10:00:00Z
     const VERSION: &str = r#"{"repository": "docker.io/library/debian", "number": 3,
         "created_at": "2026-11-25T10:00:00.000Z", "base_version": 2,
         "content_summary": {
-          "added":   {"tag": 1, "manifest": 1, "blob": 2},
-          "removed": {"tag": 1, "manifest": 0, "blob": 0},
-          "present": {"tag": 2, "manifest": 3, "blob": 6}}}"#;
+          "added":   {"tag": 1, "manifest": 1, "blob": 2, "signature": 0},
+          "removed": {"tag": 1, "manifest": 0, "blob": 0, "signature": 1},
+          "present": {"tag": 2, "manifest": 3, "blob": 6, "signature": 2}}}"#;
+    /// As a server from before signatures were counted answers.
     const VERSION_ZERO: &str = r#"{"repository": "docker.io/library/debian", "number": 0,
         "created_at": "2026-11-25T09:00:00.000Z", "base_version": null,
         "content_summary": {
@@ -666,9 +684,9 @@ created          2026-11-25T10:00:00Z
         assert_eq!(
             out,
             "\
-NUMBER  CREATED               BASE  TAGS       MANIFESTS  BLOBS
-3       2026-11-25T10:00:00Z  2     2 (+1 -1)  3 (+1)     6 (+2)
-0       2026-11-25T09:00:00Z  -     0          0          0
+NUMBER  CREATED               BASE  TAGS       MANIFESTS  BLOBS   SIGNATURES
+3       2026-11-25T10:00:00Z  2     2 (+1 -1)  3 (+1)     6 (+2)  2 (-1)
+0       2026-11-25T09:00:00Z  -     0          0          0       -
 "
         );
     }
@@ -683,10 +701,11 @@ number      3
 created     2026-11-25T10:00:00Z
 base        2
 
-CONTENT    PRESENT  ADDED  REMOVED
-tags       2        1      1
-manifests  3        1      0
-blobs      6        2      0
+CONTENT     PRESENT  ADDED  REMOVED
+tags        2        1      1
+manifests   3        1      0
+blobs       6        2      0
+signatures  2        0      1
 "
         );
     }
@@ -752,6 +771,29 @@ sha256:222222222222  application/vnd.oci.image.manifest.v1+json  567 B    linux/
             "\
 DIGEST               MEDIA TYPE                                   SIZE      CACHED
 sha256:222222222222  application/vnd.oci.image.layer.v1.tar+gzip  32.0 MiB  yes
+"
+        );
+    }
+
+    #[test]
+    fn signatures_show_their_manifest_digest_name_and_type() {
+        let listed = render(
+            &View::Signatures,
+            &page(
+                2,
+                0,
+                &format!(
+                    r#"[{{"manifest_digest": "{D1}", "digest": "{D2}", "name": "{D1}@0a1b", "type": "atomic"}},
+                        {{"manifest_digest": "{D1}", "digest": "{D2}", "name": "other", "type": "atomic"}}]"#
+                ),
+            ),
+        );
+        assert_eq!(
+            listed,
+            "\
+MANIFEST             DIGEST               NAME                      TYPE
+sha256:111111111111  sha256:222222222222  sha256:111111111111@0a1b  atomic
+sha256:111111111111  sha256:222222222222  other                     atomic
 "
         );
     }

@@ -138,6 +138,12 @@ pub(crate) struct SyncContent {
     pub(crate) tags: Vec<(String, Digest)>,
     /// Atomic signatures of manifests among `manifests`.
     pub(crate) signatures: Vec<AtomicSignature>,
+    /// Whether `signatures` is the remote's whole listing for every
+    /// manifest in `manifests` (every signature source it has was read).
+    /// Only then does a mirror sync drop the signatures of those manifests
+    /// that the remote no longer lists; a failed or impossible lookup
+    /// leaves what the repository holds.
+    pub(crate) signatures_listed: bool,
 }
 
 /// An atomic container signature ("simple signing"): opaque signed bytes
@@ -163,7 +169,8 @@ pub(crate) enum SyncMode<'a> {
     Additive,
     /// Also removes tags the remote no longer has, among those `in_scope`
     /// says the sync is responsible for, and then every manifest and blob
-    /// nothing kept needs any more.
+    /// nothing kept needs any more, and (when the remote's listing was
+    /// read) the signatures of synced manifests the remote no longer lists.
     Mirror { in_scope: &'a dyn Fn(&str) -> bool },
 }
 
@@ -173,6 +180,8 @@ pub(crate) struct Counts {
     pub(crate) tags: u64,
     pub(crate) manifests: u64,
     pub(crate) blobs: u64,
+    /// Atomic container signatures.
+    pub(crate) signatures: u64,
 }
 
 /// What a version changed relative to the one before it, and what it holds.
@@ -318,6 +327,17 @@ pub(crate) struct BlobItem {
     pub(crate) digest: Digest,
     pub(crate) media_type: Option<String>,
     pub(crate) size: Option<u64>,
+}
+
+/// An atomic signature in a version, as listings show it (not its bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignatureItem {
+    /// The manifest signed.
+    pub(crate) manifest: Digest,
+    /// The digest of the signature's bytes.
+    pub(crate) digest: Digest,
+    pub(crate) name: String,
+    pub(crate) kind: String,
 }
 
 /// Narrows a content listing.
@@ -657,6 +677,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// in the order they were added.
     fn signatures(&self, repository: &str, version: VersionRef, manifest: &Digest)
         -> Result<Vec<AtomicSignature>, MetadataError>;
+    /// The atomic signatures in a version (only those of `manifest` if
+    /// given), by manifest digest and then in the order they were added.
+    fn signature_items(&self, repository: &str, version: VersionRef, manifest: Option<&Digest>, page: PageRequest)
+        -> Result<Page<SignatureItem>, MetadataError>;
     /// Adds a signature to a push repository whose latest version holds its
     /// manifest: one new version (None if it was there already).
     fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError>;

@@ -20,7 +20,7 @@ use super::{
     DistributionPatch, IndexChild, ManifestFacts, ManifestItem, MetadataError, NewDistribution, Origin, Page,
     PageRequest, Platform, PushChange, Recording, Remote, RemoteCredentials, Repository, RepositoryFilter, RepositoryKind,
     Store, Summary, SyncPolicy, TagItem, Task, TaskFilter, TaskProgress, TaskState, Version, VersionRef,
-    CreatedResource,
+    CreatedResource, SignatureItem,
 };
 use crate::oci::Digest;
 
@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_sync.sql"),
     include_str!("migrations/0005_signatures.sql"),
     include_str!("migrations/0006_object_uses.sql"),
+    include_str!("migrations/0007_signature_counts.sql"),
 ];
 /// Reader connections, opened once and shared; a read waits for a free
 /// one rather than opening another (opening costs far more than a read).
@@ -238,15 +239,16 @@ fn version_from_row(repository: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result
         created_at: r.get(1)?,
         base_version: r.get::<_, Option<i64>>(2)?.map(u64_of),
         summary: Summary {
-            added: Counts { tags: n(3)?, manifests: n(4)?, blobs: n(5)? },
-            removed: Counts { tags: n(6)?, manifests: n(7)?, blobs: n(8)? },
-            present: Counts { tags: n(9)?, manifests: n(10)?, blobs: n(11)? },
+            added: Counts { tags: n(3)?, manifests: n(4)?, blobs: n(5)?, signatures: n(12)? },
+            removed: Counts { tags: n(6)?, manifests: n(7)?, blobs: n(8)?, signatures: n(13)? },
+            present: Counts { tags: n(9)?, manifests: n(10)?, blobs: n(11)?, signatures: n(14)? },
         },
     })
 }
 
 const VERSION_COLUMNS: &str = "number, created_at, base_version, added_tags, added_manifests, added_blobs,
-    removed_tags, removed_manifests, removed_blobs, present_tags, present_manifests, present_blobs";
+    removed_tags, removed_manifests, removed_blobs, present_tags, present_manifests, present_blobs,
+    added_signatures, removed_signatures, present_signatures";
 
 // -- recording ------------------------------------------------------------------
 
@@ -449,8 +451,7 @@ fn summarize(conn: &Connection, repo: i64, v: i64) -> Result<Summary, MetadataEr
                 "tag" => counts.tags = value,
                 "manifest" => counts.manifests = value,
                 "blob" => counts.blobs = value,
-                // Signatures are not in the summary's counts, but their
-                // changes still make a version (`changed`).
+                "signature" => counts.signatures = value,
                 _ => {}
             }
         }
@@ -462,7 +463,8 @@ fn write_summary(tx: &Transaction<'_>, repo: i64, v: i64, s: &Summary) -> Result
     tx.execute(
         "UPDATE repository_versions SET added_tags = ?3, added_manifests = ?4, added_blobs = ?5,
            removed_tags = ?6, removed_manifests = ?7, removed_blobs = ?8,
-           present_tags = ?9, present_manifests = ?10, present_blobs = ?11
+           present_tags = ?9, present_manifests = ?10, present_blobs = ?11,
+           added_signatures = ?12, removed_signatures = ?13, present_signatures = ?14
          WHERE repository_id = ?1 AND number = ?2",
         params![
             repo,
@@ -476,6 +478,9 @@ fn write_summary(tx: &Transaction<'_>, repo: i64, v: i64, s: &Summary) -> Result
             i64_of(s.present.tags),
             i64_of(s.present.manifests),
             i64_of(s.present.blobs),
+            i64_of(s.added.signatures),
+            i64_of(s.removed.signatures),
+            i64_of(s.present.signatures),
         ],
     )?;
     Ok(())
@@ -582,7 +587,7 @@ fn record_repository(tx: &Transaction<'_>, name: &str, origin: &Origin, changes:
 /// Makes the changes written at `v` (the latest version + 1) a new
 /// version, unless there are none; applies retention. The new number.
 fn close_version(tx: &Transaction<'_>, repo: &mut RepoRow, v: i64) -> Result<Option<u64>, MetadataError> {
-    // Any change counts, signatures' too (which the summary leaves out).
+    // Any change of membership makes a version.
     let changed: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM repository_content WHERE repository_id = ?1 AND (version_added = ?2 OR version_removed = ?2))",
         params![repo.id, v],
@@ -1272,6 +1277,10 @@ impl Store for SqliteStore {
         self.read(|conn| signatures::list(conn, repository, version, manifest))
     }
 
+    fn signature_items(&self, repository: &str, version: VersionRef, manifest: Option<&Digest>, page: PageRequest) -> Result<Page<SignatureItem>, MetadataError> {
+        self.read(|conn| signatures::items(conn, (repository, version, page), manifest))
+    }
+
     fn add_signature(&self, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
         self.write(|tx| signatures::push(tx, repository, signature))
     }
@@ -1714,7 +1723,7 @@ mod tests {
     }
 
     pub(super) fn counts(tags: u64, manifests: u64, blobs: u64) -> Counts {
-        Counts { tags, manifests, blobs }
+        Counts { tags, manifests, blobs, signatures: 0 }
     }
 
     fn tag_of(s: &SqliteStore, v: VersionRef, tag: &str) -> Option<Digest> {

@@ -11,7 +11,9 @@
 //!    remote's docker API extension when its `/v2/` answer carries
 //!    `X-Registry-Supports-Signatures: 1`, and from its `sigstore` lookaside
 //!    (`<sigstore>/<name>@<alg>=<hex>/signature-<n>`, n = 1, 2, ... until a
-//!    404). They are stored with the version, as content.
+//!    404). They are stored with the version, as content. When every
+//!    source was read, a mirror sync also drops the signatures of these
+//!    manifests that the remote no longer lists.
 //! 5. `immediate`: fetch every blob not stored yet, verified, through the
 //!    same fills the registry port uses (a blob is fetched once even if a
 //!    client pulls it meanwhile). `on_demand`: remember the remote as the
@@ -159,7 +161,7 @@ impl Syncer {
         let (manifests, signature_tags) = run.manifests(roots, &all_tags).await?;
         tags.extend(signature_tags);
         let lookaside = self.clients.lookaside(&run.remote)?;
-        let signatures = run.signatures(&manifests, lookaside.as_ref()).await?;
+        let (signatures, signatures_listed) = run.signatures(&manifests, lookaside.as_ref()).await?;
 
         let blobs = blobs_of(&manifests);
         match run.remote.policy {
@@ -179,7 +181,7 @@ impl Syncer {
             return Err(SyncError::Canceled);
         }
 
-        let content = SyncContent { manifests, tags, signatures };
+        let content = SyncContent { manifests, tags, signatures, signatures_listed };
         let (repository, remote_name, mirror) = (req.repository.clone(), run.remote.name.clone(), req.mirror);
         let created = self
             .metadata
@@ -336,22 +338,26 @@ impl Run<'_> {
 
     /// The atomic signatures of `manifests`: through the remote's API
     /// extension if it offers it, and from its lookaside store if it has
-    /// one; each (manifest, bytes) once.
+    /// one; each (manifest, bytes) once. The flag says whether that is the
+    /// remote's whole listing: false when it has no source to read, or
+    /// when asking whether it serves the extension failed (it may hold
+    /// signatures there that this sync did not see). A failed listing
+    /// fails the sync, so it never reaches the flag.
     async fn signatures(
         &mut self,
         manifests: &[ManifestFacts],
         lookaside: Option<&Upstream>,
-    ) -> Result<Vec<AtomicSignature>, SyncError> {
+    ) -> Result<(Vec<AtomicSignature>, bool), SyncError> {
         self.turn().await?;
-        let api = match self.target.upstream.supports_signatures().await {
-            Ok(api) => api,
+        let (api, probed) = match self.target.upstream.supports_signatures().await {
+            Ok(api) => (api, true),
             Err(e) => {
                 tracing::warn!(remote = %self.remote.name, error = %e, "cannot ask whether the remote serves signatures");
-                false
+                (false, false)
             }
         };
         if !api && lookaside.is_none() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         self.grow(manifests.len() as u64);
         let this = &*self;
@@ -372,11 +378,8 @@ impl Run<'_> {
             .try_collect()
             .await?;
         let mut seen = HashSet::new();
-        Ok(found
-            .into_iter()
-            .flatten()
-            .filter(|s| seen.insert((s.manifest.clone(), s.content.clone())))
-            .collect())
+        let found = found.into_iter().flatten().filter(|s| seen.insert((s.manifest.clone(), s.content.clone()))).collect();
+        Ok((found, probed))
     }
 
     /// `GET /extensions/v2/<name>/signatures/<digest>`: the entries of

@@ -266,13 +266,13 @@ async fn admin_api_lists_what_pulls_recorded_and_guards_version_deletion() {
     let present = &newest["content_summary"]["present"];
     assert_eq!((present["tag"].as_u64(), present["manifest"].as_u64()), (Some(2), Some(4)), "{newest}");
     for key in ["added", "removed", "present"] {
-        for kind in ["tag", "manifest", "blob"] {
+        for kind in ["tag", "manifest", "blob", "signature"] {
             assert!(newest["content_summary"][key][kind].is_u64(), "{key}.{kind} in {newest}");
         }
     }
     let empty = cache.ok(&format!("/api/v1/repositories/{REPO_ENCODED}/versions/0")).await;
     assert_eq!(empty["base_version"], Value::Null);
-    assert_eq!(empty["content_summary"]["present"], json!({"tag": 0, "manifest": 0, "blob": 0}));
+    assert_eq!(empty["content_summary"]["present"], json!({"tag": 0, "manifest": 0, "blob": 0, "signature": 0}));
 
     // Bad and missing versions.
     assert_error(&cache.get(&format!("/api/v1/repositories/{REPO_ENCODED}/versions/first")).await, 400, "invalid", "first");

@@ -146,7 +146,7 @@ async fn skopeo_pushes_an_image_into_wharf_and_pulls_the_same_digests_back() {
     let repo = admin_json(&w, "repositories/team%2Fapp").await;
     assert_eq!((repo["kind"].as_str(), repo["latest_version"].as_u64()), (Some("push"), Some(1)));
     let v1 = admin_json(&w, "repositories/team%2Fapp/versions/1").await;
-    assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3 }), "{v1}");
+    assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3, "signature": 0 }), "{v1}");
     let dists = admin_json(&w, "distributions").await;
     assert_eq!(dists["results"][0]["base_path"], "team/app");
     assert_eq!(dists["results"][0]["name"], "team.app");
@@ -462,7 +462,7 @@ async fn an_image_built_on_a_pulled_through_base_pushes_its_shared_layers_too() 
     clients.pull_to_layout(&format!("docker://{}/team/built:1", w.host()), &dest, "1", &[]);
     images::assert_layout_holds_image(&dest, "1", &app);
     let v1 = admin_json(&w, "repositories/team%2Fbuilt/versions/1").await;
-    assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3 }), "{v1}");
+    assert_eq!(v1["content_summary"]["present"], json!({ "tag": 1, "manifest": 1, "blob": 3, "signature": 0 }), "{v1}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,9 @@
 //! docker API extension (`/extensions/v2/<name>/signatures/<digest>`, which
 //! distribution 2.8 lacks but wharf serves) and through A's referrers API;
 //! skopeo reads the signatures back from B and verifies them; a copy
-//! carries them; `skopeo copy --sign-by` pushes one into A.
+//! carries them; `skopeo copy --sign-by` pushes one into A. Operators see
+//! them in the admin API's and the CLI's content listing, and a mirror
+//! resync drops one the lookaside no longer has.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -234,7 +236,7 @@ async fn atomic_signatures_travel_from_a_lookaside_through_two_wharfs_to_skopeo(
     let copied = admin_ok(&b, "POST", "repositories/curated/copy", Some(json!({"source": "mirror", "manifests": [one.manifest.digest]}))).await;
     assert_eq!(copied["version"], 1, "{copied}");
     admin_ok(&b, "POST", "distributions", Some(json!({"name": "curated", "base_path": "curated", "repository": "curated"}))).await;
-    assert_eq!(served_signatures(&b, "curated", &one.manifest.digest, None).await, [sig1, sig2]);
+    assert_eq!(served_signatures(&b, "curated", &one.manifest.digest, None).await, [sig1.clone(), sig2.clone()]);
 
     // skopeo --sign-by pushes a signature into a push repository of A
     // through the extension's PUT.
@@ -263,4 +265,44 @@ async fn atomic_signatures_travel_from_a_lookaside_through_two_wharfs_to_skopeo(
     )
     .await;
     assert_eq!((refused.status, refused.error_code()), (403, "DENIED".to_owned()));
+
+    // Operators see A's signatures in the version's content listing.
+    let listed = admin_ok(&a, "GET", "repositories/signed/versions/1/signatures", None).await;
+    assert_eq!(listed["count"], 2, "{listed}");
+    let want = |sig: &[u8]| {
+        json!({"manifest_digest": one.manifest.digest, "digest": images::sha256_digest(sig), "type": "atomic"})
+    };
+    for (entry, sig) in listed["results"].as_array().expect("results").iter().zip([&sig1, &sig2]) {
+        let name = entry["name"].as_str().expect("name");
+        assert!(name.starts_with(&format!("{}@", one.manifest.digest)), "{entry}");
+        let mut entry = entry.clone();
+        entry.as_object_mut().expect("object").remove("name");
+        assert_eq!(entry, want(sig));
+    }
+    let only_two = format!("repositories/signed/versions/1/signatures?manifest={}", two.manifest.digest);
+    assert_eq!(admin_ok(&a, "GET", &only_two, None).await["count"], 0);
+    let table = cli_ok(&a, &["content", "list", "--repository", "signed", "--type", "signature"]).await;
+    assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
+    assert!(table.contains(&images::sha256_digest(&sig2)[..19]) && table.contains("atomic"), "{table}");
+    let as_json = cli_ok(&a, &["--json", "content", "list", "--repository", "signed", "--version", "1", "--type", "signature"]).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&as_json).expect("json"), listed);
+    let v1 = admin_ok(&a, "GET", "repositories/signed/versions/1", None).await;
+    assert_eq!(v1["content_summary"]["present"]["signature"], 2, "{v1}");
+
+    // The lookaside drops signature-2. An additive resync keeps it (no new
+    // version); a mirror resync drops it, and only it, in one new version.
+    std::fs::remove_file(dir.join("signature-2")).expect("remove signature-2");
+    cli_ok(&a, &["repository", "sync", "--name", "signed", "--remote", "up"]).await;
+    assert_eq!(admin_ok(&a, "GET", "repositories/signed", None).await["latest_version"], 1);
+    assert_eq!(served_signatures(&a, "signed", &one.manifest.digest, None).await, [sig1.clone(), sig2.clone()]);
+    cli_ok(&a, &["repository", "sync", "--name", "signed", "--remote", "up", "--mirror"]).await;
+    let v2 = admin_ok(&a, "GET", "repositories/signed/versions/latest", None).await;
+    assert_eq!(v2["number"], 2, "{v2}");
+    let removed = &v2["content_summary"]["removed"];
+    assert_eq!(removed, &json!({"tag": 0, "manifest": 0, "blob": 0, "signature": 1}), "{v2}");
+    assert_eq!(v2["content_summary"]["present"]["manifest"], v1["content_summary"]["present"]["manifest"], "{v2}");
+    assert_eq!(served_signatures(&a, "signed", &one.manifest.digest, None).await, std::slice::from_ref(&sig1));
+    let kept = admin_ok(&a, "GET", "repositories/signed/versions/2/signatures", None).await;
+    assert_eq!(kept["results"][0]["digest"], json!(images::sha256_digest(&sig1)), "{kept}");
+    assert_eq!(admin_ok(&a, "GET", "repositories/signed/versions/1/signatures", None).await["count"], 2, "version 1 never changes");
 }

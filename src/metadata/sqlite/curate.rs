@@ -649,7 +649,7 @@ mod tests {
         assert_eq!(numbers, [3, 2]);
         assert_eq!(tag_names(&s, "kept/two", Some(2)), ["t0", "t1"]);
         // A sync repository filled by a sync is curated the same way.
-        let content = SyncContent { manifests: vec![image("d", &["d"])], tags: vec![("d".into(), digest("d"))], signatures: Vec::new() };
+        let content = SyncContent { manifests: vec![image("d", &["d"])], tags: vec![("d".into(), digest("d"))], signatures: Vec::new(), signatures_listed: false };
         s.sync("kept/two", "r", &content, SyncMode::Additive).unwrap();
         assert_eq!(s.revert("kept/two", 3).unwrap(), Some(5));
         assert_eq!(tag_names(&s, "kept/two", None), ["t0", "t1", "t2"]);

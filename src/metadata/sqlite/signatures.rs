@@ -4,10 +4,14 @@
 //! takes a manifest out of a version takes its signatures too, and a copy
 //! of a manifest brings the signatures the source version holds for it.
 
+use std::collections::HashSet;
+
 use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
 
-use super::{add_content, close_version, i64_of, present_by_digest, remove_content, require_repository, resolve, PRESENT};
-use crate::metadata::{AtomicSignature, ContentType, MetadataError, RepositoryKind, VersionRef};
+use super::{add_content, close_version, content_page, digest_of, i64_of, present_by_digest, remove_content, require_repository, resolve, PRESENT};
+use crate::metadata::{
+    AtomicSignature, ContentType, ManifestFacts, MetadataError, Page, PageRequest, RepositoryKind, SignatureItem, VersionRef,
+};
 use crate::oci::{Algorithm, Digest};
 
 fn upsert(tx: &Transaction<'_>, s: &AtomicSignature) -> Result<i64, MetadataError> {
@@ -49,6 +53,39 @@ pub(super) fn drop_orphans(tx: &Transaction<'_>, repo: i64, v: i64) -> Result<()
     };
     for id in orphans {
         remove_content(tx, repo, ContentType::Signature, id, v)?;
+    }
+    Ok(())
+}
+
+/// Ends, at version `v`, the membership of every signature of `manifests`
+/// that is not among `listed` (matched by manifest and bytes): a mirror
+/// sync's view of what the remote still signs. Signatures of other
+/// manifests are left alone.
+pub(super) fn drop_unlisted(
+    tx: &Transaction<'_>,
+    repo: i64,
+    v: i64,
+    manifests: &[ManifestFacts],
+    listed: &[AtomicSignature],
+) -> Result<(), MetadataError> {
+    let listed: HashSet<(String, String)> = listed
+        .iter()
+        .map(|s| (s.manifest.to_string(), Digest::of(Algorithm::Sha256, &s.content).to_string()))
+        .collect();
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT s.id, s.digest FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+         WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.manifest_digest = :manifest AND {PRESENT}"
+    ))?;
+    for m in manifests {
+        let manifest = m.digest.to_string();
+        let held: Vec<(i64, String)> = stmt
+            .query_map(named_params! {":repo": repo, ":manifest": manifest, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, digest) in held {
+            if !listed.contains(&(manifest.clone(), digest)) {
+                remove_content(tx, repo, ContentType::Signature, id, v)?;
+            }
+        }
     }
     Ok(())
 }
@@ -96,6 +133,31 @@ pub(super) fn list(conn: &Connection, repository: &str, version: VersionRef, man
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub(super) fn items(
+    conn: &Connection,
+    at: (&str, VersionRef, PageRequest),
+    manifest: Option<&Digest>,
+) -> Result<Page<SignatureItem>, MetadataError> {
+    let manifest = manifest.map(ToString::to_string);
+    content_page(
+        conn,
+        at,
+        "signatures s ON s.id = rc.content_id",
+        "signature",
+        "(:manifest IS NULL OR s.manifest_digest = :manifest)",
+        named_params! {":manifest": manifest},
+        ("s.manifest_digest, s.digest, s.name, s.type", "s.manifest_digest, s.id"),
+        |_, r| {
+            Ok(SignatureItem {
+                manifest: digest_of(r.get(0)?)?,
+                digest: digest_of(r.get(1)?)?,
+                name: r.get(2)?,
+                kind: r.get(3)?,
+            })
+        },
+    )
+}
+
 pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
     let mut repo = require_repository(tx, repository)?;
     if repo.repo.kind != RepositoryKind::Push {
@@ -133,7 +195,8 @@ pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSig
 mod tests {
     use super::super::tests::{image, open};
     use super::super::SqliteStore;
-    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PushChange, Store, SyncContent, SyncMode};
+    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PageRequest, PushChange, Store, SyncContent, SyncMode};
+    use crate::oci::{Algorithm, Digest};
 
     fn sig(m: &ManifestFacts, id: &str) -> AtomicSignature {
         AtomicSignature {
@@ -167,7 +230,8 @@ mod tests {
         sync_repo(&s, "src");
         let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
         let tags = vec![("a".to_owned(), a.digest.clone()), ("b".to_owned(), b.digest.clone())];
-        let mut content = SyncContent { manifests: vec![a.clone(), b.clone()], tags, signatures: vec![sig(&a, "1")] };
+        let mut content =
+            SyncContent { manifests: vec![a.clone(), b.clone()], tags, signatures: vec![sig(&a, "1")], signatures_listed: true };
         assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), Some(1));
         assert_eq!(names(&s, "src", None, &a), [format!("{}@1", a.digest)]);
         assert!(names(&s, "src", None, &b).is_empty());
@@ -192,13 +256,19 @@ mod tests {
 
         // A mirror sync that drops the manifest drops its signatures.
         let all = |_: &str| true;
-        let only_b = SyncContent { manifests: vec![b.clone()], tags: vec![("b".into(), b.digest.clone())], signatures: Vec::new() };
+        let only_b = SyncContent {
+            manifests: vec![b.clone()],
+            tags: vec![("b".into(), b.digest.clone())],
+            signatures: Vec::new(),
+            signatures_listed: true,
+        };
         assert_eq!(s.sync("src", "r", &only_b, SyncMode::Mirror { in_scope: &all }).unwrap(), Some(3));
         assert!(names(&s, "src", None, &a).is_empty());
         assert_eq!(names(&s, "src", Some(2), &a).len(), 2);
 
         // A signature of a manifest the sync did not bring is refused.
-        let stray = SyncContent { manifests: vec![b.clone()], tags: Vec::new(), signatures: vec![sig(&a, "3")] };
+        let stray =
+            SyncContent { manifests: vec![b.clone()], tags: Vec::new(), signatures: vec![sig(&a, "3")], signatures_listed: true };
         assert!(s.sync("src", "r", &stray, SyncMode::Additive).is_err());
     }
 
@@ -218,5 +288,83 @@ mod tests {
         // Deleting the manifest takes its signature.
         s.push("team/app", &PushChange::DeleteManifest { digest: a.digest.clone() }).unwrap();
         assert!(names(&s, "team/app", None, &a).is_empty());
+    }
+
+    #[test]
+    fn a_mirror_sync_drops_signatures_the_remote_no_longer_lists_only_when_it_read_the_listing() {
+        let (_d, s) = open();
+        sync_repo(&s, "src");
+        let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
+        let tags = vec![("a".to_owned(), a.digest.clone()), ("b".to_owned(), b.digest.clone())];
+        let content = |signatures: Vec<AtomicSignature>, listed: bool| SyncContent {
+            manifests: vec![a.clone(), b.clone()],
+            tags: tags.clone(),
+            signatures,
+            signatures_listed: listed,
+        };
+        let all = |_: &str| true;
+        let mirror = SyncMode::Mirror { in_scope: &all };
+        let v1 = content(vec![sig(&a, "1"), sig(&a, "2"), sig(&b, "3")], true);
+        assert_eq!(s.sync("src", "r", &v1, SyncMode::Additive).unwrap(), Some(1));
+        // The listing: every signature, by manifest, one page at a time.
+        let listed = s.signature_items("src", Some(1), None, PageRequest { limit: 2, offset: 0 }).unwrap();
+        assert_eq!(listed.total, 3);
+        let mut order = [(&a, "1"), (&a, "2"), (&b, "3")];
+        order.sort_by_key(|(m, _)| m.digest.to_string());
+        let want: Vec<String> = order.iter().map(|(m, id)| format!("{}@{id}", m.digest)).collect();
+        assert_eq!(listed.items.iter().map(|i| i.name.clone()).collect::<Vec<_>>(), want[..2]);
+        let first = &listed.items[0];
+        assert_eq!((first.kind.as_str(), &first.digest), ("atomic", &Digest::of(Algorithm::Sha256, &sig(order[0].0, order[0].1).content)));
+        let of_b = s.signature_items("src", Some(1), Some(&b.digest), PageRequest::default()).unwrap();
+        assert_eq!((of_b.total, of_b.items[0].manifest.clone()), (1, b.digest.clone()));
+
+        // Additive: a signature the remote dropped stays.
+        let dropped = content(vec![sig(&a, "1"), sig(&b, "3")], true);
+        assert_eq!(s.sync("src", "r", &dropped, SyncMode::Additive).unwrap(), None);
+        assert_eq!(names(&s, "src", None, &a).len(), 2);
+
+        // Mirror, but the listing could not be read: nothing is wiped.
+        assert_eq!(s.sync("src", "r", &content(Vec::new(), false), mirror).unwrap(), None);
+        assert_eq!(names(&s, "src", None, &a).len(), 2);
+        assert_eq!(names(&s, "src", None, &b).len(), 1);
+
+        // Mirror with the listing read: the dropped one goes, in one version,
+        // and the manifests and the other signatures stay.
+        assert_eq!(s.sync("src", "r", &dropped, mirror).unwrap(), Some(2));
+        assert_eq!(names(&s, "src", None, &a), [format!("{}@1", a.digest)]);
+        assert_eq!(names(&s, "src", None, &b), [format!("{}@3", b.digest)]);
+        assert_eq!(names(&s, "src", Some(1), &a).len(), 2, "version 1 never changes");
+        let summary = s.version("src", None).unwrap().summary;
+        assert_eq!(summary.present.manifests, 2);
+        assert_eq!((summary.added.signatures, summary.removed.signatures, summary.present.signatures), (0, 1, 2));
+        assert_eq!(s.version("src", Some(1)).unwrap().summary.added.signatures, 3);
+
+        // A manifest the sync did not bring keeps its signatures: the
+        // remote's listing was not read for it.
+        let only_a = SyncContent {
+            manifests: vec![a.clone()],
+            tags: vec![("a".into(), a.digest.clone())],
+            signatures: Vec::new(),
+            signatures_listed: true,
+        };
+        let only_tag_a = |t: &str| t == "a";
+        assert_eq!(s.sync("src", "r", &only_a, SyncMode::Mirror { in_scope: &only_tag_a }).unwrap(), Some(3));
+        assert!(names(&s, "src", None, &a).is_empty());
+        assert_eq!(names(&s, "src", None, &b).len(), 1);
+
+        // The migration that added signature counts gives existing versions
+        // the counts the store itself writes.
+        let versions = |s: &SqliteStore| s.versions("src", PageRequest::default()).unwrap().items;
+        let written = versions(&s);
+        let backfill = include_str!("../migrations/0007_signature_counts.sql");
+        let update = &backfill[backfill.find("UPDATE").unwrap()..];
+        s.write(|tx| {
+            tx.execute_batch("UPDATE repository_versions SET added_signatures = 0, removed_signatures = 0, present_signatures = 0")?;
+            tx.execute_batch(update)?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(versions(&s), written);
+        assert!(written.iter().any(|v| v.summary.present.signatures > 0));
     }
 }

@@ -164,6 +164,9 @@ pub(super) fn apply_sync(
         let synced: HashSet<String> = content.manifests.iter().map(|m| m.digest.to_string()).collect();
         prune(tx, repo.id, v, &synced, &synced_tags, in_scope)?;
         super::signatures::drop_orphans(tx, repo.id, v)?;
+        if content.signatures_listed {
+            super::signatures::drop_unlisted(tx, repo.id, v, &content.manifests, &content.signatures)?;
+        }
     }
     tx.execute(
         "UPDATE repositories SET remote = coalesce(remote, ?2), mirrored = mirrored OR ?3 WHERE id = ?1",
@@ -322,6 +325,7 @@ mod tests {
     fn content(manifests: &[&ManifestFacts], tags: &[(&str, &ManifestFacts)]) -> SyncContent {
         SyncContent {
             signatures: Vec::new(),
+            signatures_listed: false,
             manifests: manifests.iter().map(|m| (*m).clone()).collect(),
             tags: tags.iter().map(|(t, m)| ((*t).to_owned(), m.digest.clone())).collect(),
         }
