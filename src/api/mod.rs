@@ -180,7 +180,7 @@ impl Registry {
             self.limits.check_client(*peer, req.headers())?;
         }
         let Some(route) = route? else {
-            return self.token(&req).await;
+            return Box::pin(self.token(&req)).await;
         };
         let query = Query::parse(req.uri().query());
         let principal = self.admit(&req, &route, &query).await?;
@@ -191,19 +191,19 @@ impl Registry {
         let read = method == Method::GET || method == Method::HEAD;
         match route {
             Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), &method)),
-            Route::Signatures { name, digest } => self.signatures(req, &name, &digest, &query).await,
-            Route::Catalog if read => self.catalog(&query, &method, &principal).await,
+            Route::Signatures { name, digest } => Box::pin(self.signatures(req, &name, &digest, &query)).await,
+            Route::Catalog if read => Box::pin(self.catalog(&query, &method, &principal)).await,
             Route::Manifest { name, reference } if read => self.manifest(&req, &name, &reference, &query).await,
             Route::Blob { name, .. } if method == Method::HEAD && self.is_push_probe(&principal, &name, &query) => {
                 Err(PullError::BlobUnknown.into())
             }
             Route::Blob { name, digest } if read => self.blob(&req, &name, &digest, &query).await,
-            Route::Tags { name } if read => self.tags(&name, &query, &method).await,
-            Route::Referrers { name, digest } if read => self.referrers(&name, &digest, &query, &method).await,
-            Route::Upload { name, session } => self.upload(&name, session.as_deref(), req, &query).await,
-            Route::Manifest { name, reference } if method == Method::PUT => self.put_manifest(&name, &reference, req).await,
-            Route::Manifest { name, reference } if method == Method::DELETE => self.delete_manifest(&name, &reference).await,
-            Route::Blob { name, digest } if method == Method::DELETE => self.delete_blob(&name, &digest).await,
+            Route::Tags { name } if read => Box::pin(self.tags(&name, &query, &method)).await,
+            Route::Referrers { name, digest } if read => Box::pin(self.referrers(&name, &digest, &query, &method)).await,
+            Route::Upload { name, session } => Box::pin(self.upload(&name, session.as_deref(), req, &query)).await,
+            Route::Manifest { name, reference } if method == Method::PUT => Box::pin(self.put_manifest(&name, &reference, req)).await,
+            Route::Manifest { name, reference } if method == Method::DELETE => Box::pin(self.delete_manifest(&name, &reference)).await,
+            Route::Blob { name, digest } if method == Method::DELETE => Box::pin(self.delete_blob(&name, &digest)).await,
             _ => Err(ApiError::Unsupported("this method is not supported here")),
         }
     }
@@ -217,7 +217,9 @@ impl Registry {
     ) -> Result<Response<Body>, ApiError> {
         let accept = Accept::parse(req.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
         let manifest = match self.source(name, query)? {
-            Source::Hosted(d) => self.hosted.manifest(&d, reference, &accept).await?,
+            // Boxed: its future is large, and inline it would make every
+            // request's future carry (and copy) that space.
+            Source::Hosted(d) => Box::pin(self.hosted.manifest(&d, reference, &accept)).await?,
             Source::Upstream(target) => self.pull.manifest(&target, reference, &accept).await?,
         };
         let etag = format!("\"{}\"", manifest.digest);

@@ -397,6 +397,22 @@ impl PullThrough {
 
     async fn resolve_tag(&self, target: &Target, tag: &Tag, lookup: &Lookup) -> Result<Digest, PullError> {
         let key = TagKey { upstream: target.upstream.config().name.clone(), repo: target.repo.clone(), tag: tag.clone() };
+        // A fresh tag, the common case, builds no revalidation: that future
+        // is large, and every request would otherwise carry and copy its
+        // space (boxed, it is allocated only when needed).
+        let entry = match self.tags.get(&key).await {
+            Some(entry) => entry,
+            None => Box::pin(self.revalidated_tag(key, target, tag, lookup)).await?,
+        };
+        if entry.stale {
+            lookup.stale.store(true, Ordering::Relaxed);
+        }
+        Ok(entry.digest)
+    }
+
+    /// The tag's entry after a revalidation, this request's or (coalesced)
+    /// another's.
+    async fn revalidated_tag(&self, key: TagKey, target: &Target, tag: &Tag, lookup: &Lookup) -> Result<TagEntry, PullError> {
         let known = self.tags.contains_key(&key);
         let entry = self
             .tags
@@ -409,11 +425,7 @@ impl PullThrough {
             // request's revalidation answered.
             lookup.joined.store(true, Ordering::Relaxed);
         }
-        let entry = entry.into_value();
-        if entry.stale {
-            lookup.stale.store(true, Ordering::Relaxed);
-        }
-        Ok(entry.digest)
+        Ok(entry.into_value())
     }
 
     /// Asks the upstream what `tag` points at now; runs at most once at a
@@ -508,6 +520,15 @@ impl PullThrough {
     }
 
     async fn manifest_with(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
+        // A cached manifest builds no load (boxed, as for tags).
+        match self.manifests.get(digest).await {
+            Some(manifest) => Ok(manifest),
+            None => Box::pin(self.loaded_manifest(target, digest, lookup)).await,
+        }
+    }
+
+    /// The manifest after a load, this request's or (coalesced) another's.
+    async fn loaded_manifest(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
         let known = self.manifests.contains_key(digest);
         let entry = self
             .manifests
