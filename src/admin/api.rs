@@ -919,14 +919,7 @@ pub(crate) async fn openapi(api: &Api) -> Reply {
     ),
 )]
 pub(crate) async fn start_gc(api: &Api) -> Reply {
-    let disk = api.disk.clone();
-    let task = api
-        .tasks
-        .submit(GC_TASK, Some(crate::gc::STORAGE_RESOURCE.to_owned()), serde_json::json!({}), move |progress| async move {
-            disk.gc(&progress).await.map(|_| Vec::new())
-        })
-        .await?;
-    task_accepted(task)
+    start_storage_task(api, StorageWork::Gc).await
 }
 
 #[utoipa::path(
@@ -943,19 +936,36 @@ pub(crate) async fn start_gc(api: &Api) -> Reply {
     ),
 )]
 pub(crate) async fn start_verify(api: &Api) -> Reply {
+    start_storage_task(api, StorageWork::Verify).await
+}
+
+/// The storage tasks, which run one at a time (one task resource).
+#[derive(Clone, Copy)]
+enum StorageWork {
+    Gc,
+    Verify,
+}
+
+/// Submits a storage task: 202 with the task.
+async fn start_storage_task(api: &Api, work: StorageWork) -> Reply {
     let disk = api.disk.clone();
+    // The task kinds the API lists them by.
+    let kind = match work {
+        StorageWork::Gc => "gc",
+        StorageWork::Verify => "verify",
+    };
+    let resource = Some(crate::gc::STORAGE_RESOURCE.to_owned());
     let task = api
         .tasks
-        .submit(VERIFY_TASK, Some(crate::gc::STORAGE_RESOURCE.to_owned()), serde_json::json!({}), move |progress| async move {
-            disk.verify(&progress).await.map(|_| Vec::new())
+        .submit(kind, resource, serde_json::json!({}), move |progress| async move {
+            match work {
+                StorageWork::Gc => disk.gc(&progress).await.map(|_| Vec::new()),
+                StorageWork::Verify => disk.verify(&progress).await.map(|_| Vec::new()),
+            }
         })
         .await?;
     task_accepted(task)
 }
-
-/// The task kinds of storage gc and verify.
-const GC_TASK: &str = "gc";
-const VERIFY_TASK: &str = "verify";
 
 /// 202 with the task and its `Location`.
 fn task_accepted(task: crate::metadata::Task) -> Reply {

@@ -1716,6 +1716,20 @@ mod tests {
         }
     }
 
+    /// Creates a sync repository (no remote, additive, unscheduled).
+    pub(super) fn sync_repository(s: &SqliteStore, name: &str) {
+        let new = NewRepository {
+            name: name.into(),
+            description: None,
+            retain_versions: None,
+            remote: None,
+            sync_mirror: false,
+            sync_interval: None,
+            next_sync_at: None,
+        };
+        s.create_repository(&new).unwrap();
+    }
+
     pub(super) fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("wharf.db")).unwrap();

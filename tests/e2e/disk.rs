@@ -7,7 +7,7 @@
 //! a fill onto a full disk still serves the client.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::clients::Clients;
@@ -15,6 +15,7 @@ use crate::http;
 use crate::images::{self, assert_layout_holds_image, Image};
 use crate::push::{authorization, PUSHER};
 use crate::registry::Registry;
+use crate::sync::wharf_cli;
 use crate::wharf::{write_config, UpstreamEntry, Wharf};
 
 /// Starts wharf with `storage_lines` under `[storage]`, one upstream `up`
@@ -96,27 +97,6 @@ where
 async fn upstream_gets(upstream: &Registry, digest: &str, n: usize) {
     eventually(&format!("the upstream logged {n} GETs of {digest}"), || async { upstream.blob_gets(digest) >= n }).await;
     assert_eq!(upstream.blob_gets(digest), n, "GETs of {digest} from the upstream");
-}
-
-/// Runs `wharf --admin <url> <args>` as the admin: exit code, stdout, stderr.
-async fn wharf_cli(wharf: &Wharf, args: &[&str]) -> (i32, String, String) {
-    let mut argv = vec!["--admin".to_owned(), wharf.admin_url()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let (user, password) = PUSHER.split_once(':').expect("user:password");
-    let (user, password) = (user.to_owned(), password.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(&argv)
-            .env("WHARF_ADMIN_USER", user)
-            .env("WHARF_ADMIN_PASSWORD", password)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run wharf")
-    })
-    .await
-    .expect("runner");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 /// Pulls `reference` from wharf into a fresh OCI layout (skopeo, off the

@@ -40,7 +40,7 @@ pub(crate) async fn admin_ok(wharf: &Wharf, method: &str, path: &str, body: Opti
 }
 
 /// Runs `wharf --admin <url> <args>` with the admin's credentials.
-async fn wharf_cli(wharf: &Wharf, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn wharf_cli(wharf: &Wharf, args: &[&str]) -> (i32, String, String) {
     let mut argv = vec!["--admin".to_owned(), wharf.admin_url()];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     let (user, password) = PUSHER.split_once(':').expect("user:password");

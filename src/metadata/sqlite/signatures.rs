@@ -193,9 +193,9 @@ pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSig
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{image, open};
+    use super::super::tests::{image, open, sync_repository};
     use super::super::SqliteStore;
-    use crate::metadata::{AtomicSignature, ManifestFacts, NewRepository, PageRequest, PushChange, Store, SyncContent, SyncMode};
+    use crate::metadata::{AtomicSignature, ManifestFacts, PageRequest, PushChange, Store, SyncContent, SyncMode};
     use crate::oci::{Algorithm, Digest};
 
     fn sig(m: &ManifestFacts, id: &str) -> AtomicSignature {
@@ -211,23 +211,10 @@ mod tests {
         s.signatures(repo, v, &m.digest).unwrap().into_iter().map(|s| s.name).collect()
     }
 
-    fn sync_repo(s: &SqliteStore, name: &str) {
-        let new = NewRepository {
-            name: name.into(),
-            description: None,
-            retain_versions: None,
-            remote: None,
-            sync_mirror: false,
-            sync_interval: None,
-            next_sync_at: None,
-        };
-        s.create_repository(&new).unwrap();
-    }
-
     #[test]
     fn signatures_are_version_content_that_follows_their_manifest() {
         let (_d, s) = open();
-        sync_repo(&s, "src");
+        sync_repository(&s, "src");
         let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
         let tags = vec![("a".to_owned(), a.digest.clone()), ("b".to_owned(), b.digest.clone())];
         let mut content =
@@ -244,7 +231,7 @@ mod tests {
         assert_eq!(s.sync("src", "r", &content, SyncMode::Additive).unwrap(), None, "the same signatures again: no version");
 
         // A copy of the manifest brings its signatures.
-        sync_repo(&s, "dest");
+        sync_repository(&s, "dest");
         assert_eq!(s.copy_manifests("src", None, "dest", std::slice::from_ref(&a.digest)).unwrap(), Some(1));
         assert_eq!(names(&s, "dest", None, &a).len(), 2);
 
@@ -293,7 +280,7 @@ mod tests {
     #[test]
     fn a_mirror_sync_drops_signatures_the_remote_no_longer_lists_only_when_it_read_the_listing() {
         let (_d, s) = open();
-        sync_repo(&s, "src");
+        sync_repository(&s, "src");
         let (a, b) = (image("a", &["l1"]), image("b", &["l2"]));
         let tags = vec![("a".to_owned(), a.digest.clone()), ("b".to_owned(), b.digest.clone())];
         let content = |signatures: Vec<AtomicSignature>, listed: bool| SyncContent {

@@ -304,23 +304,10 @@ pub(super) fn blob_sources(conn: &Connection, digest: &Digest) -> Result<Vec<(St
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{counts, image, open};
+    use super::super::tests::{counts, image, open, sync_repository};
     use super::super::SqliteStore;
     use crate::metadata::{ContentFilter, ManifestFacts, NewRepository, PageRequest, Store, SyncContent, SyncMode};
     use crate::oci::Digest;
-
-    fn new_repo(s: &SqliteStore, name: &str) {
-        let new = NewRepository {
-            name: name.into(),
-            description: None,
-            retain_versions: None,
-            remote: None,
-            sync_mirror: false,
-            sync_interval: None,
-            next_sync_at: None,
-        };
-        s.create_repository(&new).unwrap();
-    }
 
     fn content(manifests: &[&ManifestFacts], tags: &[(&str, &ManifestFacts)]) -> SyncContent {
         SyncContent {
@@ -345,7 +332,7 @@ mod tests {
     #[test]
     fn an_additive_sync_adds_once_and_a_repeat_makes_no_version() {
         let (_d, s) = open();
-        new_repo(&s, "foo");
+        sync_repository(&s, "foo");
         let (a, b) = (image("a", &["l1", "l2"]), image("b", &["l2", "l3"]));
         let c = content(&[&a, &b], &[("1.0", &a), ("2.0", &b)]);
         assert_eq!(s.sync("foo", "r", &c, SyncMode::Additive).unwrap(), Some(1));
@@ -359,7 +346,7 @@ mod tests {
     #[test]
     fn a_mirror_sync_removes_what_the_remote_dropped_within_its_scope_only() {
         let (_d, s) = open();
-        new_repo(&s, "foo");
+        sync_repository(&s, "foo");
         let (a, b, c) = (image("a", &["l1"]), image("b", &["l2"]), image("c", &["l3"]));
         // A signature of `a` (by subject) comes along with it.
         let mut sig = image("sig-a", &["s1"]);
@@ -388,7 +375,7 @@ mod tests {
     #[test]
     fn a_moved_tag_follows_the_remote_and_mirror_drops_the_old_manifest() {
         let (_d, s) = open();
-        new_repo(&s, "foo");
+        sync_repository(&s, "foo");
         let (old, new) = (image("old", &["l1"]), image("new", &["l2"]));
         s.sync("foo", "r", &content(&[&old], &[("app", &old)]), SyncMode::Additive).unwrap();
         s.sync("foo", "r", &content(&[&new], &[("app", &new)]), SyncMode::Additive).unwrap();
@@ -402,7 +389,7 @@ mod tests {
     #[test]
     fn index_children_are_kept_through_their_index() {
         let (_d, s) = open();
-        new_repo(&s, "foo");
+        sync_repository(&s, "foo");
         let (amd, arm) = (image("amd", &["l1"]), image("arm", &["l2"]));
         let mut index = image("index", &[]);
         index.config = None;
@@ -429,7 +416,7 @@ mod tests {
         s.create_push_repository("pushed", "pushed").unwrap();
         let err = s.sync("pushed", "r", &SyncContent::default(), SyncMode::Additive).unwrap_err();
         assert!(matches!(err, crate::metadata::MetadataError::Conflict(m) if m.contains("only sync repositories")));
-        new_repo(&s, "foo");
+        sync_repository(&s, "foo");
         assert!(matches!(s.create_repository(&NewRepository {
             name: "foo".into(), description: None, retain_versions: None, remote: None,
             sync_mirror: false, sync_interval: None, next_sync_at: None,
