@@ -205,6 +205,12 @@ impl Upstream {
     /// For the readiness report; bypasses the concurrency cap, as it is
     /// tiny and must not wait behind fills.
     pub(crate) async fn ping(&self) -> Result<StatusCode, UpstreamError> {
+        Ok(self.anonymous_base().await?.response.status())
+    }
+
+    /// `GET /v2/` without credentials, no retry and no turn: the answer a
+    /// client's first, anonymous probe gets.
+    async fn anonymous_base(&self) -> Result<Answer, UpstreamError> {
         let out = Outgoing {
             op: "ping",
             method: Method::GET,
@@ -213,7 +219,7 @@ impl Upstream {
             authorization: None,
             follow_redirects: false,
         };
-        Ok(self.inner.transport.send(&out).await?.response.status())
+        self.inner.transport.send(&out).await
     }
 
     /// `HEAD /v2/<repo>/manifests/<reference>`, accepting every manifest type.
@@ -359,18 +365,9 @@ impl Upstream {
     /// Asked anonymously and read from a 401 as from a 200, as clients do
     /// (their first probe is anonymous too).
     pub(crate) async fn supports_signatures(&self) -> Result<bool, UpstreamError> {
-        let uri = &self.uri("/v2/", "")?;
         self.with_retries("supports_signatures", || async move {
             let _turn = self.inner.concurrency.acquire().await?;
-            let out = Outgoing {
-                op: "ping",
-                method: Method::GET,
-                uri: uri.clone(),
-                accept: None,
-                authorization: None,
-                follow_redirects: false,
-            };
-            let answer = self.inner.transport.send(&out).await?;
+            let answer = self.anonymous_base().await?;
             let supported = header_str(answer.response.headers(), SUPPORTS_SIGNATURES)?.is_some_and(|v| v == "1");
             if answer.response.status() != StatusCode::UNAUTHORIZED {
                 check_status(answer.response)?;
