@@ -89,7 +89,7 @@ async fn metrics_after_real_pulls_pass_promtool_and_count_a_miss_then_a_hit() {
     assert_eq!(delta(&cold, &warm, blob_gets), 0, "{warm}");
     assert_eq!(delta(&cold, &warm, served_blobs), count, "{warm}");
     for image_blob in &blobs {
-        assert_eq!(upstream.blob_gets(&image_blob.digest), 1, "the upstream served {} once", image_blob.digest);
+        assert_eq!(upstream.blob_gets_reaching(&image_blob.digest, 1), 1, "the upstream served {} once", image_blob.digest);
     }
 
     assert_eq!(sample(&warm, &format!(r#"wharf_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), 1);

@@ -64,7 +64,7 @@ fn path_prefix_pull_gets_the_named_upstreams_image() {
     let upstream_raw = t.clients.inspect_raw(&format!("docker://{}/team/tool:1", t.beta.host()), None);
     assert_eq!(images::sha256_digest(&upstream_raw), images::layout_tag_digest(pulled.path(), "1"));
     for blob in t.beta_image.blobs() {
-        assert_eq!(t.beta.blob_gets(&blob.digest), 1, "beta served blob {} once", blob.digest);
+        assert_eq!(t.beta.blob_gets_reaching(&blob.digest, 1), 1, "beta served blob {} once", blob.digest);
         assert_eq!(t.alpha.blob_gets(&blob.digest), 0);
     }
 }
@@ -75,7 +75,7 @@ fn unprefixed_pull_gets_the_default_upstreams_image() {
     let pulled = t.pull("team/tool:1", "1");
     assert_layout_holds_image(pulled.path(), "1", &t.alpha_image);
     for blob in t.alpha_image.blobs() {
-        assert_eq!(t.alpha.blob_gets(&blob.digest), 1, "alpha served blob {} once", blob.digest);
+        assert_eq!(t.alpha.blob_gets_reaching(&blob.digest, 1), 1, "alpha served blob {} once", blob.digest);
     }
     assert_eq!(t.beta.count_gets("/blobs/"), 0, "the non-default upstream was asked for blobs");
 }
@@ -96,7 +96,7 @@ fn registries_conf_mirror_pull_goes_through_wharf_to_the_default_upstream() {
     clients.pull_to_layout("docker://registry.example/team/tool:2", &dest, "2", &[]);
     assert_layout_holds_image(&dest, "2", &image);
     for blob in image.blobs() {
-        assert_eq!(upstream.blob_gets(&blob.digest), 1, "upstream served blob {} once", blob.digest);
+        assert_eq!(upstream.blob_gets_reaching(&blob.digest, 1), 1, "upstream served blob {} once", blob.digest);
     }
 }
 
@@ -156,7 +156,7 @@ fn podman_pulls_through_wharf_as_a_plain_mirror() {
     let pulled = clients.podman_pull("registry.example/team/tool:2");
     assert_eq!(pulled.digest, image.manifest.digest);
     assert_eq!(pulled.diff_ids, image.diff_ids, "podman unpacked other layers");
-    assert_eq!(upstream.blob_gets(&image.layers[1].digest), 1);
+    assert_eq!(upstream.blob_gets_reaching(&image.layers[1].digest, 1), 1);
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn podman_pulls_through_wharf_as_a_path_prefixed_mirror() {
     let pulled = clients.podman_pull("registry.example/team/tool:2");
     assert_eq!(pulled.digest, image.manifest.digest);
     assert_eq!(pulled.diff_ids, image.diff_ids, "podman unpacked other layers");
-    assert_eq!(upstream.blob_gets(&image.layers[1].digest), 1);
+    assert_eq!(upstream.blob_gets_reaching(&image.layers[1].digest, 1), 1);
 }
 
 /// One upstream with one image at `team/tool:2`, and wharf in front of it

@@ -176,6 +176,30 @@ impl Registry {
         self.count_gets(&format!("/blobs/{digest}"))
     }
 
+    /// GET requests for blob `digest` once at least `n` are logged (or
+    /// after a deadline, to fail the caller's assertion). The marker of
+    /// [`Self::access_log`] is not enough right after a download: the
+    /// registry logs each request from that request's own goroutine after
+    /// answering it, so a GET answered just before the marker was sent can
+    /// be logged just after it.
+    pub fn blob_gets_reaching(&self, digest: &str, n: usize) -> usize {
+        let needle = format!("/blobs/{digest}");
+        let gets = |lines: &Vec<String>| {
+            lines
+                .iter()
+                .filter_map(|l| parse_access_line(l))
+                .filter(|l| l.method == "GET" && l.path.contains(&needle))
+                .count()
+        };
+        let lines = self.log.lines.lock().expect("access log lock");
+        let (lines, _) = self
+            .log
+            .grew
+            .wait_timeout_while(lines, STARTUP_DEADLINE, |lines| gets(lines) < n)
+            .expect("access log lock");
+        gets(&lines)
+    }
+
     /// Makes the log current: sends a marker request and waits until the
     /// registry logs it. The registry logs each request after answering it,
     /// so requests answered before the marker was sent are then in the log.

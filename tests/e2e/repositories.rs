@@ -185,7 +185,7 @@ async fn a_distribution_serves_only_its_version_and_fetches_uncached_layers_on_d
     let got = http::get(&format!("{}/v2/apps/app/blobs/{}", s.wharf.url(), layer.digest)).await;
     assert_eq!(got.status, 200);
     assert!(got.complete && got.body == layer.bytes, "layer bytes through the distribution");
-    assert_eq!(s.upstream.blob_gets(&layer.digest), 1, "fetched on demand, once");
+    assert_eq!(s.upstream.blob_gets_reaching(&layer.digest, 1), 1, "fetched on demand, once");
 
     // Content the version does not hold is unknown there, even though the
     // upstream has it.
