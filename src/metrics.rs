@@ -7,14 +7,15 @@
 //! upstream's (or remote's) name, `status` an HTTP status code.
 
 use prometheus::core::Collector;
+use std::sync::Arc;
+
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The `route` label's values: the registry route table's kinds, the token
 /// endpoint, and `unknown` for anything that did not route. (Checked
 /// against the route table by a test.)
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const ROUTES: &[&str] =
     &["base", "catalog", "manifest", "blob", "blob_upload", "tags", "referrers", "signatures", "token", "unknown"];
 /// The `method` label's values; any other method is `other`.
@@ -26,8 +27,20 @@ const DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 /// Upstream response headers: milliseconds on a LAN, seconds over the internet.
 const UPSTREAM_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// Every metric, shared: a clone is one reference count, so a request can
+/// carry its own handle.
 #[derive(Clone)]
-pub(crate) struct Metrics {
+pub(crate) struct Metrics(Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+pub(crate) struct MetricSet {
     registry: Registry,
     /// Registry-port requests; `route`, `method`, `status`.
     pub(crate) http_requests: IntCounterVec,
@@ -68,7 +81,21 @@ pub(crate) struct Metrics {
     names: Vec<String>,
     /// Disk use: see [`StorageMetrics`].
     pub(crate) storage: StorageMetrics,
+    /// Series every warm request touches, resolved once: a label lookup
+    /// hashes its values and takes a lock.
+    hot: HotSeries,
 }
+
+/// Pre-resolved series of the request path.
+struct HotSeries {
+    /// `wharf_http_request_duration_seconds` by position in [`ROUTES`].
+    durations: Vec<Histogram>,
+    /// `wharf_cache_requests_total` by [`CACHE_KINDS`] × [`CACHE_RESULTS`].
+    cache: Vec<IntCounter>,
+}
+
+const CACHE_KINDS: &[&str] = &["blob", "manifest"];
+const CACHE_RESULTS: &[&str] = &["hit", "miss", "stale", "coalesced"];
 
 /// Disk use and its bounds, kept by the `gc` module.
 #[derive(Clone)]
@@ -198,11 +225,14 @@ impl Metrics {
         for scope in ["ip", "user"] {
             rate_limited.with_label_values(&[scope]);
         }
-        for kind in ["blob", "manifest"] {
-            for result in ["hit", "miss", "stale", "coalesced"] {
-                cache_requests.with_label_values(&[kind, result]);
-            }
-        }
+        let hot = HotSeries {
+            durations: ROUTES.iter().map(|route| http_request_duration.with_label_values(&[route])).collect(),
+            cache: CACHE_KINDS
+                .iter()
+                .flat_map(|kind| CACHE_RESULTS.iter().map(move |result| [*kind, *result]))
+                .map(|labels| cache_requests.with_label_values(&labels))
+                .collect(),
+        };
         for source in ["cache", "upstream"] {
             served_bytes.with_label_values(&[source]);
         }
@@ -210,7 +240,8 @@ impl Metrics {
             syncs.with_label_values(&[result]);
         }
         let storage = StorageMetrics::register(&mut r)?;
-        Ok(Metrics {
+        Ok(Metrics(Arc::new(MetricSet {
+            hot,
             storage,
             registry: r.registry,
             http_requests,
@@ -229,11 +260,23 @@ impl Metrics {
             tasks,
             syncs,
             names: r.names,
-        })
+        })))
     }
 
     pub(crate) fn cache(&self, kind: &str, result: &str) {
-        self.cache_requests.with_label_values(&[kind, result]).inc();
+        let at = |list: &[&str], v: &str| list.iter().position(|x| *x == v);
+        match (at(CACHE_KINDS, kind), at(CACHE_RESULTS, result)) {
+            (Some(k), Some(r)) => self.hot.cache[k * CACHE_RESULTS.len() + r].inc(),
+            _ => self.cache_requests.with_label_values(&[kind, result]).inc(),
+        }
+    }
+
+    /// Observes a registry request's duration under its route kind.
+    pub(crate) fn observe_request(&self, route: &str, seconds: f64) {
+        match ROUTES.iter().position(|r| *r == route) {
+            Some(i) => self.hot.durations[i].observe(seconds),
+            None => self.http_request_duration.with_label_values(&[route]).observe(seconds),
+        }
     }
 
     /// An upstream's error and byte series, at 0, so that a rate of errors

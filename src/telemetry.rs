@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
@@ -28,7 +28,7 @@ use crate::api::body::{Body, BodyError};
 use crate::metrics::{method_label, Metrics};
 
 /// The header carrying a request's id, in and out, and on to upstreams.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// A client's id is kept only if it is this short and made of
 /// [`is_id_char`]: it goes into logs and upstream requests verbatim.
 const MAX_ID_LEN: usize = 128;
@@ -101,8 +101,22 @@ fn fresh_id() -> HeaderValue {
         u64::from_le_bytes(b) ^ u64::from(std::process::id())
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // 16 + 8 hex digits, written by hand: `format!` costs a warm request
+    // more than its whole lookup.
+    let mut text = [0u8; 24];
+    let digits = (u128::from(prefix) << 32) | u128::from(n as u32);
+    for (i, b) in text.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((digits >> (4 * (23 - i))) & 0xf) as usize];
+    }
     // Hex digits only: always a valid header value.
-    HeaderValue::from_str(&format!("{prefix:016x}{n:08x}")).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Runs a request's handler `f` with `ctx` as the current request. Unlike
+/// [`scope`], its future holds `f` once: a request's future is moved into
+/// place by hyper, so its size is paid on every request.
+pub(crate) fn scope_request<F: Future>(ctx: Arc<RequestContext>, f: F) -> impl Future<Output = F::Output> {
+    CURRENT.scope(ctx, f)
 }
 
 /// Runs `f` with `ctx` as the current request (if any).
@@ -160,9 +174,10 @@ pub(crate) struct Access {
     ctx: Arc<RequestContext>,
     started: Instant,
     method: Method,
-    path: String,
+    /// For the log line; a clone shares the request's bytes.
+    uri: http::Uri,
     route: &'static str,
-    status: Option<u16>,
+    status: Option<http::StatusCode>,
     bytes: u64,
     /// The response's Content-Length, if it had one.
     length: Option<u64>,
@@ -171,14 +186,14 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    pub(crate) fn begin(metrics: &Metrics, ctx: Arc<RequestContext>, method: Method, path: String) -> Access {
+    pub(crate) fn begin(metrics: &Metrics, ctx: Arc<RequestContext>, method: Method, uri: http::Uri) -> Access {
         metrics.http_in_flight.inc();
         Access {
             metrics: metrics.clone(),
             ctx,
             started: Instant::now(),
             method,
-            path,
+            uri,
             route: "unknown",
             status: None,
             bytes: 0,
@@ -194,7 +209,7 @@ impl Access {
 
     /// The response, whose body now carries this record to its end.
     pub(crate) fn respond(mut self, resp: http::Response<Body>) -> http::Response<Body> {
-        self.status = Some(resp.status().as_u16());
+        self.status = Some(resp.status());
         self.length = resp
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -208,17 +223,18 @@ impl Access {
 impl Drop for Access {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let status = self.status.unwrap_or(499);
+        // 499: the client went away before there was a response (nginx's code).
+        let status = self.status.unwrap_or(CLIENT_CLOSED);
         let m = &self.metrics;
         m.http_in_flight.dec();
-        m.http_requests.with_label_values(&[self.route, method_label(&self.method), &status.to_string()]).inc();
-        m.http_request_duration.with_label_values(&[self.route]).observe(elapsed.as_secs_f64());
+        m.http_requests.with_label_values(&[self.route, method_label(&self.method), status.as_str()]).inc();
+        m.observe_request(self.route, elapsed.as_secs_f64());
         tracing::info!(
             request_id = self.ctx.id_str(),
             method = %self.method,
             route = self.route,
-            path = %self.path,
-            status,
+            path = self.uri.path(),
+            status = status.as_u16(),
             bytes = self.bytes,
             complete = self.complete,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
@@ -228,6 +244,11 @@ impl Drop for Access {
         );
     }
 }
+
+const CLIENT_CLOSED: http::StatusCode = match http::StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => http::StatusCode::BAD_REQUEST,
+};
 
 /// A response body that counts what it sends; its [`Access`] is accounted
 /// when it is dropped (hyper drops it at the end, or on a hang-up).
@@ -297,6 +318,12 @@ mod tests {
         }
         let (a, b) = (RequestContext::new(&HeaderMap::new()), RequestContext::new(&HeaderMap::new()));
         assert_ne!(a.id(), b.id(), "fresh ids differ");
+        let (a, b) = (a.id().as_bytes(), b.id().as_bytes());
+        assert!(a.iter().all(u8::is_ascii_hexdigit), "{a:?}");
+        assert_eq!(a[..16], b[..16], "one prefix per process");
+        let count = |id: &[u8]| u32::from_str_radix(std::str::from_utf8(&id[16..]).unwrap(), 16).unwrap();
+        // Other tests make ids at the same time: later, not necessarily next.
+        assert!(count(b) > count(a), "then a counter");
     }
 
     #[tokio::test]
@@ -321,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_counted_once_when_its_body_ends() {
         let metrics = Metrics::new().unwrap();
-        let mut access = Access::begin(&metrics, RequestContext::new(&HeaderMap::new()), Method::GET, "/v2/".into());
+        let mut access = Access::begin(&metrics, RequestContext::new(&HeaderMap::new()), Method::GET, http::Uri::from_static("/v2/"));
         access.route("blob");
         assert_eq!(metrics.http_in_flight.get(), 1);
         let resp = access.respond(http::Response::new(crate::api::body::full(Bytes::from_static(b"12345"))));
@@ -337,7 +364,7 @@ mod tests {
     #[test]
     fn a_request_dropped_before_its_response_counts_as_499() {
         let metrics = Metrics::new().unwrap();
-        drop(Access::begin(&metrics, RequestContext::new(&HeaderMap::new()), Method::HEAD, "/v2/".into()));
+        drop(Access::begin(&metrics, RequestContext::new(&HeaderMap::new()), Method::HEAD, http::Uri::from_static("/v2/")));
         assert_eq!(metrics.http_in_flight.get(), 0);
         assert!(metrics.render().contains(r#"wharf_http_requests_total{method="HEAD",route="unknown",status="499"} 1"#));
     }

@@ -33,8 +33,8 @@ impl Registry {
         if let Some(d) = self.distributions.lookup(name.as_str()) {
             return if d.private { Visibility::Private } else { Visibility::Public };
         }
-        match self.pull.resolve(name, ns) {
-            Ok(target) if target.upstream.config().anonymous_pull => Visibility::Public,
+        match self.pull.upstream_for(name, ns) {
+            Ok(upstream) if upstream.config().anonymous_pull => Visibility::Public,
             Ok(_) => Visibility::Private,
             Err(_) => Visibility::Unknown,
         }

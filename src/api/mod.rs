@@ -14,7 +14,7 @@ mod signatures;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::limits::{ClientAddr, RateLimits};
 use crate::auth::{Auth, Principal};
@@ -30,7 +30,13 @@ use body::{full, Body};
 pub(crate) use error::ApiError;
 use router::Route;
 
-const API_VERSION: &str = "Docker-Distribution-API-Version";
+// Header names every answer carries, as consts: made from text they are
+// parsed on every insert.
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub(crate) const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+/// Room for every header of a manifest or blob answer, the three `handle`
+/// adds included, so the map never grows on the way.
+const ANSWER_HEADERS: usize = 8;
 const MAX_PAGE: usize = 10_000;
 
 /// The registry API service; cheap to clone into each connection.
@@ -141,7 +147,7 @@ impl Registry {
         B::Error: std::fmt::Display,
     {
         let ctx = RequestContext::new(req.headers());
-        let mut record = Access::begin(&self.metrics, ctx.clone(), req.method().clone(), req.uri().path().to_owned());
+        let mut record = Access::begin(&self.metrics, ctx.clone(), req.method().clone(), req.uri().clone());
         let path = req.uri().path();
         let route = if path == access::TOKEN_PATH { Ok(None) } else { router::route(path).map(Some) };
         record.route(match &route {
@@ -153,7 +159,7 @@ impl Registry {
         let request_id = ctx.id().clone();
         // The error's response is made in the request's scope, so its log
         // line carries the request id.
-        let mut resp = telemetry::scope(Some(ctx), async {
+        let mut resp = telemetry::scope_request(ctx, async {
             match self.dispatch(req, route).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(head_only),
@@ -222,12 +228,12 @@ impl Registry {
             Source::Hosted(d) => Box::pin(self.hosted.manifest(&d, reference, &accept)).await?,
             Source::Upstream(target) => self.pull.manifest(&target, reference, &accept).await?,
         };
-        let etag = format!("\"{}\"", manifest.digest);
+        let etag = &manifest.headers.etag;
         let not_modified = req
             .headers()
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+            .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == etag.as_bytes()));
         let (status, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, Body::default())
         } else if req.method() == Method::HEAD {
@@ -235,15 +241,19 @@ impl Registry {
         } else {
             (StatusCode::OK, full(manifest.bytes.clone()))
         };
+        let content_type = manifest.headers.content_type.clone().ok_or_else(|| {
+            PullError::Internal(format!("media type {:?} cannot be a header value", manifest.info.media_type))
+        })?;
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, header_value(&manifest.info.media_type)?);
+        h.reserve(ANSWER_HEADERS);
+        h.insert(header::CONTENT_TYPE, content_type);
         if status == StatusCode::OK {
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(manifest.bytes.len()));
+            h.insert(header::CONTENT_LENGTH, manifest.headers.content_length.clone());
         }
-        h.insert("Docker-Content-Digest", header_value(&manifest.digest.to_string())?);
-        h.insert(header::ETAG, header_value(&etag)?);
+        h.insert(DOCKER_CONTENT_DIGEST, manifest.headers.digest.clone());
+        h.insert(header::ETAG, etag.clone());
         Ok(resp)
     }
 
@@ -257,7 +267,8 @@ impl Registry {
         let head_only = req.method() == Method::HEAD;
         let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(ByteRange::parse);
         let source = match self.source(name, query)? {
-            Source::Hosted(d) => self.hosted.blob(&d, digest, !head_only).await?,
+            // Boxed, as for manifests.
+            Source::Hosted(d) => Box::pin(self.hosted.blob(&d, digest, !head_only)).await?,
             Source::Upstream(target) => self.pull.blob(&target, digest, !head_only).await?,
         };
         let size = match &source {
@@ -308,8 +319,9 @@ impl Registry {
         };
         let mut resp = Response::new(body);
         let h = resp.headers_mut();
+        h.reserve(ANSWER_HEADERS + 1);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        h.insert("Docker-Content-Digest", header_value(&digest.to_string())?);
+        h.insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string())?);
         h.insert(header::ETAG, header_value(&format!("\"{digest}\""))?);
         if size.is_some() {
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -33,7 +33,7 @@ fn created(location: &str, digest: &Digest) -> Result<Response<Body>, ApiError> 
     *resp.status_mut() = StatusCode::CREATED;
     let h = resp.headers_mut();
     h.insert(header::LOCATION, header_value(location)?);
-    h.insert("Docker-Content-Digest", header_value(&digest.to_string())?);
+    h.insert(super::DOCKER_CONTENT_DIGEST, header_value(&digest.to_string())?);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     Ok(resp)
 }

@@ -74,6 +74,18 @@ pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
         Some(rest) => rest.strip_prefix('/').ok_or(RouteError::NotFound)?,
         None => return Err(RouteError::NotFound),
     };
+    // The routes of a pull first, by their last two components (neither a
+    // reference nor a digest holds a `/`): no substring searches.
+    if let Some((name, kind, last)) = rest.rsplit_once('/').and_then(|(head, last)| {
+        let (name, kind) = head.rsplit_once('/')?;
+        Some((name, kind, last))
+    }) {
+        match kind {
+            "manifests" => return Ok(Route::Manifest { name: name.parse()?, reference: last.parse()? }),
+            "blobs" if last != "uploads" => return Ok(Route::Blob { name: name.parse()?, digest: last.parse()? }),
+            _ => {}
+        }
+    }
     if rest == "_catalog" {
         return Ok(Route::Catalog);
     }
@@ -151,6 +163,15 @@ mod tests {
     fn names_containing_route_words_parse_from_the_right() {
         match route("/v2/manifests/blobs/manifests/latest").unwrap() {
             Route::Manifest { name, .. } => assert_eq!(name.as_str(), "manifests/blobs"),
+            other => panic!("{other:?}"),
+        }
+        // The last two components decide, as distribution's routes do.
+        match route(&format!("/v2/a/manifests/b/blobs/{D}")).unwrap() {
+            Route::Blob { name, .. } => assert_eq!(name.as_str(), "a/manifests/b"),
+            other => panic!("{other:?}"),
+        }
+        match route("/v2/a/blobs/uploads/manifests/v1").unwrap() {
+            Route::Manifest { name, .. } => assert_eq!(name.as_str(), "a/blobs/uploads"),
             other => panic!("{other:?}"),
         }
     }

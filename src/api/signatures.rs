@@ -10,7 +10,7 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::body::Body;
 use super::push::read_manifest;
@@ -21,7 +21,9 @@ use crate::repository::PushError;
 
 /// Set on the registry port's answers (`/v2/` is where clients look):
 /// skopeo and podman then read and write signatures here.
-pub(super) const SUPPORTS_SIGNATURES: &str = "X-Registry-Supports-Signatures";
+// A const name: parsing a header name from text costs more than the rest
+// of a warm manifest answer.
+pub(super) const SUPPORTS_SIGNATURES: HeaderName = HeaderName::from_static("x-registry-supports-signatures");
 const SCHEMA_VERSION: u32 = 2;
 const ATOMIC: &str = "atomic";
 /// A signature is a few KiB of signed JSON; its base64 in a JSON body is

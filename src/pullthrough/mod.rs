@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use moka::future::Cache;
 use serde::Serialize;
 
@@ -34,7 +35,7 @@ use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
 use crate::storage::{Storage, StorageError, StoredObject};
 use crate::telemetry;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// How long a stale tag answer is reused before the upstream is asked again.
 const STALE_RECHECK: Duration = Duration::from_secs(10);
@@ -154,6 +155,38 @@ pub(crate) struct Manifest {
     pub(crate) digest: Digest,
     pub(crate) bytes: Bytes,
     pub(crate) info: ManifestInfo,
+    /// Its answer's header values, made once: a cached manifest is served
+    /// many times, and formatting them costs more than the lookup.
+    pub(crate) headers: ManifestHeaders,
+}
+
+/// The header values that describe a manifest in an answer.
+#[derive(Debug)]
+pub(crate) struct ManifestHeaders {
+    /// `Content-Type`: the media type, None if it cannot be a header value
+    /// (answered as an internal error, never sent mangled).
+    pub(crate) content_type: Option<HeaderValue>,
+    /// `Docker-Content-Digest`.
+    pub(crate) digest: HeaderValue,
+    /// `ETag`: the digest, quoted.
+    pub(crate) etag: HeaderValue,
+    /// `Content-Length` of the bytes.
+    pub(crate) content_length: HeaderValue,
+}
+
+impl Manifest {
+    pub(crate) fn new(digest: Digest, bytes: Bytes, info: ManifestInfo) -> Manifest {
+        let text = digest.to_string();
+        // A digest is `algorithm:hex`, always a valid header value.
+        let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        let headers = ManifestHeaders {
+            content_type: HeaderValue::from_str(&info.media_type).ok(),
+            digest: value(&text),
+            etag: value(&format!("\"{text}\"")),
+            content_length: HeaderValue::from(bytes.len()),
+        };
+        Manifest { digest, bytes, info, headers }
+    }
 }
 
 /// Where a blob's bytes will come from.
@@ -178,11 +211,22 @@ pub(crate) struct TagsPage {
     pub(crate) has_more: bool,
 }
 
+/// `<upstream>\0<repository>:<tag>`: one string, so a lookup allocates once
+/// (neither a repository name nor a tag can hold `\0` or `:` past the
+/// name, so no two keys collide).
 #[derive(Clone, Hash, PartialEq, Eq)]
-struct TagKey {
-    upstream: String,
-    repo: RepositoryName,
-    tag: Tag,
+struct TagKey(String);
+
+impl TagKey {
+    fn new(upstream: &str, repo: &RepositoryName, tag: &Tag) -> TagKey {
+        let mut key = String::with_capacity(upstream.len() + repo.as_str().len() + tag.as_str().len() + 2);
+        key.push_str(upstream);
+        key.push('\0');
+        key.push_str(repo.as_str());
+        key.push(':');
+        key.push_str(tag.as_str());
+        TagKey(key)
+    }
 }
 
 #[derive(Clone)]
@@ -309,6 +353,11 @@ impl PullThrough {
         Ok(self.upstreams.resolve(name, ns)?)
     }
 
+    /// The upstream `name` leads to (see [`Upstreams::upstream_for`]).
+    pub(crate) fn upstream_for(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Upstream, PullError> {
+        Ok(self.upstreams.upstream_for(name, ns)?)
+    }
+
     // -- manifests ---------------------------------------------------------
 
     /// The manifest `reference` names, after negotiation with `accept`; a
@@ -396,7 +445,7 @@ impl PullThrough {
     }
 
     async fn resolve_tag(&self, target: &Target, tag: &Tag, lookup: &Lookup) -> Result<Digest, PullError> {
-        let key = TagKey { upstream: target.upstream.config().name.clone(), repo: target.repo.clone(), tag: tag.clone() };
+        let key = TagKey::new(&target.upstream.config().name, &target.repo, tag);
         // A fresh tag, the common case, builds no revalidation: that future
         // is large, and every request would otherwise carry and copy its
         // space (boxed, it is allocated only when needed).
@@ -500,7 +549,7 @@ impl PullThrough {
             return Ok(None);
         };
         let info = media::inspect(&bytes).map_err(|e| PullError::Internal(format!("stored manifest {digest}: {e}")))?;
-        let m = Arc::new(Manifest { digest: digest.clone(), bytes, info });
+        let m = Arc::new(Manifest::new(digest.clone(), bytes, info));
         self.manifests.insert(digest.clone(), m.clone()).await;
         Ok(Some(m))
     }
@@ -545,7 +594,7 @@ impl PullThrough {
     async fn load_manifest(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
         if let Some(bytes) = self.storage.read_small(digest, self.max_manifest_size).await? {
             let info = media::inspect(&bytes).map_err(|e| PullError::Internal(format!("stored manifest {digest}: {e}")))?;
-            return Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }));
+            return Ok(Arc::new(Manifest::new(digest.clone(), bytes, info)));
         }
         lookup.fetched.store(true, Ordering::Relaxed);
         let fetched = target
@@ -576,7 +625,7 @@ impl PullThrough {
                 self.metrics.storage.write_errors.inc();
             }
         }
-        Ok(Arc::new(Manifest { digest: digest.clone(), bytes, info }))
+        Ok(Arc::new(Manifest::new(digest.clone(), bytes, info)))
     }
 
     // -- blobs -------------------------------------------------------------
@@ -588,6 +637,13 @@ impl PullThrough {
             self.count("blob", "hit");
             return Ok(BlobSource::Stored(obj));
         }
+        // Boxed: a stored blob, the common case, does not carry the space
+        // of a fill or an upstream HEAD (see `manifest_with`).
+        Box::pin(self.blob_not_stored(target, digest, want_body)).await
+    }
+
+    /// [`PullThrough::blob`] for a blob not in storage.
+    async fn blob_not_stored(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
         if !want_body {
             if let Some(fill) = self.fills.get(digest) {
                 self.count("blob", "coalesced");

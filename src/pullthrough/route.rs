@@ -81,11 +81,26 @@ impl Upstreams {
 
     /// Resolves a client-facing repository name (and containerd's `ns`).
     pub(crate) fn resolve(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Target, RouteError> {
+        let (up, prefixed) = self.locate(name, ns)?;
+        let repo = match prefixed {
+            true => name.split_first().1.ok_or_else(|| RouteError::NoUpstream(name.to_string()))?,
+            false => name.clone(),
+        };
+        Ok(target(&up, repo)?)
+    }
+
+    /// The upstream `name` leads to, without building its name there (the
+    /// access gate's question, asked on every request).
+    pub(crate) fn upstream_for(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Upstream, RouteError> {
+        self.locate(name, ns).map(|(up, _)| up)
+    }
+
+    /// The upstream, and whether `name` named it by its first component.
+    fn locate(&self, name: &RepositoryName, ns: Option<&str>) -> Result<(Upstream, bool), RouteError> {
         let table = self.table();
-        let (first, rest) = name.split_first();
-        if let Some(rest) = rest {
+        if let Some((first, _)) = name.as_str().split_once('/') {
             if let Some(up) = table.by_name(first) {
-                return Ok(target(up, rest)?);
+                return Ok((up.clone(), true));
             }
         }
         if let Some(ns) = ns {
@@ -95,11 +110,11 @@ impl Upstreams {
                 .iter()
                 .find(|u| u.config().name == ns || u.config().host == ns)
                 .ok_or(RouteError::NoUpstream(ns))?;
-            return Ok(target(up, name.clone())?);
+            return Ok((up.clone(), false));
         }
         match table.default.and_then(|i| table.all.get(i)) {
-            Some(up) => Ok(target(up, name.clone())?),
-            None => Err(RouteError::NoUpstream(first.to_owned())),
+            Some(up) => Ok((up.clone(), false)),
+            None => Err(RouteError::NoUpstream(name.split_first().0.to_owned())),
         }
     }
 }
