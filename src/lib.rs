@@ -32,6 +32,7 @@
 //! - `metrics`: every Prometheus metric.
 //! - `telemetry`: request ids, the access log line and the HTTP metrics of a request.
 //! - `gc`: bounded disk: LRU eviction, orphan and leftover removal, verify.
+//! - `memory`: gives the allocator's free memory back after bursts of fills.
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod gc;
 pub(crate) mod limits;
+pub(crate) mod memory;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod notify;
