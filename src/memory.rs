@@ -1,13 +1,21 @@
-//! Gives the memory a burst of blob fills leaves free back to the kernel.
+//! Keeps the memory a burst of blob fills uses from staying resident.
 //!
 //! A fill receives its upstream body in buffers of a few hundred KiB.
 //! glibc's malloc serves the first of them by `mmap`, then raises its mmap
-//! threshold past their size, so later ones come from its heaps; once a
-//! herd of fills has ended those heaps are mostly free but stay resident,
-//! and each burst of fills starts from the last one's high-water mark. So
-//! once no fill is in flight (checked every [`CHECK_EVERY`], and only after
-//! a fill has ended since the last release), free heap memory is handed
-//! back with `malloc_trim`. Nothing on a request's path waits for it.
+//! threshold past their size, so later ones come from its heaps, between
+//! small allocations that outlive the burst; once a herd of fills has ended
+//! those heaps are mostly free but cannot shrink, and each burst starts
+//! from the last one's high-water mark. Two measures, both glibc's own
+//! knobs:
+//!
+//! - [`tune`], at start, pins the mmap threshold at glibc's initial 128
+//!   KiB, so large buffers always come from `mmap` and go back to the
+//!   kernel when freed.
+//! - [`release_after_fills`]: once no fill is in flight (checked every
+//!   [`CHECK_EVERY`], and only after a fill has ended since the last
+//!   release), free heap memory is handed back with `malloc_trim`.
+//!
+//! Nothing on a request's path waits for either.
 
 use std::time::Duration;
 
@@ -39,9 +47,28 @@ async fn watch(activity: impl Fn() -> Option<u64>, release: impl Fn() -> bool + 
     }
 }
 
+/// Large allocations from `mmap` always: glibc's initial threshold, fixed
+/// (setting it turns off the dynamic raise). Call once, at start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // A call into glibc's allocator; see Cargo.toml.
+pub(crate) fn tune() {
+    // SAFETY: mallopt takes two integers and changes only the allocator's
+    // own parameters, under its lock; glibc documents it as MT-Safe. It
+    // returns 0 on failure, which leaves glibc's default behaviour.
+    let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+}
+
+/// Other allocators decide for themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn tune() {}
+
+/// glibc's own initial mmap threshold.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+
 /// Returns free heap memory to the kernel; whether any was.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // The one call into glibc's allocator; see Cargo.toml.
+#[allow(unsafe_code)] // A call into glibc's allocator; see Cargo.toml.
 pub(crate) fn release() -> bool {
     // SAFETY: malloc_trim takes no pointers and touches only the
     // allocator's own state, locking each arena in turn; glibc documents it
@@ -62,7 +89,8 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn release_can_be_called_any_time() {
+    fn tune_and_release_can_be_called_any_time() {
+        tune();
         let big: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 300 << 10]).collect();
         drop(big);
         // Whether anything was free depends on the allocator's state; it

@@ -116,6 +116,8 @@ fn serve(config_path_flag: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&config.log);
+    // Before any thread exists: the allocator's settings for the server.
+    crate::memory::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
