@@ -123,7 +123,7 @@ struct Recent {
 
 /// How much of a fill's most recent bytes stay in memory for clients at
 /// the live edge. Frames leave the window only once on disk.
-const RECENT_BYTES: usize = 4 << 20;
+const RECENT_BYTES: usize = 2 << 20;
 
 /// The table of fills in flight, keyed by digest.
 #[derive(Clone, Default)]
