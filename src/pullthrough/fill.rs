@@ -643,9 +643,12 @@ mod tests {
         assert_eq!(f.recent().bytes, 6 << 20, "nothing is on disk: every frame a reader needs stays");
         fast.pos.store(6 << 20, Ordering::Release);
         assert_eq!(f.trim(&mut f.recent()), 6 << 20, "the slow reader still needs them");
-        slow.pos.store(3 << 20, Ordering::Release);
+        // Far enough along that what it still needs is the window's size.
+        let slow_at = (6 << 20) - RECENT_BYTES as u64;
+        slow.pos.store(slow_at, Ordering::Release);
         assert_eq!(f.trim(&mut f.recent()), RECENT_BYTES, "frames both passed go, down to the window's size");
-        assert!(f.recent_bytes(3 << 20, 4 << 20).is_some(), "the slow reader's next bytes are kept");
+        assert!(f.recent_bytes(slow_at, slow_at + (1 << 20)).is_some(), "the slow reader's next bytes are kept");
+        assert!(f.recent_bytes(slow_at - 1, slow_at).is_none(), "and nothing before them");
         drop(slow);
         drop(fast);
         f.push_recent(6 << 20, frame(6));
