@@ -6,9 +6,9 @@
 //! one of [`ROUTES`], `method` one of [`METHODS`], `upstream` a configured
 //! upstream's (or remote's) name, `status` an HTTP status code.
 
-use prometheus::core::Collector;
 use std::sync::Arc;
 
+use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };

@@ -156,7 +156,7 @@ pub(crate) struct Manifest {
     pub(crate) bytes: Bytes,
     pub(crate) info: ManifestInfo,
     /// Its answer's header values, made once: a cached manifest is served
-    /// many times, and formatting them costs more than the lookup.
+    /// many times, and formatting them was a measurable part of each answer.
     pub(crate) headers: ManifestHeaders,
 }
 
@@ -211,9 +211,9 @@ pub(crate) struct TagsPage {
     pub(crate) has_more: bool,
 }
 
-/// `<upstream>\0<repository>:<tag>`: one string, so a lookup allocates once
-/// (neither a repository name nor a tag can hold `\0` or `:` past the
-/// name, so no two keys collide).
+/// `<upstream>\0<repository>:<tag>`: one string, so a lookup allocates once.
+/// No two keys collide: by their grammars an upstream's name holds no `\0`,
+/// and neither a repository name nor a tag holds `:`.
 #[derive(Clone, Hash, PartialEq, Eq)]
 struct TagKey(String);
 
@@ -815,6 +815,7 @@ pub(crate) fn paginate(all: &[String], n: Option<usize>, last: Option<&str>) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -830,5 +831,32 @@ mod tests {
         let p = paginate(&all, None, Some("zz"));
         assert!(p.tags.is_empty() && !p.has_more);
         assert_eq!(paginate(&all, Some(0), None).tags.len(), 0);
+    }
+
+    #[test]
+    fn tag_keys_differ_whenever_their_parts_do() {
+        let key = |up: &str, repo: &str, tag: &str| TagKey::new(up, &repo.parse().unwrap(), &tag.parse().unwrap());
+        let base = key("hub", "library/alpine", "3.20");
+        assert!(base == key("hub", "library/alpine", "3.20"));
+        for other in [
+            key("hub2", "library/alpine", "3.20"),
+            key("hub", "library/alpin", "3.20"),
+            key("hub", "library/alpine", "3.2"),
+            key("hub", "library/alpine.3", "20"),
+            key("hu", "b/library/alpine", "3.20"),
+        ] {
+            assert!(base != other);
+        }
+    }
+
+    #[test]
+    fn a_manifest_carries_its_answer_headers() {
+        let bytes = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#);
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        let m = Manifest::new(digest.clone(), bytes.clone(), media::inspect(&bytes).unwrap());
+        assert_eq!(m.headers.digest, digest.to_string().as_str());
+        assert_eq!(m.headers.etag, format!("\"{digest}\"").as_str());
+        assert_eq!(m.headers.content_length, bytes.len().to_string().as_str());
+        assert_eq!(m.headers.content_type.as_ref().unwrap(), "application/vnd.oci.image.manifest.v1+json");
     }
 }
