@@ -162,6 +162,14 @@ pub(crate) struct AtomicSignature {
     pub(crate) content: Vec<u8>,
 }
 
+impl AtomicSignature {
+    /// The digest of its bytes: with the manifest, what tells two
+    /// signatures apart.
+    pub(crate) fn digest(&self) -> Digest {
+        Digest::of(crate::oci::Algorithm::Sha256, &self.content)
+    }
+}
+
 /// How a sync changes its repository.
 #[derive(Clone, Copy)]
 pub(crate) enum SyncMode<'a> {

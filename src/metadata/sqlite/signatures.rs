@@ -12,11 +12,11 @@ use super::{add_content, close_version, content_page, digest_of, i64_of, present
 use crate::metadata::{
     AtomicSignature, ContentType, ManifestFacts, MetadataError, Page, PageRequest, RepositoryKind, SignatureItem, VersionRef,
 };
-use crate::oci::{Algorithm, Digest};
+use crate::oci::Digest;
 
 fn upsert(tx: &Transaction<'_>, s: &AtomicSignature) -> Result<i64, MetadataError> {
     let manifest = s.manifest.to_string();
-    let digest = Digest::of(Algorithm::Sha256, &s.content).to_string();
+    let digest = s.digest().to_string();
     tx.execute(
         "INSERT OR IGNORE INTO signatures (manifest_digest, digest, name, type, content) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![manifest, digest, s.name, s.kind, s.content],
@@ -70,7 +70,7 @@ pub(super) fn drop_unlisted(
 ) -> Result<(), MetadataError> {
     let listed: HashSet<(String, String)> = listed
         .iter()
-        .map(|s| (s.manifest.to_string(), Digest::of(Algorithm::Sha256, &s.content).to_string()))
+        .map(|s| (s.manifest.to_string(), s.digest().to_string()))
         .collect();
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT s.id, s.digest FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
@@ -183,7 +183,7 @@ pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSig
         )
         .optional()?;
     if let Some(existing) = taken {
-        if existing != Digest::of(Algorithm::Sha256, &signature.content).to_string() {
+        if existing != signature.digest().to_string() {
             return Err(MetadataError::Conflict(format!("a different signature is named {:?}", signature.name)));
         }
     }
