@@ -21,7 +21,7 @@ use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
-use crate::pullthrough::{paginate, BlobSource, Piece, PullError, PullThrough, TagsPage};
+use crate::pullthrough::{paginate, referrers_index, BlobSource, Piece, PullError, PullThrough, RouteError, TagsPage};
 use crate::repository::{Distributions, Hosted, Pushes, Served};
 use crate::telemetry::{self, Access, RequestContext};
 use crate::sendfile::FileSender;
@@ -382,9 +382,16 @@ impl Registry {
         method: &Method,
     ) -> Result<Response<Body>, ApiError> {
         let artifact_type = query.artifact_type.as_deref();
-        let index = match self.source(name, query)? {
-            Source::Hosted(d) => self.hosted.referrers(&d, digest, artifact_type).await?,
-            Source::Upstream(target) => self.pull.referrers(&target, digest, artifact_type).await?,
+        let index = match self.source(name, query) {
+            Ok(Source::Hosted(d)) => self.hosted.referrers(&d, digest, artifact_type).await?,
+            Ok(Source::Upstream(target)) => self.pull.referrers(&target, digest, artifact_type).await?,
+            // A name no repository has yet, that a push would create: it
+            // has no referrers, which the spec answers with an empty
+            // index, never a 404.
+            Err(ApiError::Pull(PullError::Route(RouteError::NoUpstream(_)))) if matches!(self.pushes.check(name), Ok(None)) => {
+                referrers_index(Vec::new())
+            }
+            Err(e) => return Err(e),
         };
         let mut resp = json_response(StatusCode::OK, index, method);
         resp.headers_mut()

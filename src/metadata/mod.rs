@@ -646,7 +646,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Whether a version holds this manifest or blob (`Manifest` or `Blob`),
     /// directly or as something one of its manifests points at. A push
     /// repository holds exactly its content (everything in it was pushed),
-    /// and its latest version also shows its uploaded blobs.
+    /// and its latest content (`version` None, never a number) also shows
+    /// its uploaded blobs.
     fn contains(&self, repository: &str, version: VersionRef, kind: ContentType, digest: &Digest)
         -> Result<bool, MetadataError>;
     /// Every tag name in a version, sorted.

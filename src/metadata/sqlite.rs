@@ -821,16 +821,18 @@ fn count(conn: &Connection, sql: &str, p: &[(&str, &dyn rusqlite::ToSql)]) -> Re
     Ok(u64_of(conn.query_row(&format!("SELECT COUNT(*) {sql}"), p, |r| r.get(0))?))
 }
 
-/// `contains` for a push repository: exactly its content, and in its
-/// latest version its uploaded blobs too.
-fn push_contains(conn: &Connection, repo: &RepoRow, v: i64, kind: ContentType, digest: &Digest) -> Result<bool, MetadataError> {
+/// `contains` for a push repository: whether a push repository's version `v` holds `digest`; its latest
+/// content (`latest`: asked for as the latest, not by number) also holds
+/// the blobs uploaded to it, which no version records until a manifest
+/// references them.
+fn push_contains(conn: &Connection, repo: &RepoRow, (v, latest): (i64, bool), kind: ContentType, digest: &Digest) -> Result<bool, MetadataError> {
     if matches!(kind, ContentType::Tag | ContentType::Signature) {
         return Err(MetadataError::Invalid(format!("{}s are not looked up by digest", kind.as_str())));
     }
     if present_by_digest(conn, repo.id, kind, digest, v)?.is_some() {
         return Ok(true);
     }
-    if kind != ContentType::Blob || u64_of(v) != repo.repo.latest_version {
+    if kind != ContentType::Blob || !latest {
         return Ok(false);
     }
     Ok(conn.query_row(
@@ -1182,7 +1184,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let (repo, v) = resolve(conn, repository, version)?;
             if repo.repo.kind == RepositoryKind::Push {
-                return push_contains(conn, &repo, v, kind, digest);
+                return push_contains(conn, &repo, (v, version.is_none()), kind, digest);
             }
             // Besides content recorded in the version: what its manifests
             // point at (an index's other platforms, and their layers), which

@@ -44,6 +44,7 @@ use futures_util::Stream;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
+use super::held::FetchedFor;
 use super::{PullError, Target};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
@@ -100,6 +101,11 @@ pub(crate) struct Fill {
     /// (after the commit, which follows `Done`): for callers that must know
     /// the bytes survive a crash, such as a sync.
     stored: watch::Sender<Option<bool>>,
+    /// The repository whose upstream the fill asks, and whether it asked:
+    /// only then is the fill's answer that upstream's word on the blob
+    /// (see `held`).
+    fetched_for: FetchedFor,
+    upstream_answered: AtomicBool,
 }
 
 /// One reader's position in a fill; dropped with its body stream.
@@ -143,8 +149,10 @@ pub(crate) struct FillJob {
 }
 
 impl Fill {
-    fn new(state: watch::Receiver<FillState>) -> Fill {
+    fn new(state: watch::Receiver<FillState>, fetched_for: FetchedFor) -> Fill {
         Fill {
+            fetched_for,
+            upstream_answered: AtomicBool::new(false),
             state,
             file: OnceLock::new(),
             written: AtomicU64::new(0),
@@ -166,19 +174,20 @@ impl Fills {
     /// Joins the fill for `digest`, starting one if none is in flight.
     /// Returns whether this call started it.
     pub(crate) fn join_or_start(&self, digest: &Digest, job: impl FnOnce() -> FillJob) -> (Arc<Fill>, bool) {
-        let (fill, tx) = {
+        let (fill, tx, job) = {
             let mut map = self.lock();
             if let Some(existing) = map.get(digest) {
                 return (existing.clone(), false);
             }
             let (tx, rx) = watch::channel(FillState::Starting);
-            let fill = Arc::new(Fill::new(rx));
+            let job = job();
+            let fill = Arc::new(Fill::new(rx, FetchedFor::of(&job.target)));
             map.insert(digest.clone(), fill.clone());
-            (fill, tx)
+            (fill, tx, job)
         };
         // The fill is detached from the request, but its upstream requests
         // carry the id of the request that started it.
-        tokio::spawn(telemetry::scope(telemetry::current(), run(job(), fill.clone(), tx, self.clone())));
+        tokio::spawn(telemetry::scope(telemetry::current(), run(job, fill.clone(), tx, self.clone())));
         (fill, true)
     }
 
@@ -285,6 +294,13 @@ impl Fill {
     /// under way): a request joining now is served locally.
     pub(crate) fn is_complete(&self) -> bool {
         matches!(*self.state.borrow(), FillState::Done { .. })
+    }
+
+    /// Whether the upstream of `target`'s repository answered this fill:
+    /// then a request for that repository may take the fill's bytes
+    /// without asking again. Meaningful once [`Fill::ready`] returned.
+    pub(crate) fn speaks_for(&self, target: &Target) -> bool {
+        self.upstream_answered.load(Ordering::Acquire) && self.fetched_for == FetchedFor::of(target)
     }
 
     /// Waits for the upstream's answer: the blob's size (if the upstream
@@ -463,6 +479,8 @@ async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, f
     let _ = fill.file.set(ingest.reader());
     let upstream = &job.target.upstream;
     let response = upstream.get_blob(&job.target.repo, &job.digest).await.map_err(PullError::from_blob_fetch)?;
+    // Before the state leaves `Starting`, so whoever sees it sees this.
+    fill.upstream_answered.store(true, Ordering::Release);
     let size = response.size;
     tx.send_replace(FillState::Streaming { size, received: 0 });
 
@@ -600,7 +618,7 @@ mod tests {
 
     fn fill() -> Fill {
         let (_tx, rx) = watch::channel(FillState::Starting);
-        Fill::new(rx)
+        Fill::new(rx, FetchedFor(String::new()))
     }
 
     /// A sync counts a blob fetched only once it is committed: `Done` comes
@@ -609,7 +627,7 @@ mod tests {
     async fn stored_waits_past_done_for_the_commit_and_reports_a_failed_one() {
         for committed in [true, false] {
             let (tx, rx) = watch::channel(FillState::Starting);
-            let f = Arc::new(Fill::new(rx));
+            let f = Arc::new(Fill::new(rx, FetchedFor(String::new())));
             tx.send_replace(FillState::Done { size: 3 });
             assert_eq!(f.done().await.unwrap(), 3);
             let waiter = tokio::spawn({

@@ -12,6 +12,7 @@
 //!   is gone is gone.
 
 mod fill;
+mod held;
 mod recorder;
 mod route;
 
@@ -26,10 +27,11 @@ use serde::Serialize;
 
 pub(crate) use fill::{Fill, Piece};
 use fill::{FillJob, Fills};
+use held::Held;
 pub(crate) use recorder::{manifest_facts, Recorder};
 pub(crate) use route::{RouteError, Target, Upstreams};
 
-use crate::metadata::{Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, all_pages};
+use crate::metadata::{ContentType, Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, all_pages};
 use crate::metrics::Metrics;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
@@ -304,6 +306,9 @@ pub(crate) struct PullThrough {
     recorder: Recorder,
     metrics: Metrics,
     fills: Fills,
+    /// What each pull-through repository may be answered from local
+    /// content (`held.rs`).
+    held: Held,
     manifests: Cache<Digest, Arc<Manifest>>,
     tags: Cache<TagKey, TagEntry>,
     tag_lists: Cache<(String, RepositoryName), TagList>,
@@ -332,6 +337,7 @@ impl PullThrough {
             recorder,
             metrics,
             fills: Fills::default(),
+            held: Held::default(),
             manifests,
             tags,
             tag_lists,
@@ -387,21 +393,70 @@ impl PullThrough {
         accept: &media::Accept,
         lookup: &Lookup,
     ) -> Result<Arc<Manifest>, PullError> {
-        let (digest, tag) = match reference {
-            Reference::Digest(d) => (d.clone(), None),
-            Reference::Tag(t) => (self.resolve_tag(target, t, lookup).await?, Some(t.as_str())),
+        // A tag's digest is the upstream's word for this repository; a
+        // digest asked for directly must be one the repository holds.
+        let (manifest, tag) = match reference {
+            Reference::Digest(d) if !self.held.contains(target, d) => {
+                (Box::pin(self.unheld_manifest(target, d, lookup)).await?, None)
+            }
+            Reference::Digest(d) => (self.manifest_with(target, d, lookup).await?, None),
+            Reference::Tag(t) => {
+                let digest = self.resolve_tag(target, t, lookup).await?;
+                (self.manifest_with(target, &digest, lookup).await?, Some(t.as_str()))
+            }
         };
-        let manifest = self.manifest_with(target, &digest, lookup).await?;
+        self.held.insert_manifest(target, &manifest.digest, &manifest.bytes);
         self.record(target, tag, &manifest).await;
         match media::negotiate(&manifest.info, accept, tag.is_none()) {
             media::Negotiated::AsStored => Ok(manifest),
+            // An index's manifests are held with it.
             media::Negotiated::Child(child) => {
                 let child = self.manifest_with(target, &child, lookup).await?;
+                self.held.insert_manifest(target, &child.digest, &child.bytes);
                 self.record(target, None, &child).await;
                 Ok(child)
             }
             media::Negotiated::NotAcceptable => Err(PullError::NotAcceptable),
         }
+    }
+
+    /// Whether the pull-through repository of `target` has `digest` in its
+    /// recorded content (it may be recorded with nothing in memory: after
+    /// a restart, or once the memory of held digests let it go).
+    async fn recorded(&self, target: &Target, digest: &Digest, kind: ContentType) -> Result<bool, PullError> {
+        let (repository, wanted) = (self.repository_of(target), digest.clone());
+        match self.metadata.run(move |s| s.contains(&repository, None, kind, &wanted)).await {
+            Ok(held) => Ok(held),
+            Err(MetadataError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A manifest asked for by a digest the repository is not known to
+    /// hold: its recorded content decides, else the upstream does, as if
+    /// nothing were cached (bytes here for another repository prove
+    /// nothing about this one).
+    async fn unheld_manifest(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
+        if self.recorded(target, digest, ContentType::Manifest).await? {
+            return self.manifest_with(target, digest, lookup).await;
+        }
+        lookup.fetched.store(true, Ordering::Relaxed);
+        let here = self.manifests.contains_key(digest) || self.storage.stat(digest).await?.is_some();
+        if here {
+            let reference = Reference::Digest(digest.clone());
+            target.upstream.head_manifest(&target.repo, &reference).await.map_err(PullError::from_manifest_fetch)?;
+            return self.manifest_with(target, digest, lookup).await;
+        }
+        // Not here: this repository's own fetch, never joined to a load
+        // another repository's request has in flight.
+        let fetched = target
+            .upstream
+            .get_manifest(&target.repo, &Reference::Digest(digest.clone()), self.max_manifest_size)
+            .await
+            .map_err(PullError::from_manifest_fetch)?;
+        let manifest = self.store_manifest(target, digest, fetched.bytes).await?;
+        self.manifests.insert(digest.clone(), manifest.clone()).await;
+        Ok(manifest)
     }
 
     /// Counts a client's lookup, and notes it for the request's log line.
@@ -635,24 +690,69 @@ impl PullThrough {
 
     // -- blobs -------------------------------------------------------------
 
-    /// Locates a blob's bytes: stored, arriving, or (for a HEAD on a miss)
-    /// only described by the upstream.
+    /// A client's blob request for a pull-through name: its bytes stored,
+    /// arriving, or (for a HEAD on a miss) only described by the upstream.
+    /// Stored bytes are served only if the repository holds the digest;
+    /// else the upstream decides (`held.rs`).
     pub(crate) async fn blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+        if self.held.contains(target, digest) {
+            return self.held_blob(target, digest, want_body).await;
+        }
+        // Boxed, as below.
+        Box::pin(self.unheld_blob(target, digest, want_body)).await
+    }
+
+    /// A blob the caller knows `target`'s repository holds (a distribution
+    /// checked its version): stored, or filled from the upstream.
+    pub(crate) async fn held_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
         if let Some(obj) = self.storage.open_object(digest).await? {
             self.count("blob", "hit");
             return Ok(BlobSource::Stored(obj));
         }
         // Boxed: a stored blob, the common case, does not carry the space
         // of a fill or an upstream HEAD (see `manifest_with`).
-        Box::pin(self.blob_not_stored(target, digest, want_body)).await
+        Box::pin(self.blob_not_stored(target, digest, want_body, true)).await
     }
 
-    /// [`PullThrough::blob`] for a blob not in storage.
-    async fn blob_not_stored(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+    /// [`PullThrough::blob`] for a digest the repository is not known to
+    /// hold.
+    async fn unheld_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+        if self.recorded(target, digest, ContentType::Blob).await? {
+            self.held.insert(target, digest);
+            return self.held_blob(target, digest, want_body).await;
+        }
+        if self.storage.stat(digest).await?.is_none() {
+            // Nothing here: this request's own upstream request decides.
+            return self.blob_not_stored(target, digest, want_body, false).await;
+        }
+        self.vouch_blob(target, digest, want_body).await?;
+        self.held_blob(target, digest, want_body).await
+    }
+
+    /// Asks `target`'s upstream whether its repository has `digest`, which
+    /// is here for another repository; Ok once it said yes.
+    async fn vouch_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<(), PullError> {
+        match target.upstream.head_blob(&target.repo, digest).await {
+            Ok(_) => {
+                self.held.insert(target, digest);
+                Ok(())
+            }
+            // As for a HEAD on a miss (below): unknown, not a gateway error.
+            Err(e) if !want_body && is_unavailable(&e) => Err(PullError::BlobUnknown),
+            Err(e) => Err(PullError::from_blob_fetch(e)),
+        }
+    }
+
+    /// A blob not in storage. `held`: the repository is known to hold it;
+    /// if not, only an answer of its own upstream lets it have the bytes.
+    async fn blob_not_stored(&self, target: &Target, digest: &Digest, want_body: bool, held: bool) -> Result<BlobSource, PullError> {
         if !want_body {
             if let Some(fill) = self.fills.get(digest) {
                 self.count("blob", "coalesced");
                 let size = fill.ready().await?;
+                if !held && !fill.speaks_for(target) {
+                    self.vouch_blob(target, digest, want_body).await?;
+                }
                 return Ok(BlobSource::Filling { fill, size, fetched: true });
             }
             // A HEAD is an existence check: when the upstream cannot be
@@ -668,6 +768,7 @@ impl PullThrough {
                 Err(e) => return Err(PullError::from_blob_fetch(e)),
             };
             self.count("blob", "miss");
+            self.held.insert(target, digest);
             return Ok(BlobSource::Remote { size: head.size });
         }
         let (fill, started) = self.fills.join_or_start(digest, || FillJob {
@@ -683,6 +784,12 @@ impl PullThrough {
         };
         self.count("blob", result);
         let size = fill.ready().await?;
+        // A fill of another repository's, or one that found the blob
+        // stored meanwhile, is no answer of this repository's upstream.
+        if !held && !fill.speaks_for(target) {
+            self.vouch_blob(target, digest, want_body).await?;
+        }
+        self.held.insert(target, digest);
         Ok(BlobSource::Filling { fill, size, fetched: result != "hit" })
     }
 
@@ -790,13 +897,14 @@ impl PullThrough {
             .into_iter()
             .filter(|e| filtered || artifact_type.is_none_or(|t| e.get("artifactType").and_then(|v| v.as_str()) == Some(t)))
             .collect();
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media::OCI_INDEX,
-            "manifests": manifests,
-        });
-        Ok(Bytes::from(index.to_string()))
+        Ok(referrers_index(manifests))
     }
+}
+
+/// The referrers API's answer: an OCI image index of `manifests`.
+pub(crate) fn referrers_index(manifests: Vec<serde_json::Value>) -> Bytes {
+    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests });
+    Bytes::from(index.to_string())
 }
 
 fn index_entries(bytes: &[u8]) -> Result<Vec<serde_json::Value>, PullError> {

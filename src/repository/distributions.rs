@@ -5,6 +5,7 @@
 //! next request on.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, all_pages, RepositoryKind};
@@ -27,6 +28,11 @@ pub(crate) struct Served {
     /// The kind of the repository served: only a push repository's own
     /// distribution accepts pushes.
     pub(crate) kind: RepositoryKind,
+    /// Which load of the table this came from. A repository can be
+    /// deleted only once no distribution serves it, which reloads the
+    /// table, so answers cached under (generation, repository, version)
+    /// never meet a new repository of the same name.
+    pub(crate) generation: u64,
 }
 
 #[derive(Clone)]
@@ -38,6 +44,8 @@ pub(crate) struct Distributions {
     // Read on every registry request, written after admin changes: a std
     // RwLock (never held across an await) is enough.
     by_base_path: Arc<RwLock<Table>>,
+    /// Counts the table's loads.
+    generation: Arc<AtomicU64>,
 }
 
 /// base_path → what is served there; replaced whole, never edited.
@@ -51,6 +59,7 @@ impl Distributions {
             metadata,
             upstream_names: Arc::new(RwLock::new(Arc::new(upstream_names))),
             by_base_path: Arc::new(RwLock::new(Arc::new(HashMap::new()))),
+            generation: Arc::new(AtomicU64::new(0)),
         };
         d.reload().await?;
         Ok(d)
@@ -129,9 +138,10 @@ impl Distributions {
 
     /// Rebuilds the in-memory table from metadata.
     pub(crate) async fn reload(&self) -> Result<(), MetadataError> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let table = self
             .metadata
-            .run(|s| {
+            .run(move |s| {
                 let mut out = HashMap::new();
                 for d in all_pages(|page| s.distributions(page))? {
                     let repository = s.repository(&d.repository)?;
@@ -145,6 +155,7 @@ impl Distributions {
                         private: d.private,
                         origin,
                         kind,
+                        generation,
                     };
                     out.insert(d.base_path, Arc::new(served));
                 }

@@ -4,7 +4,11 @@
 //!
 //! A version's content never changes, so what a tag names and whether a
 //! digest is held are cached per version number, exactly: the request path
-//! asks the database only which version is the latest.
+//! asks the database only which version is the latest. The one fact about
+//! a repository that changes without a new version, the blobs uploaded to
+//! a push repository and not yet in a manifest, is never cached: each
+//! request for a blob of a push repository's latest content asks the
+//! database.
 
 use std::sync::Arc;
 
@@ -12,22 +16,30 @@ use bytes::Bytes;
 use moka::future::Cache;
 
 use super::Served;
-use crate::metadata::{AtomicSignature, ContentType, Metadata, MetadataError};
+use crate::metadata::{AtomicSignature, ContentType, Metadata, MetadataError, RepositoryKind};
 use crate::oci::media::{self, Accept};
 use crate::oci::{Digest, Reference};
 use crate::sync::Clients;
-use crate::pullthrough::{paginate, BlobSource, Manifest, PullError, PullThrough, TagsPage, Target};
+use crate::pullthrough::{paginate, referrers_index, BlobSource, Manifest, PullError, PullThrough, TagsPage, Target};
 
 /// Answers remembered per (repository, version number).
 const CACHED_ANSWERS: u64 = 100_000;
+
+/// A version of a repository as a distribution's table named it:
+/// (table generation, repository, version number). See `Served::generation`.
+type VersionKey = (u64, Arc<str>, u64);
 
 #[derive(Clone)]
 pub(crate) struct Hosted {
     metadata: Metadata,
     pull: PullThrough,
     clients: Clients,
-    tags: Cache<(Arc<str>, u64, String), Option<Digest>>,
-    holds: Cache<(Arc<str>, u64, ContentType, Digest), bool>,
+    tags: Cache<(VersionKey, String), Option<Digest>>,
+    holds: Cache<(VersionKey, ContentType, Digest), bool>,
+}
+
+fn version_key(d: &Served, number: u64) -> VersionKey {
+    (d.generation, Arc::from(d.repository.as_str()), number)
 }
 
 impl Hosted {
@@ -56,22 +68,29 @@ impl Hosted {
     }
 
     async fn contains(&self, d: &Served, number: u64, kind: ContentType, digest: &Digest) -> Result<bool, PullError> {
-        let key = (Arc::from(d.repository.as_str()), number, kind, digest.clone());
-        let (repository, digest) = (d.repository.clone(), digest.clone());
+        // A push repository's latest content includes its uploaded blobs,
+        // which change without a new version: asked every time.
+        let uploads_count = d.kind == RepositoryKind::Push && d.version.is_none() && kind == ContentType::Blob;
+        let version = if uploads_count { None } else { Some(number) };
+        let (repository, wanted) = (d.repository.clone(), digest.clone());
         let lookup = async move {
-            match self.metadata.run(move |s| s.contains(&repository, Some(number), kind, &digest)).await {
+            match self.metadata.run(move |s| s.contains(&repository, version, kind, &wanted)).await {
                 Ok(found) => Ok(found),
                 // The version or the repository is gone: nothing to serve.
                 Err(MetadataError::NotFound(_)) => Ok(false),
                 Err(e) => Err(PullError::from(e)),
             }
         };
+        if uploads_count {
+            return lookup.await;
+        }
+        let key = (version_key(d, number), kind, digest.clone());
         self.holds.try_get_with(key, lookup).await.map_err(|e| (*e).clone())
     }
 
     /// The manifest `tag` names in the version `d` serves.
     async fn tag(&self, d: &Served, number: u64, tag: &str) -> Result<Option<Digest>, PullError> {
-        let key = (Arc::from(d.repository.as_str()), number, tag.to_owned());
+        let key = (version_key(d, number), tag.to_owned());
         let (repository, tag) = (d.repository.clone(), tag.to_owned());
         let lookup = async move {
             match self.metadata.run(move |s| s.resolve_tag(&repository, Some(number), &tag)).await {
@@ -149,7 +168,7 @@ impl Hosted {
         }
         match self.origin(d) {
             // Stored bytes first; a miss fills from the upstream.
-            Some(target) => self.pull.blob(&target, digest, want_body).await,
+            Some(target) => self.pull.held_blob(&target, digest, want_body).await,
             None => match self.pull.local_blob(digest).await? {
                 Some(stored) => Ok(stored),
                 None => self.fetch_from_source(digest, want_body).await,
@@ -164,7 +183,7 @@ impl Hosted {
         let sources = self.metadata.run(move |s| s.blob_sources(&wanted)).await?;
         for (remote, name) in sources {
             match self.clients.source(&remote, &name).await {
-                Ok(Some(target)) => return self.pull.blob(&target, digest, want_body).await,
+                Ok(Some(target)) => return self.pull.held_blob(&target, digest, want_body).await,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(%remote, %digest, error = %e, "on-demand blob source unusable"),
             }
@@ -192,15 +211,22 @@ impl Hosted {
         };
         let manifests: Vec<serde_json::Value> = found
             .into_iter()
-            .map(|item| item.facts)
-            .filter(|m| artifact_type.is_none_or(|t| m.artifact_type.as_deref() == Some(t)))
-            .map(|m| {
+            .map(|item| {
+                // The spec: an image manifest without an `artifactType`
+                // has its config's media type as its artifact type.
+                let m = item.facts;
+                let config_type = m.config.as_ref().and_then(|c| c.media_type.clone());
+                let artifact_type = m.artifact_type.clone().or(config_type);
+                (m, artifact_type)
+            })
+            .filter(|(_, found)| artifact_type.is_none_or(|t| found.as_deref() == Some(t)))
+            .map(|(m, artifact_type)| {
                 let mut entry = serde_json::json!({
                     "mediaType": m.media_type,
                     "digest": m.digest.to_string(),
                     "size": m.size,
                 });
-                if let Some(t) = m.artifact_type {
+                if let Some(t) = artifact_type {
                     entry["artifactType"] = serde_json::Value::String(t);
                 }
                 if let Some(a) = m.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
@@ -209,7 +235,6 @@ impl Hosted {
                 entry
             })
             .collect();
-        let index = serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests });
-        Ok(Bytes::from(index.to_string()))
+        Ok(referrers_index(manifests))
     }
 }
