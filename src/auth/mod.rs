@@ -607,6 +607,10 @@ impl Auth {
             Some(value) => {
                 let value = value.to_str().map_err(|_| refuse("the Authorization header is not text"))?;
                 match credentials(value) {
+                    // Empty Basic credentials (`Og==`, ":") are what some
+                    // clients send when they have none: no one, not a
+                    // wrong password.
+                    Credentials::Basic { user, password } if user.is_empty() && password.is_empty() => None,
                     Credentials::Basic { user, password } => {
                         if !self.check_password(&user, &password).await {
                             return Err(refuse("wrong user name or password"));

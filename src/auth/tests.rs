@@ -214,6 +214,15 @@ async fn token_requests_with_bad_credentials_or_another_service_are_refused() {
     ));
     // Parameters of other clients' flavours are ignored, not refused.
     assert!(f.auth.issue_token(Caller::of(&req), Some("client_id=docker&grant_type=x"), ALL).await.is_ok());
+    // Empty credentials are anonymous, granted what is public only; a
+    // user name with no password is still checked, and refused.
+    let (_, claims) = token_for(&f.auth, Some(("", "")), "scope=repository:team/app:pull").await;
+    assert_eq!((claims["sub"].as_str(), claims["access"].as_array().map(Vec::len)), (Some(""), Some(0)));
+    let req = request(basic("reader", ""));
+    assert!(matches!(
+        f.auth.issue_token(Caller::of(&req), Some("service=wharf"), ALL).await,
+        Err(AuthError::Unauthenticated { .. })
+    ));
 }
 
 #[tokio::test]
