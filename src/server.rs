@@ -137,6 +137,9 @@ pub(crate) async fn serve<H: Handler>(
         let (stream, peer) = match accepted {
             Ok(conn) => {
                 failures.accepted(&port);
+                if let Some(due) = refusals.due() {
+                    log_refusals(&port, due, None);
+                }
                 conn
             }
             Err(e) => {
@@ -159,14 +162,7 @@ pub(crate) async fn serve<H: Handler>(
             drop(stream);
             port.metrics.refused.inc();
             if let Some(due) = refusals.note() {
-                tracing::warn!(
-                    port = port.name,
-                    client = %peer.ip(),
-                    refused = due.count,
-                    window_s = due.window.as_secs(),
-                    cap = current.max_connections_per_ip.unwrap_or_default(),
-                    "connections refused: their client address holds server.max_connections_per_ip already"
-                );
+                log_refusals(&port, due, Some(peer));
             }
             continue;
         };
@@ -215,14 +211,24 @@ pub(crate) async fn serve<H: Handler>(
         }
     }
     drop(socket);
-    if let Some(due) = refusals.due() {
-        tracing::warn!(port = port.name, refused = due.count, window_s = due.window.as_secs(), "connections refused");
-    }
     let grace = settings.borrow().drain_grace;
     let _ = drain.send(true);
     if tokio::time::timeout(grace, drain.closed()).await.is_err() {
         tracing::warn!(port = port.name, ?grace, "connections still open after the grace period; closing them");
     }
+}
+
+/// One line for connections refused under the per-address cap: `due`
+/// says how many since the last line; `last` is the client of the one
+/// that made the line due, if it was one.
+fn log_refusals(port: &Port, due: connections::Due, last: Option<SocketAddr>) {
+    tracing::warn!(
+        port = port.name,
+        client = last.map(|peer| peer.ip().to_string()),
+        refused = due.count,
+        window_s = due.window.as_secs(),
+        "connections refused: their client address held server.max_connections_per_ip already"
+    );
 }
 
 /// The HTTP/1.1 and HTTP/2 settings of every connection.
@@ -293,12 +299,9 @@ impl AcceptFailures {
     }
 
     fn accepted(&mut self, port: &Port) {
-        if self.pause.is_zero() {
-            return;
-        }
         self.pause = Duration::ZERO;
-        // Failures since the last line, once one is due: a flood that
-        // ended is summed up too.
+        // Failures not logged yet, once a line is due: a flood that ended
+        // is summed up too, by the first accept after the interval.
         if let Some(due) = self.log.due() {
             tracing::warn!(
                 port = port.name,

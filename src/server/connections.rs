@@ -228,9 +228,12 @@ impl Throttle {
     /// A line for events counted but not logged yet, if one is due by now
     /// (so a flood that stopped still gets its last line).
     pub(super) fn due(&mut self) -> Option<Due> {
+        if self.unlogged == 0 {
+            return None;
+        }
         let now = Instant::now();
         let window = self.last_line.map(|at| now - at);
-        if self.unlogged == 0 || window.is_some_and(|w| w < self.interval) {
+        if window.is_some_and(|w| w < self.interval) {
             return None;
         }
         self.last_line = Some(now);

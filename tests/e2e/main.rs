@@ -34,3 +34,4 @@ mod signatures;
 mod observability;
 mod disk;
 mod warm_serving;
+mod hostile;
