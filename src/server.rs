@@ -153,8 +153,6 @@ pub(crate) async fn serve<H: Handler>(
                 }
             }
         };
-        // From here the header timeout runs.
-        let activity = Activity::new();
         let current = *settings.borrow();
         let Some(slot) = port.admission.admit(peer.ip(), current.max_connections_per_ip, &port.metrics.open) else {
             // Closed at once: nothing read, nothing written, the
@@ -170,7 +168,8 @@ pub(crate) async fn serve<H: Handler>(
         let link = Link {
             port: port.clone(),
             peer,
-            activity,
+            // The header timeout runs from here.
+            activity: Activity::new(),
             drain: drain.subscribe(),
             header_timeout: current.header_timeout,
             idle_timeout: current.idle_timeout,

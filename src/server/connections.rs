@@ -81,8 +81,8 @@ pub(super) enum Expired {
 }
 
 /// Whether a connection has requests in flight, and since when it has had
-/// none. Written by each request's [`InFlight`] guard with two atomic
-/// operations, read by the connection's own task.
+/// none. Written by each request's [`InFlight`] guard (a few atomic
+/// operations and a clock read), read by the connection's own task.
 pub(super) struct Activity {
     accepted: Instant,
     in_flight: AtomicUsize,
