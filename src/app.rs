@@ -16,7 +16,7 @@ use crate::admin::{Admin, Readiness};
 use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::auth::Auth;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::gc::{Disk, DiskParts};
 use crate::limits::RateLimits;
 use crate::metadata::Metadata;
@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::pullthrough::{PullThrough, Recorder, Upstreams};
 use crate::repository::{Distributions, Hosted, Pushes};
 use crate::notify::Notifier;
-use crate::server::{self, Handler, Swap};
+use crate::server::{self, Handler, Listener, Swap};
 use crate::storage::Storage;
 use crate::sync::{self, Clients, SyncParts, SyncRepositories, Syncer};
 use crate::tasks::Tasks;
@@ -75,7 +75,8 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let recorder = Recorder::start(metadata.clone());
-    let readiness = Readiness::new(storage.clone(), metadata.clone(), upstreams.clone());
+    let readiness =
+        Readiness::new(storage.clone(), metadata.clone(), upstreams.clone(), config.server.ready_when_disk_full);
     let pull = PullThrough::new(
         Upstreams::new(upstreams),
         storage.clone(),
@@ -163,19 +164,25 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let limits = RateLimits::new(&config.limits, &metrics);
     tokio::spawn(limits.housekeeping());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (grace_tx, grace_rx) = watch::channel(config.server.drain_grace);
+    let (settings_tx, settings_rx) = watch::channel(server_settings(&config.server));
     let registry = Arc::new(Swap::new(
         Registry::new(pull.clone(), distributions.clone(), hosted, push, metrics.clone(), auth.clone()).with_limits(limits),
     ));
     let admin = Arc::new(Swap::new(admin));
     let registry_server = tokio::spawn(server::serve(
-        registry_listener,
+        Listener { socket: registry_listener, name: "registry", tls: registry_tls.clone() },
         registry.clone(),
-        registry_tls.clone(),
+        settings_rx.clone(),
         stop_rx.clone(),
-        grace_rx.clone(),
+        metrics.connections.clone(),
     ));
-    let admin_server = tokio::spawn(server::serve(admin_listener, admin.clone(), None, stop_rx, grace_rx));
+    let admin_server = tokio::spawn(server::serve(
+        Listener { socket: admin_listener, name: "admin", tls: None },
+        admin.clone(),
+        settings_rx,
+        stop_rx,
+        metrics.connections.clone(),
+    ));
     let notifier = Notifier::from_env();
     notifier.ready();
 
@@ -192,7 +199,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         admin,
         admin_parts: AdminParts { metadata, sync: SyncParts { tasks: tasks.clone(), syncer }, storage, disk },
         registry_tls,
-        grace: grace_tx,
+        server_settings: settings_tx,
     };
     // Reloads run here, one at a time, between signals: a SIGTERM during a
     // reload waits in its stream and is handled right after. This future is
@@ -251,12 +258,15 @@ struct Live {
     admin: Arc<Swap<Admin>>,
     admin_parts: AdminParts,
     registry_tls: Option<ServerTls>,
-    grace: watch::Sender<Duration>,
+    /// Timeouts, the per-address cap and the drain grace, read by both
+    /// servers.
+    server_settings: watch::Sender<server::Settings>,
 }
 
 impl Live {
     /// Reads the config again and applies it: upstreams, `[limits]`,
-    /// `[auth]` users and rules, the TLS certificate, the drain grace. Every
+    /// `[auth]` users and rules, the TLS certificate, the connection
+    /// timeouts and cap, the drain grace, readiness on a full disk. Every
     /// step that can fail runs before anything changes, so a config that
     /// fails leaves the running one whole. Connections stay open: each
     /// request runs on the parts current when it arrived.
@@ -286,7 +296,12 @@ impl Live {
             &new.upstreams,
             self.auth.clone(),
             // Readiness reports the upstreams the reloaded config names.
-            Readiness::new(self.admin_parts.storage.clone(), self.admin_parts.metadata.clone(), upstreams.clone()),
+            Readiness::new(
+                self.admin_parts.storage.clone(),
+                self.admin_parts.metadata.clone(),
+                upstreams.clone(),
+                new.server.ready_when_disk_full,
+            ),
         )
         .map_err(|e| format!("admin API: {e}"))?;
 
@@ -306,7 +321,7 @@ impl Live {
         if let (Some(current), Some(config)) = (&self.registry_tls, tls) {
             current.replace(config);
         }
-        self.grace.send_replace(new.server.drain_grace);
+        self.server_settings.send_replace(server_settings(&new.server));
         for key in self.started.needs_restart(&new) {
             tracing::warn!(key, "changed in the configuration; takes effect only after a restart");
         }
@@ -317,8 +332,25 @@ impl Live {
     }
 }
 
+/// What the servers read from `[server]`; a reload replaces it.
+fn server_settings(config: &ServerConfig) -> server::Settings {
+    server::Settings {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections_per_ip: config.max_connections_per_ip,
+        drain_grace: config.drain_grace,
+    }
+}
+
 /// The settings a reload can change, as they are now.
 fn log_reloadable(config: &Config) {
+    tracing::info!(
+        header_timeout = ?config.server.header_timeout,
+        idle_timeout = ?config.server.idle_timeout,
+        max_connections_per_ip = config.server.max_connections_per_ip.unwrap_or_default(),
+        ready_when_disk_full = config.server.ready_when_disk_full,
+        "connections"
+    );
     for u in &config.upstreams {
         tracing::info!(name = %u.name, url = %u.url, default = u.default, tag_ttl = ?u.tag_ttl, "upstream");
     }

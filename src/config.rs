@@ -14,7 +14,9 @@ use crate::auth::{self, Action, Actions, Grantee, PasswordHash, RepositoryPatter
 use crate::oci::is_valid_component;
 
 mod limits;
+mod server;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
+pub(crate) use server::{ServerConfig, TlsFiles};
 
 /// Where `wharf serve` looks when `--config` is not given and the file exists.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
@@ -39,7 +41,7 @@ fn invalid(key: impl Into<String>, message: impl fmt::Display) -> ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    server: RawServer,
+    server: server::RawServer,
     #[serde(default)]
     storage: RawStorage,
     #[serde(default = "default_upstreams")]
@@ -134,30 +136,6 @@ struct RawTasks {
 impl Default for RawTasks {
     fn default() -> Self {
         RawTasks { max_parallel: 4 }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawServer {
-    listen: String,
-    admin_listen: String,
-    max_manifest_size: String,
-    drain_grace: String,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-}
-
-impl Default for RawServer {
-    fn default() -> Self {
-        RawServer {
-            listen: "0.0.0.0:5000".into(),
-            admin_listen: "127.0.0.1:5050".into(),
-            max_manifest_size: "4MiB".into(),
-            drain_grace: "30s".into(),
-            tls_cert: None,
-            tls_key: None,
-        }
     }
 }
 
@@ -355,29 +333,6 @@ pub(crate) struct AuthConfig {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct ServerConfig {
-    pub(crate) listen: SocketAddr,
-    pub(crate) admin_listen: SocketAddr,
-    pub(crate) max_manifest_size: usize,
-    /// After SIGTERM, how long in-flight requests may take to finish before
-    /// their connections are closed.
-    pub(crate) drain_grace: Duration,
-    /// Serve the registry port over TLS with these PEM files.
-    pub(crate) tls: Option<TlsFiles>,
-}
-
-/// `server.tls_cert` and `server.tls_key`: PEM files read at start and
-/// again on every reload (SIGHUP), so a renewed certificate needs no
-/// restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TlsFiles {
-    /// The certificate chain, leaf first.
-    pub(crate) cert: PathBuf,
-    /// The private key (PKCS#8, PKCS#1 or SEC1).
-    pub(crate) key: PathBuf,
-}
-
-#[derive(Clone, Debug)]
 pub(crate) struct StorageConfig {
     pub(crate) path: PathBuf,
     /// The cap on stored objects' bytes; None: unbounded.
@@ -529,22 +484,7 @@ impl Config {
 
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        let server = ServerConfig {
-            listen: parse_addr("server.listen", &self.server.listen)?,
-            admin_listen: parse_addr("server.admin_listen", &self.server.admin_listen)?,
-            max_manifest_size: parse_size("server.max_manifest_size", &self.server.max_manifest_size)?
-                as usize,
-            drain_grace: parse_duration("server.drain_grace", &self.server.drain_grace)?,
-            tls: match (self.server.tls_cert, self.server.tls_key) {
-                (None, None) => None,
-                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-                (Some(_), None) => return Err(invalid("server.tls_key", "is required with server.tls_cert")),
-                (None, Some(_)) => return Err(invalid("server.tls_cert", "is required with server.tls_key")),
-            },
-        };
-        if server.listen == server.admin_listen && server.listen.port() != 0 {
-            return Err(invalid("server.admin_listen", "must differ from server.listen"));
-        }
+        let server = self.server.validate()?;
         let storage = self.storage.validate()?;
         if self.upstream.is_empty() {
             return Err(invalid("upstream", "at least one [[upstream]] is required"));

@@ -253,8 +253,9 @@ impl<C: Clock> Inner<C> {
 }
 
 /// The key a client address is limited under: an IPv4 address as it is,
-/// an IPv6 address by its /64.
-fn ip_key(ip: IpAddr) -> IpAddr {
+/// an IPv6 address by its /64. The server's per-address connection cap
+/// counts under the same key.
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         v4 => v4,

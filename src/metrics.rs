@@ -81,6 +81,8 @@ pub(crate) struct MetricSet {
     names: Vec<String>,
     /// Disk use: see [`StorageMetrics`].
     pub(crate) storage: StorageMetrics,
+    /// Connections of both ports: see [`ConnectionMetrics`].
+    pub(crate) connections: ConnectionMetrics,
     /// Series every warm request touches, resolved once: a label lookup
     /// hashes its values and takes a lock.
     hot: HotSeries,
@@ -134,6 +136,96 @@ impl StorageMetrics {
         r.register(Box::new(m.evicted_bytes.clone()))?;
         r.register(Box::new(m.write_errors.clone()))?;
         Ok(m)
+    }
+}
+
+/// Connections of the listening ports, kept by the `server` module; every
+/// series carries `port` = registry|admin.
+#[derive(Clone)]
+pub(crate) struct ConnectionMetrics {
+    open: IntGaugeVec,
+    refused: IntCounterVec,
+    timed_out: IntCounterVec,
+    accept_errors: IntCounterVec,
+    malformed: IntCounterVec,
+}
+
+/// The series of one port, resolved once.
+#[derive(Clone)]
+pub(crate) struct PortConnections {
+    /// Connections accepted and not yet closed.
+    pub(crate) open: IntGauge,
+    /// Connections closed at once because their client address held
+    /// `server.max_connections_per_ip` already.
+    pub(crate) refused: IntCounter,
+    /// Connections closed for sending no whole request head within
+    /// `server.header_timeout` of being accepted.
+    pub(crate) header_timeouts: IntCounter,
+    /// Connections closed after `server.idle_timeout` with no request.
+    pub(crate) idle_timeouts: IntCounter,
+    /// Failed `accept` calls (out of file descriptors and the like).
+    pub(crate) accept_errors: IntCounter,
+    /// Connections hyper ended on a request it could not parse, answered
+    /// by it (400, 414, 431, no body) before wharf saw a request.
+    pub(crate) malformed: IntCounter,
+}
+
+/// The `port` label's values.
+const PORTS: &[&str] = &["registry", "admin"];
+
+impl ConnectionMetrics {
+    fn register(r: &mut Registrar) -> Result<ConnectionMetrics, prometheus::Error> {
+        let m = ConnectionMetrics {
+            open: r.add(IntGaugeVec::new(
+                Opts::new("wharf_connections_open", "Connections accepted and not yet closed, by port"),
+                &["port"],
+            )?)?,
+            refused: r.add(IntCounterVec::new(
+                Opts::new(
+                    "wharf_connections_refused_total",
+                    "Connections closed at once: their client address was at server.max_connections_per_ip",
+                ),
+                &["port"],
+            )?)?,
+            timed_out: r.add(IntCounterVec::new(
+                Opts::new(
+                    "wharf_connections_timed_out_total",
+                    "Connections closed without a request: timeout=header (none within server.header_timeout \
+                     of the accept) or idle (none within server.idle_timeout of the last response)",
+                ),
+                &["port", "timeout"],
+            )?)?,
+            accept_errors: r.add(IntCounterVec::new(
+                Opts::new("wharf_accept_errors_total", "Failed accepts (such as no file descriptor left), by port"),
+                &["port"],
+            )?)?,
+            malformed: r.add(IntCounterVec::new(
+                Opts::new(
+                    "wharf_malformed_requests_total",
+                    "HTTP/1 connections ended on a request head that could not be parsed (answered 400, 414 or 431 \
+                     without a body)",
+                ),
+                &["port"],
+            )?)?,
+        };
+        // Exported at 0 from the start, so that "never happened" is not
+        // "not exported".
+        for port in PORTS {
+            m.port(port);
+        }
+        Ok(m)
+    }
+
+    /// The series of `port` (one of registry, admin).
+    pub(crate) fn port(&self, port: &str) -> PortConnections {
+        PortConnections {
+            open: self.open.with_label_values(&[port]),
+            refused: self.refused.with_label_values(&[port]),
+            header_timeouts: self.timed_out.with_label_values(&[port, "header"]),
+            idle_timeouts: self.timed_out.with_label_values(&[port, "idle"]),
+            accept_errors: self.accept_errors.with_label_values(&[port]),
+            malformed: self.malformed.with_label_values(&[port]),
+        }
     }
 }
 
@@ -240,9 +332,11 @@ impl Metrics {
             syncs.with_label_values(&[result]);
         }
         let storage = StorageMetrics::register(&mut r)?;
+        let connections = ConnectionMetrics::register(&mut r)?;
         Ok(Metrics(Arc::new(MetricSet {
             hot,
             storage,
+            connections,
             registry: r.registry,
             http_requests,
             http_request_duration,
@@ -438,6 +532,25 @@ mod tests {
     fn unknown_methods_share_one_label() {
         assert_eq!(method_label(&http::Method::GET), "GET");
         assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "other");
+    }
+
+    #[test]
+    fn connection_series_of_both_ports_are_exported_from_the_start() {
+        let m = Metrics::new().unwrap();
+        m.connections.port("registry").refused.inc();
+        let text = m.render();
+        assert!(text.contains("wharf_connections_refused_total{port=\"registry\"} 1"), "{text}");
+        for port in PORTS {
+            for series in [
+                format!("wharf_connections_open{{port=\"{port}\"}} 0"),
+                format!("wharf_connections_timed_out_total{{port=\"{port}\",timeout=\"header\"}} 0"),
+                format!("wharf_connections_timed_out_total{{port=\"{port}\",timeout=\"idle\"}} 0"),
+                format!("wharf_accept_errors_total{{port=\"{port}\"}} 0"),
+                format!("wharf_malformed_requests_total{{port=\"{port}\"}} 0"),
+            ] {
+                assert!(text.contains(&series), "{series} in {text}");
+            }
+        }
     }
 
     #[test]

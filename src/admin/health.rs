@@ -1,8 +1,11 @@
 //! Readiness (`GET /readyz`): whether this wharf can take traffic. Storage
 //! must take a real write (a probe file in the spool, synced) and the
 //! metadata database must answer a query; either failing is 503 with the
-//! reason. Upstreams are reported, never fatal: a cache whose upstream is
-//! down still serves what it holds.
+//! reason. A write refused for want of space is the exception: wharf
+//! still serves what it holds (and passes what it cannot store through),
+//! so a full disk is reported as degraded and stays ready, unless
+//! `server.ready_when_disk_full` is false. Upstreams are reported, never
+//! fatal: a cache whose upstream is down still serves what it holds.
 //!
 //! Upstream answers are remembered for [`UPSTREAM_RECHECK`], so a probe
 //! every few seconds does not become a request to every upstream every few
@@ -13,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::metadata::Metadata;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::upstream::Upstream;
 
 /// How long an upstream's reachability is reused before it is asked again.
@@ -30,6 +33,8 @@ pub(crate) struct Readiness {
     storage: Storage,
     metadata: Metadata,
     upstreams: Vec<(Upstream, LastAnswer)>,
+    /// A full disk is degraded, not unready.
+    ready_when_disk_full: bool,
 }
 
 /// A readiness answer: whether ready, and the report, one line per check.
@@ -39,26 +44,24 @@ pub(crate) struct Report {
 }
 
 impl Readiness {
-    pub(crate) fn new(storage: Storage, metadata: Metadata, upstreams: Vec<Upstream>) -> Readiness {
-        Readiness { storage, metadata, upstreams: upstreams.into_iter().map(|u| (u, Mutex::new(None))).collect() }
+    pub(crate) fn new(
+        storage: Storage,
+        metadata: Metadata,
+        upstreams: Vec<Upstream>,
+        ready_when_disk_full: bool,
+    ) -> Readiness {
+        Readiness {
+            storage,
+            metadata,
+            upstreams: upstreams.into_iter().map(|u| (u, Mutex::new(None))).collect(),
+            ready_when_disk_full,
+        }
     }
 
     pub(crate) async fn check(&self) -> Report {
-        let storage = self.storage.probe_writable().await.map_err(|e| e.to_string());
+        let storage = self.storage.probe_writable().await;
         let metadata = self.metadata.run(|s| s.ping()).await.map_err(|e| e.to_string());
-        let ready = storage.is_ok() && metadata.is_ok();
-        let mut text = String::new();
-        match (&storage, &metadata) {
-            (Ok(()), Ok(())) => text.push_str("ready\n"),
-            (Err(e), _) => {
-                let _ = writeln!(text, "not ready: storage: {e}");
-            }
-            (_, Err(e)) => {
-                let _ = writeln!(text, "not ready: metadata: {e}");
-            }
-        }
-        let _ = writeln!(text, "storage: {}", storage.err().unwrap_or_else(|| "ok (writable)".into()));
-        let _ = writeln!(text, "metadata: {}", metadata.err().unwrap_or_else(|| "ok".into()));
+        let (ready, mut text) = verdict(storage, metadata, self.ready_when_disk_full);
         for (upstream, last) in &self.upstreams {
             let _ = writeln!(text, "upstream {}: {}", upstream.config().name, self.reachability(upstream, last).await);
         }
@@ -81,6 +84,36 @@ impl Readiness {
     }
 }
 
+/// Whether ready, and the report's first lines: the verdict (`ready`, or
+/// `not ready:` and the first failure), a `degraded:` line for a full disk
+/// that leaves wharf ready, then one line per check.
+fn verdict(
+    storage: Result<(), StorageError>,
+    metadata: Result<(), String>,
+    ready_when_disk_full: bool,
+) -> (bool, String) {
+    let full = matches!(storage, Err(StorageError::Full(_)));
+    let storage = storage.map_err(|e| e.to_string());
+    let storage_fails = storage.is_err() && !(full && ready_when_disk_full);
+    let ready = !storage_fails && metadata.is_ok();
+    let mut text = String::new();
+    match (&storage, &metadata) {
+        (Err(e), _) if storage_fails => {
+            let _ = writeln!(text, "not ready: storage: {e}");
+        }
+        (_, Err(e)) => {
+            let _ = writeln!(text, "not ready: metadata: {e}");
+        }
+        _ => text.push_str("ready\n"),
+    }
+    if full && ready_when_disk_full {
+        text.push_str("degraded: disk full: stored content is served, new content passes through uncached\n");
+    }
+    let _ = writeln!(text, "storage: {}", storage.err().unwrap_or_else(|| "ok (writable)".into()));
+    let _ = writeln!(text, "metadata: {}", metadata.err().unwrap_or_else(|| "ok".into()));
+    (ready, text)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
@@ -91,7 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).await.unwrap();
         let metadata = Metadata::open(dir.path()).await.unwrap();
-        let readiness = Readiness::new(storage, metadata, Vec::new());
+        let readiness = Readiness::new(storage, metadata, Vec::new(), true);
         let report = readiness.check().await;
         assert!(report.ready, "{}", report.text);
         assert!(report.text.starts_with("ready\n"), "{}", report.text);
@@ -105,5 +138,30 @@ mod tests {
         assert!(!report.ready, "{}", report.text);
         assert!(report.text.starts_with("not ready: storage: "), "{}", report.text);
         assert!(report.text.contains("metadata: ok"), "{}", report.text);
+    }
+
+    #[test]
+    fn a_full_disk_is_degraded_unless_the_operator_wants_it_unready() {
+        let full = || Err(StorageError::Full("cannot write in /s/spool: No space left on device".into()));
+        let (ready, text) = verdict(full(), Ok(()), true);
+        assert!(ready);
+        assert!(text.starts_with("ready\ndegraded: disk full: "), "{text}");
+        assert!(text.contains("storage: disk full: cannot write in /s/spool: No space left on device\n"), "{text}");
+        assert!(text.contains("metadata: ok\n"), "{text}");
+
+        let (ready, text) = verdict(full(), Ok(()), false);
+        assert!(!ready);
+        assert!(text.starts_with("not ready: storage: disk full: "), "{text}");
+        assert!(!text.contains("degraded"), "{text}");
+
+        // Other failures stay fatal whatever the setting.
+        let (ready, text) =
+            verdict(Err(StorageError::Io("cannot write in /s/spool: Permission denied".into())), Ok(()), true);
+        assert!(!ready);
+        assert!(text.starts_with("not ready: storage: "), "{text}");
+        let (ready, text) = verdict(full(), Err("database is locked".into()), true);
+        assert!(!ready);
+        assert!(text.starts_with("not ready: metadata: database is locked\ndegraded: disk full"), "{text}");
+        assert_eq!(verdict(Ok(()), Ok(()), false), (true, "ready\nstorage: ok (writable)\nmetadata: ok\n".into()));
     }
 }

@@ -5,6 +5,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
+use super::head::HeadError;
 use super::router::RouteError;
 use crate::limits::RetryAfter;
 use crate::auth::AuthError;
@@ -40,6 +41,9 @@ pub(crate) enum ApiError {
     /// A `Content-Range` or `Content-Length` that cannot describe a chunk.
     #[error("invalid chunk range: {0}")]
     BadRange(String),
+    /// A URI or headers over wharf's limits (`head.rs`).
+    #[error(transparent)]
+    Head(#[from] HeadError),
 }
 
 impl From<RetryAfter> for ApiError {
@@ -80,6 +84,11 @@ impl ApiError {
             },
             ApiError::BadDigest(_) => plain(C::DigestInvalid),
             ApiError::BadRange(_) => plain(C::RangeInvalid),
+            // The spec has no code for an oversized head.
+            ApiError::Head(HeadError::UriTooLong { .. }) => (StatusCode::URI_TOO_LONG, C::Unsupported, None),
+            ApiError::Head(HeadError::HeadersTooLarge { .. }) => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, C::Unsupported, None)
+            }
             ApiError::Push(e) => match e {
                 PushError::Denied(_) => plain(C::Denied),
                 PushError::NameUnknown => plain(C::NameUnknown),
@@ -206,6 +215,10 @@ mod tests {
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("DENIED")));
         let (s, _, j) = render(ApiError::Unsupported("push")).await;
         assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("UNSUPPORTED")));
+        let (s, _, j) = render(HeadError::UriTooLong { len: 9000 }.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::URI_TOO_LONG, Some("UNSUPPORTED")));
+        let (s, _, j) = render(HeadError::HeadersTooLarge { len: 40000 }.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Some("UNSUPPORTED")));
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 mod access;
 pub(crate) mod body;
 mod error;
+mod head;
 mod push;
 pub(crate) mod router;
 mod signatures;
@@ -182,6 +183,7 @@ impl Registry {
         B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
+        head::check(&req)?;
         if let Some(ClientAddr(peer)) = req.extensions().get::<ClientAddr>() {
             self.limits.check_client(*peer, req.headers())?;
         }

@@ -47,6 +47,10 @@ pub(crate) enum StorageError {
     Io(String),
     #[error("object is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// The filesystem has no space (or the quota none) for a write; only
+    /// the readiness probe tells this apart from other I/O errors.
+    #[error("disk full: {0}")]
+    Full(String),
 }
 
 impl From<std::io::Error> for StorageError {
@@ -336,7 +340,8 @@ impl Storage {
 
     /// Readiness: creates, writes, syncs and removes a small file in the
     /// spool, where every fill and ingest writes first; an error says why
-    /// storage cannot take content now. The probe is named like a spool
+    /// storage cannot take content now, [`StorageError::Full`] when it is
+    /// for want of space. The probe is named like a spool
     /// file, so one left by a crash is emptied at the next start.
     pub(crate) async fn probe_writable(&self) -> Result<(), StorageError> {
         let n = self.inner.next_spool.fetch_add(1, Ordering::Relaxed);
@@ -351,7 +356,14 @@ impl Storage {
         })
         .await
         .map_err(|e| StorageError::Io(format!("readiness probe: {e}")))?
-        .map_err(|e| StorageError::Io(format!("cannot write in {}: {e}", self.inner.spool_dir.display())))
+        .map_err(|e| {
+            let message = format!("cannot write in {}: {e}", self.inner.spool_dir.display());
+            if matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+                StorageError::Full(message)
+            } else {
+                StorageError::Io(message)
+            }
+        })
     }
 
     /// Where upload sessions live, one directory each. Unlike the spool it

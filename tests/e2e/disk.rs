@@ -4,7 +4,8 @@
 //! evicted image pulls again byte for byte; `wharf storage gc` removes an
 //! orphan and leftovers; `wharf storage verify` quarantines corrupted
 //! objects, which are then fetched again (pull-through) or unknown (push);
-//! a fill onto a full disk still serves the client.
+//! a fill onto a full disk still serves the client, and readiness calls the
+//! full disk degraded (200) unless `server.ready_when_disk_full` is false.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -392,7 +393,7 @@ fn fill_disk(dir: &Path) -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fill_onto_a_full_disk_still_serves_the_client_stores_nothing_and_caches_once_space_returns() {
+async fn a_full_disk_still_serves_pulls_stores_nothing_stays_ready_but_degraded_and_caches_once_space_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clients = Clients::new(&tmp.path().join("clients"));
     let upstream = Registry::start(&tmp.path().join("upstream"));
@@ -415,6 +416,28 @@ async fn a_fill_onto_a_full_disk_still_serves_the_client_stores_nothing_and_cach
     assert_eq!(std::fs::read_dir(storage(&dir).join("spool")).expect("spool").count(), 0, "no partial object is left");
     let failures = metric(&wharf, "wharf_storage_write_errors_total").await;
     assert!(failures >= 3, "the manifest, config and layer failures are counted: {failures}");
+
+    // Pulls keep working, so readiness reports a full disk as degraded and
+    // a load balancer keeps the node...
+    let readyz = format!("{}/readyz", wharf.admin_url());
+    let r = http::get(&readyz).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 200, "{text}");
+    assert!(text.starts_with("ready\ndegraded: disk full"), "{text}");
+    assert!(text.contains("storage: disk full: cannot write in ") && text.contains("metadata: ok"), "{text}");
+    // ...unless the operator says a full disk is not ready (a reload applies it).
+    let config = std::fs::read_to_string(&wharf.config_path).expect("read config");
+    let strict = config.replacen("\n\n[storage]", "\nready_when_disk_full = false\n\n[storage]", 1);
+    assert_ne!(strict, config);
+    std::fs::write(&wharf.config_path, strict).expect("write config");
+    let reloads = || wharf.log_lines().iter().filter(|l| l.contains("configuration reloaded")).count();
+    let before = reloads();
+    wharf.signal("HUP");
+    eventually("the reload", || async { reloads() > before }).await;
+    let r = http::get(&readyz).await;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 503, "{text}");
+    assert!(text.starts_with("not ready: storage: disk full: cannot write in "), "{text}");
 
     // Space returns: the next pull is served and cached.
     std::fs::remove_file(&filler).expect("remove filler");

@@ -35,3 +35,4 @@ mod observability;
 mod disk;
 mod warm_serving;
 mod access;
+mod hostile;

@@ -75,11 +75,26 @@ impl Wharf {
     /// Starts wharf on `config` with extra environment variables (such as
     /// systemd's `NOTIFY_SOCKET`).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Wharf {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        command.envs(env.iter().copied());
+        Wharf::spawn(command, config)
+    }
+
+    /// Starts wharf on `config` with at most `files` open file descriptors
+    /// (util-linux `prlimit` sets the limit, then runs wharf in its place,
+    /// so the process and its id are wharf's).
+    pub fn start_with_fd_limit(config: &Path, files: u32) -> Wharf {
+        let mut command = Command::new("prlimit");
+        command.arg(format!("--nofile={files}")).arg("--").arg(env!("CARGO_BIN_EXE_wharf"));
+        Wharf::spawn(command, config)
+    }
+
+    /// Runs `command` (wharf, or what runs it) with `serve --config <config>`.
+    fn spawn(mut command: Command, config: &Path) -> Wharf {
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(config)
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
