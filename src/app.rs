@@ -146,6 +146,8 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         addr: config.server.admin_listen,
         source,
     })?;
+    // Before the listening line: it may warn that the cap was lowered.
+    let (settings_tx, settings_rx) = watch::channel(server_settings(&config.server));
     log_reloadable(&config);
     if !auth.has_users() {
         tracing::info!("no [[auth.user]] configured: anonymous pulls only, the admin API is open, nobody may push");
@@ -164,7 +166,6 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let limits = RateLimits::new(&config.limits, &metrics);
     tokio::spawn(limits.housekeeping());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (settings_tx, settings_rx) = watch::channel(server_settings(&config.server));
     let registry = Arc::new(Swap::new(
         Registry::new(pull.clone(), distributions.clone(), hosted, push, metrics.clone(), auth.clone()).with_limits(limits),
     ));
@@ -334,10 +335,21 @@ impl Live {
 
 /// What the servers read from `[server]`; a reload replaces it.
 fn server_settings(config: &ServerConfig) -> server::Settings {
+    let descriptors = server::descriptor_limit();
+    let cap = server::connection_cap(config.max_connections_per_ip, descriptors);
+    if cap != config.max_connections_per_ip {
+        tracing::warn!(
+            configured = config.max_connections_per_ip.unwrap_or_default(),
+            cap = cap.unwrap_or_default(),
+            descriptors = descriptors.unwrap_or_default(),
+            "server.max_connections_per_ip lowered to a quarter of the file descriptor limit, \
+             so that one client address cannot take every descriptor"
+        );
+    }
     server::Settings {
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
-        max_connections_per_ip: config.max_connections_per_ip,
+        max_connections_per_ip: cap,
         drain_grace: config.drain_grace,
     }
 }

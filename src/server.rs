@@ -68,6 +68,22 @@ pub(crate) struct Settings {
     pub(crate) drain_grace: Duration,
 }
 
+/// The process's soft limit on open file descriptors, if it has one.
+pub(crate) fn descriptor_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// The per-address cap in force: the configured one, but never more than
+/// a quarter of the descriptor limit, so one address cannot hold every
+/// descriptor whatever the limit is (the cap protects nothing once it is
+/// above the limit).
+pub(crate) fn connection_cap(configured: Option<u32>, descriptors: Option<u64>) -> Option<u32> {
+    let configured = configured?;
+    let quarter = descriptors.map_or(u64::MAX, |d| (d / 4).max(1));
+    // The smaller of a u32 and anything fits a u32.
+    Some(u32::try_from(u64::from(configured).min(quarter)).unwrap_or(configured))
+}
+
 /// A bound listening socket and what the server needs to serve it.
 pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
@@ -403,4 +419,26 @@ async fn quiet_for(activity: &Activity, grace: Duration) {
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // Drop the borrowed value here: it must not live across the select.
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_under_a_quarter_of_the_descriptor_limit() {
+        assert_eq!(connection_cap(Some(256), Some(65_536)), Some(256));
+        assert_eq!(connection_cap(Some(256), Some(1_024)), Some(256));
+        assert_eq!(connection_cap(Some(256), Some(256)), Some(64));
+        assert_eq!(connection_cap(Some(256), Some(3)), Some(1));
+        assert_eq!(connection_cap(Some(256), None), Some(256), "no limit: as configured");
+        assert_eq!(connection_cap(None, Some(256)), None, "0 (no cap) stays no cap");
+        assert_eq!(connection_cap(Some(u32::MAX), Some(u64::MAX)), Some(u32::MAX));
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_read() {
+        // Every test process has one (unless set unlimited by hand).
+        assert!(descriptor_limit().is_some_and(|n| n > 0));
+    }
 }

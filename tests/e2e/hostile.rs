@@ -243,15 +243,13 @@ async fn silent_floods_are_capped_per_address_and_running_out_of_descriptors_kee
     let upstream = Registry::start(&tmp.path().join("upstream"));
     let image = Image::random(&[40_000]);
     images::push(&clients, tmp.path(), &image, &upstream.host(), "team/tool", &["1"], None);
-    // The header timeout is long: the floods stay for the whole test.
-    let config = config_with(
-        &tmp.path().join("wharf"),
-        &[UpstreamEntry::new("up", &upstream.url())],
-        "header_timeout = \"10m\"\nmax_connections_per_ip = 64",
-    );
+    // The header timeout is long: the floods stay for the whole test. The
+    // cap is left at its default (256), which the descriptor limit lowers.
+    let config = config_with(&tmp.path().join("wharf"), &[UpstreamEntry::new("up", &upstream.url())], "header_timeout = \"10m\"");
     // What stood in the way before: 256 descriptors, and 300 silent
     // connections took them all.
     let wharf = Wharf::start_with_fd_limit(&config, 256);
+    assert_eq!(lines_with(&wharf, "lowered to a quarter of the file descriptor limit"), 1, "the cap is 256 / 4 = 64");
     // Opened before any flood and kept alive: they need no new descriptor.
     let mut client = Raw::connect(wharf.registry).await;
     let mut admin = Raw::connect(wharf.admin).await;
@@ -269,7 +267,7 @@ async fn silent_floods_are_capped_per_address_and_running_out_of_descriptors_kee
     .await;
     // Only the held ones are kept: the test's own descriptors are limited too.
     silent.retain(|s| !closed_by_server(s));
-    assert_eq!(silent.len(), 64, "max_connections_per_ip are held, no more");
+    assert_eq!(silent.len(), 64, "the cap's 64 are held, no more");
     let (_, metrics) = admin.get("/metrics").await;
     let metrics = String::from_utf8_lossy(&metrics).into_owned();
     assert_eq!(sample(&metrics, r#"wharf_connections_refused_total{port="registry"}"#), 236, "{metrics}");
