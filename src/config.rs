@@ -802,15 +802,22 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    /// A config loaded from `toml` and `env`, as `wharf serve` would.
+    /// Shared with the section modules' tests.
+    pub(super) fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(toml.as_bytes()).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::load(Some(f.path()), env)
     }
 
-    fn err_text(r: Result<Config, ConfigError>) -> String {
+    pub(super) fn err_text(r: Result<Config, ConfigError>) -> String {
         r.expect_err("config should be refused").to_string()
+    }
+
+    /// Why `toml` is refused.
+    pub(super) fn refused(toml: &str) -> String {
+        err_text(load_str(toml, &[]))
     }
 
     #[test]

@@ -148,21 +148,12 @@ fn rate(rate_key: &str, rate: f64, burst_key: &str, burst: u32) -> Result<Option
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::path::Path;
 
     use super::*;
+    use crate::config::tests::{load_str as load, refused};
     use crate::config::Config;
 
-    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(toml.as_bytes()).unwrap();
-        Config::load(Some(f.path()), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
-
-    fn refused(toml: &str) -> String {
-        load(toml, &[]).expect_err("config should be refused").to_string()
-    }
 
     fn net(s: &str) -> IpNet {
         IpNet::parse(s).unwrap()

@@ -110,21 +110,12 @@ impl RawServer {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
-    use std::io::Write;
     use std::path::Path;
 
     use super::*;
+    use crate::config::tests::{load_str as load, refused};
     use crate::config::Config;
 
-    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(toml.as_bytes()).unwrap();
-        Config::load(Some(f.path()), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
-
-    fn refused(toml: &str) -> String {
-        load(toml, &[]).expect_err("config should be refused").to_string()
-    }
 
     #[test]
     fn connections_are_bounded_by_default_and_the_example_says_so() {
