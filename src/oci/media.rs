@@ -204,7 +204,13 @@ pub(crate) fn check_depth(bytes: &[u8]) -> Result<(), ManifestError> {
 /// and a non-negative integer `size`. Other media types (artifacts) are
 /// accepted as the distribution spec allows. `bytes` passed [`inspect`],
 /// which bounded their depth.
+///
+/// Any manifest must be UTF-8, as JSON is (RFC 8259): serde_json reading
+/// bytes skips a field it does not know without checking its strings.
 pub(crate) fn validate(bytes: &[u8], kind: ManifestKind) -> Result<(), ManifestError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ManifestError::Invalid(format!("manifest is not UTF-8: {e}")));
+    }
     let (what, schema_version) = match kind {
         ManifestKind::OciManifest | ManifestKind::DockerManifest => {
             ("image manifest", parse::<oci_spec::image::ImageManifest>(bytes).map(|m| m.schema_version()))
@@ -449,6 +455,20 @@ mod tests {
         let mut idx = index(DOCKER_MANIFEST_LIST);
         idx["manifests"][0]["size"] = (-1).into();
         invalid_saying(&idx, "not a valid image index: manifests[0].size: invalid value: integer `-1`");
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_utf8_is_invalid_whatever_its_type() {
+        for json in [image(OCI_MANIFEST), serde_json::json!({ "mediaType": "application/vnd.example+json" })] {
+            let mut bytes = serde_json::to_vec(&json).unwrap();
+            bytes.pop();
+            bytes.extend_from_slice(b",\"x\":\"\xae\"}");
+            let info = inspect(&bytes).unwrap();
+            match validate(&bytes, info.kind) {
+                Err(ManifestError::Invalid(m)) => assert!(m.starts_with("manifest is not UTF-8"), "{m}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
     }
 
     fn nested(depth: usize) -> String {
