@@ -391,7 +391,11 @@ async fn manifests_breaking_the_image_spec_are_refused_and_valid_ones_stored() {
         ("no layers", image(&without("layers")), "missing field `layers`"),
         ("a bad layer digest", image(&|m| m["layers"][0]["digest"] = "sha256:xyz".into()), "layers[0].digest"),
         ("a negative size", image(&|m| m["layers"][0]["size"] = (-5).into()), "layers[0].size: invalid value: integer `-5`"),
-        ("a descriptor without mediaType", image(&|m| drop(m["config"].as_object_mut().expect("object").remove("mediaType"))), "config: missing field `mediaType`"),
+        (
+            "a descriptor without mediaType",
+            image(&|m| drop(m["config"].as_object_mut().expect("object").remove("mediaType"))),
+            "config: missing field `mediaType`",
+        ),
         ("deep nesting", deep(OCI_MANIFEST), "nests deeper than 64 levels"),
     ];
     for (what, bytes, says) in &refused {
@@ -416,8 +420,9 @@ async fn manifests_breaking_the_image_spec_are_refused_and_valid_ones_stored() {
     });
     let r = put_manifest(&w, name, "artifact", OCI_MANIFEST, &artifact).await;
     assert_eq!(r.status, 201, "artifact: {}", String::from_utf8_lossy(&r.body));
-    let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [descriptor(OCI_MANIFEST, &good)] });
-    let r = put_manifest(&w, name, "index", "application/vnd.oci.image.index.v1+json", &serde_json::to_vec(&index).expect("json")).await;
+    let oci_index = "application/vnd.oci.image.index.v1+json";
+    let index = json!({ "schemaVersion": 2, "mediaType": oci_index, "manifests": [descriptor(OCI_MANIFEST, &good)] });
+    let r = put_manifest(&w, name, "index", oci_index, &serde_json::to_vec(&index).expect("json")).await;
     assert_eq!(r.status, 201, "index: {}", String::from_utf8_lossy(&r.body));
     let other = json!({ "schemaVersion": 2, "mediaType": artifact_type, "blobs": [descriptor("text/plain", &layer)] });
     let r = put_manifest(&w, name, "other", artifact_type, &serde_json::to_vec(&other).expect("json")).await;
