@@ -123,3 +123,122 @@ pub mod bench {
         served
     }
 }
+
+/// Entry points for the fuzz targets (`tests/fuzz/`) only: the parsers that
+/// a client's or an upstream's bytes reach, called as the server calls
+/// them, with what they decided given back for the targets to check. Not
+/// an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use std::path::Path;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    /// The service tokens are checked for.
+    const SERVICE: &str = "wharf";
+
+    /// Routes a request path: the route's kind (a metrics label) and the
+    /// repository name it addresses, or the error's text.
+    pub fn route(path: &str) -> Result<(&'static str, Option<String>), String> {
+        use crate::api::router::Route;
+        let route = crate::api::router::route(path).map_err(|e| e.to_string())?;
+        let name = match &route {
+            Route::Base | Route::Catalog => None,
+            Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Upload { name, .. }
+            | Route::Tags { name }
+            | Route::Referrers { name, .. }
+            | Route::Signatures { name, .. } => Some(name.to_string()),
+        };
+        Ok((route.kind(), name))
+    }
+
+    /// The route kinds [`route`] may give.
+    pub fn route_kinds() -> &'static [&'static str] {
+        crate::metrics::ROUTES
+    }
+
+    /// A `Range` header against a blob of `size` bytes: None when ignored
+    /// (the whole blob is served), Some(Err) for a 416, Some(Ok(None)) for
+    /// the whole blob, Some(Ok(Some((start, end)))) for a 206 of that span.
+    #[allow(clippy::type_complexity)]
+    pub fn range(header: &str, size: u64) -> Option<Result<Option<(u64, u64)>, ()>> {
+        crate::api::range::ByteRange::parse(header).map(|r| r.resolve(size).map_err(|_| ()))
+    }
+
+    /// What a push decides about manifest bytes: whether their nesting is
+    /// within bounds, the media type `inspect` recognised, whether the
+    /// image-spec check passed and whether the references parsed. Each step
+    /// runs on its own, so a target can hold them against each other.
+    #[derive(Debug)]
+    pub struct Manifest {
+        pub depth_ok: bool,
+        pub media_type: Option<String>,
+        pub valid: Option<bool>,
+        pub references_ok: bool,
+    }
+
+    /// The maximum nesting a manifest may have.
+    pub const MANIFEST_MAX_DEPTH: usize = crate::oci::media::MAX_DEPTH;
+
+    pub fn manifest(bytes: &[u8]) -> Manifest {
+        use crate::oci::media;
+        let info = media::inspect(bytes).ok();
+        Manifest {
+            depth_ok: media::check_depth(bytes).is_ok(),
+            valid: info.as_ref().map(|i| media::validate(bytes, i.kind).is_ok()),
+            media_type: info.map(|i| i.media_type),
+            references_ok: media::references(bytes).is_ok(),
+        }
+    }
+
+    /// `s` parsed as a digest, a repository name, a tag and a reference;
+    /// each that parsed, as it displays.
+    pub fn names(s: &str) -> [Option<String>; 4] {
+        use crate::oci::{Digest, Reference, RepositoryName, Tag};
+        [
+            s.parse::<Digest>().ok().map(|d| d.to_string()),
+            s.parse::<RepositoryName>().ok().map(|n| n.to_string()),
+            s.parse::<Tag>().ok().map(|t| t.as_str().to_owned()),
+            s.parse::<Reference>().ok().map(|r| r.to_string()),
+        ]
+    }
+
+    /// The bearer token an `Authorization` header holds, if it holds one
+    /// (Basic credentials are decoded and dropped).
+    pub fn bearer(value: &str) -> Option<&str> {
+        match crate::auth::credentials(value) {
+            crate::auth::Credentials::Bearer(token) => Some(token),
+            crate::auth::Credentials::Basic { .. } | crate::auth::Credentials::Invalid(_) => None,
+        }
+    }
+
+    /// A signing key in `dir`, and the token checks the registry makes.
+    pub struct Tokens(crate::auth::keys::KeyRing);
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    impl Tokens {
+        pub fn open(dir: &Path) -> Result<Tokens, String> {
+            crate::auth::keys::KeyRing::open(dir, now()).map(Tokens).map_err(|e| e.to_string())
+        }
+
+        /// Checks a token as a bearer request's is checked.
+        pub fn verify(&self, token: &str) -> bool {
+            crate::auth::token::verify(&self.0, token, SERVICE, now()).is_ok()
+        }
+
+        /// Signs `claims` (any bytes) with the current key and checks the
+        /// token: the claims parse is reached only by signed tokens.
+        pub fn verify_signed(&self, claims: &[u8]) -> Result<bool, String> {
+            let header = format!(r#"{{"alg":"ES256","typ":"JWT","kid":"{}"}}"#, self.0.current_kid());
+            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+            let (_, signature) = self.0.sign(input.as_bytes()).map_err(|e| e.to_string())?;
+            Ok(self.verify(&format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))))
+        }
+    }
+}

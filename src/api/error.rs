@@ -262,6 +262,17 @@ mod tests {
         assert_eq!(upload_range(100), "0-99");
     }
 
+    /// RFC 9110 section 15.5.17: a 416 to a byte range names the
+    /// representation's length, so the client can ask again.
+    #[tokio::test]
+    async fn an_unsatisfiable_range_is_416_with_the_blob_size() {
+        let (s, h, j) = render(PullError::RangeNotSatisfiable { size: 1000 }.into()).await;
+        assert_eq!((s, j["errors"][0]["code"].as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, Some("RANGE_INVALID")));
+        assert_eq!(h[header::CONTENT_RANGE], "bytes */1000");
+        let (_, h, _) = render(PullError::RangeNotSatisfiable { size: u64::MAX }.into()).await;
+        assert_eq!(h[header::CONTENT_RANGE], "bytes */18446744073709551615");
+    }
+
     #[tokio::test]
     async fn upstream_failures_become_gateway_errors_and_429_keeps_retry_after() {
         let (s, h, j) = render(PullError::Upstream(UpstreamError::TooManyRequests { retry_after: Some(Duration::from_secs(7)) }).into()).await;

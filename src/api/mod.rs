@@ -10,6 +10,7 @@ pub(crate) mod body;
 mod error;
 mod head;
 mod push;
+pub(crate) mod range;
 pub(crate) mod router;
 mod signatures;
 
@@ -28,6 +29,7 @@ use crate::telemetry::{self, Access, RequestContext};
 use crate::sendfile::FileSender;
 use crate::upload::Uploads;
 use body::{full, Body};
+use range::ByteRange;
 pub(crate) use error::ApiError;
 use router::Route;
 
@@ -280,7 +282,7 @@ impl Registry {
         // A range is honoured only when the size is known; otherwise the
         // whole blob is sent (RFC 9110 lets a server ignore Range).
         let span = match (range, size) {
-            (Some(r), Some(size)) => Some(r.resolve(size).ok_or(PullError::RangeNotSatisfiable { size })?),
+            (Some(r), Some(size)) => r.resolve(size).map_err(|_| PullError::RangeNotSatisfiable { size })?,
             _ => None,
         };
         let (start, end) = match (span, size) {
@@ -448,72 +450,9 @@ fn next_link(path: &str, n: Option<usize>, page: &TagsPage) -> Option<String> {
     Some(format!("<{path}?{}>; rel=\"next\"", q.finish()))
 }
 
-/// A single byte range from a `Range` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ByteRange {
-    /// `bytes=a-b` or `bytes=a-`
-    From { start: u64, end: Option<u64> },
-    /// `bytes=-n`: the last n bytes.
-    Suffix(u64),
-}
-
-impl ByteRange {
-    /// Parses one range; multiple ranges or other units are ignored (the
-    /// whole blob is served), as RFC 9110 allows.
-    fn parse(v: &str) -> Option<ByteRange> {
-        let spec = v.trim().strip_prefix("bytes=")?;
-        if spec.contains(',') {
-            return None;
-        }
-        let (a, b) = spec.split_once('-')?;
-        let (a, b) = (a.trim(), b.trim());
-        if a.is_empty() {
-            return Some(ByteRange::Suffix(b.parse().ok()?));
-        }
-        let start = a.parse().ok()?;
-        let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
-        if end.is_some_and(|e| e < start) {
-            return None;
-        }
-        Some(ByteRange::From { start, end })
-    }
-
-    /// `[start, end)` within a blob of `size`, or None if unsatisfiable.
-    fn resolve(self, size: u64) -> Option<(u64, u64)> {
-        match self {
-            ByteRange::From { start, end } => {
-                if start >= size {
-                    return None;
-                }
-                let end = end.map_or(size, |e| (e + 1).min(size));
-                Some((start, end))
-            }
-            ByteRange::Suffix(n) => {
-                if n == 0 || size == 0 {
-                    return None;
-                }
-                Some((size - n.min(size), size))
-            }
-        }
-    }
-}
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_parse_and_resolve() {
-        assert_eq!(ByteRange::parse("bytes=0-9").and_then(|r| r.resolve(100)), Some((0, 10)));
-        assert_eq!(ByteRange::parse("bytes=90-").and_then(|r| r.resolve(100)), Some((90, 100)));
-        assert_eq!(ByteRange::parse("bytes=-10").and_then(|r| r.resolve(100)), Some((90, 100)));
-        assert_eq!(ByteRange::parse("bytes=50-500").and_then(|r| r.resolve(100)), Some((50, 100)));
-        assert_eq!(ByteRange::parse("bytes=100-").and_then(|r| r.resolve(100)), None);
-        assert_eq!(ByteRange::parse("bytes=0-1,5-6"), None);
-        assert_eq!(ByteRange::parse("items=0-1"), None);
-        assert_eq!(ByteRange::parse("bytes=9-2"), None);
-    }
 
     #[test]
     fn next_link_points_after_the_last_entry() {

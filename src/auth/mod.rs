@@ -16,10 +16,10 @@
 //! Passwords, hashes, tokens and keys are never logged.
 
 mod glob;
-mod keys;
+pub(crate) mod keys;
 mod password;
 mod policy;
-mod token;
+pub(crate) mod token;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -677,13 +677,13 @@ impl Auth {
 }
 
 /// What an `Authorization` header holds.
-enum Credentials<'a> {
+pub(crate) enum Credentials<'a> {
     Basic { user: String, password: String },
     Bearer(&'a str),
     Invalid(&'static str),
 }
 
-fn credentials(value: &str) -> Credentials<'_> {
+pub(crate) fn credentials(value: &str) -> Credentials<'_> {
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {

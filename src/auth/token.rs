@@ -157,9 +157,13 @@ pub(crate) fn verify(keys: &KeyRing, token: &str, service: &str, now: u64) -> Re
     Ok(claims)
 }
 
+/// A base64url JSON part. JSON is UTF-8 (RFC 8259), and checked as such
+/// here: serde_json reading bytes skips a field it does not know without
+/// checking that its strings are UTF-8.
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+    let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_str(text).map_err(|_| TokenError::Malformed)
 }
 
 fn encode_json<T: Serialize>(value: &T) -> Result<String, TokenError> {
@@ -252,6 +256,31 @@ mod tests {
         let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"x"}"#), parts[1]);
         assert_eq!(verify(&keys, &none, "wharf", 1100), Err(TokenError::BadSignature));
         assert_eq!(verify(&keys, "not-a-token", "wharf", 1100), Err(TokenError::Malformed));
+    }
+
+    /// Found by the `token` fuzz target: signed claims with a byte that is
+    /// not UTF-8 in a field wharf does not read (`\xae` under `accdss`)
+    /// verified, though they are no JSON.
+    #[test]
+    fn signed_claims_that_are_not_utf8_are_malformed() {
+        let (_tmp, keys) = ring();
+        let signed = |header: &[u8], claims: &[u8]| {
+            let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+            let (_, signature) = keys.sign(input.as_bytes()).unwrap();
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+        };
+        let header = format!(r#"{{"alg":"ES256","kid":"{}"}}"#, keys.current_kid());
+        let good = serde_json::to_vec(&claims(1300)).unwrap();
+        assert!(verify(&keys, &signed(header.as_bytes(), &good), "wharf", 1100).is_ok());
+        let mut bad = good.clone();
+        bad.pop();
+        bad.extend_from_slice(b",\"accdss\":\"repoqitor\xae\"}");
+        assert_eq!(verify(&keys, &signed(header.as_bytes(), &bad), "wharf", 1100), Err(TokenError::Malformed));
+        // The header is read before the signature is checked: the same there.
+        let mut header = header.into_bytes();
+        header.pop();
+        header.extend_from_slice(b",\"x\":\"\xff\"}");
+        assert_eq!(verify(&keys, &signed(&header, &good), "wharf", 1100), Err(TokenError::Malformed));
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! Manifest media types, how a stored manifest's type is recognised, and the
-//! `Accept` negotiation a registry performs when serving one.
+//! Manifest media types, how a stored manifest's type is recognised, what a
+//! pushed manifest must satisfy, and the `Accept` negotiation a registry
+//! performs when serving one.
+//!
+//! Every parse of manifest bytes here first bounds their JSON nesting
+//! ([`MAX_DEPTH`]), whoever sent them: a client's push, an upstream, or
+//! storage.
 
 use serde::Deserialize;
 
@@ -110,7 +115,8 @@ pub(crate) fn config_platform(bytes: &[u8]) -> Option<Platform> {
 
 /// Reads the descriptors a manifest of any type points at.
 pub(crate) fn references(bytes: &[u8]) -> Result<References, ManifestError> {
-    serde_json::from_slice(bytes).map_err(|e| ManifestError::NotJson(e.to_string()))
+    check_depth(bytes)?;
+    parse(bytes)
 }
 
 /// A manifest's bytes recognised: its media type and, for an index, its entries.
@@ -125,17 +131,108 @@ pub(crate) struct ManifestInfo {
 pub(crate) enum ManifestError {
     #[error("manifest is not valid JSON: {0}")]
     NotJson(String),
+    #[error("manifest JSON nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// JSON, but not of the shape its media type requires.
+    #[error("{0}")]
+    Invalid(String),
     #[error("schema 1 manifests are not supported")]
     SchemaOne,
     #[error("manifest has no recognisable media type")]
     UnknownType,
 }
 
+/// Parses manifest JSON into `T`. Syntax errors are NotJson; well-formed
+/// JSON of the wrong shape (a bad digest, a negative size, a missing field)
+/// is Invalid, saying where (`layers[0].size: ...`).
+fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ManifestError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| match e.inner().classify() {
+        serde_json::error::Category::Data => ManifestError::Invalid(e.to_string()),
+        _ => ManifestError::NotJson(e.into_inner().to_string()),
+    })?;
+    // As serde_json::from_slice: nothing but whitespace may follow.
+    de.end().map_err(|e| ManifestError::NotJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// The deepest JSON nesting a manifest may have. The image spec's deepest
+/// is 5 (index, `manifests`, descriptor, `platform`, `os.features`); this
+/// leaves room for artifacts' own fields and stays below serde_json's
+/// recursion limit (128). That limit does not cover an unknown field,
+/// which serde_json skips without recursing: unbounded, a manifest with a
+/// 200,000-deep array under an unknown key was accepted and stored.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Refuses JSON nested deeper than [`MAX_DEPTH`], in one pass over the
+/// bytes before any parse. Exact for valid JSON: brackets are counted
+/// outside strings only (`"` and `\` never occur inside a UTF-8
+/// multi-byte sequence). For invalid JSON the count may be off, and the
+/// parse that follows refuses it anyway.
+pub(crate) fn check_depth(bytes: &[u8]) -> Result<(), ManifestError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(ManifestError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks a manifest of a known type against the image spec, with
+/// oci-spec's types: an image manifest (OCI, or Docker schema 2, which has
+/// the same shape) needs `schemaVersion` 2, a `config` and `layers`; an
+/// index (OCI, or a Docker manifest list) needs `schemaVersion` 2 and
+/// `manifests`; every descriptor needs a `mediaType`, a parsable `digest`
+/// and a non-negative integer `size`. Other media types (artifacts) are
+/// accepted as the distribution spec allows. `bytes` passed [`inspect`],
+/// which bounded their depth.
+///
+/// Any manifest must be UTF-8, as JSON is (RFC 8259): serde_json reading
+/// bytes skips a field it does not know without checking its strings.
+pub(crate) fn validate(bytes: &[u8], kind: ManifestKind) -> Result<(), ManifestError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ManifestError::Invalid(format!("manifest is not UTF-8: {e}")));
+    }
+    let (what, schema_version) = match kind {
+        ManifestKind::OciManifest | ManifestKind::DockerManifest => {
+            ("image manifest", parse::<oci_spec::image::ImageManifest>(bytes).map(|m| m.schema_version()))
+        }
+        ManifestKind::OciIndex | ManifestKind::DockerManifestList => {
+            ("image index", parse::<oci_spec::image::ImageIndex>(bytes).map(|i| i.schema_version()))
+        }
+        ManifestKind::Other => return Ok(()),
+    };
+    match schema_version {
+        Ok(2) => Ok(()),
+        Ok(v) => Err(ManifestError::Invalid(format!("an {what} must have schemaVersion 2, not {v}"))),
+        Err(ManifestError::Invalid(e)) => Err(ManifestError::Invalid(format!("not a valid {what}: {e}"))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Recognises a manifest from its bytes. The declared `mediaType` wins; OCI
 /// manifests may omit it, in which case the shape decides (as registries do).
 pub(crate) fn inspect(bytes: &[u8]) -> Result<ManifestInfo, ManifestError> {
-    let probe: ManifestProbe =
-        serde_json::from_slice(bytes).map_err(|e| ManifestError::NotJson(e.to_string()))?;
+    check_depth(bytes)?;
+    let probe: ManifestProbe = parse(bytes)?;
     if probe.schema_version == Some(1) {
         return Err(ManifestError::SchemaOne);
     }
@@ -252,6 +349,153 @@ mod tests {
         assert_eq!((info.kind, info.media_type.as_str()), (ManifestKind::Other, "application/vnd.example+json"));
         assert_eq!(inspect(br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err(), ManifestError::SchemaOne);
         assert!(matches!(inspect(b"not json"), Err(ManifestError::NotJson(_))));
+    }
+
+    fn digest_of(s: &str) -> String {
+        Digest::of(crate::oci::Algorithm::Sha256, s.as_bytes()).to_string()
+    }
+
+    fn descriptor(media_type: &str, content: &str) -> serde_json::Value {
+        serde_json::json!({ "mediaType": media_type, "digest": digest_of(content), "size": content.len() })
+    }
+
+    fn image(media_type: &str) -> serde_json::Value {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", "{}"),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "layer")],
+        })
+    }
+
+    fn index(media_type: &str) -> serde_json::Value {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "manifests": [descriptor(OCI_MANIFEST, "child")],
+        })
+    }
+
+    /// inspect, then validate, as a push does.
+    fn check(json: &serde_json::Value) -> Result<ManifestKind, ManifestError> {
+        let bytes = serde_json::to_vec(json).unwrap();
+        let info = inspect(&bytes)?;
+        validate(&bytes, info.kind).map(|()| info.kind)
+    }
+
+    fn invalid_saying(json: &serde_json::Value, words: &str) {
+        match check(json) {
+            Err(ManifestError::Invalid(m)) => assert!(m.contains(words), "{m:?} does not say {words:?}"),
+            other => panic!("{json}: want Invalid({words:?}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn known_types_that_follow_the_image_spec_are_valid() {
+        assert_eq!(check(&image(OCI_MANIFEST)).unwrap(), ManifestKind::OciManifest);
+        assert_eq!(check(&image(DOCKER_MANIFEST)).unwrap(), ManifestKind::DockerManifest);
+        assert_eq!(check(&index(OCI_INDEX)).unwrap(), ManifestKind::OciIndex);
+        assert_eq!(check(&index(DOCKER_MANIFEST_LIST)).unwrap(), ManifestKind::DockerManifestList);
+        // No layers at all is allowed (only the field is required), and so
+        // is an image manifest without a mediaType (recognised by shape).
+        let mut m = image(OCI_MANIFEST);
+        m["layers"] = serde_json::json!([]);
+        m.as_object_mut().unwrap().remove("mediaType");
+        assert_eq!(check(&m).unwrap(), ManifestKind::OciManifest);
+        // An artifact as the image spec describes it: artifactType, the
+        // empty config, a subject; what the conformance suite pushes.
+        let mut artifact = image(OCI_MANIFEST);
+        artifact["artifactType"] = "application/vnd.example.sbom".into();
+        artifact["config"] = descriptor("application/vnd.oci.empty.v1+json", "{}");
+        artifact["subject"] = descriptor(OCI_MANIFEST, "subject");
+        artifact["annotations"] = serde_json::json!({ "org.example": "x" });
+        assert_eq!(check(&artifact).unwrap(), ManifestKind::OciManifest);
+        // Unknown media types are not second-guessed.
+        let other = serde_json::json!({ "mediaType": "application/vnd.example+json", "anything": [1, {}] });
+        assert_eq!(check(&other).unwrap(), ManifestKind::Other);
+    }
+
+    #[test]
+    fn image_manifests_missing_required_fields_are_invalid() {
+        for media_type in [OCI_MANIFEST, DOCKER_MANIFEST] {
+            for field in ["config", "layers", "schemaVersion"] {
+                let mut m = image(media_type);
+                m.as_object_mut().unwrap().remove(field);
+                invalid_saying(&m, &format!("missing field `{field}`"));
+            }
+            let mut m = image(media_type);
+            m["schemaVersion"] = 3.into();
+            invalid_saying(&m, "schemaVersion 2, not 3");
+        }
+        let mut idx = index(OCI_INDEX);
+        idx.as_object_mut().unwrap().remove("manifests");
+        invalid_saying(&idx, "missing field `manifests`");
+        // A declared type wins over the shape: an index body under an image
+        // manifest type is no image manifest.
+        invalid_saying(&index(OCI_MANIFEST), "missing field `config`");
+    }
+
+    #[test]
+    fn descriptors_need_a_media_type_a_digest_and_a_whole_size() {
+        let layer = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut m = image(OCI_MANIFEST);
+            change(&mut m["layers"][0]);
+            m
+        };
+        invalid_saying(&layer(&|d| d["digest"] = "sha256:xyz".into()), "layers[0].digest: Invalid digest length 3");
+        invalid_saying(&layer(&|d| d["digest"] = "no-colon".into()), "layers[0].digest: missing ':' in digest");
+        invalid_saying(&layer(&|d| d["size"] = (-5).into()), "layers[0].size: invalid value: integer `-5`");
+        invalid_saying(&layer(&|d| d["size"] = 1.5.into()), "layers[0].size: invalid type: floating point `1.5`");
+        invalid_saying(&layer(&|d| d["size"] = "5".into()), "layers[0].size: invalid type: string");
+        invalid_saying(&layer(&|d| { d.as_object_mut().unwrap().remove("mediaType"); }), "layers[0]: missing field `mediaType`");
+        invalid_saying(&layer(&|d| { d.as_object_mut().unwrap().remove("size"); }), "layers[0]: missing field `size`");
+        let mut m = image(OCI_MANIFEST);
+        m["config"]["digest"] = "sha256:".into();
+        invalid_saying(&m, "config.digest: Empty algorithm value");
+        let mut idx = index(DOCKER_MANIFEST_LIST);
+        idx["manifests"][0]["size"] = (-1).into();
+        invalid_saying(&idx, "not a valid image index: manifests[0].size: invalid value: integer `-1`");
+    }
+
+    #[test]
+    fn a_manifest_that_is_not_utf8_is_invalid_whatever_its_type() {
+        for json in [image(OCI_MANIFEST), serde_json::json!({ "mediaType": "application/vnd.example+json" })] {
+            let mut bytes = serde_json::to_vec(&json).unwrap();
+            bytes.pop();
+            bytes.extend_from_slice(b",\"x\":\"\xae\"}");
+            let info = inspect(&bytes).unwrap();
+            match validate(&bytes, info.kind) {
+                Err(ManifestError::Invalid(m)) => assert!(m.starts_with("manifest is not UTF-8"), "{m}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+    }
+
+    fn nested(depth: usize) -> String {
+        "[".repeat(depth) + &"]".repeat(depth)
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_any_parse() {
+        let at_limit = format!(r#"{{"mediaType":"application/vnd.example","x":{}}}"#, nested(MAX_DEPTH - 1));
+        assert!(check_depth(at_limit.as_bytes()).is_ok());
+        assert_eq!(inspect(at_limit.as_bytes()).unwrap().kind, ManifestKind::Other);
+        let over = format!(r#"{{"mediaType":"application/vnd.example","x":{}}}"#, nested(MAX_DEPTH));
+        assert_eq!(check_depth(over.as_bytes()), Err(ManifestError::TooDeep));
+        // What a push once got stored: a 200,000-deep array under a key
+        // serde skips without its recursion limit.
+        let mut deep = serde_json::to_string(&image(OCI_MANIFEST)).unwrap();
+        deep.pop();
+        deep.push_str(&format!(r#","x":{}}}"#, nested(200_000)));
+        assert_eq!(inspect(deep.as_bytes()).unwrap_err(), ManifestError::TooDeep);
+        assert_eq!(references(deep.as_bytes()).unwrap_err(), ManifestError::TooDeep);
+        // Brackets in strings, escaped quotes included, are not nesting.
+        let in_strings = format!(r#"{{"a":"{}","b":"\"[[","c":"\\","d":[]}}"#, "[".repeat(1000));
+        assert!(check_depth(in_strings.as_bytes()).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&in_strings).is_ok());
+        // After an escaped backslash the string ends, and what follows counts.
+        let after = format!(r#"{{"c":"\\",{}}}"#, r#""d":"#.to_owned() + &nested(MAX_DEPTH));
+        assert_eq!(check_depth(after.as_bytes()), Err(ManifestError::TooDeep));
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl Pushes {
             Reference::Tag(tag) => (Digest::of(Algorithm::Sha256, &bytes), Some(tag.to_string())),
         };
         let info = media::inspect(&bytes).map_err(|e| PushError::ManifestInvalid(e.to_string()))?;
+        media::validate(&bytes, info.kind).map_err(|e| PushError::ManifestInvalid(e.to_string()))?;
         if let (Some(declared), Some(sent)) = (declared_media_type(&bytes), content_type) {
             let sent = sent.split(';').next().unwrap_or_default().trim();
             if !sent.eq_ignore_ascii_case(&declared) {

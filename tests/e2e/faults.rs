@@ -209,6 +209,29 @@ async fn upstream_5xx_with_nothing_cached_gives_502_with_an_oci_error() {
     assert_oci_error(&rig.get(&rig.blob_url(layer)).await, 502, "blob when upstream answers 503");
 }
 
+/// An upstream's manifest goes through the same bounded parse as a pushed
+/// one: nested 200,000 deep (once taken, cached and served) or cut short,
+/// it is a 502, is not cached, and wharf goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_upstream_manifest_is_a_502_and_is_not_cached() {
+    let rig = Rig::start(&[]).await;
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let deep = format!(r#"{{"schemaVersion":2,"mediaType":"{oci}","x":{}{}}}"#, "[".repeat(200_000), "]".repeat(200_000));
+    let deep_digest = rig.fake.put_manifest(Some("deep"), oci, deep);
+    let cut_digest = rig.fake.put_manifest(Some("cut"), oci, r#"{"schemaVersion":2,"config":"#);
+    for reference in ["deep", deep_digest.as_str(), "cut", cut_digest.as_str()] {
+        let r = rig.get(&rig.manifest_url(reference)).await;
+        assert_oci_error(&r, 502, reference);
+    }
+    // Asked for again, it is fetched again: nothing was kept.
+    let before = rig.fake.count("GET", &deep_digest);
+    assert_oci_error(&rig.get(&rig.manifest_url(&deep_digest)).await, 502, "deep, again");
+    assert_eq!(rig.fake.count("GET", &deep_digest), before + 1, "the refused manifest was not cached");
+    let image = Image::random(&[1000]);
+    rig.fake.put_image("v1", &image);
+    assert_served(&rig.get(&rig.manifest_url("v1")).await, &image.manifest.bytes, "a good manifest after the bad ones");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_not_answering_within_response_timeout_gives_504() {
     let rig = Rig::start(&["response_timeout = \"1s\"", "retries = 0"]).await;

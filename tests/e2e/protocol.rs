@@ -115,6 +115,33 @@ async fn blob_range_requests_answer_206_with_the_requested_bytes() {
     assert!(open_ended.body == layer.bytes[1000..], "bytes=1000- : wrong bytes");
 }
 
+/// A last byte past the end means the end (RFC 9110), even at the top of
+/// u64, where computing the end once overflowed: the connection closed, or
+/// a 206 came with no bytes. A first byte past the end is 416 with the size.
+#[tokio::test]
+async fn ranges_ending_past_the_blob_are_clamped_to_its_last_byte() {
+    let s = Setup::start();
+    let layer = &s.image.layers[0];
+    let size = layer.bytes.len();
+    let url = s.url(&format!("/v2/up/team/tool/blobs/{}", layer.digest));
+    // The first while the blob is cold (served from the fill), the rest
+    // from the cache.
+    let ranges = [(5, "18446744073709551615"), (5, "18446744073709551615"), (0, "18446744073709551615"), (0, "99999999999999999999999")];
+    for (first, last) in ranges {
+        let range = format!("bytes={first}-{last}");
+        let r = http::request("GET", &url, &[("Range", &range)]).await;
+        assert_eq!(r.status, 206, "{range}: {}", body_text(&r));
+        assert_eq!(r.header("Content-Range"), Some(format!("bytes {first}-{}/{size}", size - 1).as_str()), "{range}");
+        assert_eq!(r.header("Content-Length"), Some((size - first).to_string().as_str()), "{range}");
+        assert!(r.complete && r.body == layer.bytes[first..], "{range}: wrong bytes ({} of them)", r.body.len());
+    }
+    for range in [format!("bytes={size}-"), format!("bytes={size}-18446744073709551615"), "bytes=-0".to_owned()] {
+        let r = http::request("GET", &url, &[("Range", &range)]).await;
+        assert_eq!((r.status, r.error_code().as_str()), (416, "RANGE_INVALID"), "{range}");
+        assert_eq!(r.header("Content-Range"), Some(format!("bytes */{size}").as_str()), "{range}");
+    }
+}
+
 #[tokio::test]
 async fn unknown_tag_is_404_manifest_unknown() {
     let s = Setup::start();

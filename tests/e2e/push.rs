@@ -357,6 +357,84 @@ async fn manifests_with_a_subject_are_listed_as_referrers_and_deletes_make_versi
     assert_eq!(v5["count"], 2, "{v5}");
 }
 
+/// A pushed manifest of a known type must follow the image spec, and any
+/// manifest's JSON nesting is bounded; each refusal says what is wrong.
+/// Before, a manifest with no config or no layers, or a 200,000-deep array
+/// under an unknown key, was stored (201).
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_breaking_the_image_spec_are_refused_and_valid_ones_stored() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = start(&tmp.path().join("wharf"));
+    let name = "team/spec";
+    let (config, layer) = (br#"{"architecture":"amd64","os":"linux"}"#.to_vec(), images::random_bytes(1000));
+    for blob in [&config, &layer, &b"{}".to_vec()] {
+        upload_monolithic(&w, name, blob).await;
+    }
+    let image = |change: &dyn Fn(&mut Value)| {
+        let mut m = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &layer)],
+        });
+        change(&mut m);
+        serde_json::to_vec(&m).expect("json")
+    };
+    let without = |field: &'static str| move |m: &mut Value| drop(m.as_object_mut().expect("object").remove(field));
+    let deep = |media_type: &str| {
+        let depth = 200_000;
+        format!(r#"{{"schemaVersion":2,"mediaType":"{media_type}","x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth)).into_bytes()
+    };
+    let artifact_type = "application/vnd.example.artifact+json";
+    let refused = [
+        ("no config", image(&without("config")), "missing field `config`"),
+        ("no layers", image(&without("layers")), "missing field `layers`"),
+        ("a bad layer digest", image(&|m| m["layers"][0]["digest"] = "sha256:xyz".into()), "layers[0].digest"),
+        ("a negative size", image(&|m| m["layers"][0]["size"] = (-5).into()), "layers[0].size: invalid value: integer `-5`"),
+        (
+            "a descriptor without mediaType",
+            image(&|m| drop(m["config"].as_object_mut().expect("object").remove("mediaType"))),
+            "config: missing field `mediaType`",
+        ),
+        ("deep nesting", deep(OCI_MANIFEST), "nests deeper than 64 levels"),
+    ];
+    for (what, bytes, says) in &refused {
+        let r = put_manifest(&w, name, "bad", OCI_MANIFEST, bytes).await;
+        assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_INVALID"), "{what}: {}", String::from_utf8_lossy(&r.body));
+        let message = r.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(says), "{what}: message {message:?} does not say {says:?}");
+    }
+    // Nesting is bounded for artifacts too, whose shape is not checked.
+    let r = put_manifest(&w, name, "bad", artifact_type, &deep(artifact_type)).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "MANIFEST_INVALID"), "a deep artifact");
+
+    // Valid: an image; an artifact with artifactType and the empty config
+    // (what the conformance suite pushes); an index of the image; an
+    // unknown artifact media type.
+    let good = image(&|_| ());
+    let r = put_manifest(&w, name, "image", OCI_MANIFEST, &good).await;
+    assert_eq!(r.status, 201, "image: {}", String::from_utf8_lossy(&r.body));
+    let artifact = image(&|m| {
+        m["artifactType"] = artifact_type.into();
+        m["config"] = descriptor(EMPTY_CONFIG, b"{}");
+    });
+    let r = put_manifest(&w, name, "artifact", OCI_MANIFEST, &artifact).await;
+    assert_eq!(r.status, 201, "artifact: {}", String::from_utf8_lossy(&r.body));
+    let oci_index = "application/vnd.oci.image.index.v1+json";
+    let index = json!({ "schemaVersion": 2, "mediaType": oci_index, "manifests": [descriptor(OCI_MANIFEST, &good)] });
+    let r = put_manifest(&w, name, "index", oci_index, &serde_json::to_vec(&index).expect("json")).await;
+    assert_eq!(r.status, 201, "index: {}", String::from_utf8_lossy(&r.body));
+    let other = json!({ "schemaVersion": 2, "mediaType": artifact_type, "blobs": [descriptor("text/plain", &layer)] });
+    let r = put_manifest(&w, name, "other", artifact_type, &serde_json::to_vec(&other).expect("json")).await;
+    assert_eq!(r.status, 201, "other: {}", String::from_utf8_lossy(&r.body));
+
+    // The refused pushes left nothing under their tag.
+    let r = get(&format!("{}/v2/{name}/manifests/bad", w.url())).await;
+    assert_eq!((r.status, r.error_code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    let r = get(&format!("{}/v2/{name}/manifests/image", w.url())).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, good.as_slice()));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pushes_into_pull_through_names_are_denied() {
     let tmp = tempfile::tempdir().expect("tempdir");
