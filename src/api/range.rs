@@ -10,6 +10,11 @@ pub(crate) enum ByteRange {
     From { first: u64, last: Option<u64> },
     /// `bytes=-n`: the last n bytes.
     Suffix(u64),
+    /// `bytes=first-last` with `last` before `first`: no byte can satisfy
+    /// it. RFC 9110 lets a server ignore it or refuse it; it is refused
+    /// (416), as distribution and nginx do, so the client learns its
+    /// request was wrong rather than receiving bytes it did not ask for.
+    Backwards,
 }
 
 /// A range no byte of the blob satisfies: the answer is 416 with the size.
@@ -18,7 +23,8 @@ pub(crate) struct Unsatisfiable;
 
 impl ByteRange {
     /// Parses one range; several ranges, other units or a malformed one are
-    /// ignored (the whole blob is served), as RFC 9110 allows.
+    /// ignored (the whole blob is served), as RFC 9110 allows. A backwards
+    /// one is kept, to be refused.
     pub(crate) fn parse(v: &str) -> Option<ByteRange> {
         let (unit, spec) = v.trim().split_once('=')?;
         if !unit.eq_ignore_ascii_case("bytes") || spec.contains(',') {
@@ -32,7 +38,7 @@ impl ByteRange {
         let first = position(a)?;
         let last = if b.is_empty() { None } else { Some(position(b)?) };
         if last.is_some_and(|l| l < first) {
-            return None;
+            return Some(ByteRange::Backwards);
         }
         Some(ByteRange::From { first, last })
     }
@@ -55,7 +61,7 @@ impl ByteRange {
                 let end = last.map_or(size, |l| l.min(size - 1) + 1);
                 Ok(Some((first, end)))
             }
-            ByteRange::Suffix(0) => Err(Unsatisfiable),
+            ByteRange::Backwards | ByteRange::Suffix(0) => Err(Unsatisfiable),
             ByteRange::Suffix(_) if size == 0 => Ok(None),
             ByteRange::Suffix(n) => Ok(Some((size - n.min(size), size))),
         }
@@ -92,7 +98,8 @@ mod tests {
         assert_eq!(span("bytes=-0", 100), Some(Err(Unsatisfiable)));
         assert_eq!(ByteRange::parse("bytes=0-1,5-6"), None);
         assert_eq!(ByteRange::parse("items=0-1"), None);
-        assert_eq!(ByteRange::parse("bytes=9-2"), None);
+        assert_eq!(span("bytes=9-2", 100), Some(Err(Unsatisfiable)));
+        assert_eq!(span("bytes=500-0", 1000), Some(Err(Unsatisfiable)));
         assert_eq!(ByteRange::parse("bytes=+1-2"), None);
         assert_eq!(ByteRange::parse("bytes=1-+2"), None);
         assert_eq!(ByteRange::parse("bytes=-"), None);
@@ -164,7 +171,8 @@ mod tests {
         fn first_last_ranges_are_clamped_to_the_last_byte(first in edgy(), last in edgy(), size in edgy()) {
             let parsed = ByteRange::parse(&format!("bytes={first}-{last}"));
             if last < first {
-                prop_assert_eq!(parsed, None);
+                prop_assert_eq!(parsed, Some(ByteRange::Backwards));
+                prop_assert_eq!(parsed.map(|r| r.resolve(size)), Some(Err(Unsatisfiable)));
                 return Ok(());
             }
             prop_assert_eq!(parsed, Some(ByteRange::From { first, last: Some(last) }));
