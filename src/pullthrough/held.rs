@@ -14,10 +14,13 @@
 //! capacity alone evicts, and an evicted entry is asked of the metadata
 //! again.
 
-use moka::sync::Cache;
+use std::future::Future;
+
+use moka::future::Cache;
 use sha2::{Digest as _, Sha256};
 
 use super::route::Target;
+use super::PullError;
 use crate::oci::media;
 use crate::oci::Digest;
 
@@ -73,25 +76,39 @@ impl Held {
         self.cache.contains_key(&key(target, digest))
     }
 
-    pub(super) fn insert(&self, target: &Target, digest: &Digest) {
-        self.cache.insert(key(target, digest), ());
+    pub(super) async fn insert(&self, target: &Target, digest: &Digest) {
+        self.cache.insert(key(target, digest), ()).await;
     }
 
-    /// `manifest`, vouched for in `target`, and everything it references
-    /// (config, layers, an index's manifests): they belong to the same
-    /// image, as the recorded content of a repository counts them. The
-    /// manifest's own entry goes last, so an entry for a manifest means
-    /// its references were entered too.
-    pub(super) fn insert_manifest(&self, target: &Target, digest: &Digest, bytes: &[u8]) {
-        if self.contains(target, digest) {
-            return;
-        }
+    /// Held once `ask` (the repository's records, or its upstream) says
+    /// so. Concurrent requests for the same (repository, digest) wait for
+    /// one answer instead of each asking.
+    pub(super) async fn vouch(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        ask: impl Future<Output = Result<(), PullError>>,
+    ) -> Result<(), PullError> {
+        self.cache.try_get_with(key(target, digest), ask).await.map_err(|e| (*e).clone())
+    }
+
+    /// `manifest`, vouched for in `target`, and everything it references:
+    /// the references first, so an entry for a manifest entered here means
+    /// its references are entered too (callers skip a held manifest).
+    pub(super) async fn insert_manifest(&self, target: &Target, digest: &Digest, bytes: &[u8]) {
+        self.insert_references(target, bytes).await;
+        self.insert(target, digest).await;
+    }
+
+    /// What a held manifest references (config, layers, an index's
+    /// manifests): they belong to the same image, as the recorded content
+    /// of a repository counts them.
+    pub(super) async fn insert_references(&self, target: &Target, bytes: &[u8]) {
         if let Ok(refs) = media::references(bytes) {
             let all = refs.config.iter().chain(&refs.layers).chain(&refs.blobs).chain(&refs.manifests);
             for d in all {
-                self.insert(target, &d.digest);
+                self.insert(target, &d.digest).await;
             }
         }
-        self.insert(target, digest);
     }
 }

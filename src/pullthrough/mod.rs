@@ -396,23 +396,37 @@ impl PullThrough {
         // A tag's digest is the upstream's word for this repository; a
         // digest asked for directly must be one the repository holds.
         let (manifest, tag) = match reference {
-            Reference::Digest(d) if !self.held.contains(target, d) => {
-                (Box::pin(self.unheld_manifest(target, d, lookup)).await?, None)
+            Reference::Digest(d) => {
+                let asked = !self.held.contains(target, d);
+                if asked {
+                    Box::pin(self.held.vouch(target, d, self.vouch_manifest(target, d, lookup))).await?;
+                }
+                let manifest = self.manifest_with(target, d, lookup).await?;
+                // Held by the vouch, which had no bytes for its references.
+                if asked {
+                    Box::pin(self.held.insert_references(target, &manifest.bytes)).await;
+                }
+                (manifest, None)
             }
-            Reference::Digest(d) => (self.manifest_with(target, d, lookup).await?, None),
             Reference::Tag(t) => {
                 let digest = self.resolve_tag(target, t, lookup).await?;
                 (self.manifest_with(target, &digest, lookup).await?, Some(t.as_str()))
             }
         };
-        self.held.insert_manifest(target, &manifest.digest, &manifest.bytes);
+        // Boxed: a warm request, the common case, finds it held already
+        // and does not carry the space of the inserts (see `manifest_with`).
+        if !self.held.contains(target, &manifest.digest) {
+            Box::pin(self.held.insert_manifest(target, &manifest.digest, &manifest.bytes)).await;
+        }
         self.record(target, tag, &manifest).await;
         match media::negotiate(&manifest.info, accept, tag.is_none()) {
             media::Negotiated::AsStored => Ok(manifest),
             // An index's manifests are held with it.
             media::Negotiated::Child(child) => {
                 let child = self.manifest_with(target, &child, lookup).await?;
-                self.held.insert_manifest(target, &child.digest, &child.bytes);
+                if !self.held.contains(target, &child.digest) {
+                    Box::pin(self.held.insert_manifest(target, &child.digest, &child.bytes)).await;
+                }
                 self.record(target, None, &child).await;
                 Ok(child)
             }
@@ -432,20 +446,21 @@ impl PullThrough {
         }
     }
 
-    /// A manifest asked for by a digest the repository is not known to
-    /// hold: its recorded content decides, else the upstream does, as if
-    /// nothing were cached (bytes here for another repository prove
-    /// nothing about this one).
-    async fn unheld_manifest(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<Arc<Manifest>, PullError> {
+    /// Whether the repository of `target` holds the manifest `digest`,
+    /// which it is not known to: its recorded content decides, else its
+    /// upstream does, as if nothing were cached (bytes here for another
+    /// repository prove nothing about this one). Ok once it does; the
+    /// bytes are then in memory or storage.
+    async fn vouch_manifest(&self, target: &Target, digest: &Digest, lookup: &Lookup) -> Result<(), PullError> {
         if self.recorded(target, digest, ContentType::Manifest).await? {
-            return self.manifest_with(target, digest, lookup).await;
+            return Ok(());
         }
         lookup.fetched.store(true, Ordering::Relaxed);
         let here = self.manifests.contains_key(digest) || self.storage.stat(digest).await?.is_some();
         if here {
             let reference = Reference::Digest(digest.clone());
             target.upstream.head_manifest(&target.repo, &reference).await.map_err(PullError::from_manifest_fetch)?;
-            return self.manifest_with(target, digest, lookup).await;
+            return Ok(());
         }
         // Not here: this repository's own fetch, never joined to a load
         // another repository's request has in flight.
@@ -455,8 +470,8 @@ impl PullThrough {
             .await
             .map_err(PullError::from_manifest_fetch)?;
         let manifest = self.store_manifest(target, digest, fetched.bytes).await?;
-        self.manifests.insert(digest.clone(), manifest.clone()).await;
-        Ok(manifest)
+        self.manifests.insert(digest.clone(), manifest).await;
+        Ok(())
     }
 
     /// Counts a client's lookup, and notes it for the request's log line.
@@ -718,7 +733,7 @@ impl PullThrough {
     /// hold.
     async fn unheld_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
         if self.recorded(target, digest, ContentType::Blob).await? {
-            self.held.insert(target, digest);
+            self.held.insert(target, digest).await;
             return self.held_blob(target, digest, want_body).await;
         }
         if self.storage.stat(digest).await?.is_none() {
@@ -734,7 +749,7 @@ impl PullThrough {
     async fn vouch_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<(), PullError> {
         match target.upstream.head_blob(&target.repo, digest).await {
             Ok(_) => {
-                self.held.insert(target, digest);
+                self.held.insert(target, digest).await;
                 Ok(())
             }
             // As for a HEAD on a miss (below): unknown, not a gateway error.
@@ -768,7 +783,7 @@ impl PullThrough {
                 Err(e) => return Err(PullError::from_blob_fetch(e)),
             };
             self.count("blob", "miss");
-            self.held.insert(target, digest);
+            self.held.insert(target, digest).await;
             return Ok(BlobSource::Remote { size: head.size });
         }
         let (fill, started) = self.fills.join_or_start(digest, || FillJob {
@@ -789,7 +804,7 @@ impl PullThrough {
         if !held && !fill.speaks_for(target) {
             self.vouch_blob(target, digest, want_body).await?;
         }
-        self.held.insert(target, digest);
+        self.held.insert(target, digest).await;
         Ok(BlobSource::Filling { fill, size, fetched: result != "hit" })
     }
 

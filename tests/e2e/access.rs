@@ -182,3 +182,45 @@ async fn an_uploaded_blob_is_there_and_a_deleted_one_gone_at_once() {
     assert_eq!(r.status, 201, "{}", text(&r));
     assert_eq!(as_user("HEAD", &blob, PUSHER).await.status, 200);
 }
+
+/// A manifest asked for by a digest its repository is not known to hold
+/// is the upstream's to answer, once however many clients ask at the same
+/// moment; then the repository holds it and its blobs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_herd_asking_for_an_unheld_manifest_by_digest_asks_the_upstream_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let wharf = start(&tmp.path().join("wharf"), &upstream);
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let image = Image::random(&[20_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "pub/img", &["1"], None);
+    let manifest = &image.manifest.digest;
+    let layer = &image.layers[0].digest;
+    // What the push itself asked of the upstream is not wharf's doing.
+    let pushed = upstream_requests(&upstream, "/v2/pub/img/", "");
+    let url = format!("{}/v2/pub/img/manifests/{manifest}", wharf.url());
+    let herd: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { http::request("GET", &url, &[ACCEPT]).await })
+        })
+        .collect();
+    for answer in herd {
+        let r = answer.await.expect("request task");
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(images::sha256_digest(&r.body), *manifest);
+    }
+    // Its layer is held with it: fetched without asking first.
+    let r = http::request("GET", &format!("{}/v2/pub/img/blobs/{layer}", wharf.url()), &[]).await;
+    assert_eq!(r.status, 200);
+    let asked: Vec<(String, String)> = upstream_requests(&upstream, "/v2/pub/img/", "")
+        .into_iter()
+        .skip(pushed.len())
+        .map(|l| (l.method, l.path))
+        .collect();
+    let expected = [
+        ("GET".to_owned(), format!("/v2/pub/img/manifests/{manifest}")),
+        ("GET".to_owned(), format!("/v2/pub/img/blobs/{layer}")),
+    ];
+    assert_eq!(asked, expected, "one manifest GET for the herd, one fill, no HEAD");
+}
