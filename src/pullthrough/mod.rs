@@ -11,6 +11,7 @@
 //!   last known digest is served (stale) and logged; a tag the upstream says
 //!   is gone is gone.
 
+mod blobs;
 mod fill;
 mod held;
 mod recorder;
@@ -26,7 +27,7 @@ use moka::future::Cache;
 use serde::Serialize;
 
 pub(crate) use fill::{Fill, Piece};
-use fill::{FillJob, Fills};
+use fill::Fills;
 use held::Held;
 pub(crate) use recorder::{manifest_facts, Recorder};
 pub(crate) use route::{RouteError, Target, Upstreams};
@@ -629,14 +630,6 @@ impl PullThrough {
         Ok(Some(m))
     }
 
-    /// A blob from local storage only.
-    pub(crate) async fn local_blob(&self, digest: &Digest) -> Result<Option<BlobSource>, PullError> {
-        Ok(self.storage.open_object(digest).await?.map(|obj| {
-            self.count("blob", "hit");
-            BlobSource::Stored(obj)
-        }))
-    }
-
     /// A manifest by digest: memory, then storage, then the upstream (one
     /// fetch at a time per digest).
     pub(crate) async fn manifest_by_digest(&self, target: &Target, digest: &Digest) -> Result<Arc<Manifest>, PullError> {
@@ -701,134 +694,6 @@ impl PullThrough {
             }
         }
         Ok(Arc::new(Manifest::new(digest.clone(), bytes, info)))
-    }
-
-    // -- blobs -------------------------------------------------------------
-
-    /// A client's blob request for a pull-through name: its bytes stored,
-    /// arriving, or (for a HEAD on a miss) only described by the upstream.
-    /// Stored bytes are served only if the repository holds the digest;
-    /// else the upstream decides (`held.rs`).
-    pub(crate) async fn blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
-        if self.held.contains(target, digest) {
-            return self.held_blob(target, digest, want_body).await;
-        }
-        // Boxed, as below.
-        Box::pin(self.unheld_blob(target, digest, want_body)).await
-    }
-
-    /// A blob the caller knows `target`'s repository holds (a distribution
-    /// checked its version): stored, or filled from the upstream.
-    pub(crate) async fn held_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
-        if let Some(obj) = self.storage.open_object(digest).await? {
-            self.count("blob", "hit");
-            return Ok(BlobSource::Stored(obj));
-        }
-        // Boxed: a stored blob, the common case, does not carry the space
-        // of a fill or an upstream HEAD (see `manifest_with`).
-        Box::pin(self.blob_not_stored(target, digest, want_body, true)).await
-    }
-
-    /// [`PullThrough::blob`] for a digest the repository is not known to
-    /// hold.
-    async fn unheld_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
-        if self.recorded(target, digest, ContentType::Blob).await? {
-            self.held.insert(target, digest).await;
-            return self.held_blob(target, digest, want_body).await;
-        }
-        if self.storage.stat(digest).await?.is_none() {
-            // Nothing here: this request's own upstream request decides.
-            return self.blob_not_stored(target, digest, want_body, false).await;
-        }
-        self.vouch_blob(target, digest, want_body).await?;
-        self.held_blob(target, digest, want_body).await
-    }
-
-    /// Asks `target`'s upstream whether its repository has `digest`, which
-    /// is here for another repository; Ok once it said yes.
-    async fn vouch_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<(), PullError> {
-        match target.upstream.head_blob(&target.repo, digest).await {
-            Ok(_) => {
-                self.held.insert(target, digest).await;
-                Ok(())
-            }
-            // As for a HEAD on a miss (below): unknown, not a gateway error.
-            Err(e) if !want_body && is_unavailable(&e) => Err(PullError::BlobUnknown),
-            Err(e) => Err(PullError::from_blob_fetch(e)),
-        }
-    }
-
-    /// A blob not in storage. `held`: the repository is known to hold it;
-    /// if not, only an answer of its own upstream lets it have the bytes.
-    async fn blob_not_stored(&self, target: &Target, digest: &Digest, want_body: bool, held: bool) -> Result<BlobSource, PullError> {
-        if !want_body {
-            if let Some(fill) = self.fills.get(digest) {
-                self.count("blob", "coalesced");
-                let size = fill.ready().await?;
-                if !held && !fill.speaks_for(target) {
-                    self.vouch_blob(target, digest, want_body).await?;
-                }
-                return Ok(BlobSource::Filling { fill, size, fetched: true });
-            }
-            // A HEAD is an existence check: when the upstream cannot be
-            // asked, the blob is unknown here (404), not a gateway error, so
-            // a client probing before a push goes on to upload.
-            let head = match target.upstream.head_blob(&target.repo, digest).await {
-                Ok(head) => head,
-                Err(e) if is_unavailable(&e) => {
-                    tracing::warn!(upstream = %target.upstream.config().name, repository = %target.repo, %digest, error = %e,
-                        "upstream unavailable; a blob HEAD for an uncached blob answers unknown");
-                    return Err(PullError::BlobUnknown);
-                }
-                Err(e) => return Err(PullError::from_blob_fetch(e)),
-            };
-            self.count("blob", "miss");
-            self.held.insert(target, digest).await;
-            return Ok(BlobSource::Remote { size: head.size });
-        }
-        let (fill, started) = self.fills.join_or_start(digest, || FillJob {
-            storage: self.storage.clone(),
-            target: target.clone(),
-            digest: digest.clone(),
-            metrics: self.metrics.clone(),
-        });
-        let result = match (started, fill.is_complete()) {
-            (true, _) => "miss",
-            (false, true) => "hit",
-            (false, false) => "coalesced",
-        };
-        self.count("blob", result);
-        let size = fill.ready().await?;
-        // A fill of another repository's, or one that found the blob
-        // stored meanwhile, is no answer of this repository's upstream.
-        if !held && !fill.speaks_for(target) {
-            self.vouch_blob(target, digest, want_body).await?;
-        }
-        self.held.insert(target, digest).await;
-        Ok(BlobSource::Filling { fill, size, fetched: result != "hit" })
-    }
-
-    /// Makes sure a blob's bytes are stored, fetching them from `target`
-    /// unless they are (joining a fill already in flight, so a sync and a
-    /// client pulling the same blob fetch it once). Its size, once the blob
-    /// is committed: a sync that counts it fetched never loses it to a
-    /// crash.
-    pub(crate) async fn fetch_blob(&self, target: &Target, digest: &Digest) -> Result<u64, PullError> {
-        if let Some(size) = self.storage.stat(digest).await? {
-            return Ok(size);
-        }
-        let (fill, _) = self.fills.join_or_start(digest, || FillJob {
-            storage: self.storage.clone(),
-            target: target.clone(),
-            digest: digest.clone(),
-            metrics: self.metrics.clone(),
-        });
-        fill.stored().await
-    }
-
-    /// Whether a blob's bytes are stored.
-    pub(crate) async fn has_blob(&self, digest: &Digest) -> Result<bool, PullError> {
-        Ok(self.storage.stat(digest).await?.is_some())
     }
 
     // -- listings ------------------------------------------------------------
