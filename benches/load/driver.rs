@@ -114,7 +114,7 @@ enum Command {
         seconds: f64,
     },
     /// Pushes COUNT small random images as PREFIX/img-NNNNN:v1 over the registry API;
-    /// prints the digests of their blobs.
+    /// prints the digests of each image's blobs, in image order.
     PushSmall {
         #[arg(long)]
         url: String,
@@ -259,21 +259,23 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
                 async move {
                     let image = image::small_image(size, &mut StdRng::from_entropy())?;
                     http::push_image(&pool, &url, &repo, "v1", &image).await?;
-                    // Held for one extend, never across an await.
-                    let mut digests = digests.lock().map_err(|_| "a pusher panicked")?;
-                    digests.extend(image.blobs.iter().map(|b| b.descriptor.digest.clone()));
+                    let blobs: Vec<String> = image.blobs.iter().map(|b| b.descriptor.digest.clone()).collect();
+                    // Held for one push, never across an await.
+                    digests.lock().map_err(|_| "a pusher panicked")?.push((i, blobs));
                     Ok(())
                 }
             })
             .await?;
-            let blobs = std::mem::take(&mut *pushed.lock().map_err(|_| "a pusher panicked")?);
+            let mut blobs = std::mem::take(&mut *pushed.lock().map_err(|_| "a pusher panicked")?);
+            // In image order, so that the first N lines name the first N images' blobs.
+            blobs.sort_unstable_by_key(|(i, _)| *i);
             println!(
                 "{}",
                 json!({
                     "op": "push-small",
                     "images": images,
                     "wall_s": started.elapsed().as_secs_f64(),
-                    "blobs": blobs,
+                    "image_blobs": blobs.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
                 })
             );
         }
@@ -294,7 +296,8 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
         Command::DelayProxy { listen, to, rtt_ms } => {
             let rtt = Duration::from_millis(rtt_ms);
             let listener = tokio::net::TcpListener::bind(listen).await?;
-            println!("{}", json!({ "op": "delay-proxy", "listen": listener.local_addr()?, "to": to, "rtt_ms": rtt_ms }));
+            let listening = listener.local_addr()?;
+            println!("{}", json!({ "op": "delay-proxy", "listen": listening, "to": to, "rtt_ms": rtt_ms }));
             delay::serve(listener, to, rtt).await?;
         }
         Command::Report { results } => print!("{}", report::render(&results)?),
