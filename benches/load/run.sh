@@ -163,10 +163,9 @@ declare -A url=() # server name -> its base URL
 
 # --- a throwaway CA and a certificate for 127.0.0.1 ---------------------------
 
-# EC P-256 keys (fast handshakes, and every client here takes them); the CA
-# and the server certificate carry the extensions webpki (wharf, the driver)
-# and Go (distribution) insist on: CA:TRUE on the one, an IP SAN and
-# serverAuth on the other.
+# EC P-256 keys (fast handshakes, and every client here takes them). webpki
+# (wharf, the driver) and Go (distribution) want CA:TRUE on the CA and match
+# 127.0.0.1 against an IP subject alternative name, never the common name.
 tls=$work/tls
 mkdir -p "$tls"
 cat >"$tls/openssl.cnf" <<EOF
