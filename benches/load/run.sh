@@ -333,6 +333,9 @@ tag_ttl = "5m"
 $ca_line
 EOF
     log[$name]=$dir/wharf.log
+    # Made here, not by the started process's redirection, which may come
+    # after the first read below.
+    : >"${log[$name]}"
     env -u RUST_LOG "$wharf_bin" serve --config "$dir/wharf.toml" >"${log[$name]}" 2>&1 </dev/null &
     pid[$name]=$!
     for _ in $(seq 300); do
