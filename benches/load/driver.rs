@@ -3,17 +3,21 @@
 //! nginx and the upstream registry, plus the random images they serve and the
 //! final table. `run.sh` owns the servers, the rounds and the order; this
 //! binary only makes requests, measures them and prints one JSON line per
-//! command on stdout.
+//! command on stdout. The one exception is `delay-proxy`, a server of its
+//! own that `run.sh` starts like the others: a TCP proxy that puts an
+//! upstream a round trip away.
 //!
 //! Layout:
 //! - `image`: random OCI images (an OCI layout on disk, or small ones in memory);
 //! - `http`: pulls, blob downloads, closed-loop load, pushes over the registry API;
+//! - `delay`: the delaying TCP proxy;
 //! - `report`: the markdown table from the results `run.sh` collected.
 //!
 //! Plain `cargo bench` runs this with `--bench` and no subcommand; it then
 //! prints a note and exits 0, since the benchmark needs the servers that
 //! `run.sh` starts.
 
+mod delay;
 mod http;
 mod image;
 mod report;
@@ -43,6 +47,9 @@ macro_rules! fail {
 #[derive(Parser)]
 #[command(name = "load-driver", about = "Client side of the wharf load benchmark (see benches/load/run.sh)")]
 struct Cli {
+    /// Trust this CA (PEM) for https URLs; without it only http:// works.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,7 +114,7 @@ enum Command {
         seconds: f64,
     },
     /// Pushes COUNT small random images as PREFIX/img-NNNNN:v1 over the registry API;
-    /// prints the digests of their blobs.
+    /// prints the digests of each image's blobs, in image order.
     PushSmall {
         #[arg(long)]
         url: String,
@@ -131,6 +138,16 @@ enum Command {
         count: usize,
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// Relays TCP from LISTEN to TO, every byte delayed by half of RTT_MS each
+    /// way and every new connection by RTT_MS; runs until killed.
+    DelayProxy {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        rtt_ms: u64,
     },
     /// Prints the markdown table of a results file.
     Report {
@@ -156,17 +173,18 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli.command)));
+        .and_then(|runtime| runtime.block_on(run(cli.command, cli.ca_file)));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("load driver: {e}");
+            eprintln!("load driver: {}", with_sources(&*e));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(command: Command) -> Result<()> {
+async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
+    let trust = http::Trust::load(ca_file.as_deref())?;
     match command {
         Command::FreePorts { count } => {
             // Hold every listener until all are bound so the ports differ.
@@ -179,7 +197,7 @@ async fn run(command: Command) -> Result<()> {
             println!("{}", ports.join(" "));
         }
         Command::Wait { url, timeout_secs } => {
-            let status = http::wait_for(&url, Duration::from_secs(timeout_secs)).await?;
+            let status = http::wait_for(&url, Duration::from_secs(timeout_secs), &trust).await?;
             println!("{}", json!({ "op": "wait", "status": status.as_u16() }));
         }
         Command::Layout { dir, tag, layers } => {
@@ -196,8 +214,10 @@ async fn run(command: Command) -> Result<()> {
                 })
             );
         }
-        Command::Pull { url, repo, reference, clients } => pull(&url, &repo, &reference, clients).await?,
-        Command::Blob { url, repo, digest, clients, repeat } => blob(&url, &repo, &digest, clients, repeat).await?,
+        Command::Pull { url, repo, reference, clients } => pull(&url, &repo, &reference, clients, &trust).await?,
+        Command::Blob { url, repo, digest, clients, repeat } => {
+            blob(&url, &repo, &digest, clients, repeat, &trust).await?
+        }
         Command::Load { url, path, method, accept, connections, seconds } => {
             let addr = socket_addr(&url)?;
             let method = match method {
@@ -230,7 +250,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::PushSmall { url, prefix, count, size, concurrency } => {
             let started = Instant::now();
-            let pool = http::pool(concurrency);
+            let pool = http::pool(concurrency, &trust);
             let pushed = Arc::new(Mutex::new(Vec::new()));
             let digests = Arc::clone(&pushed);
             let images = for_each_image(count, concurrency, move |i| {
@@ -239,27 +259,29 @@ async fn run(command: Command) -> Result<()> {
                 async move {
                     let image = image::small_image(size, &mut StdRng::from_entropy())?;
                     http::push_image(&pool, &url, &repo, "v1", &image).await?;
-                    // Held for one extend, never across an await.
-                    let mut digests = digests.lock().map_err(|_| "a pusher panicked")?;
-                    digests.extend(image.blobs.iter().map(|b| b.descriptor.digest.clone()));
+                    let blobs: Vec<String> = image.blobs.iter().map(|b| b.descriptor.digest.clone()).collect();
+                    // Held for one push, never across an await.
+                    digests.lock().map_err(|_| "a pusher panicked")?.push((i, blobs));
                     Ok(())
                 }
             })
             .await?;
-            let blobs = std::mem::take(&mut *pushed.lock().map_err(|_| "a pusher panicked")?);
+            let mut blobs = std::mem::take(&mut *pushed.lock().map_err(|_| "a pusher panicked")?);
+            // In image order, so that the first N lines name the first N images' blobs.
+            blobs.sort_unstable_by_key(|(i, _)| *i);
             println!(
                 "{}",
                 json!({
                     "op": "push-small",
                     "images": images,
                     "wall_s": started.elapsed().as_secs_f64(),
-                    "blobs": blobs,
+                    "image_blobs": blobs.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
                 })
             );
         }
         Command::PullMany { url, prefix, count, concurrency } => {
             let started = Instant::now();
-            let pool = http::pool(concurrency * 4);
+            let pool = http::pool(concurrency * 4, &trust);
             let images = for_each_image(count, concurrency, move |i| {
                 let (pool, url, repo) = (pool.clone(), url.clone(), small_repo(&prefix, i));
                 async move { http::pull_image(&pool, &url, &repo, "v1").await.map(|_| ()) }
@@ -271,15 +293,22 @@ async fn run(command: Command) -> Result<()> {
                 json!({ "op": "pull-many", "images": images, "wall_s": wall, "images_per_s": images as f64 / wall })
             );
         }
+        Command::DelayProxy { listen, to, rtt_ms } => {
+            let rtt = Duration::from_millis(rtt_ms);
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            let listening = listener.local_addr()?;
+            println!("{}", json!({ "op": "delay-proxy", "listen": listening, "to": to, "rtt_ms": rtt_ms }));
+            delay::serve(listener, to, rtt).await?;
+        }
         Command::Report { results } => print!("{}", report::render(&results)?),
     }
     Ok(())
 }
 
 /// `clients` whole pulls of one image started at once (the herd when > 1).
-async fn pull(url: &str, repo: &str, reference: &str, clients: usize) -> Result<()> {
+async fn pull(url: &str, repo: &str, reference: &str, clients: usize, trust: &http::Trust) -> Result<()> {
     // Every pull fetches its blobs in parallel: room for a few each.
-    let pool = http::pool(clients * 8);
+    let pool = http::pool(clients * 8, trust);
     let started = Instant::now();
     let mut pulls = JoinSet::new();
     for _ in 0..clients {
@@ -323,8 +352,8 @@ async fn pull(url: &str, repo: &str, reference: &str, clients: usize) -> Result<
 }
 
 /// `clients` parallel clients, each downloading one blob `repeat` times in a row.
-async fn blob(url: &str, repo: &str, digest: &str, clients: usize, repeat: usize) -> Result<()> {
-    let pool = http::pool(clients);
+async fn blob(url: &str, repo: &str, digest: &str, clients: usize, repeat: usize, trust: &http::Trust) -> Result<()> {
+    let pool = http::pool(clients, trust);
     let blob_url = format!("{url}/v2/{repo}/blobs/{digest}");
     let started = Instant::now();
     let mut downloads = JoinSet::new();
@@ -386,6 +415,19 @@ where
         }
     }
     Ok(done)
+}
+
+/// An error and its causes, `outer: inner: innermost`: hyper's errors say
+/// only "client error (Connect)" and keep the reason (a refused connection,
+/// an unknown certificate issuer) in their sources.
+pub(crate) fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 fn small_repo(prefix: &str, i: usize) -> String {

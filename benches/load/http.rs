@@ -1,14 +1,18 @@
 //! The benchmark's HTTP client side: an image pull as podman does it
 //! (manifest, then every blob in parallel), blob downloads, a closed-loop
 //! request load on a fixed number of connections, and pushes of small images
-//! through the registry API.
+//! through the registry API. Plain http and https alike: an https server is
+//! trusted only through the CA file given with `--ca-file`.
 //!
 //! Bodies are counted and dropped, never copied, hashed or inspected: the
 //! client shares the machine's cores with the server it measures. Whether the
 //! bytes are right is the end-to-end tests' business; here a blob only has to
 //! be as long as its descriptor says.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -33,14 +38,54 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+
     application/vnd.docker.distribution.manifest.v2+json, \
     application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// A keep-alive connection pool to one server.
-pub(crate) type Pool = Client<HttpConnector, Full<Bytes>>;
+/// A keep-alive connection pool to one server, plain or TLS.
+pub(crate) type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// What https connections trust: the certificates of one CA file (the run's
+/// throwaway CA), nothing else. Without a file nothing is trusted and only
+/// plain http works.
+#[derive(Clone)]
+pub(crate) struct Trust(Arc<rustls::ClientConfig>);
+
+impl Trust {
+    pub(crate) fn load(ca_file: Option<&Path>) -> Result<Trust> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(path) = ca_file {
+            let file = File::open(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+                let cert = cert.map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                fail!("--ca-file {}: no PEM certificate in it", path.display());
+            }
+        }
+        // ring, as wharf uses, named here so no process-wide default is needed.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Trust(Arc::new(config)))
+    }
+}
 
 /// A pool that keeps up to `size` idle connections, so that `size`
 /// concurrent requests reuse their connections from one round to the next.
-pub(crate) fn pool(size: usize) -> Pool {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+///
+/// HTTP/1.1 only, over TLS too (no h2 offered): a pull then opens one
+/// connection per blob in flight on either scheme, so the direct pull over
+/// TLS differs from the plain one by TLS alone.
+pub(crate) fn pool(size: usize, trust: &Trust) -> Pool {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    // The TLS connector wraps this one and needs https URLs let through.
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config((*trust.0).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(size)
         .pool_idle_timeout(Duration::from_secs(60))
@@ -119,7 +164,7 @@ pub(crate) struct Pulled {
     pub(crate) blobs: usize,
 }
 
-/// Pulls `repo:reference` from `base` (`http://host:port`) as podman does:
+/// Pulls `repo:reference` from `base` (`http://host:port` or `https://…`) as podman does:
 /// the manifest (the first child's if it is an index), then the config and
 /// every layer at once.
 pub(crate) async fn pull_image(pool: &Pool, base: &str, repo: &str, reference: &str) -> Result<Pulled> {
@@ -302,8 +347,8 @@ pub(crate) async fn push_image(pool: &Pool, base: &str, repo: &str, tag: &str, i
 }
 
 /// Waits until `url` answers with any HTTP status; returns that status.
-pub(crate) async fn wait_for(url: &str, timeout: Duration) -> Result<StatusCode> {
-    let pool = pool(1);
+pub(crate) async fn wait_for(url: &str, timeout: Duration, trust: &Trust) -> Result<StatusCode> {
+    let pool = pool(1, trust);
     let deadline = Instant::now() + timeout;
     loop {
         match pool.request(get(url, None)?).await {
@@ -312,7 +357,9 @@ pub(crate) async fn wait_for(url: &str, timeout: Duration) -> Result<StatusCode>
                 discard(resp.into_body()).await?;
                 return Ok(status);
             }
-            Err(e) if Instant::now() >= deadline => fail!("{url} did not answer within {timeout:?}: {e}"),
+            Err(e) if Instant::now() >= deadline => {
+                fail!("{url} did not answer within {timeout:?}: {}", crate::with_sources(&e))
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }

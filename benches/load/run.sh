@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The load benchmark (issue 3): wharf side by side with distribution in proxy
-# mode and nginx serving the same files, on this machine, over loopback.
+# The load benchmark (issues 3 and 15): wharf side by side with distribution
+# in proxy mode and nginx serving the same files, on this machine, over
+# loopback, from a plain upstream, one behind TLS and one a round trip away.
 #
 # Starts, each with its own storage in one temp dir:
 #   upstream      docker-registry holding random images (pushed with skopeo)
@@ -8,6 +9,11 @@
 #   distribution  a second docker-registry with proxy.remoteurl = the upstream
 #   nginx         the upstream's own blob files (hard links) and the manifest
 #                 bytes as static files, sendfile on
+#   upstream-tls  docker-registry serving the upstream's storage read-only over
+#                 HTTPS, with a certificate from a throwaway CA (openssl)
+#   wharf-tls, distribution-tls    the same caches, pulling from upstream-tls
+#   upstream-rtt  the driver's delay-proxy: the upstream, RTT_MS away
+#   wharf-rtt, distribution-rtt    the same caches, pulling from upstream-rtt
 # then runs every scenario against each server in turn (never two at once),
 # alternating the order from round to round, and prints one markdown table
 # (docs/BENCHMARKS.md explains every row). Targets are reported, never
@@ -15,11 +21,13 @@
 #
 # Usage: benches/load/run.sh [--rounds N] [--quick] [--out FILE] [--raw FILE] [--small N]
 #   --rounds N   rounds of every scenario (default 5)
-#   --quick      smoke run: tiny sizes, 1 round, 20 small images, debug builds
+#   --quick      smoke run: tiny sizes, 1 round, 20 small images (10 new), debug builds
 #   --out FILE   also write the report to FILE
 #   --raw FILE   also write every measurement (JSON lines) to FILE; the
 #                driver's `report --results FILE` renders the table again
 #   --small N    how many small images scenario 6 pulls (default 1000)
+#   --small-new N  how many of them scenarios 7 and 8 pull, over TLS and a
+#                round trip away (default 200, at most --small)
 # Environment: WHARF_PROFILE=release|debug picks the cargo profile (default
 # release, debug with --quick); WHARF_LOAD_KEEP=1 keeps the temp dir (every
 # server's storage and log) instead of deleting it.
@@ -29,7 +37,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 die() { printf 'load benchmark: FAILED: %s\n' "$*" >&2; exit 1; }
 say() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-rounds=5 quick=0 out="" raw="" small=""
+rounds=5 quick=0 out="" raw="" small="" small_new=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift 2 ;;
@@ -37,22 +45,28 @@ while [ $# -gt 0 ]; do
         --out) [ $# -ge 2 ] || die "--out needs a file"; out=$2; shift 2 ;;
         --raw) [ $# -ge 2 ] || die "--raw needs a file"; raw=$2; shift 2 ;;
         --small) [ $# -ge 2 ] || die "--small needs a number"; small=$2; shift 2 ;;
+        --small-new) [ $# -ge 2 ] || die "--small-new needs a number"; small_new=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive number, not $rounds"
 [ -z "$small" ] || [[ $small =~ ^[1-9][0-9]*$ ]] || die "--small wants a positive number, not $small"
+[ -z "$small_new" ] || [[ $small_new =~ ^[1-9][0-9]*$ ]] || die "--small-new wants a positive number, not $small_new"
 
 if [ "$quick" = 1 ]; then
     rounds=1
-    layer=1MiB layer_count=3 big=8MiB small=${small:-20} load_secs=1 single_repeat=2
+    layer=1MiB layer_count=3 big=8MiB small=${small:-20} small_new=${small_new:-10} load_secs=1 single_repeat=2
     profile=${WHARF_PROFILE:-debug}
 else
     layer=32MiB layer_count=3 big=256MiB small=${small:-1000} load_secs=5 single_repeat=4
     profile=${WHARF_PROFILE:-release}
 fi
 small_size=16KiB small_concurrency=8 parallel_clients=8 connections=64
+# The round trip scenario 8 puts between the caches and the upstream.
+rtt_ms=20
+small_new=${small_new:-200}
+[ "$small_new" -le "$small" ] || small_new=$small
 case "$profile" in
     release | debug) ;;
     *) die "WHARF_PROFILE must be release or debug, not $profile" ;;
@@ -60,7 +74,7 @@ esac
 layers=$(printf "$layer,%.0s" $(seq "$layer_count")); layers=${layers%,}
 human() { sed 's/\([0-9]\)\([KMG]iB\)$/\1 \2/' <<<"$1"; } # 32MiB → 32 MiB
 
-for tool in docker-registry:docker-registry skopeo:skopeo nginx:nginx-light wrk:wrk jq:jq cargo:"a Rust toolchain"; do
+for tool in docker-registry:docker-registry skopeo:skopeo nginx:nginx-light wrk:wrk jq:jq openssl:openssl cargo:"a Rust toolchain"; do
     command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} not found; install ${tool#*:}"
 done
 
@@ -140,13 +154,63 @@ trap 'say "failed: line $LINENO: $BASH_COMMAND"' ERR
 # Waits for an HTTP answer from a started server, or fails with its log.
 wait_ready() { # name url
     alive "${pid[$1]}" || die "$1 exited at start; its log: ${log[$1]}"
-    "$driver" wait "$2" --timeout-secs 30 >/dev/null || die "$1 did not answer at $2"
+    "$driver" wait --ca-file "$ca" --timeout-secs 30 "$2" >/dev/null || die "$1 did not answer at $2"
 }
 
-read -r up_port proxy_port nginx_port < <("$driver" free-ports 3)
+read -r up_port proxy_port nginx_port tls_port proxy_tls_port rtt_port proxy_rtt_port < <("$driver" free-ports 7)
 upstream=http://127.0.0.1:$up_port
+declare -A url=() # server name -> its base URL
 
-# --- upstream: docker-registry --------------------------------------------
+# --- a throwaway CA and a certificate for 127.0.0.1 ---------------------------
+
+# EC P-256 keys (fast handshakes, and every client here takes them). webpki
+# (wharf, the driver) and Go (distribution) want CA:TRUE on the CA and match
+# 127.0.0.1 against an IP subject alternative name, never the common name.
+tls=$work/tls
+mkdir -p "$tls"
+cat >"$tls/openssl.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = wharf load benchmark
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+{
+    openssl req -config "$tls/openssl.cnf" -x509 -extensions ca -days 2 -subj "/CN=wharf load benchmark CA" \
+        -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem"
+    openssl req -config "$tls/openssl.cnf" -new -subj "/CN=127.0.0.1" \
+        -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/server.key" -out "$tls/server.csr"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -set_serial "0x$(openssl rand -hex 8)" \
+        -days 2 -extfile "$tls/openssl.cnf" -extensions server -out "$tls/server.pem"
+} >"$tls/openssl.log" 2>&1 || die "openssl could not make the test certificates: $(cat "$tls/openssl.log")"
+ca=$tls/ca.pem
+
+# --- docker-registry: the upstreams and distribution in proxy mode -------------
+
+# Starts docker-registry as NAME with $work/NAME/config.yml, listening on
+# URL, with the environment given after it. Its access log (stdout, where
+# enabled) goes to $work/NAME/access.log: that is how requests to an
+# upstream are counted.
+start_registry() { # name url [VAR=value...]
+    local name=$1 base=$2
+    shift 2
+    log[$name]=$work/$name/registry.log
+    env "$@" docker-registry serve "$work/$name/config.yml" >"$work/$name/access.log" 2>"${log[$name]}" </dev/null &
+    pid[$name]=$!
+    url[$name]=$base
+    wait_ready "$name" "$base/v2/"
+}
 
 mkdir -p "$work/upstream"
 cat >"$work/upstream/config.yml" <<EOF
@@ -167,51 +231,58 @@ http:
   addr: 127.0.0.1:$up_port
   secret: wharf-load-benchmark-not-a-secret
 EOF
-# Its access log (stdout) is how herd requests to the upstream are counted.
-log[upstream]=$work/upstream/registry.log
-docker-registry serve "$work/upstream/config.yml" >"$work/upstream/access.log" 2>"${log[upstream]}" </dev/null &
-pid[upstream]=$!
-wait_ready upstream "$upstream/v2/"
+start_registry upstream "$upstream"
 
-# --- wharf -----------------------------------------------------------------
-
-# Request logging is off on every server under test; wharf logs its
-# listening line only (from wharf::app).
-mkdir -p "$work/wharf"
-cat >"$work/wharf/wharf.toml" <<EOF
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-
-[storage]
-path = "$work/wharf/storage"
-
-[log]
-level = "warn,wharf::app=info"
-
-[[upstream]]
-name = "upstream"
-url = "$upstream"
-default = true
-tag_ttl = "5m"
+# The TLS upstream is a second docker-registry on the same storage rather
+# than nginx terminating TLS in front of the first: the server that answers
+# is the same program either way, and Go's own TLS (HTTP/2 offered by ALPN,
+# as on a real registry) is what the caches meet. Read-only, with upload
+# purging off, it never writes to what the plain upstream owns; pushes go
+# to the plain one and show up here through the shared files.
+mkdir -p "$work/upstream-tls"
+cat >"$work/upstream-tls/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  formatter: text
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $work/upstream/data
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: false
+    readonly:
+      enabled: true
+http:
+  addr: 127.0.0.1:$tls_port
+  secret: wharf-load-benchmark-not-a-secret
+  tls:
+    certificate: $tls/server.pem
+    key: $tls/server.key
 EOF
-log[wharf]=$work/wharf/wharf.log
-env -u RUST_LOG "$wharf_bin" serve --config "$work/wharf/wharf.toml" >"${log[wharf]}" 2>&1 </dev/null &
-pid[wharf]=$!
-wharf_addr=""
-for _ in $(seq 300); do
-    wharf_addr=$(sed -n 's/.*wharf listening.*registry=\([0-9.:]*\).*/\1/p' "${log[wharf]}")
-    [ -n "$wharf_addr" ] && break
-    alive "${pid[wharf]}" || die "wharf exited at start; its log: ${log[wharf]}"
-    sleep 0.1
-done
-[ -n "$wharf_addr" ] || die "wharf did not log its listening address"
-wait_ready wharf "http://$wharf_addr/v2/"
+start_registry upstream-tls "https://127.0.0.1:$tls_port"
 
-# --- distribution in proxy mode --------------------------------------------
+# The upstream a round trip away: the driver's delaying TCP proxy in front
+# of the plain upstream, whose access log then counts what goes through it.
+mkdir -p "$work/upstream-rtt"
+log[upstream-rtt]=$work/upstream-rtt/delay-proxy.log
+"$driver" delay-proxy --listen "127.0.0.1:$rtt_port" --to "127.0.0.1:$up_port" --rtt-ms "$rtt_ms" \
+    >"${log[upstream-rtt]}" 2>&1 </dev/null &
+pid[upstream-rtt]=$!
+url[upstream-rtt]=http://127.0.0.1:$rtt_port
+wait_ready upstream-rtt "${url[upstream-rtt]}/v2/"
 
-mkdir -p "$work/distribution"
-cat >"$work/distribution/config.yml" <<EOF
+# distribution in proxy mode as NAME on PORT, pulling from REMOTE; the
+# environment after it goes to the process (Go reads SSL_CERT_FILE).
+start_distribution() { # name port remote [VAR=value...]
+    local name=$1 port=$2 remote=$3
+    shift 3
+    mkdir -p "$work/$name"
+    cat >"$work/$name/config.yml" <<EOF
 version: 0.1
 log:
   level: warn
@@ -220,21 +291,70 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $work/distribution/data
+    rootdirectory: $work/$name/data
   cache:
     blobdescriptor: inmemory
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$proxy_port
+  addr: 127.0.0.1:$port
   secret: wharf-load-benchmark-not-a-secret
 proxy:
-  remoteurl: $upstream
+  remoteurl: $remote
 EOF
-log[distribution]=$work/distribution/registry.log
-docker-registry serve "$work/distribution/config.yml" >"${log[distribution]}" 2>&1 </dev/null &
-pid[distribution]=$!
-wait_ready distribution "http://127.0.0.1:$proxy_port/v2/"
+    start_registry "$name" "http://127.0.0.1:$port" "$@"
+}
+
+# --- wharf -----------------------------------------------------------------
+
+# wharf as NAME pulling from UPSTREAM, trusting CA_FILE if given. Request
+# logging is off on every server under test; wharf logs its listening line
+# only (from wharf::app).
+start_wharf() { # name upstream [ca-file]
+    local name=$1 dir=$work/$1 addr="" ca_line=""
+    if [ -n "${3:-}" ]; then ca_line="ca_file = \"$3\""; fi
+    mkdir -p "$dir"
+    cat >"$dir/wharf.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[storage]
+path = "$dir/storage"
+
+[log]
+level = "warn,wharf::app=info"
+
+[[upstream]]
+name = "upstream"
+url = "$2"
+default = true
+tag_ttl = "5m"
+$ca_line
+EOF
+    log[$name]=$dir/wharf.log
+    # Made here, not by the started process's redirection, which may come
+    # after the first read below.
+    : >"${log[$name]}"
+    env -u RUST_LOG "$wharf_bin" serve --config "$dir/wharf.toml" >"${log[$name]}" 2>&1 </dev/null &
+    pid[$name]=$!
+    for _ in $(seq 300); do
+        addr=$(sed -n 's/.*wharf listening.*registry=\([0-9.:]*\).*/\1/p' "${log[$name]}")
+        [ -n "$addr" ] && break
+        alive "${pid[$name]}" || die "$name exited at start; its log: ${log[$name]}"
+        sleep 0.1
+    done
+    [ -n "$addr" ] || die "$name did not log its listening address"
+    url[$name]=http://$addr
+    wait_ready "$name" "${url[$name]}/v2/"
+}
+
+start_wharf wharf "$upstream"
+start_distribution distribution "$proxy_port" "$upstream"
+start_wharf wharf-tls "${url[upstream-tls]}" "$ca"
+start_distribution distribution-tls "$proxy_tls_port" "${url[upstream-tls]}" "SSL_CERT_FILE=$ca"
+start_wharf wharf-rtt "${url[upstream-rtt]}"
+start_distribution distribution-rtt "$proxy_rtt_port" "${url[upstream-rtt]}"
 
 # --- nginx: the same files, statically ---------------------------------------
 
@@ -277,12 +397,7 @@ nginx -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/logs/error.log" </dev/null >/dev/n
 pid[nginx]=$!
 wait_ready nginx "http://127.0.0.1:$nginx_port/v2/"
 
-declare -A url=(
-    [wharf]=http://$wharf_addr
-    [distribution]=http://127.0.0.1:$proxy_port
-    [nginx]=http://127.0.0.1:$nginx_port
-    [upstream]=$upstream
-)
+url[nginx]=http://127.0.0.1:$nginx_port
 
 # --- measurements --------------------------------------------------------------
 
@@ -317,7 +432,8 @@ mem_mib() { # pid field
 }
 # Resets the peak RSS (VmHWM) of a process and its descendants.
 reset_peak() { local p; for p in "$1" $(descendants "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
-record_peak() { record "$1" "$2" "$(mem_mib "${pid[$2]}" VmHWM)"; }
+# The peak of process NAME (SERVER's by default), recorded as SERVER's.
+record_peak() { record "$1" "$2" "$(mem_mib "${pid[${3:-$2}]}" VmHWM)"; }
 
 # The servers in this round's order: as given in odd rounds, reversed in even.
 in_order() {
@@ -326,6 +442,7 @@ in_order() {
 
 # Makes the upstream's access log current: it logs a request after answering
 # it, so once a marker request shows up everything before it is there too.
+# Markers go to the plain upstream directly and are left out of the counts.
 settle_upstream_log() {
     local marker="wharf-load-marker-$RANDOM$RANDOM"
     "$driver" wait "$upstream/v2/?$marker" >/dev/null
@@ -342,6 +459,16 @@ upstream_blob_gets() {
     alternatives=$(IFS='|'; echo "$*")
     tail -n "+$((from + 1))" "$work/upstream/access.log" |
         grep -c -E "\"GET /v2/[^ ]+/blobs/($alternatives) HTTP/1\.1\" 200" || true
+}
+
+# Upstream requests of any kind logged after line $1, markers left out.
+upstream_requests() {
+    tail -n "+$(($1 + 1))" "$work/upstream/access.log" | grep -c -v wharf-load-marker || true
+}
+
+# The blobs of the first N small images of a round, one digest a line.
+small_blobs() { # round count
+    head -n "$2" "$work/images/small-$1.digests" | tr ' ' '\n'
 }
 
 mkdir -p "$work/images"
@@ -379,8 +506,8 @@ wait_cached() { # server digest...
     for d in "$@"; do
         hex=${d#sha256:}
         case $s in
-            wharf) f=$work/wharf/storage/objects/blobs/sha256/${hex:0:2}/$hex ;;
-            distribution) f=$work/distribution/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data ;;
+            wharf*) f=$work/$s/storage/objects/blobs/sha256/${hex:0:2}/$hex ;;
+            distribution*) f=$work/$s/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data ;;
             *) return 0 ;;
         esac
         for i in $(seq 600); do
@@ -403,6 +530,9 @@ for s in wharf distribution nginx; do record rss_idle_mib "$s" "$(mem_mib "${pid
 param image "$layer_count × $(human "$layer")"
 param blob "$(human "$big")"
 param small "$small"
+param tls_small "$small_new"
+param rtt_small "$small_new"
+param rtt "$rtt_ms ms"
 
 for round in $(seq "$rounds"); do
     say "round $round/$rounds: pushing images to the upstream"
@@ -411,7 +541,7 @@ for round in $(seq "$rounds"); do
     make_image "herd20-$round" "bench/herd20-$round" "$layers"
     make_image "herd50-$round" "bench/herd50-$round" "$layers"
     "$driver" push-small --url "$upstream" --prefix "small-$round" --count "$small" --size "$small_size" \
-        --concurrency "$small_concurrency" | jq -r '.blobs[]' >"$work/images/small-$round.digests"
+        --concurrency "$small_concurrency" | jq -r '.image_blobs[] | join(" ")' >"$work/images/small-$round.digests"
     # Write the pushed bytes back now rather than during a measurement.
     sync
 
@@ -489,7 +619,7 @@ for round in $(seq "$rounds"); do
     for s in $(in_order wharf distribution upstream); do
         r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
         record small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
-        mapfile -t digests <"$work/images/small-$round.digests"
+        mapfile -t digests < <(small_blobs "$round" "$small")
         wait_cached "$s" "${digests[@]}"
     done
     for s in $(in_order wharf distribution); do
@@ -497,7 +627,49 @@ for round in $(seq "$rounds"); do
         record small_warm_ips "$s" "$(jq .images_per_s <<<"$r")"
     done
 
-    for s in wharf distribution nginx upstream; do
+    # The TLS and round-trip scenarios pull this round's images again, each
+    # new to the caches that pull them: wharf-tls, distribution-tls and
+    # wharf-rtt, distribution-rtt have their own storage. The servers are
+    # named by their part (wharf, distribution, upstream) in the table.
+    say "round $round: 7 TLS upstream: cold image pull, cold $(human "$big") blob, $small_new small images cold"
+    for s in $(in_order wharf distribution upstream); do
+        n=$s-tls
+        r=$("$driver" pull --ca-file "$ca" --url "${url[$n]}" --repo "bench/cold-$round" --reference v1)
+        record tls_cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
+        wait_cached "$n" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
+    done
+    for s in $(in_order wharf distribution upstream); do
+        n=$s-tls
+        [ "$s" = upstream ] || reset_peak "${pid[$n]}"
+        r=$("$driver" blob --ca-file "$ca" --url "${url[$n]}" --repo "bench/big-$round" --digest "$big_digest")
+        record tls_cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
+        wait_cached "$n" "$big_digest"
+        [ "$s" = upstream ] || record_peak tls_rss_cold_blob_mib "$s" "$n"
+    done
+    mapfile -t digests < <(small_blobs "$round" "$small_new")
+    for s in $(in_order wharf distribution upstream); do
+        n=$s-tls
+        r=$("$driver" pull-many --ca-file "$ca" --url "${url[$n]}" --prefix "small-$round" --count "$small_new" \
+            --concurrency "$small_concurrency")
+        record tls_small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
+        wait_cached "$n" "${digests[@]}"
+    done
+
+    # Every request to upstream-rtt reaches the plain upstream's access log.
+    say "round $round: 8 $small_new small images cold, $rtt_ms ms round trip to the upstream"
+    for s in $(in_order wharf distribution upstream); do
+        n=$s-rtt
+        settle_upstream_log
+        from=$(wc -l <"$work/upstream/access.log")
+        r=$("$driver" pull-many --url "${url[$n]}" --prefix "small-$round" --count "$small_new" \
+            --concurrency "$small_concurrency")
+        record rtt_small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
+        wait_cached "$n" "${digests[@]}"
+        settle_upstream_log
+        record rtt_small_requests_per_image "$s" "$(calc "$(upstream_requests "$from") / $small_new")"
+    done
+
+    for s in "${!pid[@]}"; do
         alive "${pid[$s]}" || die "$s died during round $round"
     done
 done
@@ -511,6 +683,11 @@ if wharf_version=$(git rev-parse --short HEAD 2>/dev/null); then
 else
     wharf_version="(not a git checkout)"
 fi
+# Which HTTP version each client of the TLS upstream spoke (from the user
+# agent and the request line of its access log; the driver sends no agent).
+tls_protocols=$(awk -F'"' 'NF >= 6 { n = split($2, r, " "); print ($6 == "" ? "the driver" : $6) " " r[n] }' \
+    "$work/upstream-tls/access.log" | sort | uniq -c |
+    awk '{ c = $1; $1 = ""; printf "%s%s × %d", sep, substr($0, 2), c; sep = ", " }')
 report=$work/report.md
 {
     echo "## wharf load benchmark"
@@ -518,7 +695,9 @@ report=$work/report.md
     echo "- machine: $(nproc) CPUs ($cpu_model), ${mem_gib} GiB RAM, Linux $(uname -r); load average before the run: $load_before"
     echo "- wharf $wharf_version ($profile build); $(docker-registry --version | sed 's/^docker-registry //'); $(nginx -v 2>&1 | sed 's/^nginx version: //'); $({ wrk --version 2>&1 || true; } | awk 'NR == 1 { print "wrk", $2 }'); $(skopeo --version); $(rustc --version | awk '{ print $1, $2 }')"
     echo "- $rounds round(s); image $layer_count × $(human "$layer"); blob $(human "$big"); $small small images ($(human "$small_size") layer), $small_concurrency at a time; $connections connections for ${load_secs} s per load; $((SECONDS - started_at)) s from start to table, build excluded"
-    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer; PASS/MISS against issue 3's targets, judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
+    echo "- TLS upstream (7): docker-registry over HTTPS with a throwaway CA's certificate, the plain upstream's storage; requests by client and HTTP version: $tls_protocols"
+    echo "- round-trip upstream (8): the plain upstream behind the driver's delay-proxy, $rtt_ms ms per round trip and one more per new connection"
+    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets, judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo
     "$driver" report --results "$results"
 } >"$report"
