@@ -7,7 +7,8 @@
 //! - a digest reference is served locally whenever present; once cached it
 //!   never touches the upstream again;
 //! - a tag's digest is trusted for the upstream's `tag_ttl`, then
-//!   revalidated with a HEAD; if the upstream is unreachable, 5xx or 429 the
+//!   revalidated with a HEAD (a tag never seen is fetched with one GET by
+//!   tag instead: nothing is here to compare with); if the upstream is unreachable, 5xx or 429 the
 //!   last known digest is served (stale) and logged; a tag the upstream says
 //!   is gone is gone.
 
@@ -38,7 +39,7 @@ use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
 use crate::storage::{Storage, StorageError, StoredObject};
 use crate::telemetry;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{FetchedManifest, ManifestHead, Upstream, UpstreamError};
 
 /// How long a stale tag answer is reused before the upstream is asked again.
 const STALE_RECHECK: Duration = Duration::from_secs(10);
@@ -238,6 +239,13 @@ struct TagEntry {
     ttl: Duration,
     /// The upstream could not be asked; this is the last known answer.
     stale: bool,
+}
+
+/// What the upstream said about a tag: the manifest itself (a tag never
+/// seen) or its HEAD (a revalidation).
+enum TagAnswer {
+    Fetched(FetchedManifest),
+    Head(ManifestHead),
 }
 
 /// What a client's manifest request took, for its one cache count.
@@ -557,8 +565,19 @@ impl PullThrough {
             lookup.fetched.store(true, Ordering::Relaxed);
         }
         let reference = Reference::Tag(tag.clone());
-        let digest = match target.upstream.head_manifest(&target.repo, &reference).await {
-            Ok(head) => match head.digest {
+        // A tag never seen here names a manifest that is almost never here
+        // either: one GET answers what a HEAD and then a GET by digest
+        // would, a round trip sooner. A known tag is revalidated with a
+        // HEAD, which costs no bytes when it has not moved.
+        let answer = if recorded.is_none() {
+            let max = self.max_manifest_size;
+            target.upstream.get_manifest(&target.repo, &reference, max).await.map(TagAnswer::Fetched)
+        } else {
+            target.upstream.head_manifest(&target.repo, &reference).await.map(TagAnswer::Head)
+        };
+        let digest = match answer {
+            Ok(TagAnswer::Fetched(fetched)) => self.keep_fetched_manifest(target, fetched).await?,
+            Ok(TagAnswer::Head(head)) => match head.digest {
                 Some(d) => {
                     self.manifest_with(target, &d, lookup).await?;
                     d
@@ -597,7 +616,14 @@ impl PullThrough {
             .get_manifest(&target.repo, &Reference::Tag(tag.clone()), self.max_manifest_size)
             .await
             .map_err(PullError::from_manifest_fetch)?;
-        let digest = fetched.digest.clone().unwrap_or_else(|| Digest::of(Algorithm::Sha256, &fetched.bytes));
+        self.keep_fetched_manifest(target, fetched).await
+    }
+
+    /// Verifies, stores and caches a manifest fetched by tag: its digest
+    /// is the one the upstream named (checked against the bytes) or, when
+    /// it named none, the bytes' sha256.
+    async fn keep_fetched_manifest(&self, target: &Target, fetched: FetchedManifest) -> Result<Digest, PullError> {
+        let digest = fetched.digest.unwrap_or_else(|| Digest::of(Algorithm::Sha256, &fetched.bytes));
         let manifest = self.store_manifest(target, &digest, fetched.bytes).await?;
         self.manifests.insert(digest.clone(), manifest).await;
         Ok(digest)

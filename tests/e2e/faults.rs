@@ -232,6 +232,26 @@ async fn a_malformed_upstream_manifest_is_a_502_and_is_not_cached() {
     assert_served(&rig.get(&rig.manifest_url("v1")).await, &image.manifest.bytes, "a good manifest after the bad ones");
 }
 
+/// A cold pull asks the upstream no more than a client pulling straight
+/// from it would: one GET for a tag never seen, one per blob. A tag
+/// already known is revalidated with a HEAD once its `tag_ttl` is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_pull_costs_the_upstream_one_request_per_object() {
+    let rig = Rig::start(&["tag_ttl = \"0s\""]).await;
+    let image = Image::random(&[1000, 2000]);
+    rig.fake.put_image("v1", &image);
+    assert_served(&rig.get(&rig.manifest_url("v1")).await, &image.manifest.bytes, "cold tag");
+    for blob in image.layers.iter().chain([&image.config]) {
+        assert_served(&rig.get(&rig.blob_url(&blob.digest)).await, &blob.bytes, "cold blob");
+        assert_eq!((rig.fake.count("HEAD", &blob.digest), rig.fake.count("GET", &blob.digest)), (0, 1), "one GET per blob");
+    }
+    assert_eq!((rig.fake.count("HEAD", "v1"), rig.fake.count("GET", "v1")), (0, 1), "one GET for a tag never seen");
+    assert_eq!(rig.fake.count("GET", &image.manifest.digest), 0, "and no second GET by digest");
+    // Known now, and out of its ttl: a HEAD says it has not moved.
+    assert_served(&rig.get(&rig.manifest_url("v1")).await, &image.manifest.bytes, "known tag");
+    assert_eq!((rig.fake.count("HEAD", "v1"), rig.fake.count("GET", "v1")), (1, 1), "a known tag is revalidated by HEAD");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_not_answering_within_response_timeout_gives_504() {
     let rig = Rig::start(&["response_timeout = \"1s\"", "retries = 0"]).await;
@@ -245,7 +265,8 @@ async fn upstream_not_answering_within_response_timeout_gives_504() {
     let text = String::from_utf8_lossy(&metrics.body);
     let errors = r#"wharf_upstream_errors_total{kind="timeout",upstream="fake"}"#;
     assert_eq!(crate::admin::sample(&text, errors), 1, "{text}");
-    let exchanges = r#"wharf_upstream_requests_total{op="head_manifest",status="timeout",upstream="fake"}"#;
+    // A tag never seen is asked for with one GET (no HEAD first).
+    let exchanges = r#"wharf_upstream_requests_total{op="get_manifest",status="timeout",upstream="fake"}"#;
     assert_eq!(crate::admin::sample(&text, exchanges), 1, "{text}");
 }
 
