@@ -33,7 +33,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use object_store::local::LocalFileSystem;
-use object_store::{GetOptions, GetResultPayload, ObjectStore};
 
 use crate::oci::{Digest, Hasher};
 
@@ -384,12 +383,24 @@ impl Storage {
     }
 
     /// Size of a committed object, if present.
+    ///
+    /// This and [`Storage::open_object`] call the kernel inline, on the
+    /// calling thread: a stat or an open of a local path is answered from
+    /// the kernel's caches in microseconds, less than a trip to the
+    /// blocking pool and back costs (two thread wake-ups), which every
+    /// request, warm or cold, used to pay (docs/BENCHMARKS.md).
     pub(crate) async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        match self.inner.objects.head(&Self::key(digest)).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+        match std::fs::metadata(self.object_path(digest)?) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Err(StorageError::Io(format!("the object of {digest} is not a file"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Where the object of `digest` lives on the local filesystem.
+    fn object_path(&self, digest: &Digest) -> Result<PathBuf, StorageError> {
+        Ok(self.inner.objects.path_to_filesystem(&Self::key(digest))?)
     }
 
     /// Opens a committed object to serve it, noting the use. The returned
@@ -402,22 +413,19 @@ impl Storage {
         Ok(found)
     }
 
-    /// Opens a committed object without counting it as a use.
+    /// Opens a committed object without counting it as a use (inline: see
+    /// [`Storage::stat`]).
     async fn open_object_quietly(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        let opts = GetOptions::default();
-        match self.inner.objects.get_opts(&Self::key(digest), opts).await {
-            Ok(result) => {
-                let size = result.meta.size;
-                match result.payload {
-                    GetResultPayload::File(file, _) => Ok(Some(StoredObject { file: Arc::new(file), size })),
-                    GetResultPayload::Stream(_) => {
-                        Err(StorageError::Io("local store returned a stream, expected a file".into()))
-                    }
-                }
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        let file = match File::open(self.object_path(digest)?) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(StorageError::Io(format!("the object of {digest} is not a file")));
         }
+        Ok(Some(StoredObject { file: Arc::new(file), size: meta.len() }))
     }
 
     /// Reads a small committed object (a manifest) whole, refusing more
@@ -456,15 +464,14 @@ impl Storage {
             return Ok(());
         }
         let mut ingest = self.begin(expected.clone())?;
-        let ingest = tokio::task::spawn_blocking(move || -> Result<Ingest, IngestError> {
+        // Written, verified and committed in one trip to the blocking pool.
+        tokio::task::spawn_blocking(move || -> Result<(), IngestError> {
             ingest.write_blocking(&bytes)?;
             ingest.verify()?;
-            Ok(ingest)
+            Ok(ingest.commit_blocking()?)
         })
         .await
-        .map_err(StorageError::from)??;
-        ingest.commit().await?;
-        Ok(())
+        .map_err(StorageError::from)?
     }
 }
 
@@ -542,6 +549,12 @@ impl Ingest {
 
     /// Makes verified content durable and visible under its digest.
     pub(crate) async fn commit(mut self) -> Result<(), StorageError> {
+        tokio::task::spawn_blocking(move || self.commit_blocking()).await?
+    }
+
+    /// [`Ingest::commit`], on the calling thread (it syncs: the blocking
+    /// pool's).
+    fn commit_blocking(&mut self) -> Result<(), StorageError> {
         if self.hasher.is_some() {
             return Err(StorageError::Io("commit before verify".into()));
         }
@@ -549,20 +562,15 @@ impl Ingest {
             return Err(StorageError::Io("the ingest's bytes were discarded".into()));
         }
         let file = self.file.take().ok_or_else(|| StorageError::Io("ingest has no file".into()))?;
-        let target = self.storage.inner.objects.path_to_filesystem(&Storage::key(&self.expected))?;
-        let spool = self.path.clone();
-        let replaced = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-            // Sync before the rename: after a power loss the object must
-            // not exist with bytes that do not match its key.
-            file.sync_data()?;
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let replaced = target.exists();
-            std::fs::rename(&spool, &target)?;
-            Ok(replaced)
-        })
-        .await??;
+        let target = self.storage.object_path(&self.expected)?;
+        // Sync before the rename: after a power loss the object must not
+        // exist with bytes that do not match its key.
+        file.sync_data()?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let replaced = target.exists();
+        std::fs::rename(&self.path, &target)?;
         self.committed = true;
         self.storage.inner.lock_spool().remove(&self.path);
         self.storage.inner.committed(&self.expected, self.written, replaced);
