@@ -114,6 +114,10 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let sync_repositories =
         SyncRepositories::new(metadata.clone(), config.upstreams.iter().map(|u| u.name.clone()).collect());
     tokio::spawn(sync::run_schedules(tasks.clone(), syncer.clone(), sync_repositories));
+    tokio::spawn({
+        let pull = pull.clone();
+        crate::memory::release_after_fills(move || pull.fills_ended_if_idle())
+    });
     let admin = Admin::new(
         metrics.clone(),
         metadata.clone(),

@@ -3,9 +3,6 @@
 
 use std::process::ExitCode;
 
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     wharf::cli::main()
 }

@@ -136,6 +136,8 @@ const RECENT_BYTES: usize = 2 << 20;
 pub(crate) struct Fills {
     // A std Mutex: held only for a map lookup or insert, never across an await.
     map: Arc<Mutex<HashMap<Digest, Arc<Fill>>>>,
+    /// Fills that have left the table so far.
+    ended: Arc<AtomicU64>,
 }
 
 /// What a fill needs to run.
@@ -199,7 +201,14 @@ impl Fills {
         let mut map = self.lock();
         if map.get(digest).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             map.remove(digest);
+            self.ended.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// How many fills have ended, or None while one is in flight.
+    pub(crate) fn ended_if_idle(&self) -> Option<u64> {
+        let map = self.lock();
+        map.is_empty().then(|| self.ended.load(Ordering::Relaxed))
     }
 }
 

@@ -368,6 +368,11 @@ impl PullThrough {
         Ok(self.upstreams.resolve(name, ns)?)
     }
 
+    /// How many blob fills have ended, or None while one is in flight.
+    pub(crate) fn fills_ended_if_idle(&self) -> Option<u64> {
+        self.fills.ended_if_idle()
+    }
+
     /// The upstream `name` leads to (see [`Upstreams::upstream_for`]).
     pub(crate) fn upstream_for(&self, name: &RepositoryName, ns: Option<&str>) -> Result<Upstream, PullError> {
         Ok(self.upstreams.upstream_for(name, ns)?)
