@@ -8,9 +8,9 @@
 //!   never touches the upstream again;
 //! - a tag's digest is trusted for the upstream's `tag_ttl`, then
 //!   revalidated with a HEAD (a tag never seen is fetched with one GET by
-//!   tag instead: nothing is here to compare with); if the upstream is unreachable, 5xx or 429 the
-//!   last known digest is served (stale) and logged; a tag the upstream says
-//!   is gone is gone.
+//!   tag instead: nothing is here to compare with); if the upstream is
+//!   unreachable, 5xx or 429 the last known digest is served (stale) and
+//!   logged; a tag the upstream says is gone is gone.
 
 mod blobs;
 mod fill;

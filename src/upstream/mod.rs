@@ -2,10 +2,11 @@
 //! the OCI distribution API: manifests, blobs, tags and referrers.
 //!
 //! It owns everything about reaching that registry: the pooled HTTP/1.1
-//! client (over TLS too: see `transport.rs`) and its TLS trust, token and basic authentication, timeouts,
-//! retries of idempotent requests, and redirects. It must not touch local
-//! storage, and knows nothing of wharf's own HTTP server: callers get spec
-//! types and bytes (or a body to stream), never a server request or response.
+//! client (over TLS too: see `transport.rs`) and its TLS trust, token and
+//! basic authentication, timeouts, retries of idempotent requests, and
+//! redirects. It must not touch local storage, and knows nothing of wharf's
+//! own HTTP server: callers get spec types and bytes (or a body to stream),
+//! never a server request or response.
 //!
 //! Repository names given here are already the upstream's names: mapping
 //! `alpine` to `library/alpine` for Docker Hub is the caller's job.
