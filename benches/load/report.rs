@@ -95,6 +95,8 @@ const ROWS: &[Row] = &[
     Row { check: Some((Op::Lt, 64.0)), ..row("5 memory", "peak RSS, cold {blob} blob, MiB", "rss_cold_blob_mib") },
     row("5 memory", "peak RSS, warm {blob} blob 1 + 8 clients, MiB", "rss_warm_blob_mib"),
     Row { check: Some((Op::Lt, 64.0)), ..row("5 memory", "peak RSS, 50-client herd, MiB", "rss_herd_mib") },
+    row("5 memory", "RSS before the 50-client herd, MiB", "rss_before_herd_mib"),
+    row("5 memory", "50-client herd's peak above that, MiB", "rss_herd_added_mib"),
     Row { ratio_targets: SMALL_COLD, ..row("6 small images", "{small} images cold, images/s", "small_cold_ips") },
     row("6 small images", "{small} images warm, images/s", "small_warm_ips"),
     Row { ratio_targets: COLD_PULL, ..row("7 TLS upstream", "image {image} cold, s", "tls_cold_pull_s") },

@@ -587,10 +587,19 @@ for round in $(seq "$rounds"); do
         for s in $(in_order wharf distribution); do
             settle_upstream_log
             from=$(wc -l <"$work/upstream/access.log")
-            if [ "$n" = 50 ]; then reset_peak "${pid[$s]}"; fi
+            if [ "$n" = 50 ]; then
+                # What the herd adds, apart from what the process held
+                # before it (caches grow with every image of earlier rounds).
+                before=$(mem_mib "${pid[$s]}" VmRSS)
+                record rss_before_herd_mib "$s" "$before"
+                reset_peak "${pid[$s]}"
+            fi
             r=$("$driver" pull --url "${url[$s]}" --repo "bench/herd$n-$round" --reference v1 --clients "$n")
             record "herd${n}_s" "$s" "$(jq .wall_s <<<"$r")"
-            if [ "$n" = 50 ]; then record_peak rss_herd_mib "$s"; fi
+            if [ "$n" = 50 ]; then
+                record_peak rss_herd_mib "$s"
+                record rss_herd_added_mib "$s" "$(calc "$(mem_mib "${pid[$s]}" VmHWM) - $before")"
+            fi
             wait_cached "$s" "${digests[@]}"
             settle_upstream_log
             gets=$(upstream_blob_gets "$from" "${digests[@]}")
