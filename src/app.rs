@@ -68,7 +68,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         .iter()
         .map(|u| Upstream::new(u, &metrics).map_err(|e| StartError::Config(format!("upstream {:?}: {e}", u.name))))
         .collect::<Result<Vec<_>, _>>()?;
-    let storage = Storage::open(&config.storage.path)
+    let storage = Storage::from_config(&config.storage, metrics.storage.clone())
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let metadata = Metadata::open(&config.storage.path)
@@ -160,6 +160,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         admin = %admin_addr,
         tls = registry_tls.is_some(),
         storage = %config.storage.path.display(),
+        objects = %storage.describe(),
         "wharf listening"
     );
 

@@ -15,8 +15,10 @@ use crate::oci::is_valid_component;
 
 mod limits;
 mod server;
+mod storage;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
 pub(crate) use server::{ServerConfig, TlsFiles};
+pub(crate) use storage::{Backend, S3Config, StorageConfig};
 
 /// Where `wharf serve` looks when `--config` is not given and the file exists.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/wharf/wharf.toml";
@@ -43,7 +45,7 @@ struct RawConfig {
     #[serde(default)]
     server: server::RawServer,
     #[serde(default)]
-    storage: RawStorage,
+    storage: storage::RawStorage,
     #[serde(default = "default_upstreams")]
     upstream: Vec<RawUpstream>,
     #[serde(default)]
@@ -136,52 +138,6 @@ struct RawTasks {
 impl Default for RawTasks {
     fn default() -> Self {
         RawTasks { max_parallel: 4 }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawStorage {
-    path: PathBuf,
-    max_size: Option<String>,
-    high_watermark: f64,
-    low_watermark: f64,
-}
-
-impl Default for RawStorage {
-    fn default() -> Self {
-        RawStorage { path: PathBuf::from("/var/lib/wharf"), max_size: None, high_watermark: 0.9, low_watermark: 0.8 }
-    }
-}
-
-impl RawStorage {
-    fn validate(self) -> Result<StorageConfig, ConfigError> {
-        if self.path.as_os_str().is_empty() {
-            return Err(invalid("storage.path", "must not be empty"));
-        }
-        let max_size = match &self.max_size {
-            None => None,
-            Some(v) => match parse_size("storage.max_size", v)? {
-                0 => return Err(invalid("storage.max_size", "must be more than 0 (leave it out for no bound)")),
-                n => Some(n),
-            },
-        };
-        // Both are fractions of max_size; low below high, so one eviction
-        // frees room for many fills instead of running on every commit.
-        for (key, v) in [("storage.high_watermark", self.high_watermark), ("storage.low_watermark", self.low_watermark)] {
-            if !(v > 0.0 && v <= 1.0) {
-                return Err(invalid(key, format!("{v} is not a fraction in (0, 1]")));
-            }
-        }
-        if self.low_watermark >= self.high_watermark {
-            return Err(invalid("storage.low_watermark", "must be below storage.high_watermark"));
-        }
-        Ok(StorageConfig {
-            path: self.path,
-            max_size,
-            high_watermark: self.high_watermark,
-            low_watermark: self.low_watermark,
-        })
     }
 }
 
@@ -333,17 +289,6 @@ pub(crate) struct AuthConfig {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct StorageConfig {
-    pub(crate) path: PathBuf,
-    /// The cap on stored objects' bytes; None: unbounded.
-    pub(crate) max_size: Option<u64>,
-    /// Fractions of `max_size`: eviction starts above the high one and
-    /// stops at or below the low one.
-    pub(crate) high_watermark: f64,
-    pub(crate) low_watermark: f64,
-}
-
-#[derive(Clone, Debug)]
 pub(crate) struct LogConfig {
     pub(crate) level: String,
     pub(crate) format: LogFormat,
@@ -465,6 +410,8 @@ impl Config {
         check("server.admin_listen", self.server.admin_listen != new.server.admin_listen);
         check("server.max_manifest_size", self.server.max_manifest_size != new.server.max_manifest_size);
         check("storage.path", self.storage.path != new.storage.path);
+        check("storage.backend", self.storage.backend != new.storage.backend);
+        check("storage.cache.max_size", self.storage.cache_max_size != new.storage.cache_max_size);
         // Certificates reload, but a plain port does not turn into TLS (or back).
         check("server.tls_cert", self.server.tls.is_some() != new.server.tls.is_some());
         check("push.upload_timeout", self.push.upload_timeout != new.push.upload_timeout);

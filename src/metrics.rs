@@ -111,6 +111,21 @@ pub(crate) struct StorageMetrics {
     /// Fills whose bytes could not be written (a full disk): served
     /// through, not cached.
     pub(crate) write_errors: IntCounter,
+    /// S3 requests (the S3 backend); `op` (head, get, put, put_part, ...),
+    /// `result` = ok|not_found|error.
+    pub(crate) s3_requests: IntCounterVec,
+    /// Time to an S3 response; `op`.
+    pub(crate) s3_request_duration: HistogramVec,
+    /// Bytes sent to and received from S3 as object bodies; `direction` =
+    /// upload|download.
+    pub(crate) s3_bytes: IntCounterVec,
+    /// Reads of an object with the S3 backend; `result` = hit (a local
+    /// copy) | miss (downloaded).
+    pub(crate) hot_tier_requests: IntCounterVec,
+    pub(crate) hot_tier_bytes: IntGauge,
+    pub(crate) hot_tier_capacity_bytes: IntGauge,
+    pub(crate) hot_tier_evictions: IntCounter,
+    pub(crate) hot_tier_evicted_bytes: IntCounter,
 }
 
 impl StorageMetrics {
@@ -128,6 +143,39 @@ impl StorageMetrics {
                 "wharf_storage_write_errors_total",
                 "Fills that could not be written to storage (served through, not cached)",
             )?,
+            s3_requests: r.add(IntCounterVec::new(
+                Opts::new("wharf_s3_requests_total", "Requests to the S3 backend, by operation and result (ok, not_found, error)"),
+                &["op", "result"],
+            )?)?,
+            s3_request_duration: r.add(HistogramVec::new(
+                HistogramOpts::new("wharf_s3_request_duration_seconds", "Time to the S3 backend's response, by operation")
+                    .buckets(UPSTREAM_BUCKETS.to_vec()),
+                &["op"],
+            )?)?,
+            s3_bytes: r.add(IntCounterVec::new(
+                Opts::new("wharf_s3_bytes_total", "Object bytes uploaded to and downloaded from the S3 backend"),
+                &["direction"],
+            )?)?,
+            hot_tier_requests: r.add(IntCounterVec::new(
+                Opts::new(
+                    "wharf_hot_tier_requests_total",
+                    "Object reads with the S3 backend: hit (a local copy) or miss (downloaded from S3)",
+                ),
+                &["result"],
+            )?)?,
+            hot_tier_bytes: r.add(IntGauge::new("wharf_hot_tier_bytes", "Bytes of local copies in the hot tier")?)?,
+            hot_tier_capacity_bytes: r.add(IntGauge::new(
+                "wharf_hot_tier_capacity_bytes",
+                "The hot tier's bound (storage.cache.max_size); 0 without S3 or with the tier off",
+            )?)?,
+            hot_tier_evictions: r.add(IntCounter::new(
+                "wharf_hot_tier_evictions_total",
+                "Local copies deleted to keep the hot tier under its bound (the bucket keeps the object)",
+            )?)?,
+            hot_tier_evicted_bytes: r.add(IntCounter::new(
+                "wharf_hot_tier_evicted_bytes_total",
+                "Bytes of local copies evicted from the hot tier",
+            )?)?,
         };
         r.register(Box::new(m.bytes.clone()))?;
         r.register(Box::new(m.objects.clone()))?;

@@ -82,6 +82,8 @@ pub(crate) struct GcReport {
     pub(crate) orphan_bytes: u64,
     pub(crate) uploads: u64,
     pub(crate) spool_files: u64,
+    /// S3 multipart uploads a crash left behind, aborted.
+    pub(crate) multipart_uploads: u64,
 }
 
 /// What [`Disk`] works with.
@@ -257,6 +259,7 @@ impl Disk {
         let mut report = GcReport {
             uploads: self.inner.uploads.sweep().await as u64,
             spool_files: self.inner.storage.remove_spool_leftovers().await?,
+            multipart_uploads: self.inner.storage.abort_upload_leftovers().await?,
             ..GcReport::default()
         };
         let (objects, refs, uses) = self.survey().await?;
@@ -284,7 +287,7 @@ impl Disk {
         self.forget(removed).await;
         self.publish();
         tracing::info!(orphans = report.orphans, bytes = report.orphan_bytes, uploads = report.uploads,
-            spool_files = report.spool_files, "storage gc finished");
+            spool_files = report.spool_files, multipart_uploads = report.multipart_uploads, "storage gc finished");
         Ok(Ok(report))
     }
 

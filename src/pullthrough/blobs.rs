@@ -7,6 +7,7 @@
 use super::fill::FillJob;
 use super::{is_unavailable, BlobSource, ContentType, PullError, PullThrough, Target};
 use crate::oci::Digest;
+use crate::storage::StorageError;
 
 impl PullThrough {
     /// A blob from local storage only.
@@ -32,7 +33,7 @@ impl PullThrough {
     /// A blob the caller knows `target`'s repository holds (a distribution
     /// checked its version): stored, or filled from the upstream.
     pub(crate) async fn held_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
-        if let Some(obj) = self.storage.open_object(digest).await? {
+        if let Some(obj) = or_miss(digest, self.storage.open_object(digest).await)? {
             self.count("blob", "hit");
             return Ok(BlobSource::Stored(obj));
         }
@@ -48,7 +49,7 @@ impl PullThrough {
             self.held.insert(target, digest).await;
             return self.held_blob(target, digest, want_body).await;
         }
-        if self.storage.stat(digest).await?.is_none() {
+        if or_miss(digest, self.storage.stat(digest).await)?.is_none() {
             // Nothing here: this request's own upstream request decides.
             return self.blob_not_stored(target, digest, want_body, false).await;
         }
@@ -141,5 +142,18 @@ impl PullThrough {
     /// Whether a blob's bytes are stored.
     pub(crate) async fn has_blob(&self, digest: &Digest) -> Result<bool, PullError> {
         Ok(self.storage.stat(digest).await?.is_some())
+    }
+}
+
+/// A storage lookup for pull-through content, where an object store (S3)
+/// that fails counts as a miss: the upstream still serves the client, and
+/// the fill's commit fails and is counted (see `fill`).
+pub(super) fn or_miss<T>(digest: &Digest, found: Result<Option<T>, StorageError>) -> Result<Option<T>, StorageError> {
+    match found {
+        Err(StorageError::Remote(e)) => {
+            tracing::warn!(%digest, error = %e, "object storage failed; the blob is fetched from its upstream");
+            Ok(None)
+        }
+        other => other,
     }
 }

@@ -469,7 +469,7 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
 async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, fills: &Fills) -> Result<bool, PullError> {
     // The blob may have been committed between the caller's lookup and this
     // fill starting; then serve it from storage.
-    if let Some(obj) = job.storage.open_object(&job.digest).await? {
+    if let Some(obj) = super::blobs::or_miss(&job.digest, job.storage.open_object(&job.digest).await)? {
         let _ = fill.file.set(obj.file);
         fill.written.store(obj.size, Ordering::Release);
         tx.send_replace(FillState::Done { size: obj.size });

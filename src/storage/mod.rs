@@ -1,16 +1,25 @@
-//! Content-addressed storage: the object key layout, verified ingest, and
-//! reads. Owns the bytes on disk; knows nothing of repositories, tags, HTTP
-//! or upstreams.
+//! Content-addressed storage: verified ingest, and reads. Owns the bytes,
+//! on the local disk and (with the S3 backend) in a bucket; knows nothing
+//! of repositories, tags, HTTP or upstreams.
 //!
-//! Layout under `storage.path` (defined here and nowhere else):
+//! Layout under `storage.path` (object keys are [`layout`]'s, the same in
+//! a bucket):
 //!
 //! ```text
-//! objects/blobs/<alg>/<hex[0..2]>/<hex>   verified content (blobs and manifests), via object_store
+//! objects/blobs/<alg>/<hex[0..2]>/<hex>   verified content (blobs and manifests); with S3, the hot tier
 //! spool/<pid>-<n>                          in-progress ingests; emptied at start
 //! uploads/<session>/                       clients' upload sessions (a [`Partial`] and the
 //!                                          upload layer's state); kept across restarts
 //! quarantine/<alg>-<hex>-<millis>          objects `verify` found corrupt (never served)
+//! s3-multipart/<id>                        S3 multipart uploads in progress (see [`remote`])
 //! ```
+//!
+//! **Backends.** With `fs` the local `objects/` is the store. With `s3` the
+//! bucket is (see [`remote`]), and `objects/` holds copies of recently used
+//! objects, at most `storage.cache.max_size` bytes ([`hot`]): a commit
+//! uploads the verified spool file, then keeps it as a local copy if the
+//! hot tier admits it; a read of an object with no local copy downloads it
+//! once (however many ask), verifies it, and keeps it as one ([`tiered`]).
 //!
 //! Also owns what is cheap to know only here: the running totals of stored
 //! bytes and objects (counted once at open, adjusted on every commit and
@@ -36,6 +45,14 @@ use object_store::local::LocalFileSystem;
 
 use crate::oci::{Digest, Hasher};
 
+mod hot;
+pub(crate) mod layout;
+mod remote;
+mod tiered;
+
+pub(crate) use remote::Remote;
+use hot::HotTier;
+
 /// Reads are served in chunks of this size: large enough that per-chunk
 /// overhead (a blocking-pool hop, a frame) is small against the copy.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -50,6 +67,12 @@ pub(crate) enum StorageError {
     /// the readiness probe tells this apart from other I/O errors.
     #[error("disk full: {0}")]
     Full(String),
+    /// The object store (S3) failed or could not be reached.
+    #[error("object storage: {0}")]
+    Remote(String),
+    /// An object read back does not match its digest.
+    #[error("corrupt object: {0}")]
+    Corrupt(String),
 }
 
 impl From<std::io::Error> for StorageError {
@@ -107,6 +130,13 @@ struct Inner {
     live_spool: std::sync::Mutex<HashSet<PathBuf>>,
     /// Woken after a commit added bytes: an evictor waits on it.
     grown: tokio::sync::Notify,
+    /// The bucket holding every object, with the S3 backend; `objects/` is
+    /// then the hot tier, kept by `hot`.
+    remote: Option<Remote>,
+    hot: Option<HotTier>,
+    /// Downloads from the bucket in progress, one per digest however many
+    /// readers wait for it (see [`tiered`]).
+    reads: std::sync::Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<Option<StoredObject>>>>>,
 }
 
 /// A stored object as found on disk.
@@ -176,6 +206,7 @@ fn now_millis() -> u64 {
 }
 
 /// A committed object opened for reading.
+#[derive(Clone)]
 pub(crate) struct StoredObject {
     pub(crate) file: Arc<File>,
     pub(crate) size: u64,
@@ -186,6 +217,38 @@ impl Storage {
     /// leftovers from a previous run: they were never verified, so they are
     /// never served.
     pub(crate) async fn open(root: &Path) -> Result<Storage, StorageError> {
+        Storage::open_with(root, None, 0).await
+    }
+
+    /// The store `config` describes: the local disk, or an S3 bucket with
+    /// a hot tier.
+    pub(crate) async fn from_config(
+        config: &crate::config::StorageConfig,
+        metrics: crate::metrics::StorageMetrics,
+    ) -> Result<Storage, StorageError> {
+        match &config.backend {
+            crate::config::Backend::Fs => Storage::open(&config.path).await,
+            crate::config::Backend::S3(s3) => {
+                tokio::fs::create_dir_all(&config.path).await?;
+                let remote = Remote::new(s3, &config.path, metrics)?;
+                Storage::open_with(&config.path, Some(remote), config.cache_max_size).await
+            }
+        }
+    }
+
+    /// Where objects are kept, for the start-up log line.
+    pub(crate) fn describe(&self) -> String {
+        match &self.inner.remote {
+            Some(remote) => format!("{} (hot tier in {})", remote.describe(), self.inner.objects_dir.display()),
+            None => self.inner.objects_dir.display().to_string(),
+        }
+    }
+
+    /// [`Storage::open`], with every object in `remote` (the S3 backend)
+    /// and local copies of at most `hot_max` bytes. Nothing is asked of the
+    /// bucket here: a bucket that cannot be reached does not stop a start
+    /// (its totals are listed in the background; readiness reports it).
+    pub(crate) async fn open_with(root: &Path, remote: Option<Remote>, hot_max: u64) -> Result<Storage, StorageError> {
         let objects_dir = root.join("objects");
         let spool_dir = root.join("spool");
         tokio::fs::create_dir_all(&objects_dir).await?;
@@ -197,7 +260,7 @@ impl Storage {
         tokio::fs::create_dir_all(&uploads_dir).await?;
         let quarantine_dir = root.join("quarantine");
         let objects = LocalFileSystem::new_with_prefix(&objects_dir)?;
-        let storage = Storage {
+        let mut storage = Storage {
             inner: Arc::new(Inner {
                 objects,
                 objects_dir,
@@ -211,12 +274,24 @@ impl Storage {
                 pins: std::sync::Mutex::new(HashMap::new()),
                 live_spool: std::sync::Mutex::new(HashSet::new()),
                 grown: tokio::sync::Notify::new(),
+                hot: None,
+                remote: None,
+                reads: std::sync::Mutex::new(HashMap::new()),
             }),
         };
-        // Counted once here; every commit and removal adjusts the totals.
-        let all = storage.list_objects().await?;
-        storage.inner.bytes.store(all.iter().map(|o| o.size).sum(), Ordering::Relaxed);
-        storage.inner.objects_count.store(all.len() as u64, Ordering::Relaxed);
+        let local = storage.list_local().await?;
+        let Some(remote) = remote else {
+            // Counted once here; every commit and removal adjusts the totals.
+            storage.inner.bytes.store(local.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+            storage.inner.objects_count.store(local.len() as u64, Ordering::Relaxed);
+            return Ok(storage);
+        };
+        let Some(inner) = Arc::get_mut(&mut storage.inner) else {
+            return Err(StorageError::Io("storage shared while opening".into()));
+        };
+        inner.hot = Some(HotTier::new(hot_max, local));
+        inner.remote = Some(remote);
+        storage.spawn_remote_start();
         Ok(storage)
     }
 
@@ -244,16 +319,28 @@ impl Storage {
         Pin { storage: self.clone(), digest: digest.clone() }
     }
 
-    /// Every committed object, walked from disk (blocking work, off the
-    /// runtime). Files whose names are not digests are skipped.
+    /// Every committed object (in the bucket, with S3). Files whose names
+    /// are not digests are skipped.
     pub(crate) async fn list_objects(&self) -> Result<Vec<ObjectEntry>, StorageError> {
-        let root = self.inner.objects_dir.join("blobs");
+        match &self.inner.remote {
+            Some(remote) => remote.list().await,
+            None => self.list_local().await,
+        }
+    }
+
+    /// Every object under `objects/`, walked from disk (blocking work, off
+    /// the runtime).
+    async fn list_local(&self) -> Result<Vec<ObjectEntry>, StorageError> {
+        let root = self.inner.objects_dir.join(layout::OBJECTS);
         Ok(tokio::task::spawn_blocking(move || walk_objects(&root)).await??)
     }
 
     /// Removes an object unless a fill or upload has it pinned; the bytes
     /// freed (None: pinned, or already gone). Open readers keep their file.
     pub(crate) async fn remove_unpinned(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        if self.inner.remote.is_some() {
+            return self.remove_remote_unpinned(digest).await;
+        }
         let path = self.inner.objects.path_to_filesystem(&Self::key(digest))?;
         let storage = self.clone();
         let digest = digest.clone();
@@ -286,7 +373,10 @@ impl Storage {
     /// Re-hashes an object: true if its bytes still match its digest (or it
     /// is gone), false if they do not.
     pub(crate) async fn verify_object(&self, digest: &Digest) -> Result<bool, StorageError> {
-        let Some(obj) = self.open_object_quietly(digest).await? else { return Ok(true) };
+        if self.inner.remote.is_some() {
+            return self.verify_remote(digest).await;
+        }
+        let Some(obj) = self.open_local(digest)? else { return Ok(true) };
         let digest = digest.clone();
         tokio::task::spawn_blocking(move || -> Result<bool, StorageError> {
             let mut hasher = Hasher::new(digest.algorithm());
@@ -299,8 +389,11 @@ impl Storage {
     /// Moves a corrupt object out of `objects/` into `quarantine/`, where
     /// nothing serves it; the bytes it held (None: it was already gone).
     pub(crate) async fn quarantine(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
-        let path = self.inner.objects.path_to_filesystem(&Self::key(digest))?;
-        let target = self.inner.quarantine_dir.join(format!("{}-{}-{}", digest.algorithm().as_str(), digest.hex(), now_millis()));
+        if self.inner.remote.is_some() {
+            return self.quarantine_remote(digest).await;
+        }
+        let path = self.object_path(digest)?;
+        let target = self.inner.quarantine_dir.join(layout::quarantine_name(digest, now_millis()));
         let storage = self.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<u64>, StorageError> {
             let inner = &storage.inner;
@@ -343,6 +436,16 @@ impl Storage {
     /// for want of space. The probe is named like a spool
     /// file, so one left by a crash is emptied at the next start.
     pub(crate) async fn probe_writable(&self) -> Result<(), StorageError> {
+        self.probe_spool().await?;
+        let Some(remote) = &self.inner.remote else { return Ok(()) };
+        // Not the request timeout and its retries: a probe answers quickly.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), remote.probe()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StorageError::Remote(format!("{}: no answer within 5 s", remote.describe()))),
+        }
+    }
+
+    async fn probe_spool(&self) -> Result<(), StorageError> {
         let n = self.inner.next_spool.fetch_add(1, Ordering::Relaxed);
         let path = self.inner.spool_dir.join(format!("{}-{n}", std::process::id()));
         tokio::task::spawn_blocking(move || {
@@ -373,13 +476,7 @@ impl Storage {
     }
 
     fn key(digest: &Digest) -> object_store::path::Path {
-        let hex = digest.hex();
-        object_store::path::Path::from(format!(
-            "blobs/{}/{}/{}",
-            digest.algorithm().as_str(),
-            &hex[..2],
-            hex
-        ))
+        object_store::path::Path::from(layout::object_key(digest))
     }
 
     /// Size of a committed object, if present.
@@ -393,7 +490,10 @@ impl Storage {
         match std::fs::metadata(self.object_path(digest)?) {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
             Ok(_) => Err(StorageError::Io(format!("the object of {digest} is not a file"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match &self.inner.remote {
+                Some(remote) => remote.head(digest).await,
+                None => Ok(None),
+            },
             Err(e) => Err(e.into()),
         }
     }
@@ -406,16 +506,23 @@ impl Storage {
     /// Opens a committed object to serve it, noting the use. The returned
     /// file stays readable even if the object is later removed.
     pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        let found = self.open_object_quietly(digest).await?;
+        let found = match self.open_local(digest)? {
+            Some(found) => {
+                self.hot_hit(digest, found.size);
+                Some(found)
+            }
+            None if self.inner.remote.is_some() => self.read_through(digest).await?,
+            None => None,
+        };
         if found.is_some() {
             self.inner.used(digest);
         }
         Ok(found)
     }
 
-    /// Opens a committed object without counting it as a use (inline: see
-    /// [`Storage::stat`]).
-    async fn open_object_quietly(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+    /// The local object (with S3: the hot tier's copy), if there is one,
+    /// without counting a use (inline: see [`Storage::stat`]).
+    fn open_local(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
         let file = match File::open(self.object_path(digest)?) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -446,6 +553,7 @@ impl Storage {
         let reader = Arc::new(File::open(&path)?);
         self.inner.lock_spool().insert(path.clone());
         Ok(Ingest {
+            upload: true,
             storage: self.clone(),
             hasher: Some(Hasher::new(expected.algorithm())),
             expected,
@@ -478,6 +586,9 @@ impl Storage {
 /// Content on its way into the store. Dropped without [`Ingest::commit`],
 /// the spool file is removed and nothing becomes visible.
 pub(crate) struct Ingest {
+    /// With S3: whether the commit uploads (false for a copy downloaded
+    /// from the bucket).
+    upload: bool,
     storage: Storage,
     expected: Digest,
     // Options so the file and hasher can move into a blocking task per write.
@@ -562,10 +673,21 @@ impl Ingest {
             return Err(StorageError::Io("the ingest's bytes were discarded".into()));
         }
         let file = self.file.take().ok_or_else(|| StorageError::Io("ingest has no file".into()))?;
-        let target = self.storage.object_path(&self.expected)?;
         // Sync before the rename: after a power loss the object must not
         // exist with bytes that do not match its key.
         file.sync_data()?;
+        if self.storage.inner.remote.is_some() {
+            let storage = self.storage.clone();
+            let kept = storage.commit_remote_blocking(&self.expected, &self.reader, &self.path, self.written, self.upload)?;
+            // Kept as a local copy (renamed) or not (still in the spool,
+            // removed on drop); either way, in the bucket.
+            if kept {
+                self.committed = true;
+                self.storage.inner.lock_spool().remove(&self.path);
+            }
+            return Ok(());
+        }
+        let target = self.storage.object_path(&self.expected)?;
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -668,10 +790,18 @@ impl Partial {
         if actual != *expected {
             return Err(IngestError::DigestMismatch { expected: expected.clone(), actual });
         }
-        let target = storage.inner.objects.path_to_filesystem(&Storage::key(expected)).map_err(StorageError::from)?;
         // Synced before the rename, as every ingest: after a power loss the
         // object must not exist with bytes that do not match its key.
         self.file.sync_data().map_err(StorageError::from)?;
+        if storage.inner.remote.is_some() {
+            let file = Arc::new(self.file);
+            if !storage.commit_remote_blocking(expected, &file, &self.path, self.len, true)? {
+                // Not kept locally: the bucket holds the only copy needed.
+                let _ = std::fs::remove_file(&self.path);
+            }
+            return Ok(self.len);
+        }
+        let target = storage.inner.objects.path_to_filesystem(&Storage::key(expected)).map_err(StorageError::from)?;
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(StorageError::from)?;
         }

@@ -21,7 +21,7 @@ use crate::wharf::{write_config, UpstreamEntry, Wharf};
 
 /// Starts wharf with `storage_lines` under `[storage]`, one upstream `up`
 /// and the pusher user (admin, may push anywhere).
-fn start(dir: &Path, upstream: &Registry, storage_lines: &str) -> Wharf {
+pub fn start(dir: &Path, upstream: &Registry, storage_lines: &str) -> Wharf {
     let config = write_config(dir, &[UpstreamEntry::new("up", &upstream.url())]);
     let toml = std::fs::read_to_string(&config).expect("read config");
     let toml = toml.replacen("\n\n[log]", &format!("\n{storage_lines}\n\n[log]"), 1)
@@ -45,7 +45,7 @@ fn object_path(dir: &Path, digest: &str) -> PathBuf {
 }
 
 /// Bytes of every object file under `objects/`.
-fn bytes_on_disk(dir: &Path) -> u64 {
+pub fn bytes_on_disk(dir: &Path) -> u64 {
     fn walk(p: &Path) -> u64 {
         std::fs::read_dir(p).map_or(0, |entries| {
             entries
@@ -65,7 +65,7 @@ fn bytes_on_disk(dir: &Path) -> u64 {
 }
 
 /// One sample of `name` (no labels) from `/metrics`.
-async fn metric(wharf: &Wharf, name: &str) -> u64 {
+pub async fn metric(wharf: &Wharf, name: &str) -> u64 {
     let auth = authorization();
     let text = http::request("GET", &format!("{}/metrics", wharf.admin_url()), &[("Authorization", auth.as_str())]).await;
     let text = String::from_utf8_lossy(&text.body).into_owned();
@@ -79,7 +79,7 @@ async fn metric(wharf: &Wharf, name: &str) -> u64 {
 
 /// Polls until `check` holds; the eviction it waits for runs in the
 /// background after a commit. A deadline turns a hang into a failure.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -95,14 +95,14 @@ where
 /// checks it logged no more. The registry writes a request's log line
 /// after answering it, on its own schedule, so a count read at once can
 /// lag behind what was answered.
-async fn upstream_gets(upstream: &Registry, digest: &str, n: usize) {
+pub async fn upstream_gets(upstream: &Registry, digest: &str, n: usize) {
     eventually(&format!("the upstream logged {n} GETs of {digest}"), || async { upstream.blob_gets(digest) >= n }).await;
     assert_eq!(upstream.blob_gets(digest), n, "GETs of {digest} from the upstream");
 }
 
 /// Pulls `reference` from wharf into a fresh OCI layout (skopeo, off the
 /// runtime's workers), with the pusher's credentials when `signed_in`.
-async fn pull(clients: &Clients, wharf: &Wharf, reference: &str, tag: &str, signed_in: bool) -> tempfile::TempDir {
+pub async fn pull(clients: &Clients, wharf: &Wharf, reference: &str, tag: &str, signed_in: bool) -> tempfile::TempDir {
     let dest = tempfile::tempdir().expect("tempdir");
     let (clients, source, path, tag) =
         (clients.clone(), format!("docker://{}/{reference}", wharf.host()), dest.path().to_owned(), tag.to_owned());

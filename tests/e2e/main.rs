@@ -36,3 +36,5 @@ mod disk;
 mod warm_serving;
 mod access;
 mod hostile;
+mod s3;
+mod s3_storage;

@@ -1,0 +1,268 @@
+//! The S3 backend's half of [`Storage`]: committing verified files to the
+//! bucket, reading objects that have no local copy through into the hot
+//! tier, and the bucket side of removal, verification and quarantine.
+//!
+//! **Invariants** (besides the store's own: only verified bytes under a
+//! digest's key):
+//! - an object is in the bucket before any local copy of it is visible, so
+//!   a local copy is never the only one and evicting it loses nothing;
+//! - a download from the bucket is hashed as it is written and kept (or
+//!   served) only if it matches its key, so a corrupt object in the bucket
+//!   is an error, never bytes served under the wrong digest;
+//! - one download per digest at a time, however many readers ask.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{hot::HotTier, now_millis, Remote, Storage, StorageError, StoredObject};
+use crate::oci::{Digest, Hasher};
+
+/// Downloaded bytes are written to the spool in batches of about this
+/// size: one trip to the blocking pool each.
+const WRITE_BATCH: usize = 1 << 20;
+
+impl Storage {
+    fn remote(&self) -> Result<&Remote, StorageError> {
+        self.inner.remote.as_ref().ok_or_else(|| StorageError::Io("no S3 backend".into()))
+    }
+
+    fn hot(&self) -> Result<&HotTier, StorageError> {
+        self.inner.hot.as_ref().ok_or_else(|| StorageError::Io("no hot tier".into()))
+    }
+
+    /// At start, in the background: the bucket's totals (retried until the
+    /// bucket answers) and the multipart uploads a crash left behind.
+    pub(super) fn spawn_remote_start(&self) {
+        let storage = self.clone();
+        tokio::spawn(async move {
+            let (Ok(remote), Ok(hot)) = (storage.remote(), storage.hot()) else { return };
+            let metrics = remote.metrics();
+            metrics.hot_tier_capacity_bytes.set(hot.max() as i64);
+            metrics.hot_tier_bytes.set(hot.usage().0 as i64);
+            loop {
+                match remote.list().await {
+                    Ok(all) => {
+                        storage.inner.bytes.store(all.iter().map(|o| o.size).sum(), Ordering::Relaxed);
+                        storage.inner.objects_count.store(all.len() as u64, Ordering::Relaxed);
+                        storage.inner.grown.notify_one();
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the S3 bucket; retrying in 30 s");
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                }
+            }
+            match remote.abort_leftovers().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(aborted = n, "aborted S3 multipart uploads left by an earlier run"),
+                Err(e) => tracing::warn!(error = %e, "cannot abort S3 multipart uploads left by an earlier run"),
+            }
+        });
+    }
+
+    /// Aborts S3 multipart uploads a crash left behind; how many (0 on the
+    /// local backend).
+    pub(crate) async fn abort_upload_leftovers(&self) -> Result<u64, StorageError> {
+        match &self.inner.remote {
+            Some(remote) => remote.abort_leftovers().await,
+            None => Ok(0),
+        }
+    }
+
+    /// A read found a local copy: a hot-tier hit, with S3.
+    pub(super) fn hot_hit(&self, digest: &Digest, _size: u64) {
+        if let (Some(hot), Some(remote)) = (&self.inner.hot, &self.inner.remote) {
+            hot.touch(digest);
+            remote.metrics().hot_tier_requests.with_label_values(&["hit"]).inc();
+        }
+    }
+
+    /// The object of `digest` from the bucket, downloaded once however many
+    /// ask at the same time, verified, and kept as a local copy if the hot
+    /// tier admits it (otherwise served from an unlinked spool file).
+    pub(super) async fn read_through(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+        let cell = {
+            let mut reads = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+            reads.entry(digest.clone()).or_default().clone()
+        };
+        let result = cell.get_or_try_init(|| self.download(digest)).await.cloned();
+        let mut reads = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
+        if reads.get(digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            reads.remove(digest);
+        }
+        result
+    }
+
+    async fn download(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+        match self.download_verified(digest).await {
+            Err(StorageError::Corrupt(e)) => {
+                // Never served, and out of the way of the next fill, whose
+                // upload would otherwise find the key taken.
+                tracing::error!(%digest, error = %e, "an object in the bucket does not match its digest; quarantining it");
+                if let Err(q) = self.quarantine_remote(digest).await {
+                    tracing::error!(%digest, error = %q, "cannot quarantine the corrupt object");
+                }
+                Err(StorageError::Remote(e))
+            }
+            other => other,
+        }
+    }
+
+    async fn download_verified(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+        // A reader that waited for another's download finds its copy.
+        if let Some(found) = self.open_local(digest)? {
+            return Ok(Some(found));
+        }
+        let remote = self.remote()?;
+        let Some(mut body) = remote.get(digest, 0, None).await? else { return Ok(None) };
+        remote.metrics().hot_tier_requests.with_label_values(&["miss"]).inc();
+        let mut ingest = self.begin(digest.clone())?;
+        ingest.upload = false;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batched = 0;
+        loop {
+            let next = body.next().await.transpose()?;
+            let end = next.is_none();
+            if let Some(bytes) = next {
+                batched += bytes.len();
+                batch.push(bytes);
+            }
+            if batched >= WRITE_BATCH || (end && !batch.is_empty()) {
+                let chunks = std::mem::take(&mut batch);
+                batched = 0;
+                ingest = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+                    for chunk in chunks {
+                        ingest.write_blocking(&chunk)?;
+                    }
+                    Ok(ingest)
+                })
+                .await??;
+            }
+            if end {
+                break;
+            }
+        }
+        let size = ingest.written();
+        let storage = self.clone();
+        let digest = digest.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<StoredObject>, StorageError> {
+            if let Err(e) = ingest.verify() {
+                return Err(StorageError::Corrupt(format!("{}: the object of {digest}: {e}", storage.remote()?.describe())));
+            }
+            let reader = ingest.reader();
+            if storage.hot()?.admits(size) {
+                ingest.commit_blocking()?;
+                if let Some(found) = storage.open_local(&digest)? {
+                    return Ok(Some(found));
+                }
+            }
+            // No room for a local copy: this reader's file, unlinked when
+            // the ingest goes.
+            Ok(Some(StoredObject { file: reader, size }))
+        })
+        .await?
+    }
+
+    /// The commit of a verified file with S3: uploads it (unless `upload`
+    /// is false: it came from the bucket), then renames it into the hot
+    /// tier if it admits the size. True if it was renamed (kept locally).
+    /// Blocks: for the blocking pool.
+    pub(super) fn commit_remote_blocking(
+        &self,
+        digest: &Digest,
+        file: &Arc<File>,
+        path: &Path,
+        len: u64,
+        upload: bool,
+    ) -> Result<bool, StorageError> {
+        let remote = self.remote()?;
+        let hot = self.hot()?;
+        if upload {
+            tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?;
+            self.inner.committed(digest, len, false);
+        }
+        if !hot.admits(len) {
+            return Ok(false);
+        }
+        let target = self.object_path(digest)?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(path, &target)?;
+        let metrics = remote.metrics();
+        for (victim, size) in hot.inserted(digest, len) {
+            if let Ok(p) = self.object_path(&victim) {
+                let _ = std::fs::remove_file(p);
+            }
+            metrics.hot_tier_evictions.inc();
+            metrics.hot_tier_evicted_bytes.inc_by(size);
+        }
+        metrics.hot_tier_bytes.set(hot.usage().0 as i64);
+        Ok(true)
+    }
+
+    /// Drops the local copy of `digest`, if any.
+    fn drop_local_copy(&self, digest: &Digest) {
+        if let Ok(p) = self.object_path(digest) {
+            let _ = std::fs::remove_file(p);
+        }
+        if let (Some(hot), Some(remote)) = (&self.inner.hot, &self.inner.remote) {
+            hot.removed(digest);
+            remote.metrics().hot_tier_bytes.set(hot.usage().0 as i64);
+        }
+    }
+
+    /// [`Storage::remove_unpinned`] with S3: from the bucket and the hot tier.
+    pub(super) async fn remove_remote_unpinned(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        if self.inner.lock_pins().contains_key(digest) {
+            return Ok(None);
+        }
+        let remote = self.remote()?;
+        let Some(size) = remote.head(digest).await? else {
+            self.drop_local_copy(digest);
+            return Ok(None);
+        };
+        // A fill that pins the digest between this check and the delete
+        // finds the object gone at its next read and fetches it again.
+        if self.inner.lock_pins().contains_key(digest) {
+            return Ok(None);
+        }
+        remote.delete(digest).await?;
+        self.drop_local_copy(digest);
+        let inner = &self.inner;
+        inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+        Ok(Some(size))
+    }
+
+    /// [`Storage::verify_object`] with S3: streams the bucket's object and
+    /// hashes it (a local copy is dropped if the bucket's is corrupt).
+    pub(super) async fn verify_remote(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let Some(mut body) = self.remote()?.get(digest, 0, None).await? else { return Ok(true) };
+        let mut hasher = Hasher::new(digest.algorithm());
+        while let Some(chunk) = body.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(hasher.finish() == *digest)
+    }
+
+    /// [`Storage::quarantine`] with S3: under `quarantine/` in the bucket,
+    /// and no local copy.
+    pub(super) async fn quarantine_remote(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        let remote = self.remote()?;
+        let Some(size) = remote.head(digest).await? else { return Ok(None) };
+        remote.quarantine(digest, &super::layout::quarantine_name(digest, now_millis())).await?;
+        self.drop_local_copy(digest);
+        let inner = &self.inner;
+        inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+        Ok(Some(size))
+    }
+}

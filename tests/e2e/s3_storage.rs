@@ -1,0 +1,242 @@
+//! The S3 backend against a real S3 server (SeaweedFS), a real upstream
+//! (`docker-registry`) and real clients (skopeo): pulled and pushed content
+//! lands in the bucket under its digest's key and the instance's prefix,
+//! verified; a restart with an empty hot tier serves every blob from the
+//! bucket without asking the upstream; a hot tier smaller than a blob still
+//! serves it; S3 down at start or mid-pull leaves clients served and
+//! nothing stored until it is back.
+
+use crate::clients::Clients;
+use crate::disk::{bytes_on_disk, eventually, metric, pull, start, upstream_gets};
+use crate::http;
+use crate::images::{self, assert_layout_holds_image, Image};
+use crate::push::PUSHER;
+use crate::registry::Registry;
+use crate::s3::SeaweedFs;
+use crate::sync::wharf_cli;
+use crate::wharf::Wharf;
+
+/// The bucket key of `digest` under `prefix` (the layout `storage` defines).
+fn key(prefix: &str, digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+    format!("{prefix}blobs/sha256/{}/{hex}", &hex[..2])
+}
+
+/// Waits until every one of `digests` is in the bucket under `prefix`,
+/// whole and hashing to its key.
+async fn in_bucket(s3: &SeaweedFs, prefix: &str, digests: &[String]) {
+    for d in digests {
+        let k = key(prefix, d);
+        eventually(&format!("{k} is in the bucket"), || async { s3.keys(prefix).iter().any(|(key, _)| *key == k) })
+            .await;
+        assert_eq!(images::sha256_digest(&s3.read(&k)), *d, "{k} holds the bytes of its digest");
+    }
+}
+
+fn digests(image: &Image) -> Vec<String> {
+    let mut all: Vec<String> = image.blobs().iter().map(|b| b.digest.clone()).collect();
+    all.push(image.manifest.digest.clone());
+    all
+}
+
+fn storage_toml(s3: &SeaweedFs, prefix: &str, cache: &str) -> String {
+    s3.storage_toml(prefix, cache)
+}
+
+async fn wait_for_fills(wharf: &Wharf) {
+    eventually("every fill ended", || async { metric(wharf, "wharf_fills_in_flight").await == 0 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulled_and_pushed_content_lands_in_the_bucket_and_pulls_again_from_it_with_an_empty_hot_tier() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-e2e");
+    // A layer past one part (8 MiB): a multipart upload; a small one: a PUT.
+    let image = Image::random(&[9 << 20, 40_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/a", &["1"], None);
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, &storage_toml(&s3, "edge-01/", "1GiB"));
+
+    let first = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(first.path(), "1", &image);
+    wait_for_fills(&wharf).await;
+    in_bucket(&s3, "edge-01/", &digests(&image)).await;
+    assert!(s3.keys("").iter().all(|(k, _)| k.starts_with("edge-01/")), "every key under the prefix: {:?}", s3.keys(""));
+    assert!(bytes_on_disk(&dir) >= (9 << 20), "the hot tier keeps local copies");
+    assert!(metric(&wharf, "wharf_hot_tier_bytes").await >= 9 << 20);
+    assert!(metric(&wharf, r#"wharf_s3_bytes_total{direction="upload"}"#).await >= 9 << 20);
+
+    // A push: committed under its digest once it matched, then uploaded.
+    let pushed = Image::random(&[200_000]);
+    let job = (clients.clone(), tmp.path().to_owned(), pushed.clone(), wharf.host());
+    tokio::task::spawn_blocking(move || images::push(&job.0, &job.1, &job.2, &job.3, "team/app", &["1"], Some(PUSHER)))
+        .await
+        .expect("push");
+    in_bucket(&s3, "edge-01/", &digests(&pushed)).await;
+
+    // The hot tier lost (a new disk, a wiped cache): every blob and manifest
+    // comes from the bucket, none from the upstream.
+    let config = wharf.config_path.clone();
+    wharf.stop();
+    std::fs::remove_dir_all(dir.join("storage/objects")).expect("empty the hot tier");
+    let wharf = Wharf::start_with_config(&config);
+    let again = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(again.path(), "1", &image);
+    let back = pull(&clients, &wharf, "team/app:1", "1", true).await;
+    assert_layout_holds_image(back.path(), "1", &pushed);
+    for layer in &image.layers {
+        upstream_gets(&upstream, &layer.digest, 1).await;
+    }
+    assert!(metric(&wharf, r#"wharf_hot_tier_requests_total{result="miss"}"#).await >= 2);
+    assert!(bytes_on_disk(&dir) >= (9 << 20), "downloaded copies are kept again");
+    // And once more, from the local copies.
+    let hits = metric(&wharf, r#"wharf_hot_tier_requests_total{result="hit"}"#).await;
+    pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert!(metric(&wharf, r#"wharf_hot_tier_requests_total{result="hit"}"#).await > hits);
+    wharf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_tier_smaller_than_a_blob_serves_it_from_the_bucket() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-small-tier");
+    let image = Image::random(&[300_000, 10_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/a", &["1"], None);
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, &storage_toml(&s3, "", "64KiB"));
+    for _ in 0..2 {
+        let pulled = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+        assert_layout_holds_image(pulled.path(), "1", &image);
+        wait_for_fills(&wharf).await;
+    }
+    in_bucket(&s3, "", &digests(&image)).await;
+    assert!(bytes_on_disk(&dir) <= 64 << 10, "the hot tier stays under its bound: {}", bytes_on_disk(&dir));
+    upstream_gets(&upstream, &image.layers[0].digest, 1).await;
+    assert!(metric(&wharf, r#"wharf_hot_tier_requests_total{result="miss"}"#).await >= 1, "the big layer came from S3");
+    wharf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_s3_down_clients_are_served_nothing_is_stored_and_the_next_pull_stores_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let mut s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-outage");
+    let image = Image::random(&[500_000, 20_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/a", &["1"], None);
+    s3.stop();
+
+    // Down at start: wharf starts, and says why it is not ready.
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, &storage_toml(&s3, "", "1GiB"));
+    let readyz = format!("{}/readyz", wharf.admin_url());
+    let answer = http::get(&readyz).await;
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    assert_eq!(answer.status, 503, "{text}");
+    assert!(text.contains("object storage"), "{text}");
+
+    // Still down: the pull is served from the upstream, verified; nothing
+    // is stored, and the failed commits are counted.
+    let pulled = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(pulled.path(), "1", &image);
+    wait_for_fills(&wharf).await;
+    assert!(metric(&wharf, "wharf_storage_write_errors_total").await >= 1);
+    assert!(metric(&wharf, r#"wharf_s3_requests_total{op="head",result="error"}"#).await >= 1);
+    assert!(!dir.join("storage/objects/blobs").exists() || bytes_on_disk(&dir) < 500_000, "no local copy without S3");
+
+    // Back: ready again, and the next pull stores the blobs.
+    s3.restart();
+    eventually("ready once S3 is back", || async { http::get(&readyz).await.status == 200 }).await;
+    let pulled = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(pulled.path(), "1", &image);
+    wait_for_fills(&wharf).await;
+    in_bucket(&s3, "", &image.blobs().iter().map(|b| b.digest.clone()).collect::<Vec<_>>()).await;
+    wharf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_a_bucket_under_their_own_prefixes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-shared");
+    let image = Image::random(&[100_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/a", &["1"], None);
+    let a = start(&tmp.path().join("a"), &upstream, &storage_toml(&s3, "site-a", "1GiB"));
+    let b = start(&tmp.path().join("b"), &upstream, &storage_toml(&s3, "site-b/", "1GiB"));
+    for wharf in [&a, &b] {
+        let pulled = pull(&clients, wharf, "up/team/a:1", "1", false).await;
+        assert_layout_holds_image(pulled.path(), "1", &image);
+        wait_for_fills(wharf).await;
+    }
+    in_bucket(&s3, "site-a/", &digests(&image)).await;
+    in_bucket(&s3, "site-b/", &digests(&image)).await;
+    assert!(s3.keys("").iter().all(|(k, _)| k.starts_with("site-a/") || k.starts_with("site-b/")));
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_verify_and_gc_work_on_the_bucket_and_a_corrupt_object_is_never_served() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-verify");
+    let cached = Image::random(&[60_000]);
+    images::push(&clients, tmp.path(), &cached, &upstream.host(), "team/a", &["1"], None);
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, &storage_toml(&s3, "v/", "1GiB"));
+    pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    let pushed = Image::random(&[70_000]);
+    let job = (clients.clone(), tmp.path().to_owned(), pushed.clone(), wharf.host());
+    tokio::task::spawn_blocking(move || images::push(&job.0, &job.1, &job.2, &job.3, "team/app", &["1"], Some(PUSHER)))
+        .await
+        .expect("push");
+    wait_for_fills(&wharf).await;
+    let (cached_layer, pushed_layer) = (cached.layers[0].digest.clone(), pushed.layers[0].digest.clone());
+    in_bucket(&s3, "v/", &[cached_layer.clone(), pushed_layer.clone()]).await;
+
+    let (code, out, err) = wharf_cli(&wharf, &["storage", "verify"]).await;
+    assert_eq!(code, 0, "a clean bucket verifies: {out}{err}");
+    let (code, out, err) = wharf_cli(&wharf, &["storage", "gc"]).await;
+    assert_eq!(code, 0, "gc runs on the bucket: {out}{err}");
+    in_bucket(&s3, "v/", &[cached_layer.clone(), pushed_layer.clone()]).await;
+
+    // Flip a byte of each layer in the bucket (the local copies stay good:
+    // the bucket is what verify checks).
+    for digest in [&cached_layer, &pushed_layer] {
+        let k = key("v/", digest);
+        let mut bytes = s3.read(&k);
+        bytes[100] ^= 0xff;
+        s3.write(&k, &bytes);
+        assert_ne!(images::sha256_digest(&s3.read(&k)), *digest, "corrupted");
+    }
+    let (code, out, err) = wharf_cli(&wharf, &["storage", "verify"]).await;
+    assert_ne!(code, 0, "verify reports corruption: {out}{err}");
+    let keys = s3.keys("v/");
+    for digest in [&cached_layer, &pushed_layer] {
+        assert!(err.contains(digest.as_str()) || out.contains(digest.as_str()), "{digest} is named: {out}{err}");
+        assert!(!keys.iter().any(|(k, _)| *k == key("v/", digest)), "moved out of blobs/: {keys:?}");
+    }
+    assert_eq!(keys.iter().filter(|(k, _)| k.starts_with("v/quarantine/")).count(), 2, "{keys:?}");
+
+    let auth = crate::push::authorization();
+    let get = |path: String| {
+        let (url, auth) = (format!("{}{path}", wharf.url()), auth.clone());
+        async move { http::request("GET", &url, &[("Authorization", auth.as_str())]).await }
+    };
+    // A cached blob comes again from its upstream, correct, and is stored
+    // again; a pushed one has no other source: unknown.
+    let refetched = get(format!("/v2/up/team/a/blobs/{cached_layer}")).await;
+    assert_eq!(refetched.status, 200);
+    assert!(refetched.complete && refetched.body == cached.layers[0].bytes, "the upstream's bytes, not the corrupt ones");
+    upstream_gets(&upstream, &cached_layer, 2).await;
+    in_bucket(&s3, "v/", std::slice::from_ref(&cached_layer)).await;
+    let lost = get(format!("/v2/team/app/blobs/{pushed_layer}")).await;
+    assert_eq!((lost.status, lost.error_code().as_str()), (404, "BLOB_UNKNOWN"));
+    wharf.stop();
+}
