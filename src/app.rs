@@ -99,6 +99,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
             metrics: metrics.storage.clone(),
             uploads: uploads.clone(),
             recorder: recorder.clone(),
+            migrate_to: migrate_target(&config.storage, &metrics)?,
         },
         &config.storage,
     );
@@ -429,5 +430,16 @@ async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
             }
         }
         None => std::future::pending().await,
+    }
+}
+
+/// The bucket `wharf storage migrate --to s3` copies into: `[storage.s3]`
+/// while the backend is still `fs`.
+fn migrate_target(cfg: &crate::config::StorageConfig, metrics: &Metrics) -> Result<Option<crate::storage::Remote>, StartError> {
+    match (&cfg.backend, &cfg.s3) {
+        (crate::config::Backend::Fs, Some(s3)) => crate::storage::Remote::new(s3, &cfg.path, metrics.storage.clone())
+            .map(Some)
+            .map_err(|e| StartError::Storage(format!("[storage.s3]: {e}"))),
+        _ => Ok(None),
     }
 }

@@ -45,10 +45,10 @@ pub(crate) struct Api {
     curation: Curation,
     remotes: Remotes,
     repositories: SyncRepositories,
-    tasks: Tasks,
+    pub(super) tasks: Tasks,
     syncer: Syncer,
     storage: Storage,
-    disk: Disk,
+    pub(super) disk: Disk,
     upstreams: Vec<Upstream>,
     auth: Auth,
     openapi: Bytes,
@@ -74,7 +74,7 @@ impl Api {
     }
 }
 
-type Reply = Result<Response<Body>, AdminError>;
+pub(super) type Reply = Result<Response<Body>, AdminError>;
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     let bytes = serde_json::to_vec(value).map_err(|e| AdminError::Internal(format!("cannot render JSON: {e}")))?;
@@ -905,70 +905,8 @@ pub(crate) async fn openapi(api: &Api) -> Reply {
     Ok(json_bytes(StatusCode::OK, api.openapi.clone()))
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/storage/gc",
-    tag = "storage",
-    responses(
-        (status = 202, description = "Storage gc runs as a task: follow it at the `Location` given. It removes \
-            upload sessions untouched for `push.upload_timeout`, spool files no fill owns, and objects no \
-            repository version, uploaded blob or remembered upstream tag references that were not used for an \
-            hour (nor since the oldest running sync started). The task's progress counts objects examined \
-            (`items_done`) and bytes removed (`bytes_done`). One gc or verify runs at a time.", body = Task,
-            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
-    ),
-)]
-pub(crate) async fn start_gc(api: &Api) -> Reply {
-    start_storage_task(api, StorageWork::Gc).await
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/v1/storage/verify",
-    tag = "storage",
-    responses(
-        (status = 202, description = "Storage verify runs as a task: follow it at the `Location` given. It \
-            re-hashes every stored object; an object whose bytes do not match its digest is moved to \
-            `quarantine/` under the storage path (never served again: a pull-through or on-demand blob is \
-            fetched again when asked, other content is unknown). The task fails, naming the digests, when \
-            any object was quarantined. Progress counts objects checked and bytes read.", body = Task,
-            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
-    ),
-)]
-pub(crate) async fn start_verify(api: &Api) -> Reply {
-    start_storage_task(api, StorageWork::Verify).await
-}
-
-/// The storage tasks, which run one at a time (one task resource).
-#[derive(Clone, Copy)]
-enum StorageWork {
-    Gc,
-    Verify,
-}
-
-/// Submits a storage task: 202 with the task.
-async fn start_storage_task(api: &Api, work: StorageWork) -> Reply {
-    let disk = api.disk.clone();
-    // The task kinds the API lists them by.
-    let kind = match work {
-        StorageWork::Gc => "gc",
-        StorageWork::Verify => "verify",
-    };
-    let resource = Some(crate::gc::STORAGE_RESOURCE.to_owned());
-    let task = api
-        .tasks
-        .submit(kind, resource, serde_json::json!({}), move |progress| async move {
-            match work {
-                StorageWork::Gc => disk.gc(&progress).await.map(|_| Vec::new()),
-                StorageWork::Verify => disk.verify(&progress).await.map(|_| Vec::new()),
-            }
-        })
-        .await?;
-    task_accepted(task)
-}
-
 /// 202 with the task and its `Location`.
-fn task_accepted(task: crate::metadata::Task) -> Reply {
+pub(super) fn task_accepted(task: crate::metadata::Task) -> Reply {
     let location = HeaderValue::try_from(format!("/api/v1/tasks/{}", task.id))
         .map_err(|e| AdminError::Internal(format!("Location: {e}")))?;
     let mut resp = json(StatusCode::ACCEPTED, &Task::from(task))?;

@@ -23,6 +23,7 @@ mod health;
 mod model;
 mod openapi;
 mod route;
+mod storage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -208,8 +209,9 @@ impl Admin {
             Endpoint::ListSigningKeys => api::list_signing_keys(api, &query).await,
             Endpoint::RotateSigningKey => api::rotate_signing_key(api).await,
             Endpoint::OpenApi => api::openapi(api).await,
-            Endpoint::StartGc => api::start_gc(api).await,
-            Endpoint::StartVerify => api::start_verify(api).await,
+            Endpoint::StartGc => storage::start_gc(api).await,
+            Endpoint::StartVerify => storage::start_verify(api).await,
+            Endpoint::StartMigrate => storage::start_migrate(api).await,
         }
     }
 }

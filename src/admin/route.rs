@@ -81,9 +81,10 @@ enum Resource {
     Rules,
     SigningKeys,
     OpenApi,
-    /// `storage/gc` and `storage/verify`: storage housekeeping tasks.
+    /// `storage/gc`, `storage/verify` and `storage/migrate`: storage tasks.
     StorageGc,
     StorageVerify,
+    StorageMigrate,
 }
 
 impl Resource {
@@ -98,7 +99,7 @@ impl Resource {
             | Resource::Tasks
             | Resource::Task(_)
             | Resource::OpenApi => "GET, HEAD",
-            Resource::TaskCancel(_) | Resource::StorageGc | Resource::StorageVerify => "POST",
+            Resource::TaskCancel(_) | Resource::StorageGc | Resource::StorageVerify | Resource::StorageMigrate => "POST",
             Resource::SigningKeys => "GET, HEAD, POST",
             Resource::Curate(..) => "POST",
             Resource::Version(..) => "GET, HEAD, DELETE",
@@ -149,6 +150,7 @@ pub(crate) enum Endpoint {
     OpenApi,
     StartGc,
     StartVerify,
+    StartMigrate,
 }
 
 const PAGE_KEYS: &[&str] = &["limit", "offset"];
@@ -195,7 +197,8 @@ impl Endpoint {
             | Endpoint::RotateSigningKey
             | Endpoint::OpenApi
             | Endpoint::StartGc
-            | Endpoint::StartVerify => &[],
+            | Endpoint::StartVerify
+            | Endpoint::StartMigrate => &[],
         }
     }
 }
@@ -244,6 +247,7 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::OpenApi if read => Endpoint::OpenApi,
         Resource::StorageGc if *method == Method::POST => Endpoint::StartGc,
         Resource::StorageVerify if *method == Method::POST => Endpoint::StartVerify,
+        Resource::StorageMigrate if *method == Method::POST => Endpoint::StartMigrate,
         other => return Err(AdminError::MethodNotAllowed { method: method.to_string(), allow: other.allow() }),
     })
 }
@@ -273,6 +277,7 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["openapi.json"] => Ok(Resource::OpenApi),
         ["storage", "gc"] => Ok(Resource::StorageGc),
         ["storage", "verify"] => Ok(Resource::StorageVerify),
+        ["storage", "migrate"] => Ok(Resource::StorageMigrate),
         _ => Err(unknown()),
     }
 }

@@ -52,6 +52,25 @@ pub(crate) enum StorageCommand {
     /// Re-hash every stored object, quarantining any that does not match
     /// its digest, as a task. Waits for it unless --no-wait.
     Verify(StorageTask),
+    /// Copy every object of the local store into the bucket of
+    /// [storage.s3] (verified, resumable), as a task; then set
+    /// storage.backend = "s3" and restart. Waits for it unless --no-wait.
+    Migrate(StorageMigrate),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StorageMigrate {
+    /// Where to: the bucket configured in [storage.s3].
+    #[arg(long, value_enum)]
+    to: MigrateTarget,
+    /// Print the task and return at once instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum MigrateTarget {
+    S3,
 }
 
 #[derive(Args, Debug)]
@@ -885,7 +904,17 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         }
         AdminCommand::Storage(command) => Call {
             method: Method::POST,
-            path: api_path(&["storage", if matches!(command, StorageCommand::Gc(_)) { "gc" } else { "verify" }], &[]),
+            path: api_path(
+                &[
+                    "storage",
+                    match command {
+                        StorageCommand::Gc(_) => "gc",
+                        StorageCommand::Verify(_) => "verify",
+                        StorageCommand::Migrate(StorageMigrate { to: MigrateTarget::S3, .. }) => "migrate",
+                    },
+                ],
+                &[],
+            ),
             body: None,
             view: View::Task,
         },
@@ -905,6 +934,7 @@ pub(crate) fn waits_for_started_task(command: &AdminCommand) -> bool {
         AdminCommand::Repository(RepositoryCommand::Sync(RepositorySync { no_wait: false, .. }))
             | AdminCommand::Storage(StorageCommand::Gc(StorageTask { no_wait: false }))
             | AdminCommand::Storage(StorageCommand::Verify(StorageTask { no_wait: false }))
+            | AdminCommand::Storage(StorageCommand::Migrate(StorageMigrate { no_wait: false, .. }))
     )
 }
 
@@ -1187,6 +1217,12 @@ mod tests {
         assert_eq!(plan(&verify).unwrap().path, "/api/v1/storage/verify");
         assert!(!waits_for_started_task(&verify));
         assert!(refused("storage compact"));
+        let migrate = parse("storage migrate --to s3");
+        assert_eq!(plan(&migrate).unwrap().path, "/api/v1/storage/migrate");
+        assert!(waits_for_started_task(&migrate));
+        assert!(!waits_for_started_task(&parse("storage migrate --to s3 --no-wait")));
+        assert!(refused("storage migrate"), "--to is required");
+        assert!(refused("storage migrate --to gcs"));
     }
 
     #[test]

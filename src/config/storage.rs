@@ -96,6 +96,9 @@ pub(crate) enum Backend {
 #[derive(Clone, Debug)]
 pub(crate) struct StorageConfig {
     pub(crate) backend: Backend,
+    /// `[storage.s3]` whatever the backend: with `fs`, where `wharf storage
+    /// migrate --to s3` copies the objects.
+    pub(crate) s3: Option<Box<S3Config>>,
     pub(crate) path: PathBuf,
     /// The cap on stored objects' bytes (on S3: in the bucket); None:
     /// unbounded.
@@ -175,14 +178,16 @@ impl RawStorage {
             return Err(invalid("storage.low_watermark", "must be below storage.high_watermark"));
         }
         let cache_max_size = parse_size("storage.cache.max_size", &self.cache.max_size)?;
-        let backend = match (self.backend.as_str(), self.s3) {
+        let s3 = self.s3.map(RawS3::validate).transpose()?.map(Box::new);
+        let backend = match (self.backend.as_str(), &s3) {
             ("fs", _) => Backend::Fs,
-            ("s3", Some(s3)) => Backend::S3(Box::new(s3.validate()?)),
+            ("s3", Some(s3)) => Backend::S3(s3.clone()),
             ("s3", None) => return Err(invalid("storage.s3", "backend = \"s3\" needs a [storage.s3] section with a bucket")),
             (other, _) => return Err(invalid("storage.backend", format!("{other:?}: expected \"fs\" or \"s3\""))),
         };
         Ok(StorageConfig {
             backend,
+            s3,
             path: self.path,
             max_size,
             high_watermark: self.high_watermark,

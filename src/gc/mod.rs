@@ -19,6 +19,7 @@
 //! tag references, unused for [`GC_GRACE`] (recordings of fresh pulls are
 //! batched, so a new object may not be referenced yet) and not pinned.
 
+mod migrate;
 mod select;
 
 use std::collections::HashMap;
@@ -93,6 +94,9 @@ pub(crate) struct DiskParts {
     pub(crate) metrics: StorageMetrics,
     pub(crate) uploads: Uploads,
     pub(crate) recorder: Recorder,
+    /// With the `fs` backend and a `[storage.s3]` section: the bucket
+    /// `migrate` copies the local objects into.
+    pub(crate) migrate_to: Option<crate::storage::Remote>,
 }
 
 /// The disk housekeeper. Cheap to clone.
@@ -110,6 +114,7 @@ struct Inner {
     /// Flushed before each survey, so what was just pulled is recorded
     /// (referenced) when eviction and gc look.
     recorder: Recorder,
+    migrate_to: Option<crate::storage::Remote>,
     /// One removal pass at a time (eviction, gc): an async mutex, as a pass
     /// awaits the store and the disk.
     removing: tokio::sync::Mutex<()>,
@@ -117,11 +122,20 @@ struct Inner {
 
 impl Disk {
     pub(crate) fn new(parts: DiskParts, cfg: &StorageConfig) -> Disk {
-        let DiskParts { storage, metadata, metrics, uploads, recorder } = parts;
+        let DiskParts { storage, metadata, metrics, uploads, recorder, migrate_to } = parts;
         let bounds = Bounds::of(cfg);
         metrics.capacity_bytes.set(gauge(bounds.map_or(0, |b| b.max_size)));
         let disk = Disk {
-            inner: Arc::new(Inner { storage, metadata, metrics, bounds, uploads, recorder, removing: tokio::sync::Mutex::new(()) }),
+            inner: Arc::new(Inner {
+                storage,
+                metadata,
+                metrics,
+                bounds,
+                uploads,
+                recorder,
+                migrate_to,
+                removing: tokio::sync::Mutex::new(()),
+            }),
         };
         disk.publish();
         disk

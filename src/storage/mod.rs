@@ -51,6 +51,7 @@ mod remote;
 mod tiered;
 
 pub(crate) use remote::Remote;
+pub(crate) use tiered::Copied;
 use hot::HotTier;
 
 /// Reads are served in chunks of this size: large enough that per-chunk

@@ -45,6 +45,9 @@ pub(crate) struct Remote {
     journal: PathBuf,
     metrics: StorageMetrics,
     describe: String,
+    /// This process's mark on its journal notes: a note without it was
+    /// left by an earlier run.
+    owner: String,
 }
 
 impl Remote {
@@ -107,7 +110,9 @@ impl Remote {
             cfg.prefix,
             cfg.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
         );
-        Ok(Remote { store: Arc::new(store), prefix: cfg.prefix.clone(), journal, metrics, describe })
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let owner = format!("{}-{}", std::process::id(), started.as_nanos());
+        Ok(Remote { store: Arc::new(store), prefix: cfg.prefix.clone(), journal, metrics, describe, owner })
     }
 
     pub(crate) fn metrics(&self) -> &StorageMetrics {
@@ -215,7 +220,7 @@ impl Remote {
             .await
             .map_err(|e| self.error("create_multipart", e))?;
         let note = self.journal.join(journal_name(&id));
-        std::fs::write(&note, format!("{}\n{id}\n", path.as_ref()))?;
+        std::fs::write(&note, format!("{}\n{id}\n{}\n", path.as_ref(), self.owner))?;
         match self.upload_parts(&path, &id, file, len).await {
             Ok(()) => {
                 let _ = std::fs::remove_file(&note);
@@ -262,18 +267,12 @@ impl Remote {
             let note = entry?.path();
             let Ok(text) = std::fs::read_to_string(&note) else { continue };
             let mut lines = text.lines();
-            let (Some(key), Some(id)) = (lines.next(), lines.next()) else {
+            let (Some(key), Some(id), owner) = (lines.next(), lines.next(), lines.next()) else {
                 let _ = std::fs::remove_file(&note);
                 continue;
             };
-            // A note younger than a minute may belong to an upload of this
-            // process still running.
-            let young = std::fs::metadata(&note)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age < Duration::from_secs(60));
-            if young {
+            if owner == Some(self.owner.as_str()) {
+                // An upload of this process, still running.
                 continue;
             }
             match self.observed("abort_multipart", self.store.abort_multipart(&Path::from(key), &id.to_owned())).await {

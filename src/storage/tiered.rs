@@ -266,3 +266,50 @@ impl Storage {
         Ok(Some(size))
     }
 }
+
+/// What [`Storage::copy_to`] did with one object.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// The bucket held it already, at the same size.
+    Present,
+    /// Read, verified and uploaded.
+    Uploaded,
+    /// Its bytes do not match its digest: not uploaded (quarantined).
+    Corrupt,
+    /// Gone from the disk meanwhile (evicted, removed by gc).
+    Gone,
+}
+
+impl Storage {
+    /// Copies the local object of `digest` into `remote` (moving a local
+    /// store to S3): verified first (a corrupt object is quarantined, never
+    /// uploaded), uploaded unless the bucket holds it already (so a copy
+    /// cut short resumes where it stopped), then checked by size.
+    pub(crate) async fn copy_to(&self, remote: &Remote, digest: &Digest) -> Result<Copied, StorageError> {
+        let Some(local) = self.open_local(digest)? else { return Ok(Copied::Gone) };
+        if remote.head(digest).await? == Some(local.size) {
+            return Ok(Copied::Present);
+        }
+        let file = local.file.clone();
+        let expected = digest.clone();
+        let good = tokio::task::spawn_blocking(move || -> Result<bool, StorageError> {
+            let mut hasher = Hasher::new(expected.algorithm());
+            super::hash_file(&file, local.size, &mut hasher)?;
+            Ok(hasher.finish() == expected)
+        })
+        .await??;
+        if !good {
+            self.quarantine(digest).await?;
+            return Ok(Copied::Corrupt);
+        }
+        remote.upload(digest, local.file, local.size).await?;
+        match remote.head(digest).await? {
+            Some(size) if size == local.size => Ok(Copied::Uploaded),
+            other => Err(StorageError::Remote(format!(
+                "{}: {digest} was uploaded ({} bytes) but the bucket reports {other:?}",
+                remote.describe(),
+                local.size
+            ))),
+        }
+    }
+}

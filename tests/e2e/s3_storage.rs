@@ -240,3 +240,113 @@ async fn storage_verify_and_gc_work_on_the_bucket_and_a_corrupt_object_is_never_
     assert_eq!((lost.status, lost.error_code().as_str()), (404, "BLOB_UNKNOWN"));
     wharf.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_20_fills_leaves_only_verified_objects_and_gc_aborts_the_uploads_left_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-crash");
+    // 20 layers past one part each: 20 multipart uploads at once.
+    let image = Image::random(&[(8 << 20) + 300_000; 20]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/big", &["1"], None);
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, &storage_toml(&s3, "", "1GiB"));
+    let base = format!("{}/v2/up/team/big/blobs", wharf.url());
+    let gets: Vec<_> = image
+        .layers
+        .iter()
+        .map(|l| {
+            let url = format!("{base}/{}", l.digest);
+            tokio::spawn(async move { http::get(&url).await })
+        })
+        .collect();
+    // Killed while uploads are open: the journal notes each one.
+    let journal = dir.join("storage/s3-multipart");
+    eventually("a multipart upload is open", || async {
+        std::fs::read_dir(&journal).map(|d| d.count()).unwrap_or(0) >= 3
+    })
+    .await;
+    wharf.kill9();
+    for get in gets {
+        let _ = get.await;
+    }
+    let open = std::fs::read_dir(&journal).expect("journal").count();
+    assert!(open >= 1, "uploads were open at the kill");
+
+    let config = dir.join("wharf.toml");
+    let wharf = Wharf::start_with_config(&config);
+    let (code, out, err) = wharf_cli(&wharf, &["storage", "gc"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read_dir(&journal).expect("journal").count(), 0, "every upload left open was aborted");
+    let keys = s3.keys("");
+    assert!(!keys.iter().any(|(k, _)| k.starts_with(".uploads/")), "no multipart upload left in the bucket: {keys:?}");
+    let objects: Vec<&(String, u64)> = keys.iter().filter(|(k, _)| k.starts_with("blobs/")).collect();
+    for (k, _) in &objects {
+        let hex = k.rsplit('/').next().expect("a key");
+        assert_eq!(images::sha256_digest(&s3.read(k)), format!("sha256:{hex}"), "{k} hashes to its key");
+    }
+    // And the blobs still pull, whole.
+    for layer in &image.layers {
+        let r = http::get(&format!("{}/v2/up/team/big/blobs/{}", wharf.url(), layer.digest)).await;
+        assert!(r.status == 200 && r.complete && r.body == layer.bytes, "{} after the crash", layer.digest);
+    }
+    wharf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_store_migrates_into_the_bucket_resumably_and_is_served_from_it_after_the_switch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-migrate");
+    let image = Image::random(&[9 << 20, 30_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/a", &["1"], None);
+
+    // Without a bucket configured there is nothing to migrate to.
+    let plain = start(&tmp.path().join("plain"), &upstream, "");
+    let (code, out, err) = wharf_cli(&plain, &["storage", "migrate", "--to", "s3"]).await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("[storage.s3]"), "says what is missing: {err}");
+    plain.stop();
+
+    // A local store (backend "fs") with the bucket it will move to.
+    let dir = tmp.path().join("wharf");
+    let s3_lines = storage_toml(&s3, "m/", "1GiB").replacen("backend = \"s3\"\n", "", 1);
+    let wharf = start(&dir, &upstream, &s3_lines);
+    pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    let pushed = Image::random(&[100_000]);
+    let job = (clients.clone(), tmp.path().to_owned(), pushed.clone(), wharf.host());
+    tokio::task::spawn_blocking(move || images::push(&job.0, &job.1, &job.2, &job.3, "team/app", &["1"], Some(PUSHER)))
+        .await
+        .expect("push");
+    wait_for_fills(&wharf).await;
+    assert!(s3.keys("m/").is_empty(), "nothing in the bucket before the migration");
+
+    let (code, out, err) = wharf_cli(&wharf, &["storage", "migrate", "--to", "s3"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mut all = digests(&image);
+    all.extend(digests(&pushed));
+    in_bucket(&s3, "m/", &all).await;
+    // Again: everything is there already, so nothing is uploaded.
+    let uploaded = metric(&wharf, r#"wharf_s3_bytes_total{direction="upload"}"#).await;
+    assert!(uploaded >= 9 << 20);
+    let (code, out, err) = wharf_cli(&wharf, &["storage", "migrate", "--to", "s3"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(metric(&wharf, r#"wharf_s3_bytes_total{direction="upload"}"#).await, uploaded, "a second run resumes: nothing to copy");
+
+    // The switch: backend = "s3"; even with the local copies gone, both
+    // images are served from the bucket, none from the upstream again.
+    let config = wharf.config_path.clone();
+    wharf.stop();
+    let toml = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(&config, toml.replacen("\n[storage.s3]", "backend = \"s3\"\n\n[storage.s3]", 1)).expect("write config");
+    std::fs::remove_dir_all(dir.join("storage/objects")).expect("drop the local copies");
+    let wharf = Wharf::start_with_config(&config);
+    let again = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(again.path(), "1", &image);
+    let back = pull(&clients, &wharf, "team/app:1", "1", true).await;
+    assert_layout_holds_image(back.path(), "1", &pushed);
+    upstream_gets(&upstream, &image.layers[0].digest, 1).await;
+    wharf.stop();
+}
