@@ -53,6 +53,15 @@ pub(super) struct Transport {
     metrics: Metrics,
 }
 
+/// Every upstream response is read into buffers of exactly this size, just
+/// under the mmap threshold pinned in `crate::memory` (128 KiB): they come
+/// from the heap, whose freed pages the next buffer reuses. hyper's
+/// adaptive buffers grow to about 400 KiB, each a fresh `mmap` whose pages
+/// the kernel zeroes on first touch; when a fill's frames are held a
+/// little longer (a client at the live edge, a busy writer) that zeroing
+/// doubled a cold blob's CPU (docs/BENCHMARKS.md).
+const RECEIVE_BUFFER: usize = 120 << 10;
+
 impl Transport {
     pub(super) fn new(cfg: &UpstreamConfig, tls: rustls::ClientConfig, metrics: Metrics) -> Transport {
         let mut http = HttpConnector::new();
@@ -74,6 +83,7 @@ impl Transport {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .http1_read_buf_exact_size(RECEIVE_BUFFER)
             .build(connector);
         Transport {
             client,
