@@ -128,8 +128,10 @@ struct Recent {
 }
 
 /// How much of a fill's most recent bytes stay in memory for clients at
-/// the live edge. Frames leave the window only once on disk.
-const RECENT_BYTES: usize = 2 << 20;
+/// the live edge. Frames leave the window only once on disk; a reader
+/// behind it is sent spool regions, so a small window costs little and
+/// bounds a herd's memory (1 MiB: docs/BENCHMARKS.md).
+const RECENT_BYTES: usize = 1 << 20;
 
 /// The table of fills in flight, keyed by digest.
 #[derive(Clone, Default)]
