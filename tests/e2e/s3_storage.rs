@@ -4,7 +4,9 @@
 //! verified; a restart with an empty hot tier serves every blob from the
 //! bucket without asking the upstream; a hot tier smaller than a blob still
 //! serves it; S3 down at start or mid-pull leaves clients served and
-//! nothing stored until it is back.
+//! nothing stored until it is back; gc, verify, `max_size` eviction and
+//! `storage migrate --to s3` work on the bucket; kill -9 during 20
+//! multipart uploads leaves only verified objects and gc aborts the rest.
 
 use crate::clients::Clients;
 use crate::disk::{bytes_on_disk, eventually, metric, pull, start, upstream_gets};
@@ -348,5 +350,55 @@ async fn a_local_store_migrates_into_the_bucket_resumably_and_is_served_from_it_
     let back = pull(&clients, &wharf, "team/app:1", "1", true).await;
     assert_layout_holds_image(back.path(), "1", &pushed);
     upstream_gets(&upstream, &image.layers[0].digest, 1).await;
+    wharf.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_size_bounds_the_bucket_evicting_least_recently_used_cached_blobs_never_pushed_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-bounded");
+    const LAYER: usize = 1_000_000;
+    let cached: Vec<Image> = (0..3).map(|_| Image::random(&[LAYER])).collect();
+    for (image, repo) in cached.iter().zip(["team/a", "team/b", "team/c"]) {
+        images::push(&clients, tmp.path(), image, &upstream.host(), repo, &["1"], None);
+    }
+    let dir = tmp.path().join("wharf");
+    // As the local test: eviction above 3 MiB, down to 2 MiB, here of the
+    // objects in the bucket.
+    let lines = format!(
+        "max_size = \"4MiB\"\nhigh_watermark = 0.75\nlow_watermark = 0.5\n{}",
+        storage_toml(&s3, "", "1GiB")
+    );
+    let wharf = start(&dir, &upstream, &lines);
+    let pushed = Image::random(&[LAYER]);
+    let job = (clients.clone(), tmp.path().to_owned(), pushed.clone(), wharf.host());
+    tokio::task::spawn_blocking(move || images::push(&job.0, &job.1, &job.2, &job.3, "team/app", &["1"], Some(PUSHER)))
+        .await
+        .expect("push");
+    for (image, repo) in cached.iter().zip(["team/a", "team/b", "team/c"]) {
+        let pulled = pull(&clients, &wharf, &format!("up/{repo}:1"), "1", false).await;
+        assert_layout_holds_image(pulled.path(), "1", image);
+    }
+    let in_bucket_now = |digest: &str| {
+        let k = key("", digest);
+        s3.keys("").iter().any(|(key, _)| *key == k)
+    };
+    eventually("the bucket is evicted down to the low watermark", || async {
+        metric(&wharf, "wharf_storage_bytes").await <= 2 << 20
+    })
+    .await;
+    for old in &cached[..2] {
+        assert!(!in_bucket_now(&old.layers[0].digest), "the older pulls' layers left the bucket");
+    }
+    assert!(in_bucket_now(&cached[2].layers[0].digest), "the most recently used pull stays");
+    assert!(in_bucket_now(&pushed.layers[0].digest), "pushed content is never evicted");
+    let total: u64 = s3.keys("").iter().filter(|(k, _)| k.starts_with("blobs/")).map(|(_, size)| size).sum();
+    assert!(total <= 4 << 20, "the bucket holds {total} bytes");
+    // An evicted image pulls again, from its upstream.
+    let again = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(again.path(), "1", &cached[0]);
+    upstream_gets(&upstream, &cached[0].layers[0].digest, 2).await;
     wharf.stop();
 }
