@@ -43,11 +43,18 @@ impl UpstreamEntry {
 }
 
 /// Writes `wharf.toml` into `dir`, creating it (storage under `dir/storage`).
+///
+/// With `WHARF_TEST_BACKEND=s3` every wharf keeps its objects in the bucket
+/// `WHARF_TEST_S3_BUCKET` at `WHARF_TEST_S3_ENDPOINT` (credentials in
+/// `WHARF_TEST_S3_ACCESS_KEY`, `WHARF_TEST_S3_SECRET_KEY`), under a prefix
+/// of its own, with a 1 GiB hot tier: the suites that exercise storage run
+/// again on S3 against one server started beside them.
 pub fn write_config(dir: &Path, upstreams: &[UpstreamEntry]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("create wharf dir");
     let mut toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n\n[log]\nlevel = \"debug\"\n",
-        dir.join("storage")
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{}\n[log]\nlevel = \"debug\"\n",
+        dir.join("storage"),
+        s3_backend_lines(dir)
     );
     for u in upstreams {
         toml.push_str(&format!(
@@ -196,4 +203,24 @@ fn field(line: &str, key: &str) -> SocketAddr {
     };
     let value: String = line[start..].chars().take_while(|c| !end_at(*c)).collect();
     value.parse().unwrap_or_else(|e| panic!("bad address {value:?} in {line:?}: {e}"))
+}
+
+/// The `[storage]` lines of `WHARF_TEST_BACKEND=s3` (see [`write_config`]);
+/// empty otherwise.
+fn s3_backend_lines(dir: &Path) -> String {
+    if std::env::var("WHARF_TEST_BACKEND").as_deref() != Ok("s3") {
+        return String::new();
+    }
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("WHARF_TEST_BACKEND=s3 needs {name}"));
+    // A prefix per wharf directory: tests share the bucket, never keys.
+    let prefix = crate::images::sha256_digest(dir.to_string_lossy().as_bytes());
+    format!(
+        "backend = \"s3\"\n\n[storage.s3]\nbucket = {:?}\nendpoint = {:?}\nallow_http = true\nprefix = {:?}\n\
+         access_key_id = {:?}\nsecret_access_key = {:?}\nrequest_timeout = \"10s\"\n\n[storage.cache]\nmax_size = \"1GiB\"\n",
+        var("WHARF_TEST_S3_BUCKET"),
+        var("WHARF_TEST_S3_ENDPOINT"),
+        &prefix["sha256:".len().."sha256:".len() + 16],
+        var("WHARF_TEST_S3_ACCESS_KEY"),
+        var("WHARF_TEST_S3_SECRET_KEY"),
+    )
 }
