@@ -200,10 +200,10 @@ impl Remote {
 
     /// Uploads the first `len` bytes of `file` (already verified against
     /// `digest`) as the object of `digest`, unless the bucket holds it
-    /// already; visible only once whole.
-    pub(crate) async fn upload(&self, digest: &Digest, file: Arc<File>, len: u64) -> Result<(), StorageError> {
+    /// already; visible only once whole. Whether it uploaded.
+    pub(crate) async fn upload(&self, digest: &Digest, file: Arc<File>, len: u64) -> Result<bool, StorageError> {
         if self.head(digest).await?.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let path = self.object_path(digest);
         let uploaded = self.metrics.s3_bytes.with_label_values(&["upload"]);
@@ -213,7 +213,7 @@ impl Remote {
                 .await
                 .map_err(|e| self.error("put", e))?;
             uploaded.inc_by(len);
-            return Ok(());
+            return Ok(true);
         }
         let id = self
             .observed("create_multipart", self.store.create_multipart(&path))
@@ -225,7 +225,7 @@ impl Remote {
             Ok(()) => {
                 let _ = std::fs::remove_file(&note);
                 uploaded.inc_by(len);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 if self.observed("abort_multipart", self.store.abort_multipart(&path, &id)).await.is_ok() {

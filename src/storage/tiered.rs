@@ -185,8 +185,9 @@ impl Storage {
         let remote = self.remote()?;
         let hot = self.hot()?;
         if upload {
-            tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?;
-            self.inner.committed(digest, len, false);
+            let added = tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?;
+            // Counted once: a digest the bucket held already adds nothing.
+            self.inner.committed(digest, len, !added);
         }
         if !hot.admits(len) {
             return Ok(false);
@@ -302,6 +303,8 @@ impl Storage {
             self.quarantine(digest).await?;
             return Ok(Copied::Corrupt);
         }
+        // Not counted in this store's totals: they are the disk's until the
+        // backend switches.
         remote.upload(digest, local.file, local.size).await?;
         match remote.head(digest).await? {
             Some(size) if size == local.size => Ok(Copied::Uploaded),
