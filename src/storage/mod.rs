@@ -200,6 +200,12 @@ impl Inner {
         self.used(digest);
         self.grown.notify_one();
     }
+
+    /// Uncounts an object of `size` bytes that was removed or quarantined.
+    fn forgot(&self, size: u64) {
+        self.bytes.fetch_sub(size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.objects_count.fetch_sub(1.min(self.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+    }
 }
 
 fn now_millis() -> u64 {
@@ -364,8 +370,7 @@ impl Storage {
                 Err(e) => return Err(e.into()),
             }
             drop(pins);
-            inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-            inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+            inner.forgot(size);
             Ok(Some(size))
         })
         .await?
@@ -405,8 +410,7 @@ impl Storage {
                 Err(e) => return Err(e.into()),
             };
             std::fs::rename(&path, &target)?;
-            inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-            inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+            inner.forgot(size);
             Ok(Some(size))
         })
         .await?
@@ -509,7 +513,7 @@ impl Storage {
     pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
         let found = match self.open_local(digest)? {
             Some(found) => {
-                self.hot_hit(digest, found.size);
+                self.hot_hit(digest);
                 Some(found)
             }
             None if self.inner.remote.is_some() => self.read_through(digest).await?,

@@ -77,7 +77,7 @@ impl Storage {
     }
 
     /// A read found a local copy: a hot-tier hit, with S3.
-    pub(super) fn hot_hit(&self, digest: &Digest, _size: u64) {
+    pub(super) fn hot_hit(&self, digest: &Digest) {
         if let (Some(hot), Some(remote)) = (&self.inner.hot, &self.inner.remote) {
             hot.touch(digest);
             remote.metrics().hot_tier_requests.with_label_values(&["hit"]).inc();
@@ -237,9 +237,7 @@ impl Storage {
         }
         remote.delete(digest).await?;
         self.drop_local_copy(digest);
-        let inner = &self.inner;
-        inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.inner.forgot(size);
         Ok(Some(size))
     }
 
@@ -261,9 +259,7 @@ impl Storage {
         let Some(size) = remote.head(digest).await? else { return Ok(None) };
         remote.quarantine(digest, &super::layout::quarantine_name(digest, now_millis())).await?;
         self.drop_local_copy(digest);
-        let inner = &self.inner;
-        inner.bytes.fetch_sub(size.min(inner.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        inner.objects_count.fetch_sub(1.min(inner.objects_count.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.inner.forgot(size);
         Ok(Some(size))
     }
 }
