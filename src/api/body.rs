@@ -5,13 +5,13 @@ use std::fs::File;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use prometheus::IntCounter;
 
 use crate::sendfile::FileSender;
-use crate::storage::{self, StorageError};
+use crate::storage::{self, Arriving, StorageError};
 
 /// An error inside a body stream makes hyper abort the response, so the
 /// client sees an incomplete body rather than a clean end.
@@ -71,5 +71,34 @@ pub(crate) fn stored_range(
                 Err(e) => Some((Err(e), (file, end))),
             }
         }
+    })
+}
+
+/// `[start, end)` of an object arriving from the bucket: each piece as soon
+/// as it is on disk (sent as [`stored_range`] sends it), the last byte once
+/// the object was verified.
+pub(crate) fn arriving_range(
+    arriving: Arriving,
+    start: u64,
+    end: u64,
+    sender: Option<FileSender>,
+    zero_copied: IntCounter,
+) -> impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static {
+    let file = arriving.file.clone();
+    let ready = futures_util::stream::unfold((arriving, start), move |(arriving, pos)| async move {
+        if pos >= end {
+            return None;
+        }
+        match arriving.releasable(pos).await {
+            Ok(upto) => {
+                let upto = upto.min(end);
+                Some((Ok((pos, upto)), (arriving, upto)))
+            }
+            Err(e) => Some((Err(e), (arriving, end))),
+        }
+    });
+    ready.flat_map(move |piece| match piece {
+        Ok((from, to)) => stored_range(file.clone(), from, to, sender.clone(), zero_copied.clone()).left_stream(),
+        Err(e) => futures_util::stream::iter([Err(e)]).right_stream(),
     })
 }

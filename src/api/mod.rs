@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::oci::media::Accept;
 use crate::oci::{Digest, Reference, RepositoryName};
 use crate::pullthrough::{paginate, referrers_index, BlobSource, Piece, PullError, PullThrough, RouteError, TagsPage};
+use crate::storage::{Opened, Want};
 use crate::repository::{Distributions, Hosted, Pushes, Served};
 use crate::telemetry::{self, Access, RequestContext};
 use crate::sendfile::FileSender;
@@ -270,13 +271,19 @@ impl Registry {
     ) -> Result<Response<Body>, ApiError> {
         let head_only = req.method() == Method::HEAD;
         let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(ByteRange::parse);
+        // With S3, what a read with no local copy fetches from the bucket.
+        let want = match (head_only, &range) {
+            (true, _) => Want::Head,
+            (false, Some(_)) => Want::Part,
+            (false, None) => Want::Whole,
+        };
         let source = match self.source(name, query)? {
             // Boxed, as for manifests.
-            Source::Hosted(d) => Box::pin(self.hosted.blob(&d, digest, !head_only)).await?,
-            Source::Upstream(target) => self.pull.blob(&target, digest, !head_only).await?,
+            Source::Hosted(d) => Box::pin(self.hosted.blob(&d, digest, want)).await?,
+            Source::Upstream(target) => self.pull.blob(&target, digest, want).await?,
         };
         let size = match &source {
-            BlobSource::Stored(obj) => Some(obj.size),
+            BlobSource::Stored(obj) => Some(obj.size()),
             BlobSource::Filling { size, .. } | BlobSource::Remote { size } => *size,
         };
         // A range is honoured only when the size is known; otherwise the
@@ -295,11 +302,21 @@ impl Registry {
         } else {
             match source {
                 BlobSource::Stored(obj) => {
-                    let end = end.unwrap_or(obj.size);
+                    let end = end.unwrap_or(obj.size());
                     // The opaque zero-copy capability of a plain HTTP/1.x
                     // connection, if this request came on one.
                     let sender = req.extensions().get::<FileSender>().cloned();
-                    self.counted("cache", body::stored_range(obj.file, start, end, sender, self.metrics.sendfile_bytes.clone()))
+                    let zero_copied = self.metrics.sendfile_bytes.clone();
+                    match obj {
+                        Opened::Local(obj) => {
+                            self.counted("cache", body::stored_range(obj.file, start, end, sender, zero_copied))
+                        }
+                        Opened::Arriving(a) => self.counted("cache", body::arriving_range(a, start, end, sender, zero_copied)),
+                        Opened::InBucket(b) => {
+                            let bytes = b.read(start, end).await.map_err(PullError::from)?;
+                            self.counted("cache", bytes)
+                        }
+                    }
                 }
                 BlobSource::Filling { fill, fetched, .. } => {
                     let source = if fetched { "upstream" } else { "cache" };

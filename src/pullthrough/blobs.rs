@@ -7,12 +7,12 @@
 use super::fill::FillJob;
 use super::{is_unavailable, BlobSource, ContentType, PullError, PullThrough, Target};
 use crate::oci::Digest;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, Want};
 
 impl PullThrough {
-    /// A blob from local storage only.
-    pub(crate) async fn local_blob(&self, digest: &Digest) -> Result<Option<BlobSource>, PullError> {
-        Ok(self.storage.open_object(digest).await?.map(|obj| {
+    /// A blob from storage only.
+    pub(crate) async fn local_blob(&self, digest: &Digest, want: Want) -> Result<Option<BlobSource>, PullError> {
+        Ok(self.storage.open_blob(digest, want).await?.map(|obj| {
             self.count("blob", "hit");
             BlobSource::Stored(obj)
         }))
@@ -22,64 +22,64 @@ impl PullThrough {
     /// arriving, or (for a HEAD on a miss) only described by the upstream.
     /// Stored bytes are served only if the repository holds the digest;
     /// else the upstream decides (`held.rs`).
-    pub(crate) async fn blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+    pub(crate) async fn blob(&self, target: &Target, digest: &Digest, want: Want) -> Result<BlobSource, PullError> {
         if self.held.contains(target, digest) {
-            return self.held_blob(target, digest, want_body).await;
+            return self.held_blob(target, digest, want).await;
         }
         // Boxed, as below.
-        Box::pin(self.unheld_blob(target, digest, want_body)).await
+        Box::pin(self.unheld_blob(target, digest, want)).await
     }
 
     /// A blob the caller knows `target`'s repository holds (a distribution
     /// checked its version): stored, or filled from the upstream.
-    pub(crate) async fn held_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
-        if let Some(obj) = or_miss(digest, self.storage.open_object(digest).await)? {
+    pub(crate) async fn held_blob(&self, target: &Target, digest: &Digest, want: Want) -> Result<BlobSource, PullError> {
+        if let Some(obj) = or_miss(digest, self.storage.open_blob(digest, want).await)? {
             self.count("blob", "hit");
             return Ok(BlobSource::Stored(obj));
         }
         // Boxed: a stored blob, the common case, does not carry the space
         // of a fill or an upstream HEAD (see `manifest_with`).
-        Box::pin(self.blob_not_stored(target, digest, want_body, true)).await
+        Box::pin(self.blob_not_stored(target, digest, want, true)).await
     }
 
     /// [`PullThrough::blob`] for a digest the repository is not known to
     /// hold.
-    async fn unheld_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+    async fn unheld_blob(&self, target: &Target, digest: &Digest, want: Want) -> Result<BlobSource, PullError> {
         if self.recorded(target, digest, ContentType::Blob).await? {
             self.held.insert(target, digest).await;
-            return self.held_blob(target, digest, want_body).await;
+            return self.held_blob(target, digest, want).await;
         }
         if or_miss(digest, self.storage.stat(digest).await)?.is_none() {
             // Nothing here: this request's own upstream request decides.
-            return self.blob_not_stored(target, digest, want_body, false).await;
+            return self.blob_not_stored(target, digest, want, false).await;
         }
-        self.vouch_blob(target, digest, want_body).await?;
-        self.held_blob(target, digest, want_body).await
+        self.vouch_blob(target, digest, want).await?;
+        self.held_blob(target, digest, want).await
     }
 
     /// Asks `target`'s upstream whether its repository has `digest`, which
     /// is here for another repository; Ok once it said yes.
-    async fn vouch_blob(&self, target: &Target, digest: &Digest, want_body: bool) -> Result<(), PullError> {
+    async fn vouch_blob(&self, target: &Target, digest: &Digest, want: Want) -> Result<(), PullError> {
         match target.upstream.head_blob(&target.repo, digest).await {
             Ok(_) => {
                 self.held.insert(target, digest).await;
                 Ok(())
             }
             // As for a HEAD on a miss (below): unknown, not a gateway error.
-            Err(e) if !want_body && is_unavailable(&e) => Err(PullError::BlobUnknown),
+            Err(e) if !want.body() && is_unavailable(&e) => Err(PullError::BlobUnknown),
             Err(e) => Err(PullError::from_blob_fetch(e)),
         }
     }
 
     /// A blob not in storage. `held`: the repository is known to hold it;
     /// if not, only an answer of its own upstream lets it have the bytes.
-    async fn blob_not_stored(&self, target: &Target, digest: &Digest, want_body: bool, held: bool) -> Result<BlobSource, PullError> {
-        if !want_body {
+    async fn blob_not_stored(&self, target: &Target, digest: &Digest, want: Want, held: bool) -> Result<BlobSource, PullError> {
+        if !want.body() {
             if let Some(fill) = self.fills.get(digest) {
                 self.count("blob", "coalesced");
                 let size = fill.ready().await?;
                 if !held && !fill.speaks_for(target) {
-                    self.vouch_blob(target, digest, want_body).await?;
+                    self.vouch_blob(target, digest, want).await?;
                 }
                 return Ok(BlobSource::Filling { fill, size, fetched: true });
             }
@@ -115,7 +115,7 @@ impl PullThrough {
         // A fill of another repository's, or one that found the blob
         // stored meanwhile, is no answer of this repository's upstream.
         if !held && !fill.speaks_for(target) {
-            self.vouch_blob(target, digest, want_body).await?;
+            self.vouch_blob(target, digest, want).await?;
         }
         self.held.insert(target, digest).await;
         Ok(BlobSource::Filling { fill, size, fetched: result != "hit" })

@@ -37,7 +37,7 @@ use crate::metadata::{ContentType, Metadata, MetadataError, Origin, RepositoryKi
 use crate::metrics::Metrics;
 use crate::oci::media::{self, ManifestInfo};
 use crate::oci::{Algorithm, Digest, RepositoryName, Reference, Tag};
-use crate::storage::{Storage, StorageError, StoredObject};
+use crate::storage::{Opened, Storage, StorageError};
 use crate::telemetry;
 use crate::upstream::{FetchedManifest, ManifestHead, Upstream, UpstreamError};
 
@@ -195,8 +195,9 @@ impl Manifest {
 
 /// Where a blob's bytes will come from.
 pub(crate) enum BlobSource {
-    /// In local storage.
-    Stored(StoredObject),
+    /// In storage (with S3, possibly still arriving from the bucket, or
+    /// only there).
+    Stored(Opened),
     /// Arriving from the upstream (this request started the fill or joined
     /// it); `size` when the upstream announced it. `fetched`: the bytes
     /// were not here when asked for (a miss or a coalesced request), even

@@ -19,6 +19,7 @@ use super::Served;
 use crate::metadata::{AtomicSignature, ContentType, Metadata, MetadataError, RepositoryKind};
 use crate::oci::media::{self, Accept};
 use crate::oci::{Digest, Reference};
+use crate::storage::Want;
 use crate::sync::Clients;
 use crate::pullthrough::{paginate, referrers_index, BlobSource, Manifest, PullError, PullThrough, TagsPage, Target};
 
@@ -161,29 +162,29 @@ impl Hosted {
         Ok(self.metadata.run(move |s| s.signatures(&repository, Some(number), &digest)).await?)
     }
 
-    pub(crate) async fn blob(&self, d: &Served, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+    pub(crate) async fn blob(&self, d: &Served, digest: &Digest, want: Want) -> Result<BlobSource, PullError> {
         let Some(number) = self.version(d).await? else { return Err(PullError::BlobUnknown) };
         if !self.contains(d, number, ContentType::Blob, digest).await? {
             return Err(PullError::BlobUnknown);
         }
         match self.origin(d) {
             // Stored bytes first; a miss fills from the upstream.
-            Some(target) => self.pull.held_blob(&target, digest, want_body).await,
-            None => match self.pull.local_blob(digest).await? {
+            Some(target) => self.pull.held_blob(&target, digest, want).await,
+            None => match self.pull.local_blob(digest, want).await? {
                 Some(stored) => Ok(stored),
-                None => self.fetch_from_source(digest, want_body).await,
+                None => self.fetch_from_source(digest, want).await,
             },
         }
     }
 
     /// A blob synced on demand: fetched through the remote its sync
     /// recorded as its source (the first one still configured).
-    async fn fetch_from_source(&self, digest: &Digest, want_body: bool) -> Result<BlobSource, PullError> {
+    async fn fetch_from_source(&self, digest: &Digest, want: Want) -> Result<BlobSource, PullError> {
         let wanted = digest.clone();
         let sources = self.metadata.run(move |s| s.blob_sources(&wanted)).await?;
         for (remote, name) in sources {
             match self.clients.source(&remote, &name).await {
-                Ok(Some(target)) => return self.pull.held_blob(&target, digest, want_body).await,
+                Ok(Some(target)) => return self.pull.held_blob(&target, digest, want).await,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(%remote, %digest, error = %e, "on-demand blob source unusable"),
             }

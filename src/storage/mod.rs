@@ -47,10 +47,12 @@ use crate::oci::{Digest, Hasher};
 mod hot;
 mod ingest;
 pub(crate) mod layout;
+mod readthrough;
 mod remote;
 mod tiered;
 
 pub(crate) use ingest::{Ingest, Partial};
+pub(crate) use readthrough::{Arriving, Opened, Want};
 pub(crate) use remote::Remote;
 pub(crate) use tiered::Copied;
 use hot::HotTier;
@@ -138,7 +140,7 @@ struct Inner {
     hot: Option<HotTier>,
     /// Downloads from the bucket in progress, one per digest however many
     /// readers wait for it (see [`tiered`]).
-    reads: std::sync::Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<Option<StoredObject>>>>>,
+    reads: readthrough::Downloads,
 }
 
 /// A stored object as found on disk.
@@ -509,21 +511,34 @@ impl Storage {
         Ok(self.inner.objects.path_to_filesystem(&Self::key(digest))?)
     }
 
-    /// Opens a committed object to serve it, noting the use. The returned
-    /// file stays readable even if the object is later removed.
-    pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+    /// Opens a committed object to serve it, noting the use: its local copy,
+    /// or (with S3) as `want` says, the object arriving from the bucket or
+    /// only described by it (see [`readthrough`]). A local file stays
+    /// readable even if the object is later removed.
+    pub(crate) async fn open_blob(&self, digest: &Digest, want: Want) -> Result<Option<Opened>, StorageError> {
         let found = match self.open_local(digest)? {
             Some(found) => {
                 self.hot_hit(digest);
-                Some(found)
+                Some(Opened::Local(found))
             }
-            None if self.inner.remote.is_some() => self.read_through(digest).await?,
+            None if self.inner.remote.is_some() => self.open_remote(digest, want).await?,
             None => None,
         };
         if found.is_some() {
             self.inner.used(digest);
         }
         Ok(found)
+    }
+
+    /// [`Storage::open_blob`] for all of an object, complete and verified:
+    /// with S3, waits for its download.
+    pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
+        match self.open_blob(digest, Want::Whole).await? {
+            None => Ok(None),
+            Some(Opened::Local(found)) => Ok(Some(found)),
+            Some(Opened::Arriving(a)) => Ok(Some(a.complete().await?)),
+            Some(Opened::InBucket(_)) => Err(StorageError::Io("a whole read was not downloaded".into())),
+        }
     }
 
     /// The local object (with S3: the hot tier's copy), if there is one,

@@ -168,14 +168,14 @@ impl Remote {
         }
     }
 
-    /// The bytes `[start, end)` of the object of `digest` (`end` = its end
-    /// when `None`), as S3 sends them; None if the bucket does not hold it.
+    /// The object's size and its bytes `[start, end)` (`end` = its end when
+    /// `None`), as S3 sends them; None if the bucket does not hold it.
     pub(crate) async fn get(
         &self,
         digest: &Digest,
         start: u64,
         end: Option<u64>,
-    ) -> Result<Option<impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static>, StorageError> {
+    ) -> Result<Option<(u64, impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static)>, StorageError> {
         let range = match end {
             Some(end) => Some(GetRange::Bounded(start..end)),
             None if start > 0 => Some(GetRange::Offset(start)),
@@ -189,13 +189,14 @@ impl Remote {
         };
         let describe = self.describe.clone();
         let downloaded = self.metrics.s3_bytes.with_label_values(&["download"]);
-        Ok(Some(result.into_stream().map(move |chunk| match chunk {
+        let size = result.meta.size;
+        Ok(Some((size, result.into_stream().map(move |chunk| match chunk {
             Ok(bytes) => {
                 downloaded.inc_by(bytes.len() as u64);
                 Ok(bytes)
             }
             Err(e) => Err(StorageError::Remote(format!("{describe}: reading an object: {e}"))),
-        })))
+        }))))
     }
 
     /// Uploads the first `len` bytes of `file` (already verified against

@@ -1,6 +1,6 @@
 //! The S3 backend's half of [`Storage`]: committing verified files to the
-//! bucket, reading objects that have no local copy through into the hot
-//! tier, and the bucket side of removal, verification and quarantine.
+//! bucket, and the bucket side of removal, verification and quarantine
+//! (reading objects that have no local copy is [`super::readthrough`]'s).
 //!
 //! **Invariants** (besides the store's own: only verified bytes under a
 //! digest's key):
@@ -17,18 +17,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{hot::HotTier, now_millis, Remote, Storage, StorageError, StoredObject};
+use super::{hot::HotTier, now_millis, Remote, Storage, StorageError};
 use crate::oci::{Digest, Hasher};
 
-/// Downloaded bytes are written to the spool in batches of about this
-/// size: one trip to the blocking pool each.
-const WRITE_BATCH: usize = 1 << 20;
-
 impl Storage {
-    fn remote(&self) -> Result<&Remote, StorageError> {
+    pub(super) fn remote(&self) -> Result<&Remote, StorageError> {
         self.inner.remote.as_ref().ok_or_else(|| StorageError::Io("no S3 backend".into()))
     }
 
@@ -82,92 +77,6 @@ impl Storage {
             hot.touch(digest);
             remote.metrics().hot_tier_requests.with_label_values(&["hit"]).inc();
         }
-    }
-
-    /// The object of `digest` from the bucket, downloaded once however many
-    /// ask at the same time, verified, and kept as a local copy if the hot
-    /// tier admits it (otherwise served from an unlinked spool file).
-    pub(super) async fn read_through(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        let cell = {
-            let mut reads = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
-            reads.entry(digest.clone()).or_default().clone()
-        };
-        let result = cell.get_or_try_init(|| self.download(digest)).await.cloned();
-        let mut reads = self.inner.reads.lock().unwrap_or_else(|p| p.into_inner());
-        if reads.get(digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            reads.remove(digest);
-        }
-        result
-    }
-
-    async fn download(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        match self.download_verified(digest).await {
-            Err(StorageError::Corrupt(e)) => {
-                // Never served, and out of the way of the next fill, whose
-                // upload would otherwise find the key taken.
-                tracing::error!(%digest, error = %e, "an object in the bucket does not match its digest; quarantining it");
-                if let Err(q) = self.quarantine_remote(digest).await {
-                    tracing::error!(%digest, error = %q, "cannot quarantine the corrupt object");
-                }
-                Err(StorageError::Remote(e))
-            }
-            other => other,
-        }
-    }
-
-    async fn download_verified(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        // A reader that waited for another's download finds its copy.
-        if let Some(found) = self.open_local(digest)? {
-            return Ok(Some(found));
-        }
-        let remote = self.remote()?;
-        let Some(mut body) = remote.get(digest, 0, None).await? else { return Ok(None) };
-        remote.metrics().hot_tier_requests.with_label_values(&["miss"]).inc();
-        let mut ingest = self.begin(digest.clone())?;
-        ingest.upload = false;
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batched = 0;
-        loop {
-            let next = body.next().await.transpose()?;
-            let end = next.is_none();
-            if let Some(bytes) = next {
-                batched += bytes.len();
-                batch.push(bytes);
-            }
-            if batched >= WRITE_BATCH || (end && !batch.is_empty()) {
-                let chunks = std::mem::take(&mut batch);
-                batched = 0;
-                ingest = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-                    for chunk in chunks {
-                        ingest.write_blocking(&chunk)?;
-                    }
-                    Ok(ingest)
-                })
-                .await??;
-            }
-            if end {
-                break;
-            }
-        }
-        let size = ingest.written();
-        let storage = self.clone();
-        let digest = digest.clone();
-        tokio::task::spawn_blocking(move || -> Result<Option<StoredObject>, StorageError> {
-            if let Err(e) = ingest.verify() {
-                return Err(StorageError::Corrupt(format!("{}: the object of {digest}: {e}", storage.remote()?.describe())));
-            }
-            let reader = ingest.reader();
-            if storage.hot()?.admits(size) {
-                ingest.commit_blocking()?;
-                if let Some(found) = storage.open_local(&digest)? {
-                    return Ok(Some(found));
-                }
-            }
-            // No room for a local copy: this reader's file, unlinked when
-            // the ingest goes.
-            Ok(Some(StoredObject { file: reader, size }))
-        })
-        .await?
     }
 
     /// The commit of a verified file with S3: uploads it (unless `upload`
@@ -244,7 +153,7 @@ impl Storage {
     /// [`Storage::verify_object`] with S3: streams the bucket's object and
     /// hashes it (a local copy is dropped if the bucket's is corrupt).
     pub(super) async fn verify_remote(&self, digest: &Digest) -> Result<bool, StorageError> {
-        let Some(mut body) = self.remote()?.get(digest, 0, None).await? else { return Ok(true) };
+        let Some((_, mut body)) = self.remote()?.get(digest, 0, None).await? else { return Ok(true) };
         let mut hasher = Hasher::new(digest.algorithm());
         while let Some(chunk) = body.next().await {
             hasher.update(&chunk?);

@@ -402,3 +402,75 @@ async fn max_size_bounds_the_bucket_evicting_least_recently_used_cached_blobs_ne
     upstream_gets(&upstream, &cached[0].layers[0].digest, 2).await;
     wharf.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_with_no_local_copy_is_read_once_from_the_bucket_ranges_pass_through_and_a_corrupt_one_never_ends_cleanly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-read");
+    let dir = tmp.path().join("wharf");
+    let wharf = start(&dir, &upstream, &storage_toml(&s3, "r/", "1GiB"));
+    // Pushed: the bucket is its only source.
+    let pushed = Image::random(&[12 << 20]);
+    let job = (clients.clone(), tmp.path().to_owned(), pushed.clone(), wharf.host());
+    tokio::task::spawn_blocking(move || images::push(&job.0, &job.1, &job.2, &job.3, "team/app", &["1"], Some(PUSHER)))
+        .await
+        .expect("push");
+    let layer = pushed.layers[0].clone();
+    in_bucket(&s3, "r/", std::slice::from_ref(&layer.digest)).await;
+    let restart_with_empty_hot_tier = |wharf: Wharf| {
+        let config = wharf.config_path.clone();
+        wharf.stop();
+        std::fs::remove_dir_all(dir.join("storage/objects")).expect("empty the hot tier");
+        Wharf::start_with_config(&config)
+    };
+    let wharf = restart_with_empty_hot_tier(wharf);
+    let auth = crate::push::authorization();
+    let url = format!("{}/v2/team/app/blobs/{}", wharf.url(), layer.digest);
+
+    // A range: from the bucket, passed through; no local copy is made.
+    let part = http::request("GET", &url, &[("Authorization", auth.as_str()), ("Range", "bytes=5000000-5000999")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some(format!("bytes 5000000-5000999/{}", layer.bytes.len()).as_str()));
+    assert!(part.complete && part.body[..] == layer.bytes[5_000_000..5_001_000]);
+    assert_eq!(metric(&wharf, "wharf_hot_tier_bytes").await, 0, "a range keeps no local copy");
+    assert!(bytes_on_disk(&dir) < 1 << 20);
+
+    // Whole reads at once: one download, followed by every reader, kept.
+    let reads = (0..4).map(|_| {
+        let (url, auth) = (url.clone(), auth.clone());
+        tokio::spawn(async move { http::request("GET", &url, &[("Authorization", auth.as_str())]).await })
+    });
+    for read in futures_util::future::join_all(reads).await {
+        let read = read.expect("a reader");
+        assert_eq!(read.status, 200);
+        assert!(read.complete && read.body == layer.bytes, "every reader gets the verified bytes");
+    }
+    assert_eq!(metric(&wharf, r#"wharf_hot_tier_requests_total{result="miss"}"#).await, 1, "one download for four readers");
+    eventually("the download is kept as a local copy", || async {
+        metric(&wharf, "wharf_hot_tier_bytes").await >= layer.bytes.len() as u64
+    })
+    .await;
+
+    // A corrupt object in the bucket: the reader's body never ends
+    // cleanly, the object is quarantined, and it is unknown after.
+    let k = key("r/", &layer.digest);
+    let mut bytes = s3.read(&k);
+    bytes[7_000_000] ^= 0xff;
+    s3.write(&k, &bytes);
+    let wharf = restart_with_empty_hot_tier(wharf);
+    let url = format!("{}/v2/team/app/blobs/{}", wharf.url(), layer.digest);
+    let broken = http::request("GET", &url, &[("Authorization", auth.as_str())]).await;
+    assert!(!broken.complete || broken.status != 200, "a corrupt object never ends cleanly");
+    assert!(broken.body.len() < layer.bytes.len());
+    eventually("the corrupt object is quarantined", || async {
+        let keys = s3.keys("r/");
+        !keys.iter().any(|(key, _)| *key == k) && keys.iter().any(|(key, _)| key.starts_with("r/quarantine/"))
+    })
+    .await;
+    let gone = http::request("GET", &url, &[("Authorization", auth.as_str())]).await;
+    assert_eq!((gone.status, gone.error_code().as_str()), (404, "BLOB_UNKNOWN"));
+    assert_eq!(metric(&wharf, "wharf_hot_tier_bytes").await, 0, "nothing corrupt is kept");
+    wharf.stop();
+}
