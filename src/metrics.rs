@@ -126,6 +126,8 @@ pub(crate) struct StorageMetrics {
     pub(crate) hot_tier_capacity_bytes: IntGauge,
     pub(crate) hot_tier_evictions: IntCounter,
     pub(crate) hot_tier_evicted_bytes: IntCounter,
+    /// Blob GETs answered with a redirect to a presigned URL.
+    pub(crate) s3_redirects: IntCounter,
 }
 
 impl StorageMetrics {
@@ -175,6 +177,10 @@ impl StorageMetrics {
             hot_tier_evicted_bytes: r.add(IntCounter::new(
                 "wharf_hot_tier_evicted_bytes_total",
                 "Bytes of local copies evicted from the hot tier",
+            )?)?,
+            s3_redirects: r.add(IntCounter::new(
+                "wharf_s3_redirects_total",
+                "Blob GETs answered with a redirect to a presigned URL of the object (storage.s3.redirect)",
             )?)?,
         };
         r.register(Box::new(m.bytes.clone()))?;

@@ -282,6 +282,9 @@ impl Registry {
             Source::Hosted(d) => Box::pin(self.hosted.blob(&d, digest, want)).await?,
             Source::Upstream(target) => self.pull.blob(&target, digest, want).await?,
         };
+        if let BlobSource::Stored(Opened::Elsewhere { location, .. }) = &source {
+            return redirect(digest, location);
+        }
         let size = match &source {
             BlobSource::Stored(obj) => Some(obj.size()),
             BlobSource::Filling { size, .. } | BlobSource::Remote { size } => *size,
@@ -316,6 +319,8 @@ impl Registry {
                             let bytes = b.read(start, end).await.map_err(PullError::from)?;
                             self.counted("cache", bytes)
                         }
+                        // Answered above.
+                        Opened::Elsewhere { .. } => Body::default(),
                     }
                 }
                 BlobSource::Filling { fill, fetched, .. } => {
@@ -436,6 +441,18 @@ fn json_response(status: StatusCode, json: Bytes, method: &Method) -> Response<B
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
+}
+
+/// A blob GET answered with where to fetch it (`storage.s3.redirect`): 307,
+/// so the client repeats the GET (and its `Range`) at the presigned URL.
+fn redirect(digest: &Digest, location: &str) -> Result<Response<Body>, ApiError> {
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, header_value(location)?);
+    h.insert(DOCKER_CONTENT_DIGEST, header_value(&digest.to_string())?);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(resp)
 }
 
 /// A page of a listing as JSON, with a `Link` to the next page if any.

@@ -59,6 +59,10 @@ struct RawS3 {
     request_timeout: String,
     #[serde(default = "default_max_retries")]
     max_retries: u32,
+    #[serde(default)]
+    redirect: bool,
+    #[serde(default = "default_redirect_expiry")]
+    redirect_expiry: String,
 }
 
 fn default_region() -> String {
@@ -69,6 +73,9 @@ fn default_request_timeout() -> String {
 }
 fn default_max_retries() -> u32 {
     3
+}
+fn default_redirect_expiry() -> String {
+    "20m".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +139,10 @@ pub(crate) struct S3Config {
     pub(crate) virtual_hosted_style: bool,
     pub(crate) request_timeout: Duration,
     pub(crate) max_retries: u32,
+    /// Answer blob GETs with a 307 to a presigned URL of the object.
+    pub(crate) redirect: bool,
+    /// How long a presigned URL stays valid.
+    pub(crate) redirect_expiry: Duration,
 }
 
 impl fmt::Debug for S3Config {
@@ -151,6 +162,8 @@ impl fmt::Debug for S3Config {
             .field("virtual_hosted_style", &self.virtual_hosted_style)
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
+            .field("redirect", &self.redirect)
+            .field("redirect_expiry", &self.redirect_expiry)
             .finish()
     }
 }
@@ -259,6 +272,11 @@ impl RawS3 {
         if self.max_retries > 10 {
             return Err(invalid("storage.s3.max_retries", format!("{} is more than 10", self.max_retries)));
         }
+        let redirect_expiry = parse_positive_duration("storage.s3.redirect_expiry", &self.redirect_expiry)?;
+        // S3 refuses presigned URLs valid for more than 7 days.
+        if redirect_expiry > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid("storage.s3.redirect_expiry", format!("{} is more than 7 days", self.redirect_expiry)));
+        }
         // Path style by default with a custom endpoint (what MinIO,
         // SeaweedFS and Ceph answer without DNS set-up), virtual-hosted on AWS.
         let virtual_hosted_style = self.virtual_hosted_style.unwrap_or(endpoint.is_none());
@@ -276,6 +294,8 @@ impl RawS3 {
             virtual_hosted_style,
             request_timeout,
             max_retries: self.max_retries,
+            redirect: self.redirect,
+            redirect_expiry,
         })
     }
 }
@@ -348,6 +368,7 @@ mod tests {
             (&format!("{S3}prefix = \"a/../b\"\n"), "storage.s3.prefix"),
             (&format!("{S3}max_retries = 11\n"), "storage.s3.max_retries"),
             (&format!("{S3}request_timeout = \"0s\"\n"), "storage.s3.request_timeout"),
+            (&format!("{S3}redirect_expiry = \"8d\"\n"), "storage.s3.redirect_expiry"),
             (&format!("{S3}[storage.cache]\nmax_size = \"lots\"\n"), "storage.cache.max_size"),
         ];
         for (toml, key) in cases {

@@ -515,7 +515,17 @@ impl Storage {
     /// or (with S3) as `want` says, the object arriving from the bucket or
     /// only described by it (see [`readthrough`]). A local file stays
     /// readable even if the object is later removed.
+    /// With `storage.s3.redirect`, a read of the body is answered with where
+    /// the client finds it instead ([`Opened::Elsewhere`]).
     pub(crate) async fn open_blob(&self, digest: &Digest, want: Want) -> Result<Option<Opened>, StorageError> {
+        match &self.inner.remote {
+            Some(remote) if want.body() && remote.redirects() => self.redirect(remote, digest).await,
+            _ => self.open_stored(digest, want).await,
+        }
+    }
+
+    /// [`Storage::open_blob`], never redirecting.
+    async fn open_stored(&self, digest: &Digest, want: Want) -> Result<Option<Opened>, StorageError> {
         let found = match self.open_local(digest)? {
             Some(found) => {
                 self.hot_hit(digest);
@@ -533,11 +543,13 @@ impl Storage {
     /// [`Storage::open_blob`] for all of an object, complete and verified:
     /// with S3, waits for its download.
     pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        match self.open_blob(digest, Want::Whole).await? {
+        match self.open_stored(digest, Want::Whole).await? {
             None => Ok(None),
             Some(Opened::Local(found)) => Ok(Some(found)),
             Some(Opened::Arriving(a)) => Ok(Some(a.complete().await?)),
-            Some(Opened::InBucket(_)) => Err(StorageError::Io("a whole read was not downloaded".into())),
+            Some(Opened::InBucket(_) | Opened::Elsewhere { .. }) => {
+                Err(StorageError::Io("a whole read was not downloaded".into()))
+            }
         }
     }
 

@@ -52,6 +52,9 @@ pub(crate) enum Opened {
     Arriving(Arriving),
     /// Only in the bucket.
     InBucket(InBucket),
+    /// For the client to fetch at `location` (`storage.s3.redirect`): a
+    /// presigned URL of the object in the bucket.
+    Elsewhere { size: u64, location: String },
 }
 
 impl Opened {
@@ -60,6 +63,7 @@ impl Opened {
             Opened::Local(o) => o.size,
             Opened::Arriving(a) => a.size,
             Opened::InBucket(b) => b.size,
+            Opened::Elsewhere { size, .. } => *size,
         }
     }
 }
@@ -160,6 +164,16 @@ impl Storage {
         }
         let size = self.remote()?.head(digest).await?;
         Ok(size.map(|size| Opened::InBucket(InBucket { storage: self.clone(), digest: digest.clone(), size })))
+    }
+
+    /// Where a client finds the object of `digest`: a presigned URL (the
+    /// object is in the bucket whenever it is here at all).
+    pub(super) async fn redirect(&self, remote: &super::Remote, digest: &Digest) -> Result<Option<Opened>, StorageError> {
+        let Some(size) = self.stat(digest).await? else { return Ok(None) };
+        let location = remote.presigned(digest).await?;
+        remote.metrics().s3_redirects.inc();
+        self.inner.used(digest);
+        Ok(Some(Opened::Elsewhere { size, location }))
     }
 
     fn downloads(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, Slot>> {

@@ -48,6 +48,8 @@ pub(crate) struct Remote {
     /// This process's mark on its journal notes: a note without it was
     /// left by an earlier run.
     owner: String,
+    /// With `redirect`: how long a presigned URL is valid.
+    redirect: Option<Duration>,
 }
 
 impl Remote {
@@ -112,7 +114,8 @@ impl Remote {
         );
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let owner = format!("{}-{}", std::process::id(), started.as_nanos());
-        Ok(Remote { store: Arc::new(store), prefix: cfg.prefix.clone(), journal, metrics, describe, owner })
+        let redirect = cfg.redirect.then_some(cfg.redirect_expiry);
+        Ok(Remote { store: Arc::new(store), prefix: cfg.prefix.clone(), journal, metrics, describe, owner, redirect })
     }
 
     pub(crate) fn metrics(&self) -> &StorageMetrics {
@@ -122,6 +125,22 @@ impl Remote {
     /// `s3://bucket/prefix at endpoint`, for logs and errors.
     pub(crate) fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// Whether blob GETs are redirected to the bucket.
+    pub(crate) fn redirects(&self) -> bool {
+        self.redirect.is_some()
+    }
+
+    /// A presigned GET URL of the object of `digest`, valid for the
+    /// configured expiry. Signed locally: no request to the bucket.
+    pub(crate) async fn presigned(&self, digest: &Digest) -> Result<String, StorageError> {
+        use object_store::signer::Signer;
+        let expiry = self.redirect.unwrap_or(Duration::from_secs(20 * 60));
+        match self.store.signed_url(http::Method::GET, &self.object_path(digest), expiry).await {
+            Ok(url) => Ok(url.to_string()),
+            Err(e) => Err(self.error("presign", e)),
+        }
     }
 
     fn path(&self, key: &str) -> Path {

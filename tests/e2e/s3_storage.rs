@@ -474,3 +474,51 @@ async fn a_blob_with_no_local_copy_is_read_once_from_the_bucket_ranges_pass_thro
     assert_eq!(metric(&wharf, "wharf_hot_tier_bytes").await, 0, "nothing corrupt is kept");
     wharf.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redirect_blob_gets_go_to_presigned_urls_that_real_clients_follow() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-redirect");
+    let image = Image::random(&[3 << 20, 50_000]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/a", &["1"], None);
+    let dir = tmp.path().join("wharf");
+    let lines = storage_toml(&s3, "", "1GiB").replace("max_retries = 1\n", "max_retries = 1\nredirect = true\n");
+    let wharf = start(&dir, &upstream, &lines);
+
+    // The first pull is a fill: streamed by wharf, as the bucket has nothing.
+    let first = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(first.path(), "1", &image);
+    wait_for_fills(&wharf).await;
+    in_bucket(&s3, "", &digests(&image)).await;
+    assert_eq!(metric(&wharf, "wharf_s3_redirects_total").await, 0);
+
+    // Then skopeo follows the redirects to the bucket for every blob.
+    let served = metric(&wharf, r#"wharf_served_bytes_total{source="cache"}"#).await;
+    let again = pull(&clients, &wharf, "up/team/a:1", "1", false).await;
+    assert_layout_holds_image(again.path(), "1", &image);
+    assert!(metric(&wharf, "wharf_s3_redirects_total").await >= 2, "the layers and the config were redirected");
+    assert!(
+        metric(&wharf, r#"wharf_served_bytes_total{source="cache"}"#).await - served < 1 << 20,
+        "the layer's bytes came from the bucket, not through wharf"
+    );
+    upstream_gets(&upstream, &image.layers[0].digest, 1).await;
+
+    // What a client sees: a 307 to a presigned URL holding the bytes; a
+    // HEAD is answered here; a blob the repository does not hold is unknown.
+    let layer = &image.layers[0];
+    let url = format!("{}/v2/up/team/a/blobs/{}", wharf.url(), layer.digest);
+    let got = http::request("GET", &url, &[]).await;
+    assert_eq!(got.status, 307);
+    let location = got.header("location").expect("a Location").to_owned();
+    assert!(location.contains("X-Amz-Signature="), "presigned: {location}");
+    let fetched = http::request("GET", &location, &[]).await;
+    assert_eq!(fetched.status, 200);
+    assert!(fetched.body == layer.bytes, "the presigned URL serves the blob");
+    let head = http::request("HEAD", &url, &[]).await;
+    assert_eq!((head.status, head.header("content-length")), (200, Some(layer.bytes.len().to_string().as_str())));
+    let other = http::request("GET", &format!("{}/v2/up/team/other/blobs/{}", wharf.url(), layer.digest), &[]).await;
+    assert_ne!(other.status, 307, "no URL for a repository that does not hold the blob");
+    wharf.stop();
+}
