@@ -520,18 +520,19 @@ impl Storage {
     pub(crate) async fn open_blob(&self, digest: &Digest, want: Want) -> Result<Option<Opened>, StorageError> {
         match &self.inner.remote {
             Some(remote) if want.body() && remote.redirects() => self.redirect(remote, digest).await,
-            _ => self.open_stored(digest, want).await,
+            _ => self.open_stored(digest, want, true).await,
         }
     }
 
-    /// [`Storage::open_blob`], never redirecting.
-    async fn open_stored(&self, digest: &Digest, want: Want) -> Result<Option<Opened>, StorageError> {
+    /// [`Storage::open_blob`], never redirecting; a whole read with no local
+    /// copy is a file unless `to_client` (see [`readthrough`]).
+    async fn open_stored(&self, digest: &Digest, want: Want, to_client: bool) -> Result<Option<Opened>, StorageError> {
         let found = match self.open_local(digest)? {
             Some(found) => {
                 self.hot_hit(digest);
                 Some(Opened::Local(found))
             }
-            None if self.inner.remote.is_some() => self.open_remote(digest, want).await?,
+            None if self.inner.remote.is_some() => self.open_remote(digest, want, to_client).await?,
             None => None,
         };
         if found.is_some() {
@@ -543,7 +544,7 @@ impl Storage {
     /// [`Storage::open_blob`] for all of an object, complete and verified:
     /// with S3, waits for its download.
     pub(crate) async fn open_object(&self, digest: &Digest) -> Result<Option<StoredObject>, StorageError> {
-        match self.open_stored(digest, Want::Whole).await? {
+        match self.open_stored(digest, Want::Whole, false).await? {
             None => Ok(None),
             Some(Opened::Local(found)) => Ok(Some(found)),
             Some(Opened::Arriving(a)) => Ok(Some(a.complete().await?)),

@@ -9,6 +9,11 @@
 //! object ends every reader's body with an error, never with a clean end.
 //! One download per digest at a time, however many readers ask.
 //!
+//! With the hot tier off (`storage.cache.max_size = "0"`) nothing would be
+//! kept, so a whole read streams the bucket's answer straight to its
+//! reader instead ([`InBucket`]), hashed on the way, the last chunk held
+//! back until the digest matched: no local write, one GET per reader.
+//!
 //! A partial read (a `Range`) or a HEAD with no download in flight goes to
 //! the bucket itself ([`InBucket`]): the range is passed through, nothing
 //! is kept. Those bytes cannot be hashed against the digest (they are not
@@ -16,14 +21,15 @@
 //! every whole read re-verifies.
 
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 
 use super::{Storage, StorageError, StoredObject};
-use crate::oci::Digest;
+use crate::oci::{Digest, Hasher};
 
 /// What a reader of an object means to do with it: with S3, whether a
 /// read with no local copy downloads the object (and keeps a copy).
@@ -121,28 +127,97 @@ impl Arriving {
     }
 }
 
-/// An object only in the bucket, read by range.
+type Body = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// An object only in the bucket, streamed from it.
 #[derive(Clone)]
 pub(crate) struct InBucket {
     storage: Storage,
     digest: Digest,
     pub(crate) size: u64,
+    /// The body of a GET of the whole object already answered (a whole
+    /// read with the hot tier off), for the first whole read to take.
+    whole: Arc<Mutex<Option<Body>>>,
 }
 
 impl InBucket {
-    /// Its bytes `[start, end)`, streamed from the bucket. Errors before the
-    /// first byte (the bucket down, the object gone) come here, not in the
-    /// stream.
+    fn new(storage: &Storage, digest: &Digest, size: u64, whole: Option<Body>) -> InBucket {
+        InBucket { storage: storage.clone(), digest: digest.clone(), size, whole: Arc::new(Mutex::new(whole)) }
+    }
+
+    /// Its bytes `[start, end)`, streamed from the bucket: all of them
+    /// verified (see [`verified`]), a range as the bucket sends it. Errors
+    /// before the first byte (the bucket down, the object gone) come here,
+    /// not in the stream.
     pub(crate) async fn read(
         &self,
         start: u64,
         end: u64,
     ) -> Result<impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static, StorageError> {
-        match self.storage.remote()?.get(&self.digest, start, Some(end)).await? {
-            Some((_, body)) => Ok(body),
-            None => Err(StorageError::Remote(format!("{} is no longer in the bucket", self.digest))),
-        }
+        let whole = start == 0 && end == self.size;
+        let taken = if whole { self.whole.lock().unwrap_or_else(|p| p.into_inner()).take() } else { None };
+        let body = match taken {
+            Some(body) => body,
+            None => match self.storage.remote()?.get(&self.digest, start, Some(end)).await? {
+                Some((_, body)) => body.boxed(),
+                None => return Err(StorageError::Remote(format!("{} is no longer in the bucket", self.digest))),
+            },
+        };
+        Ok(if whole {
+            verified(self.storage.clone(), self.digest.clone(), self.size, body).left_stream()
+        } else {
+            body.right_stream()
+        })
     }
+}
+
+/// The whole object's `body` as it arrives, hashed on the way; the last
+/// chunk is held back until the digest matched, so a corrupt or short
+/// object ends with an error (and is quarantined), never cleanly.
+fn verified(storage: Storage, digest: Digest, size: u64, body: Body) -> impl Stream<Item = Result<Bytes, StorageError>> + Send {
+    struct Reading {
+        body: Body,
+        hasher: Hasher,
+        held: Option<Bytes>,
+        seen: u64,
+        storage: Storage,
+        digest: Digest,
+    }
+    let hasher = Hasher::new(digest.algorithm());
+    let start = Reading { body, hasher, held: None, seen: 0, storage, digest };
+    futures_util::stream::unfold(Some(start), move |reading| async move {
+        let mut r = reading?;
+        loop {
+            match r.body.next().await {
+                Some(Ok(chunk)) => {
+                    r.seen += chunk.len() as u64;
+                    r.hasher.update(&chunk);
+                    if let Some(previous) = r.held.replace(chunk) {
+                        return Some((Ok(previous), Some(r)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => {
+                    let actual = std::mem::replace(&mut r.hasher, Hasher::new(r.digest.algorithm())).finish();
+                    if r.seen == size && actual == r.digest {
+                        return r.held.take().map(|last| (Ok(last), None));
+                    }
+                    let why = format!("the object of {} in the bucket read {} of {size} bytes hashing to {actual}", r.digest, r.seen);
+                    if r.seen == size {
+                        tracing::error!(digest = %r.digest, error = %why, "an object in the bucket does not match its digest; quarantining it");
+                        let (storage, digest) = (r.storage.clone(), r.digest.clone());
+                        tokio::spawn(async move {
+                            if let Err(q) = storage.quarantine_remote(&digest).await {
+                                tracing::error!(%digest, error = %q, "cannot quarantine the corrupt object");
+                            }
+                        });
+                        return Some((Err(StorageError::Corrupt(why)), None));
+                    }
+                    return Some((Err(StorageError::Remote(why)), None));
+                }
+            }
+        }
+    })
 }
 
 /// Downloaded bytes are written to the spool in batches of about this
@@ -155,15 +230,24 @@ type Slot = Arc<tokio::sync::OnceCell<Option<Opened>>>;
 
 impl Storage {
     /// [`Storage::open_blob`] for an object with no local copy, with S3.
-    pub(super) async fn open_remote(&self, digest: &Digest, want: Want) -> Result<Option<Opened>, StorageError> {
+    /// `to_client`: the reader sends the bytes on and can take them as a
+    /// stream ([`InBucket`]); otherwise a whole read is always a file.
+    pub(super) async fn open_remote(&self, digest: &Digest, want: Want, to_client: bool) -> Result<Option<Opened>, StorageError> {
+        let remote = self.remote()?;
+        if want == Want::Whole && to_client && self.hot()?.max() == 0 {
+            // Nothing would be kept: straight from the bucket.
+            let Some((size, body)) = remote.get(digest, 0, None).await? else { return Ok(None) };
+            remote.metrics().hot_tier_requests.with_label_values(&["miss"]).inc();
+            return Ok(Some(Opened::InBucket(InBucket::new(self, digest, size, Some(body.boxed())))));
+        }
         if want == Want::Whole {
             return self.read_through(digest).await;
         }
         if let Some(Some(Opened::Arriving(a))) = self.in_flight(digest) {
             return Ok(Some(Opened::Arriving(a)));
         }
-        let size = self.remote()?.head(digest).await?;
-        Ok(size.map(|size| Opened::InBucket(InBucket { storage: self.clone(), digest: digest.clone(), size })))
+        let size = remote.head(digest).await?;
+        Ok(size.map(|size| Opened::InBucket(InBucket::new(self, digest, size, None))))
     }
 
     /// Where a client finds the object of `digest`: a presigned URL (the
@@ -374,6 +458,38 @@ mod tests {
         task.await.unwrap().unwrap();
         let kept = storage.open_local(&digest).unwrap().expect("kept once verified");
         assert_eq!(kept.size, bytes.len() as u64);
+    }
+
+    /// The hot tier off: a whole read straight from the bucket is hashed on
+    /// the way and ends cleanly only if it matched.
+    #[tokio::test]
+    async fn a_streamed_whole_read_ends_cleanly_only_when_its_digest_matched() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let good = data(300_000);
+        let digest = digest_of(&good);
+        let chunks = |bytes: &[u8]| -> Body {
+            let pieces: Vec<Result<Bytes, StorageError>> = bytes.chunks(64 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            futures_util::stream::iter(pieces).boxed()
+        };
+        let read = |body: Body, size: u64| {
+            let s = verified(storage.clone(), digest.clone(), size, body);
+            async move { s.collect::<Vec<_>>().await }
+        };
+
+        let items = read(chunks(&good), good.len() as u64).await;
+        let bytes: Vec<u8> = items.iter().flat_map(|i| i.as_ref().unwrap().to_vec()).collect();
+        assert_eq!(bytes, good);
+
+        let mut bad = good.clone();
+        bad[299_999] ^= 1;
+        let items = read(chunks(&bad), good.len() as u64).await;
+        let sent: usize = items.iter().filter_map(|i| i.as_ref().ok()).map(Bytes::len).sum();
+        assert!(matches!(items.last(), Some(Err(StorageError::Corrupt(_)))), "ends with an error");
+        assert!(sent < good.len(), "the last chunk is never sent: {sent}");
+
+        let items = read(chunks(&good[..200_000]), good.len() as u64).await;
+        assert!(matches!(items.last(), Some(Err(StorageError::Remote(_)))), "a short object ends with an error");
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ impl Storage {
         self.inner.remote.as_ref().ok_or_else(|| StorageError::Io("no S3 backend".into()))
     }
 
-    fn hot(&self) -> Result<&HotTier, StorageError> {
+    pub(super) fn hot(&self) -> Result<&HotTier, StorageError> {
         self.inner.hot.as_ref().ok_or_else(|| StorageError::Io("no hot tier".into()))
     }
 
