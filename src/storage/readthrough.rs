@@ -174,31 +174,52 @@ impl InBucket {
 /// The whole object's `body` as it arrives, hashed on the way; the last
 /// chunk is held back until the digest matched, so a corrupt or short
 /// object ends with an error (and is quarantined), never cleanly.
+///
+/// The hashing runs on a blocking-pool thread, fed the chunks (shared, not
+/// copied) through a bounded queue, so it overlaps receiving and sending
+/// rather than stalling the stream for each chunk.
 fn verified(storage: Storage, digest: Digest, size: u64, body: Body) -> impl Stream<Item = Result<Bytes, StorageError>> + Send {
     struct Reading {
         body: Body,
-        hasher: Hasher,
+        hashing: Option<tokio::sync::mpsc::Sender<Bytes>>,
+        hashed: tokio::task::JoinHandle<Digest>,
         held: Option<Bytes>,
         seen: u64,
         storage: Storage,
         digest: Digest,
     }
-    let hasher = Hasher::new(digest.algorithm());
-    let start = Reading { body, hasher, held: None, seen: 0, storage, digest };
+    let (hashing, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+    let algorithm = digest.algorithm();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut hasher = Hasher::new(algorithm);
+        while let Some(chunk) = chunks.blocking_recv() {
+            hasher.update(&chunk);
+        }
+        hasher.finish()
+    });
+    let start = Reading { body, hashing: Some(hashing), hashed, held: None, seen: 0, storage, digest };
     futures_util::stream::unfold(Some(start), move |reading| async move {
         let mut r = reading?;
         loop {
             match r.body.next().await {
                 Some(Ok(chunk)) => {
                     r.seen += chunk.len() as u64;
-                    r.hasher.update(&chunk);
+                    let Some(hashing) = &r.hashing else { return None };
+                    if hashing.send(chunk.clone()).await.is_err() {
+                        return Some((Err(StorageError::Io("the hashing thread stopped".into())), None));
+                    }
                     if let Some(previous) = r.held.replace(chunk) {
                         return Some((Ok(previous), Some(r)));
                     }
                 }
                 Some(Err(e)) => return Some((Err(e), None)),
                 None => {
-                    let actual = std::mem::replace(&mut r.hasher, Hasher::new(r.digest.algorithm())).finish();
+                    // Closing the queue lets the hasher finish.
+                    r.hashing = None;
+                    let actual = match (&mut r.hashed).await {
+                        Ok(actual) => actual,
+                        Err(e) => return Some((Err(StorageError::Io(format!("hashing failed: {e}"))), None)),
+                    };
                     if r.seen == size && actual == r.digest {
                         return r.held.take().map(|last| (Ok(last), None));
                     }
@@ -219,6 +240,10 @@ fn verified(storage: Storage, digest: Digest, size: u64, body: Body) -> impl Str
         }
     })
 }
+
+/// Chunks of a streamed read queued for its hasher (S3 clients hand over
+/// chunks of tens of KiB: a few MiB at most).
+const HASH_QUEUE: usize = 64;
 
 /// Downloaded bytes are written to the spool in batches of about this
 /// size: one trip to the blocking pool each.
