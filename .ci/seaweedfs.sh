@@ -4,7 +4,9 @@
 # seaweedfs_start DIR BUCKET ACCESS_KEY SECRET_KEY
 #   starts it with its data and log in DIR, holding BUCKET, and one identity;
 #   sets $s3_endpoint (http://127.0.0.1:PORT) and $seaweedfs_pid. Dies (via
-#   the caller's `die`) if it does not answer within 60 s.
+#   the caller's `die`) if it does not answer within 60 s. Also sets
+#   $seaweedfs_filer, the filer's HTTP API (GET/HEAD /buckets/BUCKET/KEY reads
+#   an object without S3 signatures).
 
 seaweedfs_start() {
     local dir=$1 bucket=$2 access=$3 secret=$4 code i
@@ -29,10 +31,14 @@ print(" ".join(str(s.getsockname()[1]) for s in held))') || die "cannot find fre
         >"$dir/weed.log" 2>&1 </dev/null &
     seaweedfs_pid=$!
     s3_endpoint=http://127.0.0.1:${ports[6]}
+    seaweedfs_filer=http://127.0.0.1:${ports[4]}
     for ((i = 0; i < 300; i++)); do
-        # 403 (unsigned) once the gateway is up with the bucket.
+        # The gateway answers (403: unsigned), and the bucket exists: the
+        # gateway may answer before the bucket is made.
         code=$(curl -s -o /dev/null -w '%{http_code}' "$s3_endpoint/$bucket") || code=000
-        [ "$code" = 403 ] || [ "$code" = 200 ] && return 0
+        if { [ "$code" = 403 ] || [ "$code" = 200 ]; } && curl -sf -o /dev/null "$seaweedfs_filer/buckets/$bucket/"; then
+            return 0
+        fi
         kill -0 "$seaweedfs_pid" 2>/dev/null || { tail -n 20 "$dir/weed.log" >&2; die "weed mini exited (log: $dir/weed.log)"; }
         sleep 0.2
     done

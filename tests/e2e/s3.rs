@@ -96,20 +96,24 @@ impl SeaweedFs {
         self.wait_ready()
     }
 
-    /// Waits until the S3 port answers a request on the bucket.
+    /// Waits until the S3 port answers a request on the bucket and the
+    /// bucket exists (the gateway may answer before it is made).
     fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let url = format!("{}/{}", self.endpoint(), self.bucket);
-        loop {
-            // Any HTTP answer on the bucket (403 without a signature): the
-            // gateway is up and the bucket exists once it is not 404/5xx.
-            let status = std::process::Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        let bucket_dir = format!("http://127.0.0.1:{}/buckets/{}/", self.ports[4], self.bucket);
+        let status = |url: &str| {
+            std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
                 .output()
                 .ok()
                 .and_then(|o| String::from_utf8(o.stdout).ok())
-                .unwrap_or_default();
-            if matches!(status.as_str(), "200" | "403") {
+                .unwrap_or_default()
+        };
+        loop {
+            // Any HTTP answer on the bucket (403 without a signature) from
+            // the gateway, and the bucket's directory in the filer.
+            if matches!(status(&url).as_str(), "200" | "403") && status(&bucket_dir) == "200" {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
