@@ -12,7 +12,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::follow::Follower;
+use super::remote::PART_SIZE;
 use super::{hash_file, IngestError, Storage, StorageError};
+
+/// How the commit of a verified ingest gets it into the bucket, with S3.
+pub(super) enum Upload {
+    /// It came from the bucket.
+    None,
+    /// Uploaded now, whole.
+    Whole,
+    /// Its upload followed the writes: finished now.
+    Following(Follower),
+}
 use crate::oci::{Digest, Hasher};
 
 impl Storage {
@@ -34,6 +46,7 @@ impl Storage {
             written: 0,
             committed: false,
             discarded: false,
+            follower: None,
         })
     }
 
@@ -72,6 +85,8 @@ pub(crate) struct Ingest {
     /// The bytes could not be stored: the spool file is gone, chunks are
     /// only hashed, and the ingest can no longer be committed.
     discarded: bool,
+    /// With S3, the upload following the spool file (see [`super::follow`]).
+    follower: Option<Follower>,
 }
 
 impl Ingest {
@@ -100,7 +115,24 @@ impl Ingest {
         }
         hasher.update(chunk);
         self.written += chunk.len() as u64;
+        if self.upload && !self.discarded {
+            self.follow();
+        }
         Ok(())
+    }
+
+    /// Tells the upload following the file (with S3) how far it is,
+    /// starting one once the file passed a part's size.
+    fn follow(&mut self) {
+        match &mut self.follower {
+            Some(follower) => follower.written(self.written),
+            None if self.written >= PART_SIZE as u64 => {
+                if let Some(remote) = &self.storage.inner.remote {
+                    self.follower = Follower::start(remote, &self.expected, self.reader.clone(), self.written);
+                }
+            }
+            None => {}
+        }
     }
 
     /// Gives up storing (the disk is full or failing): the spool file is
@@ -110,6 +142,8 @@ impl Ingest {
     pub(crate) fn discard(&mut self) {
         self.file = None;
         self.discarded = true;
+        // Aborts its upload.
+        self.follower = None;
         let _ = std::fs::remove_file(&self.path);
         self.storage.inner.lock_spool().remove(&self.path);
     }
@@ -149,7 +183,12 @@ impl Ingest {
         file.sync_data()?;
         if self.storage.inner.remote.is_some() {
             let storage = self.storage.clone();
-            let kept = storage.commit_remote_blocking(&self.expected, &self.reader, &self.path, self.written, self.upload)?;
+            let upload = match (self.upload, self.follower.take()) {
+                (false, _) => Upload::None,
+                (true, Some(follower)) => Upload::Following(follower),
+                (true, None) => Upload::Whole,
+            };
+            let kept = storage.commit_remote_blocking(&self.expected, &self.reader, &self.path, self.written, upload)?;
             // Kept as a local copy (renamed) or not (still in the spool,
             // removed on drop); either way, in the bucket.
             if kept {
@@ -264,7 +303,7 @@ impl Partial {
         self.file.sync_data().map_err(StorageError::from)?;
         if storage.inner.remote.is_some() {
             let file = Arc::new(self.file);
-            if !storage.commit_remote_blocking(expected, &file, &self.path, self.len, true)? {
+            if !storage.commit_remote_blocking(expected, &file, &self.path, self.len, Upload::Whole)? {
                 // Not kept locally: the bucket holds the only copy needed.
                 let _ = std::fs::remove_file(&self.path);
             }

@@ -44,6 +44,7 @@ use object_store::local::LocalFileSystem;
 
 use crate::oci::{Digest, Hasher};
 
+mod follow;
 mod hot;
 mod ingest;
 pub(crate) mod layout;

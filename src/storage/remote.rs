@@ -23,6 +23,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
+use object_store::multipart::PartId;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig};
 
 use super::{layout, read_exact_at, ObjectEntry, StorageError};
@@ -35,6 +36,17 @@ use crate::oci::Digest;
 pub(crate) const PART_SIZE: usize = 8 << 20;
 /// Parts of one upload in flight at once: each holds a part in memory.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// What a fill tells the upload following its spool file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Following {
+    /// This many bytes are in the file.
+    Written(u64),
+    /// All of them, this many, matched the digest: complete the upload.
+    Verified(u64),
+    /// Nothing will be committed: abort it.
+    Abandoned,
+}
 
 /// A handle on the bucket; cheap to clone.
 #[derive(Clone)]
@@ -235,48 +247,139 @@ impl Remote {
             uploaded.inc_by(len);
             return Ok(true);
         }
+        let (id, note) = self.create_multipart(&path).await?;
+        let parts = self.upload_parts(&path, &id, file, len).await;
+        self.end_multipart(&path, &id, &note, parts).await?;
+        uploaded.inc_by(len);
+        Ok(true)
+    }
+
+    /// Starts a multipart upload to `path`, noted in the journal until it
+    /// ends: its id and the note.
+    async fn create_multipart(&self, path: &Path) -> Result<(String, PathBuf), StorageError> {
         let id = self
-            .observed("create_multipart", self.store.create_multipart(&path))
+            .observed("create_multipart", self.store.create_multipart(path))
             .await
             .map_err(|e| self.error("create_multipart", e))?;
         let note = self.journal.join(journal_name(&id));
         std::fs::write(&note, format!("{}\n{id}\n{}\n", path.as_ref(), self.owner))?;
-        match self.upload_parts(&path, &id, file, len).await {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&note);
-                uploaded.inc_by(len);
-                Ok(true)
-            }
-            Err(e) => {
-                if self.observed("abort_multipart", self.store.abort_multipart(&path, &id)).await.is_ok() {
-                    let _ = std::fs::remove_file(&note);
-                }
-                Err(e)
-            }
-        }
+        Ok((id, note))
     }
 
-    async fn upload_parts(&self, path: &Path, id: &String, file: Arc<File>, len: u64) -> Result<(), StorageError> {
+    /// Completes the multipart upload with `parts`, or aborts it if they
+    /// failed (or completing does); the journal note goes once it ended.
+    async fn end_multipart(
+        &self,
+        path: &Path,
+        id: &String,
+        note: &FsPath,
+        parts: Result<Vec<PartId>, StorageError>,
+    ) -> Result<(), StorageError> {
+        let completed = match parts {
+            Ok(parts) => self
+                .observed("complete_multipart", self.store.complete_multipart(path, id, parts))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error("complete_multipart", e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_ok() || self.observed("abort_multipart", self.store.abort_multipart(path, id)).await.is_ok() {
+            let _ = std::fs::remove_file(note);
+        }
+        completed
+    }
+
+    /// Part `index` of a multipart upload: bytes `[start, end)` of `file`.
+    async fn put_part(&self, path: &Path, id: &String, index: usize, file: Arc<File>, start: u64, end: u64) -> Result<PartId, StorageError> {
+        let bytes = read_exact_at(file, start, (end - start) as usize).await?;
+        self.observed("put_part", self.store.put_part(path, id, index, PutPayload::from(bytes)))
+            .await
+            .map_err(|e| self.error("put_part", e))
+    }
+
+    async fn upload_parts(&self, path: &Path, id: &String, file: Arc<File>, len: u64) -> Result<Vec<PartId>, StorageError> {
         let parts = len.div_ceil(PART_SIZE as u64) as usize;
-        let part_ids = futures_util::stream::iter(0..parts)
+        futures_util::stream::iter(0..parts)
             .map(|i| {
-                let file = file.clone();
-                async move {
-                    let start = (i * PART_SIZE) as u64;
-                    let size = (len - start).min(PART_SIZE as u64) as usize;
-                    let bytes = read_exact_at(file, start, size).await?;
-                    self.observed("put_part", self.store.put_part(path, id, i, PutPayload::from(bytes)))
-                        .await
-                        .map_err(|e| self.error("put_part", e))
-                }
+                let start = (i * PART_SIZE) as u64;
+                self.put_part(path, id, i, file.clone(), start, (start + PART_SIZE as u64).min(len))
             })
             .buffered(PARTS_IN_FLIGHT)
             .try_collect::<Vec<_>>()
-            .await?;
-        self.observed("complete_multipart", self.store.complete_multipart(path, id, part_ids))
             .await
-            .map_err(|e| self.error("complete_multipart", e))?;
-        Ok(())
+    }
+
+    /// Uploads the object of `digest` while `file` is still being written
+    /// (a fill's spool file), a part as soon as its bytes are on disk, as
+    /// `progress` tells; completed only once it says the whole file was
+    /// verified, aborted if it says the ingest was abandoned (or goes away
+    /// without a word). Whether it uploaded: not if the bucket held the
+    /// object already.
+    pub(crate) async fn upload_following(
+        &self,
+        digest: &Digest,
+        file: Arc<File>,
+        mut progress: tokio::sync::watch::Receiver<Following>,
+    ) -> Result<bool, StorageError> {
+        if self.head(digest).await?.is_some() {
+            return Ok(false);
+        }
+        let path = self.object_path(digest);
+        let (id, note) = self.create_multipart(&path).await?;
+        let parts = self.follow_parts(&path, &id, file, &mut progress).await;
+        let len = match &parts {
+            Ok((_, len)) => *len,
+            Err(_) => 0,
+        };
+        self.end_multipart(&path, &id, &note, parts.map(|(parts, _)| parts)).await?;
+        self.metrics.s3_bytes.with_label_values(&["upload"]).inc_by(len);
+        Ok(true)
+    }
+
+    /// The parts of [`Remote::upload_following`], each started once its
+    /// bytes are on disk, at most [`PARTS_IN_FLIGHT`] at once; and the
+    /// verified length.
+    async fn follow_parts(
+        &self,
+        path: &Path,
+        id: &String,
+        file: Arc<File>,
+        progress: &mut tokio::sync::watch::Receiver<Following>,
+    ) -> Result<(Vec<PartId>, u64), StorageError> {
+        let part = PART_SIZE as u64;
+        let mut parts = Vec::new();
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut next = 0usize;
+        loop {
+            let (on_disk, verified) = match *progress.borrow_and_update() {
+                Following::Written(n) => (n, None),
+                Following::Verified(len) => (len, Some(len)),
+                Following::Abandoned => return Err(StorageError::Remote("the fill was abandoned".into())),
+            };
+            while in_flight.len() < PARTS_IN_FLIGHT {
+                let start = next as u64 * part;
+                // A full part, or with the length known, the last one.
+                let end = verified.map_or(start + part, |len| (start + part).min(len));
+                if start >= end || end > on_disk {
+                    break;
+                }
+                in_flight.push_back(self.put_part(path, id, next, file.clone(), start, end));
+                next += 1;
+            }
+            if let Some(len) = verified {
+                if in_flight.is_empty() && next as u64 * part >= len {
+                    return Ok((parts, len));
+                }
+            }
+            tokio::select! {
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => parts.push(done?),
+                changed = progress.changed() => {
+                    if changed.is_err() {
+                        return Err(StorageError::Remote("the fill ended without a word".into()));
+                    }
+                }
+            }
+        }
     }
 
     /// Aborts the multipart uploads a crash left behind (noted in the

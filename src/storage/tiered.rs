@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use super::ingest::Upload;
 use super::{hot::HotTier, now_millis, Remote, Storage, StorageError};
 use crate::oci::{Digest, Hasher};
 
@@ -79,9 +80,9 @@ impl Storage {
         }
     }
 
-    /// The commit of a verified file with S3: uploads it (unless `upload`
-    /// is false: it came from the bucket), then renames it into the hot
-    /// tier if it admits the size. True if it was renamed (kept locally).
+    /// The commit of a verified file with S3: uploads it (or finishes the
+    /// upload that followed its writes; nothing if it came from the
+    /// bucket), then renames it into the hot tier if it admits the size. True if it was renamed (kept locally).
     /// Blocks: for the blocking pool.
     pub(super) fn commit_remote_blocking(
         &self,
@@ -89,12 +90,16 @@ impl Storage {
         file: &Arc<File>,
         path: &Path,
         len: u64,
-        upload: bool,
+        upload: Upload,
     ) -> Result<bool, StorageError> {
         let remote = self.remote()?;
         let hot = self.hot()?;
-        if upload {
-            let added = tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?;
+        let added = match upload {
+            Upload::None => None,
+            Upload::Whole => Some(tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?),
+            Upload::Following(follower) => Some(follower.finish_blocking(len)?),
+        };
+        if let Some(added) = added {
             // Counted once: a digest the bucket held already adds nothing.
             self.inner.committed(digest, len, !added);
         }

@@ -527,3 +527,57 @@ async fn with_redirect_blob_gets_go_to_presigned_urls_that_real_clients_follow()
     assert_ne!(other.status, 307, "no URL for a repository that does not hold the blob");
     wharf.stop();
 }
+
+/// A fill's upload follows it: parts go up while the fill still streams
+/// (here, while its upstream stalls past two parts), the object appears
+/// only once the whole blob matched; a fill that stalls for good or brings
+/// the wrong bytes aborts its upload and leaves nothing in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_uploads_parts_as_it_streams_and_a_stalled_or_wrong_fill_leaves_nothing_in_the_bucket() {
+    use crate::fake_upstream::{FakeUpstream, Gate, Script};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s3 = SeaweedFs::start(&tmp.path().join("s3"), "wharf-follow");
+    let fake = FakeUpstream::start().await;
+    let dir = tmp.path().join("wharf");
+    let entry = crate::wharf::UpstreamEntry::new("fake", &fake.url()).default().extra("idle_timeout = \"2s\"");
+    let config = crate::wharf::write_config(&dir, &[entry]);
+    let toml = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(&config, toml.replacen("\n\n[log]", &format!("\n{}\n\n[log]", storage_toml(&s3, "f/", "1GiB")), 1))
+        .expect("write config");
+    let wharf = Wharf::start_with_config(&config);
+    let parts_up = || metric(&wharf, r#"wharf_s3_requests_total{op="put_part",result="ok"}"#);
+    let url = |digest: &str| format!("{}/v2/team/a/blobs/{digest}", wharf.url());
+    let blob = |len: usize| {
+        let bytes = images::random_bytes(len);
+        let digest = fake.put_blob(bytes.clone());
+        (bytes, digest)
+    };
+
+    let (bytes, digest) = blob(20 << 20);
+    let gate = Gate::new();
+    fake.script(&digest, Script::normal().stalling_at(18 << 20, &gate));
+    let stalled = url(&digest);
+    let reader = tokio::spawn(async move { http::get(&stalled).await });
+    gate.reached(1).await;
+    eventually("two parts went up while the fill waits for its upstream", || async { parts_up().await >= 2 }).await;
+    assert_eq!(metric(&wharf, "wharf_fills_in_flight").await, 1, "the fill is still streaming");
+    assert!(!s3.keys("f/").iter().any(|(k, _)| *k == key("f/", &digest)), "no object before the blob was verified");
+    gate.open();
+    let got = reader.await.expect("reader");
+    assert!(got.status == 200 && got.complete && got.body == bytes);
+    in_bucket(&s3, "f/", std::slice::from_ref(&digest)).await;
+
+    let aborted = || metric(&wharf, r#"wharf_s3_requests_total{op="abort_multipart",result="ok"}"#);
+    for (n, script) in [(1, Script::normal().stalling_at(18 << 20, &Gate::new())), (2, Script::wrong_bytes())] {
+        let (_, digest) = blob(20 << 20);
+        fake.script(&digest, script);
+        let got = http::get(&url(&digest)).await;
+        assert!(!got.complete || got.status != 200, "a stalled or wrong fill never ends cleanly");
+        eventually("the upload was aborted", || async { aborted().await >= n }).await;
+        wait_for_fills(&wharf).await;
+        assert!(!s3.keys("f/").iter().any(|(k, _)| *k == key("f/", &digest)), "nothing of it in the bucket");
+        let journal = std::fs::read_dir(dir.join("storage/s3-multipart")).expect("journal").count();
+        assert_eq!(journal, 0, "no multipart upload is left noted");
+    }
+    wharf.stop();
+}
