@@ -124,6 +124,7 @@ const ROWS: &[Row] = &[
     },
     row("8 small images, {rtt} RTT upstream", "upstream requests per image (cold)", "rtt_small_requests_per_image"),
     Row { ratio_targets: S3_COLD_PULL, ..row("9 S3, wharf with hot tier", "image {image} cold, s", "s3_cold_pull_s") },
+    row("9 S3, wharf with hot tier", "image {image} cold, until all in the bucket, s", "s3_stored_s"),
     row("9 S3, wharf with hot tier", "image {image} warm, s", "s3_warm_pull_s"),
     Row {
         check: Some((Op::Le, 1.1)),
