@@ -2,9 +2,10 @@
 //! every verified object, under the keys of [`super::layout`].
 //!
 //! Nothing unverified is ever visible in the bucket: an object is uploaded
-//! only from a local file whose digest already matched (a fill's spool
-//! file, an upload session's partial), and a multipart upload becomes an
-//! object only at `complete()`. Each multipart upload in progress is noted
+//! from a local file whose digest already matched (a fill's spool file,
+//! an upload session's partial), or, for a fill, as parts while the file
+//! is written, and a multipart upload becomes an object only at
+//! `complete()`, which waits for the match. Each multipart upload in progress is noted
 //! in a journal file under `<storage.path>/s3-multipart/` until it is
 //! completed or aborted, so that uploads a crash left behind are aborted at
 //! the next start (and by gc) without listing the bucket's uploads.
