@@ -458,6 +458,12 @@ record() { # metric server value
         '{round: $r, metric: $m, server: $s, value: $v}' >>"$results"
 }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+# Before every cold measurement: no server measures against another's
+# writeback. distribution leaves what it stored dirty in the page cache,
+# wharf syncs each object before it is visible; with 1.5 GB of another
+# process's writes in flight a cold 256 MiB fill ran at half speed here
+# (docs/BENCHMARKS.md, "slow rounds").
+quiesce() { sync; }
 
 clk_tck=$(getconf CLK_TCK)
 # CPU ticks (user + system, reaped children included) of a process and its
@@ -611,6 +617,7 @@ for round in $(seq "$rounds"); do
         say "round $round: 1 cold image pull, 2 warm image pull"
         for s in $(in_order wharf distribution upstream); do
             [ "$s" = upstream ] || reset_peak "${pid[$s]}"
+            quiesce
             r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
             record cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
             wait_cached "$s" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
@@ -627,6 +634,7 @@ for round in $(seq "$rounds"); do
         say "round $round: 2 blob $(human "$big") cold, then warm with 1 and $parallel_clients clients"
         for s in $(in_order wharf distribution upstream); do
             [ "$s" = upstream ] || reset_peak "${pid[$s]}"
+            quiesce
             r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
             record cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
             wait_cached "$s" "$big_digest"
@@ -714,6 +722,7 @@ for round in $(seq "$rounds"); do
         say "round $round: 7 TLS upstream: cold image pull, cold $(human "$big") blob, $small_new small images cold"
         for s in $(in_order wharf distribution upstream); do
             n=$s-tls
+            quiesce
             r=$("$driver" pull --ca-file "$ca" --url "${url[$n]}" --repo "bench/cold-$round" --reference v1)
             record tls_cold_pull_s "$s" "$(jq .wall_s <<<"$r")"
             wait_cached "$n" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
@@ -721,6 +730,7 @@ for round in $(seq "$rounds"); do
         for s in $(in_order wharf distribution upstream); do
             n=$s-tls
             [ "$s" = upstream ] || reset_peak "${pid[$n]}"
+            quiesce
             r=$("$driver" blob --ca-file "$ca" --url "${url[$n]}" --repo "bench/big-$round" --digest "$big_digest")
             record tls_cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
             wait_cached "$n" "$big_digest"
@@ -759,6 +769,7 @@ for round in $(seq "$rounds"); do
         # servers its label names.
         say "round $round: 9 S3: cold and warm image pull, cold $(human "$big") blob, warm without a hot tier"
         for s in $(in_order wharf-s3 wharf-s3-nocache distribution-s3); do
+            quiesce
             t0=$(date +%s.%N)
             r=$("$driver" pull --url "${url[$s]}" --repo "bench/cold-$round" --reference v1)
             wait_cached "$s" $(jq -r '.blobs[].digest' "$work/images/cold-$round.json")
@@ -787,6 +798,7 @@ for round in $(seq "$rounds"); do
         done
         for s in $(in_order wharf-s3 distribution-s3); do
             reset_peak "${pid[$s]}"
+            quiesce
             r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
             record s3_cold_blob_mbs "${s%-s3}" "$(jq .mb_s <<<"$r")"
             wait_cached "$s" "$big_digest"
