@@ -83,6 +83,7 @@ const ROWS: &[Row] = &[
     Row { ratio_targets: COLD_PULL, ..row("1 cold pull", "image {image}, s", "cold_pull_s") },
     row("2 warm", "image pull {image}, s", "warm_pull_s"),
     Row { ratio_targets: COLD_BLOB, ..row("2 warm", "blob {blob} cold first, 1 client, MB/s", "cold_blob_mbs") },
+    row("2 warm", "server CPU for that cold blob (to stored), s", "cold_blob_cpu_s"),
     row("2 warm", "blob {blob}, 1 client, MB/s", "blob1_mbs"),
     row("2 warm", "blob {blob}, 8 clients, MB/s", "blob8_mbs"),
     row("2 warm", "server CPU per GiB served (warm blob), s", "cpu_s_per_gib"),

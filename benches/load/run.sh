@@ -635,9 +635,12 @@ for round in $(seq "$rounds"); do
         for s in $(in_order wharf distribution upstream); do
             [ "$s" = upstream ] || reset_peak "${pid[$s]}"
             quiesce
+            before=$(cpu_ticks "${pid[$s]}")
             r=$("$driver" blob --url "${url[$s]}" --repo "bench/big-$round" --digest "$big_digest")
             record cold_blob_mbs "$s" "$(jq .mb_s <<<"$r")"
+            # The server's CPU for the fill, its commit included.
             wait_cached "$s" "$big_digest"
+            record cold_blob_cpu_s "$s" "$(calc "($(cpu_ticks "${pid[$s]}") - $before) / $clk_tck")"
             [ "$s" = upstream ] || record_peak rss_cold_blob_mib "$s"
         done
         for s in $(in_order wharf distribution nginx); do
