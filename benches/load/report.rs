@@ -129,7 +129,7 @@ const ROWS: &[Row] = &[
     row("9 S3, wharf with hot tier", "image {image} warm, s", "s3_warm_pull_s"),
     Row {
         check: Some((Op::Le, 1.1)),
-        ..row("9 S3, wharf with hot tier", "warm image pull ÷ wharf's on local disk (2)", "s3_warm_vs_disk")
+        ..row("9 S3, wharf with hot tier", "warm image pull ÷ the same server's on local disk (2)", "s3_warm_vs_disk")
     },
     row("9 S3, wharf with hot tier", "blob {blob} cold first, 1 client, MB/s", "s3_cold_blob_mbs"),
     Row {
@@ -169,7 +169,9 @@ pub(crate) fn render(path: &Path) -> Result<String> {
             _ => fail!("{}:{}: not a measurement: {line}", path.display(), n + 1),
         }
     }
-    derive_herd_vs_cold(&mut results);
+    for herd in ["herd20", "herd50"] {
+        derive_ratio(&mut results, &format!("{herd}_vs_cold"), &format!("{herd}_s"), "cold_pull_s");
+    }
     derive_ratio(&mut results, "s3_warm_vs_disk", "s3_warm_pull_s", "warm_pull_s");
 
     let mut out = String::new();
@@ -200,38 +202,20 @@ pub(crate) fn render(path: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// Each server's herd wall time over its own single-client cold pull in the
-/// same round.
-fn derive_herd_vs_cold(results: &mut Results) {
-    for herd in ["herd20", "herd50"] {
-        let mut derived: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
-        if let (Some(walls), Some(colds)) = (results.get(&format!("{herd}_s")), results.get("cold_pull_s")) {
-            for (server, rounds) in walls {
-                for (round, wall) in rounds {
-                    if let Some(cold) = colds.get(server).and_then(|c| c.get(round)).filter(|c| **c > 0.0) {
-                        derived.entry(server.clone()).or_default().insert(*round, wall / cold);
-                    }
+/// `name`: each server's `metric` over its own `base` in the same round.
+fn derive_ratio(results: &mut Results, name: &str, metric: &str, base: &str) {
+    let mut derived: BTreeMap<String, BTreeMap<u64, f64>> = BTreeMap::new();
+    if let (Some(values), Some(bases)) = (results.get(metric), results.get(base)) {
+        for (server, rounds) in values {
+            for (round, value) in rounds {
+                if let Some(b) = bases.get(server).and_then(|b| b.get(round)).filter(|b| **b > 0.0) {
+                    derived.entry(server.clone()).or_default().insert(*round, value / b);
                 }
             }
         }
-        if !derived.is_empty() {
-            results.insert(format!("{herd}_vs_cold"), derived);
-        }
     }
-}
-
-/// `name`: wharf's `metric` over its `base` in the same round.
-fn derive_ratio(results: &mut Results, name: &str, metric: &str, base: &str) {
-    let (Some(values), Some(bases)) = (results.get(metric).and_then(|m| m.get("wharf")), results.get(base).and_then(|m| m.get("wharf")))
-    else {
-        return;
-    };
-    let derived: BTreeMap<u64, f64> = values
-        .iter()
-        .filter_map(|(round, v)| bases.get(round).filter(|b| **b > 0.0).map(|b| (*round, v / b)))
-        .collect();
     if !derived.is_empty() {
-        results.insert(name.into(), BTreeMap::from([("wharf".to_owned(), derived)]));
+        results.insert(name.into(), derived);
     }
 }
 
