@@ -71,9 +71,9 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let storage = Storage::from_config(&config.storage, metrics.storage.clone())
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
-    let metadata = Metadata::open(&config.storage.path)
+    let metadata = Metadata::from_config(&config.storage.path, &config.metadata)
         .await
-        .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+        .map_err(|e| StartError::Storage(format!("{}: {e}", Metadata::describe(&config.storage.path, &config.metadata))))?;
     let recorder = Recorder::start(metadata.clone());
     let readiness =
         Readiness::new(storage.clone(), metadata.clone(), upstreams.clone(), config.server.ready_when_disk_full);

@@ -14,9 +14,11 @@ use crate::auth::{self, Action, Actions, Grantee, PasswordHash, RepositoryPatter
 use crate::oci::is_valid_component;
 
 mod limits;
+mod metadata;
 mod server;
 mod storage;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
+pub(crate) use metadata::{redact as redact_url, MetadataConfig};
 pub(crate) use server::{ServerConfig, TlsFiles};
 pub(crate) use storage::{Backend, S3Config, StorageConfig};
 
@@ -58,6 +60,8 @@ struct RawConfig {
     push: RawPush,
     #[serde(default)]
     tasks: RawTasks,
+    #[serde(default)]
+    metadata: metadata::RawMetadata,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +255,7 @@ pub(crate) struct Config {
     pub(crate) auth: AuthConfig,
     pub(crate) push: PushConfig,
     pub(crate) tasks: TasksConfig,
+    pub(crate) metadata: MetadataConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -411,6 +416,7 @@ impl Config {
         check("server.max_manifest_size", self.server.max_manifest_size != new.server.max_manifest_size);
         check("storage.path", self.storage.path != new.storage.path);
         check("storage.backend", self.storage.backend != new.storage.backend);
+        check("metadata", self.metadata != new.metadata);
         check("storage.cache.max_size", self.storage.cache_max_size != new.storage.cache_max_size);
         // Certificates reload, but a plain port does not turn into TLS (or back).
         check("server.tls_cert", self.server.tls.is_some() != new.server.tls.is_some());
@@ -466,6 +472,7 @@ impl RawConfig {
                 upload_timeout: parse_positive_duration("push.upload_timeout", &self.push.upload_timeout)?,
             },
             tasks: self.tasks.validate()?,
+            metadata: self.metadata.validate()?,
         })
     }
 }

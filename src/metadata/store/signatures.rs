@@ -6,53 +6,51 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
-
-use super::{add_content, close_version, content_page, digest_of, i64_of, present_by_digest, remove_content, require_repository, resolve, PRESENT};
+use super::content::{self, present_by_digest};
+use super::repositories::{self, resolve};
+use super::{digest_of, i64_of, versions, PRESENT};
+use crate::metadata::db::{args, named, Db};
 use crate::metadata::{
     AtomicSignature, ContentType, ManifestFacts, MetadataError, Page, PageRequest, RepositoryKind, SignatureItem, VersionRef,
 };
 use crate::oci::Digest;
 
-fn upsert(tx: &Transaction<'_>, s: &AtomicSignature) -> Result<i64, MetadataError> {
+fn upsert(db: &Db<'_>, s: &AtomicSignature) -> Result<i64, MetadataError> {
     let manifest = s.manifest.to_string();
     let digest = s.digest().to_string();
-    tx.execute(
-        "INSERT OR IGNORE INTO signatures (manifest_digest, digest, name, type, content) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![manifest, digest, s.name, s.kind, s.content],
+    db.execute(
+        "INSERT INTO signatures (manifest_digest, digest, name, type, content) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT DO NOTHING",
+        args![manifest, digest, s.name, s.kind, s.content],
     )?;
-    Ok(tx.query_row(
-        "SELECT id FROM signatures WHERE manifest_digest = ?1 AND digest = ?2",
-        params![manifest, digest],
-        |r| r.get(0),
-    )?)
+    db.query_one("SELECT id FROM signatures WHERE manifest_digest = ?1 AND digest = ?2", args![manifest, digest])
 }
 
 /// Adds `signatures` to version `v` (the version being built).
-pub(super) fn add(tx: &Transaction<'_>, repo: i64, signatures: &[AtomicSignature], v: i64) -> Result<(), MetadataError> {
+pub(super) fn add(db: &Db<'_>, repo: i64, signatures: &[AtomicSignature], v: i64) -> Result<(), MetadataError> {
     for s in signatures {
-        let id = upsert(tx, s)?;
-        add_content(tx, repo, ContentType::Signature, id, v)?;
+        let id = upsert(db, s)?;
+        content::add(db, repo, ContentType::Signature, id, v)?;
     }
     Ok(())
 }
 
 /// Ends, at version `v`, the membership of every signature whose manifest
 /// version `v` no longer holds.
-pub(super) fn drop_orphans(tx: &Transaction<'_>, repo: i64, v: i64) -> Result<(), MetadataError> {
-    let orphans: Vec<i64> = {
-        let mut stmt = tx.prepare(&format!(
+pub(super) fn drop_orphans(db: &Db<'_>, repo: i64, v: i64) -> Result<(), MetadataError> {
+    let orphans: Vec<i64> = db.query_vec(
+        &format!(
             "SELECT s.id FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
              WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND {PRESENT}
              AND NOT EXISTS (SELECT 1 FROM repository_content m JOIN manifests md ON md.id = m.content_id
                  WHERE m.repository_id = :repo AND m.content_type = 'manifest' AND md.digest = s.manifest_digest
                  AND m.version_added <= :v AND (m.version_removed IS NULL OR m.version_removed > :v))"
-        ))?;
-        let rows = stmt.query_map(named_params! {":repo": repo, ":v": v}, |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
+        ),
+        named! {":repo": repo, ":v": v},
+        |r| r.get(0),
+    )?;
     for id in orphans {
-        remove_content(tx, repo, ContentType::Signature, id, v)?;
+        content::remove(db, repo, ContentType::Signature, id, v)?;
     }
     Ok(())
 }
@@ -62,7 +60,7 @@ pub(super) fn drop_orphans(tx: &Transaction<'_>, repo: i64, v: i64) -> Result<()
 /// sync's view of what the remote still signs. Signatures of other
 /// manifests are left alone.
 pub(super) fn drop_unlisted(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     repo: i64,
     v: i64,
     manifests: &[ManifestFacts],
@@ -72,18 +70,17 @@ pub(super) fn drop_unlisted(
         .iter()
         .map(|s| (s.manifest.to_string(), s.digest().to_string()))
         .collect();
-    let mut stmt = tx.prepare_cached(&format!(
+    let sql = format!(
         "SELECT s.id, s.digest FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
          WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.manifest_digest = :manifest AND {PRESENT}"
-    ))?;
+    );
     for m in manifests {
         let manifest = m.digest.to_string();
-        let held: Vec<(i64, String)> = stmt
-            .query_map(named_params! {":repo": repo, ":manifest": manifest, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
+        let held: Vec<(i64, String)> =
+            db.query_vec(&sql, named! {":repo": repo, ":manifest": manifest, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?)))?;
         for (id, digest) in held {
             if !listed.contains(&(manifest.clone(), digest)) {
-                remove_content(tx, repo, ContentType::Signature, id, v)?;
+                content::remove(db, repo, ContentType::Signature, id, v)?;
             }
         }
     }
@@ -91,21 +88,23 @@ pub(super) fn drop_unlisted(
 }
 
 /// Ids of the signatures of manifest `manifest_id` in version `v`.
-fn held(conn: &Connection, repo: i64, manifest_id: i64, v: i64) -> Result<Vec<i64>, MetadataError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT s.id FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
-         JOIN manifests m ON m.digest = s.manifest_digest
-         WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND m.id = :manifest AND {PRESENT}
-         ORDER BY s.id"
-    ))?;
-    let rows = stmt.query_map(named_params! {":repo": repo, ":manifest": manifest_id, ":v": v}, |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn held(db: &Db<'_>, repo: i64, manifest_id: i64, v: i64) -> Result<Vec<i64>, MetadataError> {
+    db.query_vec(
+        &format!(
+            "SELECT s.id FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+             JOIN manifests m ON m.digest = s.manifest_digest
+             WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND m.id = :manifest AND {PRESENT}
+             ORDER BY s.id"
+        ),
+        named! {":repo": repo, ":manifest": manifest_id, ":v": v},
+        |r| r.get(0),
+    )
 }
 
 /// Copies the signatures version `sv` of `src` holds for each of
 /// `manifests` into version `v` of `dest`.
 pub(super) fn copy(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     src: i64,
     sv: i64,
     dest: i64,
@@ -113,41 +112,39 @@ pub(super) fn copy(
     manifests: impl IntoIterator<Item = i64>,
 ) -> Result<(), MetadataError> {
     for manifest in manifests {
-        for id in held(tx, src, manifest, sv)? {
-            add_content(tx, dest, ContentType::Signature, id, v)?;
+        for id in held(db, src, manifest, sv)? {
+            content::add(db, dest, ContentType::Signature, id, v)?;
         }
     }
     Ok(())
 }
 
-pub(super) fn list(conn: &Connection, repository: &str, version: VersionRef, manifest: &Digest) -> Result<Vec<AtomicSignature>, MetadataError> {
-    let (repo, v) = resolve(conn, repository, version)?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT s.name, s.type, s.content FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
-         WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.manifest_digest = :manifest AND {PRESENT}
-         ORDER BY s.id"
-    ))?;
-    let rows = stmt.query_map(named_params! {":repo": repo.id, ":manifest": manifest.to_string(), ":v": v}, |r| {
-        Ok(AtomicSignature { manifest: manifest.clone(), name: r.get(0)?, kind: r.get(1)?, content: r.get(2)? })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub(super) fn list(db: &Db<'_>, repository: &str, version: VersionRef, manifest: &Digest) -> Result<Vec<AtomicSignature>, MetadataError> {
+    let (repo, v) = resolve(db, repository, version)?;
+    db.query_vec(
+        &format!(
+            "SELECT s.name, s.type, s.content FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.manifest_digest = :manifest AND {PRESENT}
+             ORDER BY s.id"
+        ),
+        named! {":repo": repo.id, ":manifest": manifest.to_string(), ":v": v},
+        |r| Ok(AtomicSignature { manifest: manifest.clone(), name: r.get(0)?, kind: r.get(1)?, content: r.get(2)? }),
+    )
 }
 
 pub(super) fn items(
-    conn: &Connection,
+    db: &Db<'_>,
     at: (&str, VersionRef, PageRequest),
     manifest: Option<&Digest>,
 ) -> Result<Page<SignatureItem>, MetadataError> {
     let manifest = manifest.map(ToString::to_string);
-    content_page(
-        conn,
+    content::page(
+        db,
         at,
-        "signatures s ON s.id = rc.content_id",
-        "signature",
-        "(:manifest IS NULL OR s.manifest_digest = :manifest)",
-        named_params! {":manifest": manifest},
+        ("signatures s ON s.id = rc.content_id", "signature"),
+        ("(CAST(:manifest AS TEXT) IS NULL OR s.manifest_digest = :manifest)", &[(":manifest", &manifest)]),
         ("s.manifest_digest, s.digest, s.name, s.type", "s.manifest_digest, s.id"),
-        |_, r| {
+        |r| {
             Ok(SignatureItem {
                 manifest: digest_of(r.get(0)?)?,
                 digest: digest_of(r.get(1)?)?,
@@ -158,8 +155,8 @@ pub(super) fn items(
     )
 }
 
-pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
-    let mut repo = require_repository(tx, repository)?;
+pub(super) fn push(db: &Db<'_>, repository: &str, signature: &AtomicSignature) -> Result<Option<u64>, MetadataError> {
+    let mut repo = repositories::require(db, repository)?;
     if repo.repo.kind != RepositoryKind::Push {
         return Err(MetadataError::Conflict(format!(
             "repository {repository:?} is a {} repository; only push repositories accept signatures",
@@ -169,32 +166,30 @@ pub(super) fn push(tx: &Transaction<'_>, repository: &str, signature: &AtomicSig
     let v = i64_of(repo.repo.latest_version) + 1;
     // Looked up at `v`: nothing is written there yet, so this is the
     // latest version's content.
-    if present_by_digest(tx, repo.id, ContentType::Manifest, &signature.manifest, v)?.is_none() {
+    if present_by_digest(db, repo.id, ContentType::Manifest, &signature.manifest, v)?.is_none() {
         return Err(MetadataError::NotFound(format!("manifest {} is not in repository {repository:?}", signature.manifest)));
     }
-    let taken: Option<String> = tx
-        .query_row(
-            &format!(
-                "SELECT s.digest FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
-                 WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.name = :name AND {PRESENT}"
-            ),
-            named_params! {":repo": repo.id, ":name": signature.name, ":v": v},
-            |r| r.get(0),
-        )
-        .optional()?;
+    let taken: Option<String> = db.query_opt(
+        &format!(
+            "SELECT s.digest FROM repository_content rc JOIN signatures s ON s.id = rc.content_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'signature' AND s.name = :name AND {PRESENT}"
+        ),
+        named! {":repo": repo.id, ":name": signature.name, ":v": v},
+        |r| r.get(0),
+    )?;
     if let Some(existing) = taken {
         if existing != signature.digest().to_string() {
             return Err(MetadataError::Conflict(format!("a different signature is named {:?}", signature.name)));
         }
     }
-    add(tx, repo.id, std::slice::from_ref(signature), v)?;
-    close_version(tx, &mut repo, v)
+    add(db, repo.id, std::slice::from_ref(signature), v)?;
+    versions::close(db, &mut repo, v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{image, open, sync_repository};
-    use super::super::SqliteStore;
+    use super::super::SqlStore;
     use crate::metadata::{AtomicSignature, ManifestFacts, PageRequest, PushChange, Store, SyncContent, SyncMode};
     use crate::oci::{Algorithm, Digest};
 
@@ -207,7 +202,7 @@ mod tests {
         }
     }
 
-    fn names(s: &SqliteStore, repo: &str, v: Option<u64>, m: &ManifestFacts) -> Vec<String> {
+    fn names(s: &SqlStore, repo: &str, v: Option<u64>, m: &ManifestFacts) -> Vec<String> {
         s.signatures(repo, v, &m.digest).unwrap().into_iter().map(|s| s.name).collect()
     }
 
@@ -341,7 +336,7 @@ mod tests {
 
         // The migration that added signature counts gives existing versions
         // the counts the store itself writes.
-        let versions = |s: &SqliteStore| s.versions("src", PageRequest::default()).unwrap().items;
+        let versions = |s: &SqlStore| s.versions("src", PageRequest::default()).unwrap().items;
         let written = versions(&s);
         let backfill = include_str!("../migrations/0007_signature_counts.sql");
         let update = &backfill[backfill.find("UPDATE").unwrap()..];

@@ -3,20 +3,18 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{named_params, params, Connection, OptionalExtension, Transaction};
-
-use super::{
-    add_manifest, close_version, i64_of, id_by_digest, set_tag, remove_content, repo_from_row, repository_row,
-    require_repository, RepoRow, PRESENT, REPO_COLUMNS,
-};
+use super::content::{self, add_manifest, id_by_digest, set_tag};
+use super::repositories::{self, RepoRow, REPO_COLUMNS};
+use super::{i64_of, versions, PRESENT};
+use crate::metadata::db::{args, named, Db};
 use crate::metadata::{
     now_millis, ContentType, MetadataError, Millis, NewRepository, Repository, RepositoryKind, RepositoryPatch,
     SyncContent, SyncMode,
 };
 use crate::oci::Digest;
 
-pub(super) fn create_repository(tx: &Transaction<'_>, new: &NewRepository) -> Result<Repository, MetadataError> {
-    if let Some(existing) = repository_row(tx, &new.name)? {
+pub(super) fn create_repository(db: &Db<'_>, new: &NewRepository) -> Result<Repository, MetadataError> {
+    if let Some(existing) = repositories::row(db, &new.name)? {
         return Err(MetadataError::Conflict(format!(
             "repository {:?} exists (a {} repository)",
             new.name,
@@ -24,11 +22,11 @@ pub(super) fn create_repository(tx: &Transaction<'_>, new: &NewRepository) -> Re
         )));
     }
     let now = now_millis();
-    tx.execute(
+    let id: i64 = db.query_one(
         "INSERT INTO repositories (name, kind, retain_versions, latest_version, created_at, description, remote,
                                    sync_mirror, sync_interval, next_sync_at)
-         VALUES (?1, 'sync', ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+         VALUES (?1, 'sync', ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        args![
             new.name,
             new.retain_versions.map(i64::from),
             now,
@@ -39,15 +37,14 @@ pub(super) fn create_repository(tx: &Transaction<'_>, new: &NewRepository) -> Re
             new.next_sync_at,
         ],
     )?;
-    let id = tx.last_insert_rowid();
-    tx.execute("INSERT INTO repository_versions (repository_id, number, created_at) VALUES (?1, 0, ?2)", params![id, now])?;
-    Ok(require_repository(tx, &new.name)?.repo)
+    db.execute("INSERT INTO repository_versions (repository_id, number, created_at) VALUES (?1, 0, ?2)", args![id, now])?;
+    Ok(repositories::require(db, &new.name)?.repo)
 }
 
 /// The sync repository `name`; other kinds are a `Conflict` naming `what`
 /// was refused.
-fn sync_repository(conn: &Connection, name: &str, what: &str) -> Result<RepoRow, MetadataError> {
-    let row = require_repository(conn, name)?;
+fn sync_repository(db: &Db<'_>, name: &str, what: &str) -> Result<RepoRow, MetadataError> {
+    let row = repositories::require(db, name)?;
     if row.repo.kind != RepositoryKind::Sync {
         return Err(MetadataError::Conflict(format!(
             "repository {name:?} is a {} repository; only sync repositories {what}",
@@ -57,8 +54,8 @@ fn sync_repository(conn: &Connection, name: &str, what: &str) -> Result<RepoRow,
     Ok(row)
 }
 
-pub(super) fn update_repository(tx: &Transaction<'_>, name: &str, patch: &RepositoryPatch) -> Result<Repository, MetadataError> {
-    let row = sync_repository(tx, name, "are changed through the API")?;
+pub(super) fn update_repository(db: &Db<'_>, name: &str, patch: &RepositoryPatch) -> Result<Repository, MetadataError> {
+    let row = sync_repository(db, name, "are changed through the API")?;
     let mut r = row.repo;
     if let Some(v) = &patch.description {
         r.description.clone_from(v);
@@ -78,11 +75,11 @@ pub(super) fn update_repository(tx: &Transaction<'_>, name: &str, patch: &Reposi
     if let Some(v) = patch.next_sync_at {
         r.next_sync_at = v;
     }
-    tx.execute(
+    db.execute(
         "UPDATE repositories SET description = ?2, retain_versions = ?3, remote = ?4, sync_mirror = ?5,
                                  sync_interval = ?6, next_sync_at = ?7
          WHERE id = ?1",
-        params![
+        args![
             row.id,
             r.description,
             r.retain_versions.map(i64::from),
@@ -95,54 +92,52 @@ pub(super) fn update_repository(tx: &Transaction<'_>, name: &str, patch: &Reposi
     Ok(r)
 }
 
-pub(super) fn delete_repository(tx: &Transaction<'_>, name: &str) -> Result<(), MetadataError> {
-    let row = require_repository(tx, name)?;
+pub(super) fn delete_repository(db: &Db<'_>, name: &str) -> Result<(), MetadataError> {
+    let row = repositories::require(db, name)?;
     if row.repo.kind == RepositoryKind::PullThrough {
         return Err(MetadataError::Conflict(format!(
             "repository {name:?} is recorded by the pull-through cache and cannot be deleted"
         )));
     }
-    let served: Option<String> = tx
-        .query_row("SELECT name FROM distributions WHERE repository_id = ?1 LIMIT 1", [row.id], |r| r.get(0))
-        .optional()?;
+    let served: Option<String> =
+        db.query_opt("SELECT name FROM distributions WHERE repository_id = ?1 LIMIT 1", args![row.id], |r| r.get(0))?;
     if let Some(d) = served {
         return Err(MetadataError::Conflict(format!(
             "repository {name:?} is served by distribution {d:?}; delete or repoint it first"
         )));
     }
-    tx.execute("DELETE FROM repositories WHERE id = ?1", [row.id])?;
+    db.execute("DELETE FROM repositories WHERE id = ?1", args![row.id])?;
     Ok(())
 }
 
-pub(super) fn due_syncs(conn: &Connection, now: Millis) -> Result<Vec<Repository>, MetadataError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {REPO_COLUMNS} FROM repositories
-         WHERE kind = 'sync' AND sync_interval IS NOT NULL AND next_sync_at IS NOT NULL AND next_sync_at <= ?1
-         ORDER BY next_sync_at"
-    ))?;
-    let rows = stmt.query_map([now], repo_from_row)?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row??.repo);
-    }
-    Ok(out)
+pub(super) fn due_syncs(db: &Db<'_>, now: Millis) -> Result<Vec<Repository>, MetadataError> {
+    let rows = db.query_vec(
+        &format!(
+            "SELECT {REPO_COLUMNS} FROM repositories
+             WHERE kind = 'sync' AND sync_interval IS NOT NULL AND next_sync_at IS NOT NULL AND next_sync_at <= ?1
+             ORDER BY next_sync_at"
+        ),
+        args![now],
+        repositories::from_row,
+    )?;
+    rows.into_iter().map(|r| r.map(|r| r.repo)).collect()
 }
 
 pub(super) fn apply_sync(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     name: &str,
     remote: &str,
     content: &SyncContent,
     mode: SyncMode<'_>,
 ) -> Result<Option<u64>, MetadataError> {
-    let mut repo = sync_repository(tx, name, "are synced")?;
+    let mut repo = sync_repository(db, name, "are synced")?;
     let v = i64_of(repo.repo.latest_version) + 1;
     for facts in &content.manifests {
-        add_manifest(tx, repo.id, facts, None, v)?;
+        add_manifest(db, repo.id, facts, None, v)?;
     }
     let synced: HashSet<&Digest> = content.manifests.iter().map(|m| &m.digest).collect();
     for (tag, digest) in &content.tags {
-        let manifest = match id_by_digest(tx, "manifests", digest)? {
+        let manifest = match id_by_digest(db, "manifests", digest)? {
             Some(id) if synced.contains(digest) => id,
             _ => {
                 return Err(MetadataError::Invalid(format!(
@@ -150,29 +145,30 @@ pub(super) fn apply_sync(
                 )))
             }
         };
-        set_tag(tx, repo.id, tag, manifest, v)?;
+        set_tag(db, repo.id, tag, manifest, v)?;
     }
     for s in &content.signatures {
         if !synced.contains(&s.manifest) {
             return Err(MetadataError::Invalid(format!("a signature names manifest {}, which the sync did not fetch", s.manifest)));
         }
     }
-    super::signatures::add(tx, repo.id, &content.signatures, v)?;
+    super::signatures::add(db, repo.id, &content.signatures, v)?;
     let mirror = matches!(mode, SyncMode::Mirror { .. });
     if let SyncMode::Mirror { in_scope } = mode {
         let synced_tags: HashSet<&str> = content.tags.iter().map(|(t, _)| t.as_str()).collect();
         let synced: HashSet<String> = content.manifests.iter().map(|m| m.digest.to_string()).collect();
-        prune(tx, repo.id, v, &synced, &synced_tags, in_scope)?;
-        super::signatures::drop_orphans(tx, repo.id, v)?;
+        prune(db, repo.id, v, &synced, &synced_tags, in_scope)?;
+        super::signatures::drop_orphans(db, repo.id, v)?;
         if content.signatures_listed {
-            super::signatures::drop_unlisted(tx, repo.id, v, &content.manifests, &content.signatures)?;
+            super::signatures::drop_unlisted(db, repo.id, v, &content.manifests, &content.signatures)?;
         }
     }
-    tx.execute(
-        "UPDATE repositories SET remote = coalesce(remote, ?2), mirrored = mirrored OR ?3 WHERE id = ?1",
-        params![repo.id, remote, mirror],
+    db.execute(
+        "UPDATE repositories SET remote = coalesce(remote, ?2), mirrored = CASE WHEN ?3 = 1 THEN 1 ELSE mirrored END
+         WHERE id = ?1",
+        args![repo.id, remote, mirror],
     )?;
-    close_version(tx, &mut repo, v)
+    versions::close(db, &mut repo, v)
 }
 
 /// Mirror mode: removes the in-scope tags the sync did not bring, then
@@ -180,26 +176,26 @@ pub(super) fn apply_sync(
 /// manifest, an index listing it, or a kept manifest it is a referrer of),
 /// then every blob no kept manifest references.
 fn prune(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     repo: i64,
     v: i64,
     synced: &HashSet<String>,
     synced_tags: &HashSet<&str>,
     in_scope: &dyn Fn(&str) -> bool,
 ) -> Result<(), MetadataError> {
-    let tags: Vec<(i64, String, String)> = {
-        let mut stmt = tx.prepare(&format!(
+    let tags: Vec<(i64, String, String)> = db.query_vec(
+        &format!(
             "SELECT t.id, t.name, m.digest FROM repository_content rc JOIN tags t ON t.id = rc.content_id
              JOIN manifests m ON m.id = t.manifest_id
              WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND {PRESENT}"
-        ))?;
-        let rows = stmt.query_map(named_params! {":repo": repo, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+        ),
+        named! {":repo": repo, ":v": v},
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let mut kept: HashSet<String> = synced.clone();
     for (id, name, digest) in tags {
         if in_scope(&name) && !synced_tags.contains(name.as_str()) {
-            remove_content(tx, repo, ContentType::Tag, id, v)?;
+            content::remove(db, repo, ContentType::Tag, id, v)?;
         } else {
             kept.insert(digest);
         }
@@ -212,30 +208,28 @@ fn prune(
         blobs: Vec<String>,
     }
     let mut held: HashMap<String, Held> = HashMap::new();
-    {
-        let mut stmt = tx.prepare(&format!(
+    db.for_each(
+        &format!(
             "SELECT m.id, m.digest, m.subject FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
              WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND {PRESENT}"
-        ))?;
-        let mut rows = stmt.query(named_params! {":repo": repo, ":v": v})?;
-        while let Some(r) = rows.next()? {
+        ),
+        named! {":repo": repo, ":v": v},
+        |r| {
             let digest: String = r.get(1)?;
             held.insert(digest, Held { id: r.get(0)?, subject: r.get(2)?, children: Vec::new(), blobs: Vec::new() });
-        }
-    }
-    {
-        let mut refs = tx.prepare_cached("SELECT kind, digest FROM manifest_references WHERE manifest_id = ?1")?;
-        for h in held.values_mut() {
-            let mut rows = refs.query([h.id])?;
-            while let Some(r) = rows.next()? {
-                let (kind, digest): (String, String) = (r.get(0)?, r.get(1)?);
-                if kind == "manifest" {
-                    h.children.push(digest);
-                } else {
-                    h.blobs.push(digest);
-                }
+            Ok(())
+        },
+    )?;
+    for h in held.values_mut() {
+        db.for_each("SELECT kind, digest FROM manifest_references WHERE manifest_id = ?1", args![h.id], |r| {
+            let (kind, digest): (String, String) = (r.get(0)?, r.get(1)?);
+            if kind == "manifest" {
+                h.children.push(digest);
+            } else {
+                h.blobs.push(digest);
             }
-        }
+            Ok(())
+        })?;
     }
     // Reachability to a fixed point: children of kept manifests, and
     // manifests whose subject is kept (signatures, attestations).
@@ -268,44 +262,47 @@ fn prune(
         if kept.contains(d) {
             kept_blobs.extend(h.blobs.iter().map(String::as_str));
         } else {
-            remove_content(tx, repo, ContentType::Manifest, h.id, v)?;
+            content::remove(db, repo, ContentType::Manifest, h.id, v)?;
         }
     }
-    let blobs: Vec<(i64, String)> = {
-        let mut stmt = tx.prepare(&format!(
+    let blobs: Vec<(i64, String)> = db.query_vec(
+        &format!(
             "SELECT b.id, b.digest FROM repository_content rc JOIN blobs b ON b.id = rc.content_id
              WHERE rc.repository_id = :repo AND rc.content_type = 'blob' AND {PRESENT}"
-        ))?;
-        let rows = stmt.query_map(named_params! {":repo": repo, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+        ),
+        named! {":repo": repo, ":v": v},
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     for (id, digest) in blobs {
         if !kept_blobs.contains(digest.as_str()) {
-            remove_content(tx, repo, ContentType::Blob, id, v)?;
+            content::remove(db, repo, ContentType::Blob, id, v)?;
         }
     }
     Ok(())
 }
 
-pub(super) fn add_blob_sources(tx: &Transaction<'_>, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError> {
-    let mut insert =
-        tx.prepare_cached("INSERT OR IGNORE INTO blob_sources (digest, remote, remote_name) VALUES (?1, ?2, ?3)")?;
+pub(super) fn add_blob_sources(db: &Db<'_>, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError> {
     for d in digests {
-        insert.execute(params![d.to_string(), remote, remote_name])?;
+        db.execute(
+            "INSERT INTO blob_sources (digest, remote, remote_name) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            args![d.to_string(), remote, remote_name],
+        )?;
     }
     Ok(())
 }
 
-pub(super) fn blob_sources(conn: &Connection, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError> {
-    let mut stmt = conn.prepare_cached("SELECT remote, remote_name FROM blob_sources WHERE digest = ?1 ORDER BY remote")?;
-    let rows = stmt.query_map([digest.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub(super) fn blob_sources(db: &Db<'_>, digest: &Digest) -> Result<Vec<(String, String)>, MetadataError> {
+    db.query_vec(
+        "SELECT remote, remote_name FROM blob_sources WHERE digest = ?1 ORDER BY remote",
+        args![digest.to_string()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{counts, image, open, sync_repository};
-    use super::super::SqliteStore;
+    use super::super::SqlStore;
     use crate::metadata::{ContentFilter, ManifestFacts, NewRepository, PageRequest, Store, SyncContent, SyncMode};
     use crate::oci::Digest;
 
@@ -318,13 +315,13 @@ mod tests {
         }
     }
 
-    fn tags(s: &SqliteStore, v: Option<u64>) -> Vec<(String, Digest)> {
+    fn tags(s: &SqlStore, v: Option<u64>) -> Vec<(String, Digest)> {
         let page = PageRequest { limit: 1000, offset: 0 };
         let listed = s.tags("foo", v, &ContentFilter::default(), page).unwrap();
         listed.items.into_iter().map(|t| (t.name, t.digest)).collect()
     }
 
-    fn manifests(s: &SqliteStore, v: Option<u64>) -> Vec<Digest> {
+    fn manifests(s: &SqlStore, v: Option<u64>) -> Vec<Digest> {
         let page = PageRequest { limit: 1000, offset: 0 };
         s.manifests("foo", v, &ContentFilter::default(), page).unwrap().items.into_iter().map(|m| m.facts.digest).collect()
     }

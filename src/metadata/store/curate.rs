@@ -14,12 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use rusqlite::{named_params, Connection, OptionalExtension, Transaction};
-
-use super::{
-    add_content, close_version, digest_of, i64_of, present_by_digest, remove_content, require_repository, resolve,
-    set_tag, tag_in_version, u64_of, upsert_blob, RepoRow, PRESENT,
-};
+use super::content::{self, present_by_digest, set_tag, tag_in_version, upsert_blob};
+use super::repositories::{self, resolve, RepoRow};
+use super::{digest_of, i64_of, u64_of, versions, PRESENT};
+use crate::metadata::db::{args, named, Db};
 use crate::metadata::{ContentType, Descriptor, MetadataError, RepositoryKind, VersionRef};
 use crate::oci::Digest;
 
@@ -28,8 +26,8 @@ use crate::oci::Digest;
 const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
 
 /// The repository `name` if curation may change it.
-fn curated_repository(conn: &Connection, name: &str) -> Result<RepoRow, MetadataError> {
-    let row = require_repository(conn, name)?;
+fn curated_repository(db: &Db<'_>, name: &str) -> Result<RepoRow, MetadataError> {
+    let row = repositories::require(db, name)?;
     if row.repo.kind == RepositoryKind::PullThrough {
         return Err(MetadataError::Conflict(format!(
             "repository {name:?} is recorded by the pull-through cache; only sync and push repositories can be changed"
@@ -39,61 +37,66 @@ fn curated_repository(conn: &Connection, name: &str) -> Result<RepoRow, Metadata
 }
 
 /// The manifest `digest` names if version `v` of `repo` holds it.
-fn held_manifest(conn: &Connection, repo: i64, digest: &str, v: i64) -> Result<Option<i64>, MetadataError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT m.id FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
-         WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.digest = :digest AND {PRESENT}"
-    ))?;
-    Ok(stmt.query_row(named_params! {":repo": repo, ":digest": digest, ":v": v}, |r| r.get(0)).optional()?)
+fn held_manifest(db: &Db<'_>, repo: i64, digest: &str, v: i64) -> Result<Option<i64>, MetadataError> {
+    db.query_opt(
+        &format!(
+            "SELECT m.id FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.digest = :digest AND {PRESENT}"
+        ),
+        named! {":repo": repo, ":digest": digest, ":v": v},
+        |r| r.get(0),
+    )
 }
 
 /// The manifest tag `name` names in version `v`: (id, digest).
-fn held_tag(conn: &Connection, repo: i64, name: &str, v: i64) -> Result<Option<(i64, String)>, MetadataError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT m.id, m.digest FROM repository_content rc JOIN tags t ON t.id = rc.content_id
-         JOIN manifests m ON m.id = t.manifest_id
-         WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND t.name = :name AND {PRESENT}"
-    ))?;
-    Ok(stmt.query_row(named_params! {":repo": repo, ":name": name, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+fn held_tag(db: &Db<'_>, repo: i64, name: &str, v: i64) -> Result<Option<(i64, String)>, MetadataError> {
+    db.query_opt(
+        &format!(
+            "SELECT m.id, m.digest FROM repository_content rc JOIN tags t ON t.id = rc.content_id
+             JOIN manifests m ON m.id = t.manifest_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND t.name = :name AND {PRESENT}"
+        ),
+        named! {":repo": repo, ":name": name, ":v": v},
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// Every tag in version `v`: (name, manifest id, manifest digest).
-fn held_tags(conn: &Connection, repo: i64, v: i64) -> Result<Vec<(String, i64, String)>, MetadataError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT t.name, m.id, m.digest FROM repository_content rc JOIN tags t ON t.id = rc.content_id
-         JOIN manifests m ON m.id = t.manifest_id
-         WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND {PRESENT} ORDER BY t.name"
-    ))?;
-    let rows = stmt.query_map(named_params! {":repo": repo, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn held_tags(db: &Db<'_>, repo: i64, v: i64) -> Result<Vec<(String, i64, String)>, MetadataError> {
+    db.query_vec(
+        &format!(
+            "SELECT t.name, m.id, m.digest FROM repository_content rc JOIN tags t ON t.id = rc.content_id
+             JOIN manifests m ON m.id = t.manifest_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND {PRESENT} ORDER BY t.name"
+        ),
+        named! {":repo": repo, ":v": v},
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
 }
 
 /// What manifest `id` points at, by kind (`config`, `layer`, `manifest`).
-fn pointed_at(conn: &Connection, id: i64) -> Result<Vec<(String, Descriptor)>, MetadataError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT kind, digest, media_type, size FROM manifest_references WHERE manifest_id = ?1")?;
-    let mut rows = stmt.query([id])?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        let size: Option<i64> = r.get(3)?;
-        let d = Descriptor {
-            digest: digest_of(r.get(1)?)?,
-            media_type: r.get(2)?,
-            size: size.map(u64_of),
-        };
-        out.push((r.get(0)?, d));
-    }
-    Ok(out)
+fn pointed_at(db: &Db<'_>, id: i64) -> Result<Vec<(String, Descriptor)>, MetadataError> {
+    db.query_vec(
+        "SELECT kind, digest, media_type, size FROM manifest_references WHERE manifest_id = ?1",
+        args![id],
+        |r| {
+            let size: Option<i64> = r.get(3)?;
+            let d = Descriptor { digest: digest_of(r.get(1)?)?, media_type: r.get(2)?, size: size.map(u64_of) };
+            Ok((r.get(0)?, d))
+        },
+    )
 }
 
 /// Manifests in version `v` whose subject is `digest`: (id, digest).
-fn held_referrers(conn: &Connection, repo: i64, digest: &str, v: i64) -> Result<Vec<(i64, String)>, MetadataError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT m.id, m.digest FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
-         WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.subject = :subject AND {PRESENT}"
-    ))?;
-    let rows = stmt.query_map(named_params! {":repo": repo, ":subject": digest, ":v": v}, |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn held_referrers(db: &Db<'_>, repo: i64, digest: &str, v: i64) -> Result<Vec<(i64, String)>, MetadataError> {
+    db.query_vec(
+        &format!(
+            "SELECT m.id, m.digest FROM repository_content rc JOIN manifests m ON m.id = rc.content_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND m.subject = :subject AND {PRESENT}"
+        ),
+        named! {":repo": repo, ":subject": digest, ":v": v},
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// What a copy takes from the source version.
@@ -109,7 +112,7 @@ struct Selection {
 /// version `v` of `repo`, everything they need: children the version
 /// holds, referrers, and cosign-tagged signatures with their tags.
 fn close_over(
-    conn: &Connection,
+    db: &Db<'_>,
     repo: i64,
     v: i64,
     start: Vec<(i64, String)>,
@@ -122,7 +125,7 @@ fn close_over(
             continue;
         }
         selection.manifests.insert(id);
-        for (kind, d) in pointed_at(conn, id)? {
+        for (kind, d) in pointed_at(db, id)? {
             if kind != "manifest" {
                 continue;
             }
@@ -130,15 +133,15 @@ fn close_over(
             // An index lists children the version may not hold (a
             // pull-through index whose other platforms nobody pulled):
             // a copy takes what the version holds, no more.
-            if let Some(child_id) = held_manifest(conn, repo, &child, v)? {
+            if let Some(child_id) = held_manifest(db, repo, &child, v)? {
                 work.push((child_id, child));
             }
         }
-        work.extend(held_referrers(conn, repo, &digest, v)?);
+        work.extend(held_referrers(db, repo, &digest, v)?);
         let stem = digest.replacen(':', "-", 1);
         for suffix in COSIGN_SUFFIXES {
             let name = format!("{stem}{suffix}");
-            if let Some((signature, signature_digest)) = held_tag(conn, repo, &name, v)? {
+            if let Some((signature, signature_digest)) = held_tag(db, repo, &name, v)? {
                 selection.tags.insert(name, signature);
                 work.push((signature, signature_digest));
             }
@@ -150,116 +153,117 @@ fn close_over(
 /// Writes `selection` into `dest` as its next version; the new number,
 /// or None if `dest` already held all of it.
 fn apply_copy(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     (src, sv): (i64, i64),
     dest: &mut RepoRow,
     selection: &Selection,
 ) -> Result<Option<u64>, MetadataError> {
     let v = i64_of(dest.repo.latest_version) + 1;
-    super::signatures::copy(tx, src, sv, dest.id, v, selection.manifests.iter().copied())?;
+    super::signatures::copy(db, src, sv, dest.id, v, selection.manifests.iter().copied())?;
     for &manifest in &selection.manifests {
-        add_content(tx, dest.id, ContentType::Manifest, manifest, v)?;
-        for (kind, d) in pointed_at(tx, manifest)? {
+        content::add(db, dest.id, ContentType::Manifest, manifest, v)?;
+        for (kind, d) in pointed_at(db, manifest)? {
             if kind != "manifest" {
-                let blob = upsert_blob(tx, &d)?;
-                add_content(tx, dest.id, ContentType::Blob, blob, v)?;
+                let blob = upsert_blob(db, &d)?;
+                content::add(db, dest.id, ContentType::Blob, blob, v)?;
             }
         }
     }
     for (name, &manifest) in &selection.tags {
-        set_tag(tx, dest.id, name, manifest, v)?;
+        set_tag(db, dest.id, name, manifest, v)?;
     }
-    close_version(tx, dest, v)
+    versions::close(db, dest, v)
 }
 
 pub(super) fn copy_tags(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     source: &str,
     source_version: VersionRef,
     dest: &str,
     select: &dyn Fn(&str) -> bool,
 ) -> Result<Option<u64>, MetadataError> {
-    let mut dest = curated_repository(tx, dest)?;
-    let (src, sv) = resolve(tx, source, source_version)?;
+    let mut dest = curated_repository(db, dest)?;
+    let (src, sv) = resolve(db, source, source_version)?;
     let mut selection = Selection::default();
     let mut start = Vec::new();
-    for (name, id, digest) in held_tags(tx, src.id, sv)? {
+    for (name, id, digest) in held_tags(db, src.id, sv)? {
         if select(&name) {
             selection.tags.insert(name, id);
             start.push((id, digest));
         }
     }
-    close_over(tx, src.id, sv, start, &mut selection)?;
-    apply_copy(tx, (src.id, sv), &mut dest, &selection)
+    close_over(db, src.id, sv, start, &mut selection)?;
+    apply_copy(db, (src.id, sv), &mut dest, &selection)
 }
 
 pub(super) fn copy_manifests(
-    tx: &Transaction<'_>,
+    db: &Db<'_>,
     source: &str,
     source_version: VersionRef,
     dest: &str,
     digests: &[Digest],
 ) -> Result<Option<u64>, MetadataError> {
-    let mut dest = curated_repository(tx, dest)?;
-    let (src, sv) = resolve(tx, source, source_version)?;
+    let mut dest = curated_repository(db, dest)?;
+    let (src, sv) = resolve(db, source, source_version)?;
     let mut start = Vec::new();
     for digest in digests {
         let digest = digest.to_string();
-        let Some(id) = held_manifest(tx, src.id, &digest, sv)? else {
+        let Some(id) = held_manifest(db, src.id, &digest, sv)? else {
             return Err(MetadataError::NotFound(format!("manifest {digest} is not in version {sv} of {source:?}")));
         };
         start.push((id, digest));
     }
     let mut selection = Selection::default();
-    close_over(tx, src.id, sv, start, &mut selection)?;
-    apply_copy(tx, (src.id, sv), &mut dest, &selection)
+    close_over(db, src.id, sv, start, &mut selection)?;
+    apply_copy(db, (src.id, sv), &mut dest, &selection)
 }
 
 /// Whether a manifest present in version `v` points at `digest` as one of
 /// `kinds` (`'config', 'layer'` or `'manifest'`).
-fn referenced(conn: &Connection, repo: i64, digest: &str, kinds: &str, v: i64) -> Result<bool, MetadataError> {
-    Ok(conn.query_row(
+fn referenced(db: &Db<'_>, repo: i64, digest: &str, kinds: &str, v: i64) -> Result<bool, MetadataError> {
+    db.query_one(
         &format!(
             "SELECT EXISTS (SELECT 1 FROM repository_content rc JOIN manifest_references mr ON mr.manifest_id = rc.content_id
              WHERE rc.repository_id = :repo AND rc.content_type = 'manifest' AND mr.digest = :digest
              AND mr.kind IN ({kinds}) AND {PRESENT})"
         ),
-        named_params! {":repo": repo, ":digest": digest, ":v": v},
-        |r| r.get(0),
-    )?)
+        named! {":repo": repo, ":digest": digest, ":v": v},
+    )
 }
 
 /// Tags in version `v` naming manifest `id`.
-fn tags_naming(conn: &Connection, repo: i64, id: i64, v: i64) -> Result<Vec<i64>, MetadataError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT t.id FROM repository_content rc JOIN tags t ON t.id = rc.content_id
-         WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND t.manifest_id = :id AND {PRESENT}"
-    ))?;
-    let rows = stmt.query_map(named_params! {":repo": repo, ":id": id, ":v": v}, |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn tags_naming(db: &Db<'_>, repo: i64, id: i64, v: i64) -> Result<Vec<i64>, MetadataError> {
+    db.query_vec(
+        &format!(
+            "SELECT t.id FROM repository_content rc JOIN tags t ON t.id = rc.content_id
+             WHERE rc.repository_id = :repo AND rc.content_type = 'tag' AND t.manifest_id = :id AND {PRESENT}"
+        ),
+        named! {":repo": repo, ":id": id, ":v": v},
+        |r| r.get(0),
+    )
 }
 
-pub(super) fn remove(tx: &Transaction<'_>, name: &str, tags: &[String], manifests: &[Digest]) -> Result<Option<u64>, MetadataError> {
-    let mut repo = curated_repository(tx, name)?;
+pub(super) fn remove(db: &Db<'_>, name: &str, tags: &[String], manifests: &[Digest]) -> Result<Option<u64>, MetadataError> {
+    let mut repo = curated_repository(db, name)?;
     let v = i64_of(repo.repo.latest_version) + 1;
     // Everything named must be there before anything goes, so a later
     // name cannot miss what an earlier one took with it.
     let mut tag_ids = BTreeSet::new();
     for tag in tags {
-        let Some((id, _)) = tag_in_version(tx, repo.id, tag, v)? else {
+        let Some((id, _)) = tag_in_version(db, repo.id, tag, v)? else {
             return Err(MetadataError::NotFound(format!("tag {tag:?} is not in repository {name:?}")));
         };
         tag_ids.insert(id);
     }
     let mut manifest_ids = BTreeSet::new();
     for digest in manifests {
-        let Some(id) = present_by_digest(tx, repo.id, ContentType::Manifest, digest, v)? else {
+        let Some(id) = present_by_digest(db, repo.id, ContentType::Manifest, digest, v)? else {
             return Err(MetadataError::NotFound(format!("manifest {digest} is not in repository {name:?}")));
         };
         manifest_ids.insert(id);
     }
     for id in tag_ids {
-        remove_content(tx, repo.id, ContentType::Tag, id, v)?;
+        content::remove(db, repo.id, ContentType::Tag, id, v)?;
     }
     // Each removed manifest takes its tags; then the children and blobs
     // it pointed at go too, unless something that stays still needs them.
@@ -270,65 +274,68 @@ pub(super) fn remove(tx: &Transaction<'_>, name: &str, tags: &[String], manifest
         if !gone.insert(id) {
             continue;
         }
-        for tag in tags_naming(tx, repo.id, id, v)? {
-            remove_content(tx, repo.id, ContentType::Tag, tag, v)?;
+        for tag in tags_naming(db, repo.id, id, v)? {
+            content::remove(db, repo.id, ContentType::Tag, tag, v)?;
         }
-        remove_content(tx, repo.id, ContentType::Manifest, id, v)?;
-        for (kind, d) in pointed_at(tx, id)? {
+        content::remove(db, repo.id, ContentType::Manifest, id, v)?;
+        for (kind, d) in pointed_at(db, id)? {
             if kind != "manifest" {
                 blobs.insert(d.digest.to_string(), d);
                 continue;
             }
             let child = d.digest.to_string();
-            let Some(child_id) = held_manifest(tx, repo.id, &child, v)? else { continue };
-            let tagged = !tags_naming(tx, repo.id, child_id, v)?.is_empty();
-            if !tagged && !referenced(tx, repo.id, &child, "'manifest'", v)? {
+            let Some(child_id) = held_manifest(db, repo.id, &child, v)? else { continue };
+            let tagged = !tags_naming(db, repo.id, child_id, v)?.is_empty();
+            if !tagged && !referenced(db, repo.id, &child, "'manifest'", v)? {
                 work.push(child_id);
             }
         }
     }
     for (digest, d) in blobs {
-        let Some(id) = present_by_digest(tx, repo.id, ContentType::Blob, &d.digest, v)? else { continue };
-        if !referenced(tx, repo.id, &digest, "'config', 'layer'", v)? {
-            remove_content(tx, repo.id, ContentType::Blob, id, v)?;
+        let Some(id) = present_by_digest(db, repo.id, ContentType::Blob, &d.digest, v)? else { continue };
+        if !referenced(db, repo.id, &digest, "'config', 'layer'", v)? {
+            content::remove(db, repo.id, ContentType::Blob, id, v)?;
         }
     }
-    super::signatures::drop_orphans(tx, repo.id, v)?;
-    close_version(tx, &mut repo, v)
+    super::signatures::drop_orphans(db, repo.id, v)?;
+    versions::close(db, &mut repo, v)
 }
 
 /// Ids of the content of `kind` in version `v`.
-fn content_ids(conn: &Connection, repo: i64, kind: ContentType, v: i64) -> Result<HashSet<i64>, MetadataError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT rc.content_id FROM repository_content rc
-         WHERE rc.repository_id = :repo AND rc.content_type = :kind AND {PRESENT}"
-    ))?;
-    let rows = stmt.query_map(named_params! {":repo": repo, ":kind": kind.as_str(), ":v": v}, |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn content_ids(db: &Db<'_>, repo: i64, kind: ContentType, v: i64) -> Result<HashSet<i64>, MetadataError> {
+    let ids = db.query_vec(
+        &format!(
+            "SELECT rc.content_id FROM repository_content rc
+             WHERE rc.repository_id = :repo AND rc.content_type = :kind AND {PRESENT}"
+        ),
+        named! {":repo": repo, ":kind": kind.as_str(), ":v": v},
+        |r| r.get(0),
+    )?;
+    Ok(ids.into_iter().collect())
 }
 
-pub(super) fn revert(tx: &Transaction<'_>, name: &str, version: u64) -> Result<Option<u64>, MetadataError> {
-    let mut repo = curated_repository(tx, name)?;
-    let (_, target) = resolve(tx, name, Some(version))?;
+pub(super) fn revert(db: &Db<'_>, name: &str, version: u64) -> Result<Option<u64>, MetadataError> {
+    let mut repo = curated_repository(db, name)?;
+    let (_, target) = resolve(db, name, Some(version))?;
     let v = i64_of(repo.repo.latest_version) + 1;
     for kind in [ContentType::Tag, ContentType::Manifest, ContentType::Blob, ContentType::Signature] {
-        let want = content_ids(tx, repo.id, kind, target)?;
+        let want = content_ids(db, repo.id, kind, target)?;
         // Nothing is written at `v` yet: this is the latest version's content.
-        let have = content_ids(tx, repo.id, kind, v)?;
+        let have = content_ids(db, repo.id, kind, v)?;
         for &id in have.difference(&want) {
-            remove_content(tx, repo.id, kind, id, v)?;
+            content::remove(db, repo.id, kind, id, v)?;
         }
         for &id in want.difference(&have) {
-            add_content(tx, repo.id, kind, id, v)?;
+            content::add(db, repo.id, kind, id, v)?;
         }
     }
-    close_version(tx, &mut repo, v)
+    versions::close(db, &mut repo, v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{blob, counts, digest, image, open};
-    use super::super::SqliteStore;
+    use super::super::SqlStore;
     use crate::metadata::{
         all_pages, Change, ContentFilter, ContentType, Descriptor, IndexChild, ManifestFacts, MetadataError,
         NewRepository, Origin, PushChange, Recording, Store, SyncContent, SyncMode, VersionRef,
@@ -338,7 +345,7 @@ mod tests {
     /// Tags (name, digest), manifests and blobs of a version, sorted.
     type Listing = (Vec<(String, Digest)>, Vec<Digest>, Vec<Digest>);
 
-    fn listing(s: &SqliteStore, repo: &str, v: VersionRef) -> Listing {
+    fn listing(s: &SqlStore, repo: &str, v: VersionRef) -> Listing {
         let all = ContentFilter::default();
         let tags = all_pages(|p| s.tags(repo, v, &all, p)).unwrap().into_iter().map(|t| (t.name, t.digest)).collect();
         let mut manifests: Vec<Digest> =
@@ -355,15 +362,15 @@ mod tests {
         out
     }
 
-    fn tag_names(s: &SqliteStore, repo: &str, v: VersionRef) -> Vec<String> {
+    fn tag_names(s: &SqlStore, repo: &str, v: VersionRef) -> Vec<String> {
         s.tag_names(repo, v).unwrap()
     }
 
-    fn push_repo(s: &SqliteStore, name: &str) {
+    fn push_repo(s: &SqlStore, name: &str) {
         s.create_push_repository(name, &name.replace('/', ".")).unwrap();
     }
 
-    fn sync_repo(s: &SqliteStore, name: &str, retain_versions: Option<u32>) {
+    fn sync_repo(s: &SqlStore, name: &str, retain_versions: Option<u32>) {
         let new = NewRepository {
             name: name.into(),
             description: None,
@@ -376,7 +383,7 @@ mod tests {
         s.create_repository(&new).unwrap();
     }
 
-    fn put(s: &SqliteStore, repo: &str, facts: &ManifestFacts, tag: Option<&str>) {
+    fn put(s: &SqlStore, repo: &str, facts: &ManifestFacts, tag: Option<&str>) {
         let change = PushChange::Manifest { facts: facts.clone(), tag: tag.map(str::to_owned) };
         s.push(repo, &change).unwrap();
     }

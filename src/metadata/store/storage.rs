@@ -4,8 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, Connection, Transaction};
-
+use crate::metadata::db::{args, Db};
 use crate::metadata::{MetadataError, Millis, StorageReferences};
 use crate::oci::Digest;
 
@@ -13,7 +12,7 @@ use crate::oci::Digest;
 /// given as a query): their blobs and manifests, the manifests their tags
 /// name, and everything those manifests point at, index children's
 /// content included (a version holds what its manifests reference).
-fn closure_of(conn: &Connection, rows: &str, extra_manifests: &str) -> Result<HashSet<String>, MetadataError> {
+fn closure_of(db: &Db<'_>, rows: &str, extra_manifests: &str) -> Result<HashSet<String>, MetadataError> {
     let sql = format!(
         "WITH RECURSIVE
            content_rows(content_type, content_id) AS ({rows}),
@@ -28,26 +27,29 @@ fn closure_of(conn: &Connection, rows: &str, extra_manifests: &str) -> Result<Ha
          UNION SELECT mr.digest FROM closure c JOIN manifest_references mr ON mr.manifest_id = c.id
          UNION SELECT b.digest FROM content_rows r JOIN blobs b ON r.content_type = 'blob' AND b.id = r.content_id"
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let digests = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    Ok(digests.collect::<Result<_, _>>()?)
+    let mut digests = HashSet::new();
+    db.for_each(&sql, args![], |r| {
+        digests.insert(r.get(0)?);
+        Ok(())
+    })?;
+    Ok(digests)
 }
 
-pub(super) fn storage_references(conn: &Connection) -> Result<StorageReferences, MetadataError> {
+pub(super) fn storage_references(db: &Db<'_>) -> Result<StorageReferences, MetadataError> {
     // Any version's rows count, removed ones too: an older version still
     // holds them (rows of deleted versions are folded away).
     let mut referenced = closure_of(
-        conn,
+        db,
         "SELECT content_type, content_id FROM repository_content
          UNION SELECT 'blob', blob_id FROM uploaded_blobs",
         "UNION SELECT m.id FROM upstream_tags u JOIN manifests m ON m.digest = u.digest",
     )?;
-    let mut stmt = conn.prepare("SELECT digest FROM upstream_tags")?;
-    for d in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        referenced.insert(d?);
-    }
+    db.for_each("SELECT digest FROM upstream_tags", args![], |r| {
+        referenced.insert(r.get(0)?);
+        Ok(())
+    })?;
     let mut protected = closure_of(
-        conn,
+        db,
         "SELECT rc.content_type, rc.content_id FROM repository_content rc
            JOIN repositories r ON r.id = rc.repository_id
           WHERE r.kind = 'push'
@@ -62,42 +64,40 @@ pub(super) fn storage_references(conn: &Connection) -> Result<StorageReferences,
     // sync recorded its source (an on-demand blob); content copied in by
     // curation has none, so it stays.
     let sync_content = closure_of(
-        conn,
+        db,
         "SELECT rc.content_type, rc.content_id FROM repository_content rc
            JOIN repositories r ON r.id = rc.repository_id WHERE r.kind = 'sync'",
         "",
     )?;
-    let mut stmt = conn.prepare("SELECT DISTINCT digest FROM blob_sources")?;
-    let sourced: HashSet<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    let sourced: HashSet<String> =
+        db.query_vec("SELECT DISTINCT digest FROM blob_sources", args![], |r| r.get(0))?.into_iter().collect();
     protected.extend(sync_content.into_iter().filter(|d| !sourced.contains(d)));
-    let mut stmt = conn.prepare("SELECT digest FROM manifests")?;
-    let manifests = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    let manifests = db.query_vec("SELECT digest FROM manifests", args![], |r| r.get(0))?.into_iter().collect();
     let sync_running_since: Option<Millis> =
-        conn.query_row("SELECT MIN(started_at) FROM tasks WHERE kind = 'sync' AND state = 'running'", [], |r| r.get(0))?;
+        db.query_one("SELECT MIN(started_at) FROM tasks WHERE kind = 'sync' AND state = 'running'", args![])?;
     Ok(StorageReferences { referenced, protected, manifests, sync_running_since })
 }
 
-pub(super) fn record_uses(tx: &Transaction<'_>, uses: &[(Digest, Millis)]) -> Result<(), MetadataError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO object_uses (digest, last_used) VALUES (?1, ?2)
-         ON CONFLICT (digest) DO UPDATE SET last_used = MAX(last_used, excluded.last_used)",
-    )?;
+pub(super) fn record_uses(db: &Db<'_>, uses: &[(Digest, Millis)]) -> Result<(), MetadataError> {
     for (digest, at) in uses {
-        stmt.execute(params![digest.to_string(), at])?;
+        db.execute(
+            "INSERT INTO object_uses (digest, last_used) VALUES (?1, ?2)
+             ON CONFLICT (digest) DO UPDATE SET last_used = CASE WHEN excluded.last_used > object_uses.last_used
+                 THEN excluded.last_used ELSE object_uses.last_used END",
+            args![digest.to_string(), *at],
+        )?;
     }
     Ok(())
 }
 
-pub(super) fn last_uses(conn: &Connection) -> Result<HashMap<String, Millis>, MetadataError> {
-    let mut stmt = conn.prepare("SELECT digest, last_used FROM object_uses")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub(super) fn last_uses(db: &Db<'_>) -> Result<HashMap<String, Millis>, MetadataError> {
+    let rows = db.query_vec("SELECT digest, last_used FROM object_uses", args![], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.into_iter().collect())
 }
 
-pub(super) fn forget_uses(tx: &Transaction<'_>, digests: &[Digest]) -> Result<(), MetadataError> {
-    let mut stmt = tx.prepare_cached("DELETE FROM object_uses WHERE digest = ?1")?;
+pub(super) fn forget_uses(db: &Db<'_>, digests: &[Digest]) -> Result<(), MetadataError> {
     for d in digests {
-        stmt.execute([d.to_string()])?;
+        db.execute("DELETE FROM object_uses WHERE digest = ?1", args![d.to_string()])?;
     }
     Ok(())
 }

@@ -1,0 +1,609 @@
+use super::push::numbered;
+use super::SqlStore;
+use crate::metadata::db::postgres::Target;
+use crate::metadata::*;
+use crate::oci::{Algorithm, Digest};
+
+pub(super) fn digest(seed: &str) -> Digest {
+    Digest::of(Algorithm::Sha256, seed.as_bytes())
+}
+
+pub(super) fn blob(seed: &str) -> Descriptor {
+    Descriptor { digest: digest(seed), media_type: Some("application/octet-stream".into()), size: Some(seed.len() as u64) }
+}
+
+/// An image manifest named `seed` with a config and the given layers.
+pub(super) fn image(seed: &str, layers: &[&str]) -> ManifestFacts {
+    ManifestFacts {
+        digest: digest(seed),
+        media_type: crate::oci::media::OCI_MANIFEST.into(),
+        size: 100,
+        artifact_type: None,
+        subject: None,
+        config: Some(blob(&format!("{seed}-config"))),
+        layers: layers.iter().map(|l| blob(l)).collect(),
+        children: Vec::new(),
+        annotations: None,
+    }
+}
+
+fn origin() -> Origin {
+    Origin { upstream: "up".into(), remote_name: "app".into(), retain_versions: None }
+}
+
+pub(super) fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
+    Recording {
+        repository: "up/app".into(),
+        origin: origin(),
+        change: Change::Manifest { facts, tag: tag.map(str::to_owned) },
+    }
+}
+
+/// Creates a sync repository (no remote, additive, unscheduled).
+pub(super) fn sync_repository(s: &SqlStore, name: &str) {
+    let new = NewRepository {
+        name: name.into(),
+        description: None,
+        retain_versions: None,
+        remote: None,
+        sync_mirror: false,
+        sync_interval: None,
+        next_sync_at: None,
+    };
+    s.create_repository(&new).unwrap();
+}
+
+/// Where a test's store lives: a temporary SQLite file, or, when
+/// `WHARF_TEST_POSTGRES` names a PostgreSQL database (a URL or libpq
+/// key=value string), a schema of its own there, dropped at the end.
+pub(crate) struct TestDb {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub(crate) fn new() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.db");
+        let postgres = std::env::var("WHARF_TEST_POSTGRES").ok().filter(|u| !u.is_empty()).map(|url| {
+            let schema = format!("test_{}", rand::random::<u64>());
+            let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect to WHARF_TEST_POSTGRES");
+            admin.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+            (url, schema)
+        });
+        TestDb { _dir: dir, path, postgres }
+    }
+
+    /// Opens the store (again: its data stays between opens).
+    pub(crate) fn open(&self) -> SqlStore {
+        match &self.postgres {
+            None => SqlStore::open_sqlite(&self.path).unwrap(),
+            Some((url, schema)) => {
+                let mut target = Target::parse(url, None, 4).unwrap();
+                target.config.options(&format!("-c search_path={schema}"));
+                SqlStore::open_postgres(target).unwrap()
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = &self.postgres {
+            if let Ok(mut admin) = postgres::Client::connect(url, postgres::NoTls) {
+                let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
+            }
+        }
+    }
+}
+
+pub(crate) fn open() -> (TestDb, SqlStore) {
+    let db = TestDb::new();
+    let store = db.open();
+    (db, store)
+}
+
+pub(super) fn counts(tags: u64, manifests: u64, blobs: u64) -> Counts {
+    Counts { tags, manifests, blobs, signatures: 0 }
+}
+
+fn tag_of(s: &SqlStore, v: VersionRef, tag: &str) -> Option<Digest> {
+    s.resolve_tag("up/app", v, tag).unwrap().map(|t| t.digest)
+}
+
+#[test]
+fn pulls_make_versions_with_summaries_and_a_moved_tag_keeps_old_versions() {
+    let (_d, s) = open();
+    let created = s.record(&[pulled(image("m1", &["l1", "shared"]), Some("1"))]).unwrap();
+    assert_eq!(created, vec![Created { repository: "up/app".into(), number: 1 }]);
+    s.record(&[pulled(image("m2", &["l2", "shared"]), Some("2"))]).unwrap();
+    s.record(&[pulled(image("m3", &["l3"]), Some("1"))]).unwrap();
+
+    let v1 = s.version("up/app", Some(1)).unwrap();
+    assert_eq!(v1.base_version, Some(0));
+    assert_eq!(v1.summary.added, counts(1, 1, 3));
+    assert_eq!(v1.summary.present, counts(1, 1, 3));
+    let v2 = s.version("up/app", Some(2)).unwrap();
+    assert_eq!(v2.summary.added, counts(1, 1, 2), "the shared layer is already present");
+    assert_eq!(v2.summary.present, counts(2, 2, 5));
+    let v3 = s.version("up/app", None).unwrap();
+    assert_eq!(v3.number, 3);
+    assert_eq!(v3.summary.added, counts(1, 1, 2));
+    assert_eq!(v3.summary.removed, counts(1, 0, 0), "only the old tag leaves; its manifest stays");
+    assert_eq!(v3.summary.present, counts(2, 3, 7));
+
+    assert_eq!(tag_of(&s, Some(1), "1"), Some(digest("m1")));
+    assert_eq!(tag_of(&s, Some(2), "1"), Some(digest("m1")));
+    assert_eq!(tag_of(&s, None, "1"), Some(digest("m3")));
+    assert_eq!(tag_of(&s, Some(1), "2"), None);
+    assert_eq!(s.tag_names("up/app", None).unwrap(), vec!["1", "2"]);
+    assert_eq!(s.versions("up/app", PageRequest::default()).unwrap().total, 4, "versions 0 to 3");
+    let repo = s.repository("up/app").unwrap().unwrap();
+    assert_eq!((repo.kind, repo.latest_version, repo.upstream.as_deref()), (RepositoryKind::PullThrough, 3, Some("up")));
+}
+
+#[test]
+fn recording_what_is_already_there_makes_no_version() {
+    let (_d, s) = open();
+    s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap();
+    assert!(s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap().is_empty());
+    assert!(s.record(&[pulled(image("m1", &["l1"]), None)]).unwrap().is_empty());
+    assert_eq!(s.repository("up/app").unwrap().unwrap().latest_version, 1);
+}
+
+#[test]
+fn one_batch_is_one_version_even_when_a_tag_moves_twice() {
+    let (_d, s) = open();
+    s.record(&[pulled(image("m1", &["l1"]), Some("t"))]).unwrap();
+    let created = s
+        .record(&[pulled(image("m2", &["l2"]), Some("t")), pulled(image("m3", &["l3"]), Some("t"))])
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    let v2 = s.version("up/app", None).unwrap();
+    assert_eq!(v2.summary.added.tags, 1);
+    assert_eq!(v2.summary.removed.tags, 1);
+    assert_eq!(tag_of(&s, None, "t"), Some(digest("m3")));
+}
+
+#[test]
+fn a_removed_tag_leaves_the_next_version() {
+    let (_d, s) = open();
+    s.record(&[pulled(image("m1", &["l1"]), Some("t"))]).unwrap();
+    let gone = Recording { repository: "up/app".into(), origin: origin(), change: Change::TagRemoved { tag: "t".into() } };
+    assert_eq!(s.record(std::slice::from_ref(&gone)).unwrap().len(), 1);
+    assert_eq!(tag_of(&s, None, "t"), None);
+    assert_eq!(tag_of(&s, Some(1), "t"), Some(digest("m1")));
+    assert!(s.record(&[gone]).unwrap().is_empty(), "removing what is gone changes nothing");
+}
+
+#[test]
+fn deleting_a_version_keeps_every_other_version_exact() {
+    let (_d, s) = open();
+    s.record(&[pulled(image("m1", &["l1"]), Some("a"))]).unwrap(); // v1
+    s.record(&[pulled(image("m2", &["l2"]), Some("a"))]).unwrap(); // v2: a -> m2
+    s.record(&[pulled(image("m1", &["l1"]), Some("a"))]).unwrap(); // v3: a -> m1 again
+    let before: Vec<_> = [Some(1), Some(3)].iter().map(|v| (tag_of(&s, *v, "a"), s.version("up/app", *v).unwrap().summary.present)).collect();
+    s.delete_version("up/app", 2).unwrap();
+    let after: Vec<_> = [Some(1), Some(3)].iter().map(|v| (tag_of(&s, *v, "a"), s.version("up/app", *v).unwrap().summary.present)).collect();
+    assert_eq!(before, after);
+    assert!(matches!(s.version("up/app", Some(2)), Err(MetadataError::NotFound(_))));
+    let v3 = s.version("up/app", Some(3)).unwrap();
+    assert_eq!(v3.base_version, Some(1));
+    assert_eq!(v3.summary.added, counts(0, 1, 2), "m2 arrived after v1 and is still present");
+    assert_eq!(v3.summary.removed, counts(0, 0, 0), "tag a is back where it was in v1");
+
+    assert!(matches!(s.delete_version("up/app", 3), Err(MetadataError::Conflict(_))), "latest");
+    assert!(matches!(s.delete_version("up/app", 9), Err(MetadataError::NotFound(_))));
+}
+
+#[test]
+fn retention_keeps_the_newest_versions_and_pinned_ones() {
+    let (_d, s) = open();
+    let keep2 = Origin { retain_versions: Some(2), ..origin() };
+    let rec = |seed: &str, tag: &str| Recording {
+        repository: "up/app".into(),
+        origin: keep2.clone(),
+        change: Change::Manifest { facts: image(seed, &[seed]), tag: Some(tag.into()) },
+    };
+    s.record(&[rec("m1", "1")]).unwrap();
+    s.create_distribution(&NewDistribution {
+        name: "pinned".into(),
+        base_path: "pinned/app".into(),
+        repository: "up/app".into(),
+        version: Some(1),
+        private: false,
+        description: None,
+    })
+    .unwrap();
+    for (i, m) in ["m2", "m3", "m4"].iter().enumerate() {
+        s.record(&[rec(m, &format!("{}", i + 2))]).unwrap();
+    }
+    let numbers: Vec<u64> =
+        s.versions("up/app", PageRequest::default()).unwrap().items.iter().map(|v| v.number).collect();
+    assert_eq!(numbers, vec![4, 3, 1], "2 kept newest plus the pinned one");
+    assert_eq!(s.version("up/app", None).unwrap().summary.present, counts(4, 4, 8));
+    assert_eq!(tag_of(&s, Some(1), "1"), Some(digest("m1")));
+}
+
+#[test]
+fn content_listings_filter_and_page() {
+    let (_d, s) = open();
+    let mut index = image("idx", &[]);
+    index.media_type = crate::oci::media::OCI_INDEX.into();
+    index.config = None;
+    index.children = vec![IndexChild {
+        descriptor: Descriptor { digest: digest("m1"), media_type: Some(crate::oci::media::OCI_MANIFEST.into()), size: Some(100) },
+        platform: Some(Platform { os: "linux".into(), architecture: "arm64".into(), variant: Some("v8".into()) }),
+    }];
+    s.record(&[pulled(index, Some("multi")), pulled(image("m1", &["l1", "l2"]), None)]).unwrap();
+    let page = PageRequest { limit: 1, offset: 0 };
+    let all = ContentFilter::default();
+    let blobs = s.blobs("up/app", None, &all, page).unwrap();
+    assert_eq!((blobs.total, blobs.items.len()), (3, 1));
+    let one = ContentFilter { digest: Some(digest("l2")), tag: None };
+    assert_eq!(s.blobs("up/app", None, &one, PageRequest::default()).unwrap().items[0].digest, digest("l2"));
+    let manifests = s.manifests("up/app", Some(1), &all, PageRequest::default()).unwrap();
+    assert_eq!(manifests.total, 2);
+    let idx = manifests.items.iter().find(|m| m.facts.digest == digest("idx")).unwrap();
+    assert_eq!(idx.facts.children.len(), 1);
+    let child = manifests.items.iter().find(|m| m.facts.digest == digest("m1")).unwrap();
+    assert_eq!(child.platform.as_ref().map(|p| p.architecture.as_str()), Some("arm64"));
+    assert_eq!(child.facts.layers.len(), 2);
+    let tags = s.tags("up/app", None, &ContentFilter { digest: None, tag: Some("multi".into()) }, page).unwrap();
+    assert_eq!(tags.items[0].digest, digest("idx"));
+    assert!(matches!(s.tags("up/app", Some(7), &all, page), Err(MetadataError::NotFound(_))));
+    assert!(matches!(s.tags("no/such", None, &all, page), Err(MetadataError::NotFound(_))));
+}
+
+#[test]
+fn a_version_contains_what_its_manifests_point_at() {
+    let (_d, s) = open();
+    let mut index = image("idx", &[]);
+    index.config = None;
+    index.children = vec![IndexChild { descriptor: blob("other-platform"), platform: None }];
+    s.record(&[pulled(index, Some("t")), pulled(image("m1", &["l1"]), None)]).unwrap();
+    let has = |k, seed: &str| s.contains("up/app", None, k, &digest(seed)).unwrap();
+    assert!(has(ContentType::Manifest, "idx"));
+    assert!(has(ContentType::Manifest, "other-platform"), "listed by the index");
+    assert!(has(ContentType::Blob, "l1"));
+    assert!(!has(ContentType::Blob, "nope"));
+    assert!(!has(ContentType::Manifest, "l1"));
+}
+
+#[test]
+fn distributions_check_their_target_and_base_path() {
+    let (_d, s) = open();
+    s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap();
+    let new = NewDistribution {
+        name: "d1".into(),
+        base_path: "apps/one".into(),
+        repository: "up/app".into(),
+        version: None,
+        private: false,
+        description: Some("first".into()),
+    };
+    let d = s.create_distribution(&new).unwrap();
+    assert_eq!((d.repository.as_str(), d.version), ("up/app", None));
+    assert!(matches!(s.create_distribution(&new), Err(MetadataError::Conflict(_))), "same name");
+    let same_path = NewDistribution { name: "d2".into(), ..new.clone() };
+    assert!(matches!(s.create_distribution(&same_path), Err(MetadataError::Conflict(_))), "same base_path");
+    let bad_version = NewDistribution { name: "d3".into(), base_path: "x".into(), version: Some(5), ..new.clone() };
+    assert!(matches!(s.create_distribution(&bad_version), Err(MetadataError::NotFound(_))));
+    let no_repo = NewDistribution { name: "d4".into(), base_path: "y".into(), repository: "nope".into(), ..new.clone() };
+    assert!(matches!(s.create_distribution(&no_repo), Err(MetadataError::NotFound(_))));
+
+    let pinned = s
+        .update_distribution("d1", &DistributionPatch { version: Some(Some(1)), description: Some(None), ..Default::default() })
+        .unwrap();
+    assert_eq!((pinned.version, pinned.description), (Some(1), None));
+    assert!(matches!(s.delete_version("up/app", 1), Err(MetadataError::Conflict(_))));
+    let latest = s.update_distribution("d1", &DistributionPatch { version: Some(None), ..Default::default() }).unwrap();
+    assert_eq!(latest.version, None);
+    assert_eq!(s.distributions(PageRequest::default()).unwrap().total, 1);
+    s.delete_distribution("d1").unwrap();
+    assert!(matches!(s.delete_distribution("d1"), Err(MetadataError::NotFound(_))));
+}
+
+fn pushed(s: &SqlStore, change: PushChange) -> Option<u64> {
+    s.push("team/app", &change).unwrap()
+}
+
+fn manifest_change(facts: ManifestFacts, tag: Option<&str>) -> PushChange {
+    PushChange::Manifest { facts, tag: tag.map(str::to_owned) }
+}
+
+#[test]
+fn a_push_repository_comes_with_a_distribution_named_after_it() {
+    let (_d, s) = open();
+    s.create_distribution(&NewDistribution {
+        name: "team.app".into(),
+        base_path: "elsewhere".into(),
+        repository: {
+            s.record(&[pulled(image("m1", &["l1"]), None)]).unwrap();
+            "up/app".into()
+        },
+        version: None,
+        private: false,
+        description: None,
+    })
+    .unwrap();
+    s.create_push_repository("team/app", "team.app").unwrap();
+    s.create_push_repository("team/app", "team.app").unwrap(); // again: nothing new
+    let repo = s.repository("team/app").unwrap().unwrap();
+    assert_eq!((repo.kind, repo.latest_version), (RepositoryKind::Push, 0));
+    let all = s.distributions(PageRequest::default()).unwrap().items;
+    let d = all.iter().find(|d| d.base_path == "team/app").unwrap();
+    assert_eq!((d.name.as_str(), d.repository.as_str(), d.version), ("team.app-2", "team/app", None));
+    assert_eq!(all.len(), 2);
+    assert!(matches!(s.create_push_repository("up/app", "up.app"), Err(MetadataError::Conflict(_))));
+    assert!(matches!(s.push("up/app", &PushChange::DeleteTag { tag: "x".into() }), Err(MetadataError::Conflict(_))));
+    assert_eq!(numbered(&"x".repeat(64), 12).len(), 64);
+}
+
+#[test]
+fn uploaded_blobs_are_visible_in_the_latest_version_until_a_manifest_makes_them_content() {
+    let (_d, s) = open();
+    s.create_push_repository("team/app", "team.app").unwrap();
+    let has_blob = |v: VersionRef, seed: &str| s.contains("team/app", v, ContentType::Blob, &digest(seed)).unwrap();
+    s.add_uploaded_blob("team/app", &blob("m1-config")).unwrap();
+    s.add_uploaded_blob("team/app", &blob("l1")).unwrap();
+    s.add_uploaded_blob("team/app", &blob("stray")).unwrap();
+    assert!(has_blob(None, "l1"), "uploaded: visible");
+    assert!(!has_blob(None, "other"));
+    assert_eq!(s.repository("team/app").unwrap().unwrap().latest_version, 0, "uploads make no version");
+
+    assert_eq!(pushed(&s, manifest_change(image("m1", &["l1"]), Some("1"))), Some(1));
+    let v1 = s.version("team/app", Some(1)).unwrap();
+    assert_eq!(v1.summary.added, counts(1, 1, 2));
+    assert!(has_blob(Some(1), "l1"), "now version content");
+    assert!(has_blob(None, "stray"), "still an uploaded blob of the latest version");
+    assert!(!has_blob(Some(0), "l1"));
+    assert!(s.contains("team/app", None, ContentType::Manifest, &digest("m1")).unwrap());
+    assert_eq!(pushed(&s, manifest_change(image("m1", &["l1"]), Some("1"))), None, "nothing changed");
+
+    // Only pushed content counts: a layer of a manifest the index
+    // lists is not implied in a push repository.
+    let mut index = image("idx", &[]);
+    index.config = None;
+    index.children = vec![IndexChild { descriptor: blob("m1"), platform: None }];
+    assert_eq!(pushed(&s, manifest_change(index, Some("multi"))), Some(2));
+    assert!(!has_blob(None, "nope"));
+}
+
+#[test]
+fn deletes_make_versions_and_leave_older_versions_alone() {
+    let (_d, s) = open();
+    s.create_push_repository("team/app", "team.app").unwrap();
+    pushed(&s, manifest_change(image("m1", &["l1"]), Some("a")));
+    pushed(&s, manifest_change(image("m1", &["l1"]), Some("b")));
+    pushed(&s, manifest_change(image("m2", &["l2"]), Some("c")));
+    assert_eq!(s.tag_names("team/app", None).unwrap(), vec!["a", "b", "c"]);
+
+    assert_eq!(pushed(&s, PushChange::DeleteTag { tag: "c".into() }), Some(4));
+    assert_eq!(s.tag_names("team/app", None).unwrap(), vec!["a", "b"]);
+    assert!(s.contains("team/app", None, ContentType::Manifest, &digest("m2")).unwrap(), "the manifest stays");
+
+    assert_eq!(pushed(&s, PushChange::DeleteManifest { digest: digest("m1") }), Some(5));
+    let v5 = s.version("team/app", None).unwrap();
+    assert_eq!(v5.summary.removed, counts(2, 1, 0), "both tags go with the manifest");
+    assert!(s.tag_names("team/app", None).unwrap().is_empty());
+    assert_eq!(s.tag_names("team/app", Some(3)).unwrap(), vec!["a", "b", "c"], "old versions keep theirs");
+
+    assert_eq!(pushed(&s, PushChange::DeleteBlob { digest: digest("l1") }), Some(6));
+    assert!(!s.contains("team/app", None, ContentType::Blob, &digest("l1")).unwrap());
+    assert!(s.contains("team/app", Some(5), ContentType::Blob, &digest("l1")).unwrap());
+
+    s.add_uploaded_blob("team/app", &blob("up")).unwrap();
+    assert_eq!(pushed(&s, PushChange::DeleteBlob { digest: digest("up") }), None, "uploads are outside versions");
+    assert!(!s.contains("team/app", None, ContentType::Blob, &digest("up")).unwrap());
+
+    for gone in [
+        PushChange::DeleteBlob { digest: digest("up") },
+        PushChange::DeleteTag { tag: "a".into() },
+        PushChange::DeleteManifest { digest: digest("m1") },
+        PushChange::DeleteManifest { digest: digest("never") },
+    ] {
+        assert!(matches!(s.push("team/app", &gone), Err(MetadataError::NotFound(_))), "{gone:?}");
+    }
+    assert_eq!(s.repository("team/app").unwrap().unwrap().latest_version, 6);
+}
+
+fn remote(name: &str) -> Remote {
+    Remote {
+        name: name.into(),
+        url: "https://quay.io".into(),
+        upstream_name: "team/app".into(),
+        include_tags: vec!["v1.*".into(), "sha256:00".into()],
+        exclude_tags: vec!["*-rc?".into()],
+        policy: SyncPolicy::OnDemand,
+        credentials: Some(RemoteCredentials { username: "bot".into(), password: "s3cret".into() }),
+        credentials_from: None,
+        tls_verify: false,
+        ca_cert: Some("-----BEGIN CERTIFICATE-----".into()),
+        sigstore: None,
+        download_concurrency: Some(4),
+        rate_limit: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+#[test]
+fn remotes_round_trip_and_change_in_one_transaction() {
+    let (_d, s) = open();
+    let created = s.create_remote(&remote("quay")).unwrap();
+    assert!(created.created_at > 0);
+    assert_eq!(s.remote("quay").unwrap().unwrap(), created, "every field comes back as stored");
+    assert!(matches!(s.create_remote(&remote("quay")), Err(MetadataError::Conflict(_))));
+    s.create_remote(&remote("another")).unwrap();
+
+    let changed = s
+        .update_remote("quay", &mut |r| {
+            r.name = "quay2".into();
+            r.credentials = None;
+            r.credentials_from = Some("docker.io".into());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((changed.name.as_str(), changed.credentials.as_ref()), ("quay2", None));
+    assert!(s.remote("quay").unwrap().is_none());
+    let refused = s.update_remote("quay2", &mut |r| {
+        r.policy = SyncPolicy::Immediate;
+        Err(MetadataError::Invalid("no".into()))
+    });
+    assert!(matches!(refused, Err(MetadataError::Invalid(_))));
+    assert_eq!(s.remote("quay2").unwrap().unwrap().policy, SyncPolicy::OnDemand, "a refused change writes nothing");
+    let taken = s.update_remote("quay2", &mut |r| {
+        r.name = "another".into();
+        Ok(())
+    });
+    assert!(matches!(taken, Err(MetadataError::Conflict(_))));
+    assert!(matches!(s.update_remote("nope", &mut |_| Ok(())), Err(MetadataError::NotFound(_))));
+
+    let page = s.remotes(PageRequest { limit: 1, offset: 1 }).unwrap();
+    assert_eq!((page.total, page.items[0].name.as_str()), (2, "quay2"));
+    s.delete_remote("quay2").unwrap();
+    assert!(matches!(s.delete_remote("quay2"), Err(MetadataError::NotFound(_))));
+    assert!(!format!("{:?}", remote("x")).contains("s3cret"), "Debug hides the password");
+}
+
+#[test]
+fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
+    let (_d, s) = open();
+    let params = serde_json::json!({"remote": "quay", "mirror": true});
+    let t = s.create_task("sync", Some("team/app"), &params).unwrap();
+    assert_eq!((t.state, t.kind.as_str(), t.resource.as_deref()), (TaskState::Waiting, "sync", Some("team/app")));
+    assert_eq!((t.params.clone(), t.progress, t.started_at, t.finished_at), (params, TaskProgress::default(), None, None));
+    assert!(t.created_at > 0);
+    assert!(!s.task_progress(t.id, TaskProgress { items_done: 1, ..Default::default() }).unwrap(), "not running yet");
+
+    let running = s.start_task(t.id).unwrap();
+    assert_eq!(running.state, TaskState::Running);
+    assert!(running.started_at.is_some());
+    assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))), "starts once");
+    let p = TaskProgress { items_done: 3, items_total: Some(10), bytes_done: 12345 };
+    assert!(s.task_progress(t.id, p).unwrap());
+    assert_eq!(s.task(t.id).unwrap().unwrap().progress, p);
+
+    let created = [CreatedResource::RepositoryVersion { repository: "team/app".into(), number: 2 }];
+    let done = s.finish_task(t.id, TaskState::Completed, None, &created).unwrap();
+    assert_eq!((done.state, done.created_resources.as_slice()), (TaskState::Completed, &created[..]));
+    assert!(done.finished_at.is_some());
+    assert_eq!(s.task(t.id).unwrap().unwrap(), done, "every field comes back as stored");
+
+    // Finished: nothing changes it any more.
+    assert!(matches!(s.finish_task(t.id, TaskState::Failed, Some("late"), &[]), Err(MetadataError::Conflict(_))));
+    assert!(!s.task_progress(t.id, TaskProgress { items_done: 99, ..p }).unwrap());
+    assert!(matches!(s.cancel_task(t.id, "stop"), Err(MetadataError::Conflict(_))));
+    assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))));
+    assert_eq!(s.interrupt_tasks("restart").unwrap(), 0);
+    assert_eq!(s.task(t.id).unwrap().unwrap(), done);
+
+    assert!(matches!(s.finish_task(t.id, TaskState::Running, None, &[]), Err(MetadataError::Invalid(_))));
+    assert!(matches!(s.finish_task(999, TaskState::Failed, None, &[]), Err(MetadataError::NotFound(_))));
+    assert!(matches!(s.start_task(999), Err(MetadataError::NotFound(_))));
+    assert!(s.task(999).unwrap().is_none());
+}
+
+#[test]
+fn cancel_ends_a_waiting_task_and_leaves_a_running_one_to_its_runner() {
+    let (_d, s) = open();
+    let waiting = s.create_task("sync", None, &serde_json::json!({})).unwrap();
+    let canceled = s.cancel_task(waiting.id, "canceled by request").unwrap();
+    assert_eq!((canceled.state, canceled.error.as_deref()), (TaskState::Canceled, Some("canceled by request")));
+    assert!(canceled.finished_at.is_some());
+    assert!(matches!(s.start_task(waiting.id), Err(MetadataError::Conflict(_))), "a canceled task never starts");
+    assert!(matches!(s.cancel_task(waiting.id, "canceled by request"), Err(MetadataError::Conflict(_))));
+
+    let running = s.create_task("sync", None, &serde_json::json!({})).unwrap();
+    s.start_task(running.id).unwrap();
+    let still = s.cancel_task(running.id, "canceled by request").unwrap();
+    assert_eq!((still.state, still.error), (TaskState::Running, None));
+    assert!(matches!(s.cancel_task(12345, "x"), Err(MetadataError::NotFound(_))));
+}
+
+#[test]
+fn tasks_list_newest_first_filtered_and_paged() {
+    let (_d, s) = open();
+    let none = serde_json::json!({});
+    let a = s.create_task("sync", Some("a"), &none).unwrap();
+    let b = s.create_task("gc", None, &none).unwrap();
+    let c = s.create_task("sync", Some("b"), &none).unwrap();
+    let d = s.create_task("sync", Some("a"), &none).unwrap();
+    s.start_task(d.id).unwrap();
+    let ids = |f: TaskFilter, page: PageRequest| {
+        let listed = s.tasks(&f, page).unwrap();
+        (listed.total, listed.items.iter().map(|t| t.id).collect::<Vec<_>>())
+    };
+    let all = PageRequest::default();
+    assert_eq!(ids(TaskFilter::default(), all), (4, vec![d.id, c.id, b.id, a.id]));
+    assert_eq!(ids(TaskFilter::default(), PageRequest { limit: 2, offset: 1 }), (4, vec![c.id, b.id]));
+    let sync = TaskFilter { kind: Some("sync".into()), ..Default::default() };
+    assert_eq!(ids(sync, all), (3, vec![d.id, c.id, a.id]));
+    let on_a = TaskFilter { resource: Some("a".into()), ..Default::default() };
+    assert_eq!(ids(on_a, all), (2, vec![d.id, a.id]));
+    let running = TaskFilter { state: Some(TaskState::Running), ..Default::default() };
+    assert_eq!(ids(running, all), (1, vec![d.id]));
+    let waiting_gc = TaskFilter { state: Some(TaskState::Waiting), kind: Some("gc".into()), resource: None };
+    assert_eq!(ids(waiting_gc, all), (1, vec![b.id]));
+    let nothing = TaskFilter { kind: Some("verify".into()), ..Default::default() };
+    assert_eq!(ids(nothing, all), (0, vec![]));
+}
+
+#[test]
+fn interrupting_fails_every_unfinished_task_and_nothing_else() {
+    let db = TestDb::new();
+    let none = serde_json::json!({});
+    let (waiting, running, done) = {
+        let s = db.open();
+        let waiting = s.create_task("sync", Some("a"), &none).unwrap();
+        let running = s.create_task("sync", Some("b"), &none).unwrap();
+        s.start_task(running.id).unwrap();
+        s.task_progress(running.id, TaskProgress { items_done: 2, items_total: Some(5), bytes_done: 7 }).unwrap();
+        let done = s.create_task("sync", Some("c"), &none).unwrap();
+        s.start_task(done.id).unwrap();
+        let done = s.finish_task(done.id, TaskState::Completed, None, &[]).unwrap();
+        (waiting, running, done)
+    };
+    let s = db.open();
+    assert_eq!(s.interrupt_tasks("interrupted by a restart").unwrap(), 2);
+    for id in [waiting.id, running.id] {
+        let t = s.task(id).unwrap().unwrap();
+        assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some("interrupted by a restart")));
+        assert!(t.finished_at.is_some());
+    }
+    assert_eq!(s.task(running.id).unwrap().unwrap().progress.items_done, 2, "progress made is kept");
+    assert_eq!(s.task(done.id).unwrap().unwrap(), done);
+}
+
+#[test]
+fn task_states_round_trip_through_their_names() {
+    for state in TaskState::ALL {
+        assert_eq!(TaskState::parse(state.as_str()), Some(state));
+    }
+    assert_eq!(TaskState::parse("cancelled"), None);
+    let finished: Vec<_> = TaskState::ALL.into_iter().filter(|s| s.is_finished()).map(TaskState::as_str).collect();
+    assert_eq!(finished, ["completed", "failed", "canceled"]);
+}
+
+#[test]
+fn the_store_survives_reopening() {
+    let db = TestDb::new();
+    {
+        let s = db.open();
+        s.record(&[pulled(image("m1", &["l1"]), Some("1"))]).unwrap();
+        s.set_upstream_tag("up", "app", "1", Some(&digest("m1"))).unwrap();
+        s.set_upstream_tag("up", "app", "1", Some(&digest("m2"))).unwrap();
+        s.set_upstream_tag("up", "app", "gone", Some(&digest("m2"))).unwrap();
+        s.set_upstream_tag("up", "app", "gone", None).unwrap();
+    }
+    let s = db.open();
+    assert_eq!(tag_of(&s, None, "1"), Some(digest("m1")));
+    assert_eq!(s.upstream_tag("up", "app", "1").unwrap(), Some(digest("m2")));
+    assert_eq!(s.upstream_tag("up", "app", "gone").unwrap(), None);
+    let filter = RepositoryFilter { name_contains: Some("p/a".into()), ..Default::default() };
+    assert_eq!(s.repositories(&filter, PageRequest::default()).unwrap().total, 1);
+    let filter = RepositoryFilter { name_contains: Some("%".into()), ..Default::default() };
+    assert_eq!(s.repositories(&filter, PageRequest::default()).unwrap().total, 0, "LIKE wildcards are literal");
+}
