@@ -155,13 +155,23 @@ async fn blob_with_wrong_bytes_fails_every_client_and_is_fetched_again_later() {
         })
         .collect();
     within_guard("upstream body reaches its stall point", gate.reached(1)).await;
+    // All three on the one fill before it fails: a client arriving after
+    // the failure would start a second fill (and see a second mismatch).
+    let metrics_url = format!("{}/metrics", rig.wharf.admin_url());
+    let joined = r#"wharf_cache_requests_total{kind="blob",result="coalesced"}"#;
+    within_guard("two clients join the fill", async {
+        while crate::admin::sample(&String::from_utf8_lossy(&http::get(&metrics_url).await.body), joined) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     gate.open();
     for (i, client) in clients.into_iter().enumerate() {
         let r = within_guard("client body", client).await.expect("client task");
         assert_failed_visibly(&r, &format!("client {i} of a blob whose upstream bytes do not match its digest"));
     }
     // One fill, one mismatch, counted before any client saw it fail.
-    let metrics = http::get(&format!("{}/metrics", rig.wharf.admin_url())).await;
+    let metrics = http::get(&metrics_url).await;
     let text = String::from_utf8_lossy(&metrics.body);
     let series = r#"wharf_upstream_errors_total{kind="digest_mismatch",upstream="fake"}"#;
     assert_eq!(crate::admin::sample(&text, series), 1, "{text}");

@@ -100,21 +100,25 @@ async fn without_tasks_the_listing_is_empty_and_unknown_or_malformed_ids_are_ref
 
 /// Writes tasks into a stopped wharf's database as a previous run would
 /// have left them: (kind, resource, state, error). Their ids, in order.
-fn leave_tasks(storage: &Path, tasks: &[(&str, Option<&str>, &str, Option<&str>)]) -> Vec<u64> {
-    let db = rusqlite::Connection::open(storage.join("wharf.db")).expect("open wharf.db");
+fn leave_tasks(dir: &Path, tasks: &[(&str, Option<&str>, &str, Option<&str>)]) -> Vec<u64> {
+    let text = |v: Option<&str>| v.map_or("NULL".to_owned(), |v| format!("'{}'", v.replace('\'', "''")));
     tasks
         .iter()
         .map(|(kind, resource, state, error)| {
-            let finished = if ["completed", "failed", "canceled"].contains(state) { Some(1_795_600_900_000i64) } else { None };
-            let started = if *state == "waiting" { None } else { Some(1_795_600_800_000i64) };
-            db.execute(
+            let finished = if ["completed", "failed", "canceled"].contains(state) { "1795600900000" } else { "NULL" };
+            let started = if *state == "waiting" { "NULL" } else { "1795600800000" };
+            let sql = format!(
                 "INSERT INTO tasks (kind, resource, params, state, items_done, items_total, bytes_done, error,
                    created_at, started_at, finished_at)
-                 VALUES (?1, ?2, '{\"remote\": \"quay\"}', ?3, 3, 10, 3145728, ?4, 1795600700000, ?5, ?6)",
-                rusqlite::params![kind, resource, state, error, started, finished],
-            )
-            .expect("insert a task");
-            u64::try_from(db.last_insert_rowid()).expect("a positive id")
+                 VALUES ({}, {}, '{{\"remote\": \"quay\"}}', {}, 3, 10, 3145728, {}, 1795600700000, {started}, {finished})
+                 RETURNING id",
+                text(Some(kind)),
+                text(*resource),
+                text(Some(state)),
+                text(*error),
+            );
+            let ids = crate::wharf::metadata_query(dir, &sql);
+            ids.first().and_then(|id| id.parse().ok()).expect("a task id")
         })
         .collect()
 }
@@ -127,7 +131,7 @@ async fn a_restart_leaves_no_task_running_and_waiting_reports_how_each_ended() {
     let config = wharf.config_path.clone();
     wharf.stop();
     let ids = leave_tasks(
-        &dir.join("storage"),
+        &dir,
         &[
             ("sync", Some("team/app"), "running", None),
             ("sync", Some("team/app"), "waiting", None),

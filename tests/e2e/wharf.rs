@@ -44,6 +44,10 @@ impl UpstreamEntry {
 
 /// Writes `wharf.toml` into `dir`, creating it (storage under `dir/storage`).
 ///
+/// With `WHARF_TEST_POSTGRES` (a libpq key=value string for a throwaway
+/// server) every wharf keeps its metadata there, in a schema of its own
+/// named after `dir` (so a restart on `dir` finds it again).
+///
 /// With `WHARF_TEST_BACKEND=s3` every wharf keeps its objects in the bucket
 /// `WHARF_TEST_S3_BUCKET` at `WHARF_TEST_S3_ENDPOINT` (credentials in
 /// `WHARF_TEST_S3_ACCESS_KEY`, `WHARF_TEST_S3_SECRET_KEY`), under a prefix
@@ -52,9 +56,10 @@ impl UpstreamEntry {
 pub fn write_config(dir: &Path, upstreams: &[UpstreamEntry]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("create wharf dir");
     let mut toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{}\n[log]\nlevel = \"debug\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{}\n[log]\nlevel = \"debug\"\n{}",
         dir.join("storage"),
-        s3_backend_lines(dir)
+        s3_backend_lines(dir),
+        postgres_metadata_lines(dir)
     );
     for u in upstreams {
         toml.push_str(&format!(
@@ -223,4 +228,62 @@ fn s3_backend_lines(dir: &Path) -> String {
         var("WHARF_TEST_S3_ACCESS_KEY"),
         var("WHARF_TEST_S3_SECRET_KEY"),
     )
+}
+
+/// The `[metadata]` lines of `WHARF_TEST_POSTGRES` (see [`write_config`]);
+/// empty otherwise. Creates the wharf directory's schema with `psql`.
+fn postgres_metadata_lines(dir: &Path) -> String {
+    let Some(base) = std::env::var("WHARF_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) else {
+        return String::new();
+    };
+    let schema = postgres_schema(dir);
+    let status = Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", &base, "-c", &format!("CREATE SCHEMA IF NOT EXISTS {schema}")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "psql could not create schema {schema}");
+    format!("\n[metadata]\nurl = {:?}\n", format!("{base} options='-c search_path={schema}'"))
+}
+
+/// Runs one SQL statement on the metadata of the wharf whose directory is
+/// `dir` (stopped, or not writing what the statement touches), on whichever
+/// engine it uses: its SQLite file, or its schema under
+/// `WHARF_TEST_POSTGRES`. The first column of each row, as text. The SQL
+/// must be valid on both (a test's way to leave state a previous run
+/// would have left).
+pub fn metadata_query(dir: &Path, sql: &str) -> Vec<String> {
+    match std::env::var("WHARF_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
+        None => {
+            let db = rusqlite::Connection::open(dir.join("storage").join("wharf.db")).expect("open wharf.db");
+            let mut stmt = db.prepare(sql).expect("prepare");
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(match r.get_ref(0)? {
+                        rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                        rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                        rusqlite::types::ValueRef::Null => String::new(),
+                        other => format!("{other:?}"),
+                    })
+                })
+                .expect("query");
+            rows.map(|r| r.expect("row")).collect()
+        }
+        Some(base) => {
+            let schema = postgres_schema(dir);
+            let url = format!("{base} options='-c search_path={schema}'");
+            let out = Command::new("psql")
+                .args(["-q", "-At", "-v", "ON_ERROR_STOP=1", &url, "-c", sql])
+                .output()
+                .expect("run psql");
+            assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+        }
+    }
+}
+
+/// The PostgreSQL schema of the wharf whose directory is `dir`.
+fn postgres_schema(dir: &Path) -> String {
+    let hash = crate::images::sha256_digest(dir.to_string_lossy().as_bytes());
+    format!("w{}", &hash["sha256:".len().."sha256:".len() + 16])
 }
