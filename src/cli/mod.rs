@@ -11,6 +11,7 @@
 mod admin_client;
 mod admin_commands;
 mod hash_password;
+mod metadata;
 mod output;
 mod task_wait;
 
@@ -69,6 +70,9 @@ struct Cli {
 enum Command {
     /// Serve the registry API and the admin port.
     Serve,
+    /// Work on this node's metadata database (wharf stopped).
+    #[command(subcommand)]
+    Metadata(metadata::MetadataCommand),
     #[command(flatten)]
     Admin(AdminCommand),
 }
@@ -83,6 +87,16 @@ pub fn main() -> ExitCode {
             }
             serve(cli.config)
         }
+        Command::Metadata(command) => match metadata::run(&command, config_path(cli.config).as_deref()) {
+            Ok(text) => match print(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            },
+            Err(failure) => {
+                eprintln!("wharf: {}", failure.message);
+                ExitCode::from(failure.code)
+            }
+        },
         Command::Admin(AdminCommand::User(UserCommand::HashPassword)) => match hash_password::run() {
             Ok(line) => {
                 print!("{line}");

@@ -12,6 +12,7 @@
 //! rows for its changes only, never a copy of the whole content list.
 
 pub(crate) mod db;
+pub(crate) mod migrate;
 mod model;
 mod store;
 

@@ -38,3 +38,5 @@ mod access;
 mod hostile;
 mod s3;
 mod s3_storage;
+mod postgres;
+mod metadata;
