@@ -106,7 +106,12 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     disk.spawn();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
-    let tasks = Tasks::start(metadata.clone(), config.tasks.max_parallel, metrics.clone())
+    let tasks = Tasks::start(
+        metadata.clone(),
+        (config.cluster.node_name.clone(), config.cluster.lease),
+        config.tasks.max_parallel,
+        metrics.clone(),
+    )
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let clients = Clients::new(metadata.clone(), metrics.clone(), config.upstreams.clone());

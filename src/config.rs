@@ -13,10 +13,12 @@ use serde::Deserialize;
 use crate::auth::{self, Action, Actions, Grantee, PasswordHash, RepositoryPattern, Rule, User};
 use crate::oci::is_valid_component;
 
+mod cluster;
 mod limits;
 mod metadata;
 mod server;
 mod storage;
+pub(crate) use cluster::ClusterConfig;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
 pub(crate) use metadata::{redact as redact_url, MetadataConfig};
 pub(crate) use server::{ServerConfig, TlsFiles};
@@ -62,6 +64,8 @@ struct RawConfig {
     tasks: RawTasks,
     #[serde(default)]
     metadata: metadata::RawMetadata,
+    #[serde(default)]
+    cluster: cluster::RawCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +260,7 @@ pub(crate) struct Config {
     pub(crate) push: PushConfig,
     pub(crate) tasks: TasksConfig,
     pub(crate) metadata: MetadataConfig,
+    pub(crate) cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -417,6 +422,7 @@ impl Config {
         check("storage.path", self.storage.path != new.storage.path);
         check("storage.backend", self.storage.backend != new.storage.backend);
         check("metadata", self.metadata != new.metadata);
+        check("cluster", self.cluster != new.cluster);
         check("storage.cache.max_size", self.storage.cache_max_size != new.storage.cache_max_size);
         // Certificates reload, but a plain port does not turn into TLS (or back).
         check("server.tls_cert", self.server.tls.is_some() != new.server.tls.is_some());
@@ -473,6 +479,7 @@ impl RawConfig {
             },
             tasks: self.tasks.validate()?,
             metadata: self.metadata.validate()?,
+            cluster: self.cluster.validate()?,
         })
     }
 }

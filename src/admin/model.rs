@@ -627,6 +627,10 @@ pub(crate) struct Task {
     started_at: Option<String>,
     #[schema(required = true, format = DateTime)]
     finished_at: Option<String>,
+    /// The node that runs it (`[cluster] node_name`); null for tasks
+    /// recorded before tasks had nodes.
+    #[schema(required = true, example = "edge-01")]
+    node: Option<String>,
 }
 
 impl Task {
@@ -653,6 +657,7 @@ impl From<metadata::Task> for Task {
             created_at: timestamp(t.created_at),
             started_at: t.started_at.map(timestamp),
             finished_at: t.finished_at.map(timestamp),
+            node: t.node,
         }
     }
 }
@@ -1287,6 +1292,7 @@ mod tests {
             created_at: 0,
             started_at,
             finished_at,
+            node: Some("edge-01".into()),
         };
         let j = serde_json::to_value(Task::from(task(metadata::TaskState::Running, Some(1), None))).unwrap();
         assert_eq!(
@@ -1295,7 +1301,8 @@ mod tests {
                 "id": 1, "kind": "sync", "resource": "foo", "params": {"remote": "quay"}, "state": "running",
                 "progress": {"items_done": 3, "items_total": 10, "bytes_done": 12345}, "error": null,
                 "created_resources": [{"type": "repository_version", "repository": "foo", "number": 2}],
-                "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:00.001Z", "finished_at": null
+                "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:00.001Z", "finished_at": null,
+                "node": "edge-01"
             })
         );
         let mut waiting = task(metadata::TaskState::Waiting, None, None);

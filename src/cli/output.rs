@@ -189,6 +189,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("kind", text(&value["kind"])),
             ("resource", text(&value["resource"])),
             ("state", text(&value["state"])),
+            ("node", text(&value["node"])),
             ("progress", items(&value["progress"])),
             ("bytes", size(&value["progress"]["bytes_done"])),
             ("error", text(&value["error"])),
@@ -842,7 +843,7 @@ debian-stable  debian     docker.io/library/debian  latest   no
         "params": {"remote": "debian"}, "state": "running",
         "progress": {"items_done": 3, "items_total": 10, "bytes_done": 12345}, "error": null,
         "created_resources": [], "created_at": "2026-11-25T10:00:00.123Z",
-        "started_at": "2026-11-25T10:00:01.000Z", "finished_at": null}"#;
+        "started_at": "2026-11-25T10:00:01.000Z", "finished_at": null, "node": "edge-01"}"#;
     const FAILED: &str = r#"{"id": 6, "kind": "gc", "resource": null, "params": {}, "state": "failed",
         "progress": {"items_done": 0, "items_total": null, "bytes_done": 0}, "error": "remote said 401",
         "created_resources": [{"type": "repository_version", "repository": "team/app", "number": 2}],
@@ -867,6 +868,7 @@ ID  KIND  RESOURCE                  STATE    PROGRESS  BYTES     CREATED        
         let one = render(&View::Task, &json(RUNNING));
         assert!(one.contains("params             {\"remote\":\"debian\"}\n"), "{one}");
         assert!(one.contains("progress           3/10\n"), "{one}");
+        assert!(one.contains("node               edge-01\n"), "{one}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(crate) const TABLES: &[&str] = &[
     "blob_sources",
     "signatures",
     "object_uses",
+    "nodes",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

@@ -167,29 +167,48 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn remote(&self, name: &str) -> Result<Option<Remote>, MetadataError>;
     fn remotes(&self, page: PageRequest) -> Result<Page<Remote>, MetadataError>;
 
-    /// Stores a new task, `waiting`, with its creation time.
-    fn create_task(&self, kind: &str, resource: Option<&str>, params: &serde_json::Value) -> Result<Task, MetadataError>;
+    /// Stores a new task, `waiting`, to be run by `node`, with its
+    /// creation time.
+    fn create_task(&self, node: &str, kind: &str, resource: Option<&str>, params: &serde_json::Value)
+        -> Result<Task, MetadataError>;
     fn task(&self, id: u64) -> Result<Option<Task>, MetadataError>;
     /// Tasks matching `filter`, newest first.
     fn tasks(&self, filter: &TaskFilter, page: PageRequest) -> Result<Page<Task>, MetadataError>;
-    /// A waiting task becomes `running`, with its start time. `Conflict`
+    /// A waiting task becomes `running`, with its start time, unless its
+    /// resource is busy on any node (another task on it running, or an
+    /// earlier one waiting): then None, and it stays waiting. `Conflict`
     /// unless it is waiting (a cancel may have finished it first).
-    fn start_task(&self, id: u64) -> Result<Task, MetadataError>;
-    /// Records a running task's progress; false (and nothing written) if
-    /// the task is not running.
+    fn start_task(&self, id: u64) -> Result<Option<Task>, MetadataError>;
+    /// Records a running task's progress (nothing if it is not running).
+    /// Whether a cancel was asked for it, on any node.
     fn task_progress(&self, id: u64, progress: TaskProgress) -> Result<bool, MetadataError>;
+    /// Whether a cancel was asked for task `id`, on any node.
+    fn cancel_requested(&self, id: u64) -> Result<bool, MetadataError>;
     /// Ends a waiting or running task in `state` (a finished one, else
     /// `Invalid`). `Conflict` if it had already finished: a finished task
     /// never changes.
     fn finish_task(&self, id: u64, state: TaskState, error: Option<&str>, created: &[CreatedResource])
         -> Result<Task, MetadataError>;
     /// Cancels a waiting task at once (`canceled`, with `message` as its
-    /// error); a running one is returned as it is, for its runner to stop.
-    /// `Conflict` if it had finished, `NotFound` if there is no such task.
+    /// error); a running one is marked for its runner, on whichever node,
+    /// to stop, and returned as it is. `Conflict` if it had finished,
+    /// `NotFound` if there is no such task.
     fn cancel_task(&self, id: u64, message: &str) -> Result<Task, MetadataError>;
-    /// Fails every waiting or running task with `message`; how many. At
-    /// start, no task can still be running: they were the last process's.
-    fn interrupt_tasks(&self, message: &str) -> Result<u64, MetadataError>;
+    /// Fails every waiting or running task of `node` (and those recorded
+    /// before tasks had nodes) with `message`; how many. At its start, none
+    /// of a node's tasks can still be running: they were its last
+    /// process's.
+    fn interrupt_tasks(&self, node: &str, message: &str) -> Result<u64, MetadataError>;
+    /// Records that `node`, started at `started_at`, is alive now.
+    fn node_heartbeat(&self, node: &str, started_at: Millis) -> Result<(), MetadataError>;
+    /// Fails the waiting and running tasks of every node whose last
+    /// heartbeat is older than `before`: their runner is gone. How many.
+    fn fail_orphaned_tasks(&self, before: Millis) -> Result<u64, MetadataError>;
+    /// Claims the scheduled sync of `repository` that was due at `seen`,
+    /// moving its next run to `next`; false if another node claimed it
+    /// first (or the schedule changed), so a schedule fires once however
+    /// many nodes look.
+    fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError>;
 
     /// A trivial query, for readiness: the database is open and answers.
     fn ping(&self) -> Result<(), MetadataError>;

@@ -516,6 +516,8 @@ pub(crate) struct Task {
     pub(crate) created_at: Millis,
     pub(crate) started_at: Option<Millis>,
     pub(crate) finished_at: Option<Millis>,
+    /// The node that runs it (None: recorded before tasks had nodes).
+    pub(crate) node: Option<String>,
 }
 
 /// Narrows a task listing; every field given must match exactly.

@@ -72,11 +72,14 @@ impl SyncRepositories {
     }
 
     /// Moves a repository's next scheduled sync one interval on.
-    pub(crate) async fn reschedule(&self, repo: &Repository) -> Result<(), MetadataError> {
-        let Some(interval) = repo.sync_interval else { return Ok(()) };
-        let patch = RepositoryPatch { next_sync_at: Some(Some(next_sync(now_millis(), interval))), ..Default::default() };
+    /// Claims the due run of `repo`'s schedule (as read: its
+    /// `next_sync_at`), moving it on by its interval; false if another
+    /// node claimed it first or the schedule changed meanwhile.
+    pub(crate) async fn claim_schedule(&self, repo: &Repository) -> Result<bool, MetadataError> {
+        let (Some(interval), Some(seen)) = (repo.sync_interval, repo.next_sync_at) else { return Ok(false) };
+        let next = next_sync(now_millis(), interval);
         let name = repo.name.clone();
-        self.metadata.run(move |s| s.update_repository(&name, &patch)).await.map(|_| ())
+        self.metadata.run(move |s| s.claim_sync_schedule(&name, seen, next)).await
     }
 
     fn check_name(&self, name: &str) -> Result<(), MetadataError> {

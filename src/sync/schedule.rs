@@ -78,9 +78,15 @@ pub(crate) async fn run_schedules(tasks: Tasks, syncer: Syncer, repositories: Sy
             }
         };
         for repo in due {
-            if let Err(e) = repositories.reschedule(&repo).await {
-                tracing::warn!(repository = %repo.name, error = %e, "cannot move a sync schedule on");
-                continue;
+            // Every node sees the same due run; the one that moves it on
+            // starts it.
+            match repositories.claim_schedule(&repo).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(repository = %repo.name, error = %e, "cannot move a sync schedule on");
+                    continue;
+                }
             }
             if busy(&tasks, &repo.name).await {
                 tracing::info!(repository = %repo.name, "scheduled sync skipped: the previous one has not finished");
@@ -178,7 +184,7 @@ mod tests {
         let recorder = Recorder::start(metadata.clone());
         let pull = PullThrough::new(Upstreams::new(vec![]), storage, metadata.clone(), recorder, metrics.clone(), 4 << 20);
         let syncer = Syncer::new(metadata.clone(), pull, Clients::new(metadata.clone(), metrics.clone(), vec![]), metrics.clone());
-        let tasks = Tasks::start(metadata.clone(), 4, metrics).await.unwrap();
+        let tasks = Tasks::start(metadata.clone(), ("test-node".into(), Duration::from_secs(30)), 4, metrics).await.unwrap();
         let repositories = SyncRepositories::new(metadata.clone(), vec![]);
 
         metadata.run(|s| s.create_remote(&remote())).await.unwrap();

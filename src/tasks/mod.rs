@@ -10,8 +10,18 @@
 //!
 //! **A finished task never changes; a restart never leaves a task
 //! running.** The store only updates unfinished rows; [`Tasks::start`]
-//! fails whatever a previous process left waiting or running, and
-//! [`Tasks::shutdown`] cancels what is running and waits for it.
+//! fails whatever this node's previous process left waiting or running,
+//! and [`Tasks::shutdown`] cancels what is running and waits for it.
+//!
+//! **Several nodes, one database.** A task runs on the node that accepted
+//! it, and is recorded with that node's name. Tasks on one resource run
+//! one at a time across every node (the store starts a task only when no
+//! other on its resource runs or waits ahead of it; a task whose resource
+//! is busy elsewhere asks again every second). A cancel asked on any node
+//! is seen by the running node within a second. Every node says it is
+//! alive every few seconds ([`HEARTBEAT`]), and fails the tasks of any
+//! node silent for longer than `[cluster] lease`: a node killed mid-task
+//! has its tasks failed, never left running.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,12 +33,23 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinError;
 
 pub(crate) use crate::metadata::CreatedResource;
-use crate::metadata::{Metadata, MetadataError, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState};
+use crate::metadata::{
+    now_millis, Metadata, MetadataError, Millis, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState,
+};
 use crate::metrics::Metrics;
 use crate::telemetry::{self, RequestContext};
 
 /// How often a running task's counters reach the store, at most.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a running task whose counters did not move asks the store
+/// whether another node asked to cancel it.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+/// How often a waiting task whose resource is busy on another node asks
+/// again.
+const TURN_POLL: Duration = Duration::from_secs(1);
+/// How often this node says it is alive, and looks for silent nodes
+/// (those silent past `[cluster] lease`).
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The error of tasks a previous process left unfinished.
 const INTERRUPTED: &str = "interrupted by a restart";
 /// The error of tasks still running when the shutdown grace ran out.
@@ -67,6 +88,8 @@ pub(crate) struct Tasks {
 
 struct Inner {
     metadata: Metadata,
+    /// This node's name, recorded with every task it runs.
+    node: String,
     metrics: Metrics,
     /// The global limit: a task holds a permit while its work runs. An
     /// async semaphore, as tasks wait for a turn for as long as it takes.
@@ -100,24 +123,42 @@ struct Turn {
 }
 
 impl Tasks {
-    /// Marks tasks left waiting or running by a previous process failed
-    /// ("interrupted by a restart"): nothing of theirs runs any more.
-    /// `metrics` counts the tasks that end, by kind and final state.
-    pub(crate) async fn start(metadata: Metadata, max_parallel: usize, metrics: Metrics) -> Result<Tasks, MetadataError> {
-        let interrupted = metadata.run(|s| s.interrupt_tasks(INTERRUPTED)).await?;
+    /// Marks tasks left waiting or running by this node's previous
+    /// process failed ("interrupted by a restart"): nothing of theirs runs
+    /// any more. Then says, every [`HEARTBEAT`], that `node` is alive, and
+    /// fails the tasks of nodes silent past `lease`. `metrics` counts the
+    /// tasks that end, by kind and final state.
+    pub(crate) async fn start(
+        metadata: Metadata,
+        (node, lease): (String, Duration),
+        max_parallel: usize,
+        metrics: Metrics,
+    ) -> Result<Tasks, MetadataError> {
+        let started_at = now_millis();
+        {
+            let node = node.clone();
+            metadata.run(move |s| s.node_heartbeat(&node, started_at)).await?;
+        }
+        let interrupted = {
+            let node = node.clone();
+            metadata.run(move |s| s.interrupt_tasks(&node, INTERRUPTED)).await?
+        };
         if interrupted > 0 {
             tracing::warn!(tasks = interrupted, "tasks left unfinished by the previous run are marked failed");
         }
         let (live_count, _) = watch::channel(0);
-        Ok(Tasks {
+        let tasks = Tasks {
             inner: Arc::new(Inner {
                 metadata,
+                node,
                 metrics,
                 permits: Arc::new(Semaphore::new(max_parallel.max(1))),
                 state: Mutex::new(State::default()),
                 live_count,
             }),
-        })
+        };
+        tokio::spawn(heartbeats(Arc::downgrade(&tasks.inner), started_at, lease));
+        Ok(tasks)
     }
 
     /// Stores a waiting task and spawns it. Tasks with the same `resource`
@@ -137,7 +178,8 @@ impl Tasks {
     {
         let task = {
             let (kind, resource) = (kind.to_owned(), resource.clone());
-            self.inner.metadata.run(move |s| s.create_task(&kind, resource.as_deref(), &params)).await?
+            let node = self.inner.node.clone();
+            self.inner.metadata.run(move |s| s.create_task(&node, &kind, resource.as_deref(), &params)).await?
         };
         let id = task.id;
         let (cancel, cancel_seen) = watch::channel(None);
@@ -231,7 +273,8 @@ impl Tasks {
             return;
         }
         tracing::warn!(grace = ?grace, "tasks did not stop in time; marking them failed");
-        if let Err(e) = self.inner.metadata.run(|s| s.interrupt_tasks(NOT_STOPPED)).await {
+        let node = self.inner.node.clone();
+        if let Err(e) = self.inner.metadata.run(move |s| s.interrupt_tasks(&node, NOT_STOPPED)).await {
             tracing::warn!(error = %e, "cannot mark unfinished tasks failed; the next start will");
         }
     }
@@ -250,6 +293,12 @@ impl Inner {
         // running one is left to its runner, told below.
         let message = reason.message();
         let task = self.metadata.run(move |s| s.cancel_task(id, message)).await?;
+        self.signal(id, reason);
+        Ok(task)
+    }
+
+    /// Tells this node's runner of task `id`, if it has one, to stop.
+    fn signal(&self, id: u64, reason: CancelReason) {
         if let Some(cancel) = self.lock().live.get(&id) {
             // The first reason given is the one recorded.
             cancel.send_if_modified(|c| {
@@ -260,7 +309,6 @@ impl Inner {
                 true
             });
         }
-        Ok(task)
     }
 
     /// Runs one task's work to its end: started in the store, progress
@@ -271,18 +319,34 @@ impl Inner {
         Fut: Future<Output = Result<Vec<CreatedResource>, TaskFailure>> + Send + 'static,
     {
         let id = progress.id;
-        match self.metadata.run(move |s| s.start_task(id)).await {
-            Ok(_) => tracing::info!(task = id, "task started"),
-            // Canceled while it waited: nothing to run.
-            Err(MetadataError::Conflict(_)) => {
-                self.count(kind, TaskState::Canceled);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(task = id, error = %e, "cannot start a task");
-                let error = Some(format!("internal error: cannot start: {e}"));
-                self.finish(id, kind, TaskState::Failed, error, Vec::new()).await;
-                return;
+        loop {
+            match self.metadata.run(move |s| s.start_task(id)).await {
+                Ok(Some(_)) => break tracing::info!(task = id, "task started"),
+                // Its resource is busy on another node: its turn comes
+                // when that task ends, or a cancel ends the wait.
+                Ok(None) => {
+                    let canceled = tokio::select! {
+                        () = tokio::time::sleep(TURN_POLL) => false,
+                        () = progress.canceled() => true,
+                    };
+                    if canceled {
+                        let message = progress.reason().map_or("canceled", CancelReason::message);
+                        let _ = self.metadata.run(move |s| s.cancel_task(id, message)).await;
+                        self.count(kind, TaskState::Canceled);
+                        return;
+                    }
+                }
+                // Canceled while it waited (here or on another node).
+                Err(MetadataError::Conflict(_)) => {
+                    self.count(kind, TaskState::Canceled);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(task = id, error = %e, "cannot start a task");
+                    let error = Some(format!("internal error: cannot start: {e}"));
+                    self.finish(id, kind, TaskState::Failed, error, Vec::new()).await;
+                    return;
+                }
             }
         }
         // The work runs as its own tokio task, so a panic in it ends up
@@ -295,10 +359,30 @@ impl Inner {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await; // The first tick is immediate.
         let mut written = 0;
+        let mut last_asked = tokio::time::Instant::now();
         let joined = loop {
             tokio::select! {
                 joined = &mut handle => break joined,
-                _ = ticks.tick() => written = self.write_progress(&progress, written).await,
+                _ = ticks.tick() => {
+                    let (now_written, asked) = self.write_progress(&progress, written).await;
+                    written = now_written;
+                    // Counters that do not move still ask, now and then,
+                    // whether another node canceled the task.
+                    let canceled = match asked {
+                        Some(canceled) => {
+                            last_asked = tokio::time::Instant::now();
+                            canceled
+                        }
+                        None if last_asked.elapsed() >= CANCEL_POLL => {
+                            last_asked = tokio::time::Instant::now();
+                            self.metadata.run(move |s| s.cancel_requested(id)).await.unwrap_or(false)
+                        }
+                        None => false,
+                    };
+                    if canceled {
+                        self.signal(id, CancelReason::Requested);
+                    }
+                }
             }
         };
         self.write_progress(&progress, written).await;
@@ -306,19 +390,20 @@ impl Inner {
         self.finish(id, kind, state, error, created).await;
     }
 
-    /// Writes the counters if they changed since change number `written`;
-    /// the change number now written.
-    async fn write_progress(&self, progress: &Progress, written: u64) -> u64 {
+    /// Writes the counters if they changed since change number `written`:
+    /// the change number now written, and, if the store was asked, whether
+    /// a cancel was requested for the task.
+    async fn write_progress(&self, progress: &Progress, written: u64) -> (u64, Option<bool>) {
         let (changes, snapshot) = progress.counters.snapshot();
         if changes == written {
-            return written;
+            return (written, None);
         }
         let id = progress.id;
         match self.metadata.run(move |s| s.task_progress(id, snapshot)).await {
-            Ok(_) => changes,
+            Ok(canceled) => (changes, Some(canceled)),
             Err(e) => {
                 tracing::warn!(task = id, error = %e, "cannot record a task's progress");
-                written
+                (written, None)
             }
         }
     }
@@ -356,6 +441,29 @@ impl Inner {
             }
         }
         self.live_count.send_replace(state.live.len());
+    }
+}
+
+/// This node's heartbeat, and the sweep of silent nodes' tasks, for as long
+/// as the runner exists.
+async fn heartbeats(inner: std::sync::Weak<Inner>, started_at: Millis, lease: Duration) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let node = inner.node.clone();
+        if let Err(e) = inner.metadata.run(move |s| s.node_heartbeat(&node, started_at)).await {
+            tracing::warn!(error = %e, "cannot record this node's heartbeat");
+            continue;
+        }
+        let before = now_millis().saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        match inner.metadata.run(move |s| s.fail_orphaned_tasks(before)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(tasks = n, "tasks of a node that stopped answering are marked failed"),
+            Err(e) => tracing::warn!(error = %e, "cannot look for tasks of silent nodes"),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 async fn runner(max_parallel: usize) -> (tempfile::TempDir, Metadata, Tasks) {
     let dir = tempfile::tempdir().unwrap();
     let metadata = Metadata::open(dir.path()).await.unwrap();
-    let tasks = Tasks::start(metadata.clone(), max_parallel, crate::metrics::Metrics::new().unwrap()).await.unwrap();
+    let tasks = Tasks::start(metadata.clone(), ("test-node".into(), Duration::from_secs(30)), max_parallel, crate::metrics::Metrics::new().unwrap()).await.unwrap();
     (dir, metadata, tasks)
 }
 
@@ -324,17 +324,19 @@ async fn a_restart_marks_what_the_last_process_left_unfinished_failed() {
     let metadata = Metadata::open(dir.path()).await.unwrap();
     let (waiting, running, done) = metadata
         .run(|s| {
-            let waiting = s.create_task("sync", Some("a"), &json!({}))?;
-            let running = s.create_task("sync", Some("b"), &json!({}))?;
+            let waiting = s.create_task("test-node", "sync", Some("a"), &json!({}))?;
+            let running = s.create_task("test-node", "sync", Some("b"), &json!({}))?;
             s.start_task(running.id)?;
-            let done = s.create_task("gc", None, &json!({}))?;
+            let elsewhere = s.create_task("other-node", "sync", Some("c"), &json!({}))?;
+            s.start_task(elsewhere.id)?;
+            let done = s.create_task("test-node", "gc", None, &json!({}))?;
             s.start_task(done.id)?;
             let done = s.finish_task(done.id, TaskState::Completed, None, &[])?;
             Ok((waiting, running, done))
         })
         .await
         .unwrap();
-    let tasks = Tasks::start(metadata, 4, crate::metrics::Metrics::new().unwrap()).await.unwrap();
+    let tasks = Tasks::start(metadata, ("test-node".into(), Duration::from_secs(30)), 4, crate::metrics::Metrics::new().unwrap()).await.unwrap();
     for id in [waiting.id, running.id] {
         let t = tasks.get(id).await.unwrap().unwrap();
         assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some("interrupted by a restart")));

@@ -40,3 +40,4 @@ mod s3;
 mod s3_storage;
 mod postgres;
 mod metadata;
+mod cluster;

@@ -13,7 +13,7 @@ use crate::http;
 use crate::images::{self, Image};
 use crate::postgres::Postgres;
 use crate::registry::Registry;
-use crate::wharf::{write_config, UpstreamEntry, Wharf};
+use crate::wharf::{without_metadata, write_config, UpstreamEntry, Wharf};
 
 /// `wharf --config <config> <args>`: exit code, stdout, stderr.
 fn wharf_offline(config: &Path, args: &[&str]) -> (i32, String, String) {
@@ -73,14 +73,7 @@ async fn a_nodes_sqlite_metadata_moves_into_postgres_verified_and_is_served_from
     // distribution pinning the first version, and a remote.
     let dir = tmp.path().join("wharf");
     let config = write_config(&dir, &[UpstreamEntry::new("up", &upstream.url())]);
-    let sqlite_only = std::fs::read_to_string(&config).expect("read config");
-    let sqlite_only = match sqlite_only.find("\n[metadata]\n") {
-        Some(start) => {
-            let end = sqlite_only[start + 1..].find("\n\n").map_or(sqlite_only.len(), |n| start + 1 + n);
-            format!("{}{}", &sqlite_only[..start], &sqlite_only[end..])
-        }
-        None => sqlite_only,
-    };
+    let sqlite_only = without_metadata(&std::fs::read_to_string(&config).expect("read config"));
     std::fs::write(&config, &sqlite_only).expect("write config");
     let wharf = Wharf::start_with_config(&config);
     let api = format!("{}/api/v1", wharf.admin_url());

@@ -230,6 +230,29 @@ fn s3_backend_lines(dir: &Path) -> String {
     )
 }
 
+/// Writes `wharf.toml` into `dir` as [`write_config`] does, but with the
+/// metadata in the PostgreSQL database `url` (whatever the suite's
+/// default) and `extra` TOML appended (a `[cluster]` section, say): a node
+/// of a cluster sharing that database.
+pub fn write_config_on(dir: &Path, upstreams: &[UpstreamEntry], url: &str, extra: &str) -> PathBuf {
+    let path = write_config(dir, upstreams);
+    let text = std::fs::read_to_string(&path).expect("read config");
+    let text = without_metadata(&text);
+    std::fs::write(&path, format!("{text}\n[metadata]\nurl = {url:?}\n\n{extra}\n")).expect("write config");
+    path
+}
+
+/// `config` without its `[metadata]` section, if it has one.
+pub fn without_metadata(config: &str) -> String {
+    match config.find("\n[metadata]\n") {
+        Some(start) => {
+            let end = config[start + 1..].find("\n\n").map_or(config.len(), |n| start + 1 + n);
+            format!("{}{}", &config[..start], &config[end..])
+        }
+        None => config.to_owned(),
+    }
+}
+
 /// The `[metadata]` lines of `WHARF_TEST_POSTGRES` (see [`write_config`]);
 /// empty otherwise. Creates the wharf directory's schema with `psql`.
 fn postgres_metadata_lines(dir: &Path) -> String {

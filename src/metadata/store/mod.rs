@@ -50,6 +50,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_signatures.sql"),
     include_str!("../migrations/0006_object_uses.sql"),
     include_str!("../migrations/0007_signature_counts.sql"),
+    include_str!("../migrations/0008_cluster_tasks.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -309,8 +310,8 @@ impl Store for SqlStore {
         self.read(|db| remotes::list(db, page))
     }
 
-    fn create_task(&self, kind: &str, resource: Option<&str>, params: &serde_json::Value) -> Result<Task, MetadataError> {
-        self.write(|db| tasks::create(db, kind, resource, params))
+    fn create_task(&self, node: &str, kind: &str, resource: Option<&str>, params: &serde_json::Value) -> Result<Task, MetadataError> {
+        self.write(|db| tasks::create(db, node, kind, resource, params))
     }
 
     fn task(&self, id: u64) -> Result<Option<Task>, MetadataError> {
@@ -321,12 +322,16 @@ impl Store for SqlStore {
         self.read(|db| tasks::list(db, filter, page))
     }
 
-    fn start_task(&self, id: u64) -> Result<Task, MetadataError> {
+    fn start_task(&self, id: u64) -> Result<Option<Task>, MetadataError> {
         self.write(|db| tasks::start(db, id))
     }
 
     fn task_progress(&self, id: u64, progress: TaskProgress) -> Result<bool, MetadataError> {
         self.statement(|db| tasks::progress(db, id, progress))
+    }
+
+    fn cancel_requested(&self, id: u64) -> Result<bool, MetadataError> {
+        self.read(|db| tasks::cancel_requested(db, id))
     }
 
     fn finish_task(
@@ -348,8 +353,20 @@ impl Store for SqlStore {
         self.write(|db| tasks::cancel(db, id, message))
     }
 
-    fn interrupt_tasks(&self, message: &str) -> Result<u64, MetadataError> {
-        self.write(|db| tasks::interrupt(db, message))
+    fn interrupt_tasks(&self, node: &str, message: &str) -> Result<u64, MetadataError> {
+        self.write(|db| tasks::interrupt(db, node, message))
+    }
+
+    fn node_heartbeat(&self, node: &str, started_at: Millis) -> Result<(), MetadataError> {
+        self.statement(|db| tasks::heartbeat(db, node, started_at))
+    }
+
+    fn fail_orphaned_tasks(&self, before: Millis) -> Result<u64, MetadataError> {
+        self.write(|db| tasks::fail_orphaned(db, before))
+    }
+
+    fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError> {
+        self.statement(|db| sync::claim_schedule(db, repository, seen, next))
     }
 
     fn ping(&self) -> Result<(), MetadataError> {

@@ -281,6 +281,15 @@ fn prune(
     Ok(())
 }
 
+/// One statement: only the first node to see the due run moves it on.
+pub(super) fn claim_schedule(db: &Db<'_>, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError> {
+    let moved = db.execute(
+        "UPDATE repositories SET next_sync_at = ?3 WHERE name = ?1 AND kind = 'sync' AND next_sync_at = ?2",
+        args![repository, seen, next],
+    )?;
+    Ok(moved == 1)
+}
+
 pub(super) fn add_blob_sources(db: &Db<'_>, digests: &[Digest], remote: &str, remote_name: &str) -> Result<(), MetadataError> {
     for d in digests {
         db.execute(

@@ -3,10 +3,10 @@
 
 use super::{count, i64_of, limit_of, u64_of};
 use crate::metadata::db::{args, named, Db, Row};
-use crate::metadata::{now_millis, MetadataError, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState};
+use crate::metadata::{now_millis, MetadataError, Millis, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState};
 
 const COLUMNS: &str = "id, kind, resource, params, state, items_done, items_total, bytes_done, error,
-    created_resources, created_at, started_at, finished_at";
+    created_resources, created_at, started_at, finished_at, node";
 /// Every change to a task row carries this condition: a finished task
 /// never changes.
 const UNFINISHED: &str = "state IN ('waiting', 'running')";
@@ -37,6 +37,7 @@ fn from_row(r: &Row<'_>) -> Result<Task, MetadataError> {
         created_at: r.get(10)?,
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
+        node: r.get(13)?,
     })
 }
 
@@ -57,10 +58,17 @@ fn require(db: &Db<'_>, id: u64) -> Result<Task, MetadataError> {
     get(db, id)?.ok_or_else(|| MetadataError::Database(format!("task {id} vanished during an update")))
 }
 
-pub(super) fn create(db: &Db<'_>, kind: &str, resource: Option<&str>, params: &serde_json::Value) -> Result<Task, MetadataError> {
+pub(super) fn create(
+    db: &Db<'_>,
+    node: &str,
+    kind: &str,
+    resource: Option<&str>,
+    params: &serde_json::Value,
+) -> Result<Task, MetadataError> {
     let id: i64 = db.query_one(
-        "INSERT INTO tasks (kind, resource, params, state, created_at) VALUES (?1, ?2, ?3, 'waiting', ?4) RETURNING id",
-        args![kind, resource, params.to_string(), now_millis()],
+        "INSERT INTO tasks (kind, resource, params, state, created_at, node) VALUES (?1, ?2, ?3, 'waiting', ?4, ?5)
+         RETURNING id",
+        args![kind, resource, params.to_string(), now_millis(), node],
     )?;
     require(db, u64_of(id))
 }
@@ -80,24 +88,37 @@ pub(super) fn list(db: &Db<'_>, filter: &TaskFilter, page: PageRequest) -> Resul
     Ok(Page { total, items })
 }
 
-pub(super) fn start(db: &Db<'_>, id: u64) -> Result<Task, MetadataError> {
+pub(super) fn start(db: &Db<'_>, id: u64) -> Result<Option<Task>, MetadataError> {
+    // Busy: another task on the same resource runs, or an earlier one
+    // waits for its turn (ids grow with submission), on any node.
     let started = db.execute(
-        "UPDATE tasks SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'waiting'",
+        "UPDATE tasks SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'waiting'
+         AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.resource = tasks.resource AND o.id != tasks.id
+             AND (o.state = 'running' OR (o.state = 'waiting' AND o.id < tasks.id)))",
         args![i64_of(id), now_millis()],
     )?;
     if started == 0 {
-        return Err(unchanged(db, id, "only a waiting task can start"));
+        return match get(db, id)? {
+            Some(t) if t.state == TaskState::Waiting => Ok(None),
+            _ => Err(unchanged(db, id, "only a waiting task can start")),
+        };
     }
-    require(db, id)
+    require(db, id).map(Some)
 }
 
 /// One statement: atomic without a transaction.
 pub(super) fn progress(db: &Db<'_>, id: u64, progress: TaskProgress) -> Result<bool, MetadataError> {
-    let written = db.execute(
-        "UPDATE tasks SET items_done = ?2, items_total = ?3, bytes_done = ?4 WHERE id = ?1 AND state = 'running'",
+    let canceled = db.query_opt(
+        "UPDATE tasks SET items_done = ?2, items_total = ?3, bytes_done = ?4 WHERE id = ?1 AND state = 'running'
+         RETURNING cancel_requested",
         args![i64_of(id), i64_of(progress.items_done), progress.items_total.map(i64_of), i64_of(progress.bytes_done)],
+        |r| r.get::<bool>(0),
     )?;
-    Ok(written > 0)
+    Ok(canceled.unwrap_or(false))
+}
+
+pub(super) fn cancel_requested(db: &Db<'_>, id: u64) -> Result<bool, MetadataError> {
+    Ok(db.query_opt("SELECT cancel_requested FROM tasks WHERE id = ?1", args![i64_of(id)], |r| r.get(0))?.unwrap_or(false))
 }
 
 pub(super) fn finish(db: &Db<'_>, id: u64, state: TaskState, error: Option<&str>, created: &str) -> Result<Task, MetadataError> {
@@ -119,6 +140,8 @@ pub(super) fn cancel(db: &Db<'_>, id: u64, message: &str) -> Result<Task, Metada
         "UPDATE tasks SET state = 'canceled', error = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'waiting'",
         args![i64_of(id), message, now_millis()],
     )?;
+    // Running: whichever node runs it sees the request.
+    db.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'", args![i64_of(id)])?;
     match get(db, id)? {
         None => Err(MetadataError::NotFound(format!("task {id} does not exist"))),
         // Canceled just now, or running: its runner stops it.
@@ -127,9 +150,32 @@ pub(super) fn cancel(db: &Db<'_>, id: u64, message: &str) -> Result<Task, Metada
     }
 }
 
-pub(super) fn interrupt(db: &Db<'_>, message: &str) -> Result<u64, MetadataError> {
+pub(super) fn interrupt(db: &Db<'_>, node: &str, message: &str) -> Result<u64, MetadataError> {
     db.execute(
-        &format!("UPDATE tasks SET state = 'failed', error = ?1, finished_at = ?2 WHERE {UNFINISHED}"),
-        args![message, now_millis()],
+        &format!(
+            "UPDATE tasks SET state = 'failed', error = ?1, finished_at = ?2
+             WHERE {UNFINISHED} AND (node = ?3 OR node IS NULL)"
+        ),
+        args![message, now_millis(), node],
+    )
+}
+
+pub(super) fn heartbeat(db: &Db<'_>, node: &str, started_at: Millis) -> Result<(), MetadataError> {
+    db.execute(
+        "INSERT INTO nodes (name, started_at, heartbeat_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at",
+        args![node, started_at, now_millis()],
+    )?;
+    Ok(())
+}
+
+pub(super) fn fail_orphaned(db: &Db<'_>, before: Millis) -> Result<u64, MetadataError> {
+    db.execute(
+        &format!(
+            "UPDATE tasks SET state = 'failed', finished_at = ?2,
+                 error = 'interrupted: its node, ' || node || ', stopped answering'
+             WHERE {UNFINISHED} AND node IN (SELECT name FROM nodes WHERE heartbeat_at < ?1)"
+        ),
+        args![before, now_millis()],
     )
 }

@@ -472,18 +472,18 @@ fn remotes_round_trip_and_change_in_one_transaction() {
 fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
     let (_d, s) = open();
     let params = serde_json::json!({"remote": "quay", "mirror": true});
-    let t = s.create_task("sync", Some("team/app"), &params).unwrap();
+    let t = s.create_task("n1", "sync", Some("team/app"), &params).unwrap();
     assert_eq!((t.state, t.kind.as_str(), t.resource.as_deref()), (TaskState::Waiting, "sync", Some("team/app")));
     assert_eq!((t.params.clone(), t.progress, t.started_at, t.finished_at), (params, TaskProgress::default(), None, None));
     assert!(t.created_at > 0);
     assert!(!s.task_progress(t.id, TaskProgress { items_done: 1, ..Default::default() }).unwrap(), "not running yet");
 
-    let running = s.start_task(t.id).unwrap();
-    assert_eq!(running.state, TaskState::Running);
+    let running = s.start_task(t.id).unwrap().expect("nothing else on its resource");
+    assert_eq!((running.state, running.node.as_deref()), (TaskState::Running, Some("n1")));
     assert!(running.started_at.is_some());
     assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))), "starts once");
     let p = TaskProgress { items_done: 3, items_total: Some(10), bytes_done: 12345 };
-    assert!(s.task_progress(t.id, p).unwrap());
+    assert!(!s.task_progress(t.id, p).unwrap(), "no cancel asked");
     assert_eq!(s.task(t.id).unwrap().unwrap().progress, p);
 
     let created = [CreatedResource::RepositoryVersion { repository: "team/app".into(), number: 2 }];
@@ -497,7 +497,7 @@ fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
     assert!(!s.task_progress(t.id, TaskProgress { items_done: 99, ..p }).unwrap());
     assert!(matches!(s.cancel_task(t.id, "stop"), Err(MetadataError::Conflict(_))));
     assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))));
-    assert_eq!(s.interrupt_tasks("restart").unwrap(), 0);
+    assert_eq!(s.interrupt_tasks("n1", "restart").unwrap(), 0);
     assert_eq!(s.task(t.id).unwrap().unwrap(), done);
 
     assert!(matches!(s.finish_task(t.id, TaskState::Running, None, &[]), Err(MetadataError::Invalid(_))));
@@ -509,17 +509,21 @@ fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
 #[test]
 fn cancel_ends_a_waiting_task_and_leaves_a_running_one_to_its_runner() {
     let (_d, s) = open();
-    let waiting = s.create_task("sync", None, &serde_json::json!({})).unwrap();
+    let waiting = s.create_task("n1", "sync", None, &serde_json::json!({})).unwrap();
     let canceled = s.cancel_task(waiting.id, "canceled by request").unwrap();
     assert_eq!((canceled.state, canceled.error.as_deref()), (TaskState::Canceled, Some("canceled by request")));
     assert!(canceled.finished_at.is_some());
     assert!(matches!(s.start_task(waiting.id), Err(MetadataError::Conflict(_))), "a canceled task never starts");
     assert!(matches!(s.cancel_task(waiting.id, "canceled by request"), Err(MetadataError::Conflict(_))));
 
-    let running = s.create_task("sync", None, &serde_json::json!({})).unwrap();
+    let running = s.create_task("n1", "sync", None, &serde_json::json!({})).unwrap();
     s.start_task(running.id).unwrap();
+    assert!(!s.cancel_requested(running.id).unwrap());
     let still = s.cancel_task(running.id, "canceled by request").unwrap();
     assert_eq!((still.state, still.error), (TaskState::Running, None));
+    // Whichever node runs it learns of the cancel from the store.
+    assert!(s.cancel_requested(running.id).unwrap());
+    assert!(s.task_progress(running.id, TaskProgress { items_done: 1, ..Default::default() }).unwrap());
     assert!(matches!(s.cancel_task(12345, "x"), Err(MetadataError::NotFound(_))));
 }
 
@@ -527,11 +531,11 @@ fn cancel_ends_a_waiting_task_and_leaves_a_running_one_to_its_runner() {
 fn tasks_list_newest_first_filtered_and_paged() {
     let (_d, s) = open();
     let none = serde_json::json!({});
-    let a = s.create_task("sync", Some("a"), &none).unwrap();
-    let b = s.create_task("gc", None, &none).unwrap();
-    let c = s.create_task("sync", Some("b"), &none).unwrap();
-    let d = s.create_task("sync", Some("a"), &none).unwrap();
-    s.start_task(d.id).unwrap();
+    let a = s.create_task("n1", "sync", Some("a"), &none).unwrap();
+    let b = s.create_task("n1", "gc", None, &none).unwrap();
+    let c = s.create_task("n1", "sync", Some("b"), &none).unwrap();
+    let d = s.create_task("n1", "sync", Some("a"), &none).unwrap();
+    s.start_task(a.id).unwrap();
     let ids = |f: TaskFilter, page: PageRequest| {
         let listed = s.tasks(&f, page).unwrap();
         (listed.total, listed.items.iter().map(|t| t.id).collect::<Vec<_>>())
@@ -544,7 +548,7 @@ fn tasks_list_newest_first_filtered_and_paged() {
     let on_a = TaskFilter { resource: Some("a".into()), ..Default::default() };
     assert_eq!(ids(on_a, all), (2, vec![d.id, a.id]));
     let running = TaskFilter { state: Some(TaskState::Running), ..Default::default() };
-    assert_eq!(ids(running, all), (1, vec![d.id]));
+    assert_eq!(ids(running, all), (1, vec![a.id]));
     let waiting_gc = TaskFilter { state: Some(TaskState::Waiting), kind: Some("gc".into()), resource: None };
     assert_eq!(ids(waiting_gc, all), (1, vec![b.id]));
     let nothing = TaskFilter { kind: Some("verify".into()), ..Default::default() };
@@ -552,22 +556,24 @@ fn tasks_list_newest_first_filtered_and_paged() {
 }
 
 #[test]
-fn interrupting_fails_every_unfinished_task_and_nothing_else() {
+fn interrupting_fails_every_unfinished_task_of_the_node_and_nothing_else() {
     let db = TestDb::new();
     let none = serde_json::json!({});
-    let (waiting, running, done) = {
+    let (waiting, running, done, elsewhere) = {
         let s = db.open();
-        let waiting = s.create_task("sync", Some("a"), &none).unwrap();
-        let running = s.create_task("sync", Some("b"), &none).unwrap();
+        let waiting = s.create_task("n1", "sync", Some("a"), &none).unwrap();
+        let running = s.create_task("n1", "sync", Some("b"), &none).unwrap();
         s.start_task(running.id).unwrap();
         s.task_progress(running.id, TaskProgress { items_done: 2, items_total: Some(5), bytes_done: 7 }).unwrap();
-        let done = s.create_task("sync", Some("c"), &none).unwrap();
+        let done = s.create_task("n1", "sync", Some("c"), &none).unwrap();
         s.start_task(done.id).unwrap();
         let done = s.finish_task(done.id, TaskState::Completed, None, &[]).unwrap();
-        (waiting, running, done)
+        let elsewhere = s.create_task("n2", "sync", Some("d"), &none).unwrap();
+        s.start_task(elsewhere.id).unwrap();
+        (waiting, running, done, elsewhere)
     };
     let s = db.open();
-    assert_eq!(s.interrupt_tasks("interrupted by a restart").unwrap(), 2);
+    assert_eq!(s.interrupt_tasks("n1", "interrupted by a restart").unwrap(), 2);
     for id in [waiting.id, running.id] {
         let t = s.task(id).unwrap().unwrap();
         assert_eq!((t.state, t.error.as_deref()), (TaskState::Failed, Some("interrupted by a restart")));
@@ -575,6 +581,53 @@ fn interrupting_fails_every_unfinished_task_and_nothing_else() {
     }
     assert_eq!(s.task(running.id).unwrap().unwrap().progress.items_done, 2, "progress made is kept");
     assert_eq!(s.task(done.id).unwrap().unwrap(), done);
+    assert_eq!(s.task(elsewhere.id).unwrap().unwrap().state, TaskState::Running, "another node's task runs on");
+}
+
+#[test]
+fn a_resource_runs_one_task_at_a_time_across_nodes_in_submission_order() {
+    let (_d, s) = open();
+    let none = serde_json::json!({});
+    let first = s.create_task("n1", "sync", Some("team/app"), &none).unwrap();
+    let second = s.create_task("n2", "sync", Some("team/app"), &none).unwrap();
+    let other = s.create_task("n2", "sync", Some("team/other"), &none).unwrap();
+    assert!(s.start_task(second.id).unwrap().is_none(), "an earlier task on the resource waits");
+    assert!(s.start_task(other.id).unwrap().is_some(), "other resources are free");
+    assert!(s.start_task(first.id).unwrap().is_some());
+    assert!(s.start_task(second.id).unwrap().is_none(), "the first runs");
+    assert_eq!(s.task(second.id).unwrap().unwrap().state, TaskState::Waiting);
+    s.finish_task(first.id, TaskState::Completed, None, &[]).unwrap();
+    assert!(s.start_task(second.id).unwrap().is_some(), "its turn");
+    assert!(matches!(s.start_task(second.id), Err(MetadataError::Conflict(_))), "starts once");
+}
+
+#[test]
+fn the_tasks_of_a_silent_node_are_failed_and_the_live_ones_run_on() {
+    let (_d, s) = open();
+    let none = serde_json::json!({});
+    s.node_heartbeat("gone", 1).unwrap();
+    let t0 = now_millis();
+    s.node_heartbeat("alive", t0).unwrap();
+    let orphan = s.create_task("gone", "sync", Some("a"), &none).unwrap();
+    s.start_task(orphan.id).unwrap();
+    let queued = s.create_task("gone", "gc", None, &none).unwrap();
+    let live = s.create_task("alive", "sync", Some("b"), &none).unwrap();
+    s.start_task(live.id).unwrap();
+    assert_eq!(s.fail_orphaned_tasks(t0 - 60_000).unwrap(), 0, "every heartbeat is recent enough");
+    // "gone" beat last before now; "alive" beats again.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    s.node_heartbeat("alive", t0).unwrap();
+    let cutoff = now_millis() - 1;
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    s.node_heartbeat("alive", t0).unwrap();
+    assert_eq!(s.fail_orphaned_tasks(cutoff).unwrap(), 2);
+    for id in [orphan.id, queued.id] {
+        let t = s.task(id).unwrap().unwrap();
+        assert_eq!(t.state, TaskState::Failed);
+        assert_eq!(t.error.as_deref(), Some("interrupted: its node, gone, stopped answering"));
+    }
+    assert_eq!(s.task(live.id).unwrap().unwrap().state, TaskState::Running);
+    assert_eq!(s.fail_orphaned_tasks(cutoff).unwrap(), 0, "once");
 }
 
 #[test]
@@ -606,4 +659,23 @@ fn the_store_survives_reopening() {
     assert_eq!(s.repositories(&filter, PageRequest::default()).unwrap().total, 1);
     let filter = RepositoryFilter { name_contains: Some("%".into()), ..Default::default() };
     assert_eq!(s.repositories(&filter, PageRequest::default()).unwrap().total, 0, "LIKE wildcards are literal");
+}
+
+#[test]
+fn a_due_schedule_is_claimed_by_one_node_only() {
+    let (_d, s) = open();
+    let new = NewRepository {
+        name: "mirror".into(),
+        description: None,
+        retain_versions: None,
+        remote: None,
+        sync_mirror: false,
+        sync_interval: Some(3600),
+        next_sync_at: Some(1000),
+    };
+    s.create_repository(&new).unwrap();
+    assert!(s.claim_sync_schedule("mirror", 1000, 5000).unwrap());
+    assert!(!s.claim_sync_schedule("mirror", 1000, 6000).unwrap(), "another node saw the same due run");
+    assert_eq!(s.repository("mirror").unwrap().unwrap().next_sync_at, Some(5000));
+    assert!(!s.claim_sync_schedule("nope", 1000, 6000).unwrap());
 }

@@ -1,0 +1,109 @@
+//! Several nodes sharing one PostgreSQL database (started here): tasks run
+//! once across them, a task's progress and its cancel reach every node,
+//! and a node killed mid-task has its task failed by another within the
+//! lease.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::clients::Clients;
+use crate::http;
+use crate::images::{self, Image};
+use crate::postgres::Postgres;
+use crate::registry::Registry;
+use crate::wharf::{write_config_on, UpstreamEntry, Wharf};
+
+async fn api(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> Value {
+    let url = format!("{}/api/v1/{path}", wharf.admin_url());
+    let r = match body {
+        Some(b) => http::request_with_body(method, &url, &[("Content-Type", "application/json")], b.to_string().into_bytes()).await,
+        None => http::request(method, &url, &[]).await,
+    };
+    assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
+/// Waits until task `id`, as `wharf` shows it, satisfies `done`.
+async fn task_until(wharf: &Wharf, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = api(wharf, "GET", &format!("tasks/{id}"), None).await;
+        if done(&task) {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "task {id} never {what}: {task}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node(dir: &std::path::Path, pg: &str, name: &str) -> Wharf {
+    let config = write_config_on(
+        dir,
+        &[UpstreamEntry::new("up", "http://127.0.0.1:9")],
+        pg,
+        &format!("[cluster]\nnode_name = {name:?}\nlease = \"10s\"\n"),
+    );
+    Wharf::start_with_config(&config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_once_across_nodes_and_a_killed_nodes_task_is_failed_by_another() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pg = Postgres::start(&tmp.path().join("pg"));
+    pg.sql("postgres", "CREATE DATABASE wharf");
+    let url = pg.url("wharf");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    // Forty layers at two requests a second: a sync that runs for a while.
+    let image = Image::random(&[4 << 10; 40]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/big", &["1.0"], None);
+
+    let a = node(&tmp.path().join("a"), &url, "a");
+    let b = node(&tmp.path().join("b"), &url, "b");
+    // Made through one node, seen by the other.
+    api(&a, "POST", "repositories", Some(json!({"name": "big"}))).await;
+    api(
+        &b,
+        "POST",
+        "remotes",
+        Some(json!({"name": "big", "url": upstream.url(), "upstream_name": "team/big", "download_concurrency": 1, "rate_limit": 2})),
+    )
+    .await;
+
+    // A sync started on a runs there; b shows it running on a, and a
+    // cancel asked on b stops it on a.
+    let first = api(&a, "POST", "repositories/big/sync", Some(json!({"remote": "big"}))).await;
+    let first = first["id"].as_u64().expect("id");
+    let running = task_until(&b, first, "ran on a", |t| t["state"] == "running").await;
+    assert_eq!(running["node"], "a");
+    task_until(&b, first, "made progress", |t| t["progress"]["items_done"].as_u64() > Some(0)).await;
+    api(&b, "POST", &format!("tasks/{first}/cancel"), None).await;
+    let canceled = task_until(&a, first, "was canceled", |t| t["state"] != "running").await;
+    assert_eq!((canceled["state"].clone(), canceled["error"].clone()), (json!("canceled"), json!("canceled by request")));
+
+    // Two syncs of one repository, one per node: one at a time.
+    let second = api(&a, "POST", "repositories/big/sync", Some(json!({"remote": "big"}))).await["id"].as_u64().expect("id");
+    task_until(&a, second, "ran", |t| t["state"] == "running").await;
+    let third = api(&b, "POST", "repositories/big/sync", Some(json!({"remote": "big"}))).await["id"].as_u64().expect("id");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = api(&b, "GET", &format!("tasks/{third}"), None).await;
+    assert_eq!((waiting["state"].clone(), waiting["node"].clone()), (json!("waiting"), json!("b")), "the resource is busy on a");
+
+    // a dies mid-sync: b fails its task once a is silent past the lease,
+    // then runs its own.
+    let killed_at = Instant::now();
+    a.kill9();
+    let failed = task_until(&b, second, "was failed", |t| t["state"] != "running").await;
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["error"], "interrupted: its node, a, stopped answering");
+    // Silent since its last heartbeat, at most 5 s before the kill.
+    assert!(killed_at.elapsed() >= Duration::from_secs(5), "failed before the lease ran out");
+    let done = task_until(&b, third, "completed", |t| t["state"] == "completed" || t["state"] == "failed").await;
+    assert_eq!((done["state"].clone(), done["node"].clone()), (json!("completed"), json!("b")), "{done}");
+    b.stop();
+}
