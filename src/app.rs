@@ -89,6 +89,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let distributions = Distributions::load(metadata.clone(), upstream_names)
         .await
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
+    distributions.follow_changes();
     let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
     let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
     uploads.spawn_sweeper();

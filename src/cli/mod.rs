@@ -304,9 +304,17 @@ fn shown(reply: &admin_client::Reply, view: &output::View, json: bool) -> String
 /// text for people, coloured on a terminal, or as one JSON object a line,
 /// fields at the top level, when `log.format = "json"`.
 fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The PostgreSQL client logs every statement's parameters at debug,
+    // remote credentials among them: kept at info unless asked for by name.
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
+    if !asked.contains("tokio_postgres") {
+        if let Ok(directive) = "tokio_postgres=info".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match log.format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -24,6 +24,16 @@ use crate::oci::Digest;
 pub(crate) use model::*;
 pub(crate) use store::SqlStore;
 
+/// What a node hears when another node changed metadata it keeps in
+/// memory ([`Metadata::changes`]).
+pub(crate) mod changes {
+    /// The distributions: base paths, their targets.
+    pub(crate) const DISTRIBUTIONS: &str = "distributions";
+    /// The listening connection was made again: changes may have been
+    /// missed, so whatever is kept is to be read again.
+    pub(crate) const RESYNC: &str = "resync";
+}
+
 /// The database file, under `storage.path`.
 pub(crate) const DATABASE_FILE: &str = "wharf.db";
 
@@ -224,7 +234,13 @@ pub(crate) trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub(crate) struct Metadata {
     store: Arc<dyn Store>,
+    /// Changes made by other nodes ([`changes`]); never sent on SQLite.
+    changes: tokio::sync::broadcast::Sender<String>,
 }
+
+/// Changes waiting for a slow subscriber before it loses some (and is told
+/// so, as a lag: then it reads everything again).
+const CHANGES_KEPT: usize = 64;
 
 impl Metadata {
     /// Opens (creating and migrating as needed) the SQLite store under
@@ -234,24 +250,31 @@ impl Metadata {
         Self::from_config(storage_root, &crate::config::MetadataConfig::default()).await
     }
 
-    /// The store `[metadata]` names: PostgreSQL at its `url`, or the
-    /// embedded SQLite database under `storage_root`. Migrated as needed.
+    /// The store `[metadata]` names: PostgreSQL at its `url` (listening
+    /// for other nodes' changes), or the embedded SQLite database under
+    /// `storage_root`. Migrated as needed.
     pub(crate) async fn from_config(
         storage_root: &Path,
         config: &crate::config::MetadataConfig,
     ) -> Result<Metadata, MetadataError> {
-        let open = match &config.url {
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGES_KEPT);
+        let (open, listen) = match &config.url {
             None => {
                 let path = storage_root.join(DATABASE_FILE);
-                Box::new(move || SqlStore::open_sqlite(&path)) as Box<dyn FnOnce() -> _ + Send>
+                (Box::new(move || SqlStore::open_sqlite(&path)) as Box<dyn FnOnce() -> Result<SqlStore, MetadataError> + Send>, None)
             }
             Some(url) => {
                 let target = db::postgres::Target::parse(url, config.password.as_deref(), config.max_connections)?;
-                Box::new(move || SqlStore::open_postgres(target))
+                let listen = Some(target.clone());
+                (Box::new(move || SqlStore::open_postgres(target)) as Box<dyn FnOnce() -> Result<SqlStore, MetadataError> + Send>, listen)
             }
         };
         let store = tokio::task::spawn_blocking(open).await.map_err(|e| MetadataError::Database(e.to_string()))??;
-        Ok(Metadata { store: Arc::new(store) })
+        if let Some(target) = listen {
+            db::postgres::listen(target, changes.clone())
+                .map_err(|e| MetadataError::Database(format!("cannot start the change listener: {e}")))?;
+        }
+        Ok(Metadata { store: Arc::new(store), changes })
     }
 
     /// Where the store is, for messages: the SQLite file or the PostgreSQL
@@ -261,6 +284,11 @@ impl Metadata {
             None => storage_root.join(DATABASE_FILE).display().to_string(),
             Some(url) => crate::config::redact_url(url),
         }
+    }
+
+    /// Topics ([`changes`]) other nodes changed, as they commit.
+    pub(crate) fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changes.subscribe()
     }
 
     /// Runs a blocking store call on the blocking pool.

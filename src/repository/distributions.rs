@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::metadata::{Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, all_pages, RepositoryKind};
+use crate::metadata::{all_pages, changes, Distribution, DistributionPatch, Metadata, MetadataError, NewDistribution, RepositoryKind};
 use crate::oci::RepositoryName;
 
 /// Longest distribution name accepted.
@@ -63,6 +63,29 @@ impl Distributions {
         };
         d.reload().await?;
         Ok(d)
+    }
+
+    /// Loads the table again whenever another node changes the
+    /// distributions (or the change listener reconnected, or fell behind),
+    /// for as long as this handle's table is in use.
+    pub(crate) fn follow_changes(&self) {
+        let mut changes = self.metadata.changes();
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let reload = match changes.recv().await {
+                    Ok(topic) => topic == changes::DISTRIBUTIONS || topic == changes::RESYNC,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if reload {
+                    match me.reload().await {
+                        Ok(()) => tracing::debug!("distributions loaded again after a change (this node's or another's)"),
+                        Err(e) => tracing::warn!(error = %e, "cannot load the distributions again"),
+                    }
+                }
+            }
+        });
     }
 
     /// The distribution served at exactly `base_path`.

@@ -107,3 +107,66 @@ async fn tasks_run_once_across_nodes_and_a_killed_nodes_task_is_failed_by_anothe
     assert_eq!((done["state"].clone(), done["node"].clone()), (json!("completed"), json!("b")), "{done}");
     b.stop();
 }
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Polls `url` until its status is `want`; how long that took.
+async fn until_status(url: &str, want: u16) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = http::request("GET", url, &[("Accept", OCI_MANIFEST)]).await;
+        if r.status == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{url} still answers {} (want {want})", r.status);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distribution_changed_through_one_node_is_served_by_the_other_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pg = Postgres::start(&tmp.path().join("pg"));
+    pg.sql("postgres", "CREATE DATABASE wharf");
+    let url = pg.url("wharf");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let image = Image::random(&[1024]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/app", &["1"], None);
+    let node = |name: &str| {
+        let config = write_config_on(
+            &tmp.path().join(name),
+            &[UpstreamEntry::new("up", &upstream.url())],
+            &url,
+            &format!("[cluster]\nnode_name = {name:?}\n"),
+        );
+        Wharf::start_with_config(&config)
+    };
+    let (a, b) = (node("a"), node("b"));
+    // Pulled through a: the repository and its version 1.
+    let pulled = tmp.path().join("pulled");
+    clients.pull_to_layout(&format!("docker://{}/up/team/app:1", a.host()), &pulled, "1", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http::get(&format!("{}/api/v1/repositories/up%2Fteam%2Fapp", b.admin_url())).await;
+        if r.status == 200 && r.json()["latest_version"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let on_b = format!("{}/v2/released/app/manifests/1", b.url());
+    assert_eq!(http::request("GET", &on_b, &[("Accept", OCI_MANIFEST)]).await.status, 404);
+    api(&a, "POST", "distributions", Some(json!({"name": "released", "base_path": "released/app", "repository": "up/team/app"}))).await;
+    let created = until_status(&on_b, 200).await;
+    api(&a, "DELETE", "distributions/released", None).await;
+    let deleted = until_status(&on_b, 404).await;
+    eprintln!("a distribution made on one node was served by the other after {created:?}; deleted, gone after {deleted:?}");
+    // At log level debug (as here), the PostgreSQL client's statements and
+    // their parameters (remote credentials among them) stay out of the log.
+    let leaked: Vec<String> = a.log_lines().into_iter().filter(|l| l.contains("tokio_postgres")).collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    a.stop();
+    b.stop();
+}

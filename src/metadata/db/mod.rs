@@ -257,6 +257,16 @@ impl<'a> Db<'a> {
         }
     }
 
+    /// Tells every node listening for changes (PostgreSQL's LISTEN) that
+    /// `topic` changed, when the transaction commits. Nothing on SQLite:
+    /// its one node changes its caches itself.
+    pub(crate) fn notify(&self, topic: &str) -> Result<(), MetadataError> {
+        match &self.conn {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Postgres(_) => self.execute("SELECT pg_notify(?1, ?2)", args![postgres::CHANNEL, topic]).map(|_| ()),
+        }
+    }
+
     /// Calls `f` on each row of a query, in order, while it returns true.
     fn rows(
         &self,

@@ -365,6 +365,49 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// The channel nodes LISTEN on; each notification's payload is the topic
+/// that changed (`distributions`).
+pub(crate) const CHANNEL: &str = "wharf";
+/// Listens on [`CHANNEL`] on a connection of its own, on a thread of its
+/// own, forwarding each notification's topic to `changes`, for as long as
+/// the process lives. A lost connection is made again (after 1 s, then
+/// up to 30 s apart), followed by `changes::RESYNC`.
+pub(crate) fn listen(target: Target, changes: tokio::sync::broadcast::Sender<String>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("wharf-pg-listen".into()).spawn(move || {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match target.config.connect(NoTls) {
+                Ok(mut client) => {
+                    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                        tracing::warn!(error = %message(&e), "cannot listen for metadata changes");
+                    } else {
+                        backoff = Duration::from_secs(1);
+                        let _ = changes.send(crate::metadata::changes::RESYNC.to_owned());
+                        let mut notifications = client.notifications();
+                        let mut it = notifications.blocking_iter();
+                        loop {
+                            match it.next() {
+                                Ok(Some(n)) => {
+                                    let _ = changes.send(n.payload().to_owned());
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %message(&e), "lost the metadata change listener's connection");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %message(&e), "cannot connect to listen for metadata changes"),
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    })?;
+    Ok(())
+}
+
 /// After rows were inserted with their ids (a migration), makes each
 /// table's next generated `id` follow the largest one.
 pub(crate) fn restart_identities(db: &super::Db<'_>, tables: &[&str]) -> Result<(), MetadataError> {

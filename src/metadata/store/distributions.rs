@@ -2,6 +2,7 @@
 //! pinned one.
 
 use super::{count, i64_of, limit_of, repositories, u64_of};
+use crate::metadata::changes;
 use crate::metadata::db::{args, Db, Row};
 use crate::metadata::{now_millis, Distribution, DistributionPatch, MetadataError, NewDistribution, Page, PageRequest};
 
@@ -57,6 +58,7 @@ pub(super) fn create(db: &Db<'_>, new: &NewDistribution) -> Result<Distribution,
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
         args![new.name, new.base_path, repo, new.version.map(i64_of), new.private, new.description, now],
     )?;
+    db.notify(changes::DISTRIBUTIONS)?;
     get(db, &new.name)?.ok_or_else(|| MetadataError::Database("distribution vanished after insert".into()))
 }
 
@@ -89,12 +91,13 @@ pub(super) fn update(db: &Db<'_>, name: &str, patch: &DistributionPatch) -> Resu
          updated_at = ?7 WHERE name = ?1",
         args![name, d.base_path, repo, d.version.map(i64_of), d.private, d.description, now_millis()],
     )?;
+    db.notify(changes::DISTRIBUTIONS)?;
     get(db, name)?.ok_or_else(|| MetadataError::Database("distribution vanished after update".into()))
 }
 
 pub(super) fn delete(db: &Db<'_>, name: &str) -> Result<(), MetadataError> {
     match db.execute("DELETE FROM distributions WHERE name = ?1", args![name])? {
         0 => Err(MetadataError::NotFound(format!("distribution {name:?} does not exist"))),
-        _ => Ok(()),
+        _ => db.notify(changes::DISTRIBUTIONS),
     }
 }

@@ -54,7 +54,7 @@ pub(super) fn create_repository(db: &Db<'_>, name: &str, distribution: &str) -> 
              VALUES (?1, ?2, ?3, NULL, 0, 'created by the first push', ?4, ?4)",
             args![candidate, name, id, now],
         )?;
-        return Ok(());
+        return db.notify(crate::metadata::changes::DISTRIBUTIONS);
     }
     Err(MetadataError::Conflict(format!("no free distribution name like {distribution:?}")))
 }
