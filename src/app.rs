@@ -106,7 +106,18 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     );
     disk.spawn();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
-    let auth = Auth::open(&config.auth, &config.storage.path).map_err(|e| StartError::Storage(format!("auth: {e}")))?;
+    // Shared keys are read from the database: off the runtime's workers.
+    let shared_keys = Metadata::is_shared(&config.metadata).then(|| metadata.blocking());
+    let auth = {
+        let (auth_config, storage_path) = (config.auth.clone(), config.storage.path.clone());
+        tokio::task::spawn_blocking(move || Auth::open(&auth_config, &storage_path, shared_keys))
+            .await
+            .map_err(|e| StartError::Storage(format!("auth: {e}")))?
+            .map_err(|e| StartError::Storage(format!("auth: {e}")))?
+    };
+    if Metadata::is_shared(&config.metadata) {
+        follow_key_changes(&metadata, &auth);
+    }
     let tasks = Tasks::start(
         metadata.clone(),
         (config.cluster.node_name.clone(), config.cluster.lease),
@@ -448,4 +459,28 @@ fn migrate_target(cfg: &crate::config::StorageConfig, metrics: &Metrics) -> Resu
             .map_err(|e| StartError::Storage(format!("[storage.s3]: {e}"))),
         _ => Ok(None),
     }
+}
+
+/// Reads the shared signing keys again whenever another node rotates them
+/// (or the change listener reconnected, or fell behind).
+fn follow_key_changes(metadata: &Metadata, auth: &Auth) {
+    let mut changes = metadata.changes();
+    let auth = auth.clone();
+    tokio::spawn(async move {
+        loop {
+            let reload = match changes.recv().await {
+                Ok(topic) => topic == crate::metadata::changes::KEYS || topic == crate::metadata::changes::RESYNC,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if reload {
+                let auth = auth.clone();
+                match tokio::task::spawn_blocking(move || auth.reload_keys()).await {
+                    Ok(Ok(())) => tracing::debug!("signing keys read again after a change"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the shared signing keys again"),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the shared signing keys again"),
+                }
+            }
+        }
+    });
 }

@@ -225,7 +225,7 @@ mod tests {
     async fn auth_refusals_are_401_with_the_challenge_or_403_denied() {
         let tmp = tempfile::tempdir().unwrap();
         let config = crate::config::Config::load(None, std::iter::empty()).unwrap();
-        let auth = crate::auth::Auth::open(&config.auth, tmp.path()).unwrap();
+        let auth = crate::auth::Auth::open(&config.auth, tmp.path(), None).unwrap();
         let req = http::Request::builder().uri("/v2/").header("Host", "r.test").body(()).unwrap();
         let scope = crate::auth::Scope::None;
         let caller = crate::auth::Caller::of(&req);

@@ -2,8 +2,12 @@
 //! the public halves of earlier keys, kept only until every token they
 //! signed has expired. Persisted in `<storage.path>/auth/keys.json`
 //! (directory 0700, file 0600, replaced atomically), generated on first
-//! start. Rotation makes a new current key; the old one keeps verifying
-//! for `token_ttl` plus a minute, then is dropped.
+//! start; or, for nodes sharing a metadata database, as one document in
+//! it, replaced by compare-and-set (so two nodes never lose a key) and
+//! read again when another node rotates ([`KeyRing::reload`]): a token
+//! one node signed verifies on every node. Rotation makes a new current
+//! key; the old one keeps verifying for `token_ttl` plus a minute, then
+//! is dropped.
 //!
 //! Owns the key file and the signature primitives; knows nothing of JWT
 //! claims or HTTP.
@@ -21,6 +25,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::metadata::{MetadataError, Store};
 
 /// The file's name under the auth directory.
 pub(crate) const KEY_FILE: &str = "keys.json";
@@ -98,9 +104,21 @@ struct StoredPublic {
     public_key: String,
 }
 
+/// Where the keys are kept.
+enum Persist {
+    /// The key file of a single node.
+    File(PathBuf),
+    /// The metadata store shared by a cluster's nodes. `loaded` is the
+    /// document as last read or written: what a rotation must replace.
+    Shared { store: Arc<dyn Store>, loaded: Mutex<String> },
+}
+
+/// The shared document's name.
+const SHARED: &str = "token";
+
 /// The signing keys. Cheap to share behind an `Arc`.
 pub(crate) struct KeyRing {
-    file: PathBuf,
+    persist: Persist,
     rng: SystemRandom,
     // Read on every token check, written on rotation: readers clone the
     // Arc and drop the lock at once (never held across an await).
@@ -141,7 +159,55 @@ impl KeyRing {
         if changed {
             write_atomically(&file, &serialise(&keys)?)?;
         }
-        Ok(KeyRing { file, rng, keys: RwLock::new(Arc::new(keys)), rotating: Mutex::new(()) })
+        Ok(KeyRing { persist: Persist::File(file), rng, keys: RwLock::new(Arc::new(keys)), rotating: Mutex::new(()) })
+    }
+
+    /// Loads the keys the nodes sharing `store` keep, or makes them if no
+    /// node has yet (the first node to store them wins; the others load
+    /// its). Blocks: call it off the async runtime.
+    pub(crate) fn open_shared(store: Arc<dyn Store>, now: u64) -> Result<KeyRing, KeyError> {
+        let rng = SystemRandom::new();
+        let failed = |e: MetadataError| KeyError(format!("the shared signing keys: {e}"));
+        for _ in 0..5 {
+            let (keys, document) = match store.signing_keys(SHARED).map_err(failed)? {
+                None => {
+                    let keys = Keys { current: generate(&rng, now)?, previous: Vec::new() };
+                    let document = to_text(&keys)?;
+                    if !store.swap_signing_keys(SHARED, None, &document).map_err(failed)? {
+                        continue; // Another node stored its keys first.
+                    }
+                    (keys, document)
+                }
+                Some(document) => {
+                    let mut keys = parse(document.as_bytes()).map_err(|e| KeyError(format!("the shared signing keys: {e}")))?;
+                    keys.previous.retain(|p| p.expires_at > now);
+                    (keys, document)
+                }
+            };
+            return Ok(KeyRing {
+                persist: Persist::Shared { store, loaded: Mutex::new(document) },
+                rng,
+                keys: RwLock::new(Arc::new(keys)),
+                rotating: Mutex::new(()),
+            });
+        }
+        Err(KeyError("the shared signing keys kept changing while they were read".into()))
+    }
+
+    /// Reads the shared keys again (after another node rotated them); a
+    /// key file is only ever changed by this process, so nothing to do.
+    /// Blocks: call it off the async runtime.
+    pub(crate) fn reload(&self, now: u64) -> Result<(), KeyError> {
+        let Persist::Shared { store, loaded } = &self.persist else { return Ok(()) };
+        let document = store
+            .signing_keys(SHARED)
+            .map_err(|e| KeyError(format!("the shared signing keys: {e}")))?
+            .ok_or_else(|| KeyError("the shared signing keys are gone from the database".into()))?;
+        let mut keys = parse(document.as_bytes()).map_err(|e| KeyError(format!("the shared signing keys: {e}")))?;
+        keys.previous.retain(|p| p.expires_at > now);
+        *loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = document;
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+        Ok(())
     }
 
     fn snapshot(&self) -> Arc<Keys> {
@@ -203,7 +269,23 @@ impl KeyRing {
         let mut previous: Vec<Previous> = old.previous.iter().filter(|p| p.expires_at > now).cloned().collect();
         previous.push(retired);
         let keys = Keys { current: generate(&self.rng, now)?, previous };
-        write_atomically(&self.file, &serialise(&keys)?)?;
+        match &self.persist {
+            Persist::File(file) => write_atomically(file, &serialise(&keys)?)?,
+            Persist::Shared { store, loaded } => {
+                let document = to_text(&keys)?;
+                let old = loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                let swapped = store
+                    .swap_signing_keys(SHARED, Some(&old), &document)
+                    .map_err(|e| KeyError(format!("the shared signing keys: {e}")))?;
+                if !swapped {
+                    self.reload(now)?;
+                    return Err(KeyError(
+                        "another node rotated the signing key at the same moment; its keys are in use now".into(),
+                    ));
+                }
+                *loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = document;
+            }
+        }
         let mut slot = match self.keys.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -300,6 +382,10 @@ fn serialise(keys: &Keys) -> Result<Vec<u8>, KeyError> {
     serde_json::to_vec_pretty(&file).map_err(|e| KeyError(format!("cannot serialise the key file: {e}")))
 }
 
+fn to_text(keys: &Keys) -> Result<String, KeyError> {
+    String::from_utf8(serialise(keys)?).map_err(|_| KeyError("the key document is not UTF-8".into()))
+}
+
 /// Writes `bytes` to a 0600 temporary file beside `path`, syncs it, and
 /// renames it over `path`: readers see the old file or the new, never a
 /// part, and the private key is never world-readable, not even briefly.
@@ -329,6 +415,33 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn nodes_sharing_a_store_share_the_keys_and_read_a_rotation_again() {
+        let db = crate::metadata::TestDb::new();
+        let a = KeyRing::open_shared(Arc::new(db.open()), 1000).unwrap();
+        let b = KeyRing::open_shared(Arc::new(db.open()), 1000).unwrap();
+        assert_eq!(a.current_kid(), b.current_kid(), "the second node loads the first one's key");
+        let (kid, signature) = a.sign(b"issued by a").unwrap();
+        assert!(b.verify(&kid, b"issued by a", &signature, 1001));
+
+        a.rotate(TTL, 1100).unwrap();
+        let (new_kid, new_signature) = a.sign(b"after the rotation").unwrap();
+        assert!(!b.verify(&new_kid, b"after the rotation", &new_signature, 1101), "b has not read it yet");
+        b.reload(1101).unwrap();
+        assert!(b.verify(&new_kid, b"after the rotation", &new_signature, 1101));
+        assert!(b.verify(&kid, b"issued by a", &signature, 1101), "the retired key still verifies");
+
+        // Two rotations at once: the later one loses, says so, and takes
+        // the winner's keys; no key is lost.
+        a.rotate(TTL, 1200).unwrap();
+        let e = b.rotate(TTL, 1201).expect_err("the second rotation loses").to_string();
+        assert!(e.contains("another node rotated"), "{e}");
+        assert_eq!(a.current_kid(), b.current_kid());
+        assert_eq!(a.list(), b.list());
+        let restarted = KeyRing::open_shared(Arc::new(db.open()), 1300).unwrap();
+        assert_eq!(restarted.list(), a.list());
+    }
 
     #[test]
     fn first_start_makes_a_private_key_file_and_restart_reads_it() {

@@ -34,6 +34,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::AuthConfig;
+use crate::metadata::Store;
 use crate::oci::RepositoryName;
 pub(crate) use glob::RepositoryPattern;
 pub(crate) use keys::KeyInfo;
@@ -253,9 +254,15 @@ fn now() -> u64 {
 
 impl Auth {
     /// Builds the service from validated config, loading (or on first
-    /// start creating) the signing key under `<storage>/auth/`.
-    pub(crate) fn open(config: &AuthConfig, storage: &Path) -> Result<Auth, String> {
-        let keys = keys::KeyRing::open(&storage.join(AUTH_DIR), now()).map_err(|e| e.to_string())?;
+    /// start creating) the signing keys: under `<storage>/auth/`, or in
+    /// `shared`, the metadata store of a cluster's nodes (then it blocks:
+    /// call it off the async runtime).
+    pub(crate) fn open(config: &AuthConfig, storage: &Path, shared: Option<Arc<dyn Store>>) -> Result<Auth, String> {
+        let keys = match shared {
+            None => keys::KeyRing::open(&storage.join(AUTH_DIR), now()),
+            Some(store) => keys::KeyRing::open_shared(store, now()),
+        }
+        .map_err(|e| e.to_string())?;
         let mut cache_salt = [0u8; 32];
         SystemRandom::new().fill(&mut cache_salt).map_err(|_| "the system random source failed".to_owned())?;
         Ok(Auth {
@@ -272,6 +279,12 @@ impl Auth {
                 )),
             }),
         })
+    }
+
+    /// Reads the shared signing keys again, after another node rotated
+    /// them. Blocks: call it off the async runtime.
+    pub(crate) fn reload_keys(&self) -> Result<(), AuthError> {
+        self.inner.keys.reload(now()).map_err(|e| AuthError::Internal(e.to_string()))
     }
 
     /// Applies a reloaded `[auth]`: users, rules and the token settings.

@@ -51,7 +51,7 @@ fn fixture(basic: bool) -> Fixture {
         ],
     );
     c.basic = basic;
-    let auth = Auth::open(&c, tmp.path()).unwrap();
+    let auth = Auth::open(&c, tmp.path(), None).unwrap();
     Fixture { _tmp: tmp, auth }
 }
 
@@ -152,7 +152,7 @@ async fn the_decision_matrix() {
 #[tokio::test]
 async fn without_users_pulls_stay_open_and_nothing_else_is_allowed() {
     let tmp = tempfile::tempdir().unwrap();
-    let auth = Auth::open(&config(&[], vec![]), tmp.path()).unwrap();
+    let auth = Auth::open(&config(&[], vec![]), tmp.path(), None).unwrap();
     let anon = Principal::Anonymous;
     assert_eq!(auth.authorize(&anon, "x", Action::Pull, Visibility::Unknown), Decision::Allow);
     assert_eq!(auth.authorize(&anon, "x", Action::Pull, Visibility::Private), Decision::Challenge);
@@ -287,7 +287,7 @@ async fn challenges_name_realm_service_and_scope() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = config(&[], vec![]);
     c.realm = Some("https://auth.example/token".into());
-    let auth = Auth::open(&c, tmp.path()).unwrap();
+    let auth = Auth::open(&c, tmp.path(), None).unwrap();
     assert!(auth.challenge(Caller::of(&req), &Scope::None, None).header_value().to_str().unwrap().starts_with("Bearer realm=\"https://auth.example/token\""));
 }
 

@@ -35,6 +35,7 @@ pub(crate) const TABLES: &[&str] = &[
     "signatures",
     "object_uses",
     "nodes",
+    "signing_keys",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

@@ -23,12 +23,16 @@ use crate::oci::Digest;
 
 pub(crate) use model::*;
 pub(crate) use store::SqlStore;
+#[cfg(test)]
+pub(crate) use store::tests::TestDb;
 
 /// What a node hears when another node changed metadata it keeps in
 /// memory ([`Metadata::changes`]).
 pub(crate) mod changes {
     /// The distributions: base paths, their targets.
     pub(crate) const DISTRIBUTIONS: &str = "distributions";
+    /// The token signing keys (a rotation).
+    pub(crate) const KEYS: &str = "keys";
     /// The listening connection was made again: changes may have been
     /// missed, so whatever is kept is to be read again.
     pub(crate) const RESYNC: &str = "resync";
@@ -220,6 +224,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// many nodes look.
     fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError>;
 
+    /// The signing key document `name`, if any node stored one.
+    fn signing_keys(&self, name: &str) -> Result<Option<String>, MetadataError>;
+    /// Stores key document `document` as `name` if the stored one is still
+    /// `expected` (None: there is none yet); false, and nothing written,
+    /// if another node changed it first.
+    fn swap_signing_keys(&self, name: &str, expected: Option<&str>, document: &str) -> Result<bool, MetadataError>;
+
     /// A trivial query, for readiness: the database is open and answers.
     fn ping(&self) -> Result<(), MetadataError>;
 
@@ -284,6 +295,17 @@ impl Metadata {
             None => storage_root.join(DATABASE_FILE).display().to_string(),
             Some(url) => crate::config::redact_url(url),
         }
+    }
+
+    /// The store itself, for code that already runs off the async runtime
+    /// (the blocking pool, or before it starts): its calls block.
+    pub(crate) fn blocking(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Whether the store is shared with other nodes (PostgreSQL).
+    pub(crate) fn is_shared(config: &crate::config::MetadataConfig) -> bool {
+        config.url.is_some()
     }
 
     /// Topics ([`changes`]) other nodes changed, as they commit.

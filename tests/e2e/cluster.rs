@@ -170,3 +170,75 @@ async fn a_distribution_changed_through_one_node_is_served_by_the_other_at_once(
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_one_node_issued_is_accepted_by_the_other_across_a_key_rotation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pg = Postgres::start(&tmp.path().join("pg"));
+    pg.sql("postgres", "CREATE DATABASE wharf");
+    let url = pg.url("wharf");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = Registry::start(&tmp.path().join("upstream"));
+    let image = Image::random(&[1024]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/app", &["1"], None);
+    let auth = format!(
+        "[auth]\n\n[[auth.user]]\nname = \"reader\"\npassword_hash = {:?}\n\n[[auth.user]]\nname = \"root\"\n\
+         password_hash = {:?}\nadmin = true\n\n[[auth.rule]]\nusers = [\"reader\"]\nrepositories = [\"up/*\"]\nactions = [\"pull\"]\n",
+        crate::auth::hash_password("reader-pass"),
+        crate::auth::hash_password("root-pass"),
+    );
+    let node = |name: &str| {
+        let upstreams = [UpstreamEntry::new("up", &upstream.url()).extra("anonymous_pull = false")];
+        let config = write_config_on(&tmp.path().join(name), &upstreams, &url, &format!("[cluster]\nnode_name = {name:?}\n\n{auth}"));
+        Wharf::start_with_config(&config)
+    };
+    let (a, b) = (node("a"), node("b"));
+    let basic = |user: &str, password: &str| {
+        use base64::Engine as _;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    };
+    let token = |wharf: &Wharf| {
+        let url = format!("{}/token?service=wharf&scope=repository:up/team/app:pull", wharf.url());
+        let reader = basic("reader", "reader-pass");
+        async move {
+            let r = http::request("GET", &url, &[("Authorization", &reader)]).await;
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r.json()["token"].as_str().expect("token").to_owned()
+        }
+    };
+    let manifest_with = |wharf: &Wharf, token: &str| {
+        let url = format!("{}/v2/up/team/app/manifests/1", wharf.url());
+        let bearer = format!("Bearer {token}");
+        async move { http::request("GET", &url, &[("Authorization", &bearer), ("Accept", OCI_MANIFEST)]).await.status }
+    };
+    let from_a = token(&a).await;
+    assert_eq!(manifest_with(&b, &from_a).await, 200, "b accepts a token a signed");
+
+    // Rotated through b: a signs with the new key at once (it heard the
+    // change), and both still accept the old token.
+    let root = basic("root", "root-pass");
+    let rotated = http::request("POST", &format!("{}/api/v1/signing-keys", b.admin_url()), &[("Authorization", &root)]).await;
+    assert!((200..300).contains(&rotated.status), "{}", String::from_utf8_lossy(&rotated.body));
+    let current = rotated.json()["kid"].clone();
+    assert!(current.is_string(), "{}", String::from_utf8_lossy(&rotated.body));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let t = token(&a).await;
+        let header = t.split('.').next().expect("header").to_owned();
+        use base64::Engine as _;
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("base64 header"),
+        )
+        .expect("json header");
+        if header["kid"] == current {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "a never signed with the key rotated on b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(manifest_with(&b, &after).await, 200);
+    assert_eq!(manifest_with(&a, &from_a).await, 200, "the retired key still verifies");
+    assert_eq!(manifest_with(&b, &from_a).await, 200);
+    a.stop();
+    b.stop();
+}

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::db::postgres::{Postgres, Target};
 use super::db::sqlite::Sqlite;
-use super::db::Db;
+use super::db::{args, Db};
 use super::{
     AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
     DistributionPatch, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
@@ -51,6 +51,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_object_uses.sql"),
     include_str!("../migrations/0007_signature_counts.sql"),
     include_str!("../migrations/0008_cluster_tasks.sql"),
+    include_str!("../migrations/0009_signing_keys.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -363,6 +364,30 @@ impl Store for SqlStore {
 
     fn fail_orphaned_tasks(&self, before: Millis) -> Result<u64, MetadataError> {
         self.write(|db| tasks::fail_orphaned(db, before))
+    }
+
+    fn signing_keys(&self, name: &str) -> Result<Option<String>, MetadataError> {
+        self.read(|db| db.query_opt("SELECT document FROM signing_keys WHERE name = ?1", args![name], |r| r.get(0)))
+    }
+
+    fn swap_signing_keys(&self, name: &str, expected: Option<&str>, document: &str) -> Result<bool, MetadataError> {
+        self.write(|db| {
+            let now = super::now_millis();
+            let changed = match expected {
+                None => db.execute(
+                    "INSERT INTO signing_keys (name, document, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    args![name, document, now],
+                )?,
+                Some(old) => db.execute(
+                    "UPDATE signing_keys SET document = ?3, updated_at = ?4 WHERE name = ?1 AND document = ?2",
+                    args![name, old, document, now],
+                )?,
+            };
+            if changed == 1 {
+                db.notify(super::changes::KEYS)?;
+            }
+            Ok(changed == 1)
+        })
     }
 
     fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError> {
