@@ -29,6 +29,10 @@ pub(crate) struct Migrate {
     /// none).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust besides the system's, for a URL with
+    /// sslmode=require.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 /// Why the command failed, and the exit code that says so.
@@ -61,7 +65,7 @@ pub(crate) fn run(command: &MetadataCommand, config_path: Option<&Path>) -> Resu
                 .to_owned(),
         ),
     };
-    let target = metadata::db::postgres::Target::parse(&args.to, password.as_deref(), 2)
+    let target = metadata::db::postgres::Target::parse(&args.to, password.as_deref(), 2, args.ca_file.as_deref())
         .map_err(|e| fail(super::EX_USAGE, format!("--to: {e}")))?;
     eprintln!("wharf: copying {} into {}", source.display(), redact_url(&args.to));
     let report = metadata::migrate::migrate(&source, target, &mut |line| eprintln!("wharf: {line}")).map_err(|e| {

@@ -15,6 +15,7 @@ pub(super) struct RawMetadata {
     url: Option<String>,
     password_file: Option<PathBuf>,
     max_connections: Option<u32>,
+    ca_file: Option<PathBuf>,
 }
 
 /// The URL may carry a password: Debug leaves it out.
@@ -24,6 +25,7 @@ impl fmt::Debug for RawMetadata {
             .field("url", &self.url.as_deref().map(redact))
             .field("password_file", &self.password_file)
             .field("max_connections", &self.max_connections)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -36,6 +38,8 @@ pub(crate) struct MetadataConfig {
     /// Read from `password_file`, if set.
     pub(crate) password: Option<String>,
     pub(crate) max_connections: usize,
+    /// CA certificates to trust besides the system's (`sslmode=require`).
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for MetadataConfig {
@@ -44,6 +48,7 @@ impl fmt::Debug for MetadataConfig {
             .field("url", &self.url.as_deref().map(redact))
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -82,7 +87,10 @@ impl RawMetadata {
                 if self.password_file.is_some() {
                     return Err(invalid("metadata.password_file", "needs metadata.url (a PostgreSQL database)"));
                 }
-                return Ok(MetadataConfig { url: None, password: None, max_connections });
+                if self.ca_file.is_some() {
+                    return Err(invalid("metadata.ca_file", "needs metadata.url (a PostgreSQL database)"));
+                }
+                return Ok(MetadataConfig { url: None, password: None, max_connections, ca_file: None });
             }
             Some(url) => url,
         };
@@ -106,7 +114,12 @@ impl RawMetadata {
                 Some(password)
             }
         };
-        Ok(MetadataConfig { url: Some(url), password, max_connections })
+        if let Some(file) = &self.ca_file {
+            if !file.is_file() {
+                return Err(invalid("metadata.ca_file", format!("{}: no such file", file.display())));
+            }
+        }
+        Ok(MetadataConfig { url: Some(url), password, max_connections, ca_file: self.ca_file })
     }
 }
 
@@ -115,7 +128,7 @@ mod tests {
     use super::*;
 
     fn raw(url: Option<&str>, password_file: Option<PathBuf>, max_connections: Option<u32>) -> RawMetadata {
-        RawMetadata { url: url.map(str::to_owned), password_file, max_connections }
+        RawMetadata { url: url.map(str::to_owned), password_file, max_connections, ca_file: None }
     }
 
     #[test]
@@ -149,5 +162,12 @@ mod tests {
         assert!(raw(None, Some(file), None).validate().is_err(), "a password file without a database");
         let missing = raw(Some("postgres://db/w"), Some(dir.path().join("nope")), None).validate().unwrap_err();
         assert!(missing.to_string().starts_with("metadata.password_file: "));
+        let with_ca = |url: Option<&str>, ca: PathBuf| RawMetadata { ca_file: Some(ca), ..raw(url, None, None) }.validate();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "pem").unwrap();
+        assert_eq!(with_ca(Some("postgres://db/w?sslmode=require"), ca.clone()).unwrap().ca_file, Some(ca.clone()));
+        assert!(with_ca(None, ca).unwrap_err().to_string().starts_with("metadata.ca_file: "));
+        let absent = with_ca(Some("postgres://db/w"), dir.path().join("none.crt")).unwrap_err().to_string();
+        assert!(absent.starts_with("metadata.ca_file: "), "{absent}");
     }
 }

@@ -275,7 +275,12 @@ impl Metadata {
                 (Box::new(move || SqlStore::open_sqlite(&path)) as Box<dyn FnOnce() -> Result<SqlStore, MetadataError> + Send>, None)
             }
             Some(url) => {
-                let target = db::postgres::Target::parse(url, config.password.as_deref(), config.max_connections)?;
+                let target = db::postgres::Target::parse(
+                    url,
+                    config.password.as_deref(),
+                    config.max_connections,
+                    config.ca_file.as_deref(),
+                )?;
                 let listen = Some(target.clone());
                 (Box::new(move || SqlStore::open_postgres(target)) as Box<dyn FnOnce() -> Result<SqlStore, MetadataError> + Send>, listen)
             }

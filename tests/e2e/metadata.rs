@@ -142,3 +142,49 @@ async fn a_nodes_sqlite_metadata_moves_into_postgres_verified_and_is_served_from
     assert_eq!(images::layout_tag_digest(&pinned, "1"), one.manifest.digest);
     wharf.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sslmode_require_the_metadata_goes_over_verified_tls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = crate::service::make_ca_and_server_cert(tmp.path(), "pg-ca");
+    let pg = Postgres::start_tls(&tmp.path().join("pg"), &certs);
+    let url = pg.tls_url("postgres");
+    let upstreams = [UpstreamEntry::new("up", "http://127.0.0.1:9")];
+
+    // Without the CA that signed the server's certificate: refused at start.
+    let untrusted = write_config(&tmp.path().join("untrusted"), &upstreams);
+    let text = without_metadata(&std::fs::read_to_string(&untrusted).expect("read config"));
+    std::fs::write(&untrusted, format!("{text}\n[metadata]\nurl = {url:?}\n")).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&untrusted)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wharf");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{err}");
+    assert!(err.contains("certificate"), "the refusal names the certificate: {err}");
+
+    // With it: served, and the server says the connection is TLS.
+    let dir = tmp.path().join("trusted");
+    let config = write_config(&dir, &upstreams);
+    let text = without_metadata(&std::fs::read_to_string(&config).expect("read config"));
+    let ca = certs.join("ca.crt");
+    std::fs::write(&config, format!("{text}\n[metadata]\nurl = {url:?}\nca_file = {ca:?}\n")).expect("write config");
+    let wharf = Wharf::start_with_config(&config);
+    let created = http::request_with_body(
+        "POST",
+        &format!("{}/api/v1/repositories", wharf.admin_url()),
+        &[("Content-Type", "application/json")],
+        json!({"name": "over-tls"}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let ssl = pg.sql(
+        "postgres",
+        "SELECT DISTINCT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'wharf'",
+    );
+    assert_eq!(ssl, ["t"], "every wharf connection is TLS");
+    assert_eq!(pg.sql("postgres", "SELECT name FROM repositories")[..], ["over-tls"]);
+    wharf.stop();
+}

@@ -10,6 +10,8 @@ use std::process::Command;
 pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
+    /// The loopback TCP port, when it listens on one (with TLS).
+    port: Option<u16>,
 }
 
 fn server_bin() -> PathBuf {
@@ -44,6 +46,16 @@ fn as_owner(program: &Path) -> Command {
 impl Postgres {
     /// Initialises and starts a cluster in `dir`.
     pub fn start(dir: &Path) -> Postgres {
+        Postgres::start_with(dir, None)
+    }
+
+    /// Also listens on a loopback TCP port with TLS: `certs` holds
+    /// `server.crt` and `server.key` (see `service::make_ca_and_server_cert`).
+    pub fn start_tls(dir: &Path, certs: &Path) -> Postgres {
+        Postgres::start_with(dir, Some(certs))
+    }
+
+    fn start_with(dir: &Path, certs: Option<&Path>) -> Postgres {
         std::fs::create_dir_all(dir).expect("create the PostgreSQL dir");
         if is_root() {
             let status = Command::new("chown").args(["postgres:", &dir.display().to_string()]).status();
@@ -67,10 +79,36 @@ impl Postgres {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -c fsync=off -c synchronous_commit=off",
+        let mut options = format!(
+            "-c unix_socket_directories='{}' -c fsync=off -c synchronous_commit=off",
             dir.display()
         );
+        let port = match certs {
+            None => {
+                options.push_str(" -c listen_addresses=''");
+                None
+            }
+            Some(certs) => {
+                // The server reads its key only if its owner alone can.
+                for file in ["server.crt", "server.key"] {
+                    std::fs::copy(certs.join(file), dir.join(file)).expect("copy the server's certificate");
+                }
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+                if is_root() {
+                    for file in ["server.crt", "server.key"] {
+                        let _ = Command::new("chown").args(["postgres:", &dir.join(file).display().to_string()]).status();
+                    }
+                }
+                let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+                options.push_str(&format!(
+                    " -c listen_addresses='127.0.0.1' -c port={port} -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                    dir.join("server.crt").display(),
+                    dir.join("server.key").display()
+                ));
+                Some(port)
+            }
+        };
         let out = as_owner(&bin.join("pg_ctl"))
             .args(["-D", &data.display().to_string(), "-l", &dir.join("postgres.log").display().to_string()])
             .args(["-w", "-t", "60", "-o", &options, "start"])
@@ -78,12 +116,20 @@ impl Postgres {
             .expect("run pg_ctl");
         let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
         assert!(out.status.success(), "pg_ctl start: {}\n{log}", String::from_utf8_lossy(&out.stderr));
-        Postgres { dir: dir.to_owned(), bin }
+        Postgres { dir: dir.to_owned(), bin, port }
+    }
+
+    /// A `postgres://` URL over TCP to `localhost`, requiring TLS.
+    pub fn tls_url(&self, db: &str) -> String {
+        let port = self.port.expect("started with TLS");
+        format!("postgres://postgres@localhost:{port}/{db}?sslmode=require")
     }
 
     /// The superuser's connection string to database `db`.
     pub fn url(&self, db: &str) -> String {
-        format!("host={} user=postgres dbname={db}", self.dir.display())
+        // The socket's name carries the port.
+        let port = self.port.map(|p| format!(" port={p}")).unwrap_or_default();
+        format!("host={} user=postgres dbname={db}{port}", self.dir.display())
     }
 
     /// Runs SQL with psql on database `db`; the rows, one line each

@@ -399,7 +399,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// `<name>/ca.crt`, `<name>/server.crt` and `<name>/server.key`, and the
 /// CA alone in `<name>/trust/ca.crt` (skopeo takes every `*.key` in its
 /// cert dir for a client key).
-fn make_ca_and_server_cert(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn make_ca_and_server_cert(dir: &Path, name: &str) -> PathBuf {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];

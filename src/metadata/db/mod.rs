@@ -18,6 +18,7 @@ use super::MetadataError;
 pub(crate) mod dialect;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
+mod tls;
 
 /// A value bound to a statement's parameter.
 #[derive(Debug, Clone, Copy)]

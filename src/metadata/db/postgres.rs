@@ -214,12 +214,21 @@ impl Session<'_> {
 pub(crate) struct Target {
     pub(crate) config: postgres::Config,
     pub(crate) max_connections: usize,
+    /// Set when the URL says `sslmode=require`: TLS, verified.
+    tls: Option<super::tls::RustlsConnect>,
 }
 
 impl Target {
     /// Parses a `postgres://` URL (or libpq key=value string); `password`,
-    /// when given (read from a file), replaces any in the URL.
-    pub(crate) fn parse(url: &str, password: Option<&str>, max_connections: usize) -> Result<Target, MetadataError> {
+    /// when given (read from a file), replaces any in the URL. With
+    /// `sslmode=require`, connections use TLS and verify the server's
+    /// certificate against the system's roots and `ca_file`.
+    pub(crate) fn parse(
+        url: &str,
+        password: Option<&str>,
+        max_connections: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Target, MetadataError> {
         let mut config: postgres::Config =
             url.parse().map_err(|e| MetadataError::Invalid(format!("metadata url: {e}")))?;
         if let Some(p) = password {
@@ -229,7 +238,22 @@ impl Target {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("wharf");
-        Ok(Target { config, max_connections: max_connections.max(1) })
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => Some(super::tls::RustlsConnect::new(ca_file)?),
+            // Anything else never negotiates TLS (`prefer`, the default,
+            // falls back to a plain connection, as it would with a server
+            // without TLS): name `require` to have it, verified.
+            _ => None,
+        };
+        Ok(Target { config, max_connections: max_connections.max(1), tls })
+    }
+
+    /// A new client connection, over TLS if the URL requires it.
+    pub(crate) fn connect(&self) -> Result<Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        }
     }
 }
 
@@ -257,7 +281,7 @@ impl Postgres {
     }
 
     fn connect(&self) -> Result<Connection, MetadataError> {
-        let client = self.target.config.connect(NoTls)?;
+        let client = self.target.connect()?;
         Ok(Connection { client, statements: HashMap::new() })
     }
 
@@ -376,7 +400,7 @@ pub(crate) fn listen(target: Target, changes: tokio::sync::broadcast::Sender<Str
     std::thread::Builder::new().name("wharf-pg-listen".into()).spawn(move || {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match target.config.connect(NoTls) {
+            match target.connect() {
                 Ok(mut client) => {
                     if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
                         tracing::warn!(error = %message(&e), "cannot listen for metadata changes");

@@ -80,7 +80,7 @@ impl TestDb {
         match &self.postgres {
             None => SqlStore::open_sqlite(&self.path).unwrap(),
             Some((url, schema)) => {
-                let mut target = Target::parse(url, None, 4).unwrap();
+                let mut target = Target::parse(url, None, 4, None).unwrap();
                 target.config.options(&format!("-c search_path={schema}"));
                 SqlStore::open_postgres(target).unwrap()
             }
