@@ -2,8 +2,10 @@
 # postgresql packages, listening on a unix socket only (no TCP port to
 # collide with), trusting local connections, data in a temporary directory.
 #
-# postgres_start DIR
-#   initialises and starts it with its data, socket and log in DIR; sets
+# postgres_start DIR [durable]
+#   initialises and starts it with its data, socket and log in DIR (with
+#   `durable`, PostgreSQL's own defaults: fsync and synchronous commit on,
+#   as a measurement wants; else both off, as tests want); sets
 #   $postgres_url (a libpq key=value string for the "postgres" superuser
 #   and database) and $postgres_data. PostgreSQL refuses to run as root:
 #   as root the cluster runs as the "postgres" user. Dies (via the caller's
@@ -20,7 +22,8 @@ postgres_bin() {
 }
 
 postgres_start() {
-    local dir=$1 bin as=() i
+    local dir=$1 durability="-c fsync=off -c synchronous_commit=off" bin as=() i
+    [ "${2:-}" = durable ] && durability=""
     bin=$(postgres_bin)
     mkdir -p "$dir"
     if [ "$(id -u)" -eq 0 ]; then
@@ -32,7 +35,7 @@ postgres_start() {
         || { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed (log: $dir/initdb.log)"; }
     # Durability is not what the tests measure: fsync off keeps them quick.
     "${as[@]}" "$bin/pg_ctl" -D "$postgres_data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=off -c max_connections=300" \
+        -o "-c listen_addresses='' -c unix_socket_directories='$dir' $durability -c max_connections=300" \
         start >/dev/null || { tail -n 20 "$dir/postgres.log" >&2; die "PostgreSQL did not start (log: $dir/postgres.log)"; }
     postgres_url="host=$dir user=postgres dbname=postgres"
     for ((i = 0; i < 300; i++)); do

@@ -145,6 +145,12 @@ const ROWS: &[Row] = &[
         ratio_targets: S3_WARM_RATE,
         ..row("9 S3, wharf without hot tier", "blob {blob} warm, 1 client, MB/s", "s3_nocache_blob1_mbs")
     },
+    row("10 metadata in PostgreSQL", "{small} images cold, images/s", "pg_small_cold_ips"),
+    row("10 metadata in PostgreSQL", "small images cold ÷ the same on SQLite (6)", "pg_small_cold_vs_sqlite"),
+    row("10 metadata in PostgreSQL", "{small} images warm, images/s", "pg_small_warm_ips"),
+    row("10 metadata in PostgreSQL", "small images warm ÷ the same on SQLite (6)", "pg_small_warm_vs_sqlite"),
+    row("10 metadata in PostgreSQL", "manifest by tag GET, 64 conns, req/s", "pg_manifest_get_rps"),
+    row("10 metadata in PostgreSQL", "manifest GETs ÷ the same on SQLite (4)", "pg_manifest_get_vs_sqlite"),
 ];
 
 /// metric → server → round → value
@@ -173,6 +179,9 @@ pub(crate) fn render(path: &Path) -> Result<String> {
         derive_ratio(&mut results, &format!("{herd}_vs_cold"), &format!("{herd}_s"), "cold_pull_s");
     }
     derive_ratio(&mut results, "s3_warm_vs_disk", "s3_warm_pull_s", "warm_pull_s");
+    derive_ratio(&mut results, "pg_small_cold_vs_sqlite", "pg_small_cold_ips", "small_cold_ips");
+    derive_ratio(&mut results, "pg_small_warm_vs_sqlite", "pg_small_warm_ips", "small_warm_ips");
+    derive_ratio(&mut results, "pg_manifest_get_vs_sqlite", "pg_manifest_get_rps", "manifest_get_rps");
 
     let mut out = String::new();
     let _ = writeln!(

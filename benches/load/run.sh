@@ -19,7 +19,11 @@
 #                 with the default hot tier and with none (max_size = "0")
 #   distribution-s3  distribution in proxy mode with its s3 storage driver
 #                 on the same server (redirects off, as wharf's default)
-# (without `weed` on PATH the S3 scenario is left out, and the report says so)
+#   postgresql    a throwaway cluster from Debian's postgresql (unix socket,
+#                 durable: fsync and synchronous commit on)
+#   wharf-pg      wharf with its metadata there, objects on local disk
+# (without `weed` on PATH the S3 scenario is left out, without PostgreSQL's
+# server the metadata one, and the report says so)
 # then runs every scenario against each server in turn (never two at once),
 # alternating the order from round to round, and prints one markdown table
 # (docs/BENCHMARKS.md explains every row). Targets are reported, never
@@ -60,7 +64,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds wants a positive number, not $rounds"
-[ -z "$only" ] || [[ $only =~ ^[1-9](,[1-9])*$ ]] || die "--only wants scenario numbers such as 1,9, not $only"
+[ -z "$only" ] || [[ $only =~ ^[1-9][0-9]?(,[1-9][0-9]?)*$ ]] || die "--only wants scenario numbers such as 1,9, not $only"
 # Whether scenario N runs.
 want() { [ -z "$only" ] || [[ ,$only, == *,$1,* ]] || { [ "$1" = 2 ] && [[ ,$only, == *,1,* ]]; } || { [ "$1" = 1 ] && [[ ,$only, == *,2,* ]]; }; }
 [ -z "$small" ] || [[ $small =~ ^[1-9][0-9]*$ ]] || die "--small wants a positive number, not $small"
@@ -154,6 +158,8 @@ cleanup() {
         fi
         stop_process "${pid[$name]}"
     done
+    # PostgreSQL runs detached (pg_ctl): stopped by its data directory.
+    if [ "${pg:-0}" = 1 ]; then postgres_stop; fi
     if [ -n "${WHARF_LOAD_KEEP:-}" ]; then say "kept $work"; else rm -rf "$work"; fi
     [ "$status" -eq 0 ] || printf '\nload benchmark: FAILED (exit %s)\n' "$status" >&2
     exit "$status"
@@ -371,6 +377,21 @@ start_wharf wharf-tls "${url[upstream-tls]}" "$ca"
 start_distribution distribution-tls "$proxy_tls_port" "${url[upstream-tls]}" "SSL_CERT_FILE=$ca"
 start_wharf wharf-rtt "${url[upstream-rtt]}"
 start_distribution distribution-rtt "$proxy_rtt_port" "${url[upstream-rtt]}"
+
+# --- PostgreSQL: one durable cluster, one database for wharf-pg ---------------------
+
+pg=0
+if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v psql >/dev/null; then
+    pg=1
+    . .ci/postgres.sh
+    # The postgres user must reach the cluster's directory.
+    chmod 755 "$work"
+    postgres_start "$work/pg" durable
+    psql -q "$postgres_url" -c "CREATE DATABASE wharf" >/dev/null || die "cannot create wharf-pg's database"
+    start_wharf wharf-pg "$upstream" "" "$(printf '\n[metadata]\nurl = "host=%s user=postgres dbname=wharf"\n' "$work/pg")"
+else
+    say "PostgreSQL's server not found: the metadata scenario (10) is left out; apt-get install postgresql"
+fi
 
 # --- S3: one SeaweedFS, a key prefix per cache ------------------------------------
 
@@ -766,6 +787,24 @@ for round in $(seq "$rounds"); do
         done
     fi
 
+    # The same small images and manifest load against wharf with its
+    # metadata in PostgreSQL (new to it: its own storage), each over the
+    # same measurement on SQLite in this round (scenarios 6 and 4).
+    if [ "$pg" = 1 ] && want 10; then
+        say "round $round: 10 metadata in PostgreSQL: $small small images cold, manifests by tag"
+        r=$("$driver" pull-many --url "${url[wharf-pg]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
+        record pg_small_cold_ips wharf "$(jq .images_per_s <<<"$r")"
+        mapfile -t digests < <(small_blobs "$round" "$small")
+        wait_cached wharf-pg "${digests[@]}"
+        r=$("$driver" pull-many --url "${url[wharf-pg]}" --prefix "small-$round" --count "$small" --concurrency "$small_concurrency")
+        record pg_small_warm_ips wharf "$(jq .images_per_s <<<"$r")"
+        path=/v2/bench/cold-$round/manifests/v1
+        accept="application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+        r=$("$driver" load --url "${url[wharf-pg]}" --path "$path" --method get --accept "$accept" \
+            --connections "$connections" --seconds "$load_secs")
+        record pg_manifest_get_rps wharf "$(jq .rps <<<"$r")"
+    fi
+
     if [ "$s3" = 1 ] && want 9; then
         # This round's image and blob, new to the S3 caches (their own
         # prefixes). Each row's wharf and distribution columns are the
@@ -852,6 +891,11 @@ report=$work/report.md
         echo "- S3 (9): SeaweedFS $(weed version 2>/dev/null | awk '{ print $3; exit }') (\`weed mini\`) on loopback, one bucket; wharf with the default hot tier (20 GiB) and with none, distribution 2.8's s3 driver (redirects off); the plain upstream"
     else
         echo "- S3 (9): not run (no \`weed\` on PATH)"
+    fi
+    if [ "$pg" = 1 ]; then
+        echo "- metadata in PostgreSQL (10): $(psql -At "$postgres_url" -c 'SHOW server_version' 2>/dev/null) on a unix socket, durable (fsync, synchronous commit); wharf-pg's objects on local disk; each ratio over wharf on SQLite in the same round"
+    else
+        echo "- metadata in PostgreSQL (10): not run (no PostgreSQL server)"
     fi
     echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets, judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo

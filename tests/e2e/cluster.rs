@@ -110,6 +110,30 @@ async fn tasks_run_once_across_nodes_and_a_killed_nodes_task_is_failed_by_anothe
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// A PostgreSQL database for the nodes, and an upstream holding
+/// `team/app:1` (one small image).
+struct Rig {
+    tmp: tempfile::TempDir,
+    _pg: Postgres,
+    url: String,
+    clients: Clients,
+    upstream: Registry,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pg = Postgres::start(&tmp.path().join("pg"));
+        pg.sql("postgres", "CREATE DATABASE wharf");
+        let url = pg.url("wharf");
+        let clients = Clients::new(&tmp.path().join("clients"));
+        let upstream = Registry::start(&tmp.path().join("upstream"));
+        let image = Image::random(&[1024]);
+        images::push(&clients, tmp.path(), &image, &upstream.host(), "team/app", &["1"], None);
+        Rig { tmp, _pg: pg, url, clients, upstream }
+    }
+}
+
 /// Polls `url` until its status is `want`; how long that took.
 async fn until_status(url: &str, want: u16) -> Duration {
     let start = Instant::now();
@@ -125,14 +149,7 @@ async fn until_status(url: &str, want: u16) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distribution_changed_through_one_node_is_served_by_the_other_at_once() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pg = Postgres::start(&tmp.path().join("pg"));
-    pg.sql("postgres", "CREATE DATABASE wharf");
-    let url = pg.url("wharf");
-    let clients = Clients::new(&tmp.path().join("clients"));
-    let upstream = Registry::start(&tmp.path().join("upstream"));
-    let image = Image::random(&[1024]);
-    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/app", &["1"], None);
+    let Rig { tmp, _pg, url, clients, upstream } = Rig::start();
     let node = |name: &str| {
         let config = write_config_on(
             &tmp.path().join(name),
@@ -173,14 +190,7 @@ async fn a_distribution_changed_through_one_node_is_served_by_the_other_at_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_one_node_issued_is_accepted_by_the_other_across_a_key_rotation() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pg = Postgres::start(&tmp.path().join("pg"));
-    pg.sql("postgres", "CREATE DATABASE wharf");
-    let url = pg.url("wharf");
-    let clients = Clients::new(&tmp.path().join("clients"));
-    let upstream = Registry::start(&tmp.path().join("upstream"));
-    let image = Image::random(&[1024]);
-    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/app", &["1"], None);
+    let Rig { tmp, _pg, url, upstream, .. } = Rig::start();
     let auth = format!(
         "[auth]\n\n[[auth.user]]\nname = \"reader\"\npassword_hash = {:?}\n\n[[auth.user]]\nname = \"root\"\n\
          password_hash = {:?}\nadmin = true\n\n[[auth.rule]]\nusers = [\"reader\"]\nrepositories = [\"up/*\"]\nactions = [\"pull\"]\n",
