@@ -169,3 +169,27 @@ pub(crate) fn content_hash(store: &dyn Store, repository: &str, n: u64) -> Resul
     }
     Ok(hex::encode(h.finalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_the_migrations_make_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Sqlite::open(&dir.path().join("wharf.db"), MIGRATIONS).unwrap();
+        let mut tables: Vec<String> = sqlite
+            .read(|db| {
+                db.query_vec(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                    args![],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        tables.sort();
+        let mut copied: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+        copied.sort();
+        assert_eq!(tables, copied, "a table missing from TABLES would not be migrated");
+    }
+}

@@ -9,6 +9,7 @@
 //! - `pullthrough`: recording pulls, and the tags an upstream named;
 //! - `push`, `sync`, `curate`: the other ways versions are made;
 //! - `signatures`, `distributions`, `remotes`, `tasks`;
+//! - `keys`: the token signing keys a cluster's nodes share;
 //! - `storage`: what eviction and gc need (references, last uses).
 //!
 //! Migrations are numbered files applied in order, one transaction each,
@@ -18,7 +19,7 @@ use std::path::Path;
 
 use super::db::postgres::{Postgres, Target};
 use super::db::sqlite::Sqlite;
-use super::db::{args, Db};
+use super::db::Db;
 use super::{
     AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
     DistributionPatch, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
@@ -30,6 +31,7 @@ use crate::oci::Digest;
 mod content;
 mod curate;
 mod distributions;
+mod keys;
 mod pullthrough;
 mod push;
 mod remotes;
@@ -367,27 +369,11 @@ impl Store for SqlStore {
     }
 
     fn signing_keys(&self, name: &str) -> Result<Option<String>, MetadataError> {
-        self.read(|db| db.query_opt("SELECT document FROM signing_keys WHERE name = ?1", args![name], |r| r.get(0)))
+        self.read(|db| keys::get(db, name))
     }
 
     fn swap_signing_keys(&self, name: &str, expected: Option<&str>, document: &str) -> Result<bool, MetadataError> {
-        self.write(|db| {
-            let now = super::now_millis();
-            let changed = match expected {
-                None => db.execute(
-                    "INSERT INTO signing_keys (name, document, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    args![name, document, now],
-                )?,
-                Some(old) => db.execute(
-                    "UPDATE signing_keys SET document = ?3, updated_at = ?4 WHERE name = ?1 AND document = ?2",
-                    args![name, old, document, now],
-                )?,
-            };
-            if changed == 1 {
-                db.notify(super::changes::KEYS)?;
-            }
-            Ok(changed == 1)
-        })
+        self.write(|db| keys::swap(db, name, expected, document))
     }
 
     fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError> {
