@@ -91,7 +91,9 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     distributions.follow_changes();
     let pushes = Pushes::new(metadata.clone(), storage.clone(), distributions.clone(), pull.clone());
-    let uploads = Uploads::open(storage.clone(), config.push.upload_timeout).await;
+    // A cluster shares its upload sessions (through the bucket, with S3).
+    let shared_uploads = Metadata::is_shared(&config.metadata).then(|| metadata.clone());
+    let uploads = Uploads::open(storage.clone(), config.push.upload_timeout, shared_uploads).await;
     uploads.spawn_sweeper();
     let disk = Disk::new(
         DiskParts {

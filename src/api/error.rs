@@ -114,7 +114,7 @@ impl ApiError {
                 ),
                 UploadError::Invalid(_) | UploadError::Body(_) => plain(C::BlobUploadInvalid),
                 UploadError::DigestMismatch { .. } => plain(C::DigestInvalid),
-                UploadError::Storage(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
+                UploadError::Storage(_) | UploadError::Metadata(_) => gateway(StatusCode::INTERNAL_SERVER_ERROR),
             },
             ApiError::Pull(e) => match e {
                 PullError::Route(UpstreamRouteError::NoUpstream(_)) => plain(C::NameUnknown),

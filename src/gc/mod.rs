@@ -85,6 +85,9 @@ pub(crate) struct GcReport {
     pub(crate) spool_files: u64,
     /// S3 multipart uploads a crash left behind, aborted.
     pub(crate) multipart_uploads: u64,
+    /// Chunks of shared upload sessions no session records (a node died
+    /// between storing and recording one), deleted.
+    pub(crate) upload_chunks: u64,
 }
 
 /// What [`Disk`] works with.
@@ -274,6 +277,10 @@ impl Disk {
             uploads: self.inner.uploads.sweep().await as u64,
             spool_files: self.inner.storage.remove_spool_leftovers().await?,
             multipart_uploads: self.inner.storage.abort_upload_leftovers().await?,
+            upload_chunks: self.inner.uploads.remove_orphan_chunks(GC_GRACE).await.map_err(|e| match e {
+                crate::upload::UploadError::Metadata(e) => DiskError::Metadata(e),
+                e => DiskError::Storage(StorageError::Io(e.to_string())),
+            })?,
             ..GcReport::default()
         };
         let (objects, refs, uses) = self.survey().await?;
@@ -301,7 +308,8 @@ impl Disk {
         self.forget(removed).await;
         self.publish();
         tracing::info!(orphans = report.orphans, bytes = report.orphan_bytes, uploads = report.uploads,
-            spool_files = report.spool_files, multipart_uploads = report.multipart_uploads, "storage gc finished");
+            spool_files = report.spool_files, multipart_uploads = report.multipart_uploads,
+            upload_chunks = report.upload_chunks, "storage gc finished");
         Ok(Ok(report))
     }
 

@@ -36,6 +36,8 @@ pub(crate) const TABLES: &[&str] = &[
     "object_uses",
     "nodes",
     "signing_keys",
+    "upload_sessions",
+    "upload_chunks",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

@@ -231,6 +231,22 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// if another node changed it first.
     fn swap_signing_keys(&self, name: &str, expected: Option<&str>, document: &str) -> Result<bool, MetadataError>;
 
+    /// Starts an upload session shared by the cluster's nodes, empty.
+    fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError>;
+    /// A shared upload session, with its chunks in order.
+    fn upload(&self, id: &str) -> Result<Option<SharedUpload>, MetadataError>;
+    /// Appends `chunk` to a shared session if it still holds exactly
+    /// `chunk.start` bytes; false (nothing recorded) if not, or if it is
+    /// gone.
+    fn append_upload(&self, id: &str, chunk: &UploadChunk) -> Result<bool, MetadataError>;
+    /// Ends a shared session if it holds `size` bytes (whatever it holds
+    /// if None): its chunks, for the caller to delete; None if it is gone
+    /// or was changed first.
+    fn end_upload(&self, id: &str, size: Option<u64>) -> Result<Option<Vec<UploadChunk>>, MetadataError>;
+    /// Ends the shared sessions untouched since `before`: their ids and
+    /// chunks.
+    fn expire_uploads(&self, before: Millis) -> Result<Vec<(String, Vec<UploadChunk>)>, MetadataError>;
+
     /// A trivial query, for readiness: the database is open and answers.
     fn ping(&self) -> Result<(), MetadataError>;
 

@@ -601,3 +601,23 @@ pub(crate) struct StorageReferences {
 
 /// Resolves a version: `None` is the latest.
 pub(crate) type VersionRef = Option<u64>;
+
+/// A blob upload session shared by a cluster's nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedUpload {
+    pub(crate) repository: String,
+    /// Bytes the session holds: the end of its last chunk.
+    pub(crate) size: u64,
+    pub(crate) updated_at: Millis,
+    /// In order, each starting where the one before ended.
+    pub(crate) chunks: Vec<UploadChunk>,
+}
+
+/// Bytes `[start, end)` of a shared upload session, stored as the object
+/// `key` (a storage key, not a digest: unverified bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UploadChunk {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) key: String,
+}

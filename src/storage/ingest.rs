@@ -24,6 +24,9 @@ pub(super) enum Upload {
     Whole,
     /// Its upload followed the writes: finished now.
     Following(Follower),
+    /// Its bytes are in the bucket already under this key (a shared upload
+    /// session's one chunk): copied there.
+    Copy(String),
 }
 use crate::oci::{Digest, Hasher};
 
@@ -269,6 +272,11 @@ impl Partial {
         self.len
     }
 
+    /// A handle for positional reads of the bytes written so far.
+    pub(crate) fn reader(&self) -> Result<Arc<File>, StorageError> {
+        Ok(Arc::new(self.file.try_clone()?))
+    }
+
     pub(crate) fn write_blocking(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
         self.file.write_all(chunk)?;
         self.sha256.update(chunk);
@@ -286,7 +294,11 @@ impl Partial {
     /// are hashed with sha256 as they arrive, the algorithm nearly every
     /// client uses). On a mismatch nothing is stored; the partial is left
     /// for its owner to delete. The object's size on success.
-    pub(crate) fn commit_blocking(self, storage: &Storage, expected: &Digest) -> Result<u64, IngestError> {
+    ///
+    /// With `key` (and S3), the bucket holds these bytes already under
+    /// that key (a shared session's one chunk): the object is made by a
+    /// copy in the bucket rather than a second upload.
+    pub(crate) fn commit_blocking(self, storage: &Storage, expected: &Digest, key: Option<String>) -> Result<u64, IngestError> {
         let actual = match expected.algorithm() {
             crate::oci::Algorithm::Sha256 => self.sha256.finish(),
             alg => {
@@ -303,7 +315,12 @@ impl Partial {
         self.file.sync_data().map_err(StorageError::from)?;
         if storage.inner.remote.is_some() {
             let file = Arc::new(self.file);
-            if !storage.commit_remote_blocking(expected, &file, &self.path, self.len, Upload::Whole)? {
+            // S3 copies objects of up to 5 GiB in one request.
+            let upload = match key {
+                Some(key) if self.len <= 5 << 30 => Upload::Copy(key),
+                _ => Upload::Whole,
+            };
+            if !storage.commit_remote_blocking(expected, &file, &self.path, self.len, upload)? {
                 // Not kept locally: the bucket holds the only copy needed.
                 let _ = std::fs::remove_file(&self.path);
             }

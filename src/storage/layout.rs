@@ -4,6 +4,8 @@
 //! ```text
 //! blobs/<alg>/<hex[0..2]>/<hex>            verified content (blobs and manifests)
 //! quarantine/<alg>-<hex>-<millis>          what `verify` found corrupt (never served)
+//! uploads/<session>/<start>-<end>-<n>      with S3 and a cluster: a shared upload session's
+//!                                          bytes from `start` to `end` (unverified, never served)
 //! ```
 //!
 //! One key per digest whichever repository asked: de-duplication is the
@@ -13,6 +15,21 @@ use crate::oci::Digest;
 
 /// Where every object key starts.
 pub(crate) const OBJECTS: &str = "blobs/";
+
+/// Where the shared upload sessions' chunks are kept.
+pub(crate) const UPLOADS: &str = "uploads/";
+
+/// The key of bytes `[start, end)` of upload session `session`, written by
+/// `writer` (unique per write, so two nodes racing to append never write
+/// one key).
+pub(crate) fn upload_chunk_key(session: &str, start: u64, end: u64, writer: &str) -> String {
+    format!("{UPLOADS}{session}/{start:020}-{end:020}-{writer}")
+}
+
+/// The session an upload chunk key belongs to.
+pub(crate) fn upload_chunk_session(key: &str) -> Option<&str> {
+    key.strip_prefix(UPLOADS)?.split('/').next().filter(|s| !s.is_empty())
+}
 
 /// The key of the object of `digest`.
 pub(crate) fn object_key(digest: &Digest) -> String {
@@ -60,5 +77,9 @@ mod tests {
             assert_eq!(parse_object_key(bad), None, "{bad}");
         }
         assert!(quarantine_name(&d, 7).ends_with("-7"));
+        let chunk = upload_chunk_key("s1", 0, 5, "w");
+        assert_eq!(parse_object_key(&chunk), None, "a chunk is never an object");
+        assert_eq!(upload_chunk_session(&chunk), Some("s1"));
+        assert_eq!(upload_chunk_session(&key), None);
     }
 }

@@ -14,6 +14,9 @@
 //! s3-multipart/<id>                        S3 multipart uploads in progress (see [`remote`])
 //! ```
 //!
+//! In the bucket, beside the objects: `uploads/` holds the chunks of upload
+//! sessions a cluster shares ([`sessions`]).
+//!
 //! **Backends.** With `fs` the local `objects/` is the store. With `s3` the
 //! bucket is (see [`remote`]), and `objects/` holds copies of recently used
 //! objects, at most `storage.cache.max_size` bytes ([`hot`]): a commit
@@ -50,6 +53,7 @@ mod ingest;
 pub(crate) mod layout;
 mod readthrough;
 mod remote;
+mod sessions;
 mod tiered;
 
 pub(crate) use ingest::{Ingest, Partial};
@@ -822,12 +826,12 @@ mod tests {
         p.write_blocking(&data[REHASH_CHUNK + 5..]).unwrap();
         let sha512 = Digest::of(Algorithm::Sha512, &data);
         let wrong = Digest::of(Algorithm::Sha256, b"other");
-        assert!(matches!(p.commit_blocking(&s, &wrong), Err(IngestError::DigestMismatch { .. })));
+        assert!(matches!(p.commit_blocking(&s, &wrong, None), Err(IngestError::DigestMismatch { .. })));
         assert_eq!(s.stat(&wrong).await.unwrap(), None);
         let mut p = Partial::reopen(&path, data.len() as u64).unwrap();
         assert!(Partial::reopen(&path, data.len() as u64 + 1).is_err(), "shorter than recorded");
         p = Partial::reopen(&path, p.len()).unwrap();
-        assert_eq!(p.commit_blocking(&s, &sha512).unwrap(), data.len() as u64);
+        assert_eq!(p.commit_blocking(&s, &sha512, None).unwrap(), data.len() as u64);
         assert_eq!(s.read_small(&sha512, data.len()).await.unwrap().unwrap(), data);
         assert!(!path.exists(), "moved, not copied");
         assert!(dir.path().join("uploads").is_dir());

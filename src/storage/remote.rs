@@ -140,6 +140,11 @@ impl Remote {
         &self.describe
     }
 
+    /// This process's mark, unique among the writers of one bucket.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Whether blob GETs are redirected to the bucket.
     pub(crate) fn redirects(&self) -> bool {
         self.redirect.is_some()
@@ -208,13 +213,22 @@ impl Remote {
         start: u64,
         end: Option<u64>,
     ) -> Result<Option<(u64, impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static)>, StorageError> {
+        self.get_path(self.object_path(digest), start, end).await
+    }
+
+    async fn get_path(
+        &self,
+        path: Path,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Option<(u64, impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static)>, StorageError> {
         let range = match end {
             Some(end) => Some(GetRange::Bounded(start..end)),
             None if start > 0 => Some(GetRange::Offset(start)),
             None => None,
         };
         let options = GetOptions { range, ..GetOptions::default() };
-        let result = match self.observed("get", self.store.get_opts(&self.object_path(digest), options)).await {
+        let result = match self.observed("get", self.store.get_opts(&path, options)).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.error("get", e)),
@@ -238,20 +252,62 @@ impl Remote {
         if self.head(digest).await?.is_some() {
             return Ok(false);
         }
-        let path = self.object_path(digest);
-        let uploaded = self.metrics.s3_bytes.with_label_values(&["upload"]);
+        self.put_file(&self.object_path(digest), file, 0, len).await?;
+        Ok(true)
+    }
+
+    /// Uploads bytes `[start, end)` of `file` as the object at `path`: one
+    /// PUT, or a multipart upload when larger than a part.
+    async fn put_file(&self, path: &Path, file: Arc<File>, start: u64, end: u64) -> Result<(), StorageError> {
+        let len = end - start;
         if len <= PART_SIZE as u64 {
-            let bytes = read_exact_at(file, 0, len as usize).await?;
-            self.observed("put", self.store.put(&path, PutPayload::from(bytes)))
+            let bytes = read_exact_at(file, start, len as usize).await?;
+            self.observed("put", self.store.put(path, PutPayload::from(bytes)))
                 .await
                 .map_err(|e| self.error("put", e))?;
-            uploaded.inc_by(len);
-            return Ok(true);
+        } else {
+            let (id, note) = self.create_multipart(path).await?;
+            let parts = self.upload_parts(path, &id, file, start, end).await;
+            self.end_multipart(path, &id, &note, parts).await?;
         }
-        let (id, note) = self.create_multipart(&path).await?;
-        let parts = self.upload_parts(&path, &id, file, len).await;
-        self.end_multipart(&path, &id, &note, parts).await?;
-        uploaded.inc_by(len);
+        self.metrics.s3_bytes.with_label_values(&["upload"]).inc_by(len);
+        Ok(())
+    }
+
+    /// Stores bytes `[start, end)` of `file` under `key` (outside the
+    /// objects' keys: unverified bytes, such as an upload session's
+    /// chunk).
+    pub(crate) async fn put_key(&self, key: &str, file: Arc<File>, start: u64, end: u64) -> Result<(), StorageError> {
+        self.put_file(&self.path(key), file, start, end).await
+    }
+
+    /// The bytes stored under `key` from `start` on; None if there are none.
+    pub(crate) async fn get_key(
+        &self,
+        key: &str,
+        start: u64,
+    ) -> Result<Option<impl Stream<Item = Result<Bytes, StorageError>> + Send + 'static>, StorageError> {
+        Ok(self.get_path(self.path(key), start, None).await?.map(|(_, body)| body))
+    }
+
+    /// Deletes what is stored under `key` (gone already is fine).
+    pub(crate) async fn delete_key(&self, key: &str) -> Result<(), StorageError> {
+        match self.observed("delete", self.store.delete(&self.path(key))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", e)),
+        }
+    }
+
+    /// Makes the bytes under `key` the object of `digest` by a copy inside
+    /// the bucket (the caller verified them), unless it holds the object
+    /// already. Whether it copied.
+    pub(crate) async fn copy_key_to(&self, key: &str, digest: &Digest) -> Result<bool, StorageError> {
+        if self.head(digest).await?.is_some() {
+            return Ok(false);
+        }
+        self.observed("copy", self.store.copy(&self.path(key), &self.object_path(digest)))
+            .await
+            .map_err(|e| self.error("copy", e))?;
         Ok(true)
     }
 
@@ -298,12 +354,12 @@ impl Remote {
             .map_err(|e| self.error("put_part", e))
     }
 
-    async fn upload_parts(&self, path: &Path, id: &String, file: Arc<File>, len: u64) -> Result<Vec<PartId>, StorageError> {
-        let parts = len.div_ceil(PART_SIZE as u64) as usize;
+    async fn upload_parts(&self, path: &Path, id: &String, file: Arc<File>, from: u64, to: u64) -> Result<Vec<PartId>, StorageError> {
+        let parts = (to - from).div_ceil(PART_SIZE as u64) as usize;
         futures_util::stream::iter(0..parts)
             .map(|i| {
-                let start = (i * PART_SIZE) as u64;
-                self.put_part(path, id, i, file.clone(), start, (start + PART_SIZE as u64).min(len))
+                let start = from + (i * PART_SIZE) as u64;
+                self.put_part(path, id, i, file.clone(), start, (start + PART_SIZE as u64).min(to))
             })
             .buffered(PARTS_IN_FLIGHT)
             .try_collect::<Vec<_>>()
@@ -430,6 +486,24 @@ impl Remote {
                 let digest = layout::parse_object_key(key)?;
                 let modified = meta.last_modified.timestamp_millis().max(0) as u64;
                 Some(ObjectEntry { digest, size: meta.size, modified })
+            })
+            .collect())
+    }
+
+    /// Every key under `prefix` (a [`layout`] prefix), without the
+    /// bucket's own prefix, with its last modification (millis).
+    pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let started = Instant::now();
+        let listed: Result<Vec<_>, _> = self.store.list(Some(&self.path(prefix))).try_collect().await;
+        let outcome = if listed.is_ok() { "ok" } else { "error" };
+        self.metrics.s3_requests.with_label_values(&["list", outcome]).inc();
+        self.metrics.s3_request_duration.with_label_values(&["list"]).observe(started.elapsed().as_secs_f64());
+        let listed = listed.map_err(|e| self.error("list", e))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let key = meta.location.as_ref().strip_prefix(self.prefix.as_str())?.to_owned();
+                Some((key, meta.last_modified.timestamp_millis().max(0) as u64))
             })
             .collect())
     }

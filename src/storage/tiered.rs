@@ -98,6 +98,7 @@ impl Storage {
             Upload::None => None,
             Upload::Whole => Some(tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?),
             Upload::Following(follower) => Some(follower.finish_blocking(len)?),
+            Upload::Copy(key) => Some(tokio::runtime::Handle::current().block_on(remote.copy_key_to(&key, digest))?),
         };
         if let Some(added) = added {
             // Counted once: a digest the bucket held already adds nothing.

@@ -22,6 +22,14 @@
 //! One request works on a session at a time: each session has an async
 //! mutex, held for the whole request (a second request on the same session
 //! waits its turn, and then sees the offset the first one left).
+//!
+//! **Shared sessions** (a cluster: PostgreSQL metadata and the S3 backend;
+//! see [`shared`]): a session is known to every node. Each request's bytes
+//! are also stored in the bucket as a chunk, and the session's size in the
+//! database is advanced by compare-and-set, so a session started on one
+//! node is continued or finished on any, and two nodes appending at once
+//! never both succeed. A node's local files are then a copy it brings up
+//! to date from the chunks before it appends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,8 +41,11 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::metadata::{Metadata, MetadataError};
 use crate::oci::{Digest, RepositoryName};
 use crate::storage::{IngestError, Partial, Pin, Storage, StorageError};
+
+mod shared;
 
 const STATE_FILE: &str = "state.json";
 const DATA_FILE: &str = "data";
@@ -63,6 +74,9 @@ pub(crate) enum UploadError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The shared sessions' database failed.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
 }
 
 impl From<tokio::task::JoinError> for UploadError {
@@ -161,6 +175,9 @@ pub(crate) struct Uploads {
 struct Inner {
     storage: Storage,
     timeout: Duration,
+    /// With a cluster: where the sessions are shared (the bytes are in
+    /// `storage`'s bucket).
+    shared: Option<Metadata>,
     // A std mutex: held for a map lookup or insert only. The sessions'
     // own locks are async, held across a request's awaits by design.
     slots: Mutex<HashMap<UploadId, SlotRef>>,
@@ -172,9 +189,11 @@ fn now_secs() -> u64 {
 
 impl Uploads {
     /// Opens the sessions under `storage`'s uploads directory, deleting
-    /// those abandoned for longer than `timeout`.
-    pub(crate) async fn open(storage: Storage, timeout: Duration) -> Uploads {
-        let uploads = Uploads { inner: Arc::new(Inner { storage, timeout, slots: Mutex::new(HashMap::new()) }) };
+    /// those abandoned for longer than `timeout`. With `shared` (and a
+    /// bucket), sessions are shared with the other nodes of a cluster.
+    pub(crate) async fn open(storage: Storage, timeout: Duration, shared: Option<Metadata>) -> Uploads {
+        let shared = shared.filter(|_| storage.has_bucket());
+        let uploads = Uploads { inner: Arc::new(Inner { storage, timeout, shared, slots: Mutex::new(HashMap::new()) }) };
         let removed = uploads.sweep().await;
         if removed > 0 {
             tracing::info!(removed, "abandoned upload sessions deleted");
@@ -226,6 +245,14 @@ impl Uploads {
             }
         })
         .await??;
+        if let Some(metadata) = &self.inner.shared {
+            let (sid, repo) = (id.to_string(), repository.to_string());
+            if let Err(e) = metadata.run(move |s| s.create_upload(&sid, &repo)).await {
+                let mut slot = Slot::default();
+                self.remove(&id, &mut slot).await;
+                return Err(e.into());
+            }
+        }
         let slot = self.slot(&id);
         slot.lock().await.loaded = Some((state, partial));
         Ok(id)
@@ -241,6 +268,10 @@ impl Uploads {
         let mut slot = self.slot(id).lock_owned().await;
         if slot.gone {
             return Err(UploadError::Unknown);
+        }
+        if self.inner.shared.is_some() {
+            self.catch_up(repository, id, &mut slot).await?;
+            return Ok(slot);
         }
         if slot.loaded.is_none() {
             let dir = self.dir(id);
@@ -278,6 +309,9 @@ impl Uploads {
 
     /// How many bytes the session holds.
     pub(crate) async fn offset(&self, repository: &RepositoryName, id: &UploadId) -> Result<u64, UploadError> {
+        if self.inner.shared.is_some() {
+            return Ok(self.shared_session(repository, id).await?.size);
+        }
         let slot = self.lock(repository, id).await?;
         Ok(slot.loaded.as_ref().map_or(0, |(s, _)| s.offset))
     }
@@ -296,10 +330,19 @@ impl Uploads {
         E: std::fmt::Display,
     {
         let mut slot = self.lock(repository, id).await?;
-        self.append_locked(id, &mut slot, chunk, body).await
+        self.append_locked(id, &mut slot, chunk, body, true).await
     }
 
-    async fn append_locked<S, E>(&self, id: &UploadId, slot: &mut Slot, chunk: Chunk, body: S) -> Result<u64, UploadError>
+    /// Appends `body`; with shared sessions and `share`, also as a chunk
+    /// in the bucket, recorded for the other nodes.
+    async fn append_locked<S, E>(
+        &self,
+        id: &UploadId,
+        slot: &mut Slot,
+        chunk: Chunk,
+        body: S,
+        share: bool,
+    ) -> Result<u64, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
@@ -323,13 +366,22 @@ impl Uploads {
                 return Err(UploadError::Invalid(format!("received {received} bytes, {len} were announced")));
             }
         }
+        let dir = self.dir(id);
+        let partial = tokio::task::spawn_blocking(move || -> Result<Partial, UploadError> {
+            partial.sync_blocking()?;
+            Ok(partial)
+        })
+        .await??;
+        if share && received > 0 && self.inner.shared.is_some() {
+            // Fails, or another node appended first: the local bytes past
+            // the shared size are dropped at the next reload.
+            self.share_chunk(id, &partial, before).await?;
+        }
         state.offset = partial.len();
         state.updated_at = now_secs();
-        let dir = self.dir(id);
-        let (state, partial) = tokio::task::spawn_blocking(move || -> Result<(State, Partial), UploadError> {
-            partial.sync_blocking()?;
+        let state = tokio::task::spawn_blocking(move || -> Result<State, UploadError> {
             write_state(&dir, &state)?;
-            Ok((state, partial))
+            Ok(state)
         })
         .await??;
         let offset = state.offset;
@@ -355,12 +407,28 @@ impl Uploads {
         E: std::fmt::Display,
     {
         let mut slot = self.lock(repository, id).await?;
-        self.append_locked(id, &mut slot, chunk, body).await?;
+        let shared_size = slot.loaded.as_ref().map_or(0, |(s, _)| s.offset);
+        // The last chunk is not shared: the session ends with this request.
+        self.append_locked(id, &mut slot, chunk, body, false).await?;
+        // With shared sessions, claimed from the other nodes first.
+        let chunks = match &self.inner.shared {
+            Some(_) => Some(self.end_shared(repository, id, Some(shared_size), &mut slot).await?),
+            None => None,
+        };
         let Some((_, partial)) = slot.loaded.take() else { return Err(UploadError::Unknown) };
+        // One chunk holding every byte: the object is a copy of it.
+        let copy_from = match chunks.as_deref() {
+            Some([only]) if only.start == 0 && only.end == partial.len() => Some(only.key.clone()),
+            _ => None,
+        };
         let storage = self.inner.storage.clone();
         let pin = storage.pin(digest);
         let expected = digest.clone();
-        let committed = tokio::task::spawn_blocking(move || partial.commit_blocking(&storage, &expected)).await?;
+        let committed =
+            tokio::task::spawn_blocking(move || partial.commit_blocking(&storage, &expected, copy_from)).await?;
+        if let Some(chunks) = chunks {
+            self.delete_chunks(chunks);
+        }
         self.remove(id, &mut slot).await;
         let size = committed.map_err(|e| match e {
             IngestError::DigestMismatch { expected, actual } => UploadError::DigestMismatch { expected, actual },
@@ -371,6 +439,13 @@ impl Uploads {
 
     /// Cancels a session: its bytes are deleted.
     pub(crate) async fn cancel(&self, repository: &RepositoryName, id: &UploadId) -> Result<(), UploadError> {
+        if self.inner.shared.is_some() {
+            let mut slot = self.slot(id).lock_owned().await;
+            let chunks = self.end_shared(repository, id, None, &mut slot).await?;
+            self.delete_chunks(chunks);
+            self.remove(id, &mut slot).await;
+            return Ok(());
+        }
         let mut slot = self.lock(repository, id).await?;
         self.remove(id, &mut slot).await;
         Ok(())
@@ -380,7 +455,11 @@ impl Uploads {
     /// whose state cannot be read); how many.
     pub(crate) async fn sweep(&self) -> usize {
         let cutoff = now_secs().saturating_sub(self.inner.timeout.as_secs());
-        self.sweep_before(cutoff).await
+        let mut removed = self.sweep_before(cutoff).await;
+        if self.inner.shared.is_some() {
+            removed += self.sweep_shared(cutoff).await;
+        }
+        removed
     }
 
     async fn sweep_before(&self, cutoff: u64) -> usize {
@@ -505,7 +584,7 @@ mod tests {
     async fn uploads(timeout: Duration) -> (tempfile::TempDir, Storage, Uploads) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).await.unwrap();
-        let uploads = Uploads::open(storage.clone(), timeout).await;
+        let uploads = Uploads::open(storage.clone(), timeout, None).await;
         (dir, storage, uploads)
     }
 
@@ -598,7 +677,7 @@ mod tests {
 
         // A new process: the storage reopened, the session found on disk.
         let storage = Storage::open(dir.path()).await.unwrap();
-        let u = Uploads::open(storage.clone(), Duration::from_secs(60)).await;
+        let u = Uploads::open(storage.clone(), Duration::from_secs(60), None).await;
         assert_eq!(u.offset(&repo, &id).await.unwrap(), 12);
         let digest = Digest::of(Algorithm::Sha256, b"first half, second half");
         u.append(&repo, &id, at(12, 7), body(&[b"second "])).await.unwrap();

@@ -252,3 +252,121 @@ async fn a_token_one_node_issued_is_accepted_by_the_other_across_a_key_rotation(
     a.stop();
     b.stop();
 }
+
+/// Two nodes sharing the Rig's database and one bucket prefix, with a
+/// pusher (`crate::push::PUSHER`).
+fn shared_nodes(rig: &Rig, s3: &crate::s3::SeaweedFs) -> (Wharf, Wharf) {
+    let node = |name: &str| {
+        let extra = format!(
+            "[cluster]\nnode_name = {name:?}\n\n[auth]\nbasic = true\n\n[[auth.user]]\nname = \"pusher\"\n\
+             password_hash = {:?}\nadmin = true\n\n[[auth.rule]]\nusers = [\"pusher\"]\nrepositories = [\"*\"]\n\
+             actions = [\"pull\", \"push\", \"delete\"]\n",
+            crate::auth::hash_password("pusher-pass")
+        );
+        let dir = rig.tmp.path().join(name);
+        let config = write_config_on(&dir, &[UpstreamEntry::new("up", &rig.upstream.url())], &rig.url, &extra);
+        let toml = std::fs::read_to_string(&config).expect("read config");
+        let toml = toml.replacen("\n\n[log]", &format!("\n{}\n\n[log]", s3.storage_toml("cluster/", "1GiB")), 1);
+        std::fs::write(&config, toml).expect("write config");
+        Wharf::start_with_config(&config)
+    };
+    (node("a"), node("b"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_started_on_one_node_is_continued_and_finished_on_the_other() {
+    let rig = Rig::start();
+    let s3 = crate::s3::SeaweedFs::start(&rig.tmp.path().join("s3"), "wharf-cluster");
+    let (a, b) = shared_nodes(&rig, &s3);
+    let auth = crate::push::authorization();
+    let headers = |extra: &[(&'static str, String)]| {
+        let mut h = vec![("Authorization", auth.clone())];
+        h.extend(extra.iter().cloned());
+        h
+    };
+    let call = |method: &'static str, url: String, extra: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let h = headers(&extra);
+        async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http::request_with_body(method, &url, &h, body).await
+        }
+    };
+    let blob: Vec<u8> = (0..(11u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&blob)));
+    let (first, rest) = blob.split_at(3 << 20);
+    let (second, last) = rest.split_at(7 << 20);
+
+    // Started on a; the first chunk through b, the second through a.
+    let r = call("POST", format!("{}/v2/team/tool/blobs/uploads/", a.url()), vec![], vec![]).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let location = r.header("location").expect("location").to_owned();
+    let on = |w: &Wharf| format!("{}{location}", w.url());
+    let range = |start: usize, len: usize| ("Content-Range", format!("{start}-{}", start + len - 1));
+    let r = call("PATCH", on(&b), vec![range(0, first.len())], first.to_vec()).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("range"), Some(format!("0-{}", first.len() - 1).as_str()));
+    let r = call("GET", on(&a), vec![], vec![]).await;
+    assert_eq!((r.status, r.header("range")), (204, Some(format!("0-{}", first.len() - 1).as_str())), "a sees b's chunk");
+    let r = call("PATCH", on(&a), vec![range(first.len(), second.len())], second.to_vec()).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    // A chunk b sends where it last saw the upload is out of order now.
+    let r = call("PATCH", on(&b), vec![range(first.len(), 10)], vec![0; 10]).await;
+    assert_eq!(r.status, 416, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("range"), Some(format!("0-{}", first.len() + second.len() - 1).as_str()));
+    // Finished on b with the last chunk in the PUT.
+    let put = format!("{}{}digest={digest}", b.url(), location.clone() + if location.contains('?') { "&" } else { "?" });
+    let r = call("PUT", put, vec![range(first.len() + second.len(), last.len())], last.to_vec()).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    for w in [&a, &b] {
+        let r = call("GET", format!("{}/v2/team/tool/blobs/{digest}", w.url()), vec![], vec![]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == blob, "the blob as uploaded, from either node");
+        let r = call("GET", on(w), vec![], vec![]).await;
+        assert_eq!(r.status, 404, "the session ended for every node");
+    }
+
+    // One chunk in a session (how podman and docker push): POST on b, the
+    // whole blob through a, the empty PUT on b. Then cancelled elsewhere.
+    let small: Vec<u8> = blob[..100_000].iter().map(|b| b ^ 0x5a).collect();
+    let small_digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&small)));
+    let r = call("POST", format!("{}/v2/team/tool/blobs/uploads/", b.url()), vec![], vec![]).await;
+    let location = r.header("location").expect("location").to_owned();
+    let r = call("PATCH", format!("{}{location}", a.url()), vec![], small.clone()).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let sep = if location.contains('?') { "&" } else { "?" };
+    let copies = r#"wharf_s3_requests_total{op="copy",result="ok"}"#;
+    let copied_before = crate::disk::metric(&b, copies).await;
+    let r = call("PUT", format!("{}{location}{sep}digest={small_digest}", b.url()), vec![], vec![]).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(crate::disk::metric(&b, copies).await, copied_before + 1, "the object is a copy of the one chunk, not a second upload");
+    let r = call("GET", format!("{}/v2/team/tool/blobs/{small_digest}", a.url()), vec![], vec![]).await;
+    assert!(r.status == 200 && r.body == small);
+    let r = call("POST", format!("{}/v2/team/tool/blobs/uploads/", a.url()), vec![], vec![]).await;
+    let location = r.header("location").expect("location").to_owned();
+    let r = call("PATCH", format!("{}{location}", a.url()), vec![], vec![1, 2, 3]).await;
+    assert_eq!(r.status, 202);
+    let r = call("DELETE", format!("{}{location}", b.url()), vec![], vec![]).await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let r = call("PATCH", format!("{}{location}", a.url()), vec![], vec![4]).await;
+    assert_eq!(r.status, 404, "cancelled on b: unknown on a");
+    // Another repository's name never reaches a session.
+    let r = call("POST", format!("{}/v2/team/tool/blobs/uploads/", a.url()), vec![], vec![]).await;
+    let location = r.header("location").expect("location").to_owned();
+    let elsewhere = location.replacen("team/tool", "team/other", 1);
+    let r = call("PATCH", format!("{}{elsewhere}", b.url()), vec![], vec![1]).await;
+    assert_eq!(r.status, 404);
+
+    // Every chunk went once its session ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<(String, u64)> = s3.keys("cluster/uploads/");
+        // Only the open session's (none written: it has no bytes).
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upload chunks left in the bucket: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop();
+    b.stop();
+}

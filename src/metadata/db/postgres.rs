@@ -276,7 +276,7 @@ impl Postgres {
     /// Connects and applies the migrations the database has not run yet.
     pub(crate) fn open(target: Target, migrations: &[&str]) -> Result<Postgres, MetadataError> {
         let pg = Postgres { target, idle: Mutex::new(Pool { idle: Vec::new(), open: 0 }), freed: Condvar::new() };
-        pg.with(|session| migrate(session.conn, migrations))?;
+        pg.with(false, |session| migrate(session.conn, migrations))?;
         Ok(pg)
     }
 
@@ -287,7 +287,9 @@ impl Postgres {
 
     /// Lends a connection to `f`: an idle one, a new one while fewer than
     /// `max_connections` are open, or the next one freed.
-    fn with<T>(&self, f: impl FnOnce(&mut Session<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
+    /// `transaction`: whether `f` may leave a transaction open when it
+    /// fails (then rolled back before the connection is reused).
+    fn with<T>(&self, transaction: bool, f: impl FnOnce(&mut Session<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
         let conn = {
             let mut pool = self.idle.lock().map_err(lock_error)?;
             loop {
@@ -310,7 +312,14 @@ impl Postgres {
         let out = f(&mut Session { conn });
         // A connection goes back only if it is usable and outside any
         // transaction; an error may have left it in one.
-        lease.clean = out.is_ok() || lease.conn.as_mut().is_some_and(|c| c.client.batch_execute("ROLLBACK").is_ok());
+        lease.clean = out.is_ok()
+            || lease.conn.as_mut().is_some_and(|c| {
+                if transaction {
+                    c.client.batch_execute("ROLLBACK").is_ok()
+                } else {
+                    !c.client.is_closed()
+                }
+            });
         out
     }
 
@@ -322,11 +331,22 @@ impl Postgres {
     }
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&super::Db<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
-        self.with(|session| f(&super::Db::postgres(Session { conn: session.conn })))
+        self.with(false, |session| f(&super::Db::postgres(Session { conn: session.conn })))
+    }
+
+    /// `f` in one transaction, beside other writers: for changes whose
+    /// rows only compare-and-set keeps consistent.
+    pub(crate) fn transaction<T>(&self, f: impl FnOnce(&super::Db<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
+        self.with(true, |session| {
+            session.conn.client.batch_execute("BEGIN")?;
+            let out = f(&super::Db::postgres(Session { conn: session.conn }))?;
+            session.conn.client.batch_execute("COMMIT")?;
+            Ok(out)
+        })
     }
 
     pub(crate) fn write<T>(&self, f: impl FnOnce(&super::Db<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
-        self.with(|session| {
+        self.with(true, |session| {
             session.conn.client.batch_execute("BEGIN")?;
             session.conn.client.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
             let out = f(&super::Db::postgres(Session { conn: session.conn }))?;

@@ -10,6 +10,7 @@
 //! - `push`, `sync`, `curate`: the other ways versions are made;
 //! - `signatures`, `distributions`, `remotes`, `tasks`;
 //! - `keys`: the token signing keys a cluster's nodes share;
+//! - `uploads`: the blob upload sessions a cluster's nodes share;
 //! - `storage`: what eviction and gc need (references, last uses).
 //!
 //! Migrations are numbered files applied in order, one transaction each,
@@ -24,7 +25,7 @@ use super::{
     AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
     DistributionPatch, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
-    SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, Version, VersionRef,
+    SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
 };
 use crate::oci::Digest;
 
@@ -40,6 +41,7 @@ mod signatures;
 mod storage;
 mod sync;
 mod tasks;
+mod uploads;
 mod versions;
 #[cfg(test)]
 pub(super) mod tests;
@@ -54,6 +56,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_signature_counts.sql"),
     include_str!("../migrations/0008_cluster_tasks.sql"),
     include_str!("../migrations/0009_signing_keys.sql"),
+    include_str!("../migrations/0010_upload_sessions.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -89,6 +92,16 @@ impl SqlStore {
         match self {
             SqlStore::Sqlite(e) => e.write(f),
             SqlStore::Postgres(e) => e.write(f),
+        }
+    }
+
+    /// `f` in one transaction that need not wait for other writers: its
+    /// rows are kept consistent by compare-and-set (on SQLite, the one
+    /// writer anyway).
+    fn transaction<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
+        match self {
+            SqlStore::Sqlite(e) => e.write(f),
+            SqlStore::Postgres(e) => e.transaction(f),
         }
     }
 
@@ -378,6 +391,26 @@ impl Store for SqlStore {
 
     fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError> {
         self.statement(|db| sync::claim_schedule(db, repository, seen, next))
+    }
+
+    fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError> {
+        self.statement(|db| uploads::create(db, id, repository))
+    }
+
+    fn upload(&self, id: &str) -> Result<Option<SharedUpload>, MetadataError> {
+        self.transaction(|db| uploads::get(db, id))
+    }
+
+    fn append_upload(&self, id: &str, chunk: &UploadChunk) -> Result<bool, MetadataError> {
+        self.transaction(|db| uploads::append(db, id, chunk))
+    }
+
+    fn end_upload(&self, id: &str, size: Option<u64>) -> Result<Option<Vec<UploadChunk>>, MetadataError> {
+        self.transaction(|db| uploads::end(db, id, size))
+    }
+
+    fn expire_uploads(&self, before: Millis) -> Result<Vec<(String, Vec<UploadChunk>)>, MetadataError> {
+        self.transaction(|db| uploads::expire(db, before))
     }
 
     fn ping(&self) -> Result<(), MetadataError> {

@@ -679,3 +679,31 @@ fn a_due_schedule_is_claimed_by_one_node_only() {
     assert_eq!(s.repository("mirror").unwrap().unwrap().next_sync_at, Some(5000));
     assert!(!s.claim_sync_schedule("nope", 1000, 6000).unwrap());
 }
+
+#[test]
+fn a_shared_upload_advances_only_from_where_it_stands() {
+    let (_d, s) = open();
+    let chunk = |start: u64, end: u64, key: &str| UploadChunk { start, end, key: key.into() };
+    s.create_upload("u1", "team/app").unwrap();
+    let got = s.upload("u1").unwrap().unwrap();
+    assert_eq!((got.repository.as_str(), got.size, got.chunks.len()), ("team/app", 0, 0));
+    assert!(s.append_upload("u1", &chunk(0, 5, "k0")).unwrap());
+    assert!(!s.append_upload("u1", &chunk(0, 7, "k0b")).unwrap(), "another node appended at 0 first");
+    assert!(s.append_upload("u1", &chunk(5, 9, "k5")).unwrap());
+    assert!(!s.append_upload("nope", &chunk(0, 1, "x")).unwrap());
+    let got = s.upload("u1").unwrap().unwrap();
+    assert_eq!(got.size, 9);
+    assert_eq!(got.chunks, vec![chunk(0, 5, "k0"), chunk(5, 9, "k5")]);
+    assert_eq!(s.end_upload("u1", Some(5)).unwrap(), None, "changed since");
+    assert_eq!(s.end_upload("u1", Some(9)).unwrap(), Some(vec![chunk(0, 5, "k0"), chunk(5, 9, "k5")]));
+    assert_eq!(s.upload("u1").unwrap(), None);
+    assert_eq!(s.end_upload("u1", None).unwrap(), None);
+
+    s.create_upload("old", "a").unwrap();
+    s.append_upload("old", &chunk(0, 1, "ko")).unwrap();
+    s.create_upload("cancelled", "a").unwrap();
+    assert_eq!(s.end_upload("cancelled", None).unwrap(), Some(vec![]));
+    let expired = s.expire_uploads(now_millis() + 1000).unwrap();
+    assert_eq!(expired, vec![("old".to_owned(), vec![chunk(0, 1, "ko")])]);
+    assert!(s.expire_uploads(now_millis() + 1000).unwrap().is_empty());
+}
