@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::admin::{Admin, Readiness};
 use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
+use crate::cluster::{port::ClusterPort, Cluster};
 use crate::auth::Auth;
 use crate::config::{Config, ServerConfig};
 use crate::gc::{Disk, DiskParts};
@@ -85,6 +86,11 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         metrics.clone(),
         config.server.max_manifest_size,
     );
+    let cluster = Cluster::new(&config.cluster, metadata.clone());
+    if let Some(cluster) = &cluster {
+        cluster.forget_own_fills().await;
+    }
+    let pull = pull.with_cluster(cluster.clone());
     let upstream_names = config.upstreams.iter().map(|u| u.name.clone()).collect();
     let distributions = Distributions::load(metadata.clone(), upstream_names)
         .await
@@ -156,6 +162,10 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     };
     let registry_listener = bind("server.listen", config.server.listen).await?;
     let admin_listener = bind("server.admin_listen", config.server.admin_listen).await?;
+    let cluster_listener = match config.cluster.port.as_ref() {
+        Some(port) => Some(bind("cluster.listen", port.listen).await?),
+        None => None,
+    };
     let registry_addr = registry_listener.local_addr().map_err(|source| StartError::Bind {
         key: "server.listen",
         addr: config.server.listen,
@@ -175,9 +185,11 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     // Caught from here on, before anyone can be told wharf is up: a SIGHUP
     // that arrives early must not kill the process (the default action).
     let mut signals = Signals::new();
+    let cluster_addr = cluster_listener.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(
         registry = %registry_addr,
         admin = %admin_addr,
+        cluster = cluster_addr.map(|a| a.to_string()),
         tls = registry_tls.is_some(),
         storage = %config.storage.path.display(),
         objects = %storage.describe(),
@@ -198,6 +210,16 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         stop_rx.clone(),
         metrics.connections.clone(),
     ));
+    let cluster_server = match (cluster_listener, cluster) {
+        (Some(socket), Some(cluster)) => Some(tokio::spawn(server::serve(
+            Listener { socket, name: "cluster", tls: None },
+            Arc::new(ClusterPort::new(cluster, pull.clone())),
+            settings_rx.clone(),
+            stop_rx.clone(),
+            metrics.connections.clone(),
+        ))),
+        _ => None,
+    };
     let admin_server = tokio::spawn(server::serve(
         Listener { socket: admin_listener, name: "admin", tls: None },
         admin.clone(),
@@ -243,6 +265,9 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     tracing::info!(grace = ?live.applied.server.drain_grace, "shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(registry_server, admin_server);
+    if let Some(cluster_server) = cluster_server {
+        let _ = cluster_server.await;
+    }
     // Fills still running lose their last client here and are dropped with
     // the runtime: each removes its spool file, and nothing unverified was
     // ever renamed into objects/ (the next start empties spool/ anyway).

@@ -460,6 +460,11 @@ impl RawConfig {
             return Err(invalid("upstream.default", "only one upstream may be the default"));
         }
         let auth = self.auth.validate()?;
+        let metadata = self.metadata.validate()?;
+        let cluster = self.cluster.validate()?;
+        if cluster.port.is_some() && metadata.url.is_none() {
+            return Err(invalid("cluster.advertise", "a cluster port needs the nodes' shared database (metadata.url)"));
+        }
         Ok(Config {
             server,
             storage,
@@ -478,8 +483,8 @@ impl RawConfig {
                 upload_timeout: parse_positive_duration("push.upload_timeout", &self.push.upload_timeout)?,
             },
             tasks: self.tasks.validate()?,
-            metadata: self.metadata.validate()?,
-            cluster: self.cluster.validate()?,
+            metadata,
+            cluster,
         })
     }
 }

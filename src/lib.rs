@@ -10,6 +10,8 @@
 //!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage, tasks }
 //!             -> tasks (background work: when it runs, its progress and outcome) -> metadata
 //!             -> gc (eviction, orphan gc, verify) -> { storage, metadata, upload }
+//!             -> cluster port -> pullthrough (a fill in progress, for another node)
+//! pullthrough -> cluster (who fills a blob; another node's fill) -> metadata
 //! ```
 //!
 //! - [`config`]: raw TOML/env config validated into typed values.
@@ -22,9 +24,10 @@
 //! - `upstream`: the remote registry client (auth, redirects, retries).
 //! - `repository`: distributions, serving a repository version, push repositories,
 //!   curation (copy, remove, revert).
-//! - `upload`: blob upload sessions (resumable, across restarts too).
+//! - `upload`: blob upload sessions (resumable, across restarts too, shared by a cluster).
+//! - `cluster`: one upstream fetch per blob for a cluster; the cluster port.
 //! - `storage`: content-addressed objects, verified ingest.
-//! - `metadata`: repositories, versions, content, distributions, remotes and tasks (SQLite).
+//! - `metadata`: repositories, versions, content, distributions, remotes and tasks (SQLite or PostgreSQL).
 //! - `sync`: remotes, their checks and tag filters; later the sync runs.
 //! - `tasks`: background tasks: limits, per-resource order, progress, cancel.
 //! - `limits`: inbound rate limits per client IP and per user.
@@ -38,6 +41,7 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod app;
 pub(crate) mod auth;
+pub(crate) mod cluster;
 pub mod cli;
 pub mod config;
 pub(crate) mod gc;

@@ -65,6 +65,9 @@ pub(crate) struct MetricSet {
     /// `kind` = timeout|connect|digest_mismatch|http.
     pub(crate) upstream_errors: IntCounterVec,
     pub(crate) fills_in_flight: IntGauge,
+    /// Fills whose bytes came from another node's fill of the same blob
+    /// (a cluster), not from an upstream.
+    pub(crate) cluster_relayed_fills: IntCounter,
     /// Requests refused by an inbound rate limit; `scope` = ip|user.
     pub(crate) rate_limited: IntCounterVec,
     /// Requests waiting for a turn under an upstream's
@@ -339,6 +342,10 @@ impl Metrics {
         )?)?;
         let fills_in_flight =
             r.add(IntGauge::new("wharf_fills_in_flight", "Blob fills from upstreams in progress")?)?;
+        let cluster_relayed_fills = r.add(IntCounter::new(
+            "wharf_cluster_relayed_fills_total",
+            "Blob fills streamed from another node's fill of the same blob instead of an upstream",
+        )?)?;
         let rate_limited = r.add(IntCounterVec::new(
             Opts::new("wharf_rate_limited_total", "Requests refused with 429 by an inbound rate limit"),
             &["scope"],
@@ -403,6 +410,7 @@ impl Metrics {
             upstream_bytes,
             upstream_errors,
             fills_in_flight,
+            cluster_relayed_fills,
             rate_limited,
             upstream_requests_waiting,
             tasks,

@@ -13,8 +13,8 @@
 //! content of push repositories, of sync repositories whose remote's
 //! policy is `immediate` (and other sync content without a recorded
 //! source), of versions a distribution pins, anything pinned by a fill or
-//! an upload's commit, and anything used since the oldest running sync
-//! started (a sync records what it fetched only at its end). **What gc removes:** objects no
+//! an upload's commit (or, in a cluster, being filled by any node), and
+//! anything used since the oldest running sync started (a sync records what it fetched only at its end). **What gc removes:** objects no
 //! repository version (of any age), uploaded blob, or remembered upstream
 //! tag references, unused for [`GC_GRACE`] (recordings of fresh pulls are
 //! batched, so a new object may not be referenced yet) and not pinned.
@@ -249,7 +249,12 @@ impl Disk {
     async fn survey(&self) -> Result<(Vec<crate::storage::ObjectEntry>, StorageReferences, HashMap<String, Millis>), DiskError> {
         self.inner.recorder.flush().await;
         self.flush_uses().await?;
-        let refs = self.inner.metadata.run(|s| s.storage_references()).await?;
+        let mut refs = self.inner.metadata.run(|s| s.storage_references()).await?;
+        // What any node of a cluster is filling is kept whole: it may be
+        // committed while this pass runs.
+        let filling = self.inner.metadata.run(|s| s.fills_in_flight()).await?;
+        refs.referenced.extend(filling.iter().cloned());
+        refs.protected.extend(filling);
         let uses = self.inner.metadata.run(|s| s.last_uses()).await?;
         let objects = self.inner.storage.list_objects().await?;
         Ok((objects, refs, uses))

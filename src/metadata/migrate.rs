@@ -38,6 +38,7 @@ pub(crate) const TABLES: &[&str] = &[
     "signing_keys",
     "upload_sessions",
     "upload_chunks",
+    "fills",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

@@ -231,6 +231,18 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// if another node changed it first.
     fn swap_signing_keys(&self, name: &str, expected: Option<&str>, document: &str) -> Result<bool, MetadataError>;
 
+    /// Claims the fill of `digest` for `node` (whose cluster port is
+    /// `address`), unless another node fills it already; with
+    /// `taking_over`, a claim of that node (which stopped answering) is
+    /// taken.
+    fn claim_fill(&self, digest: &Digest, node: &str, address: &str, taking_over: Option<&str>) -> Result<FillClaim, MetadataError>;
+    /// Ends `node`'s claim on the fill of `digest`.
+    fn release_fill(&self, digest: &Digest, node: &str) -> Result<(), MetadataError>;
+    /// Ends every fill claim of `node`; how many.
+    fn release_fills(&self, node: &str) -> Result<u64, MetadataError>;
+    /// Every digest some node is filling.
+    fn fills_in_flight(&self) -> Result<Vec<String>, MetadataError>;
+
     /// Starts an upload session shared by the cluster's nodes, empty.
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError>;
     /// A shared upload session, with its chunks in order.

@@ -621,3 +621,14 @@ pub(crate) struct UploadChunk {
     pub(crate) end: u64,
     pub(crate) key: String,
 }
+
+/// Who fills a blob for a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FillClaim {
+    /// This node: it fetches from the upstream.
+    Claimed,
+    /// Another node, reached at `address` (its cluster port).
+    Filling { node: String, address: String },
+    /// The other node's fill ended as this one looked: look again.
+    Ended,
+}

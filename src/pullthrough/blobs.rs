@@ -104,6 +104,7 @@ impl PullThrough {
             target: target.clone(),
             digest: digest.clone(),
             metrics: self.metrics.clone(),
+            cluster: self.cluster.clone(),
         });
         let result = match (started, fill.is_complete()) {
             (true, _) => "miss",
@@ -135,6 +136,7 @@ impl PullThrough {
             target: target.clone(),
             digest: digest.clone(),
             metrics: self.metrics.clone(),
+            cluster: self.cluster.clone(),
         });
         fill.stored().await
     }

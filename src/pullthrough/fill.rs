@@ -46,6 +46,7 @@ use tokio::sync::watch;
 
 use super::held::FetchedFor;
 use super::{PullError, Target};
+use crate::cluster::{Cluster, Source};
 use crate::metrics::Metrics;
 use crate::oci::Digest;
 use crate::storage::{self, Ingest, IngestError, Storage, StorageError, READ_CHUNK};
@@ -148,6 +149,8 @@ pub(crate) struct FillJob {
     pub(crate) target: Target,
     pub(crate) digest: Digest,
     pub(crate) metrics: Metrics,
+    /// With a cluster port: where the cluster says the bytes come from.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl Fill {
@@ -445,7 +448,9 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
     // while it is being filled or just committed.
     let _pin = job.storage.pin(&job.digest);
     job.metrics.fills_in_flight.inc();
-    let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx, &fills)).await {
+    // Whether this node holds the cluster's claim on the fill.
+    let mut claimed = false;
+    let outcome = match tokio::time::timeout(fill_timeout, fetch(&job, &fill, &tx, &fills, &mut claimed)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(PullError::FillTimeout),
     };
@@ -464,26 +469,87 @@ async fn run(job: FillJob, fill: Arc<Fill>, tx: watch::Sender<FillState>, fills:
     };
     fill.stored.send_replace(Some(stored));
     fills.remove(&job.digest, &fill);
+    // After the commit: a node asking from now on finds the blob stored.
+    if let (true, Some(cluster)) = (claimed, &job.cluster) {
+        cluster.release(&job.digest);
+    }
     job.metrics.fills_in_flight.dec();
 }
 
+/// Serves the fill from storage if the blob is stored (committed since
+/// the caller looked, or by another node); whether it was.
+async fn from_storage(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>) -> Result<bool, PullError> {
+    let Some(obj) = super::blobs::or_miss(&job.digest, job.storage.open_object(&job.digest).await)? else {
+        return Ok(false);
+    };
+    let _ = fill.file.set(obj.file);
+    fill.written.store(obj.size, Ordering::Release);
+    tx.send_replace(FillState::Done { size: obj.size });
+    Ok(true)
+}
+
+/// Where the bytes come from: the upstream, unless another node of the
+/// cluster fills the blob already. Sets `claimed` if this node took the
+/// cluster's claim. None if the blob turned out to be stored (and the
+/// fill is served from storage).
+async fn source(
+    job: &FillJob,
+    fill: &Arc<Fill>,
+    tx: &watch::Sender<FillState>,
+    claimed: &mut bool,
+) -> Result<Option<Source>, PullError> {
+    let Some(cluster) = &job.cluster else { return Ok(Some(Source::Upstream { claimed: false })) };
+    let mut source = cluster.source(&job.digest, None).await;
+    if let Source::Ended { node } = source {
+        // Its fill ended as this node asked: stored, or to be taken over.
+        if from_storage(job, fill, tx).await? {
+            return Ok(None);
+        }
+        source = match cluster.source(&job.digest, Some(node)).await {
+            Source::Ended { .. } => Source::Upstream { claimed: false },
+            other => other,
+        };
+    }
+    if let Source::Upstream { claimed: true } = source {
+        *claimed = true;
+    }
+    Ok(Some(source))
+}
+
 /// Ok(whether the blob is in storage now).
-async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, fills: &Fills) -> Result<bool, PullError> {
+async fn fetch(
+    job: &FillJob,
+    fill: &Arc<Fill>,
+    tx: &watch::Sender<FillState>,
+    fills: &Fills,
+    claimed: &mut bool,
+) -> Result<bool, PullError> {
     // The blob may have been committed between the caller's lookup and this
     // fill starting; then serve it from storage.
-    if let Some(obj) = super::blobs::or_miss(&job.digest, job.storage.open_object(&job.digest).await)? {
-        let _ = fill.file.set(obj.file);
-        fill.written.store(obj.size, Ordering::Release);
-        tx.send_replace(FillState::Done { size: obj.size });
+    if from_storage(job, fill, tx).await? {
         return Ok(true);
     }
-    let ingest = job.storage.begin(job.digest.clone())?;
+    let Some(source) = source(job, fill, tx, claimed).await? else { return Ok(true) };
+    let mut ingest = job.storage.begin(job.digest.clone())?;
     let _ = fill.file.set(ingest.reader());
     let upstream = &job.target.upstream;
-    let response = upstream.get_blob(&job.target.repo, &job.digest).await.map_err(PullError::from_blob_fetch)?;
-    // Before the state leaves `Starting`, so whoever sees it sees this.
-    fill.upstream_answered.store(true, Ordering::Release);
-    let size = response.size;
+    let (size, body, upstream_bytes) = match source {
+        Source::Upstream { .. } | Source::Ended { .. } => {
+            let response = upstream.get_blob(&job.target.repo, &job.digest).await.map_err(PullError::from_blob_fetch)?;
+            // Before the state leaves `Starting`, so whoever sees it sees this.
+            fill.upstream_answered.store(true, Ordering::Release);
+            let counter = job.metrics.upstream_bytes.with_label_values(&[&upstream.config().name]);
+            (response.size, response.body, Some(counter))
+        }
+        Source::Peer { node, size, body } => {
+            // The filling node uploads the object; this one keeps a copy
+            // (and uploads it only if the bucket lacks it at its commit).
+            ingest.follow_no_upload();
+            job.metrics.cluster_relayed_fills.inc();
+            tracing::debug!(digest = %job.digest, peer = %node, "streaming a blob another node is filling");
+            (size, crate::upstream::ResponseBody::relayed(body, upstream.config().idle_timeout), None)
+        }
+    };
     tx.send_replace(FillState::Streaming { size, received: 0 });
 
     // Receiving (here) and writing + hashing (on a blocking thread) run in
@@ -501,7 +567,7 @@ async fn fetch(job: &FillJob, fill: &Arc<Fill>, tx: &watch::Sender<FillState>, f
             fills.remove(&digest, &fill);
         })
     });
-    let received = receive(job, fill, tx, response.body, size, queue).await;
+    let received = receive(fill, tx, body, size, queue, upstream_bytes).await;
     let mut ingest = writer.await.map_err(|e| PullError::Internal(format!("blob writer failed: {e}")))??;
     let received = received?;
     let written = ingest.written();
@@ -537,14 +603,13 @@ const WRITE_QUEUE: usize = 8;
 
 /// Pulls the upstream body into the queue; returns the byte count.
 async fn receive(
-    job: &FillJob,
     fill: &Fill,
     tx: &watch::Sender<FillState>,
     mut body: crate::upstream::ResponseBody,
     size: Option<u64>,
     queue: tokio::sync::mpsc::Sender<Bytes>,
+    upstream_bytes: Option<prometheus::IntCounter>,
 ) -> Result<u64, PullError> {
-    let upstream_bytes = job.metrics.upstream_bytes.with_label_values(&[&job.target.upstream.config().name]);
     let mut received = 0u64;
     loop {
         // The upstream body enforces idle_timeout between chunks itself.
@@ -572,7 +637,9 @@ async fn receive(
                 *r = received;
             }
         });
-        upstream_bytes.inc_by(len);
+        if let Some(counter) = &upstream_bytes {
+            counter.inc_by(len);
+        }
         if queue.send(data).await.is_err() {
             // The writer stopped: its error is the one to report.
             return Ok(received);

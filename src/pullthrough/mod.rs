@@ -33,6 +33,7 @@ use held::Held;
 pub(crate) use recorder::{manifest_facts, Recorder};
 pub(crate) use route::{RouteError, Target, Upstreams};
 
+use crate::cluster::Cluster;
 use crate::metadata::{ContentType, Metadata, MetadataError, Origin, RepositoryKind, RepositoryFilter, all_pages};
 use crate::metrics::Metrics;
 use crate::oci::media::{self, ManifestInfo};
@@ -323,6 +324,8 @@ pub(crate) struct PullThrough {
     tags: Cache<TagKey, TagEntry>,
     tag_lists: Cache<(String, RepositoryName), TagList>,
     max_manifest_size: usize,
+    /// With a cluster port: fills coordinated across the nodes.
+    cluster: Option<Cluster>,
 }
 
 impl PullThrough {
@@ -352,7 +355,20 @@ impl PullThrough {
             tags,
             tag_lists,
             max_manifest_size,
+            cluster: None,
         }
+    }
+
+    /// Coordinates this node's fills with the other nodes of `cluster`.
+    pub(crate) fn with_cluster(mut self, cluster: Option<Cluster>) -> PullThrough {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The fill of `digest` in progress on this node, if any (for another
+    /// node of the cluster).
+    pub(crate) fn fill_in_flight(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.fills.get(digest)
     }
 
     /// The upstream table, which a reload replaces.

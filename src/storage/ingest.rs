@@ -27,6 +27,9 @@ pub(super) enum Upload {
     /// Its bytes are in the bucket already under this key (a shared upload
     /// session's one chunk): copied there.
     Copy(String),
+    /// Another node is uploading it (it was streamed from that node's
+    /// fill): uploaded only if the bucket still lacks it after a moment.
+    Relayed,
 }
 use crate::oci::{Digest, Hasher};
 
@@ -50,6 +53,7 @@ impl Storage {
             committed: false,
             discarded: false,
             follower: None,
+            follow: true,
         })
     }
 
@@ -90,6 +94,8 @@ pub(crate) struct Ingest {
     discarded: bool,
     /// With S3, the upload following the spool file (see [`super::follow`]).
     follower: Option<Follower>,
+    /// Whether to start one.
+    follow: bool,
 }
 
 impl Ingest {
@@ -101,6 +107,12 @@ impl Ingest {
 
     pub(crate) fn written(&self) -> u64 {
         self.written
+    }
+
+    /// With S3: no upload follows the writes. Another node uploads the
+    /// object; the commit uploads it only if the bucket still lacks it.
+    pub(crate) fn follow_no_upload(&mut self) {
+        self.follow = false;
     }
 
     /// Appends a chunk and feeds it to the hasher, on the calling thread:
@@ -127,6 +139,9 @@ impl Ingest {
     /// Tells the upload following the file (with S3) how far it is,
     /// starting one once the file passed a part's size.
     fn follow(&mut self) {
+        if !self.follow {
+            return;
+        }
         match &mut self.follower {
             Some(follower) => follower.written(self.written),
             None if self.written >= PART_SIZE as u64 => {
@@ -189,6 +204,7 @@ impl Ingest {
             let upload = match (self.upload, self.follower.take()) {
                 (false, _) => Upload::None,
                 (true, Some(follower)) => Upload::Following(follower),
+                (true, None) if !self.follow => Upload::Relayed,
                 (true, None) => Upload::Whole,
             };
             let kept = storage.commit_remote_blocking(&self.expected, &self.reader, &self.path, self.written, upload)?;

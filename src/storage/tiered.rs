@@ -20,6 +20,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::ingest::Upload;
+
+/// How often, and how far apart, a relayed blob's commit looks for the
+/// filling node's upload before making its own.
+const RELAYED_CHECKS: u32 = 20;
+const RELAYED_PAUSE: Duration = Duration::from_millis(250);
 use super::{hot::HotTier, now_millis, Remote, Storage, StorageError};
 use crate::oci::{Digest, Hasher};
 
@@ -99,6 +104,7 @@ impl Storage {
             Upload::Whole => Some(tokio::runtime::Handle::current().block_on(remote.upload(digest, file.clone(), len))?),
             Upload::Following(follower) => Some(follower.finish_blocking(len)?),
             Upload::Copy(key) => Some(tokio::runtime::Handle::current().block_on(remote.copy_key_to(&key, digest))?),
+            Upload::Relayed => Some(self.upload_relayed_blocking(remote, digest, file, len)?),
         };
         if let Some(added) = added {
             // Counted once: a digest the bucket held already adds nothing.
@@ -122,6 +128,21 @@ impl Storage {
         }
         metrics.hot_tier_bytes.set(hot.usage().0 as i64);
         Ok(true)
+    }
+
+    /// The commit of a blob streamed from another node's fill: that node
+    /// completes its upload as it verifies, a moment before this one got
+    /// the last byte; waited for (a few seconds at most) rather than
+    /// uploaded twice. Whether this node uploaded it.
+    fn upload_relayed_blocking(&self, remote: &Remote, digest: &Digest, file: &Arc<File>, len: u64) -> Result<bool, StorageError> {
+        let runtime = tokio::runtime::Handle::current();
+        for _ in 0..RELAYED_CHECKS {
+            if runtime.block_on(remote.head(digest))?.is_some() {
+                return Ok(false);
+            }
+            std::thread::sleep(RELAYED_PAUSE);
+        }
+        runtime.block_on(remote.upload(digest, file.clone(), len))
     }
 
     /// Drops the local copy of `digest`, if any.

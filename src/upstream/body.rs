@@ -37,6 +37,13 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
+    /// The body of a response from another node of the cluster (which
+    /// relays its upstream's bytes): no upstream turn held, the same
+    /// `idle_timeout` between frames.
+    pub(crate) fn relayed(inner: Incoming, idle_timeout: Duration) -> ResponseBody {
+        ResponseBody::new(inner, idle_timeout, None)
+    }
+
     pub(super) fn new(inner: Incoming, idle_timeout: Duration, permit: Option<Permit>) -> ResponseBody {
         ResponseBody {
             inner,

@@ -370,3 +370,108 @@ async fn an_upload_started_on_one_node_is_continued_and_finished_on_the_other() 
     a.stop();
     b.stop();
 }
+
+/// A free loopback port (free when looked at).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Node `name` of a cluster with a cluster port on `port`, sharing `url`'s
+/// database and the bucket prefix `cluster/`, its upstream `up` at
+/// `upstream`.
+fn port_node(dir: &std::path::Path, name: &str, url: &str, s3: &crate::s3::SeaweedFs, upstream: &str, port: u16) -> Wharf {
+    let secret = dir.join("cluster.secret");
+    std::fs::write(&secret, "a7c0e5b9f1d24e6a8b3c5d7e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9012345\n").expect("write the secret");
+    let node_dir = dir.join(name);
+    let extra = format!(
+        "[cluster]\nnode_name = {name:?}\nadvertise = \"127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\nsecret_file = {:?}\n",
+        secret
+    );
+    let config = write_config_on(&node_dir, &[UpstreamEntry::new("up", upstream)], url, &extra);
+    let toml = std::fs::read_to_string(&config).expect("read config");
+    let toml = toml.replacen("\n\n[log]", &format!("\n{}\n\n[log]", s3.storage_toml("cluster/", "1GiB")), 1);
+    std::fs::write(&config, toml).expect("write config");
+    Wharf::start_with_config(&config)
+}
+
+async fn counter(wharf: &Wharf, name: &str) -> u64 {
+    let text = http::get(&format!("{}/metrics", wharf.admin_url())).await;
+    let text = String::from_utf8_lossy(&text.body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+        .trim()
+        .parse::<f64>()
+        .expect("a number") as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_missing_one_blob_fetch_it_once_and_a_dead_filler_is_taken_over() {
+    use crate::fake_upstream::{FakeUpstream, Gate, Script};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pg = Postgres::start(&tmp.path().join("pg"));
+    pg.sql("postgres", "CREATE DATABASE wharf");
+    let url = pg.url("wharf");
+    let s3 = crate::s3::SeaweedFs::start(&tmp.path().join("s3"), "wharf-fills");
+    let fake = FakeUpstream::start().await;
+    let blob: Vec<u8> = (0..(3u32 << 20)).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
+    let digest = fake.put_blob(blob.clone());
+    let gate = Gate::new();
+    fake.script(&digest, Script::normal().stalling_at(1 << 20, &gate).times(1));
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = port_node(tmp.path(), "a", &url, &s3, &fake.url(), port_a);
+    let b = port_node(tmp.path(), "b", &url, &s3, &fake.url(), port_b);
+
+    // a misses first and its fill stalls a third of the way; b misses the
+    // same blob meanwhile and streams it from a's fill.
+    let get = |w: &Wharf| {
+        let url = format!("{}/v2/up/team/app/blobs/{digest}", w.url());
+        tokio::spawn(async move { http::get(&url).await })
+    };
+    let from_a = get(&a);
+    gate.reached(1).await;
+    let from_b = get(&b);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&b, "wharf_cluster_relayed_fills_total").await < 1 {
+        assert!(Instant::now() < deadline, "b never streamed a's fill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gate.open();
+    for (node, response) in [("a", from_a.await.expect("a's client")), ("b", from_b.await.expect("b's client"))] {
+        assert_eq!(response.status, 200, "{node}");
+        assert!(response.body == blob, "{node}'s client got the blob");
+    }
+    assert_eq!(fake.count("GET", &digest), 1, "one upstream fetch for the cluster");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.sql("wharf", "SELECT count(*) FROM fills") != ["0"] {
+        assert!(Instant::now() < deadline, "the fill's claim was never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The fills are on the cluster port only, and only signed.
+    let r = http::get(&format!("{}/cluster/v1/fills/{digest}", a.url())).await;
+    assert_eq!(r.status, 404, "the registry port has no cluster requests");
+    let r = http::get(&format!("http://127.0.0.1:{port_a}/cluster/v1/fills/{digest}")).await;
+    assert_eq!(r.status, 401);
+    let forged = [("x-wharf-node", "b"), ("x-wharf-time", "1"), ("Authorization", "WharfNode 00")];
+    let r = http::request("GET", &format!("http://127.0.0.1:{port_a}/cluster/v1/fills/{digest}"), &forged).await;
+    assert_eq!(r.status, 401);
+
+    // a dies while it fills another blob; b, missing it, takes the fill
+    // over without waiting for a's lease.
+    let other: Vec<u8> = blob.iter().rev().copied().collect();
+    let other_digest = fake.put_blob(other.clone());
+    let stall = Gate::new();
+    fake.script(&other_digest, Script::normal().stalling_at(1 << 20, &stall).times(1));
+    let url_a = format!("{}/v2/up/team/app/blobs/{other_digest}", a.url());
+    let stalled = tokio::spawn(async move { http::get(&url_a).await });
+    stall.reached(1).await;
+    a.kill9();
+    let _ = stalled.await;
+    let r = http::get(&format!("{}/v2/up/team/app/blobs/{other_digest}", b.url())).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == other);
+    assert_eq!(fake.count("GET", &other_digest), 2, "a's fetch, then b's own");
+    assert!(b.log_lines().iter().any(|l| l.contains("taking the fill over")));
+    b.stop();
+}

@@ -11,6 +11,7 @@
 //! - `signatures`, `distributions`, `remotes`, `tasks`;
 //! - `keys`: the token signing keys a cluster's nodes share;
 //! - `uploads`: the blob upload sessions a cluster's nodes share;
+//! - `fills`: which node fetches a blob for the whole cluster;
 //! - `storage`: what eviction and gc need (references, last uses).
 //!
 //! Migrations are numbered files applied in order, one transaction each,
@@ -23,7 +24,7 @@ use super::db::sqlite::Sqlite;
 use super::db::Db;
 use super::{
     AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
-    DistributionPatch, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
+    DistributionPatch, FillClaim, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
     SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
 };
@@ -32,6 +33,7 @@ use crate::oci::Digest;
 mod content;
 mod curate;
 mod distributions;
+mod fills;
 mod keys;
 mod pullthrough;
 mod push;
@@ -57,6 +59,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_cluster_tasks.sql"),
     include_str!("../migrations/0009_signing_keys.sql"),
     include_str!("../migrations/0010_upload_sessions.sql"),
+    include_str!("../migrations/0011_fills.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -391,6 +394,22 @@ impl Store for SqlStore {
 
     fn claim_sync_schedule(&self, repository: &str, seen: Millis, next: Millis) -> Result<bool, MetadataError> {
         self.statement(|db| sync::claim_schedule(db, repository, seen, next))
+    }
+
+    fn claim_fill(&self, digest: &Digest, node: &str, address: &str, taking_over: Option<&str>) -> Result<FillClaim, MetadataError> {
+        self.transaction(|db| fills::claim(db, &digest.to_string(), node, address, taking_over))
+    }
+
+    fn release_fill(&self, digest: &Digest, node: &str) -> Result<(), MetadataError> {
+        self.statement(|db| fills::release(db, &digest.to_string(), node))
+    }
+
+    fn release_fills(&self, node: &str) -> Result<u64, MetadataError> {
+        self.statement(|db| fills::release_all(db, node))
+    }
+
+    fn fills_in_flight(&self) -> Result<Vec<String>, MetadataError> {
+        self.read(fills::in_flight)
     }
 
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError> {

@@ -707,3 +707,21 @@ fn a_shared_upload_advances_only_from_where_it_stands() {
     assert_eq!(expired, vec![("old".to_owned(), vec![chunk(0, 1, "ko")])]);
     assert!(s.expire_uploads(now_millis() + 1000).unwrap().is_empty());
 }
+
+#[test]
+fn a_fill_is_claimed_by_one_node_and_taken_over_only_from_the_node_named() {
+    let (_d, s) = open();
+    let d = digest("blob");
+    let filling = |node: &str, address: &str| FillClaim::Filling { node: node.into(), address: address.into() };
+    assert_eq!(s.claim_fill(&d, "a", "a:5060", None).unwrap(), FillClaim::Claimed);
+    assert_eq!(s.claim_fill(&d, "b", "b:5060", None).unwrap(), filling("a", "a:5060"));
+    assert_eq!(s.claim_fill(&d, "a", "a:5060", None).unwrap(), FillClaim::Claimed, "its own claim");
+    assert_eq!(s.claim_fill(&d, "b", "b:5060", Some("c")).unwrap(), filling("a", "a:5060"), "c holds nothing");
+    assert_eq!(s.fills_in_flight().unwrap(), vec![d.to_string()]);
+    assert_eq!(s.claim_fill(&d, "b", "b:5060", Some("a")).unwrap(), FillClaim::Claimed, "a stopped answering");
+    s.release_fill(&d, "a").unwrap();
+    assert_eq!(s.claim_fill(&d, "c", "c:5060", None).unwrap(), filling("b", "b:5060"), "a's release is not b's");
+    assert_eq!(s.release_fills("b").unwrap(), 1);
+    assert!(s.fills_in_flight().unwrap().is_empty());
+    assert_eq!(s.claim_fill(&d, "c", "c:5060", None).unwrap(), FillClaim::Claimed);
+}
