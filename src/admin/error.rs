@@ -43,6 +43,10 @@ pub(crate) enum AdminError {
     /// wharf failed (database, storage): not the caller's fault.
     #[error("{0}")]
     Internal(String),
+    /// Something wharf needs (the metadata database) cannot be reached
+    /// now: try again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<MetadataError> for AdminError {
@@ -52,6 +56,7 @@ impl From<MetadataError> for AdminError {
             MetadataError::Conflict(m) => AdminError::Conflict(m),
             MetadataError::Invalid(m) => AdminError::Invalid(m),
             MetadataError::Database(_) => AdminError::Internal(e.to_string()),
+            MetadataError::Unavailable(_) => AdminError::Unavailable(e.to_string()),
         }
     }
 }
@@ -86,6 +91,7 @@ pub(crate) enum ErrorCode {
     Unauthorized,
     Forbidden,
     Internal,
+    Unavailable,
 }
 
 /// Every error response's body.
@@ -115,6 +121,7 @@ impl AdminError {
             AdminError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             AdminError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
         }
     }
 

@@ -72,7 +72,7 @@ pub(crate) fn run(command: &MetadataCommand, config_path: Option<&Path>) -> Resu
         let code = match e {
             MetadataError::Conflict(_) => super::EX_REFUSED,
             MetadataError::Invalid(_) => super::EX_USAGE,
-            MetadataError::NotFound(_) | MetadataError::Database(_) => super::EX_UNAVAILABLE,
+            MetadataError::NotFound(_) | MetadataError::Database(_) | MetadataError::Unavailable(_) => super::EX_UNAVAILABLE,
         };
         fail(code, format!("metadata migration failed: {e}"))
     })?;

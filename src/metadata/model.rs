@@ -18,6 +18,10 @@ pub(crate) enum MetadataError {
     /// The database failed.
     #[error("metadata database: {0}")]
     Database(String),
+    /// The database cannot be reached (down, restarting, the network):
+    /// worth trying again later, unlike [`MetadataError::Database`].
+    #[error("metadata database unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Milliseconds since the Unix epoch.

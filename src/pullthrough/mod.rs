@@ -223,6 +223,9 @@ pub(crate) struct TagsPage {
 #[derive(Clone, Hash, PartialEq, Eq)]
 struct TagKey(String);
 
+/// Tags remembered in memory for when the database is away.
+const KNOWN_TAGS: u64 = 100_000;
+
 impl TagKey {
     fn new(upstream: &str, repo: &RepositoryName, tag: &Tag) -> TagKey {
         let mut key = String::with_capacity(upstream.len() + repo.as_str().len() + tag.as_str().len() + 2);
@@ -326,6 +329,10 @@ pub(crate) struct PullThrough {
     max_manifest_size: usize,
     /// With a cluster port: fills coordinated across the nodes.
     cluster: Option<Cluster>,
+    /// The tags remembered in metadata (see [`PullThrough::remember`]),
+    /// also in memory: served when neither the upstream nor the database
+    /// can be asked.
+    known_tags: moka::sync::Cache<TagKey, Option<Digest>>,
 }
 
 impl PullThrough {
@@ -356,6 +363,7 @@ impl PullThrough {
             tag_lists,
             max_manifest_size,
             cluster: None,
+            known_tags: moka::sync::Cache::new(KNOWN_TAGS),
         }
     }
 
@@ -468,6 +476,13 @@ impl PullThrough {
         match self.metadata.run(move |s| s.contains(&repository, None, kind, &wanted)).await {
             Ok(held) => Ok(held),
             Err(MetadataError::NotFound(_)) => Ok(false),
+            // Without the database the upstream decides, as for content
+            // never recorded: pulls go on while it is away.
+            Err(MetadataError::Unavailable(e)) => {
+                tracing::warn!(repository = %self.repository_of(target), %digest, error = %e,
+                    "metadata database unavailable; asking the upstream whether the repository holds it");
+                Ok(false)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -526,8 +541,22 @@ impl PullThrough {
 
     /// What `tag` pointed at when last confirmed with the upstream.
     async fn last_known(&self, target: &Target, tag: &Tag) -> Result<Option<Digest>, PullError> {
+        let key = TagKey::new(&target.upstream.config().name, &target.repo, tag);
         let (upstream, remote, tag) = (target.upstream.config().name.clone(), target.repo.to_string(), tag.to_string());
-        Ok(self.metadata.run(move |s| s.upstream_tag(&upstream, &remote, &tag)).await?)
+        match self.metadata.run(move |s| s.upstream_tag(&upstream, &remote, &tag)).await {
+            Ok(known) => {
+                self.known_tags.insert(key, known.clone());
+                Ok(known)
+            }
+            Err(MetadataError::Unavailable(e)) => {
+                let known = self.known_tags.get(&key).flatten();
+                if known.is_some() {
+                    tracing::warn!(repository = %target.repo, error = %e, "metadata database unavailable; serving the tag this node last knew");
+                }
+                Ok(known)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Remembers what `tag` points at now, durably before the client gets
@@ -537,6 +566,7 @@ impl PullThrough {
     /// for when the upstream is down, so a write that fails (a full disk)
     /// is logged and the answer served all the same.
     async fn remember(&self, target: &Target, tag: &Tag, digest: Option<Digest>) -> Result<(), PullError> {
+        self.known_tags.insert(TagKey::new(&target.upstream.config().name, &target.repo, tag), digest.clone());
         let (upstream, remote, tag) = (target.upstream.config().name.clone(), target.repo.to_string(), tag.to_string());
         let (name, t) = (remote.clone(), tag.clone());
         if let Err(e) = self.metadata.run(move |s| s.set_upstream_tag(&upstream, &remote, &tag, digest.as_ref())).await {

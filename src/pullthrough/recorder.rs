@@ -6,7 +6,9 @@
 //! [`QUIET`] without new recordings or [`MAX_DELAY`] after it opened, so the
 //! manifests of one pull (an index, then the child a client picks) land in
 //! one version, and a crash loses at most the last moments of recordings,
-//! never consistency. A clean shutdown flushes everything.
+//! never consistency. A clean shutdown flushes everything. While the
+//! database cannot be reached (a cluster's PostgreSQL restarting), batches
+//! are kept and written again every few seconds.
 //!
 //! The same manifest served again under the same tag is not sent at all: a
 //! bounded memory of what was recorded keeps the hot path to one lookup.
@@ -17,7 +19,7 @@ use moka::sync::Cache;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metadata::{
-    Change, Descriptor, IndexChild, ManifestFacts, Metadata, Origin, Platform, Recording,
+    Change, Descriptor, IndexChild, ManifestFacts, Metadata, MetadataError, Origin, Platform, Recording,
 };
 use crate::oci::media::{self, References};
 use crate::oci::Digest;
@@ -30,6 +32,11 @@ const MAX_DELAY: Duration = Duration::from_secs(2);
 const QUEUE: usize = 16_384;
 /// (repository, tag, digest) triples remembered as recorded.
 const SEEN: u64 = 200_000;
+/// While the database cannot be reached, recordings wait this long
+/// between attempts...
+const RETRY: Duration = Duration::from_secs(5);
+/// ...and at most this many wait.
+const KEPT: usize = 100_000;
 
 // Almost every message is a recording; a flush is rare, so its small size
 // is no reason to box the common case.
@@ -164,7 +171,20 @@ async fn run(metadata: Metadata, mut rx: mpsc::Receiver<Message>, seen: Cache<Se
     let mut batch: Vec<Recording> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
-        let Some(first) = rx.recv().await else { break };
+        // Recordings kept while the database was unreachable are written
+        // again after a pause, new recordings or not.
+        let first = if batch.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(RETRY, rx.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    write(&metadata, &mut batch, &seen).await;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
         let deadline = tokio::time::Instant::now() + MAX_DELAY;
         let mut next = Some(first);
         while let Some(m) = next.take() {
@@ -204,13 +224,31 @@ async fn write(metadata: &Metadata, batch: &mut Vec<Recording>, seen: &Cache<See
             Change::TagRemoved { .. } => None,
         })
         .collect();
-    match metadata.run(move |s| s.record(&recordings)).await {
+    // The recordings come back when the database could not be reached.
+    let written = metadata.run(move |s| Ok(s.record(&recordings).map_err(|e| (e, recordings)))).await;
+    let written = match written {
+        Ok(written) => written,
+        Err(e) => Err((e, Vec::new())),
+    };
+    match written {
         Ok(created) => {
             for c in created {
                 tracing::info!(repository = %c.repository, version = c.number, "repository version created");
             }
         }
-        Err(e) => {
+        Err((MetadataError::Unavailable(e), mut kept)) => {
+            // Kept (the oldest dropped past a bound) and written again
+            // once the database is back: pulls served meanwhile still
+            // become versions.
+            let over = kept.len().saturating_sub(KEPT);
+            if over > 0 {
+                kept.drain(..over);
+                tracing::error!(dropped = over, "too many pulls waiting for the metadata database; the oldest are not recorded");
+            }
+            tracing::warn!(recordings = kept.len(), error = %e, "recording pulls deferred: the metadata database cannot be reached; retrying");
+            *batch = kept;
+        }
+        Err((e, _)) => {
             // Forget them so the next pull records them again.
             for k in forget {
                 seen.invalidate(&k);

@@ -475,3 +475,76 @@ async fn two_nodes_missing_one_blob_fetch_it_once_and_a_dead_filler_is_taken_ove
     assert!(b.log_lines().iter().any(|l| l.contains("taking the fill over")));
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_database_a_node_serves_warm_pulls_reports_not_ready_and_recovers() {
+    let Rig { tmp, _pg: pg, url, clients, mut upstream } = Rig::start();
+    let config = write_config_on(
+        &tmp.path().join("n"),
+        // Tags revalidated after a second: the offline pull below needs
+        // what the node remembers, not a fresh cache entry.
+        &[UpstreamEntry::new("up", &upstream.url()).extra("tag_ttl = \"1s\"")],
+        &url,
+        "[cluster]\nnode_name = \"n\"\n",
+    );
+    let n = Wharf::start_with_config(&config);
+    let ready = || {
+        let url = format!("{}/readyz", n.admin_url());
+        async move { http::get(&url).await }
+    };
+    let latest = || {
+        let url = format!("{}/api/v1/repositories/up%2Fteam%2Fapp", n.admin_url());
+        async move {
+            let r = http::get(&url).await;
+            if r.status == 200 { r.json()["latest_version"].as_u64() } else { None }
+        }
+    };
+    let pull = |tag: &str, dir: &str| {
+        clients.pull_to_layout(&format!("docker://{}/up/team/app:{tag}", n.host()), &tmp.path().join(dir), tag, &[])
+    };
+    pull("1", "first");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latest().await != Some(1) {
+        assert!(Instant::now() < deadline, "the first pull was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pg.halt();
+    let r = ready().await;
+    assert_eq!(r.status, 503, "not ready without the database");
+    assert!(String::from_utf8_lossy(&r.body).contains("metadata"), "{}", String::from_utf8_lossy(&r.body));
+    // Warm pulls go on, and so does a new tag from the upstream (its
+    // recording waits for the database).
+    pull("1", "warm");
+    let image = Image::random(&[2048]);
+    images::push(&clients, tmp.path(), &image, &upstream.host(), "team/app", &["2"], None);
+    pull("2", "new");
+    // Its recording is kept until the database is back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !n.log_lines().iter().any(|l| l.contains("recording pulls deferred")) {
+        assert!(Instant::now() < deadline, "the recording was never tried and kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // With the upstream down as well, once the tag is due for
+    // revalidation: the tag this node last knew.
+    upstream.stop();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pull("1", "offline");
+    assert!(n.log_lines().iter().any(|l| l.contains("serving the tag this node last knew")));
+
+    pg.resume();
+    upstream.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready().await.status != 200 {
+        assert!(Instant::now() < deadline, "never ready again after the database came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The pull made during the outage became a version once it was back.
+    while latest().await != Some(2) {
+        assert!(Instant::now() < deadline, "the pull made without the database was never recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tags = http::get(&format!("{}/api/v1/repositories/up%2Fteam%2Fapp/versions/2/tags", n.admin_url())).await;
+    assert!(String::from_utf8_lossy(&tags.body).contains("\"2\""), "{}", String::from_utf8_lossy(&tags.body));
+    n.stop();
+}

@@ -12,6 +12,8 @@ pub struct Postgres {
     bin: PathBuf,
     /// The loopback TCP port, when it listens on one (with TLS).
     port: Option<u16>,
+    /// The server's options, to start it again.
+    options: String,
 }
 
 fn server_bin() -> PathBuf {
@@ -109,14 +111,36 @@ impl Postgres {
                 Some(port)
             }
         };
-        let out = as_owner(&bin.join("pg_ctl"))
-            .args(["-D", &data.display().to_string(), "-l", &dir.join("postgres.log").display().to_string()])
-            .args(["-w", "-t", "60", "-o", &options, "start"])
+        let pg = Postgres { dir: dir.to_owned(), bin, port, options };
+        pg.start_server();
+        pg
+    }
+
+    fn start_server(&self) {
+        let out = as_owner(&self.bin.join("pg_ctl"))
+            .args(["-D", &self.dir.join("data").display().to_string(), "-l", &self.dir.join("postgres.log").display().to_string()])
+            .args(["-w", "-t", "60", "-o", &self.options, "start"])
             .output()
             .expect("run pg_ctl");
-        let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
         assert!(out.status.success(), "pg_ctl start: {}\n{log}", String::from_utf8_lossy(&out.stderr));
-        Postgres { dir: dir.to_owned(), bin, port }
+    }
+
+    /// Stops the server (its clients' connections are cut), as an outage
+    /// would; [`Postgres::resume`] starts it again. A fast shutdown, not
+    /// an immediate one: this throwaway server runs without fsync, so only
+    /// a clean stop keeps what was committed.
+    pub fn halt(&self) {
+        let out = as_owner(&self.bin.join("pg_ctl"))
+            .args(["-D", &self.dir.join("data").display().to_string(), "-m", "fast", "-w", "stop"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts the server [`Postgres::halt`] stopped, with its data.
+    pub fn resume(&self) {
+        self.start_server();
     }
 
     /// A `postgres://` URL over TCP to `localhost`, requiring TLS.

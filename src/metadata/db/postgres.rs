@@ -31,7 +31,31 @@ type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
 impl From<postgres::Error> for MetadataError {
     fn from(e: postgres::Error) -> Self {
-        MetadataError::Database(message(&e))
+        if is_unavailable(&e) {
+            MetadataError::Unavailable(message(&e))
+        } else {
+            MetadataError::Database(message(&e))
+        }
+    }
+}
+
+/// Whether `e` says the server cannot be reached now (no connection, a
+/// lost one, a server shutting down or starting) rather than that a
+/// statement failed.
+fn is_unavailable(e: &postgres::Error) -> bool {
+    match e.as_db_error() {
+        // SQLSTATE class 08 (connection exception), 57P0x (shutdown,
+        // crash, cannot connect now).
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        // No server error: a lost or refused connection (an I/O error
+        // underneath), not a value that failed to convert.
+        None => {
+            use std::error::Error as _;
+            e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>()) || e.to_string().starts_with("error connecting")
+        }
     }
 }
 
@@ -153,7 +177,10 @@ impl Session<'_> {
             .conn
             .client
             .prepare(&rewritten.sql)
-            .map_err(|e| MetadataError::Database(format!("{}, in: {}", message(&e), super::first_line(sql))))?;
+            .map_err(|e| match MetadataError::from(e) {
+                MetadataError::Database(m) => MetadataError::Database(format!("{m}, in: {}", super::first_line(sql))),
+                other => other,
+            })?;
         self.conn.statements.insert(sql.to_owned(), (stmt.clone(), rewritten.names.clone()));
         Ok((stmt, rewritten.names))
     }
