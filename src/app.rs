@@ -109,6 +109,8 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
             uploads: uploads.clone(),
             recorder: recorder.clone(),
             migrate_to: migrate_target(&config.storage, &metrics)?,
+            cluster_node: (Metadata::is_shared(&config.metadata) && storage.has_bucket())
+                .then(|| (config.cluster.node_name.clone(), config.cluster.lease)),
         },
         &config.storage,
     );

@@ -43,6 +43,8 @@ const USE_FLUSH: Duration = Duration::from_secs(30);
 /// is protected), the next attempt waits this long rather than rescanning
 /// on every commit.
 const EVICTION_BACKOFF: Duration = Duration::from_secs(10);
+/// The eviction lease's name (see `Disk::evict_as_cluster`).
+const EVICTION: &str = "eviction";
 /// An orphan younger than this (by last use, else commit time) is kept.
 pub(crate) const GC_GRACE: Duration = Duration::from_secs(3600);
 /// The task resource gc and verify share: they run one at a time.
@@ -100,6 +102,10 @@ pub(crate) struct DiskParts {
     /// With the `fs` backend and a `[storage.s3]` section: the bucket
     /// `migrate` copies the local objects into.
     pub(crate) migrate_to: Option<crate::storage::Remote>,
+    /// In a cluster (a shared database and bucket): this node's name and
+    /// `cluster.lease`. Eviction is then one node's at a time, from a
+    /// listing of the bucket.
+    pub(crate) cluster_node: Option<(String, Duration)>,
 }
 
 /// The disk housekeeper. Cheap to clone.
@@ -118,6 +124,7 @@ struct Inner {
     /// (referenced) when eviction and gc look.
     recorder: Recorder,
     migrate_to: Option<crate::storage::Remote>,
+    cluster_node: Option<(String, Duration)>,
     /// One removal pass at a time (eviction, gc): an async mutex, as a pass
     /// awaits the store and the disk.
     removing: tokio::sync::Mutex<()>,
@@ -125,7 +132,7 @@ struct Inner {
 
 impl Disk {
     pub(crate) fn new(parts: DiskParts, cfg: &StorageConfig) -> Disk {
-        let DiskParts { storage, metadata, metrics, uploads, recorder, migrate_to } = parts;
+        let DiskParts { storage, metadata, metrics, uploads, recorder, migrate_to, cluster_node } = parts;
         let bounds = Bounds::of(cfg);
         metrics.capacity_bytes.set(gauge(bounds.map_or(0, |b| b.max_size)));
         let disk = Disk {
@@ -137,6 +144,7 @@ impl Disk {
                 uploads,
                 recorder,
                 migrate_to,
+                cluster_node,
                 removing: tokio::sync::Mutex::new(()),
             }),
         };
@@ -181,6 +189,9 @@ impl Disk {
     }
 
     async fn evict_forever(&self) {
+        if let (Some((node, lease)), Some(bounds)) = (self.inner.cluster_node.clone(), self.inner.bounds) {
+            return self.evict_as_cluster(node, lease, bounds).await;
+        }
         // Whether the last pass ended over the high watermark: warned once,
         // not every pause.
         let mut stuck = false;
@@ -212,15 +223,62 @@ impl Disk {
         }
     }
 
+    /// Eviction in a cluster: one node at a time, the holder of the
+    /// eviction lease, from a listing of the bucket (each node's own
+    /// totals miss what the others stored). The holder looks once per
+    /// `lease` (`cluster.lease`), or sooner once what it stored itself
+    /// takes its count past the high watermark; the lease lasts three.
+    async fn evict_as_cluster(&self, node: String, lease: Duration, bounds: Bounds) {
+        let mut last_look: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = self.inner.storage.grown() => {}
+                () = tokio::time::sleep(lease) => {}
+            }
+            self.publish();
+            let due = last_look.is_none_or(|t| t.elapsed() >= lease)
+                || self.inner.storage.usage().0 > bounds.high;
+            if !due {
+                continue;
+            }
+            let now = crate::metadata::now_millis();
+            let until = now + i64::try_from((lease * 3).as_millis()).unwrap_or(i64::MAX);
+            let name = node.clone();
+            match self.inner.metadata.run(move |s| s.take_lease(EVICTION, &name, now, until)).await {
+                Ok(true) => {
+                    last_look = Some(tokio::time::Instant::now());
+                    if let Err(e) = self.evict(bounds).await {
+                        tracing::error!(error = %e, "eviction failed");
+                    }
+                    self.publish();
+                }
+                // Another node evicts.
+                Ok(false) => last_look = Some(tokio::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "cannot take the eviction lease; trying again later"),
+            }
+            // However much is stored, not more often than this.
+            tokio::time::sleep(EVICTION_BACKOFF).await;
+        }
+    }
+
     /// Evicts unprotected blobs, least recently used first, until the store
     /// is at or below the low watermark (or nothing evictable is left).
+    /// In a cluster, the bucket's listing says how much is stored.
     pub(crate) async fn evict(&self, bounds: Bounds) -> Result<(), DiskError> {
         let _turn = self.inner.removing.lock().await;
+        let clustered = self.inner.cluster_node.is_some();
+        if !clustered && self.inner.storage.usage().0 <= bounds.high {
+            return Ok(());
+        }
+        let (objects, refs, uses) = self.survey().await?;
+        if clustered {
+            let listed: u64 = objects.iter().map(|o| o.size).sum();
+            self.inner.storage.recount(listed, objects.len() as u64);
+        }
         let (total, _) = self.inner.storage.usage();
         if total <= bounds.high {
             return Ok(());
         }
-        let (objects, refs, uses) = self.survey().await?;
         let order = eviction_order(objects, &refs, &uses);
         let mut removed = Vec::new();
         let (mut freed, start) = (0u64, total);

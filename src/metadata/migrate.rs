@@ -39,6 +39,7 @@ pub(crate) const TABLES: &[&str] = &[
     "upload_sessions",
     "upload_chunks",
     "fills",
+    "leases",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

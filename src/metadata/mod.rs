@@ -242,6 +242,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn release_fills(&self, node: &str) -> Result<u64, MetadataError>;
     /// Every digest some node is filling.
     fn fills_in_flight(&self) -> Result<Vec<String>, MetadataError>;
+    /// Takes or renews lease `name` for `node` until `until`, unless
+    /// another node holds it past `now`; whether `node` holds it now.
+    fn take_lease(&self, name: &str, node: &str, now: Millis, until: Millis) -> Result<bool, MetadataError>;
 
     /// Starts an upload session shared by the cluster's nodes, empty.
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError>;

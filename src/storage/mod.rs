@@ -315,6 +315,13 @@ impl Storage {
         (self.inner.bytes.load(Ordering::Relaxed), self.inner.objects_count.load(Ordering::Relaxed))
     }
 
+    /// Sets the totals to a listing's (in a cluster, the bucket's, which
+    /// holds what every node stored).
+    pub(crate) fn recount(&self, bytes: u64, objects: u64) {
+        self.inner.bytes.store(bytes, Ordering::Relaxed);
+        self.inner.objects_count.store(objects, Ordering::Relaxed);
+    }
+
     /// Resolves after a commit added bytes (or at once if one did since
     /// the last call): for the evictor.
     pub(crate) async fn grown(&self) {

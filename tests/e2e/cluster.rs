@@ -548,3 +548,50 @@ async fn without_its_database_a_node_serves_warm_pulls_reports_not_ready_and_rec
     assert!(String::from_utf8_lossy(&tags.body).contains("\"2\""), "{}", String::from_utf8_lossy(&tags.body));
     n.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_runs_on_one_node_at_a_time_from_the_buckets_listing() {
+    let rig = Rig::start();
+    let s3 = crate::s3::SeaweedFs::start(&rig.tmp.path().join("s3"), "wharf-evict");
+    const LAYER: usize = 1_000_000;
+    let repos = ["team/a", "team/b", "team/c", "team/d"];
+    let images: Vec<Image> = repos.iter().map(|_| Image::random(&[LAYER])).collect();
+    for (image, repo) in images.iter().zip(repos) {
+        images::push(&rig.clients, rig.tmp.path(), image, &rig.upstream.host(), repo, &["1"], None);
+    }
+    // Above 3 MiB in the bucket, evicted down to 2 MiB: what both nodes
+    // stored together, neither alone.
+    let node = |name: &str| {
+        let dir = rig.tmp.path().join(name);
+        let extra = format!("[cluster]\nnode_name = {name:?}\nlease = \"10s\"\n");
+        let config = write_config_on(&dir, &[UpstreamEntry::new("up", &rig.upstream.url())], &rig.url, &extra);
+        let toml = std::fs::read_to_string(&config).expect("read config");
+        let storage = format!(
+            "max_size = \"4MiB\"\nhigh_watermark = 0.75\nlow_watermark = 0.5\n{}",
+            s3.storage_toml("cluster/", "1GiB")
+        );
+        std::fs::write(&config, toml.replacen("\n\n[log]", &format!("\n{storage}\n\n[log]"), 1)).expect("write config");
+        Wharf::start_with_config(&config)
+    };
+    let (a, b) = (node("a"), node("b"));
+    for (i, repo) in repos.iter().enumerate() {
+        let through = if i % 2 == 0 { &a } else { &b };
+        let dir = rig.tmp.path().join(format!("pulled-{i}"));
+        rig.clients.pull_to_layout(&format!("docker://{}/up/{repo}:1", through.host()), &dir, "1", &[]);
+    }
+    let bucket = || -> u64 {
+        s3.keys("cluster/").iter().filter(|(k, _)| k.starts_with("cluster/blobs/")).map(|(_, size)| size).sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while bucket() > 2 << 20 {
+        assert!(Instant::now() < deadline, "the bucket was never evicted down: {} bytes", bucket());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let evicted = [counter(&a, "wharf_evictions_total").await, counter(&b, "wharf_evictions_total").await];
+    assert!(evicted.contains(&0) && evicted.iter().sum::<u64>() >= 2, "one node evicted: {evicted:?}");
+    // What was evicted is fetched again on demand.
+    let again = rig.tmp.path().join("again");
+    rig.clients.pull_to_layout(&format!("docker://{}/up/team/a:1", b.host()), &again, "1", &[]);
+    a.stop();
+    b.stop();
+}

@@ -1,6 +1,6 @@
-//! Blob fills in flight across a cluster: which node fetches a digest
+//! Blob fills in flight across a cluster (which node fetches a digest
 //! from its upstream, so the others stream it from that node rather than
-//! fetch it again.
+//! fetch it again), and leases on work one node does at a time.
 
 use crate::metadata::db::{args, Db};
 use crate::metadata::{now_millis, FillClaim, MetadataError};
@@ -57,4 +57,16 @@ pub(super) fn release_all(db: &Db<'_>, node: &str) -> Result<u64, MetadataError>
 /// Every digest some node is filling.
 pub(super) fn in_flight(db: &Db<'_>) -> Result<Vec<String>, MetadataError> {
     db.query_vec("SELECT digest FROM fills", args![], |r| r.get(0))
+}
+
+/// Takes (or renews) lease `name` for `node` until `until`, unless another
+/// node holds it past `now`; whether `node` holds it.
+pub(super) fn take_lease(db: &Db<'_>, name: &str, node: &str, now: i64, until: i64) -> Result<bool, MetadataError> {
+    let taken = db.execute(
+        "INSERT INTO leases (name, node, expires_at) VALUES (?1, ?2, ?4)
+         ON CONFLICT (name) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+         WHERE leases.node = excluded.node OR leases.expires_at < ?3",
+        args![name, node, now, until],
+    )?;
+    Ok(taken == 1)
 }

@@ -11,7 +11,7 @@
 //! - `signatures`, `distributions`, `remotes`, `tasks`;
 //! - `keys`: the token signing keys a cluster's nodes share;
 //! - `uploads`: the blob upload sessions a cluster's nodes share;
-//! - `fills`: which node fetches a blob for the whole cluster;
+//! - `fills`: which node fetches a blob for the whole cluster, and leases;
 //! - `storage`: what eviction and gc need (references, last uses).
 //!
 //! Migrations are numbered files applied in order, one transaction each,
@@ -60,6 +60,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_signing_keys.sql"),
     include_str!("../migrations/0010_upload_sessions.sql"),
     include_str!("../migrations/0011_fills.sql"),
+    include_str!("../migrations/0012_leases.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -410,6 +411,10 @@ impl Store for SqlStore {
 
     fn fills_in_flight(&self) -> Result<Vec<String>, MetadataError> {
         self.read(fills::in_flight)
+    }
+
+    fn take_lease(&self, name: &str, node: &str, now: Millis, until: Millis) -> Result<bool, MetadataError> {
+        self.statement(|db| fills::take_lease(db, name, node, now, until))
     }
 
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError> {

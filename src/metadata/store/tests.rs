@@ -725,3 +725,15 @@ fn a_fill_is_claimed_by_one_node_and_taken_over_only_from_the_node_named() {
     assert!(s.fills_in_flight().unwrap().is_empty());
     assert_eq!(s.claim_fill(&d, "c", "c:5060", None).unwrap(), FillClaim::Claimed);
 }
+
+#[test]
+fn a_lease_is_held_by_one_node_until_it_expires() {
+    let (_d, s) = open();
+    assert!(s.take_lease("eviction", "a", 1000, 2000).unwrap());
+    assert!(!s.take_lease("eviction", "b", 1500, 2500).unwrap(), "a holds it");
+    assert!(s.take_lease("eviction", "a", 1800, 3000).unwrap(), "a renews it");
+    assert!(!s.take_lease("eviction", "b", 2500, 3500).unwrap(), "renewed until 3000");
+    assert!(s.take_lease("eviction", "b", 3001, 4000).unwrap(), "expired: b takes it");
+    assert!(!s.take_lease("eviction", "a", 3500, 4500).unwrap());
+    assert!(s.take_lease("other", "a", 3500, 4500).unwrap(), "leases are by name");
+}
