@@ -595,3 +595,29 @@ async fn eviction_runs_on_one_node_at_a_time_from_the_buckets_listing() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_goes_on_through_the_other_node_while_one_restarts() {
+    let rig = Rig::start();
+    let s3 = crate::s3::SeaweedFs::start(&rig.tmp.path().join("s3"), "wharf-rolling");
+    let (a, b) = shared_nodes(&rig, &s3);
+    let auth = crate::push::authorization();
+    let h = [("Authorization", auth.as_str())];
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&blob)));
+    let r = http::request("POST", &format!("{}/v2/team/rolling/blobs/uploads/", a.url()), &h).await;
+    let location = r.header("location").expect("location").to_owned();
+    let r = http::request_with_body("PATCH", &format!("{}{location}", a.url()), &h, blob[..100_000].to_vec()).await;
+    assert_eq!(r.status, 202);
+    // a is stopped (drained) for an upgrade; the client's next requests go
+    // to b, which has the session and its bytes.
+    a.stop();
+    let r = http::request_with_body("PATCH", &format!("{}{location}", b.url()), &h, blob[100_000..].to_vec()).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let sep = if location.contains('?') { "&" } else { "?" };
+    let r = http::request("PUT", &format!("{}{location}{sep}digest={digest}", b.url()), &h).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = http::request("GET", &format!("{}/v2/team/rolling/blobs/{digest}", b.url()), &h).await;
+    assert!(r.status == 200 && r.body == blob);
+    b.stop();
+}
