@@ -212,6 +212,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         stop_rx.clone(),
         metrics.connections.clone(),
     ));
+    let cluster_at_stop = cluster.clone();
     let cluster_server = match (cluster_listener, cluster) {
         (Some(socket), Some(cluster)) => Some(tokio::spawn(server::serve(
             Listener { socket, name: "cluster", tls: None },
@@ -275,6 +276,11 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     // ever renamed into objects/ (the next start empties spool/ anyway).
     // Running tasks stop at their next check; none is left recorded as running.
     tasks.shutdown(TASKS_GRACE).await;
+    // Fills still running here are dropped with the runtime: the other
+    // nodes fill those blobs themselves from now on.
+    if let Some(cluster) = cluster_at_stop {
+        cluster.forget_own_fills().await;
+    }
     // Everything pulled before the drain ends up in a repository version.
     recorder.flush().await;
     tracing::info!("stopped");

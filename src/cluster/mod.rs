@@ -108,13 +108,13 @@ impl Cluster {
         &self.inner.secret
     }
 
-    /// At start: the claims this node's last process held are over.
+    /// At start and at a clean stop: the claims this node holds are over.
     pub(crate) async fn forget_own_fills(&self) {
         let node = self.inner.node.clone();
         match self.inner.metadata.run(move |s| s.release_fills(&node)).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(fills = n, "released the fill claims of this node's last run"),
-            Err(e) => tracing::warn!(error = %e, "cannot release the fill claims of this node's last run"),
+            Ok(n) => tracing::info!(fills = n, "released this node's fill claims"),
+            Err(e) => tracing::warn!(error = %e, "cannot release this node's fill claims"),
         }
     }
 
