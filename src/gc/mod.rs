@@ -244,20 +244,25 @@ impl Disk {
             let now = crate::metadata::now_millis();
             let until = now + i64::try_from((lease * 3).as_millis()).unwrap_or(i64::MAX);
             let name = node.clone();
-            match self.inner.metadata.run(move |s| s.take_lease(EVICTION, &name, now, until)).await {
-                Ok(true) => {
-                    last_look = Some(tokio::time::Instant::now());
-                    if let Err(e) = self.evict(bounds).await {
-                        tracing::error!(error = %e, "eviction failed");
-                    }
-                    self.publish();
+            let held = match self.inner.metadata.run(move |s| s.take_lease(EVICTION, &name, now, until)).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the eviction lease; trying again later");
+                    false
                 }
-                // Another node evicts.
-                Ok(false) => last_look = Some(tokio::time::Instant::now()),
-                Err(e) => tracing::warn!(error = %e, "cannot take the eviction lease; trying again later"),
+            };
+            last_look = Some(tokio::time::Instant::now());
+            if held {
+                if let Err(e) = self.evict(bounds).await {
+                    tracing::error!(error = %e, "eviction failed");
+                }
+                self.publish();
             }
-            // However much is stored, not more often than this.
-            tokio::time::sleep(EVICTION_BACKOFF).await;
+            // Still over (the rest protected, or another node evicts):
+            // the next look waits, rather than one per commit.
+            if self.inner.storage.usage().0 > bounds.high {
+                tokio::time::sleep(EVICTION_BACKOFF).await;
+            }
         }
     }
 

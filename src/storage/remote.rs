@@ -472,27 +472,19 @@ impl Remote {
 
     /// Every object in the bucket (under the prefix), by digest.
     pub(crate) async fn list(&self) -> Result<Vec<ObjectEntry>, StorageError> {
-        let prefix = self.path(layout::OBJECTS);
-        let started = Instant::now();
-        let listed: Result<Vec<_>, _> = self.store.list(Some(&prefix)).try_collect().await;
-        let outcome = if listed.is_ok() { "ok" } else { "error" };
-        self.metrics.s3_requests.with_label_values(&["list", outcome]).inc();
-        self.metrics.s3_request_duration.with_label_values(&["list"]).observe(started.elapsed().as_secs_f64());
-        let listed = listed.map_err(|e| self.error("list", e))?;
-        Ok(listed
+        Ok(self
+            .list_keys(layout::OBJECTS)
+            .await?
             .into_iter()
-            .filter_map(|meta| {
-                let key = meta.location.as_ref().strip_prefix(self.prefix.as_str())?;
-                let digest = layout::parse_object_key(key)?;
-                let modified = meta.last_modified.timestamp_millis().max(0) as u64;
-                Some(ObjectEntry { digest, size: meta.size, modified })
+            .filter_map(|(key, size, modified)| {
+                Some(ObjectEntry { digest: layout::parse_object_key(&key)?, size, modified })
             })
             .collect())
     }
 
     /// Every key under `prefix` (a [`layout`] prefix), without the
-    /// bucket's own prefix, with its last modification (millis).
-    pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
+    /// bucket's own prefix, with its size and last modification (millis).
+    pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64, u64)>, StorageError> {
         let started = Instant::now();
         let listed: Result<Vec<_>, _> = self.store.list(Some(&self.path(prefix))).try_collect().await;
         let outcome = if listed.is_ok() { "ok" } else { "error" };
@@ -503,7 +495,7 @@ impl Remote {
             .into_iter()
             .filter_map(|meta| {
                 let key = meta.location.as_ref().strip_prefix(self.prefix.as_str())?.to_owned();
-                Some((key, meta.last_modified.timestamp_millis().max(0) as u64))
+                Some((key, meta.size, meta.last_modified.timestamp_millis().max(0) as u64))
             })
             .collect())
     }

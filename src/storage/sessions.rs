@@ -70,7 +70,7 @@ impl Storage {
             .list_keys(layout::UPLOADS)
             .await?
             .into_iter()
-            .filter_map(|(key, modified)| {
+            .filter_map(|(key, _, modified)| {
                 let session = layout::upload_chunk_session(&key)?.to_owned();
                 Some((key, session, modified))
             })
