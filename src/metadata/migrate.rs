@@ -40,12 +40,14 @@ pub(crate) const TABLES: &[&str] = &[
     "upload_chunks",
     "fills",
     "leases",
+    "exports",
+    "export_digests",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their
 /// ids, the next generated one must come after them.
 const IDENTITY_TABLES: &[&str] =
-    &["repositories", "blobs", "manifests", "tags", "distributions", "remotes", "tasks", "signatures"];
+    &["repositories", "blobs", "manifests", "tags", "distributions", "remotes", "tasks", "signatures", "exports"];
 
 /// What a migration did, for the operator.
 #[derive(Debug, Default)]

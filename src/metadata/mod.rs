@@ -246,6 +246,21 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// another node holds it past `now`; whether `node` holds it now.
     fn take_lease(&self, name: &str, node: &str, now: Millis, until: Millis) -> Result<bool, MetadataError>;
 
+    /// Records an export being written into `path`, building on `base`
+    /// (which must be complete).
+    fn create_export(&self, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError>;
+    fn export(&self, id: u64) -> Result<Option<ExportRecord>, MetadataError>;
+    /// Exports, newest first.
+    fn exports(&self, page: PageRequest) -> Result<Page<ExportRecord>, MetadataError>;
+    /// Marks an export complete: its archive's size and files, and every
+    /// digest it carried.
+    fn complete_export(&self, id: u64, size: u64, files: u64, digests: &[String]) -> Result<(), MetadataError>;
+    fn fail_export(&self, id: u64, error: &str) -> Result<(), MetadataError>;
+    /// Every digest export `id` and the exports it builds on carried.
+    fn export_chain_digests(&self, id: u64) -> Result<std::collections::HashSet<String>, MetadataError>;
+    /// Forgets an export no other builds on (its files are the caller's).
+    fn delete_export(&self, id: u64) -> Result<ExportRecord, MetadataError>;
+
     /// Starts an upload session shared by the cluster's nodes, empty.
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError>;
     /// A shared upload session, with its chunks in order.

@@ -636,3 +636,54 @@ pub(crate) enum FillClaim {
     /// The other node's fill ended as this one looked: look again.
     Ended,
 }
+
+/// A repository version an export carried.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ExportedVersion {
+    pub(crate) repository: String,
+    pub(crate) version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportState {
+    Writing,
+    Complete,
+    Failed,
+}
+
+impl ExportState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ExportState::Writing => "writing",
+            ExportState::Complete => "complete",
+            ExportState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<ExportState, MetadataError> {
+        match s {
+            "writing" => Ok(ExportState::Writing),
+            "complete" => Ok(ExportState::Complete),
+            "failed" => Ok(ExportState::Failed),
+            other => Err(MetadataError::Database(format!("unknown export state {other:?}"))),
+        }
+    }
+}
+
+/// An export, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExportRecord {
+    pub(crate) id: u64,
+    pub(crate) created_at: Millis,
+    /// The export's directory.
+    pub(crate) path: String,
+    /// The export it builds on (incremental), if any.
+    pub(crate) base: Option<u64>,
+    pub(crate) repositories: Vec<ExportedVersion>,
+    pub(crate) state: ExportState,
+    /// Bytes of the archive, once complete.
+    pub(crate) size: u64,
+    /// Files in the archive, once complete.
+    pub(crate) files: u64,
+    pub(crate) error: Option<String>,
+}

@@ -12,6 +12,7 @@
 //! - `keys`: the token signing keys a cluster's nodes share;
 //! - `uploads`: the blob upload sessions a cluster's nodes share;
 //! - `fills`: which node fetches a blob for the whole cluster, and leases;
+//! - `exports`: exports for air-gapped sites and the digests each carried;
 //! - `storage`: what eviction and gc need (references, last uses).
 //!
 //! Migrations are numbered files applied in order, one transaction each,
@@ -24,7 +25,7 @@ use super::db::sqlite::Sqlite;
 use super::db::Db;
 use super::{
     AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
-    DistributionPatch, FillClaim, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
+    DistributionPatch, ExportRecord, ExportedVersion, FillClaim, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
     SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
 };
@@ -33,6 +34,7 @@ use crate::oci::Digest;
 mod content;
 mod curate;
 mod distributions;
+mod exports;
 mod fills;
 mod keys;
 mod pullthrough;
@@ -61,6 +63,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_upload_sessions.sql"),
     include_str!("../migrations/0011_fills.sql"),
     include_str!("../migrations/0012_leases.sql"),
+    include_str!("../migrations/0013_exports.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -415,6 +418,34 @@ impl Store for SqlStore {
 
     fn take_lease(&self, name: &str, node: &str, now: Millis, until: Millis) -> Result<bool, MetadataError> {
         self.statement(|db| fills::take_lease(db, name, node, now, until))
+    }
+
+    fn create_export(&self, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError> {
+        self.write(|db| exports::create(db, path, base, repositories))
+    }
+
+    fn export(&self, id: u64) -> Result<Option<ExportRecord>, MetadataError> {
+        self.read(|db| exports::get(db, id))
+    }
+
+    fn exports(&self, page: PageRequest) -> Result<Page<ExportRecord>, MetadataError> {
+        self.read(|db| exports::list(db, page))
+    }
+
+    fn complete_export(&self, id: u64, size: u64, files: u64, digests: &[String]) -> Result<(), MetadataError> {
+        self.write(|db| exports::complete(db, id, size, files, digests))
+    }
+
+    fn fail_export(&self, id: u64, error: &str) -> Result<(), MetadataError> {
+        self.write(|db| exports::fail(db, id, error))
+    }
+
+    fn export_chain_digests(&self, id: u64) -> Result<std::collections::HashSet<String>, MetadataError> {
+        self.read(|db| exports::chain_digests(db, id))
+    }
+
+    fn delete_export(&self, id: u64) -> Result<ExportRecord, MetadataError> {
+        self.write(|db| exports::delete(db, id))
     }
 
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError> {

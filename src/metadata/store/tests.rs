@@ -737,3 +737,35 @@ fn a_lease_is_held_by_one_node_until_it_expires() {
     assert!(!s.take_lease("eviction", "a", 3500, 4500).unwrap());
     assert!(s.take_lease("other", "a", 3500, 4500).unwrap(), "leases are by name");
 }
+
+#[test]
+fn exports_are_recorded_and_an_incremental_one_knows_its_chain() {
+    let (_d, s) = open();
+    let versions = |n: u64| vec![ExportedVersion { repository: "team/app".into(), version: n }];
+    let first = s.create_export("/mnt/t/wharf-export-1", None, &versions(1)).unwrap();
+    assert_eq!((first.state, first.base, first.repositories.clone()), (ExportState::Writing, None, versions(1)));
+    let err = s.create_export("/mnt/t/x", Some(first.id), &versions(2)).unwrap_err();
+    assert!(matches!(err, MetadataError::Conflict(_)), "an unfinished base: {err:?}");
+    assert!(matches!(s.create_export("/mnt/t/x", Some(999), &versions(2)), Err(MetadataError::NotFound(_))));
+    s.complete_export(first.id, 4096, 5, &["sha256:aa".into(), "sha256:bb".into()]).unwrap();
+    assert!(matches!(s.complete_export(first.id, 1, 1, &[]), Err(MetadataError::Conflict(_))), "complete once");
+    let second = s.create_export("/mnt/t/wharf-export-2", Some(first.id), &versions(2)).unwrap();
+    s.complete_export(second.id, 1024, 2, &["sha256:cc".into()]).unwrap();
+    let third = s.create_export("/mnt/t/wharf-export-3", Some(second.id), &versions(3)).unwrap();
+    s.fail_export(third.id, "disk full").unwrap();
+    let third = s.export(third.id).unwrap().unwrap();
+    assert_eq!((third.state, third.error.as_deref()), (ExportState::Failed, Some("disk full")));
+    let chain = s.export_chain_digests(second.id).unwrap();
+    assert_eq!(chain.len(), 3);
+    assert!(chain.contains("sha256:aa") && chain.contains("sha256:cc"));
+    let listed = s.exports(PageRequest::default()).unwrap();
+    assert_eq!(listed.total, 3);
+    assert_eq!(listed.items.iter().map(|e| e.id).collect::<Vec<_>>(), [third.id, second.id, first.id], "newest first");
+    let done = s.export(first.id).unwrap().unwrap();
+    assert_eq!((done.size, done.files, done.state), (4096, 5, ExportState::Complete));
+    assert!(matches!(s.delete_export(first.id), Err(MetadataError::Conflict(_))), "second builds on it");
+    s.delete_export(third.id).unwrap();
+    s.delete_export(second.id).unwrap();
+    s.delete_export(first.id).unwrap();
+    assert_eq!(s.exports(PageRequest::default()).unwrap().total, 0);
+}
