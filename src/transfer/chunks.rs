@@ -38,6 +38,10 @@ struct Open {
     size: u64,
 }
 
+/// What a finished [`ChunkedWriter`] wrote: its files in order, the
+/// whole stream's sha256 (hex) and its size.
+pub(crate) type Chunked = (Vec<Chunk>, String, u64);
+
 /// Writes an archive into `dir`: a new file whenever the current one
 /// reached `limit` bytes (one file when None). Files are created new
 /// (never over an existing one) and synced when closed.
@@ -99,7 +103,7 @@ impl ChunkedWriter {
 
     /// Closes the last file: the files in order, the whole stream's
     /// sha256 (hex) and its size.
-    pub(crate) fn finish(mut self) -> io::Result<(Vec<Chunk>, String, u64)> {
+    pub(crate) fn finish(mut self) -> io::Result<Chunked> {
         if self.open.is_none() && self.done.is_empty() {
             // An empty archive is still one (empty) file.
             self.current()?;

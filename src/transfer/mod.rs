@@ -22,4 +22,5 @@
 //! contents; the export and import tasks come next.
 
 pub(crate) mod chunks;
+pub(crate) mod export;
 pub(crate) mod toc;
