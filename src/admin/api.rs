@@ -40,14 +40,14 @@ const MAX_CONFIG_READ: usize = 256 << 10;
 
 /// What the handlers work with; built once at start.
 pub(crate) struct Api {
-    metadata: Metadata,
+    pub(super) metadata: Metadata,
     distributions: Distributions,
     curation: Curation,
     remotes: Remotes,
     repositories: SyncRepositories,
     pub(super) tasks: Tasks,
     syncer: Syncer,
-    storage: Storage,
+    pub(super) storage: Storage,
     pub(super) disk: Disk,
     upstreams: Vec<Upstream>,
     auth: Auth,
@@ -76,7 +76,7 @@ impl Api {
 
 pub(super) type Reply = Result<Response<Body>, AdminError>;
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     let bytes = serde_json::to_vec(value).map_err(|e| AdminError::Internal(format!("cannot render JSON: {e}")))?;
     Ok(json_bytes(status, bytes.into()))
 }

@@ -19,6 +19,7 @@
 
 mod api;
 mod error;
+mod exports;
 mod health;
 mod model;
 mod openapi;
@@ -212,6 +213,10 @@ impl Admin {
             Endpoint::StartGc => storage::start_gc(api).await,
             Endpoint::StartVerify => storage::start_verify(api).await,
             Endpoint::StartMigrate => storage::start_migrate(api).await,
+            Endpoint::ListExports => exports::list_exports(api, &query).await,
+            Endpoint::CreateExport => exports::create_export(api, read_json(req).await?).await,
+            Endpoint::GetExport { id } => exports::get_export(api, exports::ExportPath { id }).await,
+            Endpoint::DeleteExport { id } => exports::delete_export(api, exports::ExportPath { id }, &query).await,
         }
     }
 }

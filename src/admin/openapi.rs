@@ -57,6 +57,10 @@ use super::error::{ErrorBody, ErrorCode};
         super::storage::start_gc,
         super::storage::start_verify,
         super::storage::start_migrate,
+        super::exports::create_export,
+        super::exports::list_exports,
+        super::exports::get_export,
+        super::exports::delete_export,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -71,6 +75,9 @@ use super::error::{ErrorBody, ErrorCode};
         (name = "auth", description = "Users, rules and the token signing keys. Once users are configured, \
             every admin endpoint needs a user with the admin role (Basic credentials, or a bearer token \
             carrying `registry:admin:*`)."),
+        (name = "exports", description = "Exports for air-gapped sites: repository versions written as an OCI \
+            image layout in a (chunked) tar with a table of contents, as tasks; recorded so the next export can \
+            build on one."),
         (name = "storage", description = "Storage housekeeping as tasks: gc (orphans, expired uploads, \
             leftovers) and verify (re-hash every object, quarantine mismatches)."),
         (name = "meta", description = "This document."),
@@ -110,7 +117,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 27, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 29, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -85,6 +85,9 @@ enum Resource {
     StorageGc,
     StorageVerify,
     StorageMigrate,
+    /// `exports`, `exports/{id}`: exports for air-gapped sites.
+    Exports,
+    Export(u64),
 }
 
 impl Resource {
@@ -108,6 +111,8 @@ impl Resource {
             Resource::Sync(_) => "POST",
             Resource::Distributions | Resource::Remotes => "GET, HEAD, POST",
             Resource::Distribution(_) | Resource::Remote(_) => "GET, HEAD, PATCH, DELETE",
+            Resource::Exports => "GET, HEAD, POST",
+            Resource::Export(_) => "GET, HEAD, DELETE",
         }
     }
 }
@@ -149,6 +154,10 @@ pub(crate) enum Endpoint {
     RotateSigningKey,
     OpenApi,
     StartGc,
+    ListExports,
+    CreateExport,
+    GetExport { id: u64 },
+    DeleteExport { id: u64 },
     StartVerify,
     StartMigrate,
 }
@@ -173,7 +182,9 @@ impl Endpoint {
             | Endpoint::ListUpstreams
             | Endpoint::ListUsers
             | Endpoint::ListRules
-            | Endpoint::ListSigningKeys => PAGE_KEYS,
+            | Endpoint::ListSigningKeys
+            | Endpoint::ListExports => PAGE_KEYS,
+            Endpoint::DeleteExport { .. } => &["files"],
             Endpoint::GetRepository { .. }
             | Endpoint::CreateRepository
             | Endpoint::UpdateRepository { .. }
@@ -198,7 +209,9 @@ impl Endpoint {
             | Endpoint::OpenApi
             | Endpoint::StartGc
             | Endpoint::StartVerify
-            | Endpoint::StartMigrate => &[],
+            | Endpoint::StartMigrate
+            | Endpoint::CreateExport
+            | Endpoint::GetExport { .. } => &[],
         }
     }
 }
@@ -246,6 +259,10 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::SigningKeys if *method == Method::POST => Endpoint::RotateSigningKey,
         Resource::OpenApi if read => Endpoint::OpenApi,
         Resource::StorageGc if *method == Method::POST => Endpoint::StartGc,
+        Resource::Exports if read => Endpoint::ListExports,
+        Resource::Exports if *method == Method::POST => Endpoint::CreateExport,
+        Resource::Export(id) if read => Endpoint::GetExport { id },
+        Resource::Export(id) if delete => Endpoint::DeleteExport { id },
         Resource::StorageVerify if *method == Method::POST => Endpoint::StartVerify,
         Resource::StorageMigrate if *method == Method::POST => Endpoint::StartMigrate,
         other => return Err(AdminError::MethodNotAllowed { method: method.to_string(), allow: other.allow() }),
@@ -276,6 +293,8 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["signing-keys"] => Ok(Resource::SigningKeys),
         ["openapi.json"] => Ok(Resource::OpenApi),
         ["storage", "gc"] => Ok(Resource::StorageGc),
+        ["exports"] => Ok(Resource::Exports),
+        ["exports", id] => Ok(Resource::Export(task_id(id)?)),
         ["storage", "verify"] => Ok(Resource::StorageVerify),
         ["storage", "migrate"] => Ok(Resource::StorageMigrate),
         _ => Err(unknown()),

@@ -36,6 +36,8 @@ pub(crate) enum ExportError {
     Missing(Digest),
     #[error("{path}: {error}")]
     Io { path: String, error: String },
+    #[error("canceled")]
+    Canceled,
 }
 
 fn io_at(path: &Path) -> impl Fn(io::Error) -> ExportError + '_ {
@@ -250,7 +252,8 @@ pub(crate) struct Written {
 
 /// Writes export `id` of `contents` into a new directory
 /// `wharf-export-<id>` under `path`: objects in `skip` (carried by the
-/// base chain) are left out. `progress` hears each object's size.
+/// base chain) are left out. `progress` hears each object's size, and
+/// says whether to go on.
 pub(crate) async fn write(
     storage: &Storage,
     path: &Path,
@@ -259,7 +262,7 @@ pub(crate) async fn write(
     contents: &[VersionContent],
     skip: &HashSet<String>,
     chunk_size: Option<u64>,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<Written, ExportError> {
     let dir = path.join(format!("wharf-export-{id}"));
     std::fs::create_dir(&dir).map_err(io_at(&dir))?;
@@ -298,7 +301,7 @@ async fn feed(
     contents: &[VersionContent],
     skip: &HashSet<String>,
     tx: &tokio::sync::mpsc::Sender<Item>,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<Vec<String>, ExportError> {
     let gone = || ExportError::Io { path: ARCHIVE.into(), error: "the archive writer stopped".into() };
     let send = |item: Item| async move { tx.send(item).await.map_err(|_| ()) };
@@ -306,7 +309,11 @@ async fn feed(
     let mut carried = Vec::new();
     let mut seen = HashSet::new();
     let mut dirs = HashSet::new();
-    let objects = contents.iter().flat_map(|c| c.manifests.iter().map(|m| &m.facts.digest).chain(c.blobs.iter().map(|b| &b.digest)));
+    let mut objects: Vec<&Digest> = Vec::new();
+    for c in contents {
+        objects.extend(c.manifests.iter().map(|m| &m.facts.digest));
+        objects.extend(c.blobs.iter().map(|b| &b.digest));
+    }
     for digest in objects {
         if !seen.insert(digest.to_string()) || skip.contains(&digest.to_string()) {
             continue;
@@ -321,10 +328,13 @@ async fn feed(
         let object = storage.open_object(digest).await?.ok_or_else(|| ExportError::Missing(digest.clone()))?;
         let size = object.size;
         send(Item::File(blob_path(digest), object.file, size)).await.map_err(|()| gone())?;
-        progress(size);
+        if !progress(size) {
+            return Err(ExportError::Canceled);
+        }
         carried.push(digest.to_string());
     }
-    for signature in contents.iter().flat_map(|c| c.signatures.iter()) {
+    let signatures: Vec<&AtomicSignature> = contents.iter().flat_map(|c| c.signatures.iter()).collect();
+    for signature in signatures {
         let digest = signature.digest();
         if !seen.insert(digest.to_string()) || skip.contains(&digest.to_string()) {
             continue;
@@ -437,7 +447,12 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let sizes = std::sync::Mutex::new(Vec::new());
-        let written = write(&storage, &out, 7, None, &contents, &HashSet::new(), Some(100_000), &|n| sizes.lock().unwrap().push(n)).await.unwrap();
+        let written = write(&storage, &out, 7, None, &contents, &HashSet::new(), Some(100_000), &|n| {
+            sizes.lock().unwrap().push(n);
+            true
+        })
+        .await
+        .unwrap();
         assert_eq!(written.dir, out.join("wharf-export-7"));
         assert_eq!(sizes.lock().unwrap().len(), 3, "each object once");
         assert!(written.toc.chunks.len() >= 4, "300 KB in chunks of 100 KB: {:?}", written.toc.chunks);
@@ -467,7 +482,7 @@ mod tests {
         let retag = stored(&storage, b"another manifest").await;
         let next = vec![version("team/app", "2.0", &retag, &layer, &config)];
         let skip: HashSet<String> = written.digests.iter().cloned().collect();
-        let again = write(&storage, &out, 8, Some(7), &next, &skip, None, &|_| {}).await.unwrap();
+        let again = write(&storage, &out, 8, Some(7), &next, &skip, None, &|_| true).await.unwrap();
         let files = entries(&again.dir, &again.toc.chunks);
         let blobs: Vec<&String> = files.keys().filter(|p| p.starts_with("blobs/") && p.len() > 13).collect();
         assert_eq!(blobs, [&blob_path(&retag)], "only what the base lacks");
@@ -476,7 +491,7 @@ mod tests {
         // An object a version holds but storage lacks fails the export.
         let missing = Digest::of(Algorithm::Sha256, b"never stored");
         let broken = vec![version("team/app", "3.0", &missing, &layer, &config)];
-        let err = write(&storage, &out, 9, None, &broken, &HashSet::new(), None, &|_| {}).await.unwrap_err();
+        let err = write(&storage, &out, 9, None, &broken, &HashSet::new(), None, &|_| true).await.unwrap_err();
         assert!(matches!(&err, ExportError::Missing(d) if *d == missing), "{err}");
     }
 }

@@ -18,9 +18,85 @@
 //!                         repositories hold it
 //! ```
 //!
-//! Work in progress (issue 18): the archive's chunks and the table of
-//! contents; the export and import tasks come next.
+//! Work in progress (issue 18): exports (a task, the admin API); the CLI
+//! and the import come next.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::metadata::{ExportRecord, ExportedVersion, Metadata};
+use crate::storage::Storage;
+use crate::tasks::{Progress, TaskFailure};
 
 pub(crate) mod chunks;
 pub(crate) mod export;
 pub(crate) mod toc;
+
+/// An export as asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportRequest {
+    /// Repositories, each at a version (the latest when None).
+    pub(crate) repositories: Vec<(String, Option<u64>)>,
+    /// An existing directory on this node: the export goes into a new
+    /// directory `wharf-export-<id>` in it.
+    pub(crate) path: PathBuf,
+    /// The export this one builds on: what its chain carried is left out.
+    pub(crate) since: Option<u64>,
+    /// The archive in files of at most this many bytes.
+    pub(crate) chunk_size: Option<u64>,
+}
+
+/// Runs an export as a task's work: the export, recorded complete; or
+/// recorded failed, its directory removed.
+pub(crate) async fn run_export(
+    metadata: &Metadata,
+    storage: &Storage,
+    request: ExportRequest,
+    progress: &Progress,
+) -> Result<ExportRecord, TaskFailure> {
+    let failed = |e: String| TaskFailure::Failed(e);
+    if !request.path.is_dir() {
+        return Err(failed(format!("{} is not a directory on this node", request.path.display())));
+    }
+    let wanted = request.repositories.clone();
+    let contents = metadata
+        .run(move |s| wanted.iter().map(|(name, version)| export::gather(s, name, *version)).collect::<Result<Vec<_>, _>>())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let skip: HashSet<String> = match request.since {
+        Some(base) => metadata.run(move |s| s.export_chain_digests(base)).await.map_err(|e| failed(e.to_string()))?,
+        None => HashSet::new(),
+    };
+    let versions: Vec<ExportedVersion> =
+        contents.iter().map(|c| ExportedVersion { repository: c.repository.name.clone(), version: c.version }).collect();
+    let (base, root) = (request.since, request.path.clone());
+    let record = {
+        let root = root.display().to_string();
+        metadata.run(move |s| s.create_export(&root, base, &versions)).await.map_err(|e| failed(e.to_string()))?
+    };
+    let id = record.id;
+    let objects: usize = contents.iter().map(|c| c.manifests.len() + c.blobs.len()).sum();
+    progress.set_total(objects as u64);
+    let step = |size: u64| {
+        progress.add(1, size);
+        !progress.is_canceled()
+    };
+    let written = export::write(storage, &root, id, base, &contents, &skip, request.chunk_size, &step).await;
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let message = e.to_string();
+            let dir = root.join(format!("wharf-export-{id}"));
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            let m = message.clone();
+            let _ = metadata.run(move |s| s.fail_export(id, &m)).await;
+            return Err(match e {
+                export::ExportError::Canceled => TaskFailure::Canceled,
+                _ => failed(message),
+            });
+        }
+    };
+    let (size, files, digests) = (written.toc.archive_size, written.toc.files.len() as u64, written.digests);
+    metadata.run(move |s| s.complete_export(id, size, files, &digests)).await.map_err(|e| failed(e.to_string()))?;
+    metadata.run(move |s| s.export(id)).await.map_err(|e| failed(e.to_string()))?.ok_or_else(|| failed("the export's record is gone".into()))
+}

@@ -41,3 +41,4 @@ mod s3_storage;
 mod postgres;
 mod metadata;
 mod cluster;
+mod transfer;

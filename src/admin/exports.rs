@@ -1,0 +1,231 @@
+//! Exports for air-gapped sites in the admin API: one runs as a task and
+//! is recorded; listed, shown and deleted (its files only if asked).
+
+use std::path::PathBuf;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::api::{json, task_accepted, Api, Reply};
+use super::error::{AdminError, ErrorBody};
+use super::model::{Pagination, Task};
+use super::route::Query;
+use crate::metadata::{ExportRecord, ExportState};
+use crate::transfer::{self, ExportRequest};
+
+/// What to export.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewExport {
+    /// Repositories to export, by name: each at its latest version unless
+    /// `versions` names one.
+    pub(crate) repositories: Vec<String>,
+    /// Versions to export instead of the latest, by repository name.
+    #[serde(default)]
+    pub(crate) versions: std::collections::BTreeMap<String, u64>,
+    /// An existing directory on the node that runs the export (absolute).
+    /// The export is written into a new directory `wharf-export-<id>` in it.
+    pub(crate) path: String,
+    /// The id of an earlier complete export: what it and the exports it
+    /// builds on carried is left out (an incremental export).
+    pub(crate) since: Option<u64>,
+    /// Split the archive into files of at most this many bytes (at least
+    /// 1 MiB).
+    pub(crate) chunk_size: Option<u64>,
+}
+
+/// A repository version an export carries.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExportedVersion {
+    pub(crate) repository: String,
+    pub(crate) version: u64,
+}
+
+/// An export.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Export {
+    pub(crate) id: u64,
+    /// `writing`, `complete` or `failed`.
+    pub(crate) state: String,
+    /// The export's directory: `wharf-export-<id>` in the path asked for.
+    pub(crate) directory: String,
+    /// The export it builds on, if incremental.
+    pub(crate) base: Option<u64>,
+    pub(crate) repositories: Vec<ExportedVersion>,
+    /// Bytes of the archive (all its files), once complete.
+    pub(crate) size: u64,
+    /// Files in the archive, once complete.
+    pub(crate) files: u64,
+    pub(crate) error: Option<String>,
+    /// RFC 3339.
+    pub(crate) created_at: String,
+}
+
+impl From<ExportRecord> for Export {
+    fn from(e: ExportRecord) -> Export {
+        Export {
+            id: e.id,
+            state: e.state.as_str().into(),
+            directory: PathBuf::from(&e.path).join(format!("wharf-export-{}", e.id)).display().to_string(),
+            base: e.base,
+            repositories: e.repositories.into_iter().map(|v| ExportedVersion { repository: v.repository, version: v.version }).collect(),
+            size: e.size,
+            files: e.files,
+            error: e.error,
+            created_at: super::model::timestamp(e.created_at),
+        }
+    }
+}
+
+/// A page of exports, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ExportPage {
+    /// How many results there are in all, over every page.
+    count: u64,
+    limit: u32,
+    offset: u64,
+    results: Vec<Export>,
+}
+
+/// An export named in the path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct ExportPath {
+    /// The export's id.
+    #[param(minimum = 1)]
+    pub(crate) id: u64,
+}
+
+/// The smallest chunk: smaller ones would make thousands of files.
+const MIN_CHUNK: u64 = 1 << 20;
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exports",
+    tag = "exports",
+    request_body(content = NewExport, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The export runs as a task: follow it at the `Location` given. It writes an \
+            OCI image layout in a tar (`export.tar`, or `export.tar.000`, `.001`, ... with `chunk_size`) and a \
+            table of contents (`toc.json`: every file with its size and sha256, the archive's files, one hash over \
+            the archive) into `wharf-export-<id>` under `path`. `index.json` names each tag `<repository>:<tag>`, \
+            so skopeo reads the archive (`oci-archive:export.tar:<repository>:<tag>`). Progress counts objects \
+            and bytes written. A failed export leaves no directory.", body = Task,
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
+        (status = 400, description = "No repositories, a relative path, or a chunk size under 1 MiB.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_export(api: &Api, body: NewExport) -> Reply {
+    if body.repositories.is_empty() {
+        return Err(AdminError::Invalid("name at least one repository to export".into()));
+    }
+    let path = PathBuf::from(&body.path);
+    if !path.is_absolute() {
+        return Err(AdminError::Invalid(format!("path {:?} is not absolute", body.path)));
+    }
+    if let Some(size) = body.chunk_size.filter(|&s| s < MIN_CHUNK) {
+        return Err(AdminError::Invalid(format!("chunk_size {size} is under {MIN_CHUNK} bytes (1 MiB)")));
+    }
+    if let Some(name) = body.versions.keys().find(|n| !body.repositories.contains(n)) {
+        return Err(AdminError::Invalid(format!("versions names {name:?}, which repositories does not")));
+    }
+    let repositories: Vec<(String, Option<u64>)> =
+        body.repositories.iter().map(|n| (n.clone(), body.versions.get(n).copied())).collect();
+    let params = serde_json::json!({
+        "repositories": body.repositories, "versions": body.versions, "path": body.path,
+        "since": body.since, "chunk_size": body.chunk_size,
+    });
+    let request = ExportRequest { repositories, path, since: body.since, chunk_size: body.chunk_size };
+    let (metadata, storage) = (api.metadata.clone(), api.storage.clone());
+    let task = api
+        .tasks
+        .submit("export", None, params, move |progress| async move {
+            transfer::run_export(&metadata, &storage, request, &progress).await.map(|_| Vec::new())
+        })
+        .await?;
+    task_accepted(task)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exports",
+    tag = "exports",
+    params(Pagination),
+    responses(
+        (status = 200, description = "Exports, newest first.", body = ExportPage),
+        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list_exports(api: &Api, query: &Query) -> Reply {
+    let page = query.page()?;
+    let listed = api.metadata.run(move |s| s.exports(page.into())).await?;
+    let results = listed.items.into_iter().map(Export::from).collect();
+    json(StatusCode::OK, &ExportPage { count: listed.total, limit: page.limit, offset: page.offset, results })
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/exports/{id}",
+    tag = "exports",
+    params(ExportPath),
+    responses(
+        (status = 200, description = "The export.", body = Export),
+        (status = 404, description = "No such export.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get_export(api: &Api, path: ExportPath) -> Reply {
+    let id = path.id;
+    let found = api.metadata.run(move |s| s.export(id)).await?;
+    let export = found.ok_or_else(|| AdminError::NotFound(format!("no export {id}")))?;
+    json(StatusCode::OK, &Export::from(export))
+}
+
+/// `files=true` on a delete. Read through [`Query`]: the struct only
+/// documents the parameter in the OpenAPI document.
+#[allow(dead_code)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteExportQuery {
+    /// Also delete the export's directory and its files.
+    pub(crate) files: Option<bool>,
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/exports/{id}",
+    tag = "exports",
+    params(ExportPath, DeleteExportQuery),
+    responses(
+        (status = 204, description = "Forgotten; with `files=true` its directory is deleted too."),
+        (status = 404, description = "No such export.", body = ErrorBody),
+        (status = 409, description = "Another export builds on it, or it is being written.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete_export(api: &Api, path: ExportPath, query: &Query) -> Reply {
+    let files = match query.get("files") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(AdminError::Invalid(format!("files={other:?}: true or false"))),
+    };
+    let id = path.id;
+    if let Some(e) = api.metadata.run(move |s| s.export(id)).await? {
+        if e.state == ExportState::Writing {
+            return Err(AdminError::Conflict(format!("export {id} is being written")));
+        }
+    }
+    let deleted = api.metadata.run(move |s| s.delete_export(id)).await?;
+    if files {
+        let dir = PathBuf::from(&deleted.path).join(format!("wharf-export-{id}"));
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{}: {e}", dir.display())),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?
+        .map_err(AdminError::Internal)?;
+    }
+    let mut resp = http::Response::new(crate::api::body::full(bytes::Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}

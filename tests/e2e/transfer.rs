@@ -1,0 +1,130 @@
+//! Exports for air-gapped sites (issue 18, in progress): an export through
+//! the admin API is an OCI layout in a tar that skopeo reads as it is, with
+//! a table of contents that matches its (chunked) files; an incremental
+//! export carries only what its base did not.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::Digest as _;
+
+use crate::clients::Clients;
+use crate::http;
+use crate::images::{self, assert_layout_holds_image, Image};
+use crate::push::{authorization, start_with, PUSHER};
+use crate::wharf::{UpstreamEntry, Wharf};
+
+async fn admin(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> http::Response {
+    let auth = authorization();
+    let url = format!("{}/api/v1/{path}", wharf.admin_url());
+    let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    match body {
+        Some(b) => http::request_with_body(method, &url, &h, b.to_string().into_bytes()).await,
+        None => http::request(method, &url, &h[..1]).await,
+    }
+}
+
+/// Starts an export and waits for its task: the task as it ended.
+async fn export(wharf: &Wharf, body: Value) -> Value {
+    let r = admin(wharf, "POST", "exports", Some(body)).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_u64().expect("task id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = admin(wharf, "GET", &format!("tasks/{id}"), None).await.json();
+        if !matches!(task["state"].as_str(), Some("waiting" | "running")) {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "export task {id} never ended: {task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_is_an_oci_archive_skopeo_reads_and_an_incremental_one_carries_only_what_is_new() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let w = start_with(&tmp.path().join("wharf"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let image = Image::random(&[3 << 20, 20_000]);
+    images::push(&clients, tmp.path(), &image, &w.host(), "team/app", &["1.0"], Some(PUSHER));
+    let out = tmp.path().join("transfer");
+    std::fs::create_dir(&out).expect("mkdir");
+
+    let task = export(&w, json!({"repositories": ["team/app"], "path": out.display().to_string(), "chunk_size": 1 << 20})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let listed = admin(&w, "GET", "exports", None).await.json();
+    let first = listed["results"][0].clone();
+    assert_eq!((first["state"].as_str(), listed["count"].as_u64()), (Some("complete"), Some(1)), "{listed}");
+    let dir = std::path::PathBuf::from(first["directory"].as_str().expect("directory"));
+    assert_eq!(dir, out.join(format!("wharf-export-{}", first["id"])));
+
+    // The table of contents matches the files, chunk by chunk and whole.
+    let toc: Value = serde_json::from_slice(&std::fs::read(dir.join("toc.json")).expect("toc.json")).expect("json");
+    let chunks = toc["chunks"].as_array().expect("chunks");
+    assert!(chunks.len() >= 3, "3 MiB in chunks of 1 MiB: {toc}");
+    let mut archive = Vec::new();
+    for chunk in chunks {
+        let bytes = std::fs::read(dir.join(chunk["name"].as_str().expect("name"))).expect("chunk");
+        assert_eq!(bytes.len() as u64, chunk["size"].as_u64().expect("size"));
+        assert_eq!(sha256_hex(&bytes), chunk["sha256"].as_str().expect("sha256"));
+        archive.extend(bytes);
+    }
+    assert_eq!(sha256_hex(&archive), toc["archive_sha256"].as_str().expect("archive hash"));
+
+    // Joined, it is an OCI archive skopeo reads by <repository>:<tag>.
+    let joined = tmp.path().join("joined.tar");
+    std::fs::write(&joined, &archive).expect("write");
+    let layout = tmp.path().join("layout");
+    clients.pull_to_layout(&format!("oci-archive:{}:team/app:1.0", joined.display()), &layout, "1.0", &[]);
+    assert_layout_holds_image(&layout, "1.0", &image);
+
+    // A new tag, then an export built on the first: only the new image.
+    let next = Image::random(&[30_000]);
+    images::push(&clients, tmp.path(), &next, &w.host(), "team/app", &["2.0"], Some(PUSHER));
+    let base = first["id"].as_u64().expect("id");
+    let task = export(&w, json!({"repositories": ["team/app"], "path": out.display().to_string(), "since": base})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let second = admin(&w, "GET", "exports", None).await.json()["results"][0].clone();
+    assert_eq!(second["base"].as_u64(), Some(base));
+    let dir2 = std::path::PathBuf::from(second["directory"].as_str().expect("directory"));
+    let toc: Value = serde_json::from_slice(&std::fs::read(dir2.join("toc.json")).expect("toc.json")).expect("json");
+    let blobs: Vec<&str> = toc["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .filter(|p| p.starts_with("blobs/sha256/"))
+        .collect();
+    let mut expected: Vec<String> = next.blobs().into_iter().map(|b| format!("blobs/sha256/{}", b.digest.trim_start_matches("sha256:"))).collect();
+    expected.push(format!("blobs/sha256/{}", next.manifest.digest.trim_start_matches("sha256:")));
+    expected.sort();
+    let mut got: Vec<String> = blobs.iter().map(|s| (*s).to_owned()).collect();
+    got.sort();
+    assert_eq!(got, expected, "only the new image's objects");
+    assert!(second["size"].as_u64().expect("size") < 200_000, "{second}");
+
+    // Refusals: a relative path, an unknown repository (a failed task that
+    // leaves no directory), a base that does not exist.
+    let r = admin(&w, "POST", "exports", Some(json!({"repositories": ["team/app"], "path": "relative"}))).await;
+    assert_eq!(r.status, 400);
+    let task = export(&w, json!({"repositories": ["nope/none"], "path": out.display().to_string()})).await;
+    assert_eq!(task["state"], "failed", "{task}");
+    let task = export(&w, json!({"repositories": ["team/app"], "path": out.display().to_string(), "since": 999})).await;
+    assert_eq!(task["state"], "failed", "{task}");
+    let dirs = std::fs::read_dir(&out).expect("ls").count();
+    assert_eq!(dirs, 2, "failed exports leave nothing");
+
+    // The base cannot go while the second builds on it; with files=true
+    // its directory goes too.
+    assert_eq!(admin(&w, "DELETE", &format!("exports/{base}"), None).await.status, 409);
+    let id2 = second["id"].as_u64().expect("id");
+    assert_eq!(admin(&w, "DELETE", &format!("exports/{id2}?files=true"), None).await.status, 204);
+    assert!(!dir2.exists());
+    assert_eq!(admin(&w, "DELETE", &format!("exports/{base}"), None).await.status, 204);
+    assert!(dir.exists(), "its files stay unless asked");
+    w.stop();
+}
