@@ -41,6 +41,9 @@ pub(crate) enum AdminCommand {
     /// Storage housekeeping: gc and verify, as tasks.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Exports for air-gapped sites: create (a task), list, show, delete.
+    #[command(subcommand)]
+    Export(super::export_commands::ExportCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -625,7 +628,7 @@ pub(crate) struct Page {
 }
 
 impl Page {
-    fn query(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn query(&self) -> Vec<(&'static str, String)> {
         let mut query = Vec::new();
         if let Some(limit) = self.limit {
             query.push(("limit", limit.to_string()));
@@ -918,6 +921,7 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
             body: None,
             view: View::Task,
         },
+        AdminCommand::Export(export) => return export.plan(),
         AdminCommand::Auth(AuthCommand::RotateKey) => Call {
             method: Method::POST,
             path: api_path(&["signing-keys"], &[]),
@@ -935,7 +939,7 @@ pub(crate) fn waits_for_started_task(command: &AdminCommand) -> bool {
             | AdminCommand::Storage(StorageCommand::Gc(StorageTask { no_wait: false }))
             | AdminCommand::Storage(StorageCommand::Verify(StorageTask { no_wait: false }))
             | AdminCommand::Storage(StorageCommand::Migrate(StorageMigrate { no_wait: false, .. }))
-    )
+    ) || matches!(command, AdminCommand::Export(export) if export.waits())
 }
 
 /// The given repository fields as JSON; an empty description clears it.

@@ -10,6 +10,7 @@
 
 mod admin_client;
 mod admin_commands;
+mod export_commands;
 mod hash_password;
 mod metadata;
 mod output;

@@ -29,6 +29,8 @@ pub(crate) enum View {
     Users,
     SigningKeys,
     SigningKey,
+    Exports,
+    Export,
     /// A 204 to a DELETE: says what is gone.
     Deleted {
         what: &'static str,
@@ -198,6 +200,20 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("created", time(&value["created_at"])),
             ("started", time(&value["started_at"])),
             ("finished", time(&value["finished_at"])),
+        ]),
+        View::Exports => listing(value, "exports", &["ID", "STATE", "VERSIONS", "BASE", "SIZE", "DIRECTORY"], |e| {
+            vec![text(&e["id"]), text(&e["state"]), exported(&e["repositories"]), text(&e["base"]), size(&e["size"]), text(&e["directory"])]
+        }),
+        View::Export => fields(&[
+            ("id", text(&value["id"])),
+            ("state", text(&value["state"])),
+            ("directory", text(&value["directory"])),
+            ("versions", exported(&value["repositories"])),
+            ("base", text(&value["base"])),
+            ("size", size(&value["size"])),
+            ("files", text(&value["files"])),
+            ("error", text(&value["error"])),
+            ("created", time(&value["created_at"])),
         ]),
         View::TaskCancel => match value["state"].as_str() {
             Some("running") => format!("task {} is stopping: it ends canceled at its next check\n", text(&value["id"])),
@@ -505,6 +521,19 @@ fn signature_name(s: &Value) -> String {
 }
 
 /// Bytes in binary units, one decimal above a KiB.
+/// An export's versions: `repository@N, ...`.
+fn exported(v: &Value) -> String {
+    let all: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().map(|r| format!("{}@{}", text(&r["repository"]), text(&r["version"]))).collect())
+        .unwrap_or_default();
+    if all.is_empty() {
+        "-".into()
+    } else {
+        all.join(", ")
+    }
+}
+
 fn size(v: &Value) -> String {
     let Some(bytes) = v.as_u64() else { return text(v) };
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

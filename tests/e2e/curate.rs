@@ -341,7 +341,7 @@ async fn curation_copies_removes_and_reverts_through_the_admin_api() {
 }
 
 /// Runs `wharf --admin <url> <args>` as the pusher, off the runtime's workers.
-async fn wharf_cli(w: &Wharf, args: &[&str]) -> Output {
+pub(crate) async fn wharf_cli(w: &Wharf, args: &[&str]) -> Output {
     let mut argv = vec!["--admin".to_owned(), w.admin_url()];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     let (user, password) = PUSHER.split_once(':').expect("user:password");

@@ -86,8 +86,14 @@ async fn an_export_is_an_oci_archive_skopeo_reads_and_an_incremental_one_carries
     let next = Image::random(&[30_000]);
     images::push(&clients, tmp.path(), &next, &w.host(), "team/app", &["2.0"], Some(PUSHER));
     let base = first["id"].as_u64().expect("id");
-    let task = export(&w, json!({"repositories": ["team/app"], "path": out.display().to_string(), "since": base})).await;
-    assert_eq!(task["state"], "completed", "{task}");
+    // This one through the CLI, which waits for the task.
+    let base_arg = base.to_string();
+    let out_arg = out.display().to_string();
+    let made = crate::curate::wharf_cli(&w, &["export", "create", "--repository", "team/app", "--path", &out_arg, "--since", &base_arg]).await;
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let listed = crate::curate::wharf_cli(&w, &["export", "list"]).await;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("team/app@2") && listed.contains("complete"), "{listed}");
     let second = admin(&w, "GET", "exports", None).await.json()["results"][0].clone();
     assert_eq!(second["base"].as_u64(), Some(base));
     let dir2 = std::path::PathBuf::from(second["directory"].as_str().expect("directory"));
