@@ -46,6 +46,8 @@ pub(crate) struct ExportedVersion {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Export {
     pub(crate) id: u64,
+    /// Its own random id, which the import side records it by.
+    pub(crate) uuid: Option<String>,
     /// `writing`, `complete` or `failed`.
     pub(crate) state: String,
     /// The export's directory: `wharf-export-<id>` in the path asked for.
@@ -66,6 +68,7 @@ impl From<ExportRecord> for Export {
     fn from(e: ExportRecord) -> Export {
         Export {
             id: e.id,
+            uuid: e.uuid,
             state: e.state.as_str().into(),
             directory: PathBuf::from(&e.path).join(format!("wharf-export-{}", e.id)).display().to_string(),
             base: e.base,

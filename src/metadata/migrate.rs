@@ -42,6 +42,7 @@ pub(crate) const TABLES: &[&str] = &[
     "leases",
     "exports",
     "export_digests",
+    "imports",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

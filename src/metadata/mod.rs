@@ -246,9 +246,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// another node holds it past `now`; whether `node` holds it now.
     fn take_lease(&self, name: &str, node: &str, now: Millis, until: Millis) -> Result<bool, MetadataError>;
 
-    /// Records an export being written into `path`, building on `base`
+    /// Records export `uuid` being written into `path`, building on `base`
     /// (which must be complete).
-    fn create_export(&self, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError>;
+    fn create_export(&self, uuid: &str, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError>;
     fn export(&self, id: u64) -> Result<Option<ExportRecord>, MetadataError>;
     /// Exports, newest first.
     fn exports(&self, page: PageRequest) -> Result<Page<ExportRecord>, MetadataError>;
@@ -260,6 +260,24 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn export_chain_digests(&self, id: u64) -> Result<std::collections::HashSet<String>, MetadataError>;
     /// Forgets an export no other builds on (its files are the caller's).
     fn delete_export(&self, id: u64) -> Result<ExportRecord, MetadataError>;
+
+    /// (The import task, next, calls this and [`Store::imported`].)
+    ///
+    /// Imports export `uuid` (made as number `export_id`, building on
+    /// `base_uuid`) in one transaction: each repository's new version,
+    /// None where it held that content already. `Conflict` if it was
+    /// imported before, or its base was not.
+    #[allow(dead_code)]
+    fn import_export(
+        &self,
+        uuid: &str,
+        export_id: u64,
+        base_uuid: Option<&str>,
+        repositories: &[ImportedRepository],
+    ) -> Result<Vec<(String, Option<u64>)>, MetadataError>;
+    /// Whether export `uuid` was imported here.
+    #[allow(dead_code)]
+    fn imported(&self, uuid: &str) -> Result<bool, MetadataError>;
 
     /// Starts an upload session shared by the cluster's nodes, empty.
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError>;

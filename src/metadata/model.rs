@@ -686,4 +686,21 @@ pub(crate) struct ExportRecord {
     /// Files in the archive, once complete.
     pub(crate) files: u64,
     pub(crate) error: Option<String>,
+    /// Its own random id, which the import side records (None for
+    /// exports made before exports had one).
+    pub(crate) uuid: Option<String>,
+}
+
+/// A repository an export carries, as an import writes it (the import
+/// task, next, makes them).
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub(crate) struct ImportedRepository {
+    pub(crate) name: String,
+    pub(crate) kind: RepositoryKind,
+    /// Pull-through: the upstream's name and the name there.
+    pub(crate) upstream: Option<String>,
+    pub(crate) remote_name: Option<String>,
+    /// Exactly what the new version holds.
+    pub(crate) content: SyncContent,
 }

@@ -81,7 +81,9 @@ pub(crate) fn gather(store: &dyn Store, repository: &str, version: Option<u64>) 
 pub(crate) struct Document {
     pub(crate) format: String,
     pub(crate) export: u64,
+    pub(crate) uuid: String,
     pub(crate) base: Option<u64>,
+    pub(crate) base_uuid: Option<String>,
     pub(crate) wharf_version: String,
     pub(crate) created_at: crate::metadata::Millis,
     pub(crate) repositories: Vec<RepositoryDoc>,
@@ -257,8 +259,8 @@ pub(crate) struct Written {
 pub(crate) async fn write(
     storage: &Storage,
     path: &Path,
-    id: u64,
-    base: Option<u64>,
+    (id, uuid): (u64, &str),
+    (base, base_uuid): (Option<u64>, Option<&str>),
     contents: &[VersionContent],
     skip: &HashSet<String>,
     chunk_size: Option<u64>,
@@ -272,12 +274,12 @@ pub(crate) async fn write(
         let dir = dir.clone();
         move || write_items(&dir, chunk_size, rx)
     });
-    let fed = feed(storage, id, base, contents, skip, &tx, progress).await;
+    let fed = feed(storage, (id, uuid), (base, base_uuid), contents, skip, &tx, progress).await;
     drop(tx);
     let written = writer.await.map_err(|e| ExportError::Io { path: dir.display().to_string(), error: e.to_string() })?;
     let digests = fed?;
     let (files, (chunks, archive_sha256, archive_size)) = written.map_err(io_at(&dir))?;
-    let toc = Toc::new(id, base, files, chunks, archive_sha256, archive_size);
+    let toc = Toc::new((id, uuid.to_owned()), (base, base_uuid.map(str::to_owned)), files, chunks, archive_sha256, archive_size);
     let toc_path = dir.join(toc::TOC_FILE);
     let tmp = dir.join(format!("{}.tmp", toc::TOC_FILE));
     let json = toc.to_json();
@@ -296,8 +298,8 @@ pub(crate) async fn write(
 /// Sends the layout's items to the writer; the digests carried.
 async fn feed(
     storage: &Storage,
-    id: u64,
-    base: Option<u64>,
+    (id, uuid): (u64, &str),
+    (base, base_uuid): (Option<u64>, Option<&str>),
     contents: &[VersionContent],
     skip: &HashSet<String>,
     tx: &tokio::sync::mpsc::Sender<Item>,
@@ -353,7 +355,9 @@ async fn feed(
     let document = Document {
         format: toc::FORMAT.into(),
         export: id,
+        uuid: uuid.to_owned(),
         base,
+        base_uuid: base_uuid.map(str::to_owned),
         wharf_version: env!("CARGO_PKG_VERSION").into(),
         created_at: crate::metadata::now_millis(),
         repositories: contents.iter().map(RepositoryDoc::of).collect(),
@@ -447,7 +451,7 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let sizes = std::sync::Mutex::new(Vec::new());
-        let written = write(&storage, &out, 7, None, &contents, &HashSet::new(), Some(100_000), &|n| {
+        let written = write(&storage, &out, (7, "u7"), (None, None), &contents, &HashSet::new(), Some(100_000), &|n| {
             sizes.lock().unwrap().push(n);
             true
         })
@@ -482,16 +486,16 @@ mod tests {
         let retag = stored(&storage, b"another manifest").await;
         let next = vec![version("team/app", "2.0", &retag, &layer, &config)];
         let skip: HashSet<String> = written.digests.iter().cloned().collect();
-        let again = write(&storage, &out, 8, Some(7), &next, &skip, None, &|_| true).await.unwrap();
+        let again = write(&storage, &out, (8, "u8"), (Some(7), Some("u7")), &next, &skip, None, &|_| true).await.unwrap();
         let files = entries(&again.dir, &again.toc.chunks);
         let blobs: Vec<&String> = files.keys().filter(|p| p.starts_with("blobs/") && p.len() > 13).collect();
         assert_eq!(blobs, [&blob_path(&retag)], "only what the base lacks");
-        assert_eq!(again.toc.base, Some(7));
+        assert_eq!((again.toc.base, again.toc.base_uuid.as_deref()), (Some(7), Some("u7")));
 
         // An object a version holds but storage lacks fails the export.
         let missing = Digest::of(Algorithm::Sha256, b"never stored");
         let broken = vec![version("team/app", "3.0", &missing, &layer, &config)];
-        let err = write(&storage, &out, 9, None, &broken, &HashSet::new(), None, &|_| true).await.unwrap_err();
+        let err = write(&storage, &out, (9, "u9"), (None, None), &broken, &HashSet::new(), None, &|_| true).await.unwrap_err();
         assert!(matches!(&err, ExportError::Missing(d) if *d == missing), "{err}");
     }
 }

@@ -32,6 +32,17 @@ pub(crate) mod chunks;
 pub(crate) mod export;
 pub(crate) mod toc;
 
+/// A random id for an export: 128 bits, hex.
+fn new_uuid() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        filled += rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| format!("no randomness for an export id: {e}"))?;
+    }
+    Ok(hex::encode(b))
+}
+
 /// An export as asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct ExportRequest {
@@ -70,9 +81,21 @@ pub(crate) async fn run_export(
     let versions: Vec<ExportedVersion> =
         contents.iter().map(|c| ExportedVersion { repository: c.repository.name.clone(), version: c.version }).collect();
     let (base, root) = (request.since, request.path.clone());
+    let base_uuid = match base {
+        None => None,
+        Some(b) => {
+            let found = metadata.run(move |s| s.export(b)).await.map_err(|e| failed(e.to_string()))?;
+            match found.map(|e| e.uuid) {
+                Some(Some(uuid)) => Some(uuid),
+                Some(None) => return Err(failed(format!("export {b} was made before exports had ids: export everything again"))),
+                None => return Err(failed(format!("no export {b}"))),
+            }
+        }
+    };
+    let uuid = new_uuid().map_err(failed)?;
     let record = {
-        let root = root.display().to_string();
-        metadata.run(move |s| s.create_export(&root, base, &versions)).await.map_err(|e| failed(e.to_string()))?
+        let (root, uuid) = (root.display().to_string(), uuid.clone());
+        metadata.run(move |s| s.create_export(&uuid, &root, base, &versions)).await.map_err(|e| failed(e.to_string()))?
     };
     let id = record.id;
     let objects: usize = contents.iter().map(|c| c.manifests.len() + c.blobs.len()).sum();
@@ -81,7 +104,9 @@ pub(crate) async fn run_export(
         progress.add(1, size);
         !progress.is_canceled()
     };
-    let written = export::write(storage, &root, id, base, &contents, &skip, request.chunk_size, &step).await;
+    let written =
+        export::write(storage, &root, (id, &uuid), (base, base_uuid.as_deref()), &contents, &skip, request.chunk_size, &step)
+            .await;
     let written = match written {
         Ok(w) => w,
         Err(e) => {

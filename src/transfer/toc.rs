@@ -26,10 +26,14 @@ pub(crate) struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Toc {
     pub(crate) format: String,
-    /// The export's id on the node that made it.
+    /// The export's number on the node that made it.
     pub(crate) export: u64,
-    /// The export this one builds on (an incremental export), if any.
+    /// Its own random id: what an import records it by.
+    pub(crate) uuid: String,
+    /// The export this one builds on (an incremental export), if any: its
+    /// number and id.
     pub(crate) base: Option<u64>,
+    pub(crate) base_uuid: Option<String>,
     pub(crate) files: Vec<Entry>,
     pub(crate) chunks: Vec<Chunk>,
     /// Over the archive as one stream (the chunks in order).
@@ -54,15 +58,25 @@ pub(crate) enum TocError {
 impl Toc {
     /// A table of contents with its own hash set.
     pub(crate) fn new(
-        export: u64,
-        base: Option<u64>,
+        (export, uuid): (u64, String),
+        (base, base_uuid): (Option<u64>, Option<String>),
         files: Vec<Entry>,
         chunks: Vec<Chunk>,
         archive_sha256: String,
         archive_size: u64,
     ) -> Toc {
-        let mut toc =
-            Toc { format: FORMAT.into(), export, base, files, chunks, archive_sha256, archive_size, sha256: String::new() };
+        let mut toc = Toc {
+            format: FORMAT.into(),
+            export,
+            uuid,
+            base,
+            base_uuid,
+            files,
+            chunks,
+            archive_sha256,
+            archive_size,
+            sha256: String::new(),
+        };
         toc.sha256 = toc.own_hash();
         toc
     }
@@ -74,7 +88,7 @@ impl Toc {
             h.update(s.as_bytes());
             h.update(b"\n");
         };
-        line(&mut h, format!("{} {} {:?}", self.format, self.export, self.base));
+        line(&mut h, format!("{} {} {} {:?} {:?}", self.format, self.export, self.uuid, self.base, self.base_uuid));
         for f in &self.files {
             line(&mut h, format!("file {} {} {}", f.sha256, f.size, f.path));
         }
@@ -114,14 +128,15 @@ mod tests {
             Entry { path: "blobs/sha256/bb".into(), size: 5, sha256: "bb".into() },
         ];
         let chunks = vec![Chunk { name: "export.tar".into(), size: 3072, sha256: "cc".into() }];
-        Toc::new(4, Some(2), files, chunks, "cc".into(), 3072)
+        Toc::new((4, "u4".into()), (Some(2), Some("u2".into())), files, chunks, "cc".into(), 3072)
     }
 
     #[test]
     fn a_table_of_contents_round_trips_and_any_change_is_caught() {
         let t = toc();
         assert_eq!(Toc::parse(&t.to_json()).unwrap(), t);
-        let edits: [fn(&mut Toc); 5] = [
+        let edits: [fn(&mut Toc); 6] = [
+            |t| t.base_uuid = Some("u3".into()),
             |t| t.files[1].size += 1,
             |t| t.files[0].sha256 = "ab".into(),
             |t| t.chunks[0].name = "other.tar".into(),

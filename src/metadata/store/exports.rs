@@ -7,7 +7,7 @@ use super::{i64_of, limit_of, u64_of};
 use crate::metadata::db::{args, Db, Row};
 use crate::metadata::{now_millis, ExportRecord, ExportState, ExportedVersion, MetadataError, Page, PageRequest};
 
-const COLUMNS: &str = "id, created_at, path, base, repositories, state, size, files, error";
+const COLUMNS: &str = "id, created_at, path, base, repositories, state, size, files, error, uuid";
 
 fn record(r: &Row<'_>) -> Result<ExportRecord, MetadataError> {
     let repositories: String = r.get(4)?;
@@ -24,11 +24,18 @@ fn record(r: &Row<'_>) -> Result<ExportRecord, MetadataError> {
         size: u64_of(r.get(6)?),
         files: u64_of(r.get(7)?),
         error: r.get(8)?,
+        uuid: r.get(9)?,
     })
 }
 
 /// Records an export being written; `base` must be a complete export.
-pub(super) fn create(db: &Db<'_>, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError> {
+pub(super) fn create(
+    db: &Db<'_>,
+    uuid: &str,
+    path: &str,
+    base: Option<u64>,
+    repositories: &[ExportedVersion],
+) -> Result<ExportRecord, MetadataError> {
     if let Some(base) = base {
         match get(db, base)? {
             Some(b) if b.state == ExportState::Complete => {}
@@ -38,8 +45,8 @@ pub(super) fn create(db: &Db<'_>, path: &str, base: Option<u64>, repositories: &
     }
     let json = serde_json::to_string(repositories).map_err(|e| MetadataError::Invalid(e.to_string()))?;
     let id: i64 = db.query_one(
-        "INSERT INTO exports (created_at, path, base, repositories, state) VALUES (?1, ?2, ?3, ?4, 'writing') RETURNING id",
-        args![now_millis(), path, base.map(i64_of), json],
+        "INSERT INTO exports (created_at, path, base, repositories, state, uuid) VALUES (?1, ?2, ?3, ?4, 'writing', ?5) RETURNING id",
+        args![now_millis(), path, base.map(i64_of), json, uuid],
     )?;
     get(db, u64_of(id))?.ok_or_else(|| MetadataError::Database("the export just recorded is gone".into()))
 }

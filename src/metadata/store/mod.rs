@@ -12,7 +12,8 @@
 //! - `keys`: the token signing keys a cluster's nodes share;
 //! - `uploads`: the blob upload sessions a cluster's nodes share;
 //! - `fills`: which node fetches a blob for the whole cluster, and leases;
-//! - `exports`: exports for air-gapped sites and the digests each carried;
+//! - `exports`, `imports`: exports for air-gapped sites, the digests each
+//!   carried, and the imports of them;
 //! - `storage`: what eviction and gc need (references, last uses).
 //!
 //! Migrations are numbered files applied in order, one transaction each,
@@ -25,7 +26,7 @@ use super::db::sqlite::Sqlite;
 use super::db::Db;
 use super::{
     AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
-    DistributionPatch, ExportRecord, ExportedVersion, FillClaim, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
+    DistributionPatch, ExportRecord, ExportedVersion, FillClaim, ImportedRepository, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
     SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
 };
@@ -36,6 +37,7 @@ mod curate;
 mod distributions;
 mod exports;
 mod fills;
+mod imports;
 mod keys;
 mod pullthrough;
 mod push;
@@ -64,6 +66,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0011_fills.sql"),
     include_str!("../migrations/0012_leases.sql"),
     include_str!("../migrations/0013_exports.sql"),
+    include_str!("../migrations/0014_imports.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -420,8 +423,8 @@ impl Store for SqlStore {
         self.statement(|db| fills::take_lease(db, name, node, now, until))
     }
 
-    fn create_export(&self, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError> {
-        self.write(|db| exports::create(db, path, base, repositories))
+    fn create_export(&self, uuid: &str, path: &str, base: Option<u64>, repositories: &[ExportedVersion]) -> Result<ExportRecord, MetadataError> {
+        self.write(|db| exports::create(db, uuid, path, base, repositories))
     }
 
     fn export(&self, id: u64) -> Result<Option<ExportRecord>, MetadataError> {
@@ -446,6 +449,20 @@ impl Store for SqlStore {
 
     fn delete_export(&self, id: u64) -> Result<ExportRecord, MetadataError> {
         self.write(|db| exports::delete(db, id))
+    }
+
+    fn import_export(
+        &self,
+        uuid: &str,
+        export_id: u64,
+        base_uuid: Option<&str>,
+        repositories: &[ImportedRepository],
+    ) -> Result<Vec<(String, Option<u64>)>, MetadataError> {
+        self.write(|db| imports::import(db, uuid, export_id, base_uuid, repositories))
+    }
+
+    fn imported(&self, uuid: &str) -> Result<bool, MetadataError> {
+        self.read(|db| imports::imported(db, uuid))
     }
 
     fn create_upload(&self, id: &str, repository: &str) -> Result<(), MetadataError> {

@@ -131,6 +131,28 @@ pub(super) fn apply_sync(
     mode: SyncMode<'_>,
 ) -> Result<Option<u64>, MetadataError> {
     let mut repo = sync_repository(db, name, "are synced")?;
+    let mirror = matches!(mode, SyncMode::Mirror { .. });
+    let v = apply_content(db, &repo, content, mode, "the sync did not fetch")?;
+    db.execute(
+        "UPDATE repositories SET remote = coalesce(remote, ?2), mirrored = CASE WHEN ?3 = 1 THEN 1 ELSE mirrored END
+         WHERE id = ?1",
+        args![repo.id, remote, mirror],
+    )?;
+    versions::close(db, &mut repo, v)
+}
+
+/// Writes `content` into the next version of `repo` (which the caller
+/// closes): its manifests, tags and signatures added, and in mirror mode
+/// whatever it does not hold removed. A tag or signature naming a
+/// manifest `content` lacks is refused (`missing` says why it lacks it).
+/// The version's number.
+pub(super) fn apply_content(
+    db: &Db<'_>,
+    repo: &RepoRow,
+    content: &SyncContent,
+    mode: SyncMode<'_>,
+    missing: &str,
+) -> Result<i64, MetadataError> {
     let v = i64_of(repo.repo.latest_version) + 1;
     for facts in &content.manifests {
         add_manifest(db, repo.id, facts, None, v)?;
@@ -139,21 +161,16 @@ pub(super) fn apply_sync(
     for (tag, digest) in &content.tags {
         let manifest = match id_by_digest(db, "manifests", digest)? {
             Some(id) if synced.contains(digest) => id,
-            _ => {
-                return Err(MetadataError::Invalid(format!(
-                    "tag {tag:?} names manifest {digest}, which the sync did not fetch"
-                )))
-            }
+            _ => return Err(MetadataError::Invalid(format!("tag {tag:?} names manifest {digest}, which {missing}"))),
         };
         set_tag(db, repo.id, tag, manifest, v)?;
     }
     for s in &content.signatures {
         if !synced.contains(&s.manifest) {
-            return Err(MetadataError::Invalid(format!("a signature names manifest {}, which the sync did not fetch", s.manifest)));
+            return Err(MetadataError::Invalid(format!("a signature names manifest {}, which {missing}", s.manifest)));
         }
     }
     super::signatures::add(db, repo.id, &content.signatures, v)?;
-    let mirror = matches!(mode, SyncMode::Mirror { .. });
     if let SyncMode::Mirror { in_scope } = mode {
         let synced_tags: HashSet<&str> = content.tags.iter().map(|(t, _)| t.as_str()).collect();
         let synced: HashSet<String> = content.manifests.iter().map(|m| m.digest.to_string()).collect();
@@ -163,12 +180,7 @@ pub(super) fn apply_sync(
             super::signatures::drop_unlisted(db, repo.id, v, &content.manifests, &content.signatures)?;
         }
     }
-    db.execute(
-        "UPDATE repositories SET remote = coalesce(remote, ?2), mirrored = CASE WHEN ?3 = 1 THEN 1 ELSE mirrored END
-         WHERE id = ?1",
-        args![repo.id, remote, mirror],
-    )?;
-    versions::close(db, &mut repo, v)
+    Ok(v)
 }
 
 /// Mirror mode: removes the in-scope tags the sync did not bring, then

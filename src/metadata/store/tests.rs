@@ -742,16 +742,16 @@ fn a_lease_is_held_by_one_node_until_it_expires() {
 fn exports_are_recorded_and_an_incremental_one_knows_its_chain() {
     let (_d, s) = open();
     let versions = |n: u64| vec![ExportedVersion { repository: "team/app".into(), version: n }];
-    let first = s.create_export("/mnt/t/wharf-export-1", None, &versions(1)).unwrap();
+    let first = s.create_export("e1", "/mnt/t/wharf-export-1", None, &versions(1)).unwrap();
     assert_eq!((first.state, first.base, first.repositories.clone()), (ExportState::Writing, None, versions(1)));
-    let err = s.create_export("/mnt/t/x", Some(first.id), &versions(2)).unwrap_err();
+    let err = s.create_export("ex", "/mnt/t/x", Some(first.id), &versions(2)).unwrap_err();
     assert!(matches!(err, MetadataError::Conflict(_)), "an unfinished base: {err:?}");
-    assert!(matches!(s.create_export("/mnt/t/x", Some(999), &versions(2)), Err(MetadataError::NotFound(_))));
+    assert!(matches!(s.create_export("ex", "/mnt/t/x", Some(999), &versions(2)), Err(MetadataError::NotFound(_))));
     s.complete_export(first.id, 4096, 5, &["sha256:aa".into(), "sha256:bb".into()]).unwrap();
     assert!(matches!(s.complete_export(first.id, 1, 1, &[]), Err(MetadataError::Conflict(_))), "complete once");
-    let second = s.create_export("/mnt/t/wharf-export-2", Some(first.id), &versions(2)).unwrap();
+    let second = s.create_export("e2", "/mnt/t/wharf-export-2", Some(first.id), &versions(2)).unwrap();
     s.complete_export(second.id, 1024, 2, &["sha256:cc".into()]).unwrap();
-    let third = s.create_export("/mnt/t/wharf-export-3", Some(second.id), &versions(3)).unwrap();
+    let third = s.create_export("e3", "/mnt/t/wharf-export-3", Some(second.id), &versions(3)).unwrap();
     s.fail_export(third.id, "disk full").unwrap();
     let third = s.export(third.id).unwrap().unwrap();
     assert_eq!((third.state, third.error.as_deref()), (ExportState::Failed, Some("disk full")));
@@ -762,10 +762,51 @@ fn exports_are_recorded_and_an_incremental_one_knows_its_chain() {
     assert_eq!(listed.total, 3);
     assert_eq!(listed.items.iter().map(|e| e.id).collect::<Vec<_>>(), [third.id, second.id, first.id], "newest first");
     let done = s.export(first.id).unwrap().unwrap();
-    assert_eq!((done.size, done.files, done.state), (4096, 5, ExportState::Complete));
+    assert_eq!((done.size, done.files, done.state, done.uuid.as_deref()), (4096, 5, ExportState::Complete, Some("e1")));
     assert!(matches!(s.delete_export(first.id), Err(MetadataError::Conflict(_))), "second builds on it");
     s.delete_export(third.id).unwrap();
     s.delete_export(second.id).unwrap();
     s.delete_export(first.id).unwrap();
     assert_eq!(s.exports(PageRequest::default()).unwrap().total, 0);
+}
+
+#[test]
+fn an_import_makes_one_version_per_repository_once_after_its_base_or_nothing() {
+    let (_d, s) = open();
+    let carried = |name: &str, kind: RepositoryKind, tags: &[(&str, &str)]| ImportedRepository {
+        name: name.into(),
+        kind,
+        upstream: (kind == RepositoryKind::PullThrough).then(|| "hub".to_owned()),
+        remote_name: (kind == RepositoryKind::PullThrough).then(|| "library/debian".to_owned()),
+        content: SyncContent {
+            manifests: tags.iter().map(|(_, m)| image(m, &[&format!("{m}-layer")])).collect(),
+            tags: tags.iter().map(|(t, m)| ((*t).to_owned(), digest(m))).collect(),
+            signatures: Vec::new(),
+            signatures_listed: true,
+        },
+    };
+    let first = [carried("team/app", RepositoryKind::Push, &[("1", "m1")]), carried("hub/library/debian", RepositoryKind::PullThrough, &[("12", "d12")])];
+    let made = s.import_export("u1", 4, None, &first).unwrap();
+    assert_eq!(made, vec![("team/app".to_owned(), Some(1)), ("hub/library/debian".to_owned(), Some(1))]);
+    assert!(s.imported("u1").unwrap() && !s.imported("u2").unwrap());
+    let debian = s.repository("hub/library/debian").unwrap().unwrap();
+    assert_eq!((debian.kind, debian.upstream.as_deref()), (RepositoryKind::PullThrough, Some("hub")));
+    assert_eq!(s.resolve_tag("team/app", None, "1").unwrap().map(|t| t.digest), Some(digest("m1")));
+    assert!(s.contains("team/app", None, ContentType::Blob, &digest("m1-layer")).unwrap());
+    assert!(matches!(s.import_export("u1", 4, None, &first), Err(MetadataError::Conflict(_))), "once");
+
+    // Built on u1: the version holds exactly the export's content.
+    let second = [carried("team/app", RepositoryKind::Push, &[("2", "m2")])];
+    assert!(matches!(s.import_export("u2", 5, Some("u0"), &second), Err(MetadataError::Conflict(m)) if m.contains("u0")));
+    assert_eq!(s.import_export("u2", 5, Some("u1"), &second).unwrap(), vec![("team/app".to_owned(), Some(2))]);
+    let tags: Vec<String> = s.tag_names("team/app", None).unwrap();
+    assert_eq!(tags, ["2"]);
+    // The same content again: no new version.
+    assert_eq!(s.import_export("u3", 6, None, &second).unwrap(), vec![("team/app".to_owned(), None)]);
+
+    // A name taken by another kind: nothing of the import is written.
+    let clash = [carried("fresh/one", RepositoryKind::Push, &[("1", "f1")]), carried("team/app", RepositoryKind::Sync, &[("1", "m1")])];
+    assert!(matches!(s.import_export("u4", 7, None, &clash), Err(MetadataError::Conflict(_))));
+    assert_eq!(s.repository("fresh/one").unwrap(), None);
+    assert!(!s.imported("u4").unwrap());
 }
