@@ -30,6 +30,7 @@ use crate::tasks::{Progress, TaskFailure};
 
 pub(crate) mod chunks;
 pub(crate) mod export;
+pub(crate) mod import;
 pub(crate) mod toc;
 
 /// A random id for an export: 128 bits, hex.
