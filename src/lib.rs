@@ -60,9 +60,6 @@ pub(crate) mod sync;
 pub(crate) mod tasks;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
-// Issue 18, in progress: the import, which reads archives back, is not
-// written yet.
-#[allow(dead_code)]
 pub(crate) mod transfer;
 pub(crate) mod upload;
 pub(crate) mod upstream;

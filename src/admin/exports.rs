@@ -12,7 +12,7 @@ use super::error::{AdminError, ErrorBody};
 use super::model::{Pagination, Task};
 use super::route::Query;
 use crate::metadata::{ExportRecord, ExportState};
-use crate::transfer::{self, ExportRequest};
+use crate::transfer::{self, import::ImportRequest, ExportRequest};
 
 /// What to export.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -231,4 +231,93 @@ pub(crate) async fn delete_export(api: &Api, path: ExportPath, query: &Query) ->
     let mut resp = http::Response::new(crate::api::body::full(bytes::Bytes::new()));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
+}
+
+/// What to import.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewImport {
+    /// An export's directory (`wharf-export-<id>`) on the node that runs
+    /// the import (absolute).
+    pub(crate) path: String,
+    /// Repositories to import under another name: exported name to name here.
+    #[serde(default)]
+    pub(crate) repository_map: std::collections::BTreeMap<String, String>,
+    /// Check the export and report what it would create, changing nothing.
+    #[serde(default)]
+    pub(crate) dry_run: bool,
+}
+
+/// What a dry run found.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ImportPlan {
+    /// The export's number where it was made, and its own id.
+    pub(crate) export: u64,
+    pub(crate) uuid: String,
+    /// Imported here before: an import would change nothing.
+    pub(crate) already_imported: bool,
+    /// The repositories an import would write a version of.
+    pub(crate) repositories: Vec<String>,
+    /// Bytes of objects not stored here yet: the space the import needs.
+    pub(crate) new_bytes: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/imports",
+    tag = "exports",
+    request_body(content = NewImport, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The import runs as a task: follow it at the `Location` given. It checks \
+            `toc.json` and every chunk of the archive before it stores anything (a changed, missing or truncated \
+            file fails the task naming it and the hash it should have), stores every object through verified \
+            ingest, then makes one new version per repository holding exactly the exported content, in one \
+            transaction (repositories created with their exported kind if missing): the task's \
+            `created_resources` list them. An export imported before changes nothing; one whose base was not \
+            imported here fails, naming the base.", body = Task,
+            headers(("Location" = String, description = "`/api/v1/tasks/{id}`"))),
+        (status = 200, description = "With `dry_run`: what an import would do, having checked the whole export.", body = ImportPlan),
+        (status = 400, description = "A relative path, or a dry run that found the export damaged.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create_import(api: &Api, body: NewImport) -> Reply {
+    let path = PathBuf::from(&body.path);
+    if !path.is_absolute() {
+        return Err(AdminError::Invalid(format!("path {:?} is not absolute", body.path)));
+    }
+    let request = ImportRequest { path, repository_map: body.repository_map.clone(), dry_run: body.dry_run };
+    let (metadata, storage) = (api.metadata.clone(), api.storage.clone());
+    if body.dry_run {
+        let progress = crate::tasks::Progress::untracked();
+        let report = transfer::import::run_import(&metadata, &storage, request, &progress).await.map_err(|e| match e {
+            crate::tasks::TaskFailure::Failed(m) => AdminError::Invalid(m),
+            crate::tasks::TaskFailure::Canceled => AdminError::Internal("canceled".into()),
+        })?;
+        let plan = ImportPlan {
+            export: report.export,
+            uuid: report.uuid,
+            already_imported: report.already_imported,
+            repositories: report.versions.into_iter().map(|(name, _)| name).collect(),
+            new_bytes: report.new_bytes,
+        };
+        return json(StatusCode::OK, &plan);
+    }
+    let params = serde_json::json!({ "path": body.path, "repository_map": body.repository_map });
+    let task = api
+        .tasks
+        .submit("import", None, params, move |progress| async move {
+            let report = transfer::import::run_import(&metadata, &storage, request, &progress).await?;
+            if report.already_imported {
+                tracing::info!(export = report.export, uuid = %report.uuid, "export imported before: nothing changed");
+            }
+            Ok(report
+                .versions
+                .into_iter()
+                .filter_map(|(repository, number)| {
+                    number.map(|number| crate::metadata::CreatedResource::RepositoryVersion { repository, number })
+                })
+                .collect())
+        })
+        .await?;
+    task_accepted(task)
 }

@@ -217,6 +217,7 @@ impl Admin {
             Endpoint::CreateExport => exports::create_export(api, read_json(req).await?).await,
             Endpoint::GetExport { id } => exports::get_export(api, exports::ExportPath { id }).await,
             Endpoint::DeleteExport { id } => exports::delete_export(api, exports::ExportPath { id }, &query).await,
+            Endpoint::CreateImport => exports::create_import(api, read_json(req).await?).await,
         }
     }
 }

@@ -61,6 +61,7 @@ use super::error::{ErrorBody, ErrorCode};
         super::exports::list_exports,
         super::exports::get_export,
         super::exports::delete_export,
+        super::exports::create_import,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -117,7 +118,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 29, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 30, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -88,6 +88,8 @@ enum Resource {
     /// `exports`, `exports/{id}`: exports for air-gapped sites.
     Exports,
     Export(u64),
+    /// `imports`: importing an export.
+    Imports,
 }
 
 impl Resource {
@@ -113,6 +115,7 @@ impl Resource {
             Resource::Distribution(_) | Resource::Remote(_) => "GET, HEAD, PATCH, DELETE",
             Resource::Exports => "GET, HEAD, POST",
             Resource::Export(_) => "GET, HEAD, DELETE",
+            Resource::Imports => "POST",
         }
     }
 }
@@ -158,6 +161,7 @@ pub(crate) enum Endpoint {
     CreateExport,
     GetExport { id: u64 },
     DeleteExport { id: u64 },
+    CreateImport,
     StartVerify,
     StartMigrate,
 }
@@ -211,6 +215,7 @@ impl Endpoint {
             | Endpoint::StartVerify
             | Endpoint::StartMigrate
             | Endpoint::CreateExport
+            | Endpoint::CreateImport
             | Endpoint::GetExport { .. } => &[],
         }
     }
@@ -263,6 +268,7 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Exports if *method == Method::POST => Endpoint::CreateExport,
         Resource::Export(id) if read => Endpoint::GetExport { id },
         Resource::Export(id) if delete => Endpoint::DeleteExport { id },
+        Resource::Imports if *method == Method::POST => Endpoint::CreateImport,
         Resource::StorageVerify if *method == Method::POST => Endpoint::StartVerify,
         Resource::StorageMigrate if *method == Method::POST => Endpoint::StartMigrate,
         other => return Err(AdminError::MethodNotAllowed { method: method.to_string(), allow: other.allow() }),
@@ -295,6 +301,7 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["storage", "gc"] => Ok(Resource::StorageGc),
         ["exports"] => Ok(Resource::Exports),
         ["exports", id] => Ok(Resource::Export(task_id(id)?)),
+        ["imports"] => Ok(Resource::Imports),
         ["storage", "verify"] => Ok(Resource::StorageVerify),
         ["storage", "migrate"] => Ok(Resource::StorageMigrate),
         _ => Err(unknown()),

@@ -44,6 +44,9 @@ pub(crate) enum AdminCommand {
     /// Exports for air-gapped sites: create (a task), list, show, delete.
     #[command(subcommand)]
     Export(super::export_commands::ExportCommand),
+    /// Import an export (as a task): checked whole before anything is
+    /// stored, then one new version per repository.
+    Import(super::export_commands::ImportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -922,6 +925,7 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
             view: View::Task,
         },
         AdminCommand::Export(export) => return export.plan(),
+        AdminCommand::Import(import) => return import.plan(),
         AdminCommand::Auth(AuthCommand::RotateKey) => Call {
             method: Method::POST,
             path: api_path(&["signing-keys"], &[]),
@@ -940,6 +944,7 @@ pub(crate) fn waits_for_started_task(command: &AdminCommand) -> bool {
             | AdminCommand::Storage(StorageCommand::Verify(StorageTask { no_wait: false }))
             | AdminCommand::Storage(StorageCommand::Migrate(StorageMigrate { no_wait: false, .. }))
     ) || matches!(command, AdminCommand::Export(export) if export.waits())
+        || matches!(command, AdminCommand::Import(import) if import.waits())
 }
 
 /// The given repository fields as JSON; an empty description clears it.

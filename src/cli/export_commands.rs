@@ -62,6 +62,57 @@ pub(crate) struct ExportCreate {
     no_wait: bool,
 }
 
+/// `wharf import`: an export into this wharf.
+#[derive(Args, Debug)]
+pub(crate) struct ImportArgs {
+    /// The export's directory (wharf-export-<id>) on the node wharf runs
+    /// on (absolute).
+    #[arg(long)]
+    path: String,
+    /// FROM=TO: import repository FROM under the name TO (repeat for more).
+    #[arg(long = "repository-map", value_name = "FROM=TO")]
+    repository_map: Vec<String>,
+    /// Check the whole export and print what an import would create and
+    /// the space it needs; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the task and return at once instead of waiting for it.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+impl ImportArgs {
+    /// Whether the command starts a task and then waits for it.
+    pub(crate) fn waits(&self) -> bool {
+        !self.dry_run && !self.no_wait
+    }
+
+    pub(crate) fn plan(&self) -> Result<Call, UsageError> {
+        let mut map = Map::new();
+        for m in &self.repository_map {
+            let (from, to) = m.split_once('=').ok_or_else(|| UsageError(format!("--repository-map {m:?}: FROM=TO")))?;
+            if from.is_empty() || to.is_empty() {
+                return Err(UsageError(format!("--repository-map {m:?}: FROM=TO")));
+            }
+            map.insert(from.to_owned(), to.into());
+        }
+        let mut body = Map::new();
+        body.insert("path".into(), self.path.clone().into());
+        if !map.is_empty() {
+            body.insert("repository_map".into(), Value::Object(map));
+        }
+        if self.dry_run {
+            body.insert("dry_run".into(), true.into());
+        }
+        Ok(Call {
+            method: Method::POST,
+            path: api_path(&["imports"], &[]),
+            body: Some(Value::Object(body)),
+            view: if self.dry_run { View::ImportPlan } else { View::Task },
+        })
+    }
+}
+
 impl ExportCommand {
     /// Whether the command starts a task and then waits for it.
     pub(crate) fn waits(&self) -> bool {

@@ -31,6 +31,8 @@ pub(crate) enum View {
     SigningKey,
     Exports,
     Export,
+    /// A dry-run import's report.
+    ImportPlan,
     /// A 204 to a DELETE: says what is gone.
     Deleted {
         what: &'static str,
@@ -214,6 +216,13 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("files", text(&value["files"])),
             ("error", text(&value["error"])),
             ("created", time(&value["created_at"])),
+        ]),
+        View::ImportPlan => fields(&[
+            ("export", text(&value["export"])),
+            ("id", text(&value["uuid"])),
+            ("imported before", yes_no(&value["already_imported"])),
+            ("repositories", value["repositories"].as_array().map_or_else(|| "-".into(), |a| a.iter().map(text).collect::<Vec<_>>().join(", "))),
+            ("space needed", size(&value["new_bytes"])),
         ]),
         View::TaskCancel => match value["state"].as_str() {
             Some("running") => format!("task {} is stopping: it ends canceled at its next check\n", text(&value["id"])),

@@ -542,6 +542,14 @@ impl Counters {
 }
 
 impl Progress {
+    /// A handle for work that runs outside any task (a dry run answered
+    /// at once): its counts go nowhere and it is never canceled.
+    pub(crate) fn untracked() -> Progress {
+        // The sender goes at once: the value stays None, never a cancel.
+        let (_, cancel) = watch::channel(None);
+        Progress { id: 0, counters: Arc::default(), cancel }
+    }
+
     pub(crate) fn id(&self) -> u64 {
         self.id
     }

@@ -68,11 +68,6 @@ impl ChunkedWriter {
         }
     }
 
-    /// Bytes written so far.
-    pub(crate) fn written(&self) -> u64 {
-        self.total
-    }
-
     fn close(&mut self) -> io::Result<()> {
         if let Some(open) = self.open.take() {
             open.file.sync_all()?;

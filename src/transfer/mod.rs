@@ -18,8 +18,9 @@
 //!                         repositories hold it
 //! ```
 //!
-//! Work in progress (issue 18): exports (a task, the admin API); the CLI
-//! and the import come next.
+//! An import ([`import`]) checks the table of contents and every chunk
+//! before it stores anything, stores every object through verified
+//! ingest, then makes one new version per repository in one transaction.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -122,6 +123,7 @@ pub(crate) async fn run_export(
             });
         }
     };
+    tracing::info!(export = id, directory = %written.dir.display(), bytes = written.toc.archive_size, "export written");
     let (size, files, digests) = (written.toc.archive_size, written.toc.files.len() as u64, written.digests);
     metadata.run(move |s| s.complete_export(id, size, files, &digests)).await.map_err(|e| failed(e.to_string()))?;
     metadata.run(move |s| s.export(id)).await.map_err(|e| failed(e.to_string()))?.ok_or_else(|| failed("the export's record is gone".into()))

@@ -134,3 +134,100 @@ async fn an_export_is_an_oci_archive_skopeo_reads_and_an_incremental_one_carries
     assert!(dir.exists(), "its files stay unless asked");
     w.stop();
 }
+
+/// The task's versions: (repository, number) from `created_resources`.
+fn created(task: &Value) -> Vec<(String, u64)> {
+    task["created_resources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| Some((r["repository"].as_str()?.to_owned(), r["version"].as_u64().or_else(|| r["number"].as_u64())?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn import(wharf: &Wharf, body: Value) -> Value {
+    let r = admin(wharf, "POST", "imports", Some(body)).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_u64().expect("task id");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = admin(wharf, "GET", &format!("tasks/{id}"), None).await.json();
+        if !matches!(task["state"].as_str(), Some("waiting" | "running")) {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "import task {id} never ended: {task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_imported_on_a_node_without_upstream_serves_the_same_digests_once_and_after_its_base() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let a = start_with(&tmp.path().join("a"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let image = Image::random(&[500_000, 20_000]);
+    images::push(&clients, tmp.path(), &image, &a.host(), "team/app", &["1.0"], Some(PUSHER));
+    let out = tmp.path().join("transfer");
+    std::fs::create_dir(&out).expect("mkdir");
+    let path = out.display().to_string();
+    assert_eq!(export(&a, json!({"repositories": ["team/app"], "path": path, "chunk_size": 1 << 20})).await["state"], "completed");
+    let first = admin(&a, "GET", "exports", None).await.json()["results"][0].clone();
+    let dir1 = first["directory"].as_str().expect("directory").to_owned();
+
+    // B has never seen any of it, and its upstream cannot be reached.
+    let b = start_with(&tmp.path().join("b"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let r = admin(&b, "POST", "imports", Some(json!({"path": dir1, "dry_run": true}))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let plan = r.json();
+    assert_eq!(plan["repositories"], json!(["team/app"]));
+    assert!(plan["new_bytes"].as_u64().expect("bytes") >= 520_000, "{plan}");
+    assert_eq!(admin(&b, "GET", "repositories/team%2Fapp", None).await.status, 404, "a dry run changes nothing");
+
+    let task = import(&b, json!({"path": dir1})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(created(&task), vec![("team/app".to_owned(), 1)]);
+    let made = admin(&b, "POST", "distributions", Some(json!({"name": "app", "base_path": "team/app", "repository": "team/app"}))).await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    let layout = tmp.path().join("from-b");
+    clients.pull_to_layout(&format!("docker://{}/team/app:1.0", b.host()), &layout, "1.0", &[]);
+    assert_layout_holds_image(&layout, "1.0", &image);
+
+    // Again: nothing changes.
+    let task = import(&b, json!({"path": dir1})).await;
+    assert_eq!((task["state"].as_str(), created(&task).len()), (Some("completed"), 0), "{task}");
+
+    // Built on the first: refused where the first was not imported, a new
+    // version where it was, under another name when mapped.
+    let next = Image::random(&[30_000]);
+    images::push(&clients, tmp.path(), &next, &a.host(), "team/app", &["2.0"], Some(PUSHER));
+    let since = first["id"].as_u64().expect("id");
+    assert_eq!(export(&a, json!({"repositories": ["team/app"], "path": path, "since": since})).await["state"], "completed");
+    let dir2 = admin(&a, "GET", "exports", None).await.json()["results"][0]["directory"].as_str().expect("dir").to_owned();
+    let c = start_with(&tmp.path().join("c"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let task = import(&c, json!({"path": dir2})).await;
+    assert_eq!(task["state"], "failed");
+    assert!(task["error"].as_str().unwrap_or_default().contains("import that first"), "{task}");
+    let task = import(&b, json!({"path": dir2})).await;
+    assert_eq!((task["state"].as_str(), created(&task)), (Some("completed"), vec![("team/app".to_owned(), 2)]), "{task}");
+    let layout = tmp.path().join("from-b-2");
+    clients.pull_to_layout(&format!("docker://{}/team/app:2.0", b.host()), &layout, "2.0", &[]);
+    assert_layout_holds_image(&layout, "2.0", &next);
+
+    // A changed byte in a chunk: refused, naming it, and nothing stored.
+    let toc: Value = serde_json::from_slice(&std::fs::read(std::path::Path::new(&dir1).join("toc.json")).expect("toc")).expect("json");
+    let chunk = toc["chunks"][0]["name"].as_str().expect("name").to_owned();
+    let chunk_path = std::path::Path::new(&dir1).join(&chunk);
+    let mut bytes = std::fs::read(&chunk_path).expect("chunk");
+    bytes[600] ^= 1;
+    std::fs::write(&chunk_path, bytes).expect("write");
+    let d = start_with(&tmp.path().join("d"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let task = import(&d, json!({"path": dir1, "repository_map": {"team/app": "copy/app"}})).await;
+    assert_eq!(task["state"], "failed");
+    assert!(task["error"].as_str().unwrap_or_default().contains(&chunk), "{task}");
+    assert_eq!(admin(&d, "GET", "repositories/copy%2Fapp", None).await.status, 404);
+    for w in [a, b, c, d] {
+        w.stop();
+    }
+}
