@@ -184,7 +184,9 @@ pub(crate) fn blob_path(digest: &Digest) -> String {
 enum Item {
     Dir(String),
     Bytes(String, Vec<u8>),
-    File(String, Arc<File>, u64),
+    /// A stored object; its sha256 when its digest is one (the bytes
+    /// were verified against it: not hashed again).
+    File(String, Arc<File>, u64, Option<String>),
 }
 
 /// A reader that hashes what it reads.
@@ -230,7 +232,12 @@ fn write_items(dir: &Path, limit: Option<u64>, mut items: tokio::sync::mpsc::Rec
                 tar.append_data(&mut h, &path, bytes.as_slice())?;
                 files.push(toc::Entry { path, size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) });
             }
-            Item::File(path, file, size) => {
+            Item::File(path, file, size, Some(sha256)) => {
+                let mut h = header(tar::EntryType::Regular, size, 0o644);
+                tar.append_data(&mut h, &path, (&*file).take(size))?;
+                files.push(toc::Entry { path, size, sha256 });
+            }
+            Item::File(path, file, size, None) => {
                 let mut h = header(tar::EntryType::Regular, size, 0o644);
                 let mut reader = Hashing { inner: (&*file).take(size), sha256: Sha256::new() };
                 tar.append_data(&mut h, &path, &mut reader)?;
@@ -329,7 +336,8 @@ async fn feed(
         }
         let object = storage.open_object(digest).await?.ok_or_else(|| ExportError::Missing(digest.clone()))?;
         let size = object.size;
-        send(Item::File(blob_path(digest), object.file, size)).await.map_err(|()| gone())?;
+        let sha256 = (digest.algorithm() == crate::oci::Algorithm::Sha256).then(|| digest.hex().to_owned());
+        send(Item::File(blob_path(digest), object.file, size, sha256)).await.map_err(|()| gone())?;
         if !progress(size) {
             return Err(ExportError::Canceled);
         }
@@ -368,12 +376,13 @@ async fn feed(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::metadata::{BlobItem, ManifestFacts, ManifestItem, RepositoryKind, TagItem};
     use crate::oci::Algorithm;
 
-    fn repository(name: &str) -> Repository {
+    /// A push repository's record, for tests.
+    pub(in crate::transfer) fn repository(name: &str) -> Repository {
         Repository {
             name: name.into(),
             kind: RepositoryKind::Push,

@@ -273,21 +273,7 @@ mod tests {
         let digest = Digest::of(Algorithm::Sha256, &layer);
         storage.put_verified(&digest, bytes::Bytes::from(layer)).await.unwrap();
         let content = super::super::export::VersionContent {
-            repository: crate::metadata::Repository {
-                name: "team/app".into(),
-                kind: RepositoryKind::Push,
-                upstream: None,
-                remote_name: None,
-                retain_versions: None,
-                latest_version: 1,
-                created_at: 0,
-                description: None,
-                remote: None,
-                sync_mirror: false,
-                sync_interval: None,
-                next_sync_at: None,
-                mirrored: false,
-            },
+            repository: super::super::export::tests::repository("team/app"),
             version: 1,
             tags: Vec::new(),
             manifests: Vec::new(),

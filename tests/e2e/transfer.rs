@@ -26,7 +26,13 @@ async fn admin(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> 
 
 /// Starts an export and waits for its task: the task as it ended.
 async fn export(wharf: &Wharf, body: Value) -> Value {
-    let r = admin(wharf, "POST", "exports", Some(body)).await;
+    start_task(wharf, "exports", body).await
+}
+
+/// POSTs `body` to `path` (a task starting), then waits for the task:
+/// the task as it ended.
+async fn start_task(wharf: &Wharf, path: &str, body: Value) -> Value {
+    let r = admin(wharf, "POST", path, Some(body)).await;
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_u64().expect("task id");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -35,7 +41,7 @@ async fn export(wharf: &Wharf, body: Value) -> Value {
         if !matches!(task["state"].as_str(), Some("waiting" | "running")) {
             return task;
         }
-        assert!(Instant::now() < deadline, "export task {id} never ended: {task}");
+        assert!(Instant::now() < deadline, "{path} task {id} never ended: {task}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -148,18 +154,7 @@ fn created(task: &Value) -> Vec<(String, u64)> {
 }
 
 async fn import(wharf: &Wharf, body: Value) -> Value {
-    let r = admin(wharf, "POST", "imports", Some(body)).await;
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    let id = r.json()["id"].as_u64().expect("task id");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let task = admin(wharf, "GET", &format!("tasks/{id}"), None).await.json();
-        if !matches!(task["state"].as_str(), Some("waiting" | "running")) {
-            return task;
-        }
-        assert!(Instant::now() < deadline, "import task {id} never ended: {task}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    start_task(wharf, "imports", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
