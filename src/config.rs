@@ -445,9 +445,8 @@ impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let server = self.server.validate()?;
         let storage = self.storage.validate()?;
-        if self.upstream.is_empty() {
-            return Err(invalid("upstream", "at least one [[upstream]] is required"));
-        }
+        // An empty list (`upstream = []`) is a node that reaches no
+        // registry: an air-gapped site serving pushed and imported content.
         let mut upstreams = Vec::with_capacity(self.upstream.len());
         for (i, raw) in self.upstream.into_iter().enumerate() {
             let up = raw.validate(&format!("upstream[{i}]"))?;
@@ -784,6 +783,12 @@ mod tests {
     /// Why `toml` is refused.
     pub(super) fn refused(toml: &str) -> String {
         err_text(load_str(toml, &[]))
+    }
+
+    #[test]
+    fn an_empty_upstream_list_is_a_node_that_reaches_no_registry() {
+        let c = load_str("upstream = []\n", &[]).unwrap();
+        assert!(c.upstreams.is_empty());
     }
 
     #[test]

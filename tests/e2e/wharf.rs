@@ -55,8 +55,11 @@ impl UpstreamEntry {
 /// again on S3 against one server started beside them.
 pub fn write_config(dir: &Path, upstreams: &[UpstreamEntry]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("create wharf dir");
+    // No entries: a node that reaches no registry, not the embedded
+    // Docker Hub default.
+    let none = if upstreams.is_empty() { "upstream = []\n" } else { "" };
     let mut toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{}\n[log]\nlevel = \"debug\"\n{}",
+        "{none}[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n[storage]\npath = {:?}\n{}\n[log]\nlevel = \"debug\"\n{}",
         dir.join("storage"),
         s3_backend_lines(dir),
         postgres_metadata_lines(dir)
