@@ -46,7 +46,7 @@ pub(crate) struct Api {
     remotes: Remotes,
     repositories: SyncRepositories,
     pub(super) tasks: Tasks,
-    syncer: Syncer,
+    pub(super) syncer: Syncer,
     pub(super) storage: Storage,
     pub(super) disk: Disk,
     upstreams: Vec<Upstream>,

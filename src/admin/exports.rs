@@ -140,11 +140,12 @@ pub(crate) async fn create_export(api: &Api, body: NewExport) -> Reply {
         "since": body.since, "chunk_size": body.chunk_size,
     });
     let request = ExportRequest { repositories, path, since: body.since, chunk_size: body.chunk_size };
-    let (metadata, storage) = (api.metadata.clone(), api.storage.clone());
+    let (metadata, storage, syncer) = (api.metadata.clone(), api.storage.clone(), api.syncer.clone());
     let task = api
         .tasks
         .submit("export", None, params, move |progress| async move {
-            transfer::run_export(&metadata, &storage, request, &progress).await.map(|_| Vec::new())
+            let objects = transfer::export::Objects { storage: &storage, refetch: Some(&syncer) };
+            transfer::run_export(&metadata, objects, request, &progress).await.map(|_| Vec::new())
         })
         .await?;
     task_accepted(task)

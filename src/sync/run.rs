@@ -119,6 +119,33 @@ impl Syncer {
         &self.metadata
     }
 
+    /// Stores again a blob `repository` holds whose bytes were evicted (or
+    /// never fetched, synced on demand): from the pull-through
+    /// repository's upstream, or a remote a sync recorded as its source.
+    /// Through the same verified fills a client's pull uses. Its size.
+    pub(crate) async fn refetch(&self, repository: &crate::metadata::Repository, digest: &Digest) -> Result<u64, String> {
+        let mut targets = Vec::new();
+        if let (Some(upstream), Some(name)) = (&repository.upstream, &repository.remote_name) {
+            targets.extend(self.pull.target_for(upstream, name));
+        }
+        let wanted = digest.clone();
+        let sources = self.metadata.run(move |s| s.blob_sources(&wanted)).await.map_err(|e| e.to_string())?;
+        for (remote, name) in sources {
+            match self.clients.source(&remote, &name).await {
+                Ok(target) => targets.extend(target),
+                Err(e) => tracing::warn!(%remote, %digest, error = %e, "blob source unusable"),
+            }
+        }
+        let mut last = format!("{digest} is not stored and {:?} names no upstream or remote to fetch it from", repository.name);
+        for target in targets {
+            match self.pull.fetch_blob(&target, digest).await {
+                Ok(size) => return Ok(size),
+                Err(e) => last = format!("{digest} is not stored, and fetching it again failed: {e}"),
+            }
+        }
+        Err(last)
+    }
+
     /// Checks a sync can start: the repository is a sync repository and
     /// the remote exists. Touches no network.
     pub(crate) async fn check(&self, req: &SyncRequest) -> Result<Remote, MetadataError> {

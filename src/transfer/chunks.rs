@@ -143,12 +143,17 @@ pub(crate) enum ChunkError {
     Hash { name: String, expected: String, actual: String },
     #[error("{name}: {error}")]
     Io { name: String, error: String },
+    #[error("the archive's files joined: sha256 {actual}, the table of contents says {expected}")]
+    Whole { expected: String, actual: String },
 }
 
 /// Checks every file of an archive against `chunks`, reading each whole:
-/// the first one that differs (missing, another size, another hash).
-pub(crate) fn verify(dir: &Path, chunks: &[Chunk]) -> Result<(), ChunkError> {
+/// the first one that differs (missing, another size, another hash); then
+/// the files joined against `whole` (the archive's sha256).
+pub(crate) fn verify(dir: &Path, chunks: &[Chunk], whole: &str) -> Result<(), ChunkError> {
     let mut buf = vec![0u8; 256 << 10];
+    // One file is the archive: its own hash is the whole one.
+    let mut joined = (chunks.len() > 1).then(Sha256::new);
     for chunk in chunks {
         let io = |e: io::Error| ChunkError::Io { name: chunk.name.clone(), error: e.to_string() };
         let mut file = File::open(dir.join(&chunk.name))
@@ -164,11 +169,22 @@ pub(crate) fn verify(dir: &Path, chunks: &[Chunk]) -> Result<(), ChunkError> {
                 break;
             }
             sha256.update(&buf[..n]);
+            if let Some(joined) = &mut joined {
+                joined.update(&buf[..n]);
+            }
         }
         let actual = hex::encode(sha256.finalize());
         if actual != chunk.sha256 {
             return Err(ChunkError::Hash { name: chunk.name.clone(), expected: chunk.sha256.clone(), actual });
         }
+    }
+    let actual = match (joined, chunks) {
+        (Some(joined), _) => hex::encode(joined.finalize()),
+        (None, [one]) => one.sha256.clone(),
+        (None, _) => hex::encode(Sha256::digest(b"")),
+    };
+    if actual != whole {
+        return Err(ChunkError::Whole { expected: whole.to_owned(), actual });
     }
     Ok(())
 }
@@ -230,7 +246,7 @@ mod tests {
         assert_eq!(names, ["export.tar.000", "export.tar.001", "export.tar.002"]);
         assert_eq!(chunks.iter().map(|c| c.size).collect::<Vec<_>>(), [4096, 4096, 1808]);
         assert_eq!(chunks[1].sha256, sha(&data[4096..8192]));
-        assert_eq!(verify(dir.path(), &chunks), Ok(()));
+        assert_eq!(verify(dir.path(), &chunks, &whole), Ok(()));
         let mut back = Vec::new();
         ChunkedReader::new(dir.path(), &chunks).read_to_end(&mut back).unwrap();
         assert!(back == data);
@@ -254,17 +270,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = ChunkedWriter::new(dir.path(), "e.tar", Some(100));
         w.write_all(&[7; 250]).unwrap();
-        let (chunks, _, _) = w.finish().unwrap();
+        let (chunks, whole, _) = w.finish().unwrap();
         std::fs::write(dir.path().join("e.tar.001"), [8; 100]).unwrap();
-        let err = verify(dir.path(), &chunks).unwrap_err();
+        let err = verify(dir.path(), &chunks, &whole).unwrap_err();
         assert!(matches!(&err, ChunkError::Hash { name, .. } if name == "e.tar.001"), "{err}");
         assert!(err.to_string().contains(&chunks[1].sha256), "names the expected hash: {err}");
         std::fs::write(dir.path().join("e.tar.001"), [7; 99]).unwrap();
-        assert!(matches!(verify(dir.path(), &chunks), Err(ChunkError::Size { expected: 100, actual: 99, .. })));
+        assert!(matches!(verify(dir.path(), &chunks, &whole), Err(ChunkError::Size { expected: 100, actual: 99, .. })));
         std::fs::remove_file(dir.path().join("e.tar.002")).unwrap();
         std::fs::write(dir.path().join("e.tar.001"), [7; 100]).unwrap();
-        assert!(matches!(verify(dir.path(), &chunks), Err(ChunkError::Missing { name, .. }) if name == "e.tar.002"));
+        assert!(matches!(verify(dir.path(), &chunks, &whole), Err(ChunkError::Missing { name, .. }) if name == "e.tar.002"));
         std::fs::write(dir.path().join("e.tar.002"), [7; 50]).unwrap();
-        assert_eq!(verify(dir.path(), &chunks), Ok(()));
+        assert_eq!(verify(dir.path(), &chunks, &whole), Ok(()));
+        // Each file right, the table's hash over them wrong.
+        let other = sha(&[7; 251]);
+        assert!(matches!(verify(dir.path(), &chunks, &other), Err(ChunkError::Whole { expected, .. }) if expected == other));
+        // One file: its hash is the whole one.
+        assert!(matches!(verify(dir.path(), &chunks[..1], &chunks[0].sha256), Ok(())));
+        assert!(verify(dir.path(), &chunks[..1], &whole).is_err());
     }
 }

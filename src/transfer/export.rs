@@ -34,6 +34,9 @@ pub(crate) enum ExportError {
     /// Content a version holds whose bytes are not stored.
     #[error("{0} is not stored (evicted, or never fetched): pull or sync it first")]
     Missing(Digest),
+    /// An evicted blob that could not be fetched again.
+    #[error("{0}")]
+    Refetch(String),
     #[error("{path}: {error}")]
     Io { path: String, error: String },
     #[error("canceled")]
@@ -249,6 +252,28 @@ fn write_items(dir: &Path, limit: Option<u64>, mut items: tokio::sync::mpsc::Rec
     Ok((files, chunked))
 }
 
+/// Where an export reads its objects: storage and, for a blob whose bytes
+/// were evicted, the syncer that fetches it again from where its
+/// repository got it.
+#[derive(Clone, Copy)]
+pub(crate) struct Objects<'a> {
+    pub(crate) storage: &'a Storage,
+    pub(crate) refetch: Option<&'a crate::sync::Syncer>,
+}
+
+impl Objects<'_> {
+    /// The stored object, fetched again first if `holder` may.
+    async fn open(&self, holder: &Repository, digest: &Digest) -> Result<crate::storage::StoredObject, ExportError> {
+        if let Some(object) = self.storage.open_object(digest).await? {
+            return Ok(object);
+        }
+        let Some(syncer) = self.refetch else { return Err(ExportError::Missing(digest.clone())) };
+        tracing::info!(%digest, repository = %holder.name, "exported blob not stored: fetching it again");
+        syncer.refetch(holder, digest).await.map_err(ExportError::Refetch)?;
+        self.storage.open_object(digest).await?.ok_or_else(|| ExportError::Missing(digest.clone()))
+    }
+}
+
 /// What [`write`] made.
 #[derive(Debug)]
 pub(crate) struct Written {
@@ -264,7 +289,7 @@ pub(crate) struct Written {
 /// base chain) are left out. `progress` hears each object's size, and
 /// says whether to go on.
 pub(crate) async fn write(
-    storage: &Storage,
+    objects: Objects<'_>,
     path: &Path,
     (id, uuid): (u64, &str),
     (base, base_uuid): (Option<u64>, Option<&str>),
@@ -281,7 +306,7 @@ pub(crate) async fn write(
         let dir = dir.clone();
         move || write_items(&dir, chunk_size, rx)
     });
-    let fed = feed(storage, (id, uuid), (base, base_uuid), contents, skip, &tx, progress).await;
+    let fed = feed(objects, (id, uuid), (base, base_uuid), contents, skip, &tx, progress).await;
     drop(tx);
     let written = writer.await.map_err(|e| ExportError::Io { path: dir.display().to_string(), error: e.to_string() })?;
     let digests = fed?;
@@ -304,7 +329,7 @@ pub(crate) async fn write(
 
 /// Sends the layout's items to the writer; the digests carried.
 async fn feed(
-    storage: &Storage,
+    source: Objects<'_>,
     (id, uuid): (u64, &str),
     (base, base_uuid): (Option<u64>, Option<&str>),
     contents: &[VersionContent],
@@ -318,12 +343,12 @@ async fn feed(
     let mut carried = Vec::new();
     let mut seen = HashSet::new();
     let mut dirs = HashSet::new();
-    let mut objects: Vec<&Digest> = Vec::new();
+    let mut objects: Vec<(&Digest, &Repository)> = Vec::new();
     for c in contents {
-        objects.extend(c.manifests.iter().map(|m| &m.facts.digest));
-        objects.extend(c.blobs.iter().map(|b| &b.digest));
+        objects.extend(c.manifests.iter().map(|m| (&m.facts.digest, &c.repository)));
+        objects.extend(c.blobs.iter().map(|b| (&b.digest, &c.repository)));
     }
-    for digest in objects {
+    for (digest, holder) in objects {
         if !seen.insert(digest.to_string()) || skip.contains(&digest.to_string()) {
             continue;
         }
@@ -334,7 +359,7 @@ async fn feed(
         if dirs.insert(alg_dir.clone()) {
             send(Item::Dir(alg_dir)).await.map_err(|()| gone())?;
         }
-        let object = storage.open_object(digest).await?.ok_or_else(|| ExportError::Missing(digest.clone()))?;
+        let object = source.open(holder, digest).await?;
         let size = object.size;
         let sha256 = (digest.algorithm() == crate::oci::Algorithm::Sha256).then(|| digest.hex().to_owned());
         send(Item::File(blob_path(digest), object.file, size, sha256)).await.map_err(|()| gone())?;
@@ -460,7 +485,7 @@ pub(super) mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let sizes = std::sync::Mutex::new(Vec::new());
-        let written = write(&storage, &out, (7, "u7"), (None, None), &contents, &HashSet::new(), Some(100_000), &|n| {
+        let written = write(Objects { storage: &storage, refetch: None }, &out, (7, "u7"), (None, None), &contents, &HashSet::new(), Some(100_000), &|n| {
             sizes.lock().unwrap().push(n);
             true
         })
@@ -470,7 +495,7 @@ pub(super) mod tests {
         assert_eq!(sizes.lock().unwrap().len(), 3, "each object once");
         assert!(written.toc.chunks.len() >= 4, "300 KB in chunks of 100 KB: {:?}", written.toc.chunks);
         assert_eq!(Toc::parse(&std::fs::read(written.dir.join(toc::TOC_FILE)).unwrap()).unwrap(), written.toc);
-        super::super::chunks::verify(&written.dir, &written.toc.chunks).unwrap();
+        super::super::chunks::verify(&written.dir, &written.toc.chunks, &written.toc.archive_sha256).unwrap();
 
         let files = entries(&written.dir, &written.toc.chunks);
         assert_eq!(files["oci-layout"], br#"{"imageLayoutVersion":"1.0.0"}"#);
@@ -495,7 +520,7 @@ pub(super) mod tests {
         let retag = stored(&storage, b"another manifest").await;
         let next = vec![version("team/app", "2.0", &retag, &layer, &config)];
         let skip: HashSet<String> = written.digests.iter().cloned().collect();
-        let again = write(&storage, &out, (8, "u8"), (Some(7), Some("u7")), &next, &skip, None, &|_| true).await.unwrap();
+        let again = write(Objects { storage: &storage, refetch: None }, &out, (8, "u8"), (Some(7), Some("u7")), &next, &skip, None, &|_| true).await.unwrap();
         let files = entries(&again.dir, &again.toc.chunks);
         let blobs: Vec<&String> = files.keys().filter(|p| p.starts_with("blobs/") && p.len() > 13).collect();
         assert_eq!(blobs, [&blob_path(&retag)], "only what the base lacks");
@@ -504,7 +529,7 @@ pub(super) mod tests {
         // An object a version holds but storage lacks fails the export.
         let missing = Digest::of(Algorithm::Sha256, b"never stored");
         let broken = vec![version("team/app", "3.0", &missing, &layer, &config)];
-        let err = write(&storage, &out, (9, "u9"), (None, None), &broken, &HashSet::new(), None, &|_| true).await.unwrap_err();
+        let err = write(Objects { storage: &storage, refetch: None }, &out, (9, "u9"), (None, None), &broken, &HashSet::new(), None, &|_| true).await.unwrap_err();
         assert!(matches!(&err, ExportError::Missing(d) if *d == missing), "{err}");
     }
 }

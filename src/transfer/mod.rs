@@ -26,7 +26,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::metadata::{ExportRecord, ExportedVersion, Metadata};
-use crate::storage::Storage;
 use crate::tasks::{Progress, TaskFailure};
 
 pub(crate) mod chunks;
@@ -63,7 +62,7 @@ pub(crate) struct ExportRequest {
 /// recorded failed, its directory removed.
 pub(crate) async fn run_export(
     metadata: &Metadata,
-    storage: &Storage,
+    objects: export::Objects<'_>,
     request: ExportRequest,
     progress: &Progress,
 ) -> Result<ExportRecord, TaskFailure> {
@@ -100,14 +99,14 @@ pub(crate) async fn run_export(
         metadata.run(move |s| s.create_export(&uuid, &root, base, &versions)).await.map_err(|e| failed(e.to_string()))?
     };
     let id = record.id;
-    let objects: usize = contents.iter().map(|c| c.manifests.len() + c.blobs.len()).sum();
-    progress.set_total(objects as u64);
+    let count: usize = contents.iter().map(|c| c.manifests.len() + c.blobs.len()).sum();
+    progress.set_total(count as u64);
     let step = |size: u64| {
         progress.add(1, size);
         !progress.is_canceled()
     };
     let written =
-        export::write(storage, &root, (id, &uuid), (base, base_uuid.as_deref()), &contents, &skip, request.chunk_size, &step)
+        export::write(objects, &root, (id, &uuid), (base, base_uuid.as_deref()), &contents, &skip, request.chunk_size, &step)
             .await;
     let written = match written {
         Ok(w) => w,
