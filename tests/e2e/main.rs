@@ -42,3 +42,4 @@ mod postgres;
 mod metadata;
 mod cluster;
 mod transfer;
+mod air_gap;

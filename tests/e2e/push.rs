@@ -31,7 +31,13 @@ fn start(dir: &std::path::Path) -> Wharf {
 }
 
 pub(crate) fn start_with(dir: &std::path::Path, upstream: UpstreamEntry) -> Wharf {
-    let config = write_config(dir, &[upstream]);
+    start_with_upstreams(dir, &[upstream])
+}
+
+/// [`start_with`] for any number of upstreams: none is a node that reaches
+/// no registry.
+pub(crate) fn start_with_upstreams(dir: &std::path::Path, upstreams: &[UpstreamEntry]) -> Wharf {
+    let config = write_config(dir, upstreams);
     let mut toml = std::fs::read_to_string(&config).expect("read config");
     toml.push_str(&format!(
         "\n[auth]\nbasic = true\n\n[[auth.user]]\nname = \"pusher\"\npassword_hash = {:?}\nadmin = true\n\

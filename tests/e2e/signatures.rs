@@ -26,13 +26,13 @@ use crate::wharf::{UpstreamEntry, Wharf};
 
 /// A throwaway gpg home with one signing key; its agent is stopped when
 /// the keyring goes.
-struct Keyring {
+pub(crate) struct Keyring {
     home: PathBuf,
     fingerprint: String,
 }
 
 impl Keyring {
-    fn new(home: &Path) -> Keyring {
+    pub(crate) fn new(home: &Path) -> Keyring {
         crate::clients::require_program("gpg", "gnupg");
         std::fs::create_dir_all(home).expect("gpg home");
         std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod gpg home");
@@ -51,7 +51,7 @@ impl Keyring {
     }
 
     /// `skopeo standalone-sign`: a signature of `manifest` for `identity`.
-    fn sign(&self, work: &Path, manifest: &[u8], identity: &str) -> Vec<u8> {
+    pub(crate) fn sign(&self, work: &Path, manifest: &[u8], identity: &str) -> Vec<u8> {
         let (m, out) = (work.join("to-sign.json"), work.join("signature"));
         std::fs::write(&m, manifest).expect("write manifest");
         let run = Command::new("skopeo")
@@ -85,13 +85,13 @@ impl Drop for Keyring {
 }
 
 /// A static lookaside store: `python3 -m http.server` on loopback.
-struct Lookaside {
+pub(crate) struct Lookaside {
     child: Child,
     port: u16,
 }
 
 impl Lookaside {
-    fn serve(root: &Path) -> Lookaside {
+    pub(crate) fn serve(root: &Path) -> Lookaside {
         crate::clients::require_program("python3", "python3");
         let mut child = Command::new("python3")
             .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
@@ -113,7 +113,7 @@ impl Lookaside {
         Lookaside { child, port }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -127,7 +127,7 @@ impl Drop for Lookaside {
 
 /// The signatures `wharf` serves for `digest` under `name`, decoded; the
 /// response must say the registry supports them.
-async fn served_signatures(wharf: &Wharf, name: &str, digest: &str, auth: Option<&str>) -> Vec<Vec<u8>> {
+pub(crate) async fn served_signatures(wharf: &Wharf, name: &str, digest: &str, auth: Option<&str>) -> Vec<Vec<u8>> {
     let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
     let r = http::request("GET", &format!("{}/extensions/v2/{name}/signatures/{digest}", wharf.url()), &headers).await;
     assert_eq!(r.status, 200, "{name}@{digest}: {}", String::from_utf8_lossy(&r.body));

@@ -127,7 +127,7 @@ pub(crate) fn referrers_index(subject: &Blob, referrer: &Image) -> Index {
 
 /// `podman pull` over plain HTTP, as from the seeds' registry; the digest
 /// podman stored.
-fn podman_pull(clients: &Clients, reference: &str) -> String {
+pub(crate) fn podman_pull(clients: &Clients, reference: &str) -> String {
     clients.podman_ok(&["pull", "--quiet", "--tls-verify=false", reference]);
     let out = clients.podman_ok(&["image", "inspect", "--format", "{{.Digest}}", reference]);
     String::from_utf8_lossy(&out).trim().to_owned()
