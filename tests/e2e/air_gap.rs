@@ -5,7 +5,9 @@
 //! create` carries the three repositories; node B, with no upstream at
 //! all, imports them with `wharf import`, and podman and skopeo pull every
 //! image from B's distributions with A's digests while the upstream sees
-//! nothing; B serves the signatures through the API extension.
+//! nothing; B serves the signatures through the API extension. Then the
+//! refusals (a chunk changed, missing, reordered, from another export),
+//! a 1 GiB layer in flat memory, and an import killed midway.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,8 @@ use crate::clients::Clients;
 use crate::curate::wharf_cli;
 use crate::http;
 use crate::images::{self, assert_layout_holds_image, Image, Index};
-use crate::push::{authorization, start_with, start_with_upstreams, PUSHER};
+use crate::push::{authorization, peak_rss_kib, put_manifest, start_with, start_with_upstreams, upload_monolithic, upload_repeated, PUSHER};
+use crate::transfer::{admin, start_task};
 use crate::registry::Registry;
 use crate::signatures::{served_signatures, Keyring, Lookaside};
 use crate::sync::{admin_ok, cli_ok, podman_pull, stem};
@@ -139,6 +142,177 @@ async fn pulled_synced_and_pushed_content_crosses_to_a_node_without_upstream_wit
     assert_eq!((push.status, push.error_code().as_str()), (403, "DENIED"), "{}", String::from_utf8_lossy(&push.body));
     assert_eq!(upstream.access_log().len(), upstream_requests, "B never reached the upstream");
     for w in [a, b] {
+        w.stop();
+    }
+}
+
+/// Copies an export's directory (its files only).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("ls") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+/// The export's directory, from the newest export's record.
+async fn newest_export(w: &Wharf) -> std::path::PathBuf {
+    let listed = admin_ok(w, "GET", "exports", None).await;
+    std::path::PathBuf::from(listed["results"][0]["directory"].as_str().expect("directory"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_missing_reordered_or_foreign_chunk_is_refused_by_name_and_nothing_is_imported() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path();
+    let clients = Clients::new(&work.join("clients"));
+    let a = start_with(&work.join("a"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let (one, other) = (Image::random(&[5_000_000]), Image::random(&[5_000_000]));
+    images::push(&clients, work, &one, &a.host(), "team/app", &["1"], Some(PUSHER));
+    images::push(&clients, work, &other, &a.host(), "team/other", &["1"], Some(PUSHER));
+    let out = work.join("transfer");
+    std::fs::create_dir(&out).expect("mkdir");
+    let path = out.display().to_string();
+    for repo in ["team/app", "team/other"] {
+        let task = start_task(&a, "exports", json!({"repositories": [repo], "path": path, "chunk_size": 1 << 20})).await;
+        assert_eq!(task["state"], "completed", "{task}");
+    }
+    let foreign = newest_export(&a).await;
+    let listed = admin_ok(&a, "GET", "exports", None).await;
+    let pristine = std::path::PathBuf::from(listed["results"][1]["directory"].as_str().expect("directory"));
+    let toc: serde_json::Value = serde_json::from_slice(&std::fs::read(pristine.join("toc.json")).expect("toc")).expect("json");
+    let chunks: Vec<(String, String)> = toc["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .map(|c| (c["name"].as_str().expect("name").to_owned(), c["sha256"].as_str().expect("sha256").to_owned()))
+        .collect();
+    assert!(chunks.len() > 3, "5 MB in chunks of 1 MiB: {toc}");
+
+    let b = start_with_upstreams(&work.join("b"), &[]);
+    let (c1, c2, c3) = (&chunks[1], &chunks[2], &chunks[3]);
+    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>, String)> = vec![
+        (
+            "one byte flipped",
+            Box::new(|dir: &std::path::Path| {
+                let p = dir.join(&c2.0);
+                let mut bytes = std::fs::read(&p).expect("chunk");
+                bytes[1000] ^= 0x20;
+                std::fs::write(&p, bytes).expect("write");
+            }),
+            format!("{}: sha256", c2.0),
+        ),
+        ("a chunk missing", Box::new(|dir: &std::path::Path| std::fs::remove_file(dir.join(&c3.0)).expect("rm")), format!("{}: missing", c3.0)),
+        (
+            "two chunks swapped",
+            Box::new(|dir: &std::path::Path| {
+                std::fs::rename(dir.join(&c1.0), dir.join("swap")).expect("mv");
+                std::fs::rename(dir.join(&c2.0), dir.join(&c1.0)).expect("mv");
+                std::fs::rename(dir.join("swap"), dir.join(&c2.0)).expect("mv");
+            }),
+            format!("{}: sha256", c1.0),
+        ),
+        (
+            "a chunk of another export",
+            Box::new(|dir: &std::path::Path| {
+                std::fs::copy(foreign.join(&c1.0), dir.join(&c1.0)).expect("cp");
+            }),
+            format!("{}: sha256", c1.0),
+        ),
+    ];
+    for (i, (case, tamper, named)) in cases.iter().enumerate() {
+        let dir = work.join(format!("case-{i}"));
+        copy_dir(&pristine, &dir);
+        tamper(&dir);
+        let task = start_task(&b, "imports", json!({"path": dir.display().to_string()})).await;
+        let error = task["error"].as_str().unwrap_or_default();
+        assert_eq!(task["state"], "failed", "{case}: {task}");
+        assert!(error.contains(named.as_str()), "{case}: the error names the file: {error}");
+        if !case.contains("missing") {
+            let expected = &chunks.iter().find(|(n, _)| named.starts_with(n.as_str())).expect("chunk").1;
+            assert!(error.contains(expected.as_str()), "{case}: and the hash expected: {error}");
+        }
+        let repos = admin_ok(&b, "GET", "repositories", None).await;
+        assert_eq!(repos["count"], 0, "{case}: nothing imported: {repos}");
+    }
+    // Untouched, it imports.
+    let task = start_task(&b, "imports", json!({"path": pristine.display().to_string()})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(admin_ok(&b, "GET", "repositories/team%2Fapp", None).await["latest_version"], 1);
+    for w in [a, b] {
+        w.stop();
+    }
+}
+
+/// The largest file in a wharf's spool (ingests in progress), in bytes.
+fn largest_spooled(storage: &std::path::Path) -> u64 {
+    std::fs::read_dir(storage.join("spool"))
+        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).max().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_gib_layer_exports_and_imports_in_flat_memory_and_a_killed_import_leaves_nothing() {
+    const BLOCK: usize = 1 << 20;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path();
+    let a = start_with(&work.join("a"), UpstreamEntry::new("up", "http://127.0.0.1:9"));
+    let block = bytes::Bytes::from(images::random_bytes(BLOCK));
+    let layer = upload_repeated(&a, "team/big", &block, 1024).await;
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = upload_monolithic(&a, "team/big", config).await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 1u64 << 30}],
+    });
+    let r = put_manifest(&a, "team/big", "1", "application/vnd.oci.image.manifest.v1+json", manifest.to_string().as_bytes()).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    let out = work.join("transfer");
+    std::fs::create_dir(&out).expect("mkdir");
+    let task = start_task(&a, "exports", json!({"repositories": ["team/big"], "path": out.display().to_string(), "chunk_size": 256u64 << 20})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let peak = peak_rss_kib(a.pid());
+    assert!(peak < 100 * 1024, "A's peak RSS was {peak} KiB exporting a 1 GiB layer");
+    let dir = newest_export(&a).await;
+    let chunks = std::fs::read_dir(&dir).expect("ls").filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("export.tar."))).count();
+    assert_eq!(chunks, 5, "1 GiB and the layout in files of 256 MiB");
+    let dir = dir.display().to_string();
+
+    let b = start_with_upstreams(&work.join("b"), &[]);
+    let task = start_task(&b, "imports", json!({"path": dir})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let peak = peak_rss_kib(b.pid());
+    assert!(peak < 100 * 1024, "B's peak RSS was {peak} KiB importing a 1 GiB layer");
+    admin_ok(&b, "POST", "distributions", Some(json!({"name": "big", "base_path": "team/big", "repository": "team/big"}))).await;
+    let head = http::request("HEAD", &format!("{}/v2/team/big/blobs/{layer}", b.url()), &[]).await;
+    assert_eq!((head.status, head.header("content-length")), (200, Some((1u64 << 30).to_string().as_str())));
+
+    // C is killed while it stores the layer: after a restart nothing of
+    // the import is visible, and it runs again to the end.
+    let c_dir = work.join("c");
+    let c = start_with_upstreams(&c_dir, &[]);
+    let started = admin(&c, "POST", "imports", Some(json!({"path": dir}))).await;
+    assert_eq!(started.status, 202);
+    let task_id = started.json()["id"].as_u64().expect("task id");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while largest_spooled(&c_dir.join("storage")) < 64 << 20 {
+        let task = admin_ok(&c, "GET", &format!("tasks/{task_id}"), None).await;
+        assert!(matches!(task["state"].as_str(), Some("waiting" | "running")), "the import ended before it could be killed: {task}");
+        assert!(Instant::now() < deadline, "the import never stored anything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.kill9();
+    let c = Wharf::start_with_config(&c_dir.join("wharf.toml"));
+    assert_eq!(admin(&c, "GET", "repositories/team%2Fbig", None).await.status, 404, "nothing half-imported");
+    let repos = admin_ok(&c, "GET", "repositories", None).await;
+    assert_eq!(repos["count"], 0, "{repos}");
+    let task = start_task(&c, "imports", json!({"path": dir})).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(admin_ok(&c, "GET", "repositories/team%2Fbig", None).await["latest_version"], 1);
+    for w in [a, b, c] {
         w.stop();
     }
 }

@@ -459,8 +459,34 @@ async fn pushes_into_pull_through_names_are_denied() {
     assert_eq!(repos["count"], 0, "nothing was created: {repos}");
 }
 
+/// Uploads `block` repeated `times` as one blob, in PATCHes streamed from
+/// the one block (the test never holds the blob): its digest.
+pub(crate) async fn upload_repeated(w: &Wharf, name: &str, block: &Bytes, times: usize) -> String {
+    const PER_PATCH: usize = 256;
+    let mut hasher = Sha256::new();
+    for _ in 0..times {
+        hasher.update(block);
+    }
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let location = start_upload(w, name).await;
+    let mut sent = 0;
+    while sent < times {
+        let n = PER_PATCH.min(times - sent);
+        let start = sent * block.len();
+        let range = format!("{start}-{}", start + n * block.len() - 1);
+        let frames = std::iter::repeat_n(block.clone(), n).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let r = request_with_stream("PATCH", &format!("{}{location}", w.url()), &[("content-range", &range)], body).await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        sent += n;
+    }
+    let r = request("PUT", &format!("{}{location}?digest={digest}", w.url()), &[]).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    digest
+}
+
 /// wharf's peak resident memory, from `/proc/<pid>/status`.
-fn peak_rss_kib(pid: u32) -> u64 {
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
     status
         .lines()
@@ -473,28 +499,11 @@ fn peak_rss_kib(pid: u32) -> u64 {
 async fn a_one_gib_upload_streams_through_flat_memory() {
     const BLOCK: usize = 1 << 20;
     const BLOCKS: usize = 1024;
-    const PER_PATCH: usize = 256;
     let tmp = tempfile::tempdir().expect("tempdir");
     let w = start(&tmp.path().join("wharf"));
     // One random MiB, sent 1024 times: the test holds 1 MiB, never 1 GiB.
     let block = Bytes::from(images::random_bytes(BLOCK));
-    let mut hasher = Sha256::new();
-    for _ in 0..BLOCKS {
-        hasher.update(&block);
-    }
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-
-    let location = start_upload(&w, "team/big").await;
-    for part in 0..BLOCKS / PER_PATCH {
-        let start = part * PER_PATCH * BLOCK;
-        let range = format!("{start}-{}", start + PER_PATCH * BLOCK - 1);
-        let frames = std::iter::repeat_n(block.clone(), PER_PATCH).map(|b| Ok::<_, Infallible>(Frame::data(b)));
-        let body = StreamBody::new(futures_util::stream::iter(frames));
-        let r = request_with_stream("PATCH", &format!("{}{location}", w.url()), &[("content-range", &range)], body).await;
-        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    }
-    let r = request("PUT", &format!("{}{location}?digest={digest}", w.url()), &[]).await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let digest = upload_repeated(&w, "team/big", &block, BLOCKS).await;
     let head = request("HEAD", &format!("{}/v2/team/big/blobs/{digest}", w.url()), &[]).await;
     assert_eq!(header_of(&head, "content-length"), (BLOCK * BLOCKS).to_string());
 

@@ -14,7 +14,7 @@ use crate::images::{self, assert_layout_holds_image, Image};
 use crate::push::{authorization, start_with, PUSHER};
 use crate::wharf::{UpstreamEntry, Wharf};
 
-async fn admin(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> http::Response {
+pub(crate) async fn admin(wharf: &Wharf, method: &str, path: &str, body: Option<Value>) -> http::Response {
     let auth = authorization();
     let url = format!("{}/api/v1/{path}", wharf.admin_url());
     let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
@@ -31,7 +31,7 @@ async fn export(wharf: &Wharf, body: Value) -> Value {
 
 /// POSTs `body` to `path` (a task starting), then waits for the task:
 /// the task as it ended.
-async fn start_task(wharf: &Wharf, path: &str, body: Value) -> Value {
+pub(crate) async fn start_task(wharf: &Wharf, path: &str, body: Value) -> Value {
     let r = admin(wharf, "POST", path, Some(body)).await;
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_u64().expect("task id");
