@@ -1,7 +1,7 @@
 //! Exports for air-gapped sites in the admin API: one runs as a task and
 //! is recorded; listed, shown and deleted (its files only if asked).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ impl From<ExportRecord> for Export {
             id: e.id,
             uuid: e.uuid,
             state: e.state.as_str().into(),
-            directory: PathBuf::from(&e.path).join(format!("wharf-export-{}", e.id)).display().to_string(),
+            directory: transfer::directory(Path::new(&e.path), e.id).display().to_string(),
             base: e.base,
             repositories: e.repositories.into_iter().map(|v| ExportedVersion { repository: v.repository, version: v.version }).collect(),
             size: e.size,
@@ -145,7 +145,9 @@ pub(crate) async fn create_export(api: &Api, body: NewExport) -> Reply {
         .tasks
         .submit("export", None, params, move |progress| async move {
             let objects = transfer::export::Objects { storage: &storage, refetch: Some(&syncer) };
-            transfer::run_export(&metadata, objects, request, &progress).await.map(|_| Vec::new())
+            let export = transfer::run_export(&metadata, objects, request, &progress).await?;
+            let directory = transfer::directory(Path::new(&export.path), export.id).display().to_string();
+            Ok(vec![crate::metadata::CreatedResource::Export { id: export.id, directory }])
         })
         .await?;
     task_accepted(task)
@@ -220,7 +222,7 @@ pub(crate) async fn delete_export(api: &Api, path: ExportPath, query: &Query) ->
     }
     let deleted = api.metadata.run(move |s| s.delete_export(id)).await?;
     if files {
-        let dir = PathBuf::from(&deleted.path).join(format!("wharf-export-{id}"));
+        let dir = transfer::directory(Path::new(&deleted.path), id);
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{}: {e}", dir.display())),
             _ => Ok(()),

@@ -589,6 +589,12 @@ pub(crate) enum CreatedResource {
         repository: String,
         number: u64,
     },
+    /// An export, written into `directory`.
+    Export {
+        id: u64,
+        #[schema(example = "/mnt/transfer/wharf-export-4")]
+        directory: String,
+    },
 }
 
 impl From<metadata::CreatedResource> for CreatedResource {
@@ -597,6 +603,7 @@ impl From<metadata::CreatedResource> for CreatedResource {
             metadata::CreatedResource::RepositoryVersion { repository, number } => {
                 CreatedResource::RepositoryVersion { repository, number }
             }
+            metadata::CreatedResource::Export { id, directory } => CreatedResource::Export { id, directory },
         }
     }
 }

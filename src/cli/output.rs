@@ -470,6 +470,7 @@ fn created_resources(v: &Value) -> String {
         .flatten()
         .map(|r| match r["type"].as_str() {
             Some("repository_version") => format!("{} version {}", text(&r["repository"]), text(&r["number"])),
+            Some("export") => format!("export {} in {}", text(&r["id"]), text(&r["directory"])),
             _ => compact(r),
         })
         .collect();

@@ -499,6 +499,8 @@ pub(crate) struct TaskProgress {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum CreatedResource {
     RepositoryVersion { repository: String, number: u64 },
+    /// An export's files, in `directory`.
+    Export { id: u64, directory: String },
 }
 
 /// A background task (a repository sync, storage gc or verify; later import).

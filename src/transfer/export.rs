@@ -298,7 +298,7 @@ pub(crate) async fn write(
     chunk_size: Option<u64>,
     progress: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<Written, ExportError> {
-    let dir = path.join(format!("wharf-export-{id}"));
+    let dir = super::directory(path, id);
     std::fs::create_dir(&dir).map_err(io_at(&dir))?;
     // Two items queued at most: an object is a file handle, never bytes.
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(2);

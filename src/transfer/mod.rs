@@ -33,6 +33,11 @@ pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod toc;
 
+/// Export `id`'s directory under the `path` it was asked for.
+pub(crate) fn directory(path: &std::path::Path, id: u64) -> PathBuf {
+    path.join(format!("wharf-export-{id}"))
+}
+
 /// A random id for an export: 128 bits, hex.
 fn new_uuid() -> Result<String, String> {
     let mut b = [0u8; 16];
@@ -112,7 +117,7 @@ pub(crate) async fn run_export(
         Ok(w) => w,
         Err(e) => {
             let message = e.to_string();
-            let dir = root.join(format!("wharf-export-{id}"));
+            let dir = directory(&root, id);
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
             let m = message.clone();
             let _ = metadata.run(move |s| s.fail_export(id, &m)).await;

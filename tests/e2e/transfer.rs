@@ -67,6 +67,8 @@ async fn an_export_is_an_oci_archive_skopeo_reads_and_an_incremental_one_carries
     assert_eq!((first["state"].as_str(), listed["count"].as_u64()), (Some("complete"), Some(1)), "{listed}");
     let dir = std::path::PathBuf::from(first["directory"].as_str().expect("directory"));
     assert_eq!(dir, out.join(format!("wharf-export-{}", first["id"])));
+    let made = &task["created_resources"][0];
+    assert_eq!((made["type"].as_str(), &made["id"], made["directory"].as_str()), (Some("export"), &first["id"], dir.to_str()), "{task}");
 
     // The table of contents matches the files, chunk by chunk and whole.
     let toc: Value = serde_json::from_slice(&std::fs::read(dir.join("toc.json")).expect("toc.json")).expect("json");
