@@ -197,7 +197,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("progress", items(&value["progress"])),
             ("bytes", size(&value["progress"]["bytes_done"])),
             ("error", text(&value["error"])),
-            ("created resources", created_resources(&value["created_resources"])),
+            ("created resources", task_made(value)),
             ("params", compact(&value["params"])),
             ("created", time(&value["created_at"])),
             ("started", time(&value["started_at"])),
@@ -463,6 +463,15 @@ fn items(progress: &Value) -> String {
 }
 
 /// What a task made: `docker.io/library/debian version 2`, comma-separated.
+/// What a task made; for an import that made nothing, why.
+fn task_made(task: &Value) -> String {
+    let made = created_resources(&task["created_resources"]);
+    if made == "-" && task["kind"] == "import" && task["state"] == "completed" {
+        return "none: nothing changed (imported here before, or its content was here already)".into();
+    }
+    made
+}
+
 fn created_resources(v: &Value) -> String {
     let made: Vec<String> = v
         .as_array()
@@ -908,6 +917,12 @@ ID  KIND  RESOURCE                  STATE    PROGRESS  BYTES     CREATED        
         assert!(one.contains("params             {\"remote\":\"debian\"}\n"), "{one}");
         assert!(one.contains("progress           3/10\n"), "{one}");
         assert!(one.contains("node               edge-01\n"), "{one}");
+        // An import that made nothing says why; an export says where.
+        let unchanged = serde_json::json!({"id": 9, "kind": "import", "state": "completed", "created_resources": []});
+        assert!(render(&View::Task, &unchanged).contains("created resources  none: nothing changed (imported here before"));
+        let export = serde_json::json!({"id": 9, "kind": "export", "state": "completed",
+            "created_resources": [{"type": "export", "id": 4, "directory": "/mnt/t/wharf-export-4"}]});
+        assert!(render(&View::Task, &export).contains("created resources  export 4 in /mnt/t/wharf-export-4\n"));
     }
 
     #[test]
