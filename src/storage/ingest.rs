@@ -288,6 +288,12 @@ impl Partial {
         self.len
     }
 
+    /// The sha256 digest of the bytes written so far (content made here,
+    /// such as a built layer, learns its digest at its end).
+    pub(crate) fn digest(&self) -> Digest {
+        self.sha256.clone().finish()
+    }
+
     /// A handle for positional reads of the bytes written so far.
     pub(crate) fn reader(&self) -> Result<Arc<File>, StorageError> {
         Ok(Arc::new(self.file.try_clone()?))
