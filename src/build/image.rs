@@ -14,6 +14,9 @@ use serde_json::Value;
 
 use crate::oci::{media, Algorithm, Digest};
 
+/// A gzip layer, as built images have them.
+pub(crate) const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
 /// A layer of the image: one of the base's, or one a step wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LayerRef {
@@ -271,7 +274,7 @@ mod tests {
         });
         let mut image = ImageState::from_base(
             &serde_json::to_vec(&base).unwrap(),
-            vec![(digest('a'), 100, media::OCI_LAYER_GZIP.into())],
+            vec![(digest('a'), 100, LAYER_GZIP.into())],
         )
         .unwrap();
         assert_eq!((image.architecture.as_str(), image.variant.as_deref()), ("arm64", Some("v8")));
@@ -279,7 +282,7 @@ mod tests {
         image.config.set_env("A", "2");
         image.config.set_env("B", "3");
         image.config.labels.insert("m".into(), "x".into());
-        image.layers.push(LayerRef { digest: digest('b'), size: 7, media_type: media::OCI_LAYER_GZIP.into(), diff_id: digest('e') });
+        image.layers.push(LayerRef { digest: digest('b'), size: 7, media_type: LAYER_GZIP.into(), diff_id: digest('e') });
         image.steps.push(Step { created_by: "COPY tool /".into(), comment: None, empty_layer: false });
         image.steps.push(Step { created_by: "LABEL m=x".into(), comment: None, empty_layer: true });
         let (config, manifest) = image.write("2024-01-02T03:04:05Z").unwrap();
@@ -305,7 +308,7 @@ mod tests {
     #[test]
     fn a_base_whose_layers_do_not_match_its_diff_ids_is_refused() {
         let base = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
-        let e = ImageState::from_base(&serde_json::to_vec(&base).unwrap(), vec![(digest('a'), 1, media::OCI_LAYER_GZIP.into())]);
+        let e = ImageState::from_base(&serde_json::to_vec(&base).unwrap(), vec![(digest('a'), 1, LAYER_GZIP.into())]);
         assert!(e.is_err());
         let scratch = ImageState::scratch("linux", "amd64", None);
         let (config, _) = scratch.write("1970-01-01T00:00:00Z").unwrap();

@@ -15,8 +15,6 @@ pub(crate) const DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// A gzip layer, as built images have them.
-pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// What wharf asks an upstream for: every manifest type it can store, so the
 /// upstream returns the manifest as pushed (an index stays an index).
