@@ -3,8 +3,10 @@
 //! the layer writer and the image's config and manifest so far.
 
 pub(crate) mod context;
+pub(crate) mod copy;
 pub(crate) mod glob;
 pub(crate) mod image;
 pub(crate) mod layer;
 pub(crate) mod parse;
+pub(crate) mod tree;
 pub(crate) mod words;
