@@ -55,6 +55,7 @@ pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod oci;
 pub(crate) mod pullthrough;
+pub(crate) mod random;
 pub(crate) mod repository;
 pub(crate) mod sendfile;
 pub(crate) mod server;

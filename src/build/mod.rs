@@ -4,6 +4,7 @@
 
 pub(crate) mod context;
 pub(crate) mod copy;
+pub(crate) mod exec;
 pub(crate) mod glob;
 pub(crate) mod image;
 pub(crate) mod layer;

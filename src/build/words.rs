@@ -29,6 +29,24 @@ pub(crate) fn word(s: &str, escape: char, vars: Lookup<'_>) -> Result<String, Wo
     Ok(out)
 }
 
+/// `s` with its variables expanded and nothing else changed (quotes and
+/// escapes stay, but for an escaped `$`): a heredoc's body.
+pub(crate) fn expand(s: &str, escape: char, vars: Lookup<'_>) -> Result<String, WordError> {
+    let mut lexer = Lexer { chars: s.chars().collect(), at: 0, escape, vars };
+    let mut out = String::new();
+    while let Some(c) = lexer.next() {
+        match c {
+            c if c == escape && lexer.peek() == Some('$') => {
+                out.push('$');
+                lexer.at += 1;
+            }
+            '$' => lexer.dollar(&mut out)?,
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 /// `s` split at unquoted whitespace into words, each processed as by
 /// [`word`]. `""` is a word, empty.
 pub(crate) fn words(s: &str, escape: char, vars: Lookup<'_>) -> Result<Vec<String>, WordError> {
@@ -250,6 +268,11 @@ mod tests {
         assert_eq!(w("${V:-x"), Err(WordError::Brace));
         assert!(matches!(w("${}"), Err(WordError::Substitution(_))));
         assert!(matches!(w("${V:=x}"), Err(WordError::Substitution(_))));
+    }
+
+    #[test]
+    fn expanding_alone_keeps_quotes() {
+        assert_eq!(expand("it's $V \"x\" \\$V\n", '\\', &vars).unwrap(), "it's 1.4 \"x\" $V\n");
     }
 
     #[test]

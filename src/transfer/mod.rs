@@ -38,16 +38,6 @@ pub(crate) fn directory(path: &std::path::Path, id: u64) -> PathBuf {
     path.join(format!("wharf-export-{id}"))
 }
 
-/// A random id for an export: 128 bits, hex.
-fn new_uuid() -> Result<String, String> {
-    let mut b = [0u8; 16];
-    let mut filled = 0;
-    while filled < b.len() {
-        filled += rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty())
-            .map_err(|e| format!("no randomness for an export id: {e}"))?;
-    }
-    Ok(hex::encode(b))
-}
 
 /// An export as asked for.
 #[derive(Debug, Clone)]
@@ -98,7 +88,7 @@ pub(crate) async fn run_export(
             }
         }
     };
-    let uuid = new_uuid().map_err(failed)?;
+    let uuid = crate::random::hex_id().map_err(failed)?;
     let record = {
         let (root, uuid) = (root.display().to_string(), uuid.clone());
         metadata.run(move |s| s.create_export(&uuid, &root, base, &versions)).await.map_err(|e| failed(e.to_string()))?

@@ -92,12 +92,7 @@ pub(crate) struct UploadId(String);
 
 impl UploadId {
     fn random() -> Result<UploadId, UploadError> {
-        let mut b = [0u8; 16];
-        let mut filled = 0;
-        while filled < b.len() {
-            filled += rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty())
-                .map_err(|e| StorageError::Io(format!("no randomness for an upload id: {e}")))?;
-        }
+        let mut b = crate::random::bytes::<16>().map_err(|e| StorageError::Io(format!("no randomness for an upload id: {e}")))?;
         // RFC 9562 version 4 (random), variant 10.
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
