@@ -2,6 +2,7 @@
 //! the shell words of its arguments, path patterns, the build context
 //! the layer writer and the image's config and manifest so far.
 
+pub(crate) mod bases;
 pub(crate) mod context;
 pub(crate) mod copy;
 pub(crate) mod exec;
