@@ -572,6 +572,9 @@ pub(crate) enum PushChange {
     /// A manifest was pushed (by `tag`, if one was given). Its config and
     /// layers leave the uploaded blobs and become version content.
     Manifest { facts: ManifestFacts, tag: Option<String> },
+    /// Several manifests at once (a build: its images, and the index over
+    /// them), each with the tags that name it: one version.
+    Manifests(Vec<(ManifestFacts, Vec<String>)>),
     /// The manifest and every tag pointing at it leave the repository.
     DeleteManifest { digest: Digest },
     /// The tag leaves the repository; its manifest stays.

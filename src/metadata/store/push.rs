@@ -88,6 +88,14 @@ fn apply(db: &Db<'_>, repo: i64, change: &PushChange, v: i64) -> Result<(), Meta
                 )?;
             }
         }
+        PushChange::Manifests(manifests) => {
+            for (facts, tags) in manifests {
+                apply(db, repo, &PushChange::Manifest { facts: facts.clone(), tag: None }, v)?;
+                for tag in tags {
+                    apply(db, repo, &PushChange::Manifest { facts: facts.clone(), tag: Some(tag.clone()) }, v)?;
+                }
+            }
+        }
         PushChange::DeleteManifest { digest } => {
             let Some(id) = content::present_by_digest(db, repo, ContentType::Manifest, digest, v)? else {
                 return Err(MetadataError::NotFound(format!("manifest {digest} is not in the repository")));

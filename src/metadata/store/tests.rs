@@ -369,6 +369,13 @@ fn uploaded_blobs_are_visible_in_the_latest_version_until_a_manifest_makes_them_
     index.children = vec![IndexChild { descriptor: blob("m1"), platform: None }];
     assert_eq!(pushed(&s, manifest_change(index, Some("multi"))), Some(2));
     assert!(!has_blob(None, "nope"));
+
+    // A build's manifests and tags: one version.
+    let change = PushChange::Manifests(vec![(image("m3", &["l3"]), vec!["1.4".into(), "latest".into()]), (image("m4", &["l4"]), vec![])]);
+    assert_eq!(pushed(&s, change), Some(3));
+    let v3 = s.version("team/app", Some(3)).unwrap();
+    assert_eq!(v3.summary.added, counts(2, 2, 4));
+    assert_eq!(s.tag_names("team/app", Some(3)).unwrap(), ["1", "1.4", "latest", "multi"]);
 }
 
 #[test]
