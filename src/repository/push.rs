@@ -220,6 +220,46 @@ impl Pushes {
         Ok(PushedManifest { digest, subject, version })
     }
 
+    /// Stores an image config a build made (verified under its digest).
+    pub(crate) async fn put_config(&self, bytes: &[u8]) -> Result<(), PushError> {
+        let digest = Digest::of(Algorithm::Sha256, bytes);
+        self.storage.put_verified(&digest, Bytes::copy_from_slice(bytes)).await.map_err(|e| match e {
+            IngestError::DigestMismatch { expected, actual } => PushError::DigestMismatch { expected, actual },
+            IngestError::Storage(s) => PushError::Storage(s),
+        })
+    }
+
+    /// Stores what a build made into `repo` as one version: `manifests`
+    /// (bytes, and the tags naming each; an index after its children),
+    /// whose blobs are stored already (written by the build, or a base's).
+    /// The version made; None when the repository held all of it.
+    pub(crate) async fn put_built(&self, repo: &Writable, manifests: Vec<(Bytes, Vec<String>)>) -> Result<Option<u64>, PushError> {
+        let mut change = Vec::new();
+        for (bytes, tags) in manifests {
+            let digest = Digest::of(Algorithm::Sha256, &bytes);
+            let info = media::inspect(&bytes).map_err(|e| PushError::ManifestInvalid(e.to_string()))?;
+            media::validate(&bytes, info.kind).map_err(|e| PushError::ManifestInvalid(e.to_string()))?;
+            let refs = media::references(&bytes).map_err(|e| PushError::ManifestInvalid(e.to_string()))?;
+            let facts = manifest_facts(&digest, &info.media_type, bytes.len() as u64, refs);
+            for d in facts.config.iter().chain(&facts.layers) {
+                if self.storage.stat(&d.digest).await?.is_none() {
+                    return Err(PushError::ManifestBlobUnknown(d.digest.clone()));
+                }
+            }
+            self.storage.put_verified(&digest, bytes).await.map_err(|e| match e {
+                IngestError::DigestMismatch { expected, actual } => PushError::DigestMismatch { expected, actual },
+                IngestError::Storage(s) => PushError::Storage(s),
+            })?;
+            change.push((facts, tags));
+        }
+        let repository = repo.repository.clone();
+        let version = self.metadata.run(move |s| s.push(&repository, &PushChange::Manifests(change))).await?;
+        if let Some(v) = version {
+            tracing::info!(repository = %repo.repository, version = v, "repository version created by a build");
+        }
+        Ok(version)
+    }
+
     /// Every blob a manifest references is in the repository (uploaded or
     /// in its latest version) with its bytes stored, and every child
     /// manifest an index lists is in the repository.
