@@ -16,14 +16,14 @@ use super::model::{
     self, Blob, BlobPage, CopyContent, CurationResult, Distribution, DistributionChanges, DistributionPage,
     DistributionPath, Manifest, ManifestPage, NewDistribution, NewRemote, NewRepository, Pagination, Remote,
     RemoteChanges, RemotePage, RemotePath, RemoveContent, Repository, RepositoryChanges, RepositoryPage,
-    RepositoryPath, RevertTo, SignaturePage, SyncRepository, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task, TaskPage, TaskPath,
+    RepositoryPath, RevertTo, SignaturePage, SyncRepository, Rule, RulePage, SigningKey, SigningKeyPage, Tag, TagPage, Task,
     Upstream, UpstreamPage, User, UserPage, Version, VersionPage, VersionPath,
 };
 use super::route::{Query, VersionSel};
 use crate::api::body::{full, Body};
 use crate::auth::Auth;
 use crate::config::UpstreamConfig;
-use crate::metadata::{self, ContentFilter, ManifestItem, Metadata, RepositoryFilter, RepositoryKind, TaskFilter, TaskState};
+use crate::metadata::{self, ContentFilter, ManifestItem, Metadata, RepositoryFilter, RepositoryKind};
 use crate::oci::media;
 use crate::oci::Digest;
 use crate::repository::{Curation, Distributions};
@@ -722,82 +722,6 @@ pub(crate) async fn update_remote(api: &Api, path: RemotePath, body: RemoteChang
 pub(crate) async fn delete_remote(api: &Api, path: RemotePath) -> Reply {
     api.remotes.delete(path.name).await?;
     Ok(no_content())
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/tasks",
-    tag = "tasks",
-    params(
-        ("state" = Option<model::TaskState>, Query, description = "Only tasks in this state."),
-        ("kind" = Option<String>, Query, description = "Only tasks of this kind (`sync`)."),
-        ("resource" = Option<String>, Query, description = "Only tasks working on this resource (a repository name)."),
-        Pagination,
-    ),
-    responses(
-        (status = 200, description = "Tasks, newest first.", body = TaskPage),
-        (status = 400, description = "A bad or unknown query parameter.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn list_tasks(api: &Api, query: &Query) -> Reply {
-    let page = query.page()?;
-    let state = query
-        .get("state")
-        .map(|s| {
-            TaskState::parse(s).ok_or_else(|| {
-                let states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
-                AdminError::Invalid(format!("state {s:?} is not one of {}", states.join(", ")))
-            })
-        })
-        .transpose()?;
-    let filter = TaskFilter {
-        state,
-        kind: query.get("kind").map(str::to_owned),
-        resource: query.get("resource").map(str::to_owned),
-    };
-    let listed = api.tasks.list(filter, page.into()).await?;
-    let results = listed.items.into_iter().map(Task::from).collect();
-    json(StatusCode::OK, &TaskPage::new(listed.total, page, results))
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/tasks/{id}",
-    tag = "tasks",
-    params(TaskPath),
-    responses(
-        (status = 200, description = "The task; a running task's progress is at most a second old.", body = Task),
-        (status = 400, description = "The id is not a number.", body = ErrorBody),
-        (status = 404, description = "No such task.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn get_task(api: &Api, path: TaskPath) -> Reply {
-    let id = path.id;
-    let task = api.tasks.get(id).await?.ok_or_else(|| AdminError::NotFound(format!("task {id} does not exist")))?;
-    json(StatusCode::OK, &Task::from(task))
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/v1/tasks/{id}/cancel",
-    tag = "tasks",
-    params(TaskPath),
-    responses(
-        (status = 200, description = "The task was waiting and is now canceled.", body = Task),
-        (status = 202, description = "The task is running and was asked to stop; it ends `canceled` at its \
-            next check. The body is the task, still `running`.", body = Task),
-        (status = 400, description = "The id is not a number.", body = ErrorBody),
-        (status = 404, description = "No such task.", body = ErrorBody),
-        (status = 409, description = "The task has already finished.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn cancel_task(api: &Api, path: TaskPath) -> Reply {
-    let task = Task::from(api.tasks.cancel(path.id).await?);
-    let status = match task.state() {
-        model::TaskState::Running => StatusCode::ACCEPTED,
-        _ => StatusCode::OK,
-    };
-    json(status, &task)
 }
 
 #[utoipa::path(

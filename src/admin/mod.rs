@@ -25,6 +25,7 @@ mod model;
 mod openapi;
 mod route;
 mod storage;
+mod tasks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -201,9 +202,10 @@ impl Admin {
             Endpoint::GetRemote { name } => api::get_remote(api, RemotePath { name }).await,
             Endpoint::UpdateRemote { name } => api::update_remote(api, RemotePath { name }, read_json(req).await?).await,
             Endpoint::DeleteRemote { name } => api::delete_remote(api, RemotePath { name }).await,
-            Endpoint::ListTasks => api::list_tasks(api, &query).await,
-            Endpoint::GetTask { id } => api::get_task(api, TaskPath { id }).await,
-            Endpoint::CancelTask { id } => api::cancel_task(api, TaskPath { id }).await,
+            Endpoint::ListTasks => tasks::list_tasks(api, &query).await,
+            Endpoint::GetTask { id } => tasks::get_task(api, TaskPath { id }).await,
+            Endpoint::GetTaskLog { id } => tasks::get_task_log(api, TaskPath { id }, &query).await,
+            Endpoint::CancelTask { id } => tasks::cancel_task(api, TaskPath { id }).await,
             Endpoint::ListUpstreams => api::list_upstreams(api, &query).await,
             Endpoint::ListUsers => api::list_users(api, &query).await,
             Endpoint::ListRules => api::list_rules(api, &query).await,

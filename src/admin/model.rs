@@ -628,6 +628,10 @@ pub(crate) struct Task {
     error: Option<String>,
     /// What it made (filled in when it finishes).
     created_resources: Vec<CreatedResource>,
+    /// The step it is at, or was at last (a build's `STEP 3/7: COPY ...`);
+    /// null for work without steps. Its whole log: `GET .../log`.
+    #[schema(required = true, example = "STEP 3/7: COPY tool /usr/local/bin/tool")]
+    step: Option<String>,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(required = true, format = DateTime)]
@@ -661,6 +665,7 @@ impl From<metadata::Task> for Task {
             },
             error: t.error,
             created_resources: t.created_resources.into_iter().map(Into::into).collect(),
+            step: t.step,
             created_at: timestamp(t.created_at),
             started_at: t.started_at.map(timestamp),
             finished_at: t.finished_at.map(timestamp),
@@ -1296,6 +1301,7 @@ mod tests {
             progress: metadata::TaskProgress { items_done: 3, items_total: Some(10), bytes_done: 12345 },
             error: None,
             created_resources: vec![metadata::CreatedResource::RepositoryVersion { repository: "foo".into(), number: 2 }],
+            step: Some("STEP 1/2: FROM scratch".into()),
             created_at: 0,
             started_at,
             finished_at,
@@ -1308,6 +1314,7 @@ mod tests {
                 "id": 1, "kind": "sync", "resource": "foo", "params": {"remote": "quay"}, "state": "running",
                 "progress": {"items_done": 3, "items_total": 10, "bytes_done": 12345}, "error": null,
                 "created_resources": [{"type": "repository_version", "repository": "foo", "number": 2}],
+                "step": "STEP 1/2: FROM scratch",
                 "created_at": "1970-01-01T00:00:00.000Z", "started_at": "1970-01-01T00:00:00.001Z", "finished_at": null,
                 "node": "edge-01"
             })

@@ -75,6 +75,7 @@ enum Resource {
     Remote(String),
     Tasks,
     Task(u64),
+    TaskLog(u64),
     TaskCancel(u64),
     Upstreams,
     Users,
@@ -103,6 +104,7 @@ impl Resource {
             | Resource::Rules
             | Resource::Tasks
             | Resource::Task(_)
+            | Resource::TaskLog(_)
             | Resource::OpenApi => "GET, HEAD",
             Resource::TaskCancel(_) | Resource::StorageGc | Resource::StorageVerify | Resource::StorageMigrate => "POST",
             Resource::SigningKeys => "GET, HEAD, POST",
@@ -149,6 +151,7 @@ pub(crate) enum Endpoint {
     DeleteRemote { name: String },
     ListTasks,
     GetTask { id: u64 },
+    GetTaskLog { id: u64 },
     CancelTask { id: u64 },
     ListUpstreams,
     ListUsers,
@@ -175,6 +178,7 @@ impl Endpoint {
         match self {
             Endpoint::ListRepositories => &["name", "name_contains", "kind", "limit", "offset"],
             Endpoint::ListTasks => &["state", "kind", "resource", "limit", "offset"],
+            Endpoint::GetTaskLog { .. } => &["offset"],
             Endpoint::ListContent { kind: ContentKind::Tags, .. } => &["name", "limit", "offset"],
             Endpoint::ListContent { kind: ContentKind::Manifests | ContentKind::Blobs, .. } => {
                 &["digest", "limit", "offset"]
@@ -257,6 +261,7 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Remote(name) if delete => Endpoint::DeleteRemote { name },
         Resource::Tasks if read => Endpoint::ListTasks,
         Resource::Task(id) if read => Endpoint::GetTask { id },
+        Resource::TaskLog(id) if read => Endpoint::GetTaskLog { id },
         Resource::TaskCancel(id) if *method == Method::POST => Endpoint::CancelTask { id },
         Resource::Users if read => Endpoint::ListUsers,
         Resource::Rules if read => Endpoint::ListRules,
@@ -293,6 +298,7 @@ fn resource(path: &str) -> Result<Resource, AdminError> {
         ["tasks"] => Ok(Resource::Tasks),
         ["tasks", id] => Ok(Resource::Task(task_id(id)?)),
         ["tasks", id, "cancel"] => Ok(Resource::TaskCancel(task_id(id)?)),
+        ["tasks", id, "log"] => Ok(Resource::TaskLog(task_id(id)?)),
         ["upstreams"] => Ok(Resource::Upstreams),
         ["users"] => Ok(Resource::Users),
         ["rules"] => Ok(Resource::Rules),
@@ -618,6 +624,7 @@ mod tests {
         assert_eq!(get("/api/v1/tasks/42").unwrap(), Endpoint::GetTask { id: 42 });
         assert_eq!(endpoint(&Method::HEAD, "/api/v1/tasks/7").unwrap(), Endpoint::GetTask { id: 7 });
         assert_eq!(endpoint(&Method::POST, "/api/v1/tasks/42/cancel").unwrap(), Endpoint::CancelTask { id: 42 });
+        assert_eq!(get("/api/v1/tasks/42/log").unwrap(), Endpoint::GetTaskLog { id: 42 });
         for bad in ["abc", "-1", "+1", "1.0", "0x10", "18446744073709551616", "%31"] {
             let m = invalid(get(&format!("/api/v1/tasks/{bad}")));
             assert_eq!(m, format!("task id {bad:?} is not a number"));

@@ -197,6 +197,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             ("progress", items(&value["progress"])),
             ("bytes", size(&value["progress"]["bytes_done"])),
             ("error", text(&value["error"])),
+            ("step", text(&value["step"])),
             ("created resources", task_made(value)),
             ("params", compact(&value["params"])),
             ("created", time(&value["created_at"])),

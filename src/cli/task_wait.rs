@@ -137,15 +137,26 @@ pub(crate) fn progress_line(id: u64, task: &Value) -> String {
     let progress = &task["progress"];
     let done = progress["items_done"].as_u64().unwrap_or(0);
     let mib = progress["bytes_done"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64;
-    match progress["items_total"].as_u64() {
+    let line = match progress["items_total"].as_u64() {
         Some(total) => {
             let filled = if total == 0 { BAR_WIDTH } else { (done.min(total) as f64 / total as f64 * BAR_WIDTH as f64) as usize };
             let bar = format!("{}{}", "#".repeat(filled), "-".repeat(BAR_WIDTH - filled));
             format!("task {id} {state} [{bar}] {done}/{total} items, {mib:.1} MiB")
         }
         None => format!("task {id} {state} {done} items, {mib:.1} MiB"),
+    };
+    // The step the work is at, cut to keep the bar on one line.
+    match task["step"].as_str().filter(|_| matches!(state, "waiting" | "running")) {
+        Some(step) => {
+            let step: String = step.chars().take(STEP_WIDTH).collect();
+            format!("{line}: {step}")
+        }
+        None => line,
     }
 }
+
+/// Characters of a task's step shown after its bar.
+const STEP_WIDTH: usize = 60;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
@@ -277,5 +288,11 @@ mod tests {
     fn the_bar_is_full_for_an_empty_total_and_never_overflows() {
         assert!(progress_line(1, &task("completed", 0, Some(0), None)).contains(&format!("[{}] 0/0", "#".repeat(24))));
         assert!(progress_line(1, &task("running", 12, Some(10), None)).contains(&format!("[{}] 12/10", "#".repeat(24))));
+        let mut stepping = task("running", 1, Some(3), None);
+        stepping["step"] = json!(format!("STEP 2/3: COPY {}", "x".repeat(100)));
+        let line = progress_line(1, &stepping);
+        assert!(line.ends_with(&format!(": STEP 2/3: COPY {}", "x".repeat(45))), "{line}");
+        stepping["state"] = json!("completed");
+        assert!(!progress_line(1, &stepping).contains("STEP"), "a finished task's bar says no step");
     }
 }

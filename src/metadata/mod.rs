@@ -193,9 +193,12 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// earlier one waiting): then None, and it stays waiting. `Conflict`
     /// unless it is waiting (a cancel may have finished it first).
     fn start_task(&self, id: u64) -> Result<Option<Task>, MetadataError>;
-    /// Records a running task's progress (nothing if it is not running).
-    /// Whether a cancel was asked for it, on any node.
-    fn task_progress(&self, id: u64, progress: TaskProgress) -> Result<bool, MetadataError>;
+    /// Records a running task's progress (nothing if it is not running):
+    /// its counts, the step it is at (kept when None), and `log` appended
+    /// to its log. Whether a cancel was asked for it, on any node.
+    fn task_progress(&self, id: u64, progress: TaskProgress, step: Option<&str>, log: &str) -> Result<bool, MetadataError>;
+    /// Task `id`'s log ("" when it wrote none); None if there is no such task.
+    fn task_log(&self, id: u64) -> Result<Option<String>, MetadataError>;
     /// Whether a cancel was asked for task `id`, on any node.
     fn cancel_requested(&self, id: u64) -> Result<bool, MetadataError>;
     /// Ends a waiting or running task in `state` (a finished one, else

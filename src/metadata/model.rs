@@ -519,6 +519,8 @@ pub(crate) struct Task {
     /// Why it failed or was canceled; None otherwise.
     pub(crate) error: Option<String>,
     pub(crate) created_resources: Vec<CreatedResource>,
+    /// The step it is at, or was last (a build's `STEP 3/7: COPY ...`).
+    pub(crate) step: Option<String>,
     pub(crate) created_at: Millis,
     pub(crate) started_at: Option<Millis>,
     pub(crate) finished_at: Option<Millis>,

@@ -399,7 +399,8 @@ impl Inner {
             return (written, None);
         }
         let id = progress.id;
-        match self.metadata.run(move |s| s.task_progress(id, snapshot)).await {
+        let (step, log) = progress.counters.take_said();
+        match self.metadata.run(move |s| s.task_progress(id, snapshot, step.as_deref(), &log)).await {
             Ok(canceled) => (changes, Some(canceled)),
             Err(e) => {
                 tracing::warn!(task = id, error = %e, "cannot record a task's progress");
@@ -518,11 +519,31 @@ struct Counters {
     items_total: AtomicU64,
     bytes_done: AtomicU64,
     changes: AtomicU64,
+    /// The step the work is at, and log lines not written yet.
+    said: std::sync::Mutex<Said>,
 }
+
+#[derive(Default)]
+struct Said {
+    step: Option<String>,
+    /// Since the last write.
+    pending: String,
+    /// Bytes of log kept in all: past [`MAX_LOG`] the rest is dropped.
+    logged: usize,
+}
+
+/// A task's log is kept to this many bytes.
+const MAX_LOG: usize = 1 << 20;
 
 const NO_TOTAL: u64 = 0;
 
 impl Counters {
+    /// The step and the log lines said since the last call.
+    fn take_said(&self) -> (Option<String>, String) {
+        let mut said = self.said.lock().unwrap_or_else(|p| p.into_inner());
+        (said.step.clone(), std::mem::take(&mut said.pending))
+    }
+
     fn snapshot(&self) -> (u64, TaskProgress) {
         // Read the change count first: a change racing the snapshot bumps
         // it again, so it is written next time.
@@ -557,6 +578,34 @@ impl Progress {
     /// How many items the work will do, once it knows.
     pub(crate) fn set_total(&self, items: u64) {
         self.counters.items_total.store(items.saturating_add(1), Ordering::Relaxed);
+        self.counters.changed();
+    }
+
+    /// The work is at `step` now (a build's `STEP 3/7: COPY ...`); it
+    /// goes into the log too.
+    pub(crate) fn step(&self, step: &str) {
+        {
+            let mut said = self.counters.said.lock().unwrap_or_else(|p| p.into_inner());
+            said.step = Some(step.to_owned());
+        }
+        self.log(step);
+    }
+
+    /// A line for the task's log (kept to 1 MiB; a line saying so ends it).
+    pub(crate) fn log(&self, line: &str) {
+        {
+            let mut said = self.counters.said.lock().unwrap_or_else(|p| p.into_inner());
+            if said.logged > MAX_LOG {
+                return;
+            }
+            let line = if said.logged + line.len() > MAX_LOG { "... the log is cut here (1 MiB)" } else { line };
+            said.logged += line.len() + 1;
+            said.pending.push_str(line);
+            said.pending.push('\n');
+            if said.logged > MAX_LOG - 64 {
+                said.logged = MAX_LOG + 1;
+            }
+        }
         self.counters.changed();
     }
 

@@ -417,3 +417,23 @@ async fn a_tasks_work_runs_with_the_task_as_its_request_id() {
     tasks.settled(task.id).await;
     assert_eq!(*seen.lock().unwrap(), format!("task-{}", task.id));
 }
+
+#[test]
+fn steps_and_log_lines_are_taken_once_and_the_log_is_kept_to_its_bound() {
+    let (_tx, rx) = watch::channel(None);
+    let p = Progress { id: 1, counters: Arc::default(), cancel: rx };
+    p.step("STEP 1/2: FROM scratch");
+    p.log("a note");
+    assert_eq!(p.counters.take_said(), (Some("STEP 1/2: FROM scratch".into()), "STEP 1/2: FROM scratch\na note\n".into()));
+    assert_eq!(p.counters.take_said(), (Some("STEP 1/2: FROM scratch".into()), String::new()), "the step stays, the lines went");
+    assert_eq!(p.counters.snapshot().0, 2, "each is a change to write");
+    let line = "x".repeat(1000);
+    for _ in 0..2000 {
+        p.log(&line);
+    }
+    let (_, log) = p.counters.take_said();
+    assert!(log.len() <= MAX_LOG, "{}", log.len());
+    assert!(log.ends_with("... the log is cut here (1 MiB)\n"), "{}", &log[log.len() - 80..]);
+    p.log("after the cut");
+    assert_eq!(p.counters.take_said().1, "");
+}

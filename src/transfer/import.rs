@@ -194,6 +194,7 @@ pub(crate) async fn run_import(
     use crate::tasks::TaskFailure;
     let failed = TaskFailure::Failed;
     let dir = request.path.clone();
+    progress.step(&format!("checking {}", dir.display()));
     let toc = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || check(&dir)
@@ -215,6 +216,7 @@ pub(crate) async fn run_import(
         }
     }
     progress.set_total(toc.files.iter().filter(|f| f.path.starts_with("blobs/")).count() as u64);
+    progress.step(&format!("export {} ({} files, {} bytes): storing its objects", toc.export, toc.chunks.len(), toc.archive_size));
     // Every object, verified as it is stored (or, for a dry run, only
     // counted when it is not stored yet).
     let (small, new_bytes) = tokio::task::spawn_blocking({
@@ -263,6 +265,7 @@ pub(crate) async fn run_import(
         report.versions = doc.repositories.iter().map(|r| (request.repository_map.get(&r.name).cloned().unwrap_or_else(|| r.name.clone()), None)).collect();
         return Ok(report);
     }
+    progress.step(&format!("making a version of {} repositories", doc.repositories.len()));
     let repositories = repositories(storage, &doc, &request.repository_map).await.map_err(failed)?;
     let (uuid, number, base_uuid) = (toc.uuid.clone(), toc.export, toc.base_uuid.clone());
     report.versions = metadata

@@ -65,6 +65,7 @@ pub(crate) async fn run_export(
     if !request.path.is_dir() {
         return Err(failed(format!("{} is not a directory on this node", request.path.display())));
     }
+    progress.step("reading what the repositories hold");
     let wanted = request.repositories.clone();
     let contents = metadata
         .run(move |s| wanted.iter().map(|(name, version)| export::gather(s, name, *version)).collect::<Result<Vec<_>, _>>())
@@ -100,6 +101,7 @@ pub(crate) async fn run_export(
         progress.add(1, size);
         !progress.is_canceled()
     };
+    progress.step(&format!("writing export {id} into {}", directory(&root, id).display()));
     let written =
         export::write(objects, &root, (id, &uuid), (base, base_uuid.as_deref()), &contents, &skip, request.chunk_size, &step)
             .await;

@@ -185,6 +185,13 @@ async fn an_export_imported_on_a_node_without_upstream_serves_the_same_digests_o
     let task = import(&b, json!({"path": dir1})).await;
     assert_eq!(task["state"], "completed", "{task}");
     assert_eq!(created(&task), vec![("team/app".to_owned(), 1)]);
+    // Its steps, the last one kept, all of them in its log.
+    assert!(task["step"].as_str().unwrap_or_default().starts_with("making a version"), "{task}");
+    let log = admin(&b, "GET", &format!("tasks/{}/log", task["id"]), None).await.json();
+    let text = log["log"].as_str().unwrap_or_default();
+    assert!(text.starts_with("checking ") && text.contains("storing its objects") && log["finished"] == true, "{log}");
+    let rest = admin(&b, "GET", &format!("tasks/{}/log?offset={}", task["id"], log["next_offset"]), None).await.json();
+    assert_eq!((rest["log"].as_str(), &rest["next_offset"]), (Some(""), &log["next_offset"]));
     let made = admin(&b, "POST", "distributions", Some(json!({"name": "app", "base_path": "team/app", "repository": "team/app"}))).await;
     assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
     let layout = tmp.path().join("from-b");

@@ -67,6 +67,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_leases.sql"),
     include_str!("../migrations/0013_exports.sql"),
     include_str!("../migrations/0014_imports.sql"),
+    include_str!("../migrations/0015_task_log.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -352,8 +353,12 @@ impl Store for SqlStore {
         self.write(|db| tasks::start(db, id))
     }
 
-    fn task_progress(&self, id: u64, progress: TaskProgress) -> Result<bool, MetadataError> {
-        self.statement(|db| tasks::progress(db, id, progress))
+    fn task_progress(&self, id: u64, progress: TaskProgress, step: Option<&str>, log: &str) -> Result<bool, MetadataError> {
+        self.statement(|db| tasks::progress(db, id, progress, step, log))
+    }
+
+    fn task_log(&self, id: u64) -> Result<Option<String>, MetadataError> {
+        self.read(|db| tasks::log(db, id))
     }
 
     fn cancel_requested(&self, id: u64) -> Result<bool, MetadataError> {

@@ -6,7 +6,7 @@ use crate::metadata::db::{args, named, Db, Row};
 use crate::metadata::{now_millis, MetadataError, Millis, Page, PageRequest, Task, TaskFilter, TaskProgress, TaskState};
 
 const COLUMNS: &str = "id, kind, resource, params, state, items_done, items_total, bytes_done, error,
-    created_resources, created_at, started_at, finished_at, node";
+    created_resources, created_at, started_at, finished_at, node, step";
 /// Every change to a task row carries this condition: a finished task
 /// never changes.
 const UNFINISHED: &str = "state IN ('waiting', 'running')";
@@ -38,6 +38,7 @@ fn from_row(r: &Row<'_>) -> Result<Task, MetadataError> {
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
         node: r.get(13)?,
+        step: r.get(14)?,
     })
 }
 
@@ -107,14 +108,21 @@ pub(super) fn start(db: &Db<'_>, id: u64) -> Result<Option<Task>, MetadataError>
 }
 
 /// One statement: atomic without a transaction.
-pub(super) fn progress(db: &Db<'_>, id: u64, progress: TaskProgress) -> Result<bool, MetadataError> {
+pub(super) fn progress(db: &Db<'_>, id: u64, progress: TaskProgress, step: Option<&str>, log: &str) -> Result<bool, MetadataError> {
     let canceled = db.query_opt(
-        "UPDATE tasks SET items_done = ?2, items_total = ?3, bytes_done = ?4 WHERE id = ?1 AND state = 'running'
+        "UPDATE tasks SET items_done = ?2, items_total = ?3, bytes_done = ?4, step = COALESCE(?5, step),
+             log = CASE WHEN ?6 = '' THEN log ELSE COALESCE(log, '') || ?6 END
+         WHERE id = ?1 AND state = 'running'
          RETURNING cancel_requested",
-        args![i64_of(id), i64_of(progress.items_done), progress.items_total.map(i64_of), i64_of(progress.bytes_done)],
+        args![i64_of(id), i64_of(progress.items_done), progress.items_total.map(i64_of), i64_of(progress.bytes_done), step, log],
         |r| r.get::<bool>(0),
     )?;
     Ok(canceled.unwrap_or(false))
+}
+
+pub(super) fn log(db: &Db<'_>, id: u64) -> Result<Option<String>, MetadataError> {
+    db.query_opt("SELECT log FROM tasks WHERE id = ?1", args![i64_of(id)], |r| r.get::<Option<String>>(0))
+        .map(|found| found.map(Option::unwrap_or_default))
 }
 
 pub(super) fn cancel_requested(db: &Db<'_>, id: u64) -> Result<bool, MetadataError> {

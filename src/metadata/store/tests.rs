@@ -483,15 +483,22 @@ fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
     assert_eq!((t.state, t.kind.as_str(), t.resource.as_deref()), (TaskState::Waiting, "sync", Some("team/app")));
     assert_eq!((t.params.clone(), t.progress, t.started_at, t.finished_at), (params, TaskProgress::default(), None, None));
     assert!(t.created_at > 0);
-    assert!(!s.task_progress(t.id, TaskProgress { items_done: 1, ..Default::default() }).unwrap(), "not running yet");
+    assert!(!s.task_progress(t.id, TaskProgress { items_done: 1, ..Default::default() }, None, "").unwrap(), "not running yet");
 
     let running = s.start_task(t.id).unwrap().expect("nothing else on its resource");
     assert_eq!((running.state, running.node.as_deref()), (TaskState::Running, Some("n1")));
     assert!(running.started_at.is_some());
     assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))), "starts once");
     let p = TaskProgress { items_done: 3, items_total: Some(10), bytes_done: 12345 };
-    assert!(!s.task_progress(t.id, p).unwrap(), "no cancel asked");
+    assert!(!s.task_progress(t.id, p, Some("STEP 1/2: FROM scratch"), "STEP 1/2: FROM scratch\n").unwrap(), "no cancel asked");
     assert_eq!(s.task(t.id).unwrap().unwrap().progress, p);
+    // The step is kept when none is given; the log grows.
+    assert!(!s.task_progress(t.id, p, None, "a note\n").unwrap());
+    assert!(!s.task_progress(t.id, p, Some("STEP 2/2: COPY a b"), "STEP 2/2: COPY a b\n").unwrap());
+    assert!(!s.task_progress(t.id, p, None, "").unwrap());
+    assert_eq!(s.task(t.id).unwrap().unwrap().step.as_deref(), Some("STEP 2/2: COPY a b"));
+    assert_eq!(s.task_log(t.id).unwrap().as_deref(), Some("STEP 1/2: FROM scratch\na note\nSTEP 2/2: COPY a b\n"));
+    assert_eq!(s.task_log(t.id + 1000).unwrap(), None);
 
     let created = [CreatedResource::RepositoryVersion { repository: "team/app".into(), number: 2 }];
     let done = s.finish_task(t.id, TaskState::Completed, None, &created).unwrap();
@@ -501,7 +508,7 @@ fn a_task_is_created_waiting_then_runs_progresses_and_finishes_once() {
 
     // Finished: nothing changes it any more.
     assert!(matches!(s.finish_task(t.id, TaskState::Failed, Some("late"), &[]), Err(MetadataError::Conflict(_))));
-    assert!(!s.task_progress(t.id, TaskProgress { items_done: 99, ..p }).unwrap());
+    assert!(!s.task_progress(t.id, TaskProgress { items_done: 99, ..p }, Some("late"), "late\n").unwrap());
     assert!(matches!(s.cancel_task(t.id, "stop"), Err(MetadataError::Conflict(_))));
     assert!(matches!(s.start_task(t.id), Err(MetadataError::Conflict(_))));
     assert_eq!(s.interrupt_tasks("n1", "restart").unwrap(), 0);
@@ -530,7 +537,7 @@ fn cancel_ends_a_waiting_task_and_leaves_a_running_one_to_its_runner() {
     assert_eq!((still.state, still.error), (TaskState::Running, None));
     // Whichever node runs it learns of the cancel from the store.
     assert!(s.cancel_requested(running.id).unwrap());
-    assert!(s.task_progress(running.id, TaskProgress { items_done: 1, ..Default::default() }).unwrap());
+    assert!(s.task_progress(running.id, TaskProgress { items_done: 1, ..Default::default() }, None, "").unwrap());
     assert!(matches!(s.cancel_task(12345, "x"), Err(MetadataError::NotFound(_))));
 }
 
@@ -571,7 +578,7 @@ fn interrupting_fails_every_unfinished_task_of_the_node_and_nothing_else() {
         let waiting = s.create_task("n1", "sync", Some("a"), &none).unwrap();
         let running = s.create_task("n1", "sync", Some("b"), &none).unwrap();
         s.start_task(running.id).unwrap();
-        s.task_progress(running.id, TaskProgress { items_done: 2, items_total: Some(5), bytes_done: 7 }).unwrap();
+        s.task_progress(running.id, TaskProgress { items_done: 2, items_total: Some(5), bytes_done: 7 }, None, "").unwrap();
         let done = s.create_task("n1", "sync", Some("c"), &none).unwrap();
         s.start_task(done.id).unwrap();
         let done = s.finish_task(done.id, TaskState::Completed, None, &[]).unwrap();
