@@ -180,7 +180,8 @@ wait_ready() { # name url
 
 read -r up_port proxy_port nginx_port tls_port proxy_tls_port rtt_port proxy_rtt_port proxy_s3_port < <("$driver" free-ports 8)
 upstream=http://127.0.0.1:$up_port
-declare -A url=() # server name -> its base URL
+declare -A url=()   # server name -> its base URL
+declare -A admin=() # wharf's name -> its admin API's base URL
 
 # --- a throwaway CA and a certificate for 127.0.0.1 ---------------------------
 
@@ -331,14 +332,21 @@ EOF
 
 # --- wharf -----------------------------------------------------------------
 
-# wharf as NAME pulling from UPSTREAM, trusting CA_FILE if given. Request
+# wharf as NAME pulling from UPSTREAM, trusting CA_FILE if given; with an
+# empty UPSTREAM, a node that reaches no registry (`upstream = []`). Request
 # logging is off on every server under test; wharf logs its listening line
 # only (from wharf::app).
 start_wharf() { # name upstream [ca-file] [storage lines]
-    local name=$1 dir=$work/$1 addr="" ca_line=""
-    if [ -n "${3:-}" ]; then ca_line="ca_file = \"$3\""; fi
+    local name=$1 dir=$work/$1 addr="" top="" upstream_table=""
+    if [ -n "$2" ]; then
+        upstream_table=$(printf '[[upstream]]\nname = "upstream"\nurl = "%s"\ndefault = true\ntag_ttl = "5m"\n' "$2")
+        if [ -n "${3:-}" ]; then upstream_table+=$'\n'"ca_file = \"$3\""; fi
+    else
+        top="upstream = []"
+    fi
     mkdir -p "$dir"
     cat >"$dir/wharf.toml" <<EOF
+$top
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -350,12 +358,7 @@ ${4:-}
 [log]
 level = "warn,wharf::app=info"
 
-[[upstream]]
-name = "upstream"
-url = "$2"
-default = true
-tag_ttl = "5m"
-$ca_line
+$upstream_table
 EOF
     log[$name]=$dir/wharf.log
     # Made here, not by the started process's redirection, which may come
@@ -371,6 +374,7 @@ EOF
     done
     [ -n "$addr" ] || die "$name did not log its listening address"
     url[$name]=http://$addr
+    admin[$name]=http://$(sed -n 's/.*wharf listening.* admin=\([0-9.:]*\).*/\1/p' "${log[$name]}")
     wait_ready "$name" "${url[$name]}/v2/"
 }
 
@@ -580,6 +584,13 @@ mkdir -p "$skopeo_dir/registries.d" "$skopeo_dir/tmp"
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$skopeo_dir/policy.json"
 echo 'unqualified-search-registries = []' >"$skopeo_dir/registries.conf"
 echo '{}' >"$skopeo_dir/auth.json"
+# skopeo copy with the run's own policy, registries and temp dir; no TLS
+# verification either way (every registry here is plain http).
+skopeo_copy() { # skopeo copy arguments...
+    skopeo --policy "$skopeo_dir/policy.json" --registries.d "$skopeo_dir/registries.d" \
+        --registries-conf "$skopeo_dir/registries.conf" --tmpdir "$skopeo_dir/tmp" \
+        copy --quiet --authfile "$skopeo_dir/auth.json" --src-tls-verify=false --dest-tls-verify=false "$@" >/dev/null
+}
 
 # Makes a random image, pushes it to the upstream with skopeo as REPO:v1, and
 # gives nginx the same blob files (hard links) and manifest bytes. Leaves the
@@ -587,10 +598,7 @@ echo '{}' >"$skopeo_dir/auth.json"
 make_image() { # name repo layer-sizes
     local name=$1 repo=$2 dir=$work/images/$1 digest hex
     "$driver" layout --dir "$dir" --tag v1 --layers "$3" >"$dir.json"
-    skopeo --policy "$skopeo_dir/policy.json" --registries.d "$skopeo_dir/registries.d" \
-        --registries-conf "$skopeo_dir/registries.conf" --tmpdir "$skopeo_dir/tmp" \
-        copy --quiet --authfile "$skopeo_dir/auth.json" --preserve-digests --dest-tls-verify=false \
-        "oci:$dir:v1" "docker://127.0.0.1:$up_port/$repo:v1" >/dev/null
+    skopeo_copy --preserve-digests "oci:$dir:v1" "docker://127.0.0.1:$up_port/$repo:v1"
     mkdir -p "$ngx/root/v2/$repo/blobs" "$ngx/root/v2/$repo/manifests"
     for digest in $(jq -r '.blobs[].digest' "$dir.json"); do
         hex=${digest#sha256:}
