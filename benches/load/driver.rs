@@ -9,7 +9,8 @@
 //!
 //! Layout:
 //! - `image`: random OCI images (an OCI layout on disk, or small ones in memory);
-//! - `http`: pulls, blob downloads, closed-loop load, pushes over the registry API;
+//! - `http`: pulls, blob downloads, closed-loop load, pushes over the registry API,
+//!   admin API tasks;
 //! - `delay`: the delaying TCP proxy;
 //! - `report`: the markdown table from the results `run.sh` collected.
 //!
@@ -148,6 +149,18 @@ enum Command {
         to: SocketAddr,
         #[arg(long)]
         rtt_ms: u64,
+    },
+    /// POSTs BODY (JSON) to URL, an admin API path that starts a task (an
+    /// export, an import), then asks for the task every POLL_MS until it
+    /// has ended; fails unless it completed. Prints the time from the POST
+    /// to the answer that said so, and the task.
+    Task {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        body: String,
+        #[arg(long, default_value_t = 10)]
+        poll_ms: u64,
     },
     /// Prints the markdown table of a results file.
     Report {
@@ -299,6 +312,14 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
             let listening = listener.local_addr()?;
             println!("{}", json!({ "op": "delay-proxy", "listen": listening, "to": to, "rtt_ms": rtt_ms }));
             delay::serve(listener, to, rtt).await?;
+        }
+        Command::Task { url, body, poll_ms } => {
+            let pool = http::pool(1, &trust);
+            let (task, wall) = http::run_task(&pool, &url, &body, Duration::from_millis(poll_ms)).await?;
+            if task["state"] != "completed" {
+                fail!("the task of POST {url} ended {}: {}", task["state"], task["error"]);
+            }
+            println!("{}", json!({ "op": "task", "wall_s": wall.as_secs_f64(), "task": task }));
         }
         Command::Report { results } => print!("{}", report::render(&results)?),
     }

@@ -364,3 +364,35 @@ pub(crate) async fn wait_for(url: &str, timeout: Duration, trust: &Trust) -> Res
         }
     }
 }
+
+/// POSTs the JSON `body` to `url`, an admin API path that starts a task
+/// (202 with the task's id), then asks for the task every `poll` until it
+/// has ended. The task as it ended, and the time from the POST to the
+/// answer that said so.
+pub(crate) async fn run_task(
+    pool: &Pool,
+    url: &str,
+    body: &str,
+    poll: Duration,
+) -> Result<(serde_json::Value, Duration)> {
+    let Some(api) = url.find("/api/v1/").map(|i| &url[..i + "/api/v1".len()]) else {
+        fail!("{url}: not an admin API URL (…/api/v1/…)");
+    };
+    let started = Instant::now();
+    let req = Request::post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))?;
+    let resp = expect_status(send(pool, req).await?, StatusCode::ACCEPTED, &format!("POST {url}")).await?;
+    let accepted: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+    let Some(id) = accepted["id"].as_u64() else { fail!("POST {url}: no task id in {accepted}") };
+    let task_url = format!("{api}/tasks/{id}");
+    loop {
+        let resp = send(pool, get(&task_url, None)?).await?;
+        let resp = expect_status(resp, StatusCode::OK, &format!("GET {task_url}")).await?;
+        let task: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?;
+        if !matches!(task["state"].as_str(), Some("waiting" | "running")) {
+            return Ok((task, started.elapsed()));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

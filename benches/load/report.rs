@@ -53,7 +53,7 @@ impl Op {
 struct Row {
     scenario: &'static str,
     /// Scenario and label may name the run's parameters: `{image}`,
-    /// `{blob}`, `{small}`, `{tls_small}`, `{rtt_small}`, `{rtt}`.
+    /// `{blob}`, `{small}`, `{tls_small}`, `{rtt_small}`, `{rtt}`, `{xfer}`.
     label: &'static str,
     metric: &'static str,
     /// Targets on the ratio wharf ÷ peer.
@@ -78,6 +78,10 @@ const SMALL_COLD: &[(&str, Op, f64)] = &[("upstream", Op::Ge, 0.85)];
 const S3_COLD_PULL: &[(&str, Op, f64)] = &[("distribution", Op::Le, 0.75)];
 const S3_WARM_WALL: &[(&str, Op, f64)] = &[("distribution", Op::Le, 1.0)];
 const S3_WARM_RATE: &[(&str, Op, f64)] = &[("distribution", Op::Ge, 1.0)];
+/// Issue 18's: an export and an import at least as fast as skopeo copying
+/// the same images out of docker-registry into an `oci:` directory and from
+/// it into another docker-registry (the distribution column).
+const TRANSFER: &[(&str, Op, f64)] = &[("distribution", Op::Ge, 1.0)];
 
 const ROWS: &[Row] = &[
     Row { ratio_targets: COLD_PULL, ..row("1 cold pull", "image {image}, s", "cold_pull_s") },
@@ -156,6 +160,22 @@ const ROWS: &[Row] = &[
         check: Some((Op::Eq, 1.0)),
         ..row("11 two nodes, one registry", "that blob's upstream GETs", "cluster_herd_upstream_gets")
     },
+    Row {
+        ratio_targets: TRANSFER,
+        ..row("12 export and import, against skopeo", "export {xfer} into a directory, MB/s", "xfer_export_mbs")
+    },
+    row("12 export and import, against skopeo", "export, then `sync`, MB/s", "xfer_export_synced_mbs"),
+    row("12 export and import, against skopeo", "CPU of the export, every process, s", "xfer_export_cpu_s"),
+    Row {
+        ratio_targets: TRANSFER,
+        ..row(
+            "12 export and import, against skopeo",
+            "import of that export into an empty node, MB/s",
+            "xfer_import_mbs",
+        )
+    },
+    row("12 export and import, against skopeo", "import, then `sync`, MB/s", "xfer_import_synced_mbs"),
+    row("12 export and import, against skopeo", "CPU of the import, every process, s", "xfer_import_cpu_s"),
 ];
 
 /// metric → server → round → value

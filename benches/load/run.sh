@@ -25,6 +25,10 @@
 #   wharf-c1, wharf-c2   two nodes of one cluster: that PostgreSQL, one
 #                 bucket prefix, cluster ports on loopback
 #   distribution-pair-a, -b   two distribution proxies on one bucket path
+#   wharf-import  a wharf with `upstream = []` (a node that reaches no
+#                 registry), started with empty storage for each import
+#   registry-import   a docker-registry, started empty for each skopeo copy
+#                 into it (both only for scenario 12, stopped after it)
 # (without `weed` on PATH the S3 and cluster scenarios are left out, without
 # PostgreSQL's server the metadata and cluster ones, and the report says so)
 # then runs every scenario against each server in turn (never two at once),
@@ -76,12 +80,16 @@ want() { [ -z "$only" ] || [[ ,$only, == *,$1,* ]] || { [ "$1" = 2 ] && [[ ,$onl
 if [ "$quick" = 1 ]; then
     rounds=1
     layer=1MiB layer_count=3 big=8MiB small=${small:-20} small_new=${small_new:-10} load_secs=1 single_repeat=2
+    xfer_layer=1MiB xfer_layer_count=2
     profile=${WHARF_PROFILE:-debug}
 else
     layer=32MiB layer_count=3 big=256MiB small=${small:-1000} load_secs=5 single_repeat=4
+    xfer_layer=42MiB xfer_layer_count=4
     profile=${WHARF_PROFILE:-release}
 fi
 small_size=16KiB small_concurrency=8 parallel_clients=8 connections=64
+# Scenario 12's images: this many, each of xfer_layer_count layers.
+xfer_count=3
 # The round trip scenario 8 puts between the caches and the upstream.
 rtt_ms=20
 small_new=${small_new:-200}
@@ -91,9 +99,11 @@ case "$profile" in
     *) die "WHARF_PROFILE must be release or debug, not $profile" ;;
 esac
 layers=$(printf "$layer,%.0s" $(seq "$layer_count")); layers=${layers%,}
+xfer_layers=$(printf "$xfer_layer,%.0s" $(seq "$xfer_layer_count")); xfer_layers=${xfer_layers%,}
 human() { sed 's/\([0-9]\)\([KMG]iB\)$/\1 \2/' <<<"$1"; } # 32MiB → 32 MiB
 
-for tool in docker-registry:docker-registry skopeo:skopeo nginx:nginx-light wrk:wrk jq:jq openssl:openssl cargo:"a Rust toolchain"; do
+for tool in docker-registry:docker-registry skopeo:skopeo nginx:nginx-light wrk:wrk jq:jq openssl:openssl curl:curl \
+    cargo:"a Rust toolchain"; do
     command -v "${tool%%:*}" >/dev/null || die "${tool%%:*} not found; install ${tool#*:}"
 done
 
@@ -178,9 +188,11 @@ wait_ready() { # name url
     "$driver" wait --ca-file "$ca" --timeout-secs 30 "$2" >/dev/null || die "$1 did not answer at $2"
 }
 
-read -r up_port proxy_port nginx_port tls_port proxy_tls_port rtt_port proxy_rtt_port proxy_s3_port < <("$driver" free-ports 8)
+read -r up_port proxy_port nginx_port tls_port proxy_tls_port rtt_port proxy_rtt_port proxy_s3_port import_port \
+    < <("$driver" free-ports 9)
 upstream=http://127.0.0.1:$up_port
-declare -A url=() # server name -> its base URL
+declare -A url=()   # server name -> its base URL
+declare -A admin=() # wharf's name -> its admin API's base URL
 
 # --- a throwaway CA and a certificate for 127.0.0.1 ---------------------------
 
@@ -331,14 +343,21 @@ EOF
 
 # --- wharf -----------------------------------------------------------------
 
-# wharf as NAME pulling from UPSTREAM, trusting CA_FILE if given. Request
+# wharf as NAME pulling from UPSTREAM, trusting CA_FILE if given; with an
+# empty UPSTREAM, a node that reaches no registry (`upstream = []`). Request
 # logging is off on every server under test; wharf logs its listening line
 # only (from wharf::app).
 start_wharf() { # name upstream [ca-file] [storage lines]
-    local name=$1 dir=$work/$1 addr="" ca_line=""
-    if [ -n "${3:-}" ]; then ca_line="ca_file = \"$3\""; fi
+    local name=$1 dir=$work/$1 addr="" top="" upstream_table=""
+    if [ -n "$2" ]; then
+        upstream_table=$(printf '[[upstream]]\nname = "upstream"\nurl = "%s"\ndefault = true\ntag_ttl = "5m"\n' "$2")
+        if [ -n "${3:-}" ]; then upstream_table+=$'\n'"ca_file = \"$3\""; fi
+    else
+        top="upstream = []"
+    fi
     mkdir -p "$dir"
     cat >"$dir/wharf.toml" <<EOF
+$top
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -350,12 +369,7 @@ ${4:-}
 [log]
 level = "warn,wharf::app=info"
 
-[[upstream]]
-name = "upstream"
-url = "$2"
-default = true
-tag_ttl = "5m"
-$ca_line
+$upstream_table
 EOF
     log[$name]=$dir/wharf.log
     # Made here, not by the started process's redirection, which may come
@@ -371,6 +385,7 @@ EOF
     done
     [ -n "$addr" ] || die "$name did not log its listening address"
     url[$name]=http://$addr
+    admin[$name]=http://$(sed -n 's/.*wharf listening.* admin=\([0-9.:]*\).*/\1/p' "${log[$name]}")
     wait_ready "$name" "${url[$name]}/v2/"
 }
 
@@ -580,6 +595,13 @@ mkdir -p "$skopeo_dir/registries.d" "$skopeo_dir/tmp"
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$skopeo_dir/policy.json"
 echo 'unqualified-search-registries = []' >"$skopeo_dir/registries.conf"
 echo '{}' >"$skopeo_dir/auth.json"
+# skopeo copy with the run's own policy, registries and temp dir; no TLS
+# verification either way (every registry here is plain http).
+skopeo_copy() { # skopeo copy arguments...
+    skopeo --policy "$skopeo_dir/policy.json" --registries.d "$skopeo_dir/registries.d" \
+        --registries-conf "$skopeo_dir/registries.conf" --tmpdir "$skopeo_dir/tmp" \
+        copy --quiet --authfile "$skopeo_dir/auth.json" --src-tls-verify=false --dest-tls-verify=false "$@" >/dev/null
+}
 
 # Makes a random image, pushes it to the upstream with skopeo as REPO:v1, and
 # gives nginx the same blob files (hard links) and manifest bytes. Leaves the
@@ -587,10 +609,7 @@ echo '{}' >"$skopeo_dir/auth.json"
 make_image() { # name repo layer-sizes
     local name=$1 repo=$2 dir=$work/images/$1 digest hex
     "$driver" layout --dir "$dir" --tag v1 --layers "$3" >"$dir.json"
-    skopeo --policy "$skopeo_dir/policy.json" --registries.d "$skopeo_dir/registries.d" \
-        --registries-conf "$skopeo_dir/registries.conf" --tmpdir "$skopeo_dir/tmp" \
-        copy --quiet --authfile "$skopeo_dir/auth.json" --preserve-digests --dest-tls-verify=false \
-        "oci:$dir:v1" "docker://127.0.0.1:$up_port/$repo:v1" >/dev/null
+    skopeo_copy --preserve-digests "oci:$dir:v1" "docker://127.0.0.1:$up_port/$repo:v1"
     mkdir -p "$ngx/root/v2/$repo/blobs" "$ngx/root/v2/$repo/manifests"
     for digest in $(jq -r '.blobs[].digest' "$dir.json"); do
         hex=${digest#sha256:}
@@ -630,6 +649,57 @@ stored() { # path or filer URL
     esac
 }
 
+# Waits until a wharf's repository holds a version with one manifest and
+# BLOBS blobs: a pull is recorded in its repository just after it is served.
+wait_version() { # wharf repository blobs
+    local base=${admin[$1]}/api/v1/repositories/${2//\//%2F} v present
+    for _ in $(seq 500); do
+        v=$(curl -sf "$base" | jq -r '.latest_version // 0' || true)
+        if [ "${v:-0}" -ge 1 ]; then
+            present=$(curl -sf "$base/versions/$v" | jq -c '.content_summary.present | [.manifest, .blob]' || true)
+            [ "$present" = "[1,$3]" ] && return 0
+        fi
+        sleep 0.02
+    done
+    die "$1 did not record $2 with one manifest and $3 blobs within 10 s"
+}
+
+# Stops a server started for one measurement, forgets it and deletes its
+# storage.
+stop_server() { # name
+    stop_process "${pid[$1]}"
+    unset "pid[$1]" "log[$1]" "url[$1]" "admin[$1]"
+    rm -rf "${work:?}/$1"
+}
+
+# An empty docker-registry as registry-import, for one skopeo copy into it.
+start_import_registry() {
+    mkdir -p "$work/registry-import"
+    cat >"$work/registry-import/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  formatter: text
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry-import/data
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$import_port
+  secret: wharf-load-benchmark-not-a-secret
+EOF
+    start_registry registry-import "http://127.0.0.1:$import_port"
+}
+
+# The user + system seconds of this shell's finished children, from the
+# output of `times` (a builtin: reading it starts no process).
+children_cpu_s() { # file
+    awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%.3f", t }' "$1"
+}
+
 wrk_ms() { # "1.23ms" → 1.23
     awk '{ v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v += 0; else if ($1 ~ /m$/) v *= 60000; else if ($1 ~ /s$/) v *= 1000; printf "%.6f", v }' <<<"$1"
 }
@@ -645,6 +715,27 @@ param small "$small"
 param tls_small "$small_new"
 param rtt_small "$small_new"
 param rtt "$rtt_ms ms"
+
+# Scenario 12's images, made once: pushed to the upstream (skopeo's source)
+# and pulled through wharf (wharf's: pull-through repositories, as a mirror
+# that feeds an air-gapped site holds them). Every round exports the same
+# images again, into new directories.
+if want 12; then
+    say "12: $xfer_count images of $xfer_layer_count × $(human "$xfer_layer") in the upstream, pulled through wharf"
+    xfer_bytes=0
+    xfer_repos=()
+    for i in $(seq "$xfer_count"); do
+        make_image "xfer-$i" "bench/xfer-$i" "$xfer_layers"
+        "$driver" pull --url "${url[wharf]}" --repo "bench/xfer-$i" --reference v1 >/dev/null
+        wait_cached wharf $(jq -r '.blobs[].digest' "$work/images/xfer-$i.json")
+        wait_version wharf "upstream/bench/xfer-$i" $((xfer_layer_count + 1))
+        xfer_repos+=("upstream/bench/xfer-$i")
+        # Image bytes: the manifest, the config and the layers.
+        xfer_bytes=$((xfer_bytes + $(jq '.manifest.size + ([.blobs[].size] | add)' "$work/images/xfer-$i.json")))
+    done
+    sync
+    param xfer "$xfer_count images of $xfer_layer_count × $(human "$xfer_layer")"
+fi
 
 for round in $(seq "$rounds"); do
     say "round $round/$rounds: pushing images to the upstream"
@@ -918,6 +1009,104 @@ for round in $(seq "$rounds"); do
         done
     fi
 
+    # Export and import for an air-gapped site, against skopeo copying the
+    # same images between a docker-registry and an oci: directory. Both
+    # sides read warm sources: the images were written before round 1 and
+    # read by every earlier round; each import reads what its side exported
+    # just before. Each round exports into new directories and imports into
+    # a wharf and a docker-registry started empty, all deleted after it.
+    if want 12; then
+        say "round $round: 12 export and import of $xfer_count images, wharf against skopeo"
+        x=$work/xfer-$round
+        mkdir -p "$x/wharf"
+        body=$(jq -cn --arg p "$x/wharf" '{repositories: $ARGS.positional, path: $p}' --args "${xfer_repos[@]}")
+        for s in $(in_order wharf skopeo); do
+            quiesce
+            case $s in
+                wharf)
+                    before=$(cpu_ticks "${pid[wharf]}")
+                    r=$("$driver" task --url "${admin[wharf]}/api/v1/exports" --body "$body")
+                    cpu=$(calc "($(cpu_ticks "${pid[wharf]}") - $before) / $clk_tck")
+                    wall=$(jq .wall_s <<<"$r")
+                    t1=$EPOCHREALTIME
+                    sync
+                    synced=$(calc "$wall + $EPOCHREALTIME - $t1")
+                    server=wharf
+                    ;;
+                skopeo)
+                    before=$(cpu_ticks "${pid[upstream]}")
+                    times >"$x/times.before"
+                    t0=$EPOCHREALTIME
+                    for ((i = 1; i <= xfer_count; i++)); do
+                        skopeo_copy --all "docker://127.0.0.1:$up_port/bench/xfer-$i:v1" "oci:$x/skopeo:bench/xfer-$i:v1"
+                    done
+                    t1=$EPOCHREALTIME
+                    times >"$x/times.after"
+                    sync
+                    t2=$EPOCHREALTIME
+                    # skopeo's CPU and the registry's.
+                    cpu=$(calc "$(children_cpu_s "$x/times.after") - $(children_cpu_s "$x/times.before")")
+                    cpu=$(calc "$cpu + ($(cpu_ticks "${pid[upstream]}") - $before) / $clk_tck")
+                    wall=$(calc "$t1 - $t0")
+                    synced=$(calc "$t2 - $t0")
+                    server=distribution
+                    ;;
+            esac
+            record xfer_export_mbs "$server" "$(calc "$xfer_bytes / 1000000 / $wall")"
+            record xfer_export_synced_mbs "$server" "$(calc "$xfer_bytes / 1000000 / $synced")"
+            record xfer_export_cpu_s "$server" "$cpu"
+        done
+        exported=("$x"/wharf/wharf-export-*)
+        [ "${#exported[@]}" = 1 ] && [ -s "${exported[0]}/toc.json" ] || die "wharf's export left ${exported[*]}"
+
+        for s in $(in_order wharf skopeo); do
+            case $s in
+                wharf)
+                    start_wharf wharf-import ""
+                    quiesce
+                    before=$(cpu_ticks "${pid[wharf-import]}")
+                    r=$("$driver" task --url "${admin[wharf-import]}/api/v1/imports" \
+                        --body "$(jq -cn --arg p "${exported[0]}" '{path: $p}')")
+                    cpu=$(calc "($(cpu_ticks "${pid[wharf-import]}") - $before) / $clk_tck")
+                    wall=$(jq .wall_s <<<"$r")
+                    t1=$EPOCHREALTIME
+                    sync
+                    synced=$(calc "$wall + $EPOCHREALTIME - $t1")
+                    made=$(jq '[.task.created_resources[] | select(.type == "repository_version")] | length' <<<"$r")
+                    [ "$made" = "$xfer_count" ] || die "wharf-import made $made versions, not $xfer_count: $r"
+                    stop_server wharf-import
+                    server=wharf
+                    ;;
+                skopeo)
+                    start_import_registry
+                    quiesce
+                    before=$(cpu_ticks "${pid[registry-import]}")
+                    times >"$x/times.before"
+                    t0=$EPOCHREALTIME
+                    for ((i = 1; i <= xfer_count; i++)); do
+                        skopeo_copy --all "oci:$x/skopeo:bench/xfer-$i:v1" "docker://127.0.0.1:$import_port/bench/xfer-$i:v1"
+                    done
+                    t1=$EPOCHREALTIME
+                    times >"$x/times.after"
+                    sync
+                    t2=$EPOCHREALTIME
+                    cpu=$(calc "$(children_cpu_s "$x/times.after") - $(children_cpu_s "$x/times.before")")
+                    cpu=$(calc "$cpu + ($(cpu_ticks "${pid[registry-import]}") - $before) / $clk_tck")
+                    wall=$(calc "$t1 - $t0")
+                    synced=$(calc "$t2 - $t0")
+                    stop_server registry-import
+                    server=distribution
+                    ;;
+            esac
+            record xfer_import_mbs "$server" "$(calc "$xfer_bytes / 1000000 / $wall")"
+            record xfer_import_synced_mbs "$server" "$(calc "$xfer_bytes / 1000000 / $synced")"
+            record xfer_import_cpu_s "$server" "$cpu"
+        done
+        id=${exported[0]##*-}
+        curl -sf -X DELETE "${admin[wharf]}/api/v1/exports/$id?files=true" || die "wharf did not delete export $id"
+        rm -rf "$x"
+    fi
+
     for s in "${!pid[@]}"; do
         alive "${pid[$s]}" || die "$s died during round $round"
     done
@@ -961,7 +1150,10 @@ report=$work/report.md
     else
         echo "- two nodes, one registry (11): not run (needs PostgreSQL and \`weed\`)"
     fi
-    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets, judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
+    if want 12; then
+        echo "- export and import (12): $xfer_count images of $xfer_layer_count × $(human "$xfer_layer"), $(awk "BEGIN { printf \"%.0f\", $xfer_bytes / 1048576 }") MiB of image bytes (manifests, configs, layers), the same every round; wharf: \`POST /api/v1/exports\` of its pull-through repositories into a new directory, then \`POST /api/v1/imports\` of that export into a wharf with \`upstream = []\` started empty (from the POST to the task completed, polled every 10 ms); the distribution column: \`skopeo copy --all\` of each image from the upstream into one \`oci:\` directory, then from it into a docker-registry started empty; MB/s of image bytes; every source warm (in the page cache), a \`sync\` before each side; CPU: wharf's, or skopeo's and that docker-registry's"
+    fi
+    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets (16's on S3, 18's for export and import), judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo
     "$driver" report --results "$results"
 } >"$report"
