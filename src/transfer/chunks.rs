@@ -45,14 +45,49 @@ pub(crate) type Chunked = (Vec<Chunk>, String, u64);
 /// Writes an archive into `dir`: a new file whenever the current one
 /// reached `limit` bytes (one file when None). Files are created new
 /// (never over an existing one) and synced when closed.
+///
+/// One file is its own hash; in chunks, the whole stream's hash runs on
+/// a thread of its own, beside the chunks' (the writer is the export's
+/// bottleneck: hashing the same bytes twice on it halves its speed).
 pub(crate) struct ChunkedWriter {
     dir: PathBuf,
     base: String,
     limit: Option<u64>,
     open: Option<Open>,
     done: Vec<Chunk>,
-    whole: Sha256,
+    whole: Option<WholeHasher>,
     total: u64,
+}
+
+/// The whole stream's sha256, computed on its own thread.
+struct WholeHasher {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl WholeHasher {
+    fn start() -> io::Result<WholeHasher> {
+        // A few buffers in flight: the writer never waits on the hasher
+        // unless it falls behind by that much.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let thread = std::thread::Builder::new().name("export-hash".into()).spawn(move || {
+            let mut sha256 = Sha256::new();
+            for buf in rx {
+                sha256.update(&buf);
+            }
+            hex::encode(sha256.finalize())
+        })?;
+        Ok(WholeHasher { tx, thread })
+    }
+
+    fn update(&self, bytes: &[u8]) -> io::Result<()> {
+        self.tx.send(bytes.to_vec()).map_err(|_| io::Error::other("the archive's hasher stopped"))
+    }
+
+    fn finish(self) -> io::Result<String> {
+        drop(self.tx);
+        self.thread.join().map_err(|_| io::Error::other("the archive's hasher failed"))
+    }
 }
 
 impl ChunkedWriter {
@@ -63,7 +98,7 @@ impl ChunkedWriter {
             limit: limit.filter(|&l| l > 0),
             open: None,
             done: Vec::new(),
-            whole: Sha256::new(),
+            whole: None,
             total: 0,
         }
     }
@@ -104,7 +139,13 @@ impl ChunkedWriter {
             self.current()?;
         }
         self.close()?;
-        Ok((std::mem::take(&mut self.done), hex::encode(self.whole.clone().finalize()), self.total))
+        let done = std::mem::take(&mut self.done);
+        let whole = match (self.whole.take(), done.as_slice()) {
+            (Some(hasher), _) => hasher.finish()?,
+            (None, [one]) => one.sha256.clone(),
+            (None, _) => return Err(io::Error::other("chunks written without the archive's hash")),
+        };
+        Ok((done, whole, self.total))
     }
 }
 
@@ -114,12 +155,17 @@ impl Write for ChunkedWriter {
             return Ok(0);
         }
         let limit = self.limit;
+        if limit.is_some() && self.whole.is_none() {
+            self.whole = Some(WholeHasher::start()?);
+        }
         let open = self.current()?;
         let room = limit.map_or(buf.len(), |l| (l - open.size).min(buf.len() as u64) as usize);
         let n = open.file.write(&buf[..room])?;
         open.sha256.update(&buf[..n]);
         open.size += n as u64;
-        self.whole.update(&buf[..n]);
+        if let Some(whole) = &self.whole {
+            whole.update(&buf[..n])?;
+        }
         self.total += n as u64;
         Ok(n)
     }

@@ -222,7 +222,9 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 /// writer; every file's entry for the table of contents, and the
 /// writer's result.
 fn write_items(dir: &Path, limit: Option<u64>, mut items: tokio::sync::mpsc::Receiver<Item>) -> io::Result<(Vec<toc::Entry>, super::chunks::Chunked)> {
-    let mut tar = tar::Builder::new(ChunkedWriter::new(dir, ARCHIVE, limit));
+    // Writes reach the chunks (and their hashers) 1 MiB at a time, and
+    // objects are read into that buffer directly (io::copy into a BufWriter).
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, ChunkedWriter::new(dir, ARCHIVE, limit)));
     let mut files = Vec::new();
     while let Some(item) = items.blocking_recv() {
         match item {
@@ -248,7 +250,7 @@ fn write_items(dir: &Path, limit: Option<u64>, mut items: tokio::sync::mpsc::Rec
             }
         }
     }
-    let chunked = tar.into_inner()?.finish()?;
+    let chunked = tar.into_inner()?.into_inner().map_err(io::IntoInnerError::into_error)?.finish()?;
     Ok((files, chunked))
 }
 
