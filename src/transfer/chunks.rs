@@ -198,8 +198,13 @@ pub(crate) enum ChunkError {
 /// the files joined against `whole` (the archive's sha256).
 pub(crate) fn verify(dir: &Path, chunks: &[Chunk], whole: &str) -> Result<(), ChunkError> {
     let mut buf = vec![0u8; 256 << 10];
-    // One file is the archive: its own hash is the whole one.
-    let mut joined = (chunks.len() > 1).then(Sha256::new);
+    // One file is the archive: its own hash is the whole one. Several:
+    // the joined hash on a thread of its own, beside each file's.
+    let joined = if chunks.len() > 1 {
+        Some(WholeHasher::start().map_err(|e| ChunkError::Io { name: "the archive".into(), error: e.to_string() })?)
+    } else {
+        None
+    };
     for chunk in chunks {
         let io = |e: io::Error| ChunkError::Io { name: chunk.name.clone(), error: e.to_string() };
         let mut file = File::open(dir.join(&chunk.name))
@@ -215,8 +220,8 @@ pub(crate) fn verify(dir: &Path, chunks: &[Chunk], whole: &str) -> Result<(), Ch
                 break;
             }
             sha256.update(&buf[..n]);
-            if let Some(joined) = &mut joined {
-                joined.update(&buf[..n]);
+            if let Some(joined) = &joined {
+                joined.update(&buf[..n]).map_err(io)?;
             }
         }
         let actual = hex::encode(sha256.finalize());
@@ -225,7 +230,7 @@ pub(crate) fn verify(dir: &Path, chunks: &[Chunk], whole: &str) -> Result<(), Ch
         }
     }
     let actual = match (joined, chunks) {
-        (Some(joined), _) => hex::encode(joined.finalize()),
+        (Some(joined), _) => joined.finish().map_err(|e| ChunkError::Io { name: "the archive".into(), error: e.to_string() })?,
         (None, [one]) => one.sha256.clone(),
         (None, _) => hex::encode(Sha256::digest(b"")),
     };
