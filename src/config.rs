@@ -13,11 +13,13 @@ use serde::Deserialize;
 use crate::auth::{self, Action, Actions, Grantee, PasswordHash, RepositoryPattern, Rule, User};
 use crate::oci::is_valid_component;
 
+mod build;
 mod cluster;
 mod limits;
 mod metadata;
 mod server;
 mod storage;
+pub(crate) use build::BuildConfig;
 pub(crate) use cluster::ClusterConfig;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
 pub(crate) use metadata::{redact as redact_url, MetadataConfig};
@@ -66,6 +68,8 @@ struct RawConfig {
     metadata: metadata::RawMetadata,
     #[serde(default)]
     cluster: cluster::RawCluster,
+    #[serde(default)]
+    build: build::RawBuild,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +265,7 @@ pub(crate) struct Config {
     pub(crate) tasks: TasksConfig,
     pub(crate) metadata: MetadataConfig,
     pub(crate) cluster: ClusterConfig,
+    pub(crate) build: BuildConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -428,6 +433,7 @@ impl Config {
         check("server.tls_cert", self.server.tls.is_some() != new.server.tls.is_some());
         check("push.upload_timeout", self.push.upload_timeout != new.push.upload_timeout);
         check("tasks.max_parallel", self.tasks.max_parallel != new.tasks.max_parallel);
+        check("build", self.build != new.build);
         check("log.level", self.log.level != new.log.level);
         check("log.format", self.log.format != new.log.format);
         // The evictor reads its bounds once, at start.
@@ -484,6 +490,7 @@ impl RawConfig {
             tasks: self.tasks.validate()?,
             metadata,
             cluster,
+            build: self.build.validate()?,
         })
     }
 }
