@@ -11,6 +11,7 @@ pub(crate) mod exec;
 pub(crate) mod glob;
 pub(crate) mod image;
 pub(crate) mod layer;
+pub(crate) mod pack;
 pub(crate) mod parse;
 pub(crate) mod tree;
 pub(crate) mod words;
