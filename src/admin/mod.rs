@@ -92,7 +92,7 @@ impl Admin {
         // unless `auth.open_metrics`.
         let resource = match req.uri().path() {
             "/metrics" => AdminResource::Metrics,
-            p if p.starts_with("/api/") => AdminResource::Api,
+            p if p.starts_with("/api/") => route::build_target(req.method(), p).map_or(AdminResource::Api, AdminResource::Build),
             _ => AdminResource::Health,
         };
         if let Err(e) = self.auth.authorize_admin(req.headers(), resource).await {

@@ -344,6 +344,17 @@ fn repository_resource(tail: &[&str]) -> Result<Resource, AdminError> {
     })
 }
 
+/// The repository a request builds into (`POST
+/// /api/v1/repositories/{name}/build`), for the admin port's access
+/// decision, which comes before routing.
+pub(crate) fn build_target(method: &Method, path: &str) -> Option<String> {
+    if method != Method::POST {
+        return None;
+    }
+    let rest = path.strip_prefix("/api/v1/repositories/")?.strip_suffix("/build")?;
+    repository_name(&rest.split('/').collect::<Vec<_>>()).ok()
+}
+
 /// The repository name in `segments`, joined and decoded.
 fn repository_name(segments: &[&str]) -> Result<String, AdminError> {
     let name = percent_decode(&segments.join("/"), "repository name")?;
@@ -625,6 +636,12 @@ mod tests {
         assert_eq!(endpoint(&Method::HEAD, "/api/v1/tasks/7").unwrap(), Endpoint::GetTask { id: 7 });
         assert_eq!(endpoint(&Method::POST, "/api/v1/tasks/42/cancel").unwrap(), Endpoint::CancelTask { id: 42 });
         assert_eq!(get("/api/v1/tasks/42/log").unwrap(), Endpoint::GetTaskLog { id: 42 });
+        // What a build names, before routing (for the access decision).
+        assert_eq!(build_target(&Method::POST, "/api/v1/repositories/team%2Ftool/build").as_deref(), Some("team/tool"));
+        assert_eq!(build_target(&Method::POST, "/api/v1/repositories/team/tool/build").as_deref(), Some("team/tool"));
+        assert_eq!(build_target(&Method::GET, "/api/v1/repositories/team/tool/build"), None);
+        assert_eq!(build_target(&Method::POST, "/api/v1/repositories//build"), None);
+        assert_eq!(build_target(&Method::POST, "/api/v1/repositories/team/tool/sync"), None);
         for bad in ["abc", "-1", "+1", "1.0", "0x10", "18446744073709551616", "%31"] {
             let m = invalid(get(&format!("/api/v1/tasks/{bad}")));
             assert_eq!(m, format!("task id {bad:?} is not a number"));

@@ -162,7 +162,7 @@ pub(crate) enum AuthError {
 }
 
 /// What the admin port serves, for its access decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum AdminResource {
     /// `/healthz`, `/livez`, `/readyz`.
     Health,
@@ -170,6 +170,8 @@ pub(crate) enum AdminResource {
     Metrics,
     /// `/api/v1/...`.
     Api,
+    /// A build into this repository: an admin, or a user who may push it.
+    Build(String),
 }
 
 /// The request facts authentication reads.
@@ -517,13 +519,16 @@ impl Auth {
     /// the admin port stays open (it listens on loopback by default);
     /// health and metrics stay open while `auth.open_metrics` is true;
     /// everything else needs a user with the admin role, by Basic
-    /// credentials or by a token carrying `registry:admin:*`.
-    pub(crate) async fn authorize_admin(&self, headers: &HeaderMap, resource: AdminResource) -> Result<(), AuthError> {
+    /// credentials or by a token carrying `registry:admin:*`; but a build
+    /// is also open to a user the rules let push its repository (by a
+    /// token carrying that push). Who the caller is, for what the handler
+    /// checks itself (a build's base images are pulled as that caller).
+    pub(crate) async fn authorize_admin(&self, headers: &HeaderMap, resource: AdminResource) -> Result<Principal, AuthError> {
         if !self.has_users() {
-            return Ok(());
+            return Ok(Principal::Anonymous);
         }
         if self.settings().open_metrics && matches!(resource, AdminResource::Health | AdminResource::Metrics) {
-            return Ok(());
+            return Ok(Principal::Anonymous);
         }
         let refuse = |message: &str| AuthError::Unauthenticated {
             message: message.into(),
@@ -533,30 +538,42 @@ impl Auth {
             return Err(refuse("the admin API needs a user with the admin role"));
         };
         let value = value.to_str().map_err(|_| refuse("the Authorization header is not text"))?;
-        let user = match credentials(value) {
+        let principal = match credentials(value) {
             Credentials::Basic { user, password } => {
                 if !self.check_password(&user, &password).await {
                     return Err(refuse("wrong user name or password"));
                 }
-                user
+                Principal::User { name: user }
             }
             Credentials::Bearer(token) => {
                 let grant = self.check_token(token).map_err(|e| refuse(&format!("invalid token: {e}")))?;
-                let Some(user) = grant.subject else {
+                if grant.subject.is_none() {
                     return Err(refuse("the admin API needs a user with the admin role"));
-                };
-                if !grant.access.iter().any(|a| a.grants("registry", "admin", "*")) {
-                    return Err(AuthError::Denied("the token does not carry registry:admin:*".into()));
                 }
-                user
+                Principal::Token(grant)
             }
             Credentials::Invalid(why) => return Err(refuse(why)),
         };
-        if self.settings().policy.is_admin(&user) {
-            Ok(())
-        } else {
-            Err(AuthError::Denied(format!("user {user:?} does not have the admin role")))
+        let (user, admin_scope) = match &principal {
+            Principal::User { name } => (name.clone(), true),
+            Principal::Token(grant) => {
+                (grant.subject.clone().unwrap_or_default(), grant.access.iter().any(|a| a.grants("registry", "admin", "*")))
+            }
+            Principal::Anonymous => return Err(refuse("the admin API needs a user with the admin role")),
+        };
+        if admin_scope && self.settings().policy.is_admin(&user) {
+            return Ok(principal);
         }
+        if let AdminResource::Build(repository) = &resource {
+            return match self.authorize(&principal, repository, Action::Push, Visibility::Unknown) {
+                Decision::Allow => Ok(principal),
+                _ => Err(AuthError::Denied(format!("user {user:?} may not push {repository}"))),
+            };
+        }
+        if !admin_scope {
+            return Err(AuthError::Denied("the token does not carry registry:admin:*".into()));
+        }
+        Err(AuthError::Denied(format!("user {user:?} does not have the admin role")))
     }
 
     /// Every user, by name, with the rules that cover them.

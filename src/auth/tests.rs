@@ -321,6 +321,20 @@ async fn the_admin_port_needs_the_admin_role_except_open_metrics() {
     assert!(f.auth.authorize_admin(&headers(bearer(&admin)), AdminResource::Api).await.is_ok());
     let (_, claims) = token_for(&f.auth, Some(("reader", "r-pass")), "scope=registry:admin:*").await;
     assert_eq!(claims["access"], serde_json::json!([]), "only admins get the admin scope");
+
+    // A build: admins, and users the rules let push the repository.
+    let build = |r: &str| AdminResource::Build(r.into());
+    let who = f.auth.authorize_admin(&headers(basic("writer", "w-pass")), build("team/tool")).await.unwrap();
+    assert_eq!(who, Principal::User { name: "writer".into() });
+    assert!(matches!(f.auth.authorize_admin(&headers(basic("writer", "w-pass")), build("other/tool")).await, Err(AuthError::Denied(_))));
+    assert!(matches!(f.auth.authorize_admin(&headers(basic("reader", "r-pass")), build("team/tool")).await, Err(AuthError::Denied(_))));
+    assert!(matches!(f.auth.authorize_admin(&headers(basic("writer", "w-pass")), AdminResource::Api).await, Err(AuthError::Denied(_))));
+    assert!(f.auth.authorize_admin(&headers(basic("root", "root-pass")), build("anything/at-all")).await.is_ok());
+    assert!(matches!(f.auth.authorize_admin(&headers(None), build("team/tool")).await, Err(AuthError::Unauthenticated { .. })));
+    let (push, _) = token_for(&f.auth, Some(("writer", "w-pass")), "scope=repository:team/tool:push,pull").await;
+    assert!(f.auth.authorize_admin(&headers(bearer(&push)), build("team/tool")).await.is_ok(), "a token carrying the push");
+    let (pull, _) = token_for(&f.auth, Some(("writer", "w-pass")), "scope=repository:team/tool:pull").await;
+    assert!(f.auth.authorize_admin(&headers(bearer(&pull)), build("team/tool")).await.is_err(), "a token without it");
 }
 
 #[tokio::test]
