@@ -27,17 +27,10 @@ use crate::oci::RepositoryName;
 pub(super) const TOKEN_PATH: &str = "/token";
 
 impl Registry {
-    /// Whether anonymous clients may pull `name`: a distribution says so
-    /// with `private`, an upstream with `anonymous_pull`.
+    /// Whether anonymous clients may pull `name` (see
+    /// [`crate::repository::visibility`]).
     pub(super) fn visibility(&self, name: &RepositoryName, ns: Option<&str>) -> Visibility {
-        if let Some(d) = self.distributions.lookup(name.as_str()) {
-            return if d.private { Visibility::Private } else { Visibility::Public };
-        }
-        match self.pull.upstream_for(name, ns) {
-            Ok(upstream) if upstream.config().anonymous_pull => Visibility::Public,
-            Ok(_) => Visibility::Private,
-            Err(_) => Visibility::Unknown,
-        }
+        crate::repository::visibility(&self.distributions, &self.pull, name, ns)
     }
 
     /// Whether a blob HEAD is a pusher asking whether to upload: a name no

@@ -401,7 +401,9 @@ impl Builder<'_> {
 
     /// Writes `entries` as the stage's next layer.
     fn layer(&self, s: &mut Stage, entries: Vec<Entry>) -> Result<(), BuildError> {
-        let spool = self.storage.uploads_dir().join(format!("build-{}", crate::random::hex_id().map_err(BuildError::Other)?));
+        // In the build's own directory: on the objects' filesystem, and
+        // never swept while the build runs.
+        let spool = self.work.join(format!("layer-{}", crate::random::hex_id().map_err(BuildError::Other)?));
         let mtime = self.mtime(s);
         for e in &entries {
             s.tree.add(e);

@@ -21,3 +21,21 @@ pub(crate) use curate::{CopySelection, Curation};
 pub(crate) use distributions::{Distributions, Served};
 pub(crate) use hosted::Hosted;
 pub(crate) use push::{PushError, Pushes, Writable};
+
+use crate::auth::Visibility;
+use crate::oci::RepositoryName;
+use crate::pullthrough::PullThrough;
+
+/// Whether anonymous clients may pull `name`: a distribution says so with
+/// `private`, an upstream with `anonymous_pull`; a name neither knows is
+/// unknown.
+pub(crate) fn visibility(distributions: &Distributions, pull: &PullThrough, name: &RepositoryName, ns: Option<&str>) -> Visibility {
+    if let Some(d) = distributions.lookup(name.as_str()) {
+        return if d.private { Visibility::Private } else { Visibility::Public };
+    }
+    match pull.upstream_for(name, ns) {
+        Ok(upstream) if upstream.config().anonymous_pull => Visibility::Public,
+        Ok(_) => Visibility::Private,
+        Err(_) => Visibility::Unknown,
+    }
+}

@@ -488,6 +488,13 @@ impl Storage {
         })
     }
 
+    /// A directory for scratch work on the same filesystem as the objects
+    /// (a build's context and layers: committed by a rename), emptied at
+    /// every start. gc's sweep of the spool takes files, never directories.
+    pub(crate) fn spool_dir(&self) -> &Path {
+        &self.inner.spool_dir
+    }
+
     /// Where upload sessions live, one directory each. Unlike the spool it
     /// survives a restart, so a client can resume an upload; nothing in it
     /// is ever served (see [`Partial`]).
