@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::{Admin, Readiness};
+use crate::admin::{Admin, BuildParts, Readiness};
 use crate::api::body::Body;
 use crate::api::{PushParts, Registry};
 use crate::cluster::{port::ClusterPort, Cluster};
@@ -115,6 +115,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         &config.storage,
     );
     disk.spawn();
+    let build_pushes = pushes.clone();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     // Shared keys are read from the database: off the runtime's workers.
     let shared_keys = Metadata::is_shared(&config.metadata).then(|| metadata.blocking());
@@ -138,6 +139,13 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         .map_err(|e| StartError::Storage(format!("{}: {e}", config.storage.path.display())))?;
     let clients = Clients::new(metadata.clone(), metrics.clone(), config.upstreams.clone());
     let hosted = Hosted::new(metadata.clone(), pull.clone(), clients.clone());
+    let build_parts = BuildParts {
+        pushes: build_pushes,
+        hosted: hosted.clone(),
+        pull: pull.clone(),
+        distributions: distributions.clone(),
+        config: config.build.clone(),
+    };
     let syncer = Syncer::new(metadata.clone(), pull.clone(), clients.clone(), metrics.clone());
     let sync_repositories =
         SyncRepositories::new(metadata.clone(), config.upstreams.iter().map(|u| u.name.clone()).collect());
@@ -156,7 +164,8 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         auth.clone(),
         readiness,
     )
-    .map_err(|e| StartError::Config(format!("admin API: {e}")))?;
+    .map_err(|e| StartError::Config(format!("admin API: {e}")))?
+    .with_build(build_parts.clone());
 
     let registry_tls = match &config.server.tls {
         Some(files) => Some(ServerTls::load(files).map_err(|e| StartError::Config(e.to_string()))?),
@@ -244,7 +253,7 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         auth,
         registry,
         admin,
-        admin_parts: AdminParts { metadata, sync: SyncParts { tasks: tasks.clone(), syncer }, storage, disk },
+        admin_parts: AdminParts { metadata, sync: SyncParts { tasks: tasks.clone(), syncer }, storage, disk, build: build_parts },
         registry_tls,
         server_settings: settings_tx,
     };
@@ -293,6 +302,7 @@ struct AdminParts {
     sync: SyncParts,
     storage: Storage,
     disk: Disk,
+    build: BuildParts,
 }
 
 /// The parts built from config that a reload (SIGHUP) replaces, and the
@@ -358,7 +368,8 @@ impl Live {
                 new.server.ready_when_disk_full,
             ),
         )
-        .map_err(|e| format!("admin API: {e}"))?;
+        .map_err(|e| format!("admin API: {e}"))?
+        .with_build(self.admin_parts.build.clone());
 
         // Nothing below fails.
         let names: Vec<String> = new.upstreams.iter().map(|u| u.name.clone()).collect();

@@ -50,8 +50,10 @@ pub(crate) struct Api {
     pub(super) storage: Storage,
     pub(super) disk: Disk,
     upstreams: Vec<Upstream>,
-    auth: Auth,
+    pub(super) auth: Auth,
     openapi: Bytes,
+    /// None until the composition hands builds their parts.
+    pub(super) build: Option<super::builds::BuildParts>,
 }
 
 impl Api {
@@ -70,7 +72,7 @@ impl Api {
         let repositories = SyncRepositories::new(metadata.clone(), names);
         let upstreams = upstreams.iter().map(Upstream::from).collect();
         let curation = Curation::new(metadata.clone());
-        Api { metadata, distributions, curation, remotes, repositories, tasks, syncer, storage, disk, upstreams, auth, openapi }
+        Api { metadata, distributions, curation, remotes, repositories, tasks, syncer, storage, disk, upstreams, auth, openapi, build: None }
     }
 }
 

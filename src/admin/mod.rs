@@ -18,6 +18,7 @@
 //! read and canceled through `tasks::Tasks`, which runs them.
 
 mod api;
+mod builds;
 mod error;
 mod exports;
 mod health;
@@ -46,6 +47,7 @@ use crate::storage::Storage;
 use crate::sync::SyncParts;
 use api::Api;
 use error::AdminError;
+pub(crate) use builds::BuildParts;
 pub(crate) use health::Readiness;
 use model::{DistributionPath, RemotePath, RepositoryPath, TaskPath, VersionPath};
 use route::{ContentKind, Endpoint, Query};
@@ -81,7 +83,15 @@ impl Admin {
         Ok(Admin { metrics, api: Arc::new(api), auth, readiness: Arc::new(readiness) })
     }
 
-    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    /// Builds take their parts (pushes, bases) from the composition.
+    pub(crate) fn with_build(mut self, parts: BuildParts) -> Admin {
+        if let Some(api) = Arc::get_mut(&mut self.api) {
+            api.build = Some(parts);
+        }
+        self
+    }
+
+    pub(crate) async fn handle<B>(&self, mut req: Request<B>) -> Response<Body>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
@@ -95,8 +105,12 @@ impl Admin {
             p if p.starts_with("/api/") => route::build_target(req.method(), p).map_or(AdminResource::Api, AdminResource::Build),
             _ => AdminResource::Health,
         };
-        if let Err(e) = self.auth.authorize_admin(req.headers(), resource).await {
-            return AdminError::from(e).into_response();
+        match self.auth.authorize_admin(req.headers(), resource).await {
+            // Who called, for the checks a handler makes itself.
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
+            }
+            Err(e) => return AdminError::from(e).into_response(),
         }
         if req.uri().path().starts_with("/api/") {
             return self.api(req).await;
@@ -220,6 +234,10 @@ impl Admin {
             Endpoint::GetExport { id } => exports::get_export(api, exports::ExportPath { id }).await,
             Endpoint::DeleteExport { id } => exports::delete_export(api, exports::ExportPath { id }, &query).await,
             Endpoint::CreateImport => exports::create_import(api, read_json(req).await?).await,
+            Endpoint::BuildRepository { name } => {
+                let principal = req.extensions().get::<crate::auth::Principal>().cloned().unwrap_or(crate::auth::Principal::Anonymous);
+                builds::build_repository(api, name, &query, principal, req).await
+            }
         }
     }
 }

@@ -63,6 +63,7 @@ use super::error::{ErrorBody, ErrorCode};
         super::exports::get_export,
         super::exports::delete_export,
         super::exports::create_import,
+        super::builds::build_repository_doc,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -119,7 +120,7 @@ mod tests {
     fn every_documented_operation_routes_and_takes_exactly_the_documented_query_parameters() {
         let doc = doc();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 31, "{:?}", paths.keys());
+        assert_eq!(paths.len(), 32, "{:?}", paths.keys());
         for (template, item) in paths {
             let path = concrete(template);
             let mut documented = BTreeSet::new();

@@ -63,6 +63,7 @@ enum Resource {
     Repositories,
     Repository(String),
     Sync(String),
+    Build(String),
     Versions(String),
     Version(String, VersionSel),
     Content(String, VersionSel, ContentKind),
@@ -112,7 +113,7 @@ impl Resource {
             Resource::Version(..) => "GET, HEAD, DELETE",
             Resource::Repositories => "GET, HEAD, POST",
             Resource::Repository(_) => "GET, HEAD, PATCH, DELETE",
-            Resource::Sync(_) => "POST",
+            Resource::Sync(_) | Resource::Build(_) => "POST",
             Resource::Distributions | Resource::Remotes => "GET, HEAD, POST",
             Resource::Distribution(_) | Resource::Remote(_) => "GET, HEAD, PATCH, DELETE",
             Resource::Exports => "GET, HEAD, POST",
@@ -132,6 +133,7 @@ pub(crate) enum Endpoint {
     UpdateRepository { name: String },
     DeleteRepository { name: String },
     SyncRepository { name: String },
+    BuildRepository { name: String },
     ListVersions { name: String },
     GetVersion { name: String, version: VersionSel },
     DeleteVersion { name: String, version: VersionSel },
@@ -193,6 +195,7 @@ impl Endpoint {
             | Endpoint::ListSigningKeys
             | Endpoint::ListExports => PAGE_KEYS,
             Endpoint::DeleteExport { .. } => &["files"],
+            Endpoint::BuildRepository { .. } => &["tags", "build_args", "platform", "target", "containerfile", "source_date_epoch"],
             Endpoint::GetRepository { .. }
             | Endpoint::CreateRepository
             | Endpoint::UpdateRepository { .. }
@@ -239,6 +242,7 @@ pub(crate) fn endpoint(method: &Method, path: &str) -> Result<Endpoint, AdminErr
         Resource::Repository(name) if *method == Method::PATCH => Endpoint::UpdateRepository { name },
         Resource::Repository(name) if delete => Endpoint::DeleteRepository { name },
         Resource::Sync(name) if *method == Method::POST => Endpoint::SyncRepository { name },
+        Resource::Build(name) if *method == Method::POST => Endpoint::BuildRepository { name },
         Resource::Versions(name) if read => Endpoint::ListVersions { name },
         Resource::Version(name, version) if read => Endpoint::GetVersion { name, version },
         Resource::Version(name, version) if delete => Endpoint::DeleteVersion { name, version },
@@ -340,6 +344,7 @@ fn repository_resource(tail: &[&str]) -> Result<Resource, AdminError> {
         }
         [name @ .., "versions"] if !name.is_empty() => Resource::Versions(repository_name(name)?),
         [name @ .., "sync"] if !name.is_empty() => Resource::Sync(repository_name(name)?),
+        [name @ .., "build"] if !name.is_empty() => Resource::Build(repository_name(name)?),
         name => Resource::Repository(repository_name(name)?),
     })
 }
