@@ -223,6 +223,17 @@ where
     let parts = api.build.clone().ok_or_else(|| AdminError::Internal("builds are not set up on this node".into()))?;
     let repo: RepositoryName = name.parse().map_err(|e| AdminError::Invalid(format!("repository name {name:?}: {e}")))?;
     parts.pushes.check(&repo).map_err(refused)?;
+    // A repository of another kind that no distribution serves is not
+    // free either: builds, like pushes, go into push repositories only.
+    let lookup = name.clone();
+    if let Some(existing) = api.metadata.run(move |s| s.repository(&lookup)).await? {
+        if existing.kind != crate::metadata::RepositoryKind::Push {
+            return Err(AdminError::Conflict(format!(
+                "repository {name:?} is a {} repository: builds go into push repositories",
+                existing.kind.as_str()
+            )));
+        }
+    }
     let asked = asked(query)?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-tar")) {

@@ -43,3 +43,4 @@ mod metadata;
 mod cluster;
 mod transfer;
 mod air_gap;
+mod builds;

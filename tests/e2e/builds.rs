@@ -1,0 +1,145 @@
+//! Image builds from a Containerfile without a container runtime (issue
+//! 19, the API so far): a context tar POSTed to the admin API becomes a
+//! task with its steps and log, then one version of a push repository
+//! that podman and skopeo pull; the same build gives the same digest;
+//! who may build, and bad input, are answered before anything is stored.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::clients::Clients;
+use crate::http;
+use crate::sync::{admin_ok, podman_pull};
+use crate::wharf::{write_config, Wharf};
+
+/// A wharf with no upstream, an admin (`pusher`), a builder allowed to
+/// push `team/*` only, and a reader.
+fn start(dir: &std::path::Path) -> Wharf {
+    let config = write_config(dir, &[]);
+    let mut toml = std::fs::read_to_string(&config).expect("read config");
+    let user = |name: &str, admin: bool| {
+        format!(
+            "\n[[auth.user]]\nname = {name:?}\npassword_hash = {:?}\nadmin = {admin}\n",
+            crate::auth::hash_password(&format!("{name}-pass"))
+        )
+    };
+    toml.push_str("\n[auth]\nbasic = true\n");
+    toml.push_str(&user("pusher", true));
+    toml.push_str(&user("builder", false));
+    toml.push_str(&user("reader", false));
+    toml.push_str(
+        "\n[[auth.rule]]\nusers = [\"pusher\"]\nrepositories = [\"*\"]\nactions = [\"pull\", \"push\", \"delete\"]\n\
+         \n[[auth.rule]]\nusers = [\"builder\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\", \"push\"]\n\
+         \n[[auth.rule]]\nusers = [\"reader\"]\nrepositories = [\"*\"]\nactions = [\"pull\"]\n",
+    );
+    std::fs::write(&config, toml).expect("write config");
+    Wharf::start_with_config(&config)
+}
+
+fn basic(user: &str) -> String {
+    crate::auth::basic((user, &format!("{user}-pass")))
+}
+
+/// A context as a tar, names written as given (a hostile client's `..`
+/// too, which the tar crate would refuse to write).
+fn context_tar(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, body, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_size(body.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        b.append(&h, *body).expect("tar entry");
+    }
+    b.into_inner().expect("tar")
+}
+
+async fn post_build(w: &Wharf, user: &str, repo: &str, query: &str, tar: Vec<u8>) -> http::Response {
+    let url = format!("{}/api/v1/repositories/{}/build?{query}", w.admin_url(), repo.replace('/', "%2F"));
+    let auth = basic(user);
+    http::request_with_body("POST", &url, &[("Authorization", auth.as_str()), ("Content-Type", "application/x-tar")], tar).await
+}
+
+async fn wait(w: &Wharf, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let auth = basic("pusher");
+    loop {
+        let task = http::request("GET", &format!("{}/api/v1/tasks/{id}", w.admin_url()), &[("Authorization", auth.as_str())]).await.json();
+        if !matches!(task["state"].as_str(), Some("waiting" | "running")) {
+            return task;
+        }
+        assert!(Instant::now() < deadline, "build task {id} never ended: {task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const CONTAINERFILE: &[u8] = b"FROM scratch\nARG VERSION=0.1\nCOPY --chmod=0755 tool /usr/local/bin/tool\n\
+    ENV VERSION=$VERSION\nLABEL org.opencontainers.image.version=$VERSION\nWORKDIR /data\nUSER 1000\n\
+    ENTRYPOINT [\"/usr/local/bin/tool\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_the_same_digest_every_time() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let w = start(&tmp.path().join("wharf"));
+    let tar = context_tar(&[("Containerfile", CONTAINERFILE, 0o644), ("tool", b"#!/bin/sh\necho tool\n", 0o644)]);
+    let args = "tags=1.4,latest&build_args=%7B%22VERSION%22%3A%221.4%22%7D";
+
+    // A user allowed to push team/* builds there.
+    let r = post_build(&w, "builder", "team/tool", args, tar.clone()).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(task["created_resources"], json!([{"type": "repository_version", "repository": "team/tool", "number": 1}]));
+    assert_eq!(task["step"], "STEP 8/8: ENTRYPOINT [\"/usr/local/bin/tool\"]");
+    let log = admin_ok(&w, "GET", &format!("tasks/{}/log", task["id"]), None).await;
+    assert!(log["log"].as_str().unwrap_or_default().contains("STEP 3/8: COPY --chmod=0755 tool /usr/local/bin/tool\n"), "{log}");
+
+    // skopeo sees the config; podman pulls the same digest.
+    let raw = clients.skopeo_ok(&["inspect", "--tls-verify=false", "--config", &format!("docker://{}/team/tool:1.4", w.host())]);
+    let config: Value = serde_json::from_slice(&raw).expect("config JSON");
+    assert_eq!(config["config"]["Entrypoint"], json!(["/usr/local/bin/tool"]));
+    assert_eq!(config["config"]["Env"], json!(["VERSION=1.4"]));
+    assert_eq!(config["config"]["Labels"]["org.opencontainers.image.version"], "1.4");
+    assert_eq!((config["config"]["WorkingDir"].as_str(), config["config"]["User"].as_str()), (Some("/data"), Some("1000")));
+    let head = http::request("HEAD", &format!("{}/v2/team/tool/manifests/latest", w.url()), &[]).await;
+    let digest = head.header("docker-content-digest").expect("digest").to_owned();
+    assert_eq!(podman_pull(&clients, &format!("{}/team/tool:1.4", w.host())), digest);
+
+    // Again, and on a second wharf: the same digest.
+    let again = post_build(&w, "pusher", "team/tool", args, tar.clone()).await;
+    let task = wait(&w, again.json()["id"].as_u64().expect("id")).await;
+    assert_eq!((task["state"].as_str(), &task["created_resources"]), (Some("completed"), &json!([])), "nothing new: {task}");
+    let other = start(&tmp.path().join("other"));
+    let r = post_build(&other, "pusher", "team/tool", args, tar.clone()).await;
+    assert_eq!(wait(&other, r.json()["id"].as_u64().expect("id")).await["state"], "completed");
+    let head = http::request("HEAD", &format!("{}/v2/team/tool/manifests/1.4", other.url()), &[]).await;
+    assert_eq!(head.header("docker-content-digest"), Some(digest.as_str()), "the same build on another node");
+
+    // Refused before anything runs: no push right, a read-only kind, a
+    // Containerfile that does not parse, a context entry out of it, RUN
+    // without a runner (a failed task naming the line).
+    assert_eq!(post_build(&w, "builder", "other/tool", args, tar.clone()).await.status, 403);
+    assert_eq!(post_build(&w, "reader", "team/tool", args, tar.clone()).await.status, 403);
+    admin_ok(&w, "POST", "repositories", Some(json!({"name": "synced"}))).await;
+    assert_eq!(post_build(&w, "pusher", "synced", "", tar.clone()).await.status, 409);
+    let bad = context_tar(&[("Containerfile", b"FROM scratch\nFETCH x /y\n", 0o644)]);
+    let r = post_build(&w, "pusher", "team/bad", "", bad).await;
+    assert_eq!((r.status, r.json()["error"]["message"].as_str()), (400, Some("Containerfile line 2: unknown instruction FETCH")));
+    let escaping = context_tar(&[("Containerfile", b"FROM scratch\n", 0o644), ("../outside", b"x", 0o644)]);
+    let r = post_build(&w, "pusher", "team/bad", "", escaping).await;
+    assert!(r.status == 400 && String::from_utf8_lossy(&r.body).contains("out of the context"), "{}", String::from_utf8_lossy(&r.body));
+    let run = context_tar(&[("Containerfile", b"FROM scratch\nRUN echo hi\n", 0o644)]);
+    let r = post_build(&w, "pusher", "team/bad", "", run).await;
+    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+    assert_eq!(task["state"], "failed");
+    assert!(task["error"].as_str().unwrap_or_default().starts_with("Containerfile line 2: RUN needs a runner"), "{task}");
+    let repos = admin_ok(&w, "GET", "repositories", None).await;
+    let names: Vec<&str> = repos["results"].as_array().expect("results").iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(!names.contains(&"team/bad"), "nothing stored for refused builds: {names:?}");
+    for w in [w, other] {
+        w.stop();
+    }
+}
