@@ -108,6 +108,20 @@ async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_th
     let digest = head.header("docker-content-digest").expect("digest").to_owned();
     assert_eq!(podman_pull(&clients, &format!("{}/team/tool:1.4", w.host())), digest);
 
+    // Built on it: FROM an image in wharf, its layers carried over.
+    let child = context_tar(&[("Containerfile", b"FROM team/tool:1.4\nCOPY extra /etc/extra\n", 0o644), ("extra", b"x\n", 0o644)]);
+    let r = post_build(&w, "builder", "team/child", "tags=1", child).await;
+    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let raw = clients.skopeo_ok(&["inspect", "--tls-verify=false", &format!("docker://{}/team/child:1", w.host())]);
+    let child: Value = serde_json::from_slice(&raw).expect("inspect JSON");
+    assert_eq!(child["Layers"].as_array().map(Vec::len), Some(3), "the base's two layers and one more: {child}");
+    // A base the user may not pull is not found, as for a client.
+    let private = context_tar(&[("Containerfile", b"FROM secret/base:1\n", 0o644)]);
+    let r = post_build(&w, "builder", "team/child", "tags=2", private).await;
+    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+    assert!(task["error"].as_str().unwrap_or_default().contains("not found, or you may not pull it"), "{task}");
+
     // Again, and on a second wharf: the same digest.
     let again = post_build(&w, "pusher", "team/tool", args, tar.clone()).await;
     let task = wait(&w, again.json()["id"].as_u64().expect("id")).await;
