@@ -277,6 +277,7 @@ where
                 let (storage, parts, dir) = (storage.clone(), parts.clone(), dir.clone());
                 let progress = progress.clone();
                 tokio::task::spawn_blocking(move || {
+                    let counted = std::sync::atomic::AtomicBool::new(false);
                     let mut built = Vec::new();
                     for platform in &asked.platforms {
                         let bases = WharfBases {
@@ -287,12 +288,17 @@ where
                             runtime: runtime.clone(),
                             may_pull: may_pull(auth.clone(), principal.clone(), parts.distributions.clone(), parts.pull.clone()),
                         };
-                        let log = |line: &str| {
-                            if line.starts_with("STEP ") {
+                        let platforms = asked.platforms.len() as u64;
+                        let log = |line: &str| match step_count(line) {
+                            Some(total) => {
+                                // The bar counts steps, every platform's.
+                                if !counted.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                                    progress.set_total(total * platforms);
+                                }
+                                progress.add(1, 0);
                                 progress.step(line);
-                            } else {
-                                progress.log(line);
                             }
+                            None => progress.log(line),
                         };
                         let builder = Builder {
                             context: &dir.join("context"),
@@ -340,6 +346,13 @@ where
         })
         .await?;
     task_accepted(task)
+}
+
+/// The step count of a `STEP n/m: ...` line.
+fn step_count(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("STEP ")?;
+    let (_, total) = rest.split_once(':')?.0.split_once('/')?;
+    total.parse().ok()
 }
 
 /// Whether the building caller may pull a base image's name.

@@ -94,6 +94,7 @@ async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_th
     assert_eq!(task["state"], "completed", "{task}");
     assert_eq!(task["created_resources"], json!([{"type": "repository_version", "repository": "team/tool", "number": 1}]));
     assert_eq!(task["step"], "STEP 8/8: ENTRYPOINT [\"/usr/local/bin/tool\"]");
+    assert_eq!((&task["progress"]["items_done"], &task["progress"]["items_total"]), (&json!(8), &json!(8)), "steps count: {task}");
     let log = admin_ok(&w, "GET", &format!("tasks/{}/log", task["id"]), None).await;
     assert!(log["log"].as_str().unwrap_or_default().contains("STEP 3/8: COPY --chmod=0755 tool /usr/local/bin/tool\n"), "{log}");
 
