@@ -14,6 +14,7 @@ use bytes::Bytes;
 use base64::Engine as _;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -226,9 +227,12 @@ pub(crate) struct Reply {
     pub(crate) value: Value,
 }
 
+/// A request's body: JSON whole, or an upload streamed as it is made.
+pub(crate) type RequestBody = BoxBody<Bytes, std::io::Error>;
+
 pub(crate) struct AdminClient {
     url: AdminUrl,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpConnector, RequestBody>,
     /// A ready `Authorization: Basic` value, marked sensitive.
     authorization: Option<HeaderValue>,
 }
@@ -270,6 +274,29 @@ impl AdminClient {
     /// Sends one request to `path` (from [`api_path`]) with an optional
     /// JSON body and reads the whole answer.
     pub(crate) async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, AdminError> {
+        let (content_type, payload) = match body {
+            Some(json) => (Some("application/json"), Bytes::from(json.to_string())),
+            None => (None, Bytes::new()),
+        };
+        let body = Full::new(payload).map_err(|never| match never {}).boxed();
+        self.exchange(method, path, content_type, body, Some(ANSWER_TIMEOUT)).await
+    }
+
+    /// Sends `body` (of `content_type`, streamed as it is produced, an
+    /// upload of any size) and reads the answer; no time bound but the
+    /// server's.
+    pub(crate) async fn send_upload(&self, method: Method, path: &str, content_type: &str, body: RequestBody) -> Result<Reply, AdminError> {
+        self.exchange(method, path, Some(content_type), body, None).await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: RequestBody,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, AdminError> {
         let url = format!("{}{path}", self.url.base);
         let what = format!("{method} {url}");
         let mut request = Request::builder()
@@ -280,17 +307,13 @@ impl AdminClient {
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
-        let payload = match body {
-            Some(json) => {
-                request = request.header(CONTENT_TYPE, "application/json");
-                Bytes::from(json.to_string())
-            }
-            None => Bytes::new(),
-        };
+        if let Some(t) = content_type {
+            request = request.header(CONTENT_TYPE, t);
+        }
         // Paths are built from percent-encoded segments, so this fails only
         // if the base URL itself was odd; say so rather than panic.
         let request = request
-            .body(Full::new(payload))
+            .body(body)
             .map_err(|e| AdminError::Unexpected(format!("cannot build the request {what}: {e}")))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(|e| self.transport_error(&e))?;
@@ -304,9 +327,12 @@ impl AdminClient {
                 .to_bytes();
             Ok::<_, AdminError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(ANSWER_TIMEOUT, exchange).await.map_err(|_| {
-            AdminError::NoAnswer { url: self.url.base.clone(), origin: self.url.origin.clone(), after: ANSWER_TIMEOUT }
-        })??;
+        let (status, body) = match timeout {
+            Some(after) => tokio::time::timeout(after, exchange)
+                .await
+                .map_err(|_| AdminError::NoAnswer { url: self.url.base.clone(), origin: self.url.origin.clone(), after })??,
+            None => exchange.await?,
+        };
         interpret(&what, status, body)
     }
 

@@ -152,6 +152,10 @@ pub(crate) enum RepositoryCommand {
     /// Sync a repository from a remote, as a task. Waits for it with a
     /// progress bar (on a terminal) unless --no-wait.
     Sync(RepositorySync),
+    /// Build an image from a Containerfile into a push repository (one
+    /// new version), as a task. Waits for it with the step it is at unless
+    /// --no-wait, then prints its log.
+    Build(super::build_commands::RepositoryBuild),
     /// Copy tags (chosen by glob) from a repository version into a sync or
     /// push repository, each with its manifest, index children, blobs and
     /// signatures.
@@ -786,6 +790,7 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
             body: None,
             view: View::Deleted { what: "repository", name: name.get().to_owned() },
         },
+        AdminCommand::Repository(RepositoryCommand::Build(build)) => return build.plan().map(|(call, _)| call),
         AdminCommand::Repository(RepositoryCommand::Sync(sync)) => {
             let mut body = Map::new();
             if let Some(remote) = &sync.remote {
@@ -944,6 +949,7 @@ pub(crate) fn waits_for_started_task(command: &AdminCommand) -> bool {
             | AdminCommand::Storage(StorageCommand::Verify(StorageTask { no_wait: false }))
             | AdminCommand::Storage(StorageCommand::Migrate(StorageMigrate { no_wait: false, .. }))
     ) || matches!(command, AdminCommand::Export(export) if export.waits())
+        || matches!(command, AdminCommand::Repository(RepositoryCommand::Build(b)) if !b.no_wait)
         || matches!(command, AdminCommand::Import(import) if import.waits())
 }
 

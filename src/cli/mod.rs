@@ -10,6 +10,7 @@
 
 mod admin_client;
 mod admin_commands;
+mod build_commands;
 mod export_commands;
 mod hash_password;
 mod metadata;
@@ -247,12 +248,27 @@ fn admin_output(
     if let Some(id) = admin_commands::task_to_wait_for(command) {
         return waited(runtime.block_on(task_wait::wait_for_task(&client, id, true)), &call.view, json);
     }
-    let mut reply = runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?;
+    let mut reply = match command {
+        // The build context is packed and streamed as the request's body.
+        AdminCommand::Repository(admin_commands::RepositoryCommand::Build(build)) => {
+            let (_, upload) = build.plan()?;
+            runtime.block_on(client.send_upload(call.method.clone(), &call.path, "application/x-tar", build_commands::body(upload)))?
+        }
+        _ => runtime.block_on(async { client.send(call.method.clone(), &call.path, call.body.as_ref()).await })?,
+    };
     if admin_commands::waits_for_started_task(command) {
         let Some(id) = reply.value["id"].as_u64() else {
             return Ok(shown(&reply, &call.view, json));
         };
-        return waited(runtime.block_on(task_wait::wait_for_task(&client, id, true)), &call.view, json);
+        let result = runtime.block_on(task_wait::wait_for_task(&client, id, true));
+        if matches!(command, AdminCommand::Repository(admin_commands::RepositoryCommand::Build(_))) && !json {
+            // A build's log (its steps and notes), before the task.
+            let path = admin_client::api_path(&["tasks", &id.to_string(), "log"], &[]);
+            if let Ok(log) = runtime.block_on(client.send(Method::GET, &path, None)) {
+                eprint!("{}", log.value["log"].as_str().unwrap_or_default());
+            }
+        }
+        return waited(result, &call.view, json);
     }
     if let View::Curated { repository } = &call.view {
         if !json && reply.value["version"].is_null() {

@@ -158,3 +158,35 @@ async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_th
         w.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wharf_repository_build_packs_the_context_without_what_it_ignores_and_prints_the_log() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let w = start(&tmp.path().join("wharf"));
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("target")).expect("mkdir");
+    std::fs::write(ctx.join("tool"), b"#!/bin/sh\n").expect("write");
+    std::fs::write(ctx.join("target/big"), vec![7u8; 1 << 20]).expect("write");
+    std::fs::write(ctx.join(".containerignore"), "target\n").expect("write");
+    // The Containerfile outside the context travels with it.
+    let containerfile = tmp.path().join("Containerfile");
+    std::fs::write(&containerfile, "FROM scratch\nARG V\nCOPY . /app/\nLABEL v=$V\n").expect("write");
+    let (c, f) = (ctx.display().to_string(), containerfile.display().to_string());
+    let out = crate::curate::wharf_cli(
+        &w,
+        &["repository", "build", "--name", "team/cli", "--context", &c, "--containerfile", &f, "--tag", "2", "--build-arg", "V=7"],
+    )
+    .await;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("created resources  team/cli version 1"), "{stdout}");
+    assert!(stderr.contains("STEP 3/4: COPY . /app/\n") && stderr.contains("stored as team/cli version 1"), "{stderr}");
+    let raw = clients.skopeo_ok(&["inspect", "--tls-verify=false", &format!("docker://{}/team/cli:2", w.host())]);
+    let image: Value = serde_json::from_slice(&raw).expect("inspect JSON");
+    assert_eq!(image["Labels"]["v"], "7");
+    let task = admin_ok(&w, "GET", "tasks?kind=build", None).await;
+    let params = &task["results"][0]["params"];
+    assert!(params["context_bytes"].as_u64().expect("bytes") < 1000, "target/ left out: {params}");
+    w.stop();
+}
