@@ -54,13 +54,28 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    try_send(method, url, headers, body).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A GET whose connection may end before any response head arrives (a
+/// server that fails the body before its first byte is flushed): that
+/// is an error here, not a panic.
+pub async fn try_get(url: &str) -> Result<Response, String> {
+    try_send("GET", url, &[], Empty::<Bytes>::new()).await
+}
+
+async fn try_send<B>(method: &str, url: &str, headers: &[(&str, &str)], body: B) -> Result<Response, String>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let req = req.body(body).expect("request");
-    let resp = client.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let resp = client.request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let mut body = resp.into_body();
@@ -79,7 +94,7 @@ where
             }
         }
     }
-    Response { status, headers, body: Bytes::from(buf), complete }
+    Ok(Response { status, headers, body: Bytes::from(buf), complete })
 }
 
 pub async fn get(url: &str) -> Response {
