@@ -58,6 +58,17 @@ pub(crate) enum PushError {
     Metadata(#[from] MetadataError),
 }
 
+/// A stored object whose bytes were not what its digest says is the
+/// pusher's mismatch; anything else is storage's.
+impl From<IngestError> for PushError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::DigestMismatch { expected, actual } => PushError::DigestMismatch { expected, actual },
+            IngestError::Storage(s) => PushError::Storage(s),
+        }
+    }
+}
+
 /// A push repository a request may change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Writable {
@@ -207,10 +218,7 @@ impl Pushes {
         let subject = refs.subject.as_ref().map(|s| s.digest.clone());
         let facts = manifest_facts(&digest, &info.media_type, bytes.len() as u64, refs);
         self.check_references(repo, &facts).await?;
-        self.storage.put_verified(&digest, bytes).await.map_err(|e| match e {
-            IngestError::DigestMismatch { expected, actual } => PushError::DigestMismatch { expected, actual },
-            IngestError::Storage(s) => PushError::Storage(s),
-        })?;
+        self.storage.put_verified(&digest, bytes).await.map_err(PushError::from)?;
         let repository = repo.repository.clone();
         let change = PushChange::Manifest { facts, tag };
         let version = self.metadata.run(move |s| s.push(&repository, &change)).await?;
@@ -223,10 +231,7 @@ impl Pushes {
     /// Stores an image config a build made (verified under its digest).
     pub(crate) async fn put_config(&self, bytes: &[u8]) -> Result<(), PushError> {
         let digest = Digest::of(Algorithm::Sha256, bytes);
-        self.storage.put_verified(&digest, Bytes::copy_from_slice(bytes)).await.map_err(|e| match e {
-            IngestError::DigestMismatch { expected, actual } => PushError::DigestMismatch { expected, actual },
-            IngestError::Storage(s) => PushError::Storage(s),
-        })
+        self.storage.put_verified(&digest, Bytes::copy_from_slice(bytes)).await.map_err(PushError::from)
     }
 
     /// Stores what a build made into `repo` as one version: `manifests`
@@ -246,10 +251,7 @@ impl Pushes {
                     return Err(PushError::ManifestBlobUnknown(d.digest.clone()));
                 }
             }
-            self.storage.put_verified(&digest, bytes).await.map_err(|e| match e {
-                IngestError::DigestMismatch { expected, actual } => PushError::DigestMismatch { expected, actual },
-                IngestError::Storage(s) => PushError::Storage(s),
-            })?;
+            self.storage.put_verified(&digest, bytes).await.map_err(PushError::from)?;
             change.push((facts, tags));
         }
         let repository = repo.repository.clone();
