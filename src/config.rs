@@ -19,7 +19,7 @@ mod limits;
 mod metadata;
 mod server;
 mod storage;
-pub(crate) use build::BuildConfig;
+pub(crate) use build::{BuildConfig, Runner as BuildRunner};
 pub(crate) use cluster::ClusterConfig;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
 pub(crate) use metadata::{redact as redact_url, MetadataConfig};

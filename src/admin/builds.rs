@@ -20,10 +20,11 @@ use crate::api::body::BodyError;
 use crate::auth::{Action, Auth, Decision, Principal};
 use crate::build::bases::WharfBases;
 use crate::build::context::{self, ContextError, Limits};
+use crate::build::buildah::{self, Buildah, Bounds};
 use crate::build::exec::{Builder, Options, Platform};
 use crate::build::pack::CONTAINERFILE_ENTRY;
 use crate::build::parse;
-use crate::config::BuildConfig;
+use crate::config::{BuildConfig, BuildRunner as Runner};
 use crate::metadata::CreatedResource;
 use crate::oci::{RepositoryName, Tag};
 use crate::pullthrough::PullThrough;
@@ -252,17 +253,37 @@ where
     let prepared = async {
         let unpacked = unpack_body(req.into_body(), context_dir.clone(), limits).await?;
         let text = containerfile(&context_dir, asked.containerfile.as_deref())?;
+        // The CLI's copy of a Containerfile from outside the context is
+        // not part of the context.
+        if let Some(dir) = Path::new(CONTAINERFILE_ENTRY).parent() {
+            let _ = std::fs::remove_dir_all(context_dir.join(dir));
+        }
         let file = parse::parse(&text).map_err(|e| AdminError::Invalid(e.to_string()))?;
-        Ok::<_, AdminError>((unpacked, file))
+        Ok::<_, AdminError>((unpacked, file, text))
     }
     .await;
-    let (unpacked, file) = match prepared {
+    let (unpacked, file, text) = match prepared {
         Ok(p) => p,
         Err(e) => {
             cleanup(dir).await;
             return Err(e);
         }
     };
+    // Without a runner, a RUN fails the request, not a task later.
+    if parts.config.runner == Runner::None {
+        let options = Options {
+            build_args: asked.build_args.clone(),
+            target: asked.target.clone(),
+            platform: asked.platforms.first().cloned().unwrap_or_else(own_platform),
+            source_date_epoch: None,
+        };
+        if let Some(line) = buildah::first_run(&file, &options) {
+            cleanup(dir).await;
+            return Err(AdminError::Invalid(format!(
+                "Containerfile line {line}: RUN needs a runner: set [build] runner = \"buildah\" (with buildah installed); wharf never runs a build's commands on its host"
+            )));
+        }
+    }
     let params = serde_json::json!({
         "tags": asked.tags, "build_args": asked.build_args, "target": asked.target,
         "platforms": asked.platforms.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -278,6 +299,12 @@ where
                 let progress = progress.clone();
                 tokio::task::spawn_blocking(move || {
                     let counted = std::sync::atomic::AtomicBool::new(false);
+                    let bounds = Bounds {
+                        deadline: std::time::Instant::now() + parts.config.timeout,
+                        timeout: parts.config.timeout,
+                        max_output_size: parts.config.max_output_size,
+                        network: parts.config.network,
+                    };
                     let mut built = Vec::new();
                     for platform in &asked.platforms {
                         let bases = WharfBases {
@@ -300,23 +327,33 @@ where
                             }
                             None => progress.log(line),
                         };
-                        let builder = Builder {
-                            context: &dir.join("context"),
-                            work: &dir.join("work"),
-                            storage: &storage,
-                            bases: &bases,
-                            options: Options {
-                                build_args: asked.build_args.clone(),
-                                target: asked.target.clone(),
-                                platform: platform.clone(),
-                                source_date_epoch: asked.source_date_epoch,
-                            },
-                            log: &log,
+                        let options = Options {
+                            build_args: asked.build_args.clone(),
+                            target: asked.target.clone(),
+                            platform: platform.clone(),
+                            source_date_epoch: asked.source_date_epoch,
                         };
                         if asked.platforms.len() > 1 {
                             progress.log(&format!("building for {platform}"));
                         }
-                        built.push(builder.run(&file).map_err(|e| e.to_string())?);
+                        let (context, work) = (dir.join("context"), dir.join("work"));
+                        let image = if parts.config.runner == Runner::Buildah && buildah::needs_runner(&file, &options) {
+                            progress.log("RUN needs a runner: building with buildah");
+                            let runner = Buildah {
+                                context: &context,
+                                work: &work,
+                                storage: &storage,
+                                bases: &bases,
+                                options,
+                                bounds: bounds.clone(),
+                                containerfile: &text,
+                                log: &log,
+                            };
+                            runner.run(&file)
+                        } else {
+                            Builder { context: &context, work: &work, storage: &storage, bases: &bases, options, log: &log }.run(&file)
+                        };
+                        built.push(image.map_err(|e| e.to_string())?);
                     }
                     Ok::<_, String>((built, asked.tags))
                 })

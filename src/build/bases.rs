@@ -132,7 +132,13 @@ impl WharfBases {
             let size = self.storage.stat(&l.digest).await.map_err(|e| e.to_string())?.unwrap_or(0);
             layers.push((l.digest.clone(), l.size.unwrap_or(size), l.media_type.clone().unwrap_or_else(|| super::image::LAYER_GZIP.into())));
         }
-        Ok(Base { digest: manifest.digest.clone(), config: config_bytes.to_vec(), layers })
+        Ok(Base {
+            digest: manifest.digest.clone(),
+            manifest: manifest.bytes.to_vec(),
+            media_type: manifest.info.media_type.clone(),
+            config: config_bytes.to_vec(),
+            layers,
+        })
     }
 }
 
@@ -141,23 +147,14 @@ impl Bases for WharfBases {
         self.runtime.block_on(self.resolve_async(reference, platform))
     }
 
-    fn open_layer(&self, digest: &Digest, media_type: &str) -> Result<Box<dyn Read + Send>, String> {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, String> {
         let object = self
             .runtime
             .block_on(self.storage.open_object(digest))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{digest} is not stored"))?;
         let file = std::fs::File::from(object.file.try_clone().map_err(|e| e.to_string())?);
-        let reader = file.take(object.size);
-        if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
-            return Err(format!("{digest}: zstd layers are not read by the native builder"));
-        }
-        // OCI's `...tar+gzip` and Docker's `...rootfs.diff.tar.gzip`.
-        if media_type.ends_with("gzip") {
-            Ok(Box::new(flate2::read::GzDecoder::new(reader)))
-        } else {
-            Ok(Box::new(reader))
-        }
+        Ok(Box::new(file.take(object.size)))
     }
 }
 

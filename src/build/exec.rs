@@ -55,6 +55,9 @@ impl std::fmt::Display for Platform {
 #[derive(Debug, Clone)]
 pub(crate) struct Base {
     pub(crate) digest: Digest,
+    /// Its manifest, as stored, and that manifest's media type.
+    pub(crate) manifest: Vec<u8>,
+    pub(crate) media_type: String,
     pub(crate) config: Vec<u8>,
     /// (digest, size, media type), as its manifest lists them.
     pub(crate) layers: Vec<(Digest, u64, String)>,
@@ -64,8 +67,21 @@ pub(crate) struct Base {
 pub(crate) trait Bases {
     /// The image `reference` names (for `platform`, out of an index).
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<Base, String>;
+    /// A stored blob, as stored.
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, String>;
     /// A stored layer, uncompressed.
-    fn open_layer(&self, digest: &Digest, media_type: &str) -> Result<Box<dyn Read + Send>, String>;
+    fn open_layer(&self, digest: &Digest, media_type: &str) -> Result<Box<dyn Read + Send>, String> {
+        if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+            return Err(format!("{digest}: zstd layers are not read by the native builder"));
+        }
+        let reader = self.open_blob(digest)?;
+        // OCI's `...tar+gzip` and Docker's `...rootfs.diff.tar.gzip`.
+        if media_type.ends_with("gzip") {
+            Ok(Box::new(flate2::read::GzDecoder::new(reader)))
+        } else {
+            Ok(reader)
+        }
+    }
 }
 
 /// What a build is asked.
@@ -141,8 +157,84 @@ fn rfc3339(secs: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn seconds_of(rfc: &str) -> Option<u64> {
+pub(crate) fn seconds_of(rfc: &str) -> Option<u64> {
     humantime::parse_rfc3339_weak(rfc.trim_end_matches('Z').split('.').next()?).ok()?.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// A Containerfile split into stages, and what building `target` needs.
+pub(crate) struct Plan<'f> {
+    /// The ARGs before the first FROM (and the automatic ones).
+    pub(crate) global: BTreeMap<String, String>,
+    /// Each stage's instructions, its FROM first.
+    pub(crate) stages: Vec<&'f [Instruction]>,
+    /// Each stage's name (`FROM ... AS name`), lowercase.
+    pub(crate) names: Vec<Option<String>>,
+    pub(crate) target: usize,
+    /// The stages the target needs, in order.
+    pub(crate) needed: Vec<usize>,
+    /// Their steps.
+    pub(crate) total: usize,
+}
+
+impl<'f> Plan<'f> {
+    pub(crate) fn new(file: &'f Containerfile, options: &Options) -> Result<Plan<'f>, BuildError> {
+        // ARGs before the first FROM: for FROM lines, and for stages that
+        // declare them again.
+        let first_from = file.instructions.iter().position(|i| matches!(i.kind, Kind::From { .. }));
+        let Some(first_from) = first_from else { return Err(BuildError::Other("the Containerfile has no FROM".into())) };
+        let mut global = automatic_args(&options.platform);
+        for i in &file.instructions[..first_from] {
+            match &i.kind {
+                Kind::Arg(decls) => {
+                    for d in decls {
+                        let (name, value) = declare(options, d, &global, i.line)?;
+                        global.insert(name, value.unwrap_or_default());
+                    }
+                }
+                _ => return Err(BuildError::At { line: i.line, message: "only ARG may come before the first FROM".into() }),
+            }
+        }
+        let rest = &file.instructions[first_from..];
+        let starts: Vec<usize> = rest.iter().enumerate().filter(|(_, i)| matches!(i.kind, Kind::From { .. })).map(|(n, _)| n).collect();
+        let stages: Vec<&[Instruction]> =
+            starts.iter().enumerate().map(|(k, &s)| &rest[s..starts.get(k + 1).copied().unwrap_or(rest.len())]).collect();
+        let names: Vec<Option<String>> = stages
+            .iter()
+            .map(|ins| match &ins[0].kind {
+                Kind::From { alias, .. } => alias.clone(),
+                _ => None,
+            })
+            .collect();
+        let target = match &options.target {
+            None => stages.len() - 1,
+            Some(t) => names
+                .iter()
+                .position(|n| n.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| BuildError::Other(format!("no stage named {t:?} (--target)")))?,
+        };
+        let needed = needed_stages(&stages, &names, target);
+        let total = needed.iter().map(|&k| stages[k].len()).sum();
+        Ok(Plan { global, stages, names, target, needed, total })
+    }
+
+    /// The instruction of step `n` (from 1), as steps are counted.
+    pub(crate) fn step(&self, n: usize) -> Option<&'f Instruction> {
+        self.needed.iter().flat_map(|&k| self.stages[k].iter()).nth(n.checked_sub(1)?)
+    }
+}
+
+/// `NAME[=default]`: the name and its value (a build argument wins).
+fn declare(options: &Options, decl: &str, scope: &BTreeMap<String, String>, line: usize) -> Result<(String, Option<String>), BuildError> {
+    let lookup = |n: &str| scope.get(n).cloned();
+    let (name, default) = match decl.split_once('=') {
+        Some((n, d)) => (n.to_owned(), Some(words::word(d, '\\', &lookup).map_err(|e| at(line)(e.to_string()))?)),
+        None => (decl.to_owned(), None),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(BuildError::At { line, message: format!("bad ARG name {name:?}") });
+    }
+    let value = options.build_args.get(&name).cloned().or(default).or_else(|| scope.get(&name).cloned());
+    Ok((name, value))
 }
 
 /// The builder's state across stages.
@@ -163,58 +255,20 @@ impl Builder<'_> {
         for note in &file.notes {
             (self.log)(note);
         }
-        let auto = automatic_args(&self.options.platform);
-        // ARGs before the first FROM: for FROM lines, and for stages that
-        // declare them again.
-        let first_from = file.instructions.iter().position(|i| matches!(i.kind, Kind::From { .. }));
-        let Some(first_from) = first_from else { return Err(BuildError::Other("the Containerfile has no FROM".into())) };
-        let mut global = auto.clone();
-        for i in &file.instructions[..first_from] {
-            match &i.kind {
-                Kind::Arg(decls) => {
-                    for d in decls {
-                        let (name, value) = self.declare(d, &global, i.line)?;
-                        global.insert(name, value.unwrap_or_default());
-                    }
-                }
-                _ => return Err(BuildError::At { line: i.line, message: "only ARG may come before the first FROM".into() }),
-            }
-        }
-        // Split into stages.
-        let mut stages: Vec<(usize, &[Instruction])> = Vec::new();
-        let rest = &file.instructions[first_from..];
-        let starts: Vec<usize> = rest.iter().enumerate().filter(|(_, i)| matches!(i.kind, Kind::From { .. })).map(|(n, _)| n).collect();
-        for (k, &s) in starts.iter().enumerate() {
-            let end = starts.get(k + 1).copied().unwrap_or(rest.len());
-            stages.push((k, &rest[s..end]));
-        }
-        let names: Vec<Option<String>> = stages
-            .iter()
-            .map(|(_, ins)| match &ins[0].kind {
-                Kind::From { alias, .. } => alias.clone(),
-                _ => None,
-            })
-            .collect();
-        let target = match &self.options.target {
-            None => stages.len() - 1,
-            Some(t) => names
-                .iter()
-                .position(|n| n.as_deref() == Some(t.to_ascii_lowercase().as_str()))
-                .ok_or_else(|| BuildError::Other(format!("no stage named {t:?} (--target)")))?,
-        };
-        let needed = needed_stages(&stages, &names, target);
-        let total: usize = needed.iter().map(|&k| stages[k].1.len()).sum();
+        let plan = Plan::new(file, &self.options)?;
+        let Plan { global, stages, names, target, needed, total } = &plan;
+        let (global, names, target) = (global, names.as_slice(), *target);
         let mut step = 0;
         let mut built: Vec<Option<Stage>> = (0..stages.len()).map(|_| None).collect();
-        for &k in &needed {
-            let (_, instructions) = stages[k];
+        for &k in needed {
+            let instructions = stages[k];
             let mut stage: Option<Stage> = None;
             for i in instructions {
                 step += 1;
                 (self.log)(&format!("STEP {step}/{total}: {}", i.text));
                 match stage.as_mut() {
-                    None => stage = Some(self.from(i, &global, &names, &mut built, k)?),
-                    Some(s) => self.step(s, i, &global, &names, &mut built, file.escape)?,
+                    None => stage = Some(self.from(i, global, names, &mut built, k)?),
+                    Some(s) => self.step(s, i, global, names, &mut built, file.escape)?,
                 }
             }
             built[k] = stage;
@@ -227,20 +281,6 @@ impl Builder<'_> {
             .unwrap_or(0);
         let (config, manifest) = last.image.write(&rfc3339(created_secs))?;
         Ok(Built { config, manifest, platform: self.options.platform.clone() })
-    }
-
-    /// `NAME[=default]`: the name and its value (a build argument wins).
-    fn declare(&self, decl: &str, scope: &BTreeMap<String, String>, line: usize) -> Result<(String, Option<String>), BuildError> {
-        let lookup = |n: &str| scope.get(n).cloned();
-        let (name, default) = match decl.split_once('=') {
-            Some((n, d)) => (n.to_owned(), Some(words::word(d, '\\', &lookup).map_err(|e| at(line)(e.to_string()))?)),
-            None => (decl.to_owned(), None),
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(BuildError::At { line, message: format!("bad ARG name {name:?}") });
-        }
-        let value = self.options.build_args.get(&name).cloned().or(default).or_else(|| scope.get(&name).cloned());
-        Ok((name, value))
     }
 
     /// The seconds every file and history entry of a layer carries.
@@ -310,7 +350,7 @@ impl Builder<'_> {
             Kind::From { .. } => return Err(err("FROM inside a stage".into())),
             Kind::Arg(decls) => {
                 for d in decls {
-                    let (name, value) = self.declare(d, &{
+                    let (name, value) = declare(&self.options, d, &{
                         let mut scope = global.clone();
                         scope.extend(s.args.clone());
                         scope
@@ -668,10 +708,10 @@ pub(crate) fn unpack_layer(tar: impl Read, dir: &Path) -> Result<(), String> {
 
 /// The stages the target needs: itself, the stages its FROM and its
 /// `COPY --from` name, and theirs, in file order.
-fn needed_stages(stages: &[(usize, &[Instruction])], names: &[Option<String>], target: usize) -> Vec<usize> {
+fn needed_stages(stages: &[&[Instruction]], names: &[Option<String>], target: usize) -> Vec<usize> {
     let refers = |k: usize| -> Vec<usize> {
         let mut out = Vec::new();
-        for i in stages[k].1 {
+        for i in stages[k].iter() {
             let named = match &i.kind {
                 Kind::From { image, .. } => Some(image.clone()),
                 Kind::Copy(c) => c.from.clone(),

@@ -20,9 +20,9 @@ impl Bases for Fake {
     fn resolve(&self, reference: &str, _: &Platform) -> Result<Base, String> {
         self.images.get(reference).cloned().ok_or_else(|| format!("no image {reference}"))
     }
-    fn open_layer(&self, digest: &Digest, _: &str) -> Result<Box<dyn Read + Send>, String> {
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, String> {
         let bytes = self.runtime.block_on(self.storage.read_small(digest, 64 << 20)).map_err(|e| e.to_string())?.ok_or("gone")?;
-        Ok(Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(bytes.to_vec()))))
+        Ok(Box::new(std::io::Cursor::new(bytes.to_vec())))
     }
 }
 
@@ -117,7 +117,7 @@ async fn from_scratch_a_static_binary_and_its_config() {
     assert_eq!(log[0], "STEP 1/12: FROM scratch");
     assert!(log.iter().any(|l| l.starts_with("STEP 3/12: COPY")), "{log:?}");
     let c = config(&built);
-    assert_eq!(c["Env"], serde_json::json!(["VERSION=1.4", "PATH=/usr/local/bin"]));
+    assert_eq!(c["Env"], serde_json::json!(["PATH=/usr/local/bin", "VERSION=1.4"]), "PATH replaced where scratch put it");
     assert_eq!(c["Labels"]["org.opencontainers.image.version"], "1.4");
     assert_eq!(c["WorkingDir"], "/data");
     assert_eq!(c["User"], "1000:1000");
@@ -169,13 +169,19 @@ async fn a_base_image_carries_its_layers_config_and_history() {
     let base = base.unwrap();
     let m: Value = serde_json::from_slice(&base.manifest).unwrap();
     let layers = m["layers"].as_array().unwrap().iter().map(|l| (l["digest"].as_str().unwrap().parse().unwrap(), l["size"].as_u64().unwrap(), l["mediaType"].as_str().unwrap().to_owned())).collect();
-    let images = BTreeMap::from([("team/base:1".to_owned(), Base { digest: Digest::of(crate::oci::Algorithm::Sha256, &base.manifest), config: base.config.clone(), layers })]);
+    let images = BTreeMap::from([("team/base:1".to_owned(), Base {
+            digest: Digest::of(crate::oci::Algorithm::Sha256, &base.manifest),
+            manifest: base.manifest.clone(),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            config: base.config.clone(),
+            layers,
+        })]);
     let (built, _) = rig.build("FROM team/base:1\nCOPY tool /bin/tool\nENV B=2\nENTRYPOINT [\"/bin/tool\"]\n", &[], None, images.clone());
     let built = built.unwrap();
     let full: Value = serde_json::from_slice(&built.config).unwrap();
     assert_eq!(full["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
     assert_eq!(full["history"].as_array().unwrap().len(), 6);
-    assert_eq!(full["config"]["Env"], serde_json::json!(["A=1", "B=2"]));
+    assert_eq!(full["config"]["Env"], serde_json::json!([format!("PATH={}", super::super::image::DEFAULT_PATH), "A=1", "B=2"]));
     assert!(full["config"]["Cmd"].is_null(), "a new ENTRYPOINT drops the base's CMD");
     let m: Value = serde_json::from_slice(&built.manifest).unwrap();
     assert_eq!(m["layers"][0]["digest"], serde_json::from_slice::<Value>(&base.manifest).unwrap()["layers"][0]["digest"]);

@@ -62,6 +62,9 @@ impl RunConfig {
     }
 }
 
+/// `PATH` in an image built from scratch.
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// An image being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ImageState {
@@ -96,11 +99,14 @@ fn keys(v: &Value) -> BTreeSet<String> {
 impl ImageState {
     /// `FROM scratch` for a platform.
     pub(crate) fn scratch(os: &str, architecture: &str, variant: Option<&str>) -> ImageState {
+        // The PATH buildah and BuildKit give an image from scratch.
+        let mut config = RunConfig::default();
+        config.set_env("PATH", DEFAULT_PATH);
         ImageState {
             os: os.to_owned(),
             architecture: architecture.to_owned(),
             variant: variant.map(str::to_owned),
-            config: RunConfig::default(),
+            config,
             layers: Vec::new(),
             base_history: Vec::new(),
             steps: Vec::new(),

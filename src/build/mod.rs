@@ -1,16 +1,18 @@
-//! Image builds from a Containerfile (issue 19, in progress; not reachable
-//! from the admin API yet): parsed (`parse`, `words`), the context
-//! checked (`context`, `glob`), run without a runtime (`exec`: `copy`,
-//! `tree`, `layer`, `image`), bases from wharf's own content (`bases`),
-//! and the result stored as one version of a push repository (`store`).
+//! Image builds from a Containerfile: parsed (`parse`, `words`), the
+//! context checked (`context`, `glob`), run without a runtime (`exec`:
+//! `copy`, `tree`, `layer`, `image`) or, for `RUN`, by buildah (`buildah`,
+//! `layout`), bases from wharf's own content (`bases`), and the result
+//! stored as one version of a push repository (`store`).
 
 pub(crate) mod bases;
+pub(crate) mod buildah;
 pub(crate) mod context;
 pub(crate) mod copy;
 pub(crate) mod exec;
 pub(crate) mod glob;
 pub(crate) mod image;
 pub(crate) mod layer;
+pub(crate) mod layout;
 pub(crate) mod pack;
 pub(crate) mod parse;
 pub(crate) mod tree;

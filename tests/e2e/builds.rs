@@ -102,7 +102,7 @@ async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_th
     let raw = clients.skopeo_ok(&["inspect", "--tls-verify=false", "--config", &format!("docker://{}/team/tool:1.4", w.host())]);
     let config: Value = serde_json::from_slice(&raw).expect("config JSON");
     assert_eq!(config["config"]["Entrypoint"], json!(["/usr/local/bin/tool"]));
-    assert_eq!(config["config"]["Env"], json!(["VERSION=1.4"]));
+    assert_eq!(config["config"]["Env"], json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "VERSION=1.4"]));
     assert_eq!(config["config"]["Labels"]["org.opencontainers.image.version"], "1.4");
     assert_eq!((config["config"]["WorkingDir"].as_str(), config["config"]["User"].as_str()), (Some("/data"), Some("1000")));
     let head = http::request("HEAD", &format!("{}/v2/team/tool/manifests/latest", w.url()), &[]).await;
@@ -135,7 +135,7 @@ async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_th
 
     // Refused before anything runs: no push right, a read-only kind, a
     // Containerfile that does not parse, a context entry out of it, RUN
-    // without a runner (a failed task naming the line).
+    // without a runner (naming the line).
     assert_eq!(post_build(&w, "builder", "other/tool", args, tar.clone()).await.status, 403);
     assert_eq!(post_build(&w, "reader", "team/tool", args, tar.clone()).await.status, 403);
     admin_ok(&w, "POST", "repositories", Some(json!({"name": "synced"}))).await;
@@ -148,9 +148,8 @@ async fn a_containerfile_builds_into_a_push_repository_that_clients_pull_with_th
     assert!(r.status == 400 && String::from_utf8_lossy(&r.body).contains("out of the context"), "{}", String::from_utf8_lossy(&r.body));
     let run = context_tar(&[("Containerfile", b"FROM scratch\nRUN echo hi\n", 0o644)]);
     let r = post_build(&w, "pusher", "team/bad", "", run).await;
-    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
-    assert_eq!(task["state"], "failed");
-    assert!(task["error"].as_str().unwrap_or_default().starts_with("Containerfile line 2: RUN needs a runner"), "{task}");
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(r.status == 400 && message.starts_with("Containerfile line 2: RUN needs a runner: set [build] runner = \"buildah\""), "{message}");
     let repos = admin_ok(&w, "GET", "repositories", None).await;
     let names: Vec<&str> = repos["results"].as_array().expect("results").iter().filter_map(|r| r["name"].as_str()).collect();
     assert!(!names.contains(&"team/bad"), "nothing stored for refused builds: {names:?}");

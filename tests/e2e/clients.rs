@@ -166,6 +166,28 @@ impl Clients {
         }
     }
 
+    /// Runs `buildah` with this configuration and the same store as podman.
+    pub fn buildah(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command("buildah");
+        cmd.arg("--storage-driver")
+            .arg("vfs")
+            .arg("--root")
+            .arg(self.dir.join("podman-root"))
+            .arg("--runroot")
+            .arg(self.dir.join("podman-runroot"))
+            .args(args);
+        run(cmd, "buildah", args)
+    }
+
+    pub fn buildah_ok(&self, args: &[&str]) -> Vec<u8> {
+        expect_success(self.buildah(args), "buildah", args)
+    }
+
+    /// The directory holding this configuration's files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("timeout");
         cmd.arg("--kill-after=10")

@@ -44,3 +44,4 @@ mod cluster;
 mod transfer;
 mod air_gap;
 mod builds;
+mod buildah;
