@@ -29,7 +29,7 @@ pub(crate) enum AdminCommand {
     /// Remotes: registries that sync repositories take content from.
     #[command(subcommand)]
     Remote(RemoteCommand),
-    /// Background tasks (repository syncs): list, show, wait for, cancel.
+    /// Background tasks (syncs, exports, imports, builds): list, show, wait for, log, cancel.
     #[command(subcommand)]
     Task(TaskCommand),
     /// Users: hash a password for the config, list the configured users.
@@ -460,6 +460,15 @@ pub(crate) enum TaskCommand {
         /// when it is a terminal; exit 1 if it failed, 130 if it was canceled.
         #[arg(long)]
         wait: bool,
+    },
+    /// Print a task's log (a build's steps and output, an export's files).
+    Log {
+        /// The task's id.
+        #[arg(long, value_name = "N")]
+        id: u64,
+        /// Keep printing what the task logs until it finishes.
+        #[arg(long)]
+        follow: bool,
     },
     /// Cancel a task: a waiting one at once, a running one at its next check.
     Cancel {
@@ -899,6 +908,9 @@ pub(crate) fn plan(command: &AdminCommand) -> Result<Call, UsageError> {
         }
         AdminCommand::Task(TaskCommand::Show { id, wait: _ }) => {
             Call::get(api_path(&["tasks", &id.to_string()], &[]), View::Task)
+        }
+        AdminCommand::Task(TaskCommand::Log { id, follow: _ }) => {
+            Call::get(api_path(&["tasks", &id.to_string(), "log"], &[]), View::TaskLog)
         }
         AdminCommand::Task(TaskCommand::Cancel { id }) => Call {
             method: Method::POST,

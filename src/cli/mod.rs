@@ -248,6 +248,12 @@ fn admin_output(
     if let Some(id) = admin_commands::task_to_wait_for(command) {
         return waited(runtime.block_on(task_wait::wait_for_task(&client, id, true)), &call.view, json);
     }
+    if let AdminCommand::Task(admin_commands::TaskCommand::Log { id, follow: true }) = command {
+        if !json {
+            runtime.block_on(follow_log(&client, *id))?;
+            return Ok(String::new());
+        }
+    }
     let mut reply = match command {
         // The build context is packed and streamed as the request's body.
         AdminCommand::Repository(admin_commands::RepositoryCommand::Build(build)) => {
@@ -282,6 +288,28 @@ fn admin_output(
         }
     }
     Ok(shown(&reply, &call.view, json))
+}
+
+/// Prints a task's log as it grows, until the task has finished.
+async fn follow_log(client: &AdminClient, id: u64) -> Result<(), AdminCommandError> {
+    let mut offset = 0u64;
+    loop {
+        let path = admin_client::api_path(&["tasks", &id.to_string(), "log"], &[("offset", offset.to_string())]);
+        let reply = client.send(Method::GET, &path, None).await?;
+        let chunk = reply.value["log"].as_str().unwrap_or_default();
+        if !chunk.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout.write_all(chunk.as_bytes()).and_then(|()| stdout.flush());
+            if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe) {
+                return Ok(());
+            }
+        }
+        offset = reply.value["next_offset"].as_u64().unwrap_or(offset);
+        if reply.value["finished"].as_bool().unwrap_or(true) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// A finished task as printed; one that failed or was canceled is an error

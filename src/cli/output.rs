@@ -26,6 +26,8 @@ pub(crate) enum View {
     Task,
     /// The answer to a cancel: what became of the task.
     TaskCancel,
+    /// A task's log, as it is.
+    TaskLog,
     Users,
     SigningKeys,
     SigningKey,
@@ -230,6 +232,7 @@ pub(crate) fn render(view: &View, value: &Value) -> String {
             Some("canceled") => format!("canceled task {}\n", text(&value["id"])),
             _ => render(&View::Task, value),
         },
+        View::TaskLog => value["log"].as_str().unwrap_or_default().to_owned(),
         View::Users => listing(value, "users", &["NAME", "ADMIN", "RULES"], |u| {
             let rules: Vec<String> = u["rules"]
                 .as_array()
@@ -924,6 +927,12 @@ ID  KIND  RESOURCE                  STATE    PROGRESS  BYTES     CREATED        
         let export = serde_json::json!({"id": 9, "kind": "export", "state": "completed",
             "created_resources": [{"type": "export", "id": 4, "directory": "/mnt/t/wharf-export-4"}]});
         assert!(render(&View::Task, &export).contains("created resources  export 4 in /mnt/t/wharf-export-4\n"));
+    }
+
+    #[test]
+    fn a_task_log_is_printed_as_it_is() {
+        let log = r#"{"log": "STEP 1/2: FROM scratch\nSTEP 2/2: COPY a /a\n", "next_offset": 40, "finished": true}"#;
+        assert_eq!(render(&View::TaskLog, &json(log)), "STEP 1/2: FROM scratch\nSTEP 2/2: COPY a /a\n");
     }
 
     #[test]

@@ -178,6 +178,14 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     assert_eq!(task["step"], "STEP 5/5: CMD [\"cat\", \"/greeting\"]");
     let log = log_of(&w, &task).await;
     assert!(log.contains("building with buildah") && log.contains("STEP 3/5: RUN echo \"$GREETING from RUN\" > /greeting && "), "{log}");
+    // The same log through the CLI, whole or followed to the task's end.
+    let id = task["id"].to_string();
+    for follow in [&[][..], &["--follow"][..]] {
+        let mut args = vec!["task", "log", "--id", id.as_str()];
+        args.extend(follow);
+        let (code, out, err) = wharf_cli(&w, &args).await;
+        assert_eq!((code, out.as_str()), (0, log.as_str()), "{err}");
+    }
 
     let layout = tmp.path().join("ran");
     clients.pull_to_layout(&format!("docker://{}/team/ran:1", w.host()), &layout, "1", &[]);

@@ -189,3 +189,123 @@ async fn wharf_repository_build_packs_the_context_without_what_it_ignores_and_pr
     assert!(params["context_bytes"].as_u64().expect("bytes") < 1000, "target/ left out: {params}");
     w.stop();
 }
+
+/// A context tar of one file that says it has `size` bytes, streamed
+/// lazily (zeros after the header): never held whole by anyone.
+fn huge_context(size: u64) -> impl http_body::Body<Data = bytes::Bytes, Error = std::io::Error> + Send + Unpin + 'static {
+    let mut h = tar::Header::new_gnu();
+    h.set_path("huge.bin").expect("path");
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let header = bytes::Bytes::copy_from_slice(h.as_bytes());
+    let zeros = bytes::Bytes::from(vec![0u8; 1 << 20]);
+    let chunks = std::iter::once(header).chain(std::iter::repeat(zeros).take((size >> 20) as usize));
+    http_body_util::StreamBody::new(futures_util::stream::iter(chunks.map(|c| Ok(http_body::Frame::data(c)))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platforms_build_one_image_each_under_an_index_and_bad_input_is_refused_storing_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let w = start(&tmp.path().join("wharf"));
+
+    // One image per platform (TARGETARCH picks its file), under an index.
+    let base = context_tar(&[
+        ("Containerfile", b"FROM scratch\nARG TARGETARCH\nCOPY $TARGETARCH.txt /arch\n", 0o644),
+        ("amd64.txt", b"amd64\n", 0o644),
+        ("arm64.txt", b"arm64\n", 0o644),
+    ]);
+    let r = post_build(&w, "pusher", "team/multi", "tags=1&platform=linux/amd64,linux/arm64", base).await;
+    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let raw = clients.inspect_raw(&format!("docker://{}/team/multi:1", w.host()), None);
+    let index: Value = serde_json::from_slice(&raw).expect("index JSON");
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| format!("{}/{}", m["platform"]["os"].as_str().unwrap_or(""), m["platform"]["architecture"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    // FROM the index: each platform's build starts from its own image.
+    let child = context_tar(&[("Containerfile", b"FROM team/multi:1\nLABEL child=yes\n", 0o644)]);
+    let r = post_build(&w, "pusher", "team/child", "tags=1&platform=linux/arm64", child).await;
+    assert_eq!(wait(&w, r.json()["id"].as_u64().expect("id")).await["state"], "completed");
+    let layout = tmp.path().join("child");
+    clients.pull_to_layout(&format!("docker://{}/team/child:1", w.host()), &layout, "1", &["--override-arch", "arm64"]);
+    let config_raw = clients.skopeo_ok(&["inspect", "--config", &format!("oci:{}:1", layout.display())]);
+    let config: Value = serde_json::from_slice(&config_raw).expect("config JSON");
+    assert_eq!((config["architecture"].as_str(), config["config"]["Labels"]["child"].as_str()), (Some("arm64"), Some("yes")));
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index")).expect("JSON");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(index["manifests"][0]["digest"].as_str().expect("digest").trim_start_matches("sha256:")))
+            .expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let layer = std::fs::read(layout.join("blobs/sha256").join(manifest["layers"][0]["digest"].as_str().expect("layer").trim_start_matches("sha256:")))
+        .expect("layer");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer.as_slice()));
+    let mut arch = String::new();
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_string_lossy() == "arch" {
+            std::io::Read::read_to_string(&mut entry, &mut arch).expect("read");
+        }
+    }
+    assert_eq!(arch, "arm64\n", "the arm64 base's file");
+
+    // Bad input: each a clear error, nothing stored.
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("an unterminated heredoc", context_tar(&[("Containerfile", b"FROM scratch\nCOPY <<EOF /motd\nhello\n", 0o644)]), "Containerfile line 2: "),
+        ("an absolute path", context_tar(&[("Containerfile", b"FROM scratch\n", 0o644), ("/etc/cron.d/x", b"x", 0o644)]), "absolute"),
+        ("a device", {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(13);
+            h.set_mode(0o644);
+            b.append_data(&mut h, "Containerfile", &b"FROM scratch\n"[..]).expect("tar");
+            let mut d = tar::Header::new_gnu();
+            d.set_entry_type(tar::EntryType::Char);
+            d.set_device_major(1).expect("major");
+            d.set_device_minor(3).expect("minor");
+            d.set_size(0);
+            d.set_mode(0o666);
+            b.append_data(&mut d, "null", std::io::empty()).expect("tar");
+            b.into_inner().expect("tar")
+        }, "device"),
+    ];
+    for (what, tar, says) in cases {
+        let r = post_build(&w, "pusher", "team/bad", "", tar).await;
+        let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(r.status == 400 && message.contains(says), "{what}: {} {message}", r.status);
+    }
+    // A symlink out of the context exists, but nothing reads through it.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(28);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "Containerfile", &b"FROM scratch\nCOPY etc/ /etc\n"[..]).expect("tar");
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_size(0);
+    l.set_mode(0o777);
+    b.append_link(&mut l, "etc", "../../../../etc").expect("tar");
+    let r = post_build(&w, "pusher", "team/bad", "", b.into_inner().expect("tar")).await;
+    let task = wait(&w, r.json()["id"].as_u64().unwrap_or_else(|| panic!("{} {}", r.status, String::from_utf8_lossy(&r.body)))).await;
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(task["state"] == "failed" && error.starts_with("Containerfile line 2: "), "{task}");
+    // A 10 GB context is refused as soon as its first entry says so.
+    let url = format!("{}/api/v1/repositories/team%2Fbad/build", w.admin_url());
+    let auth = basic("pusher");
+    let r = http::request_with_stream("POST", &url, &[("Authorization", auth.as_str()), ("Content-Type", "application/x-tar")], huge_context(10 << 30)).await;
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(r.status == 400 && message.contains("build.max_context_size"), "{} {message}", r.status);
+    let repos = admin_ok(&w, "GET", "repositories", None).await;
+    let names: Vec<&str> = repos["results"].as_array().expect("results").iter().filter_map(|r| r["name"].as_str()).collect();
+    assert!(!names.contains(&"team/bad"), "nothing stored for refused builds: {names:?}");
+    let spool: Vec<_> = std::fs::read_dir(tmp.path().join("wharf/storage/spool")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(spool.iter().all(|n| !n.to_string_lossy().starts_with("build-")), "build directories removed: {spool:?}");
+    w.stop();
+}
