@@ -15,6 +15,7 @@ pub(crate) mod layer;
 pub(crate) mod layout;
 pub(crate) mod pack;
 pub(crate) mod parse;
+pub(crate) mod pgzip;
 pub(crate) mod tree;
 pub(crate) mod words;
 
