@@ -62,7 +62,8 @@ pub(crate) enum WaitError {
     Ended(#[from] TaskEnded),
 }
 
-/// Polls task `id` every 300 ms until it has finished: its last answer if
+/// Polls task `id` (every 10 ms for a second, then twice as long each
+/// time up to every 300 ms) until it has finished: its last answer if
 /// it completed, [`WaitError::Ended`] (with that answer) if it failed or
 /// was canceled. With `progress`, and only when stderr is a terminal, a
 /// one-line bar (state, items done of the total, MiB moved) is redrawn on
@@ -77,6 +78,11 @@ pub(crate) async fn wait_for_task(client: &AdminClient, id: u64, progress: bool)
 async fn poll(client: &AdminClient, id: u64, every: Duration, mut bar: Option<&mut dyn Write>) -> Result<Reply, WaitError> {
     let path = api_path(&["tasks", &id.to_string()], &[]);
     let mut drawn = 0;
+    // Every 10 ms for the first second (a short task, a build from
+    // scratch say, is seen done when it is), then twice as long each time
+    // up to `every`.
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(10).min(every);
     loop {
         let reply = client.send(Method::GET, &path, None).await;
         let reply = match reply {
@@ -91,7 +97,10 @@ async fn poll(client: &AdminClient, id: u64, every: Duration, mut bar: Option<&m
         }
         let how = match reply.value["state"].as_str() {
             Some("waiting" | "running") => {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(wait).await;
+                if started.elapsed() > Duration::from_secs(1) {
+                    wait = (wait * 2).min(every);
+                }
                 continue;
             }
             Some("completed") => None,
