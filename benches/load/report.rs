@@ -53,7 +53,8 @@ impl Op {
 struct Row {
     scenario: &'static str,
     /// Scenario and label may name the run's parameters: `{image}`,
-    /// `{blob}`, `{small}`, `{tls_small}`, `{rtt_small}`, `{rtt}`, `{xfer}`.
+    /// `{blob}`, `{small}`, `{tls_small}`, `{rtt_small}`, `{rtt}`, `{xfer}`,
+    /// `{build_bin}`, `{build_app}`.
     label: &'static str,
     metric: &'static str,
     /// Targets on the ratio wharf ÷ peer.
@@ -82,6 +83,10 @@ const S3_WARM_RATE: &[(&str, Op, f64)] = &[("distribution", Op::Ge, 1.0)];
 /// the same images out of docker-registry into an `oci:` directory and from
 /// it into another docker-registry (the distribution column).
 const TRANSFER: &[(&str, Op, f64)] = &[("distribution", Op::Ge, 1.0)];
+
+/// Issue 19's: a native build at least 5× faster than `buildah build` of
+/// the same Containerfile (the distribution column).
+const BUILD: &[(&str, Op, f64)] = &[("distribution", Op::Le, 0.2)];
 
 const ROWS: &[Row] = &[
     Row { ratio_targets: COLD_PULL, ..row("1 cold pull", "image {image}, s", "cold_pull_s") },
@@ -176,6 +181,13 @@ const ROWS: &[Row] = &[
     },
     row("12 export and import, against skopeo", "import, then `sync`, MB/s", "xfer_import_synced_mbs"),
     row("12 export and import, against skopeo", "CPU of the import, every process, s", "xfer_import_cpu_s"),
+    Row {
+        ratio_targets: BUILD,
+        ..row("13 builds, against `buildah build`", "static binary {build_bin} FROM scratch, s", "build_static_s")
+    },
+    Row { ratio_targets: BUILD, ..row("13 builds, against `buildah build`", "app of {build_app} FROM scratch, s", "build_app_s") },
+    row("13 builds, against `buildah build`", "static binary, built and in a registry (buildah: then `buildah push`), s", "build_push_static_s"),
+    row("13 builds, against `buildah build`", "app, built and in a registry (buildah: then `buildah push`), s", "build_push_app_s"),
 ];
 
 /// metric → server → round → value

@@ -29,8 +29,10 @@
 #                 registry), started with empty storage for each import
 #   registry-import   a docker-registry, started empty for each skopeo copy
 #                 into it (both only for scenario 12, stopped after it)
+# and runs `buildah build` beside `wharf repository build` (scenario 13).
 # (without `weed` on PATH the S3 and cluster scenarios are left out, without
-# PostgreSQL's server the metadata and cluster ones, and the report says so)
+# PostgreSQL's server the metadata and cluster ones, without buildah the
+# build one, and the report says so)
 # then runs every scenario against each server in turn (never two at once),
 # alternating the order from round to round, and prints one markdown table
 # (docs/BENCHMARKS.md explains every row). Targets are reported, never
@@ -737,6 +739,34 @@ if want 12; then
     param xfer "$xfer_count images of $xfer_layer_count × $(human "$xfer_layer")"
 fi
 
+
+# Scenario 13's build contexts, made once: a real static-looking binary
+# (buildah's own, or busybox with --quick) and an app of 200 Python files
+# (from the machine's standard library, in their directories), each FROM
+# scratch. Every round adds a file naming the round, so neither builder
+# gets a repeat.
+build_ok=0
+if want 13; then
+    if command -v buildah >/dev/null; then
+        build_ok=1
+        bctx=$work/build
+        mkdir -p "$bctx/static" "$bctx/app/app"
+        if [ "$quick" = 1 ]; then bin_src=$(command -v busybox || command -v ls); else bin_src=$(command -v buildah); fi
+        cp "$bin_src" "$bctx/static/tool"
+        printf 'FROM scratch\nCOPY --chmod=0755 tool /usr/local/bin/tool\nCOPY round.txt /etc/round\nENTRYPOINT ["/usr/local/bin/tool"]\n' \
+            >"$bctx/static/Containerfile"
+        py=$(python3 -c 'import os, sysconfig; print(sysconfig.get_paths()["stdlib"])')
+        (cd "$py" && find . -name '*.py' -not -path '*test*' | sort | awk 'NR <= 200' | xargs cp --parents -t "$bctx/app/app")
+        [ "$(find "$bctx/app/app" -type f | wc -l)" = 200 ] || die "fewer than 200 Python files in $py for scenario 13"
+        printf 'FROM scratch\nWORKDIR /srv/app\nCOPY app/ ./\nCOPY round.txt /etc/round\nENV APP=demo PORT=8080\nUSER 1000\nEXPOSE 8080\nENTRYPOINT ["python3", "/srv/app/this.py"]\n' \
+            >"$bctx/app/Containerfile"
+        param build_bin "$(basename "$bin_src") ($(du -h "$bctx/static/tool" | cut -f1))"
+        param build_app "200 files, $(du -sh "$bctx/app/app" | cut -f1)"
+    else
+        say "buildah not found: the build scenario (13) is left out; apt-get install buildah"
+    fi
+fi
+
 for round in $(seq "$rounds"); do
     say "round $round/$rounds: pushing images to the upstream"
     make_image "cold-$round" "bench/cold-$round" "$layers"
@@ -1107,6 +1137,45 @@ for round in $(seq "$rounds"); do
         rm -rf "$x"
     fi
 
+
+    # Builds from a Containerfile, the native builder through the CLI as a
+    # user runs it (context packed, sent, built, stored, the task waited
+    # for) against `buildah build` of the same context into a store of its
+    # own, made empty each round (vfs, as wharf's runner uses it).
+    if [ "$build_ok" = 1 ]; then
+        say "round $round: 13 builds, wharf against buildah"
+        for case in static app; do
+            echo "round $round" >"$bctx/$case/round.txt"
+            for s in $(in_order wharf buildah); do
+                quiesce
+                t0=$EPOCHREALTIME
+                case $s in
+                    wharf)
+                        "$wharf_bin" --admin "${admin[wharf]}" repository build --name "bench/build-$case" --context "$bctx/$case" \
+                            --containerfile "$bctx/$case/Containerfile" --tag "r$round" >"$work/build.out" 2>&1 \
+                            || die "wharf's build of $case failed: $(cat "$work/build.out")"
+                        ;;
+                    buildah)
+                        buildah --root "$bctx/store/root" --runroot "$bctx/store/run" --storage-driver vfs bud --quiet \
+                            --isolation chroot --layers=false -f "$bctx/$case/Containerfile" -t "localhost/build-$case:r$round" \
+                            "$bctx/$case" >"$work/build.out" 2>&1 || die "buildah's build of $case failed: $(cat "$work/build.out")"
+                        record "build_${case}_s" distribution "$(calc "$EPOCHREALTIME - $t0")"
+                        # Then into a registry, as wharf's image is: the
+                        # upstream docker-registry.
+                        buildah --root "$bctx/store/root" --runroot "$bctx/store/run" --storage-driver vfs push --quiet \
+                            --tls-verify=false "localhost/build-$case:r$round" "docker://127.0.0.1:$up_port/bench/build-$case:r$round" \
+                            >"$work/build.out" 2>&1 || die "buildah's push of $case failed: $(cat "$work/build.out")"
+                        record "build_push_${case}_s" distribution "$(calc "$EPOCHREALTIME - $t0")"
+                        continue
+                        ;;
+                esac
+                record "build_${case}_s" wharf "$(calc "$EPOCHREALTIME - $t0")"
+                record "build_push_${case}_s" wharf "$(calc "$EPOCHREALTIME - $t0")"
+            done
+            rm -rf "$bctx/store"
+        done
+    fi
+
     for s in "${!pid[@]}"; do
         alive "${pid[$s]}" || die "$s died during round $round"
     done
@@ -1153,7 +1222,12 @@ report=$work/report.md
     if want 12; then
         echo "- export and import (12): $xfer_count images of $xfer_layer_count × $(human "$xfer_layer"), $(awk "BEGIN { printf \"%.0f\", $xfer_bytes / 1048576 }") MiB of image bytes (manifests, configs, layers), the same every round; wharf: \`POST /api/v1/exports\` of its pull-through repositories into a new directory, then \`POST /api/v1/imports\` of that export into a wharf with \`upstream = []\` started empty (from the POST to the task completed, polled every 10 ms); the distribution column: \`skopeo copy --all\` of each image from the upstream into one \`oci:\` directory, then from it into a docker-registry started empty; MB/s of image bytes; every source warm (in the page cache), a \`sync\` before each side; CPU: wharf's, or skopeo's and that docker-registry's"
     fi
-    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets (16's on S3, 18's for export and import), judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
+    if [ "$build_ok" = 1 ]; then
+        echo "- builds (13): \`wharf repository build\` (the CLI: packs the context, sends it, waits for the task, polled after 10 ms and then twice as long each time) against \`buildah build --isolation chroot --layers=false\` ($(buildah --version | awk '{ print $3 }'), vfs, a store made empty each round) in the distribution column, then against that build and \`buildah push\` into the upstream docker-registry (wharf's image is compressed and in its registry when the command returns; buildah's build leaves it uncompressed in its store, its push compresses it); both FROM scratch"
+    elif want 13; then
+        echo "- builds (13): not run (no buildah)"
+    fi
+    echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets (16's on S3, 18's for export and import, 19's for builds), judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo
     "$driver" report --results "$results"
 } >"$report"
