@@ -153,7 +153,7 @@ impl Bases for WharfBases {
             .block_on(self.storage.open_object(digest))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{digest} is not stored"))?;
-        let file = std::fs::File::from(object.file.try_clone().map_err(|e| e.to_string())?);
+        let file = object.file.try_clone().map_err(|e| e.to_string())?;
         Ok(Box::new(file.take(object.size)))
     }
 }

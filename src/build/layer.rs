@@ -110,7 +110,7 @@ fn tar_path(entry: &Entry) -> String {
 /// Writes `entries` (any order: they are sorted here) as a layer with
 /// every time `mtime`, into a new upload file `spool` and then storage.
 pub(crate) fn write(storage: &Storage, spool: &Path, mut entries: Vec<Entry>, mtime: u64) -> Result<Layer, LayerError> {
-    entries.sort_by(|a, b| tar_path(a).cmp(&tar_path(b)));
+    entries.sort_by_cached_key(tar_path);
     entries.dedup_by(|later, earlier| tar_path(later) == tar_path(earlier));
     let spool_name = spool.display().to_string();
     let partial = Partial::create(spool)?;

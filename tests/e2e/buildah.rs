@@ -88,10 +88,14 @@ async fn busybox_base(w: &Wharf) {
     assert_eq!(task["state"], "completed", "{task}");
 }
 
+/// A file as a layer says it: kind (`d`, `f`, `l`), mode, uid, gid, and
+/// its content or link target.
+type FileFacts = (char, u32, u64, u64, Vec<u8>);
+
 /// Every file of an OCI layout's image, its layers applied in order
 /// (whiteouts too): path to (kind, mode, uid, gid, content or target),
 /// and the image's config.
-fn flatten(layout: &Path) -> (Value, BTreeMap<String, (char, u32, u64, u64, Vec<u8>)>) {
+fn flatten(layout: &Path) -> (Value, BTreeMap<String, FileFacts>) {
     let read = |digest: &str| std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).expect("blob");
     let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index.json")).expect("index JSON");
     let manifest: Value = serde_json::from_slice(&read(index["manifests"][0]["digest"].as_str().expect("digest"))).expect("manifest JSON");
@@ -131,7 +135,7 @@ fn flatten(layout: &Path) -> (Value, BTreeMap<String, (char, u32, u64, u64, Vec<
     (config, files)
 }
 
-fn lines_of(files: &BTreeMap<String, (char, u32, u64, u64, Vec<u8>)>) -> Vec<String> {
+fn lines_of(files: &BTreeMap<String, FileFacts>) -> Vec<String> {
     files
         .iter()
         .map(|(p, (k, m, u, g, b))| {
@@ -231,9 +235,11 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     }
 }
 
-/// The comparison's cases: a name, a Containerfile (`{base}` is where
-/// the base image's reference goes), and the context.
-fn cases() -> Vec<(&'static str, &'static str, Vec<(&'static str, &'static [u8])>)> {
+/// A comparison case: a name, a Containerfile (`{base}` is where the
+/// base image's reference goes), and the context's files.
+type Case = (&'static str, &'static str, Vec<(&'static str, &'static [u8])>);
+
+fn cases() -> Vec<Case> {
     vec![
         (
             "static binary",

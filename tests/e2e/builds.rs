@@ -200,7 +200,7 @@ fn huge_context(size: u64) -> impl http_body::Body<Data = bytes::Bytes, Error = 
     h.set_cksum();
     let header = bytes::Bytes::copy_from_slice(h.as_bytes());
     let zeros = bytes::Bytes::from(vec![0u8; 1 << 20]);
-    let chunks = std::iter::once(header).chain(std::iter::repeat(zeros).take((size >> 20) as usize));
+    let chunks = std::iter::once(header).chain(std::iter::repeat_n(zeros, (size >> 20) as usize));
     http_body_util::StreamBody::new(futures_util::stream::iter(chunks.map(|c| Ok(http_body::Frame::data(c)))))
 }
 
