@@ -338,7 +338,7 @@ where
                         }
                         let (context, work) = (dir.join("context"), dir.join("work"));
                         let image = if parts.config.runner == Runner::Buildah && buildah::needs_runner(&file, &options) {
-                            progress.log("RUN needs a runner: building with buildah");
+                            progress.log("the Containerfile has RUN: building with buildah");
                             let runner = Buildah {
                                 context: &context,
                                 work: &work,

@@ -171,7 +171,7 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     // own registry port, on loopback), then a native step after it.
     let containerfile = format!(
         "FROM team/busybox:1\nARG GREETING=hello\n\
-         RUN echo \"$GREETING from RUN\" > /greeting && \\\n  if printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {} | grep -q '^HTTP/1.. 200'; then echo reached > /net; else echo none > /net; fi\n\
+         RUN echo \"$GREETING from RUN\" > /greeting && \\\n  if printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {} | grep -q '^HTTP/1.. 200'; then echo reached > /net; else echo none > /net; fi\n\
          COPY note /note\nCMD [\"cat\", \"/greeting\"]\n",
         w.host().replace(':', " ")
     );
@@ -181,7 +181,7 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     assert_eq!(task["created_resources"], json!([{"type": "repository_version", "repository": "team/ran", "number": 1}]));
     assert_eq!(task["step"], "STEP 5/5: CMD [\"cat\", \"/greeting\"]");
     let log = log_of(&w, &task).await;
-    assert!(log.contains("building with buildah") && log.contains("STEP 3/5: RUN echo \"$GREETING from RUN\" > /greeting && "), "{log}");
+    assert!(log.contains("the Containerfile has RUN: building with buildah") && log.contains("STEP 3/5: RUN echo \"$GREETING from RUN\" > /greeting && "), "{log}");
     // The same log through the CLI, whole or followed to the task's end.
     let id = task["id"].to_string();
     for follow in [&[][..], &["--follow"][..]] {
@@ -199,7 +199,14 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     assert_eq!(files.get("note").map(|f| f.4.as_slice()), Some(&b"a note\n"[..]));
     assert_eq!(config["config"]["Cmd"], json!(["cat", "/greeting"]));
     let head = http::request("HEAD", &format!("{}/v2/team/ran/manifests/1", w.url()), &[]).await;
-    assert_eq!(podman_pull(&clients, &format!("{}/team/ran:1", w.host())), head.header("docker-content-digest").expect("digest"));
+    let reference = format!("{}/team/ran:1", w.host());
+    assert_eq!(podman_pull(&clients, &reference), head.header("docker-content-digest").expect("digest"));
+    // And podman runs it (runc: crun refuses this machine's hybrid cgroups;
+    // rlimits as the sandbox allows).
+    let out = clients.podman_ok(&[
+        "run", "--rm", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", &reference,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out), "hi from RUN\n");
 
     // Where the operator allows the network, the same probe reaches it:
     // the `none` above is the namespace's doing.

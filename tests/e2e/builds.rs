@@ -16,7 +16,12 @@ use crate::wharf::{write_config, Wharf};
 /// A wharf with no upstream, an admin (`pusher`), a builder allowed to
 /// push `team/*` only, and a reader.
 fn start(dir: &std::path::Path) -> Wharf {
-    let config = write_config(dir, &[]);
+    start_with(dir, &[])
+}
+
+/// The same, pulling through `upstreams`.
+fn start_with(dir: &std::path::Path, upstreams: &[crate::wharf::UpstreamEntry]) -> Wharf {
+    let config = write_config(dir, upstreams);
     let mut toml = std::fs::read_to_string(&config).expect("read config");
     let user = |name: &str, admin: bool| {
         format!(
@@ -307,5 +312,42 @@ async fn platforms_build_one_image_each_under_an_index_and_bad_input_is_refused_
     assert!(!names.contains(&"team/bad"), "nothing stored for refused builds: {names:?}");
     let spool: Vec<_> = std::fs::read_dir(tmp.path().join("wharf/storage/spool")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(spool.iter().all(|n| !n.to_string_lossy().starts_with("build-")), "build directories removed: {spool:?}");
+    w.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_image_comes_through_the_pull_through_path_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let upstream = crate::registry::Registry::start(&tmp.path().join("upstream"));
+    let base = crate::images::Image::random(&[40_000, 30_000]);
+    crate::images::push(&clients, tmp.path(), &base, &upstream.host(), "library/base", &["1"], None);
+    let w = start_with(&tmp.path().join("wharf"), &[crate::wharf::UpstreamEntry::new("up", &upstream.url()).default()]);
+
+    let tar = context_tar(&[("Containerfile", b"FROM library/base:1\nCOPY extra /extra\n", 0o644), ("extra", b"x\n", 0o644)]);
+    for (n, tag) in ["1", "2"].iter().enumerate() {
+        let r = post_build(&w, "pusher", "team/on-base", &format!("tags={tag}"), tar.clone()).await;
+        let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+        assert_eq!(task["state"], "completed", "build {n}: {task}");
+    }
+    let raw = clients.skopeo_ok(&["inspect", "--tls-verify=false", &format!("docker://{}/team/on-base:2", w.host())]);
+    let image: Value = serde_json::from_slice(&raw).expect("inspect JSON");
+    let layers: Vec<&str> = image["Layers"].as_array().expect("layers").iter().filter_map(Value::as_str).collect();
+    assert_eq!(layers.len(), 3, "the base's two layers and the COPY's: {image}");
+    for (ours, theirs) in layers.iter().zip(&base.layers) {
+        assert_eq!(*ours, theirs.digest, "the base's layers, as the upstream has them");
+        assert_eq!(upstream.blob_gets_reaching(&theirs.digest, 1), 1, "fetched once, through the verified fill, for both builds");
+    }
+    // Recorded as any pull through wharf is (written in the background).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let repos = admin_ok(&w, "GET", "repositories", None).await;
+        let names: Vec<String> = repos["results"].as_array().expect("results").iter().filter_map(|r| r["name"].as_str().map(str::to_owned)).collect();
+        if names.iter().any(|n| n == "up/library/base") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the base's pull-through repository was never recorded: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     w.stop();
 }
