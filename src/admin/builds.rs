@@ -22,6 +22,7 @@ use crate::build::bases::WharfBases;
 use crate::build::context::{self, ContextError, Limits};
 use crate::build::buildah::{self, Buildah, Bounds};
 use crate::build::exec::{Builder, Options, Platform};
+use crate::build::fetch::AddUrls;
 use crate::build::pack::CONTAINERFILE_ENTRY;
 use crate::build::parse;
 use crate::config::{BuildConfig, BuildRunner as Runner};
@@ -314,6 +315,8 @@ where
                             storage: storage.clone(),
                             runtime: runtime.clone(),
                             may_pull: may_pull(auth.clone(), principal.clone(), parts.distributions.clone(), parts.pull.clone()),
+                            add_urls: AddUrls::new(&parts.config.add_urls).unwrap_or_default(),
+                            max_fetch: parts.config.max_context_size,
                         };
                         let platforms = asked.platforms.len() as u64;
                         let log = |line: &str| match step_count(line) {

@@ -33,6 +33,9 @@ pub(crate) struct WharfBases {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Whether the building user may pull a repository name.
     pub(crate) may_pull: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// What `ADD` may fetch by URL, and how much.
+    pub(crate) add_urls: super::fetch::AddUrls,
+    pub(crate) max_fetch: u64,
 }
 
 /// `name[:tag][@digest]` (the digest wins), `latest` when neither.
@@ -143,6 +146,11 @@ impl WharfBases {
 }
 
 impl Bases for WharfBases {
+    fn fetch_url(&self, url: &str, into: &std::path::Path) -> Result<u64, String> {
+        self.add_urls.allows(url)?;
+        self.runtime.block_on(super::fetch::fetch(url, into, self.max_fetch))
+    }
+
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<Base, String> {
         self.runtime.block_on(self.resolve_async(reference, platform))
     }

@@ -63,12 +63,19 @@ pub(crate) struct Base {
     pub(crate) layers: Vec<(Digest, u64, String)>,
 }
 
-/// Where a build finds its base images (blocking calls).
+/// Where a build finds what it reads from outside its context: base
+/// images, and files `ADD` fetches by URL (blocking calls).
 pub(crate) trait Bases {
     /// The image `reference` names (for `platform`, out of an index).
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<Base, String>;
     /// A stored blob, as stored.
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, String>;
+    /// Fetches `url` for `ADD` into the new file `into`, if the operator
+    /// allows that URL: its size.
+    fn fetch_url(&self, url: &str, into: &Path) -> Result<u64, String> {
+        let _ = into;
+        super::fetch::AddUrls::default().allows(url).map(|()| 0)
+    }
     /// A stored layer, uncompressed.
     fn open_layer(&self, digest: &Digest, media_type: &str) -> Result<Box<dyn Read + Send>, String> {
         if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
@@ -496,8 +503,21 @@ impl Builder<'_> {
                     let (uid, gid) = owner.unwrap_or((0, 0));
                     entries.push(Entry { path, body: Body::Bytes(body.into_bytes()), mode: chmod.unwrap_or(0o644), uid, gid });
                 }
-                None if is_add && (a.starts_with("http://") || a.starts_with("https://") || a.starts_with("git@")) => {
-                    return Err(err(format!("ADD {a}: fetching URLs is not allowed in builds; download it into the context and COPY it")));
+                None if is_add && (a.starts_with("http://") || a.starts_with("https://")) => {
+                    // Fetched as a file (never unpacked), 0600 unless --chmod.
+                    let name = a.split(['?', '#']).next().unwrap_or_default().rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("download").to_owned();
+                    let dir = self.work.join(format!("url-{}", crate::random::hex_id().map_err(BuildError::Other)?));
+                    std::fs::create_dir_all(&dir).map_err(|e| BuildError::Other(e.to_string()))?;
+                    let file = dir.join(&name);
+                    let size = self.bases.fetch_url(a, &file).map_err(|e| err(format!("ADD {a}: {e}")))?;
+                    (self.log)(&format!("line {line}: fetched {a} ({size} bytes)"));
+                    let into = if dest.ends_with('/') { format!("{dest}{name}") } else { dest.clone() };
+                    let path = clean(&if into.starts_with('/') { into } else { format!("{workdir}/{into}") });
+                    let (uid, gid) = owner.unwrap_or((0, 0));
+                    entries.push(Entry { path, body: Body::File { path: file, size }, mode: chmod.unwrap_or(0o600), uid, gid });
+                }
+                None if is_add && a.starts_with("git@") => {
+                    return Err(err(format!("ADD {a}: git sources are not fetched in builds; clone it into the context and COPY it")));
                 }
                 None => sources.push(a.clone()),
             }

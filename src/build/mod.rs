@@ -9,6 +9,7 @@ pub(crate) mod buildah;
 pub(crate) mod context;
 pub(crate) mod copy;
 pub(crate) mod exec;
+pub(crate) mod fetch;
 pub(crate) mod glob;
 pub(crate) mod image;
 pub(crate) mod layer;

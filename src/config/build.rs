@@ -17,6 +17,7 @@ pub(super) struct RawBuild {
     timeout: String,
     max_output_size: String,
     network: bool,
+    add_urls: Vec<String>,
 }
 
 impl Default for RawBuild {
@@ -28,6 +29,7 @@ impl Default for RawBuild {
             timeout: "30m".into(),
             max_output_size: "10GiB".into(),
             network: false,
+            add_urls: Vec::new(),
         }
     }
 }
@@ -53,6 +55,8 @@ pub(crate) struct BuildConfig {
     pub(crate) max_output_size: u64,
     /// Whether `RUN` may reach the network.
     pub(crate) network: bool,
+    /// URL prefixes `ADD` may fetch from (none: `ADD <url>` is refused).
+    pub(crate) add_urls: Vec<String>,
 }
 
 impl Default for BuildConfig {
@@ -65,6 +69,7 @@ impl Default for BuildConfig {
             timeout: Duration::from_secs(1800),
             max_output_size: 10 << 30,
             network: false,
+            add_urls: Vec::new(),
         })
     }
 }
@@ -90,6 +95,10 @@ impl RawBuild {
             timeout: parse_positive_duration("build.timeout", &self.timeout)?,
             max_output_size: parse_size("build.max_output_size", &self.max_output_size)?,
             network: self.network,
+            add_urls: {
+                crate::build::fetch::AddUrls::new(&self.add_urls).map_err(|e| invalid("build.add_urls", e))?;
+                self.add_urls
+            },
         })
     }
 }
@@ -115,6 +124,7 @@ mod tests {
             ("[build]\nmax_context_size = \"lots\"\n", "build.max_context_size"),
             ("[build]\nmax_context_files = 0\n", "build.max_context_files"),
             ("[build]\ntimeout = \"0s\"\n", "build.timeout"),
+            ("[build]\nadd_urls = [\"ftp://example.com/\"]\n", "build.add_urls"),
         ] {
             let e = load_str(toml, &[]).unwrap_err().to_string();
             assert!(e.contains(key), "{toml}: {e}");

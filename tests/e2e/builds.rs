@@ -21,6 +21,11 @@ fn start(dir: &std::path::Path) -> Wharf {
 
 /// The same, pulling through `upstreams`.
 fn start_with(dir: &std::path::Path, upstreams: &[crate::wharf::UpstreamEntry]) -> Wharf {
+    start_full(dir, upstreams, "")
+}
+
+/// The same, `extra` TOML at the end of the config.
+fn start_full(dir: &std::path::Path, upstreams: &[crate::wharf::UpstreamEntry], extra: &str) -> Wharf {
     let config = write_config(dir, upstreams);
     let mut toml = std::fs::read_to_string(&config).expect("read config");
     let user = |name: &str, admin: bool| {
@@ -38,6 +43,7 @@ fn start_with(dir: &std::path::Path, upstreams: &[crate::wharf::UpstreamEntry]) 
          \n[[auth.rule]]\nusers = [\"builder\"]\nrepositories = [\"team/*\"]\nactions = [\"pull\", \"push\"]\n\
          \n[[auth.rule]]\nusers = [\"reader\"]\nrepositories = [\"*\"]\nactions = [\"pull\"]\n",
     );
+    toml.push_str(extra);
     std::fs::write(&config, toml).expect("write config");
     Wharf::start_with_config(&config)
 }
@@ -350,4 +356,81 @@ async fn a_base_image_comes_through_the_pull_through_path_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     w.stop();
+}
+
+/// Python's http.server on a free loopback port serving `dir`, its
+/// request log in `log`: (the child, its port).
+fn file_server(dir: &std::path::Path, log: &std::path::Path) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("python3 -m http.server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its first line");
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let port = line.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok());
+    (child, port.unwrap_or_else(|| panic!("no port in {line:?}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_fetches_a_url_only_under_a_prefix_the_operator_listed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clients = Clients::new(&tmp.path().join("clients"));
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(served.join("files")).expect("mkdir");
+    std::fs::create_dir_all(served.join("private")).expect("mkdir");
+    std::fs::write(served.join("files/tool-1.4.bin"), b"tool bytes\n").expect("write");
+    std::fs::write(served.join("private/key"), b"secret\n").expect("write");
+    let log = tmp.path().join("server.log");
+    let (mut server, port) = file_server(&served, &log);
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Not listed anywhere: refused, and the server never asked.
+    let plain = start(&tmp.path().join("plain"));
+    let add = |url: &str| context_tar(&[("Containerfile", format!("FROM scratch\nADD {url} /opt/\n").as_bytes(), 0o644)]);
+    let r = post_build(&plain, "pusher", "team/fetched", "", add(&format!("{base}/files/tool-1.4.bin"))).await;
+    let task = wait(&plain, r.json()["id"].as_u64().expect("id")).await;
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(task["state"] == "failed" && error.starts_with("Containerfile line 2: ADD ") && error.contains("[build] add_urls"), "{task}");
+
+    // Listed: fetched once into the layer, 0600; anything else still refused.
+    let w = start_full(&tmp.path().join("wharf"), &[], &format!("\n[build]\nadd_urls = [\"{base}/files/\"]\n"));
+    let r = post_build(&w, "pusher", "team/fetched", "tags=1", add(&format!("{base}/files/tool-1.4.bin"))).await;
+    let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let layout = tmp.path().join("fetched");
+    clients.pull_to_layout(&format!("docker://{}/team/fetched:1", w.host()), &layout, "1", &[]);
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index")).expect("JSON");
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).expect("blob");
+    let manifest: Value = serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().expect("digest"))).expect("manifest");
+    let layer = blob(manifest["layers"][0]["digest"].as_str().expect("layer"));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer.as_slice()));
+    let mut found = None;
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_string_lossy() == "opt/tool-1.4.bin" {
+            let mode = entry.header().mode().expect("mode");
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut body).expect("read");
+            found = Some((mode, body));
+        }
+    }
+    assert_eq!(found, Some((0o600, "tool bytes\n".to_owned())));
+    for url in [format!("{base}/private/key"), format!("{base}/files/../private/key"), format!("{base}/files/%2e%2e/private/key")] {
+        let r = post_build(&w, "pusher", "team/fetched", "tags=2", add(&url)).await;
+        let task = wait(&w, r.json()["id"].as_u64().expect("id")).await;
+        assert_eq!(task["state"], "failed", "{url}: {task}");
+    }
+    server.kill().expect("kill");
+    let _ = server.wait();
+    let requests = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(requests.matches("GET /files/tool-1.4.bin").count(), 1, "{requests}");
+    assert!(!requests.contains("private"), "a refused URL is never fetched: {requests}");
+    for w in [plain, w] {
+        w.stop();
+    }
 }
