@@ -41,10 +41,11 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod app;
 pub(crate) mod auth;
-// Not wired to the admin API yet (issue 19): only its tests use it.
-#[allow(dead_code)]
 pub(crate) mod build;
 pub(crate) mod cluster;
+// Not served yet (issue 20): only its tests use it.
+#[allow(dead_code)]
+pub(crate) mod flatpak;
 pub mod cli;
 pub mod config;
 pub(crate) mod gc;

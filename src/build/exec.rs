@@ -136,7 +136,6 @@ impl From<ImageError> for BuildError {
 
 /// One stage as the build runs it.
 struct Stage {
-    name: Option<String>,
     image: ImageState,
     tree: Tree,
     /// ARGs declared in the stage: their values.
@@ -303,7 +302,7 @@ impl Builder<'_> {
         built: &mut [Option<Stage>],
         index: usize,
     ) -> Result<Stage, BuildError> {
-        let Kind::From { image, alias, platform } = &i.kind else { return Err(BuildError::Other("a stage starts with FROM".into())) };
+        let Kind::From { image, platform, .. } = &i.kind else { return Err(BuildError::Other("a stage starts with FROM".into())) };
         let lookup = |n: &str| global.get(n).cloned();
         let expand = |s: &str| words::word(s, '\\', &lookup).map_err(|e| at(i.line)(e.to_string()));
         let image = expand(image)?;
@@ -330,7 +329,7 @@ impl Builder<'_> {
             }
             (state, tree)
         };
-        Ok(Stage { name: alias.clone(), image: state, tree, args: BTreeMap::new(), shell: vec!["/bin/sh".into(), "-c".into()], files: None })
+        Ok(Stage { image: state, tree, args: BTreeMap::new(), shell: vec!["/bin/sh".into(), "-c".into()], files: None })
     }
 
     fn step(

@@ -56,10 +56,6 @@ impl RunConfig {
             None => self.env.push((key.to_owned(), value.to_owned())),
         }
     }
-
-    pub(crate) fn env(&self, key: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
 }
 
 /// `PATH` in an image built from scratch.

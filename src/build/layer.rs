@@ -28,6 +28,9 @@ pub(crate) enum Body {
     Bytes(Vec<u8>),
     Symlink(String),
     /// The entry hides the lower layers' `path` (`.wh.<name>`).
+    /// Only read from base layers so far: a build without `RUN` removes
+    /// no path, so the builder writes none.
+    #[allow(dead_code)]
     Whiteout,
 }
 

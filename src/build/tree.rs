@@ -49,6 +49,7 @@ pub(crate) fn clean(path: &str) -> String {
 }
 
 impl Tree {
+    #[cfg(test)]
     pub(crate) fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(&clean(path))
     }
