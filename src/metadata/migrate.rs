@@ -43,6 +43,7 @@ pub(crate) const TABLES: &[&str] = &[
     "exports",
     "export_digests",
     "imports",
+    "image_configs",
 ];
 
 /// Tables whose `id` is a generated key: after rows are copied with their

@@ -120,6 +120,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn storage_references(&self) -> Result<StorageReferences, MetadataError>;
     /// Records objects' last uses (millis), keeping the later of two.
     fn record_uses(&self, uses: &[(Digest, Millis)]) -> Result<(), MetadataError>;
+    /// Up to `limit` recorded manifests after id `after` whose config is
+    /// not read yet: (manifest id, config digest), in id order.
+    fn unread_configs(&self, after: u64, limit: u64) -> Result<Vec<(u64, Digest)>, MetadataError>;
+    /// What was read of image configs (a config seen again is kept as it was).
+    fn record_image_configs(&self, configs: &[ImageConfig]) -> Result<(), MetadataError>;
+    #[cfg(test)]
+    fn image_config(&self, digest: &Digest) -> Result<Option<ImageConfig>, MetadataError>;
     /// Every recorded last use, by digest.
     fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError>;
     /// Forgets the last uses of objects no longer stored.

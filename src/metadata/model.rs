@@ -300,6 +300,18 @@ pub(crate) struct ManifestFacts {
     pub(crate) annotations: Option<String>,
 }
 
+/// What an image's config says that the registry index shows: its
+/// platform and labels (a JSON object's text). All `None`: not an image
+/// config, or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImageConfig {
+    pub(crate) digest: Digest,
+    pub(crate) os: Option<String>,
+    pub(crate) architecture: Option<String>,
+    pub(crate) variant: Option<String>,
+    pub(crate) labels: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TagItem {
     pub(crate) name: String,

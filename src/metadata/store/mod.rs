@@ -14,7 +14,8 @@
 //! - `fills`: which node fetches a blob for the whole cluster, and leases;
 //! - `exports`, `imports`: exports for air-gapped sites, the digests each
 //!   carried, and the imports of them;
-//! - `storage`: what eviction and gc need (references, last uses).
+//! - `storage`: what eviction and gc need (references, last uses);
+//! - `configs`: image configs' platform and labels, read once each.
 //!
 //! Migrations are numbered files applied in order, one transaction each,
 //! on either engine.
@@ -25,13 +26,14 @@ use super::db::postgres::{Postgres, Target};
 use super::db::sqlite::Sqlite;
 use super::db::Db;
 use super::{
-    AtomicSignature, BlobItem, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
+    AtomicSignature, BlobItem, ImageConfig, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
     DistributionPatch, ExportRecord, ExportedVersion, FillClaim, ImportedRepository, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
     SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
 };
 use crate::oci::Digest;
 
+mod configs;
 mod content;
 mod curate;
 mod distributions;
@@ -68,6 +70,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_exports.sql"),
     include_str!("../migrations/0014_imports.sql"),
     include_str!("../migrations/0015_task_log.sql"),
+    include_str!("../migrations/0016_image_configs.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -249,6 +252,19 @@ impl Store for SqlStore {
 
     fn record_uses(&self, uses: &[(Digest, Millis)]) -> Result<(), MetadataError> {
         self.write(|db| storage::record_uses(db, uses))
+    }
+
+    fn unread_configs(&self, after: u64, limit: u64) -> Result<Vec<(u64, Digest)>, MetadataError> {
+        self.read(|db| configs::unread_configs(db, after, limit))
+    }
+
+    fn record_image_configs(&self, configs: &[ImageConfig]) -> Result<(), MetadataError> {
+        self.write(|db| configs::record_image_configs(db, configs))
+    }
+
+    #[cfg(test)]
+    fn image_config(&self, digest: &Digest) -> Result<Option<ImageConfig>, MetadataError> {
+        self.read(|db| configs::image_config(db, digest))
     }
 
     fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError> {
