@@ -17,8 +17,9 @@ const MAX_CONFIG: usize = 1 << 20;
 const BATCH: u64 = 256;
 /// How often new manifests are looked for.
 const EVERY: Duration = Duration::from_secs(2);
-/// How often every manifest is looked at again (configs stored since).
-const AGAIN: Duration = Duration::from_secs(60);
+/// How often every manifest with an unread config is looked at again
+/// (configs stored since: a pull-through config a client fetched later).
+const AGAIN: Duration = Duration::from_secs(600);
 
 /// What an image config says of its platform and labels; all `None` when
 /// it is not an image config.
@@ -74,8 +75,8 @@ impl ConfigReader {
         }
     }
 
-    /// Runs for as long as the process: new manifests every 2 s, all of
-    /// them again every minute.
+    /// Runs for as long as the process: new manifests every 2 s, those
+    /// still unread again every 10 minutes.
     pub(crate) fn spawn(self) {
         tokio::spawn(async move {
             let mut after = 0;
