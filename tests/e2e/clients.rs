@@ -131,16 +131,8 @@ impl Clients {
 
     /// Runs `podman` as a daemonless client with its store in the temp dir.
     pub fn podman(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command("podman");
-        cmd.arg("--storage-driver")
-            .arg("vfs")
-            .arg("--root")
-            .arg(self.dir.join("podman-root"))
-            .arg("--runroot")
-            .arg(self.dir.join("podman-runroot"))
-            .arg("--tmpdir")
-            .arg(self.dir.join("podman-tmp"))
-            .args(args);
+        let mut cmd = self.with_store("podman");
+        cmd.arg("--tmpdir").arg(self.dir.join("podman-tmp")).args(args);
         run(cmd, "podman", args)
     }
 
@@ -168,15 +160,21 @@ impl Clients {
 
     /// Runs `buildah` with this configuration and the same store as podman.
     pub fn buildah(&self, args: &[&str]) -> Output {
-        let mut cmd = self.command("buildah");
+        let mut cmd = self.with_store("buildah");
+        cmd.args(args);
+        run(cmd, "buildah", args)
+    }
+
+    /// `program` with this configuration and the store in the temp dir.
+    fn with_store(&self, program: &str) -> Command {
+        let mut cmd = self.command(program);
         cmd.arg("--storage-driver")
             .arg("vfs")
             .arg("--root")
             .arg(self.dir.join("podman-root"))
             .arg("--runroot")
-            .arg(self.dir.join("podman-runroot"))
-            .args(args);
-        run(cmd, "buildah", args)
+            .arg(self.dir.join("podman-runroot"));
+        cmd
     }
 
     pub fn buildah_ok(&self, args: &[&str]) -> Vec<u8> {
