@@ -1,6 +1,7 @@
 //! Builds with buildah (issue 19): `RUN` handed to buildah when
 //! `[build] runner = "buildah"` (its bases from wharf, no network unless
-//! allowed, stopped at the time-out with everything it started), and the
+//! allowed, stopped at the time-out or the size bound with everything it
+//! started), and the
 //! native builder's output compared with buildah's for Containerfiles
 //! without `RUN`: the same files, the same config.
 
@@ -80,7 +81,7 @@ async fn busybox_base(w: &Wharf) {
     require_program("busybox", "busybox-static");
     let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox (busybox-static)");
     let mut items = vec![("Containerfile", Item::File(b"FROM scratch\nCOPY bin /bin\n", 0o644)), ("bin/busybox", Item::File(&busybox, 0o755))];
-    let applets = ["sh", "echo", "cat", "nc", "grep", "printf", "sleep", "false", "test"];
+    let applets = ["sh", "echo", "cat", "nc", "grep", "printf", "sleep", "false", "test", "dd"];
     for a in &applets {
         items.push((Box::leak(format!("bin/{a}").into_boxed_str()), Item::Link("busybox")));
     }
@@ -162,16 +163,18 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clients = Clients::new(&tmp.path().join("clients"));
     let w = start(&tmp.path().join("wharf"), "runner = \"buildah\"\ntimeout = \"20s\"\n");
-    let open = start(&tmp.path().join("open"), "runner = \"buildah\"\nnetwork = true\n");
+    let open = start(&tmp.path().join("open"), "runner = \"buildah\"\nnetwork = true\nmax_output_size = \"40MiB\"\n");
     for node in [&w, &open] {
         busybox_base(node).await;
     }
 
     // A RUN with a build argument, a probe of the network (this node's
-    // own registry port, on loopback), then a native step after it.
+    // own registry port, on loopback; busybox's nc stops reading when its
+    // input ends, so the input stays open while the answer comes), then a
+    // native step after it.
     let containerfile = format!(
         "FROM team/busybox:1\nARG GREETING=hello\n\
-         RUN echo \"$GREETING from RUN\" > /greeting && \\\n  if printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {} | grep -q '^HTTP/1.. 200'; then echo reached > /net; else echo none > /net; fi\n\
+         RUN echo \"$GREETING from RUN\" > /greeting && \\\n  ((printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n'; sleep 5) | nc -w 10 {} > /probe 2>&1; true) && if grep -q '^HTTP/1.. 200' /probe; then echo reached > /net; else echo none > /net; fi\n\
          COPY note /note\nCMD [\"cat\", \"/greeting\"]\n",
         w.host().replace(':', " ")
     );
@@ -215,7 +218,9 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     assert_eq!(task["state"], "completed", "{task}\n{}", log_of(&open, &task).await);
     let layout = tmp.path().join("open-ran");
     clients.pull_to_layout(&format!("docker://{}/team/ran:1", open.host()), &layout, "1", &[]);
-    assert_eq!(flatten(&layout).1.get("net").map(|f| f.4.clone()), Some(b"reached\n".to_vec()));
+    let files = flatten(&layout).1;
+    let probe = files.get("probe").map(|f| String::from_utf8_lossy(&f.4).into_owned());
+    assert_eq!(files.get("net").map(|f| f.4.clone()), Some(b"reached\n".to_vec()), "the probe saw {probe:?}");
 
     // A failing RUN fails the build naming its line; a RUN past the
     // time-out is stopped, with everything it started; nothing stored.
@@ -232,9 +237,20 @@ async fn run_is_built_by_buildah_without_network_and_stopped_at_the_time_out() {
     assert!(error.starts_with("Containerfile line 2: the build ran longer than [build] timeout (20s) at STEP 2/2: RUN sleep 4242"), "{task}");
     assert!(started.elapsed() >= Duration::from_secs(20), "stopped at the time-out, not before");
     assert!(!running(&["sleep", "4242"]), "the RUN's process was killed with the build");
+    // A RUN that writes past max_output_size is stopped while it runs.
+    let big = context("FROM team/busybox:1\nRUN dd if=/dev/zero of=/big bs=1048576 count=64 && sleep 4343\n");
+    let task = build(&open, "team/big", "", big).await;
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(
+        task["state"] == "failed" && error.starts_with("Containerfile line 2: the build grew past [build] max_output_size (41943040 bytes) at STEP 2/2: RUN dd"),
+        "{task}"
+    );
+    assert!(!running(&["sleep", "4343"]), "the RUN's process was killed with the build");
     let repos = admin_ok(&w, "GET", "repositories", None).await;
     let names: Vec<&str> = repos["results"].as_array().expect("results").iter().filter_map(|r| r["name"].as_str()).collect();
     assert!(!names.contains(&"team/failing") && !names.contains(&"team/slow"), "nothing stored: {names:?}");
+    let repos = admin_ok(&open, "GET", "repositories", None).await;
+    assert!(!repos.to_string().contains("team/big"), "nothing stored: {repos}");
     let spool: Vec<_> = std::fs::read_dir(tmp.path().join("wharf/storage/spool")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(spool.iter().all(|n| !n.to_string_lossy().starts_with("build-")), "build directories removed: {spool:?}");
     for node in [w, open] {
