@@ -115,8 +115,6 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
         &config.storage,
     );
     disk.spawn();
-    // What the Flatpak index shows of each image, read once per config.
-    crate::flatpak::configs::ConfigReader::new(metadata.clone(), storage.clone()).spawn();
     let build_pushes = pushes.clone();
     let push = PushParts { pushes, uploads, max_manifest_size: config.server.max_manifest_size };
     // Shared keys are read from the database: off the runtime's workers.

@@ -3,6 +3,10 @@
 //! registry index shows of it (platform, labels) in the metadata: the
 //! index never reads a blob. A config not stored yet (a pull-through
 //! image whose config no client fetched) is read on a later pass.
+//!
+//! Not started yet: it runs with the index, when `[flatpak] index` is
+//! on (on S3 its reads fill the hot tier with configs, which a node that
+//! serves no index should not pay for).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
