@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::query::{Query, Subject};
+use crate::metadata::{IndexedManifest, IndexedRepository};
 
 /// An image as the index shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +38,60 @@ pub(crate) struct Repository {
     pub(crate) name: String,
     pub(crate) images: Vec<(Image, Vec<String>)>,
     pub(crate) lists: Vec<(List, Vec<String>)>,
+}
+
+/// A JSON object of strings, from its text (anything else: empty).
+fn string_map(text: Option<&str>) -> BTreeMap<String, String> {
+    let Some(v) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) else { return BTreeMap::new() };
+    v.as_object().map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect()).unwrap_or_default()
+}
+
+fn image_of(m: &IndexedManifest) -> Image {
+    let config = m.config.as_ref();
+    Image {
+        digest: m.digest.to_string(),
+        media_type: m.media_type.clone(),
+        os: config.and_then(|c| c.os.clone()).unwrap_or_default(),
+        architecture: config.and_then(|c| c.architecture.clone()).unwrap_or_default(),
+        annotations: string_map(m.annotations.as_deref()),
+        labels: string_map(config.and_then(|c| c.labels.as_deref())),
+    }
+}
+
+/// The index's repositories as the metadata has them now.
+pub(crate) async fn load(metadata: &crate::metadata::Metadata) -> Result<Vec<Repository>, crate::metadata::MetadataError> {
+    let snapshot = metadata.run(|s| s.index_snapshot()).await?;
+    Ok(from_snapshot(&snapshot))
+}
+
+/// The index's repositories from what the metadata recorded: each
+/// distribution by its base path, its tags grouped by manifest (an image,
+/// or a list of images), every tag of each.
+pub(crate) fn from_snapshot(snapshot: &[IndexedRepository]) -> Vec<Repository> {
+    snapshot
+        .iter()
+        .map(|served| {
+            let mut repo = Repository { name: served.base_path.clone(), ..Repository::default() };
+            for (tag, m) in &served.tags {
+                let digest = m.digest.to_string();
+                if m.children.is_empty() {
+                    match repo.images.iter_mut().find(|(i, _)| i.digest == digest) {
+                        Some((_, tags)) => tags.push(tag.clone()),
+                        None => repo.images.push((image_of(m), vec![tag.clone()])),
+                    }
+                } else {
+                    match repo.lists.iter_mut().find(|(l, _)| l.digest == digest) {
+                        Some((_, tags)) => tags.push(tag.clone()),
+                        None => {
+                            let images = m.children.iter().filter(|c| c.children.is_empty()).map(image_of).collect();
+                            repo.lists.push((List { digest, media_type: m.media_type.clone(), images }, vec![tag.clone()]));
+                        }
+                    }
+                }
+            }
+            repo
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -160,6 +215,54 @@ mod tests {
         let in_list: Vec<&str> = list["Images"].as_array().unwrap().iter().map(|i| i["Digest"].as_str().unwrap()).collect();
         assert_eq!(in_list, ["sha256:c1"], "only the list's matching images");
         assert!(list["Images"][0].get("Tags").is_none(), "images in a list carry no tags");
+    }
+
+    #[test]
+    fn the_metadatas_snapshot_groups_tags_by_manifest() {
+        use crate::metadata::ImageConfig;
+        use crate::oci::{Algorithm, Digest};
+        let d = |s: &str| Digest::of(Algorithm::Sha256, s.as_bytes());
+        let config = |arch: &str| ImageConfig {
+            digest: d(arch),
+            os: Some("linux".into()),
+            architecture: Some(arch.into()),
+            variant: None,
+            labels: Some(r#"{"org.flatpak.ref":"app/a/x86_64/stable"}"#.into()),
+        };
+        let image = |seed: &str, arch: Option<&str>| IndexedManifest {
+            digest: d(seed),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            annotations: Some(r#"{"org.example":"1"}"#.into()),
+            config: arch.map(config),
+            children: vec![],
+        };
+        let list = IndexedManifest {
+            digest: d("list"),
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            annotations: None,
+            config: None,
+            children: vec![image("amd", Some("amd64")), image("arm", Some("arm64"))],
+        };
+        let snapshot = vec![IndexedRepository {
+            base_path: "apps/a".into(),
+            tags: vec![
+                ("1.0".into(), image("one", Some("amd64"))),
+                ("latest".into(), image("one", Some("amd64"))),
+                ("multi".into(), list),
+                ("unread".into(), image("two", None)),
+            ],
+        }];
+        let repos = from_snapshot(&snapshot);
+        assert_eq!(repos.len(), 1);
+        let r = &repos[0];
+        assert_eq!(r.name, "apps/a");
+        assert_eq!(r.images.len(), 2);
+        assert_eq!(r.images[0].1, ["1.0", "latest"], "one image, both its tags");
+        assert_eq!((r.images[0].0.architecture.as_str(), r.images[0].0.labels["org.flatpak.ref"].as_str()), ("amd64", "app/a/x86_64/stable"));
+        assert_eq!(r.images[0].0.annotations["org.example"], "1");
+        assert_eq!((r.images[1].0.os.as_str(), r.images[1].0.labels.len()), ("", 0), "a config not read yet shows nothing");
+        assert_eq!(r.lists[0].0.images.iter().map(|i| i.architecture.as_str()).collect::<Vec<_>>(), ["amd64", "arm64"]);
+        assert_eq!(r.lists[0].1, ["multi"]);
     }
 
     #[test]

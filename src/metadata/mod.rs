@@ -127,6 +127,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn record_image_configs(&self, configs: &[ImageConfig]) -> Result<(), MetadataError>;
     #[cfg(test)]
     fn image_config(&self, digest: &Digest) -> Result<Option<ImageConfig>, MetadataError>;
+    /// Every distribution's tagged manifests at the version it serves, with
+    /// what the registry index shows of them.
+    fn index_snapshot(&self) -> Result<Vec<IndexedRepository>, MetadataError>;
     /// Every recorded last use, by digest.
     fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError>;
     /// Forgets the last uses of objects no longer stored.

@@ -312,6 +312,25 @@ pub(crate) struct ImageConfig {
     pub(crate) labels: Option<String>,
 }
 
+/// A tagged manifest as the registry index reads it: an image with its
+/// config's facts (once read), or an index with its children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexedManifest {
+    pub(crate) digest: Digest,
+    pub(crate) media_type: String,
+    /// A JSON object's text.
+    pub(crate) annotations: Option<String>,
+    pub(crate) config: Option<ImageConfig>,
+    pub(crate) children: Vec<IndexedManifest>,
+}
+
+/// What a distribution serves, for the registry index: (tag, manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexedRepository {
+    pub(crate) base_path: String,
+    pub(crate) tags: Vec<(String, IndexedManifest)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TagItem {
     pub(crate) name: String,

@@ -26,7 +26,7 @@ use super::db::postgres::{Postgres, Target};
 use super::db::sqlite::Sqlite;
 use super::db::Db;
 use super::{
-    AtomicSignature, BlobItem, ImageConfig, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
+    AtomicSignature, BlobItem, ImageConfig, IndexedRepository, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
     DistributionPatch, ExportRecord, ExportedVersion, FillClaim, ImportedRepository, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
     SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
@@ -260,6 +260,10 @@ impl Store for SqlStore {
 
     fn record_image_configs(&self, configs: &[ImageConfig]) -> Result<(), MetadataError> {
         self.write(|db| configs::record_image_configs(db, configs))
+    }
+
+    fn index_snapshot(&self) -> Result<Vec<IndexedRepository>, MetadataError> {
+        self.read(configs::index_snapshot)
     }
 
     #[cfg(test)]
