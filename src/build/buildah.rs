@@ -250,26 +250,33 @@ impl Buildah<'_> {
             .collect();
         drop(tx);
         let (mut stdout, mut last_error, mut stopped) = (String::new(), String::new(), None);
+        // Every line: kept (standard output), remembered (the last error),
+        // and logged (a step as the build's own).
+        let mut hear = |is_err: bool, line: String| {
+            if is_err && !line.trim().is_empty() {
+                last_error = line.clone();
+            }
+            match step.as_deref_mut().and_then(|s| s.translate(&line)) {
+                Some(translated) => (self.log)(&translated),
+                // An image id, read by the caller.
+                None if args.first() == Some(&"pull") && !is_err => {}
+                None => (self.log)(&line),
+            }
+            if !is_err {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+        };
         let mut next_size_check = Instant::now() + SIZE_CHECK;
         let status = loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok((is_err, line)) => {
-                    if !is_err {
-                        stdout.push_str(&line);
-                        stdout.push('\n');
-                    }
-                    if is_err && !line.trim().is_empty() {
-                        last_error = line.clone();
-                    }
-                    match step.as_deref_mut().and_then(|s| s.translate(&line)) {
-                        Some(translated) => (self.log)(&translated),
-                        None if args.first() == Some(&"pull") && !is_err => {}
-                        None => (self.log)(&line),
-                    }
+                    hear(is_err, line);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                // Both pipes closed: the process is ending; wait, not spin.
+                Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
             }
             if let Ok(Some(status)) = child.try_wait() {
                 break status;
@@ -295,14 +302,7 @@ impl Buildah<'_> {
             let _ = r.join();
         }
         while let Ok((is_err, line)) = rx.try_recv() {
-            if is_err && !line.trim().is_empty() {
-                last_error = line.clone();
-            }
-            if !is_err {
-                stdout.push_str(&line);
-                stdout.push('\n');
-            }
-            (self.log)(&line);
+            hear(is_err, line);
         }
         if let Some(s) = stopped {
             return Err(s);
