@@ -210,9 +210,16 @@ pub(crate) async fn run(config: Config, config_path: Option<PathBuf>) -> Result<
     let limits = RateLimits::new(&config.limits, &metrics);
     tokio::spawn(limits.housekeeping());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let registry = Arc::new(Swap::new(
-        Registry::new(pull.clone(), distributions.clone(), hosted, push, metrics.clone(), auth.clone()).with_limits(limits),
-    ));
+    let mut registry = Registry::new(pull.clone(), distributions.clone(), hosted, push, metrics.clone(), auth.clone()).with_limits(limits);
+    if config.flatpak.index {
+        // Configs are read only where the index is served: on S3 each
+        // read would bring a config into the hot tier.
+        crate::flatpak::configs::ConfigReader::new(metadata.clone(), storage.clone()).spawn();
+        let index = crate::flatpak::served::ServedIndex::new(metadata.clone());
+        index.warm();
+        registry = registry.with_flatpak_index(crate::api::flatpak::FlatpakIndex { index, max_age: config.flatpak.max_age });
+    }
+    let registry = Arc::new(Swap::new(registry));
     let admin = Arc::new(Swap::new(admin));
     let registry_server = tokio::spawn(server::serve(
         Listener { socket: registry_listener, name: "registry", tls: registry_tls.clone() },

@@ -14,12 +14,14 @@ use crate::auth::{self, Action, Actions, Grantee, PasswordHash, RepositoryPatter
 use crate::oci::is_valid_component;
 
 mod build;
+mod flatpak;
 mod cluster;
 mod limits;
 mod metadata;
 mod server;
 mod storage;
 pub(crate) use build::{BuildConfig, Runner as BuildRunner};
+pub(crate) use flatpak::FlatpakConfig;
 pub(crate) use cluster::ClusterConfig;
 pub(crate) use limits::{IpNet, LimitsConfig, Rate};
 pub(crate) use metadata::{redact as redact_url, MetadataConfig};
@@ -70,6 +72,8 @@ struct RawConfig {
     cluster: cluster::RawCluster,
     #[serde(default)]
     build: build::RawBuild,
+    #[serde(default)]
+    flatpak: flatpak::RawFlatpak,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +270,7 @@ pub(crate) struct Config {
     pub(crate) metadata: MetadataConfig,
     pub(crate) cluster: ClusterConfig,
     pub(crate) build: BuildConfig,
+    pub(crate) flatpak: FlatpakConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -434,6 +439,7 @@ impl Config {
         check("push.upload_timeout", self.push.upload_timeout != new.push.upload_timeout);
         check("tasks.max_parallel", self.tasks.max_parallel != new.tasks.max_parallel);
         check("build", self.build != new.build);
+        check("flatpak", self.flatpak != new.flatpak);
         check("log.level", self.log.level != new.log.level);
         check("log.format", self.log.format != new.log.format);
         // The evictor reads its bounds once, at start.
@@ -491,6 +497,7 @@ impl RawConfig {
             metadata,
             cluster,
             build: self.build.validate()?,
+            flatpak: self.flatpak.validate()?,
         })
     }
 }

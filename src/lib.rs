@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cli -> app -> server -> api (router, access, handlers, error) -> repository -> pullthrough -> { storage, metadata }
-//!                           \-> auth, limits                      \-> upload -> storage        \-> upstream
+//!                           \-> auth, limits, flatpak (index)     \-> upload -> storage        \-> upstream
 //!             -> admin (health, metrics, the admin REST API) -> { auth, metadata, repository, storage, tasks }
 //!             -> tasks (background work: when it runs, its progress and outcome) -> metadata
 //!             -> gc (eviction, orphan gc, verify) -> { storage, metadata, upload }
@@ -36,6 +36,8 @@
 //! - `telemetry`: request ids, the access log line and the HTTP metrics of a request.
 //! - `gc`: bounded disk: LRU eviction, orphan and leftover removal, verify.
 //! - `memory`: gives the allocator's free memory back after bursts of fills.
+//! - `flatpak`: Flatpak's registry index, from what the metadata records of
+//!   each served image (its config's facts read once, in the background).
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -43,8 +45,6 @@ pub(crate) mod app;
 pub(crate) mod auth;
 pub(crate) mod build;
 pub(crate) mod cluster;
-// Not served yet (issue 20): only its tests use it.
-#[allow(dead_code)]
 pub(crate) mod flatpak;
 pub mod cli;
 pub mod config;
@@ -154,7 +154,7 @@ pub mod fuzz {
         use crate::api::router::Route;
         let route = crate::api::router::route(path).map_err(|e| e.to_string())?;
         let name = match &route {
-            Route::Base | Route::Catalog => None,
+            Route::Base | Route::Catalog | Route::FlatpakIndex { .. } => None,
             Route::Manifest { name, .. }
             | Route::Blob { name, .. }
             | Route::Upload { name, .. }

@@ -17,7 +17,7 @@ use prometheus::{
 /// endpoint, and `unknown` for anything that did not route. (Checked
 /// against the route table by a test.)
 pub(crate) const ROUTES: &[&str] =
-    &["base", "catalog", "manifest", "blob", "blob_upload", "tags", "referrers", "signatures", "token", "unknown"];
+    &["base", "catalog", "manifest", "blob", "blob_upload", "tags", "referrers", "signatures", "flatpak_index", "token", "unknown"];
 /// The `method` label's values; any other method is `other`.
 pub(crate) const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "other"];
 

@@ -781,7 +781,8 @@ impl From<DistributionChanges> for metadata::DistributionPatch {
 }
 
 /// When a sync fetches blobs: `immediate` (all of them, during the sync)
-/// or `on_demand` (on first pull, through the registry port).
+/// or `on_demand` (image configs during the sync, layers on first pull,
+/// through the registry port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum SyncPolicy {

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `/v2/` | any | a signed-in client once users exist, else nothing |
 //! | `_catalog` | GET, HEAD | nothing; lists only what the client may pull |
+//! | `/index/static`, `/index/dynamic` | GET, HEAD | nothing; shows only what the client may pull |
 //! | manifests, blobs, tags, referrers | GET, HEAD | `pull` |
 //! | signatures (`/extensions/v2/`) | GET, HEAD | `pull` |
 //! | manifests, blobs, signatures | PUT, POST, PATCH | `push` |
@@ -107,7 +108,8 @@ impl Registry {
 }
 
 /// The repository a route names and the actions its method needs; None
-/// for the base and the catalog, which name no repository.
+/// for the base, the catalog and the Flatpak index, which name no
+/// repository.
 fn needs<'r>(route: &'r Route, method: &Method) -> Option<(&'r RepositoryName, Actions)> {
     let read = *method == Method::GET || *method == Method::HEAD;
     let action = |read_action: Action| {
@@ -121,7 +123,7 @@ fn needs<'r>(route: &'r Route, method: &Method) -> Option<(&'r RepositoryName, A
     };
     let one = |a: Action| Actions::of([a]);
     match route {
-        Route::Base | Route::Catalog => None,
+        Route::Base | Route::Catalog | Route::FlatpakIndex { .. } => None,
         // Uploads are part of a push, reads of their status included.
         Route::Upload { name, .. } => Some((name, one(Action::Push))),
         Route::Manifest { name, .. } | Route::Blob { name, .. } => Some((name, one(action(Action::Pull)))),

@@ -9,6 +9,7 @@ use super::head::HeadError;
 use super::router::RouteError;
 use crate::limits::RetryAfter;
 use crate::auth::AuthError;
+use crate::flatpak::served::IndexError;
 use crate::oci::ErrorCode;
 use crate::pullthrough::{PullError, RouteError as UpstreamRouteError};
 use crate::repository::PushError;
@@ -44,6 +45,10 @@ pub(crate) enum ApiError {
     /// A URI or headers over wharf's limits (`head.rs`).
     #[error(transparent)]
     Head(#[from] HeadError),
+    /// The Flatpak index: a query it does not understand, or an index
+    /// that cannot be loaded.
+    #[error(transparent)]
+    Index(#[from] crate::flatpak::served::IndexError),
 }
 
 impl From<RetryAfter> for ApiError {
@@ -84,6 +89,9 @@ impl ApiError {
             },
             ApiError::BadDigest(_) => plain(C::DigestInvalid),
             ApiError::BadRange(_) => plain(C::RangeInvalid),
+            // The protocol defines no errors: a plain 400 with the reason.
+            ApiError::Index(IndexError::Query(_)) => (StatusCode::BAD_REQUEST, C::Unsupported, None),
+            ApiError::Index(IndexError::Metadata(_)) => gateway(StatusCode::SERVICE_UNAVAILABLE),
             // The spec has no code for an oversized head.
             ApiError::Head(HeadError::UriTooLong { .. }) => (StatusCode::URI_TOO_LONG, C::Unsupported, None),
             ApiError::Head(HeadError::HeadersTooLarge { .. }) => {

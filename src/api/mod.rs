@@ -8,6 +8,7 @@
 mod access;
 pub(crate) mod body;
 mod error;
+pub(crate) mod flatpak;
 mod head;
 mod push;
 pub(crate) mod range;
@@ -55,6 +56,8 @@ pub(crate) struct Registry {
     limits: RateLimits,
     auth: Auth,
     max_manifest_size: usize,
+    /// Flatpak's registry index, when `[flatpak] index` is on.
+    flatpak: Option<flatpak::FlatpakIndex>,
 }
 
 /// What the registry needs for pushes.
@@ -124,7 +127,12 @@ impl Registry {
     ) -> Registry {
         let PushParts { pushes, uploads, max_manifest_size } = push;
         let limits = RateLimits::new(&Default::default(), &metrics);
-        Registry { pull, distributions, hosted, pushes, uploads, metrics, max_manifest_size, limits, auth }
+        Registry { pull, distributions, hosted, pushes, uploads, metrics, max_manifest_size, limits, auth, flatpak: None }
+    }
+
+    /// Serves Flatpak's registry index (`/index/static`, `/index/dynamic`).
+    pub(crate) fn with_flatpak_index(self, index: flatpak::FlatpakIndex) -> Registry {
+        Registry { flatpak: Some(index), ..self }
     }
 
     /// Enforces `limits` on every request (none by default).
@@ -203,6 +211,7 @@ impl Registry {
         match route {
             Route::Base if read => Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}"), &method)),
             Route::Signatures { name, digest } => Box::pin(self.signatures(req, &name, &digest, &query)).await,
+            Route::FlatpakIndex { dynamic } => Box::pin(self.flatpak_index(&req, &principal, dynamic)).await,
             Route::Catalog if read => Box::pin(self.catalog(&query, &method, &principal)).await,
             Route::Manifest { name, reference } if read => self.manifest(&req, &name, &reference, &query).await,
             Route::Blob { name, .. } if method == Method::HEAD && self.is_push_probe(&principal, &name, &query) => {

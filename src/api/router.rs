@@ -1,5 +1,6 @@
 //! The registry route table: parses `/v2/...` paths (and the signatures
-//! extension's `/extensions/v2/...`) into typed routes.
+//! extension's `/extensions/v2/...`, and Flatpak's `/index/...`) into
+//! typed routes.
 //! Pure: no I/O. Names are parsed from the right (`/manifests/`, `/blobs/`,
 //! `/tags/list`, `/referrers/`), since a repository name may contain any
 //! number of `/`. Nothing is percent-decoded: `%` is not valid in a name,
@@ -24,6 +25,9 @@ pub(crate) enum Route {
     /// `/extensions/v2/<name>/signatures/<digest>`: the docker API
     /// extension for atomic signatures.
     Signatures { name: RepositoryName, digest: Digest },
+    /// `/index/static` or (`dynamic`) `/index/dynamic`: Flatpak's
+    /// registry index.
+    FlatpakIndex { dynamic: bool },
 }
 
 impl Route {
@@ -39,6 +43,7 @@ impl Route {
             Route::Tags { .. } => "tags",
             Route::Referrers { .. } => "referrers",
             Route::Signatures { .. } => "signatures",
+            Route::FlatpakIndex { .. } => "flatpak_index",
         }
     }
 }
@@ -65,6 +70,11 @@ impl From<ReferenceError> for RouteError {
 }
 
 pub(crate) fn route(path: &str) -> Result<Route, RouteError> {
+    match path {
+        "/index/static" => return Ok(Route::FlatpakIndex { dynamic: false }),
+        "/index/dynamic" => return Ok(Route::FlatpakIndex { dynamic: true }),
+        _ => {}
+    }
     if let Some(rest) = path.strip_prefix("/extensions/v2/") {
         let (name, digest) = rest.rsplit_once("/signatures/").ok_or(RouteError::NotFound)?;
         return Ok(Route::Signatures { name: name.parse()?, digest: digest.parse()? });
@@ -152,7 +162,7 @@ mod tests {
     fn every_route_kind_is_a_metric_label_value() {
         let d = D;
         for path in ["/v2/", "/v2/_catalog", "/v2/a/manifests/t", &format!("/v2/a/blobs/{d}"), "/v2/a/blobs/uploads/",
-            "/v2/a/tags/list", &format!("/v2/a/referrers/{d}")]
+            "/v2/a/tags/list", &format!("/v2/a/referrers/{d}"), "/index/static", "/index/dynamic"]
         {
             let kind = route(path).unwrap().kind();
             assert!(crate::metrics::ROUTES.contains(&kind), "{kind} for {path}");

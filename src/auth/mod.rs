@@ -225,6 +225,9 @@ struct Inner {
     /// blocking thread): a flood of wrong passwords queues here instead of
     /// exhausting memory and the blocking pool.
     verifying: Arc<tokio::sync::Semaphore>,
+    /// Counts [`Auth::reconfigure`]s: what a client may see is remembered
+    /// under it ([`Auth::viewer`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The parts of [`Auth`] that come from `[auth]` and change on a reload.
@@ -279,6 +282,7 @@ impl Auth {
                 verifying: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
                 )),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -297,7 +301,22 @@ impl Auth {
     pub(crate) fn reconfigure(&self, config: &AuthConfig) {
         let settings = Arc::new(Settings::new(config));
         *self.inner.settings.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+        // After the swap: a viewer key of the new generation is never
+        // paired with the old settings.
+        self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.verified.invalidate_all();
+    }
+
+    /// A key two principals share only if they may list the same
+    /// repositories under the current settings: what one was shown may be
+    /// shown to the other (the Flatpak index remembers answers by it).
+    pub(crate) fn viewer(&self, principal: &Principal) -> String {
+        let generation = self.inner.generation.load(std::sync::atomic::Ordering::SeqCst);
+        match principal {
+            Principal::Anonymous => format!("{generation}/-"),
+            Principal::User { name } => format!("{generation}/user:{name}"),
+            Principal::Token(t) => format!("{generation}/token:{:?}:{:?}", t.subject, t.access),
+        }
     }
 
     fn settings(&self) -> Arc<Settings> {

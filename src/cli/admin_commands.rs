@@ -504,7 +504,8 @@ impl TaskState {
 pub(crate) enum SyncPolicy {
     /// Every blob, during the sync.
     Immediate,
-    /// On first pull, through the registry port.
+    /// Image configs during the sync, layers on first pull, through the
+    /// registry port.
     #[value(name = "on_demand", alias = "on-demand")]
     OnDemand,
 }

@@ -4,14 +4,14 @@
 //! index never reads a blob. A config not stored yet (a pull-through
 //! image whose config no client fetched) is read on a later pass.
 //!
-//! Not started yet: it runs with the index, when `[flatpak] index` is
-//! on (on S3 its reads fill the hot tier with configs, which a node that
-//! serves no index should not pay for).
+//! It runs only where the index is served (`[flatpak] index = true`): on
+//! S3 its reads bring configs into the hot tier, which a node that serves
+//! no index should not pay for.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::metadata::{ImageConfig, Metadata, MetadataError};
+use crate::metadata::{changes, ImageConfig, Metadata, MetadataError};
 use crate::oci::Digest;
 use crate::storage::Storage;
 
@@ -19,8 +19,12 @@ use crate::storage::Storage;
 const MAX_CONFIG: usize = 1 << 20;
 /// Manifests looked at per query.
 const BATCH: u64 = 256;
-/// How often new manifests are looked for.
-const EVERY: Duration = Duration::from_secs(2);
+/// How often new manifests are looked for when no version was made.
+const EVERY: Duration = Duration::from_secs(10);
+/// How often configs not stored yet are looked for.
+const RETRY: Duration = Duration::from_secs(2);
+/// Configs not stored yet looked for between full passes.
+const MISSING_KEPT: usize = 4096;
 /// How often every manifest with an unread config is looked at again
 /// (configs stored since: a pull-through config a client fetched later).
 const AGAIN: Duration = Duration::from_secs(600);
@@ -55,49 +59,98 @@ impl ConfigReader {
     }
 
     /// Reads the configs of manifests recorded after id `after` that are
-    /// stored and unread, moving `after` on: how many were read.
-    pub(crate) async fn catch_up(&self, after: &mut u64) -> Result<u64, MetadataError> {
+    /// stored and unread, moving `after` on: how many were read. Those not
+    /// stored yet are put in `missing`.
+    pub(crate) async fn catch_up(&self, after: &mut u64, missing: &mut Missing) -> Result<u64, MetadataError> {
         let mut read = 0;
         loop {
             let from = *after;
             let batch = self.metadata.run(move |s| s.unread_configs(from, BATCH)).await?;
             let Some((last, _)) = batch.last() else { return Ok(read) };
             *after = *last;
-            let mut found = Vec::new();
-            for (_, digest) in &batch {
-                match self.storage.read_small(digest, MAX_CONFIG).await {
-                    Ok(Some(bytes)) => found.push(facts(digest, &bytes)),
-                    // Not stored yet, or larger than a config is.
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(%digest, error = %e, "image config not read"),
-                }
-            }
-            read += found.len() as u64;
-            if !found.is_empty() {
-                self.metadata.run(move |s| s.record_image_configs(&found)).await?;
-            }
+            read += self.read(batch.into_iter().map(|(_, d)| d), missing).await?;
         }
     }
 
-    /// Runs for as long as the process: new manifests every 2 s, those
-    /// still unread again every 10 minutes.
+    /// Reads `digests` and records their facts; those not stored go to
+    /// `missing`. How many were read.
+    async fn read(&self, digests: impl Iterator<Item = Digest>, missing: &mut Missing) -> Result<u64, MetadataError> {
+        let mut found = Vec::new();
+        for digest in digests {
+            match self.storage.read_small(&digest, MAX_CONFIG).await {
+                Ok(Some(bytes)) => {
+                    found.push(facts(&digest, &bytes));
+                    missing.remove(&digest);
+                }
+                // Not stored yet (a pull-through image's config, fetched
+                // when a client asks), or larger than a config is.
+                Ok(None) => {
+                    if missing.len() < MISSING_KEPT {
+                        missing.entry(digest).or_insert_with(tokio::time::Instant::now);
+                    }
+                }
+                Err(e) => tracing::debug!(%digest, error = %e, "image config not read"),
+            }
+        }
+        let read = found.len() as u64;
+        if !found.is_empty() {
+            self.metadata.run(move |s| s.record_image_configs(&found)).await?;
+        }
+        Ok(read)
+    }
+
+    /// Runs for as long as the process: new manifests as soon as a
+    /// version is made (on any node; at the latest every 10 s), configs
+    /// not stored yet every 2 s for 10 minutes, and every manifest whose
+    /// config is unread again every 10 minutes.
     pub(crate) fn spawn(self) {
         tokio::spawn(async move {
+            let mut changes = self.metadata.changes();
             let mut after = 0;
+            let mut missing = Missing::new();
             let mut last_full = tokio::time::Instant::now();
+            let mut last_retry = last_full;
             loop {
                 if last_full.elapsed() >= AGAIN {
                     after = 0;
                     last_full = tokio::time::Instant::now();
                 }
-                if let Err(e) = self.catch_up(&mut after).await {
+                missing.retain(|_, since| since.elapsed() < AGAIN);
+                // However often versions are made (each a wake), a config
+                // not stored is looked for at most every RETRY.
+                let again: Vec<Digest> = if last_retry.elapsed() >= RETRY {
+                    last_retry = tokio::time::Instant::now();
+                    missing.keys().cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                let read = match self.catch_up(&mut after, &mut missing).await {
+                    Ok(_) => self.read(again.into_iter(), &mut missing).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = read {
                     tracing::warn!(error = %e, "reading image configs for the index");
                 }
-                tokio::time::sleep(EVERY).await;
+                let heard = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(topic) if topic == changes::VERSIONS || topic == changes::RESYNC => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            // No more changes: only the clock wakes it.
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        }
+                    }
+                };
+                let wait = if missing.is_empty() { EVERY } else { RETRY };
+                let _ = tokio::time::timeout(wait, heard).await;
             }
         });
     }
 }
+
+/// Configs of recorded manifests not stored yet, since when.
+pub(crate) type Missing = std::collections::HashMap<Digest, tokio::time::Instant>;
 
 #[cfg(test)]
 mod tests {

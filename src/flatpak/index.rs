@@ -58,12 +58,6 @@ fn image_of(m: &IndexedManifest) -> Image {
     }
 }
 
-/// The index's repositories as the metadata has them now.
-pub(crate) async fn load(metadata: &crate::metadata::Metadata) -> Result<Vec<Repository>, crate::metadata::MetadataError> {
-    let snapshot = metadata.run(|s| s.index_snapshot()).await?;
-    Ok(from_snapshot(&snapshot))
-}
-
 /// The index's repositories from what the metadata recorded: each
 /// distribution by its base path, its tags grouped by manifest (an image,
 /// or a list of images), every tag of each.
@@ -129,7 +123,7 @@ struct Answer<'a> {
 /// The index's JSON for `query` over `repositories`, those `visible`
 /// (may the asker pull this name?) only. `Registry` is `/`: the images
 /// are on the server that answers.
-pub(crate) fn answer(repositories: &[Repository], query: &Query, visible: &dyn Fn(&str) -> bool) -> Vec<u8> {
+pub(crate) fn answer(repositories: &[Repository], query: &Query, visible: &(dyn Fn(&str) -> bool + Sync)) -> Vec<u8> {
     let subject = |repo: &Repository, tags: &'_ [String], image: &'_ Image| -> bool {
         query.matches(&Subject {
             repository: &repo.name,

@@ -26,13 +26,17 @@ pub(crate) use store::SqlStore;
 #[cfg(test)]
 pub(crate) use store::tests::TestDb;
 
-/// What a node hears when another node changed metadata it keeps in
-/// memory ([`Metadata::changes`]).
+/// What a node hears when metadata it keeps in memory changed, by its own
+/// commit or another node's ([`Metadata::changes`]).
 pub(crate) mod changes {
     /// The distributions: base paths, their targets.
     pub(crate) const DISTRIBUTIONS: &str = "distributions";
     /// The token signing keys (a rotation).
     pub(crate) const KEYS: &str = "keys";
+    /// A repository version was made.
+    pub(crate) const VERSIONS: &str = "versions";
+    /// Image configs' facts were recorded (`Store::record_image_configs`).
+    pub(crate) const IMAGE_CONFIGS: &str = "image_configs";
     /// The listening connection was made again: changes may have been
     /// missed, so whatever is kept is to be read again.
     pub(crate) const RESYNC: &str = "resync";
@@ -129,7 +133,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn image_config(&self, digest: &Digest) -> Result<Option<ImageConfig>, MetadataError>;
     /// Every distribution's tagged manifests at the version it serves, with
     /// what the registry index shows of them.
-    fn index_snapshot(&self) -> Result<Vec<IndexedRepository>, MetadataError>;
+    fn index_snapshot(&self) -> Result<IndexSnapshot, MetadataError>;
     /// Every recorded last use, by digest.
     fn last_uses(&self) -> Result<std::collections::HashMap<String, Millis>, MetadataError>;
     /// Forgets the last uses of objects no longer stored.
@@ -322,7 +326,8 @@ pub(crate) trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub(crate) struct Metadata {
     store: Arc<dyn Store>,
-    /// Changes made by other nodes ([`changes`]); never sent on SQLite.
+    /// Changes committed ([`changes`]): by any node on PostgreSQL, by
+    /// this process on SQLite.
     changes: tokio::sync::broadcast::Sender<String>,
 }
 
@@ -349,7 +354,8 @@ impl Metadata {
         let (open, listen) = match &config.url {
             None => {
                 let path = storage_root.join(DATABASE_FILE);
-                (Box::new(move || SqlStore::open_sqlite(&path)) as Box<dyn FnOnce() -> Result<SqlStore, MetadataError> + Send>, None)
+                let changes = changes.clone();
+                (Box::new(move || SqlStore::open_sqlite_announcing(&path, changes)) as Box<dyn FnOnce() -> Result<SqlStore, MetadataError> + Send>, None)
             }
             Some(url) => {
                 let target = db::postgres::Target::parse(
@@ -390,7 +396,8 @@ impl Metadata {
         config.url.is_some()
     }
 
-    /// Topics ([`changes`]) other nodes changed, as they commit.
+    /// Topics ([`changes`]) changed, as they commit (this node's changes
+    /// included).
     pub(crate) fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.changes.subscribe()
     }

@@ -331,6 +331,15 @@ pub(crate) struct IndexedRepository {
     pub(crate) tags: Vec<(String, IndexedManifest)>,
 }
 
+/// Everything the registry index shows, and when any of it last changed
+/// (a served version made, a distribution changed, a config's facts
+/// recorded): the same on every node that reads the same metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct IndexSnapshot {
+    pub(crate) repositories: Vec<IndexedRepository>,
+    pub(crate) last_modified: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TagItem {
     pub(crate) name: String,

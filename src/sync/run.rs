@@ -16,8 +16,9 @@
 //!    manifests that the remote no longer lists.
 //! 5. `immediate`: fetch every blob not stored yet, verified, through the
 //!    same fills the registry port uses (a blob is fetched once even if a
-//!    client pulls it meanwhile). `on_demand`: remember the remote as the
-//!    blobs' source instead.
+//!    client pulls it meanwhile). `on_demand`: fetch only the configs (a
+//!    few KiB each, and what the image is), and remember the remote as the
+//!    other blobs' source.
 //! 6. Apply the result in one transaction.
 //!
 //! Everything fetched is stored before the version is written, and stored
@@ -194,8 +195,13 @@ impl Syncer {
         match run.remote.policy {
             SyncPolicy::Immediate => run.fetch_blobs(&blobs).await?,
             SyncPolicy::OnDemand => {
+                // Configs are fetched now (a few KiB each): what an image
+                // is (its platform, its labels) is then known without a
+                // client, e.g. to the Flatpak index. Layers wait for one.
+                let configs = configs_of(&manifests);
+                run.fetch_blobs(&configs).await?;
                 let mut missing = Vec::new();
-                for d in &blobs {
+                for d in blobs.iter().filter(|d| !configs.contains(d)) {
                     if !self.pull.has_blob(d).await.map_err(|e| fetch_error(format!("blob {d}"), e))? {
                         missing.push(d.clone());
                     }
@@ -478,6 +484,12 @@ impl Run<'_> {
 
 fn fetch_error(what: String, error: PullError) -> SyncError {
     SyncError::Fetch { what, error }
+}
+
+/// The distinct configs of the manifests.
+fn configs_of(manifests: &[ManifestFacts]) -> Vec<Digest> {
+    let mut seen = HashSet::new();
+    manifests.iter().filter_map(|m| m.config.as_ref()).filter(|d| seen.insert(d.digest.clone())).map(|d| d.digest.clone()).collect()
 }
 
 /// The distinct blobs the manifests reference, foreign layers (which

@@ -309,7 +309,7 @@ async fn the_seeds_workflow_syncs_filters_mirrors_and_keeps_signatures() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_demand_blobs_are_fetched_on_first_pull_only() {
+async fn on_demand_layers_are_fetched_on_first_pull_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clients = Clients::new(&tmp.path().join("clients"));
     let upstream = Registry::start(&tmp.path().join("upstream"));
@@ -335,9 +335,10 @@ async fn on_demand_blobs_are_fetched_on_first_pull_only() {
     let metrics = http::get(&format!("{}/metrics", wharf.admin_url())).await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert_eq!(crate::admin::sample(&text, r#"wharf_syncs_total{result="new_version"}"#), 1, "{text}");
-    for blob in image.blobs() {
-        assert_eq!(upstream.blob_gets(&blob.digest), 0, "on_demand fetches no blob during the sync");
+    for layer in &image.layers {
+        assert_eq!(upstream.blob_gets(&layer.digest), 0, "on_demand fetches no layer during the sync");
     }
+    assert_eq!(upstream.blob_gets(&image.config.digest), 1, "the config is fetched with the manifests: what the image is");
     admin_ok(&wharf, "POST", "distributions", Some(json!({"name": "lazy", "base_path": "lazy", "repository": "lazy"}))).await;
     for _ in 0..2 {
         let dest = tempfile::tempdir().expect("tempdir");

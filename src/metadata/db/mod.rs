@@ -224,6 +224,9 @@ pub(crate) struct Db<'a> {
     /// store collects rows first). Checked on both engines, so SQLite's
     /// tests catch what PostgreSQL would refuse.
     reading: std::cell::Cell<bool>,
+    /// Topics notified in this transaction, on SQLite: its store tells
+    /// this process's listeners once the transaction commits.
+    notified: RefCell<Vec<String>>,
 }
 
 enum Conn<'a> {
@@ -233,11 +236,11 @@ enum Conn<'a> {
 
 impl<'a> Db<'a> {
     pub(crate) fn sqlite(conn: &'a rusqlite::Connection) -> Db<'a> {
-        Db { conn: Conn::Sqlite(conn), reading: std::cell::Cell::new(false) }
+        Db { conn: Conn::Sqlite(conn), reading: std::cell::Cell::new(false), notified: RefCell::default() }
     }
 
     pub(crate) fn postgres(session: postgres::Session<'a>) -> Db<'a> {
-        Db { conn: Conn::Postgres(RefCell::new(session)), reading: std::cell::Cell::new(false) }
+        Db { conn: Conn::Postgres(RefCell::new(session)), reading: std::cell::Cell::new(false), notified: RefCell::default() }
     }
 
     /// Runs a statement; the number of rows it changed.
@@ -258,14 +261,27 @@ impl<'a> Db<'a> {
         }
     }
 
-    /// Tells every node listening for changes (PostgreSQL's LISTEN) that
-    /// `topic` changed, when the transaction commits. Nothing on SQLite:
-    /// its one node changes its caches itself.
+    /// Tells every node listening for changes (PostgreSQL's LISTEN, which
+    /// hears its own node too) that `topic` changed, when the transaction
+    /// commits. On SQLite, this process's listeners hear it (see
+    /// [`Db::notified`]).
     pub(crate) fn notify(&self, topic: &str) -> Result<(), MetadataError> {
         match &self.conn {
-            Conn::Sqlite(_) => Ok(()),
+            Conn::Sqlite(_) => {
+                let mut notified = self.notified.borrow_mut();
+                if !notified.iter().any(|t| t == topic) {
+                    notified.push(topic.to_owned());
+                }
+                Ok(())
+            }
             Conn::Postgres(_) => self.execute("SELECT pg_notify(?1, ?2)", args![postgres::CHANNEL, topic]).map(|_| ()),
         }
+    }
+
+    /// The topics notified so far on SQLite, for its store to announce
+    /// after the commit.
+    pub(crate) fn notified(&self) -> Vec<String> {
+        self.notified.take()
     }
 
     /// Calls `f` on each row of a query, in order, while it returns true.

@@ -141,6 +141,9 @@ pub(crate) struct Sqlite {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     reader_free: Condvar,
+    /// Where committed transactions' topics go ([`Db::notify`]): this
+    /// process is the only one writing the file.
+    changes: Option<tokio::sync::broadcast::Sender<String>>,
 }
 
 impl Sqlite {
@@ -150,7 +153,12 @@ impl Sqlite {
         let mut writer = connect(path)?;
         migrate(&mut writer, migrations)?;
         let readers = (0..READERS).map(|_| connect(path)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Sqlite { writer: Mutex::new(writer), readers: Mutex::new(readers), reader_free: Condvar::new() })
+        Ok(Sqlite { writer: Mutex::new(writer), readers: Mutex::new(readers), reader_free: Condvar::new(), changes: None })
+    }
+
+    /// Announces each committed transaction's topics on `changes`.
+    pub(crate) fn announce_to(&mut self, changes: tokio::sync::broadcast::Sender<String>) {
+        self.changes = Some(changes);
     }
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
@@ -174,8 +182,17 @@ impl Sqlite {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, MetadataError>) -> Result<T, MetadataError> {
         let mut conn = self.writer.lock().map_err(lock_error)?;
         let tx = conn.transaction()?;
-        let out = f(&Db::sqlite(&tx))?;
+        let db = Db::sqlite(&tx);
+        let out = f(&db)?;
+        let notified = db.notified();
+        drop(db);
         tx.commit()?;
+        if let Some(changes) = &self.changes {
+            for topic in notified {
+                // Nobody listening is fine.
+                let _ = changes.send(topic);
+            }
+        }
         Ok(out)
     }
 

@@ -2,9 +2,11 @@
 //! labels), which recorded manifests' configs are not read yet, and each
 //! distribution's tagged manifests with those facts.
 
+use std::collections::HashMap;
+
 use super::{digest_of, i64_of, u64_of};
 use crate::metadata::db::{args, Db};
-use crate::metadata::{ImageConfig, IndexedManifest, IndexedRepository, MetadataError};
+use crate::metadata::{changes, now_millis, ImageConfig, IndexSnapshot, IndexedManifest, IndexedRepository, MetadataError, Millis};
 use crate::oci::Digest;
 
 /// Up to `limit` manifests after id `after` whose config has no row yet:
@@ -22,76 +24,104 @@ pub(super) fn unread_configs(db: &Db<'_>, after: u64, limit: u64) -> Result<Vec<
 }
 
 pub(super) fn record_image_configs(db: &Db<'_>, configs: &[ImageConfig]) -> Result<(), MetadataError> {
+    let now = now_millis();
+    let mut added = 0;
     for c in configs {
-        db.execute(
-            "INSERT INTO image_configs (digest, os, architecture, variant, labels) VALUES (?1, ?2, ?3, ?4, ?5)
+        added += db.execute(
+            "INSERT INTO image_configs (digest, os, architecture, variant, labels, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (digest) DO NOTHING",
-            args![c.digest.to_string(), c.os, c.architecture, c.variant, c.labels],
+            args![c.digest.to_string(), c.os, c.architecture, c.variant, c.labels, now],
         )?;
+    }
+    if added > 0 {
+        db.notify(changes::IMAGE_CONFIGS)?;
     }
     Ok(())
 }
 
-/// A manifest row by id, with its config's facts (images) or its
-/// children (indexes, each with theirs).
-fn indexed_manifest(db: &Db<'_>, id: i64, depth: u8) -> Result<Option<IndexedManifest>, MetadataError> {
-    let Some((digest, media_type, annotations)) = db.query_opt(
-        "SELECT digest, media_type, annotations FROM manifests WHERE id = ?1",
-        args![id],
-        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<Option<String>>(2)?)),
-    )?
-    else {
-        return Ok(None);
-    };
-    let config = db.query_opt(
-        "SELECT c.digest, c.os, c.architecture, c.variant, c.labels FROM manifest_references r
-         JOIN image_configs c ON c.digest = r.digest WHERE r.manifest_id = ?1 AND r.kind = 'config'",
-        args![id],
-        |r| Ok(ImageConfig { digest: digest_of(r.get(0)?)?, os: r.get(1)?, architecture: r.get(2)?, variant: r.get(3)?, labels: r.get(4)? }),
-    )?;
-    let mut children = Vec::new();
-    if depth == 0 {
-        let ids: Vec<i64> = db.query_vec(
-            "SELECT m.id FROM manifest_references r JOIN manifests m ON m.digest = r.digest
-             WHERE r.manifest_id = ?1 AND r.kind = 'manifest' ORDER BY r.position",
-            args![id],
-            |r| r.get(0),
-        )?;
-        for child in ids {
-            children.extend(indexed_manifest(db, child, depth + 1)?);
-        }
-    }
-    Ok(Some(IndexedManifest { digest: digest_of(digest)?, media_type, annotations, config, children }))
-}
+/// The tags each distribution serves, at its pinned version or else its
+/// repository's latest: `served_tags (base_path, name, manifest_id)`.
+const SERVED_TAGS: &str = "WITH served AS (
+        SELECT d.base_path, d.repository_id, coalesce(d.version, r.latest_version) AS version
+        FROM distributions d JOIN repositories r ON r.id = d.repository_id
+    ), served_tags AS (
+        SELECT s.base_path, t.name, t.manifest_id FROM served s
+        JOIN repository_content rc ON rc.repository_id = s.repository_id AND rc.content_type = 'tag'
+         AND rc.version_added <= s.version AND (rc.version_removed IS NULL OR rc.version_removed > s.version)
+        JOIN tags t ON t.id = rc.content_id
+    )";
 
 /// Every distribution's tagged manifests at the version it serves (its
-/// pinned one, else its repository's latest), by base path.
-pub(super) fn index_snapshot(db: &Db<'_>) -> Result<Vec<IndexedRepository>, MetadataError> {
-    let served: Vec<(String, i64, i64)> = db.query_vec(
-        "SELECT d.base_path, d.repository_id, coalesce(d.version, r.latest_version)
-         FROM distributions d JOIN repositories r ON r.id = d.repository_id ORDER BY d.base_path",
+/// pinned one, else its repository's latest), by base path, and when any
+/// of it last changed. A few set-wise queries, whatever the number of
+/// images: a PostgreSQL round trip per manifest would make a large index
+/// slow to load.
+pub(super) fn index_snapshot(db: &Db<'_>) -> Result<IndexSnapshot, MetadataError> {
+    let tagged: Vec<(String, String, i64)> = db.query_vec(
+        &format!("{SERVED_TAGS} SELECT base_path, name, manifest_id FROM served_tags ORDER BY base_path, name"),
         args![],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let mut out = Vec::new();
-    for (base_path, repository, version) in served {
-        let tags: Vec<(String, i64)> = db.query_vec(
-            "SELECT t.name, t.manifest_id FROM repository_content rc JOIN tags t ON t.id = rc.content_id
-             WHERE rc.repository_id = ?1 AND rc.content_type = 'tag'
-               AND rc.version_added <= ?2 AND (rc.version_removed IS NULL OR rc.version_removed > ?2)
-             ORDER BY t.name",
-            args![repository, version],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let mut indexed = Vec::new();
-        for (tag, id) in tags {
-            if let Some(m) = indexed_manifest(db, id, 0)? {
-                indexed.push((tag, m));
-            }
-        }
-        out.push(IndexedRepository { base_path, tags: indexed });
+    // Every manifest tagged, and every child of those that are indexes:
+    // with their config's facts where read.
+    type ManifestRow = (i64, String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<ManifestRow> = db.query_vec(
+        &format!(
+            "{SERVED_TAGS}, wanted AS (
+                SELECT manifest_id AS id FROM served_tags
+                UNION SELECT m.id FROM served_tags st
+                JOIN manifest_references r ON r.manifest_id = st.manifest_id AND r.kind = 'manifest'
+                JOIN manifests m ON m.digest = r.digest
+            )
+            SELECT m.id, m.digest, m.media_type, m.annotations, c.digest, c.os, c.architecture, c.variant, c.labels
+            FROM wanted w JOIN manifests m ON m.id = w.id
+            LEFT JOIN manifest_references cr ON cr.manifest_id = m.id AND cr.kind = 'config'
+            LEFT JOIN image_configs c ON c.digest = cr.digest"
+        ),
+        args![],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+    )?;
+    let children: Vec<(i64, i64)> = db.query_vec(
+        &format!(
+            "{SERVED_TAGS} SELECT DISTINCT r.manifest_id, r.position, m.id FROM served_tags st
+             JOIN manifest_references r ON r.manifest_id = st.manifest_id AND r.kind = 'manifest'
+             JOIN manifests m ON m.digest = r.digest ORDER BY r.manifest_id, r.position"
+        ),
+        args![],
+        |r| Ok((r.get(0)?, r.get(2)?)),
+    )?;
+    let last_modified: Millis = db.query_one(
+        "SELECT max(t) FROM (
+            SELECT coalesce(max(v.created_at), 0) AS t FROM distributions d JOIN repositories r ON r.id = d.repository_id
+            JOIN repository_versions v ON v.repository_id = d.repository_id AND v.number = coalesce(d.version, r.latest_version)
+            UNION ALL SELECT coalesce(max(updated_at), 0) FROM distributions
+            UNION ALL SELECT coalesce(max(recorded_at), 0) FROM image_configs
+        ) AS changed",
+        args![],
+    )?;
+
+    let mut manifests: HashMap<i64, IndexedManifest> = HashMap::with_capacity(rows.len());
+    for (id, digest, media_type, annotations, config, os, architecture, variant, labels) in rows {
+        // The config's row exists once its facts were read.
+        let config = config.map(|c| Ok::<_, MetadataError>(ImageConfig { digest: digest_of(c)?, os, architecture, variant, labels })).transpose()?;
+        manifests.insert(id, IndexedManifest { digest: digest_of(digest)?, media_type, annotations, config, children: Vec::new() });
     }
-    Ok(out)
+    let mut lists: HashMap<i64, Vec<IndexedManifest>> = HashMap::new();
+    for (parent, child) in children {
+        if let Some(m) = manifests.get(&child) {
+            lists.entry(parent).or_default().push(m.clone());
+        }
+    }
+    let mut repositories: Vec<IndexedRepository> = Vec::new();
+    for (base_path, tag, id) in tagged {
+        let Some(m) = manifests.get(&id) else { continue };
+        let m = IndexedManifest { children: lists.get(&id).cloned().unwrap_or_default(), ..m.clone() };
+        match repositories.last_mut() {
+            Some(r) if r.base_path == base_path => r.tags.push((tag, m)),
+            _ => repositories.push(IndexedRepository { base_path, tags: vec![(tag, m)] }),
+        }
+    }
+    Ok(IndexSnapshot { repositories, last_modified })
 }
 
 #[cfg(test)]
@@ -160,7 +190,7 @@ mod tests {
             })
             .unwrap();
         }
-        let snapshot = s.index_snapshot().unwrap();
+        let snapshot = s.index_snapshot().unwrap().repositories;
         let paths: Vec<&str> = snapshot.iter().map(|r| r.base_path.as_str()).collect();
         assert_eq!(paths, ["apps/latest", "apps/pinned"]);
         let tags = |i: usize| snapshot[i].tags.iter().map(|(t, m)| (t.clone(), m.digest.clone())).collect::<Vec<_>>();

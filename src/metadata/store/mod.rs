@@ -26,7 +26,7 @@ use super::db::postgres::{Postgres, Target};
 use super::db::sqlite::Sqlite;
 use super::db::Db;
 use super::{
-    AtomicSignature, BlobItem, ImageConfig, IndexedRepository, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
+    AtomicSignature, BlobItem, ImageConfig, IndexSnapshot, ContentFilter, ContentType, Created, CreatedResource, Descriptor, Distribution,
     DistributionPatch, ExportRecord, ExportedVersion, FillClaim, ImportedRepository, ManifestItem, MetadataError, Millis, NewDistribution, NewRepository, Page, PageRequest,
     PushChange, Recording, Remote, Repository, RepositoryFilter, RepositoryPatch, SignatureItem, Store, SyncContent,
     SharedUpload, SyncMode, TagItem, Task, TaskFilter, TaskProgress, TaskState, UploadChunk, Version, VersionRef,
@@ -71,6 +71,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0014_imports.sql"),
     include_str!("../migrations/0015_task_log.sql"),
     include_str!("../migrations/0016_image_configs.sql"),
+    include_str!("../migrations/0017_image_configs_recorded.sql"),
 ];
 
 /// Membership of `rc` in version `:v`.
@@ -85,8 +86,17 @@ pub(crate) enum SqlStore {
 impl SqlStore {
     /// The embedded SQLite database at `path`, created and migrated as
     /// needed.
+    #[cfg(test)]
     pub(crate) fn open_sqlite(path: &Path) -> Result<SqlStore, MetadataError> {
         Ok(SqlStore::Sqlite(Sqlite::open(path, MIGRATIONS)?))
+    }
+
+    /// The embedded SQLite database at `path`, telling `changes` what each
+    /// committed transaction changed (as PostgreSQL's listener does).
+    pub(crate) fn open_sqlite_announcing(path: &Path, changes: tokio::sync::broadcast::Sender<String>) -> Result<SqlStore, MetadataError> {
+        let mut sqlite = Sqlite::open(path, MIGRATIONS)?;
+        sqlite.announce_to(changes);
+        Ok(SqlStore::Sqlite(sqlite))
     }
 
     /// A PostgreSQL database, migrated as needed.
@@ -259,10 +269,11 @@ impl Store for SqlStore {
     }
 
     fn record_image_configs(&self, configs: &[ImageConfig]) -> Result<(), MetadataError> {
-        self.write(|db| configs::record_image_configs(db, configs))
+        // Rows of their own, each kept as first written: no writer to wait for.
+        self.transaction(|db| configs::record_image_configs(db, configs))
     }
 
-    fn index_snapshot(&self) -> Result<Vec<IndexedRepository>, MetadataError> {
+    fn index_snapshot(&self) -> Result<IndexSnapshot, MetadataError> {
         self.read(configs::index_snapshot)
     }
 

@@ -203,6 +203,7 @@ pub(super) fn close(db: &Db<'_>, repo: &mut RepoRow, v: i64) -> Result<Option<u6
     )?;
     write_summary(db, repo.id, v, &summary)?;
     db.execute("UPDATE repositories SET latest_version = ?2 WHERE id = ?1", args![repo.id, v])?;
+    db.notify(crate::metadata::changes::VERSIONS)?;
     repo.repo.latest_version = u64_of(v);
     if let Some(retain) = repo.repo.retain_versions {
         apply_retention(db, repo, retain)?;
