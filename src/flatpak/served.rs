@@ -173,3 +173,62 @@ impl ServedIndex {
         self.inner.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::testing::{digest, image, pulled};
+    use crate::metadata::{ImageConfig, NewDistribution};
+
+    async fn answer(index: &ServedIndex, query: &str, viewer: &str, visible: bool) -> (serde_json::Value, String) {
+        let a = index.answer(query, viewer, &move |_: &str| visible).await.expect("answer");
+        (serde_json::from_slice(&a.body).expect("JSON"), a.etag)
+    }
+
+    #[tokio::test]
+    async fn a_version_made_or_a_config_read_shows_in_the_next_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = Metadata::open(dir.path()).await.unwrap();
+        let index = ServedIndex::new(metadata.clone());
+        let (empty, empty_tag) = answer(&index, "", "anonymous", true).await;
+        assert_eq!(empty, serde_json::json!({"Registry": "/", "Results": []}));
+
+        metadata.run(|s| s.record(&[pulled(image("a", &["l1"]), Some("1"))])).await.unwrap();
+        let served = NewDistribution {
+            name: "a".into(),
+            base_path: "apps/a".into(),
+            repository: "up/app".into(),
+            version: None,
+            private: false,
+            description: None,
+        };
+        metadata.run(move |s| s.create_distribution(&served)).await.unwrap();
+        let (one, one_tag) = answer(&index, "", "anonymous", true).await;
+        assert_eq!(one["Results"][0]["Name"], "apps/a", "{one}");
+        assert_eq!(one["Results"][0]["Images"][0]["Tags"], serde_json::json!(["1"]));
+        assert_ne!(one_tag, empty_tag);
+        // Kept: asked again, the same answer; another viewer gets its own.
+        assert_eq!(answer(&index, "", "anonymous", true).await.1, one_tag);
+        assert_eq!(answer(&index, "", "nobody", false).await.0["Results"], serde_json::json!([]));
+        let flatpaks = "label%3Aorg.flatpak.ref%3Aexists=1";
+        assert_eq!(answer(&index, flatpaks, "anonymous", true).await.0["Results"], serde_json::json!([]), "no labels read yet");
+
+        // The config's facts recorded (by the reader, on any node): shown.
+        let facts = ImageConfig {
+            digest: digest("a-config"),
+            os: Some("linux".into()),
+            architecture: Some("amd64".into()),
+            variant: None,
+            labels: Some(r#"{"org.flatpak.ref":"app/a/x86_64/stable"}"#.into()),
+        };
+        metadata.run(move |s| s.record_image_configs(&[facts])).await.unwrap();
+        let (labelled, _) = answer(&index, flatpaks, "anonymous", true).await;
+        assert_eq!(labelled["Results"][0]["Images"][0]["Labels"]["org.flatpak.ref"], "app/a/x86_64/stable", "{labelled}");
+
+        // A second tag is a new version: shown at once.
+        metadata.run(|s| s.record(&[pulled(image("a", &["l1"]), Some("2"))])).await.unwrap();
+        assert_eq!(answer(&index, flatpaks, "anonymous", true).await.0["Results"][0]["Images"][0]["Tags"], serde_json::json!(["1", "2"]));
+
+        assert!(matches!(index.answer("colour=blue", "anonymous", &|_: &str| true).await, Err(IndexError::Query(_))));
+    }
+}

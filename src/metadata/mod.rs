@@ -25,6 +25,11 @@ pub(crate) use model::*;
 pub(crate) use store::SqlStore;
 #[cfg(test)]
 pub(crate) use store::tests::TestDb;
+/// What other modules' tests record: [`store::tests`]'s builders.
+#[cfg(test)]
+pub(crate) mod testing {
+    pub(crate) use super::store::tests::{digest, image, pulled};
+}
 
 /// What a node hears when metadata it keeps in memory changed, by its own
 /// commit or another node's ([`Metadata::changes`]).

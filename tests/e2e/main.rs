@@ -45,3 +45,4 @@ mod transfer;
 mod air_gap;
 mod builds;
 mod buildah;
+mod flatpak;

@@ -4,16 +4,16 @@ use crate::metadata::db::postgres::Target;
 use crate::metadata::*;
 use crate::oci::{Algorithm, Digest};
 
-pub(super) fn digest(seed: &str) -> Digest {
+pub(crate) fn digest(seed: &str) -> Digest {
     Digest::of(Algorithm::Sha256, seed.as_bytes())
 }
 
-pub(super) fn blob(seed: &str) -> Descriptor {
+pub(crate) fn blob(seed: &str) -> Descriptor {
     Descriptor { digest: digest(seed), media_type: Some("application/octet-stream".into()), size: Some(seed.len() as u64) }
 }
 
 /// An image manifest named `seed` with a config and the given layers.
-pub(super) fn image(seed: &str, layers: &[&str]) -> ManifestFacts {
+pub(crate) fn image(seed: &str, layers: &[&str]) -> ManifestFacts {
     ManifestFacts {
         digest: digest(seed),
         media_type: crate::oci::media::OCI_MANIFEST.into(),
@@ -31,7 +31,7 @@ fn origin() -> Origin {
     Origin { upstream: "up".into(), remote_name: "app".into(), retain_versions: None }
 }
 
-pub(super) fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
+pub(crate) fn pulled(facts: ManifestFacts, tag: Option<&str>) -> Recording {
     Recording {
         repository: "up/app".into(),
         origin: origin(),
