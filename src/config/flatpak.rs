@@ -39,3 +39,23 @@ impl RawFlatpak {
         Ok(FlatpakConfig { index: self.index, max_age: parse_duration("flatpak.max_age", &self.max_age)? })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{load_str, refused};
+    use super::*;
+
+    #[test]
+    fn the_index_is_off_unless_asked_for() {
+        let c = load_str("", &[]).unwrap();
+        assert_eq!(c.flatpak, FlatpakConfig { index: false, max_age: Duration::from_secs(60) });
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/wharf.toml");
+        let documented = crate::config::Config::load(Some(&example), std::iter::empty()).unwrap();
+        assert_eq!(documented.flatpak, FlatpakConfig::default(), "conf/wharf.toml shows the defaults");
+        let c = load_str("[flatpak]\nindex = true\nmax_age = \"10m\"\n", &[]).unwrap();
+        assert_eq!(c.flatpak, FlatpakConfig { index: true, max_age: Duration::from_secs(600) });
+        assert_eq!(load_str("[flatpak]\nmax_age = \"0s\"\n", &[]).unwrap().flatpak.max_age, Duration::ZERO);
+        assert!(refused("[flatpak]\nmax_age = \"soon\"\n").starts_with("flatpak.max_age"));
+        assert!(refused("[flatpak]\nindexed = true\n").contains("indexed"));
+    }
+}
