@@ -16,8 +16,10 @@ use super::index::{self, Repository};
 use super::query::Query;
 use crate::metadata::{changes, Metadata, MetadataError, Millis};
 
-/// Answers kept per build: (query, viewer) pairs.
-const ANSWERS_KEPT: u64 = 4096;
+/// Bytes of answers kept per build, over every (query, viewer): a full
+/// answer over 10,000 Flatpak images is some 30 MB (their labels carry
+/// each app's metadata).
+const ANSWERS_KEPT: u64 = 64 << 20;
 
 /// One answer, with what its HTTP validators are made of.
 #[derive(Clone)]
@@ -149,7 +151,12 @@ impl ServedIndex {
                 let built = Arc::new(Built {
                     repositories: index::from_snapshot(&snapshot.repositories),
                     last_modified: snapshot.last_modified,
-                    answers: moka::sync::Cache::new(ANSWERS_KEPT),
+                    answers: moka::sync::Cache::builder()
+                        .weigher(|(query, viewer): &(String, String), a: &Answer| {
+                            u32::try_from(a.body.len() + query.len() + viewer.len()).unwrap_or(u32::MAX)
+                        })
+                        .max_capacity(ANSWERS_KEPT)
+                        .build(),
                 });
                 *self.inner.current.write().unwrap_or_else(|p| p.into_inner()) = Some(built.clone());
                 Ok(built)
