@@ -30,6 +30,11 @@ const ROOT: (&str, &str) = ("root", "root-pass");
 const MANIFEST: &str = "/v2/up/team/tool/manifests/2";
 const ACCEPT: (&str, &str) = ("Accept", "application/vnd.oci.image.manifest.v1+json");
 
+/// A `[[auth.user]]` table for `name`, whose password is `<name>-pass`.
+pub fn user_toml(name: &str, admin: bool) -> String {
+    format!("\n[[auth.user]]\nname = {name:?}\npassword_hash = {:?}\nadmin = {admin}\n", hash_password(&format!("{name}-pass")))
+}
+
 /// `wharf user hash-password` with `password` on standard input.
 pub fn hash_password(password: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))

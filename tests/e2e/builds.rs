@@ -28,12 +28,7 @@ fn start_with(dir: &std::path::Path, upstreams: &[crate::wharf::UpstreamEntry]) 
 fn start_full(dir: &std::path::Path, upstreams: &[crate::wharf::UpstreamEntry], extra: &str) -> Wharf {
     let config = write_config(dir, upstreams);
     let mut toml = std::fs::read_to_string(&config).expect("read config");
-    let user = |name: &str, admin: bool| {
-        format!(
-            "\n[[auth.user]]\nname = {name:?}\npassword_hash = {:?}\nadmin = {admin}\n",
-            crate::auth::hash_password(&format!("{name}-pass"))
-        )
-    };
+    let user = crate::auth::user_toml;
     toml.push_str("\n[auth]\nbasic = true\n");
     toml.push_str(&user("pusher", true));
     toml.push_str(&user("builder", false));
