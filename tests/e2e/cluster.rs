@@ -1,7 +1,8 @@
 //! Several nodes sharing one PostgreSQL database (started here): tasks run
 //! once across them, a task's progress and its cancel reach every node,
 //! and a node killed mid-task has its task failed by another within the
-//! lease.
+//! lease; an image pushed through one node shows in the other's Flatpak
+//! index.
 
 use std::time::{Duration, Instant};
 
@@ -619,5 +620,67 @@ async fn a_push_goes_on_through_the_other_node_while_one_restarts() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let r = http::request("GET", &format!("{}/v2/team/rolling/blobs/{digest}", b.url()), &h).await;
     assert!(r.status == 200 && r.body == blob);
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_through_one_node_is_in_the_others_flatpak_index() {
+    let rig = Rig::start();
+    // Each node keeps its objects on its own disk: b cannot read the
+    // config a stored, so what b's index shows of it comes through the
+    // shared metadata (a read it, b heard of it).
+    let node = |name: &str| {
+        let extra = format!(
+            "[cluster]\nnode_name = {name:?}\n\n[flatpak]\nindex = true\n\n[auth]\nbasic = true\n{}\
+             \n[[auth.rule]]\nusers = [\"pusher\"]\nrepositories = [\"*\"]\nactions = [\"pull\", \"push\", \"delete\"]\n",
+            crate::auth::user_toml("pusher", true)
+        );
+        Wharf::start_with_config(&write_config_on(&rig.tmp.path().join(name), &[], &rig.url, &extra))
+    };
+    let (a, b) = (node("a"), node("b"));
+    let query = "label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest";
+    let on_b = format!("{}/index/static?{query}", b.url());
+    assert_eq!(http::get(&on_b).await.json()["Results"], json!([]), "b's index, built before the push");
+
+    let app_ref = "app/org.example.Hello/x86_64/stable";
+    let layer = images::Blob::new(images::LAYER_MEDIA_TYPE, images::random_bytes(512));
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {"Labels": {"org.flatpak.ref": app_ref}},
+                        "rootfs": {"type": "layers", "diff_ids": [layer.digest]}});
+    let config = images::Blob::new(images::CONFIG_MEDIA_TYPE, config.to_string().into_bytes());
+    let manifest = json!({"schemaVersion": 2, "mediaType": images::MANIFEST_MEDIA_TYPE,
+                          "config": config.descriptor(), "layers": [layer.descriptor()]});
+    let manifest = images::Blob::new(images::MANIFEST_MEDIA_TYPE, manifest.to_string().into_bytes());
+    let auth = crate::push::authorization();
+    for blob in [&layer, &config] {
+        let r = http::request_with_body(
+            "POST",
+            &format!("{}/v2/apps/hello/blobs/uploads/?digest={}", a.url(), blob.digest),
+            &[("Authorization", &auth), ("Content-Type", "application/octet-stream")],
+            blob.bytes.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let pushed = Instant::now();
+    let r = http::request_with_body(
+        "PUT",
+        &format!("{}/v2/apps/hello/manifests/latest", a.url()),
+        &[("Authorization", &auth), ("Content-Type", images::MANIFEST_MEDIA_TYPE)],
+        manifest.bytes.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    loop {
+        let answer = http::get(&on_b).await.json();
+        if answer["Results"][0]["Images"][0]["Labels"]["org.flatpak.ref"] == app_ref {
+            assert_eq!(answer["Results"][0]["Name"], "apps/hello");
+            assert_eq!(answer["Results"][0]["Images"][0]["Digest"], json!(manifest.digest));
+            break;
+        }
+        assert!(pushed.elapsed() < Duration::from_secs(20), "b's index never showed the push: {answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("pushed through a, in b's Flatpak index after {:?}", pushed.elapsed());
+    a.stop();
     b.stop();
 }

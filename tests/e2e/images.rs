@@ -33,7 +33,7 @@ impl Blob {
         Blob { media_type: media_type.into(), digest: sha256_digest(&bytes), bytes }
     }
 
-    fn descriptor(&self) -> serde_json::Value {
+    pub fn descriptor(&self) -> serde_json::Value {
         json!({ "mediaType": self.media_type, "digest": self.digest, "size": self.bytes.len() })
     }
 }
