@@ -98,7 +98,7 @@ where
     // Fed here, in the request's own task (a body need not be Send);
     // the unpacking stops the feeding by dropping its end.
     let feeding = async move {
-        let mut body = std::pin::pin!(body);
+        let mut body = Box::pin(body);
         while let Some(frame) = body.frame().await {
             let item = match frame {
                 Ok(f) => match f.into_data() {
@@ -111,7 +111,16 @@ where
                 Err(e) => Err(format!("the request body: {}", e.into())),
             };
             let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
+            if failed {
+                return;
+            }
+            if tx.send(item).await.is_err() {
+                // Refused part way (too large, a bad entry): the client is
+                // still sending. Read on a while, in the background, so
+                // it reads the refusal before the connection closes (a
+                // close with its bytes unread resets the connection, and
+                // the answer with it).
+                tokio::spawn(linger(body));
                 return;
             }
         }
@@ -124,6 +133,31 @@ where
         ContextError::Io(m) => AdminError::Invalid(format!("build context: {m}")),
         other => AdminError::Invalid(other.to_string()),
     })
+}
+
+/// What is read of a refused request's body, at most, after the refusal.
+const LINGER_BYTES: u64 = 1 << 30;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of `body`, up to [`LINGER_BYTES`] or
+/// [`LINGER_TIME`] (nginx's lingering close, for one request).
+async fn linger<B>(mut body: std::pin::Pin<Box<B>>)
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                read += bytes::Buf::remaining(&data) as u64;
+                if read >= LINGER_BYTES {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// The Containerfile's text: `containerfile` in the context, or the one
