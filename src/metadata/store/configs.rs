@@ -62,34 +62,49 @@ pub(super) fn index_snapshot(db: &Db<'_>) -> Result<IndexSnapshot, MetadataError
         args![],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    // Every manifest tagged, and every child of those that are indexes:
-    // with their config's facts where read.
+    // Every manifest tagged, and every child of those that are indexes,
+    // with their config's facts where read. Each query is driven from
+    // the served tags through indexed lookups (a join on a UNION of them
+    // made SQLite compare every manifest with every tag: 80 s for 10,000).
+    let facts = "m.id, m.digest, m.media_type, m.annotations, c.digest, c.os, c.architecture, c.variant, c.labels
+        FROM manifests m
+        LEFT JOIN manifest_references cr ON cr.manifest_id = m.id AND cr.kind = 'config'
+        LEFT JOIN image_configs c ON c.digest = cr.digest";
     type ManifestRow = (i64, String, String, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
-    let rows: Vec<ManifestRow> = db.query_vec(
+    let row = |r: &crate::metadata::db::Row<'_>, at: usize| -> Result<ManifestRow, MetadataError> {
+        Ok((
+            r.get(at)?,
+            r.get(at + 1)?,
+            r.get(at + 2)?,
+            r.get(at + 3)?,
+            r.get(at + 4)?,
+            r.get(at + 5)?,
+            r.get(at + 6)?,
+            r.get(at + 7)?,
+            r.get(at + 8)?,
+        ))
+    };
+    let mut rows: Vec<ManifestRow> = db.query_vec(
+        &format!("{SERVED_TAGS} SELECT DISTINCT {facts} JOIN served_tags st ON st.manifest_id = m.id"),
+        args![],
+        |r| row(r, 0),
+    )?;
+    let child_rows: Vec<(i64, i64, ManifestRow)> = db.query_vec(
         &format!(
-            "{SERVED_TAGS}, wanted AS (
-                SELECT manifest_id AS id FROM served_tags
-                UNION SELECT m.id FROM served_tags st
+            "{SERVED_TAGS}, lists AS (
+                SELECT DISTINCT r.manifest_id AS list, r.position, r.digest FROM served_tags st
                 JOIN manifest_references r ON r.manifest_id = st.manifest_id AND r.kind = 'manifest'
-                JOIN manifests m ON m.digest = r.digest
             )
-            SELECT m.id, m.digest, m.media_type, m.annotations, c.digest, c.os, c.architecture, c.variant, c.labels
-            FROM wanted w JOIN manifests m ON m.id = w.id
-            LEFT JOIN manifest_references cr ON cr.manifest_id = m.id AND cr.kind = 'config'
-            LEFT JOIN image_configs c ON c.digest = cr.digest"
+            SELECT l.list, l.position, {facts} JOIN lists l ON l.digest = m.digest ORDER BY l.list, l.position"
         ),
         args![],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, row(r, 2)?)),
     )?;
-    let children: Vec<(i64, i64)> = db.query_vec(
-        &format!(
-            "{SERVED_TAGS} SELECT DISTINCT r.manifest_id, r.position, m.id FROM served_tags st
-             JOIN manifest_references r ON r.manifest_id = st.manifest_id AND r.kind = 'manifest'
-             JOIN manifests m ON m.digest = r.digest ORDER BY r.manifest_id, r.position"
-        ),
-        args![],
-        |r| Ok((r.get(0)?, r.get(2)?)),
-    )?;
+    let mut children: Vec<(i64, i64)> = Vec::with_capacity(child_rows.len());
+    for (list, _, child) in child_rows {
+        children.push((list, child.0));
+        rows.push(child);
+    }
     let last_modified: Millis = db.query_one(
         "SELECT max(t) FROM (
             SELECT coalesce(max(v.created_at), 0) AS t FROM distributions d JOIN repositories r ON r.id = d.repository_id
