@@ -46,6 +46,8 @@ pub(crate) struct Distributions {
     by_base_path: Arc<RwLock<Table>>,
     /// Counts the table's loads.
     generation: Arc<AtomicU64>,
+    /// The load the table in use came from (written under its lock).
+    installed: Arc<AtomicU64>,
 }
 
 /// base_path → what is served there; replaced whole, never edited.
@@ -60,6 +62,7 @@ impl Distributions {
             upstream_names: Arc::new(RwLock::new(Arc::new(upstream_names))),
             by_base_path: Arc::new(RwLock::new(Arc::new(HashMap::new()))),
             generation: Arc::new(AtomicU64::new(0)),
+            installed: Arc::new(AtomicU64::new(0)),
         };
         d.reload().await?;
         Ok(d)
@@ -189,7 +192,14 @@ impl Distributions {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *slot = Arc::new(table);
+        // Loads run side by side (a push creating its repository, a
+        // change heard): one that began later read later, so an earlier
+        // one finishing after it must not put its older table back (a
+        // push repository just created would vanish from it).
+        if generation > self.installed.load(Ordering::Relaxed) {
+            self.installed.store(generation, Ordering::Relaxed);
+            *slot = Arc::new(table);
+        }
         Ok(())
     }
 }
