@@ -202,6 +202,7 @@ const ROWS: &[Row] = &[
     row("14 Flatpak index of {flatpak}", "dynamic, one repository: answer size, bytes", "flatpak_dynamic_bytes"),
     row("14 Flatpak index of {flatpak}", "dynamic, one repository, 64 conns, req/s", "flatpak_dynamic_rps"),
     row("14 Flatpak index of {flatpak}", "dynamic, one repository, 64 conns, p99 ms", "flatpak_dynamic_p99_ms"),
+    row("14 Flatpak index of {flatpak}", "RSS before those loads, MiB", "flatpak_rss_before_mib"),
     row("14 Flatpak index of {flatpak}", "peak RSS during those loads, MiB", "flatpak_rss_mib"),
     row("14 Flatpak index of {flatpak}", "after a push: first full answer (1 s later), ms", "flatpak_change_first_ms"),
     row("14 Flatpak index of {flatpak}", "after a push: the answer that first shows it (a rebuild), ms", "flatpak_change_rebuild_ms"),

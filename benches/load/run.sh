@@ -1259,6 +1259,7 @@ for round in $(seq "$rounds"); do
         [ -n "${etag[wharf]}" ] && [ -n "${etag[nginx]}" ] || die "no ETag from wharf-flatpak or nginx"
         for s in $(in_order wharf nginx); do
             if [ "$s" = wharf ]; then n=wharf-flatpak; else n=$s; fi
+            record flatpak_rss_before_mib "$s" "$(mem_mib "${pid[$n]}" VmRSS)"
             reset_peak "${pid[$n]}"
             r=$("$driver" load --url "${url[$n]}" --path "$flatpak_static" --expect-status 200 --expect-bytes "$static_bytes" \
                 --connections 1 --seconds "$load_secs")
