@@ -109,6 +109,15 @@ enum Command {
         method: LoadMethod,
         #[arg(long)]
         accept: Option<String>,
+        /// A further request header, `Name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// The status every answer must have (default: any 2xx).
+        #[arg(long)]
+        expect_status: Option<u16>,
+        /// The body length every answer must have.
+        #[arg(long)]
+        expect_bytes: Option<u64>,
         #[arg(long, default_value_t = 64)]
         connections: usize,
         #[arg(long, default_value_t = 5.0)]
@@ -128,6 +137,64 @@ enum Command {
         size: u64,
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// Pushes COUNT Flatpak apps, app N as PREFIXN:latest for N in FIRST ..
+    /// FIRST+COUNT, CONCURRENCY at a time, with Basic credentials, each blob
+    /// in one request (`POST …/blobs/uploads/?digest=`). Two refusals of
+    /// wharf's are tried again and counted (`RETRIED`).
+    PushFlatpak {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        /// Basic credentials, `user:password` (from the environment, so
+        /// that `ps` does not show them).
+        #[arg(long, env = "LOAD_BASIC", hide_env_values = true)]
+        basic: String,
+        /// Layer size, e.g. 4KiB.
+        #[arg(long, value_parser = parse_size, default_value = "4KiB")]
+        size: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Asks PATH (a registry index query) every 200 ms until its answer
+    /// lists at least IMAGES images.
+    IndexWait {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        images: usize,
+        #[arg(long, default_value_t = 1200)]
+        timeout_secs: u64,
+    },
+    /// What a change costs the registry index, SAMPLES times: pushes app N
+    /// (as push-flatpak, from FIRST on), waits SETTLE_MS, then times one
+    /// `/index/static?QUERY`, which must show it; pushes app N+1 and asks
+    /// `/index/dynamic?repository=PREFIX<N+1>&QUERY` every 2 ms until it shows
+    /// it, timing that from the push's answer and the answer that showed it.
+    IndexChange {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        first: usize,
+        #[arg(long, default_value_t = 1)]
+        samples: usize,
+        /// Basic credentials, `user:password` (from the environment, so
+        /// that `ps` does not show them).
+        #[arg(long, env = "LOAD_BASIC", hide_env_values = true)]
+        basic: String,
+        #[arg(long)]
+        query: String,
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
     },
     /// Pulls PREFIX/img-00000:v1 … PREFIX/img-(COUNT-1):v1, CONCURRENCY at a time.
     PullMany {
@@ -231,14 +298,28 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
         Command::Blob { url, repo, digest, clients, repeat } => {
             blob(&url, &repo, &digest, clients, repeat, &trust).await?
         }
-        Command::Load { url, path, method, accept, connections, seconds } => {
+        Command::Load { url, path, method, accept, headers, expect_status, expect_bytes, connections, seconds } => {
             let addr = socket_addr(&url)?;
             let method = match method {
                 LoadMethod::Get => hyper::Method::GET,
                 LoadMethod::Head => hyper::Method::HEAD,
             };
-            let spec =
-                http::LoadSpec { addr, method, path, accept, connections, duration: Duration::from_secs_f64(seconds) };
+            let headers = headers.iter().map(|h| parse_header(h)).collect::<Result<Vec<_>>>()?;
+            let expect_status = expect_status
+                .map(hyper::StatusCode::from_u16)
+                .transpose()
+                .map_err(|e| format!("--expect-status: {e}"))?;
+            let spec = http::LoadSpec {
+                addr,
+                method,
+                path,
+                accept,
+                headers,
+                expect_status,
+                expect_bytes,
+                connections,
+                duration: Duration::from_secs_f64(seconds),
+            };
             let stats = http::load(spec).await?;
             let percentile = |p: usize| {
                 let l = &stats.latencies_us;
@@ -250,15 +331,22 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
                 json!({
                     "op": "load",
                     "requests": stats.requests,
-                    "non_2xx": stats.non_success,
+                    "unexpected": stats.unexpected,
+                    "bytes_per_answer": stats.body_bytes as f64 / (stats.requests.max(1)) as f64,
                     "seconds": secs,
                     "rps": stats.requests as f64 / secs,
                     "p50_ms": percentile(50),
                     "p99_ms": percentile(99),
                 })
             );
-            if stats.non_success > 0 {
-                fail!("{} of {} answers were not 2xx", stats.non_success, stats.requests);
+            if stats.unexpected > 0 {
+                let want = match (expect_status, expect_bytes) {
+                    (Some(s), Some(b)) => format!("{s} with {b} bytes"),
+                    (Some(s), None) => s.to_string(),
+                    (None, Some(b)) => format!("2xx with {b} bytes"),
+                    (None, None) => "2xx".to_owned(),
+                };
+                fail!("{} of {} answers were not {want}", stats.unexpected, stats.requests);
             }
         }
         Command::PushSmall { url, prefix, count, size, concurrency } => {
@@ -271,7 +359,7 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
                     (pool.clone(), url.clone(), small_repo(&prefix, i), Arc::clone(&digests));
                 async move {
                     let image = image::small_image(size, &mut StdRng::from_entropy())?;
-                    http::push_image(&pool, &url, &repo, "v1", &image).await?;
+                    http::push_image(&pool, &url, &repo, "v1", &image, &http::PushOptions::default()).await?;
                     let blobs: Vec<String> = image.blobs.iter().map(|b| b.descriptor.digest.clone()).collect();
                     // Held for one push, never across an await.
                     digests.lock().map_err(|_| "a pusher panicked")?.push((i, blobs));
@@ -291,6 +379,69 @@ async fn run(command: Command, ca_file: Option<PathBuf>) -> Result<()> {
                     "image_blobs": blobs.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
                 })
             );
+        }
+        Command::PushFlatpak { url, prefix, first, count, basic, size, concurrency } => {
+            let started = Instant::now();
+            let pool = http::pool(concurrency, &trust);
+            let options = Arc::new(flatpak_push_options(&basic)?);
+            // Per refusal retried: [read-only name, locked database].
+            let retries = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+            let retried = Arc::clone(&retries);
+            let images = for_each_image(count, concurrency, move |i| {
+                let (pool, url, prefix, options, retried) =
+                    (pool.clone(), url.clone(), prefix.clone(), Arc::clone(&options), Arc::clone(&retried));
+                async move {
+                    let n = first + i;
+                    let mut tries = 0;
+                    loop {
+                        let outcome = push_flatpak(&pool, &url, &prefix, n, size, &options).await;
+                        let refusal = match &outcome {
+                            Err(e) if tries < 20 => RETRIED.iter().position(|r| e.to_string().contains(r)),
+                            _ => None,
+                        };
+                        let Some(kind) = refusal else { return outcome };
+                        tries += 1;
+                        retried[kind].fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            })
+            .await?;
+            let wall = started.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                json!({
+                    "op": "push-flatpak",
+                    "images": images,
+                    "retried_read_only": retries[0].load(Ordering::Relaxed),
+                    "retried_locked": retries[1].load(Ordering::Relaxed),
+                    "wall_s": wall,
+                    "images_per_s": images as f64 / wall,
+                })
+            );
+        }
+        Command::IndexWait { url, path, images, timeout_secs } => {
+            let started = Instant::now();
+            let pool = http::pool(1, &trust);
+            let index_url = format!("{url}{path}");
+            loop {
+                let (body, _) = http::get_body(&pool, &index_url).await?;
+                let listed = index_images(&body).map_err(|e| format!("GET {index_url}: {e}"))?;
+                if listed >= images {
+                    println!(
+                        "{}",
+                        json!({ "op": "index-wait", "images": listed, "bytes": body.len(), "wall_s": started.elapsed().as_secs_f64() })
+                    );
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(timeout_secs) {
+                    fail!("GET {index_url} listed {listed} images after {timeout_secs} s, not {images}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Command::IndexChange { url, prefix, first, samples, basic, query, settle_ms } => {
+            index_change(&url, &prefix, first, samples, &basic, &query, settle_ms, &trust).await?
         }
         Command::PullMany { url, prefix, count, concurrency } => {
             let started = Instant::now();
@@ -449,6 +600,137 @@ pub(crate) fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+/// wharf's refusals of a push that `push-flatpak` tries again (up to 20
+/// times, 50 ms apart) and counts. wharf makes a push repository, and its
+/// distribution, on a name's first push; with many made at once it has
+/// refused one as if another repository served the name (403), and said
+/// its metadata database was locked (500).
+const RETRIED: [&str; 2] = ["repository is served read-only by a distribution", "metadata database: database is locked"];
+
+/// Pushes Flatpak app `n` (`image::flatpak_image`) as `<prefix><n>:latest`.
+async fn push_flatpak(
+    pool: &http::Pool,
+    url: &str,
+    prefix: &str,
+    n: usize,
+    size: u64,
+    options: &http::PushOptions,
+) -> Result<()> {
+    let image = image::flatpak_image(n, size, &mut StdRng::from_entropy())?;
+    http::push_image(pool, url, &format!("{prefix}{n}"), "latest", &image, options).await
+}
+
+/// Monolithic uploads with Basic credentials `user:password`.
+fn flatpak_push_options(basic: &str) -> Result<http::PushOptions> {
+    use base64::Engine as _;
+    if !basic.contains(':') {
+        fail!("--basic wants user:password");
+    }
+    let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(basic));
+    Ok(http::PushOptions { authorization: Some(hyper::header::HeaderValue::from_str(&value)?), monolithic: true })
+}
+
+/// How many images a registry index answer lists, in lists or not.
+fn index_images(body: &[u8]) -> Result<usize> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("not an index answer: {e}"))?;
+    let Some(results) = v["Results"].as_array() else { fail!("not an index answer: no Results") };
+    Ok(results
+        .iter()
+        .map(|r| {
+            let images = r["Images"].as_array().map_or(0, Vec::len);
+            let in_lists: usize = r["Lists"]
+                .as_array()
+                .map_or(0, |ls| ls.iter().map(|l| l["Images"].as_array().map_or(0, Vec::len)).sum());
+            images + in_lists
+        })
+        .sum())
+}
+
+/// Whether an index answer names app `n`'s ref (quoted, so App1 is not App10).
+fn shows_app(body: &[u8], n: usize) -> bool {
+    let needle = format!("\"{}\"", image::flatpak_ref(n));
+    body.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// `index-change`: see the command's help. Prints every sample and their
+/// medians, in milliseconds.
+#[allow(clippy::too_many_arguments)]
+async fn index_change(
+    url: &str,
+    prefix: &str,
+    first: usize,
+    samples: usize,
+    basic: &str,
+    query: &str,
+    settle_ms: u64,
+    trust: &http::Trust,
+) -> Result<()> {
+    let pool = http::pool(4, trust);
+    let options = flatpak_push_options(basic)?;
+    let (mut first_ms, mut rebuild_ms, mut visible_ms, mut polls) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for k in 0..samples {
+        // The first client after a change, once the change has settled.
+        let n = first + 2 * k;
+        push_flatpak(&pool, url, prefix, n, 4096, &options).await?;
+        tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+        let static_url = format!("{url}/index/static?{query}");
+        let (body, took) = http::get_body(&pool, &static_url).await?;
+        if !shows_app(&body, n) {
+            fail!("{settle_ms} ms after the push of {prefix}{n}, GET {static_url} did not show it");
+        }
+        first_ms.push(ms(took));
+
+        // How soon the index shows a push, asked as often as a client could.
+        let n = n + 1;
+        push_flatpak(&pool, url, prefix, n, 4096, &options).await?;
+        let pushed = Instant::now();
+        let dynamic_url = format!("{url}/index/dynamic?repository={prefix}{n}&{query}");
+        let mut asked = 0;
+        loop {
+            let (body, took) = http::get_body(&pool, &dynamic_url).await?;
+            asked += 1;
+            if shows_app(&body, n) {
+                // The first answer with its labels came from a build made
+                // for it, on this request.
+                rebuild_ms.push(ms(took));
+                visible_ms.push(ms(pushed.elapsed()));
+                break;
+            }
+            if pushed.elapsed() > Duration::from_secs(600) {
+                fail!("GET {dynamic_url} did not show {prefix}{n} within 600 s of its push");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        polls.push(asked);
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    println!(
+        "{}",
+        json!({
+            "op": "index-change",
+            "first_ms": first_ms,
+            "rebuild_ms": rebuild_ms,
+            "visible_ms": visible_ms,
+            "polls": polls,
+            "first_ms_median": median(&first_ms),
+            "rebuild_ms_median": median(&rebuild_ms),
+            "visible_ms_median": median(&visible_ms),
+        })
+    );
+    Ok(())
+}
+
+/// `If-None-Match: "abc"` → the header's name and value.
+fn parse_header(h: &str) -> Result<(hyper::header::HeaderName, hyper::header::HeaderValue)> {
+    let Some((name, value)) = h.split_once(':') else { fail!("--header {h:?}: expected Name: value") };
+    Ok((name.trim().parse().map_err(|e| format!("--header {h:?}: {e}"))?, value.trim().parse()?))
 }
 
 fn small_repo(prefix: &str, i: usize) -> String {

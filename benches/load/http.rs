@@ -1,13 +1,16 @@
 //! The benchmark's HTTP client side: an image pull as podman does it
 //! (manifest, then every blob in parallel), blob downloads, a closed-loop
 //! request load on a fixed number of connections, and pushes of small images
-//! through the registry API. Plain http and https alike: an https server is
-//! trusted only through the CA file given with `--ca-file`.
+//! through the registry API (with Basic credentials where the registry wants
+//! them). Plain http and https alike: an https server is trusted only
+//! through the CA file given with `--ca-file`.
 //!
 //! Bodies are counted and dropped, never copied, hashed or inspected: the
 //! client shares the machine's cores with the server it measures. Whether the
 //! bytes are right is the end-to-end tests' business; here a blob only has to
-//! be as long as its descriptor says.
+//! be as long as its descriptor says, and a load's answer as long as asked.
+//! (The registry index's probes, `get_body`, read whole answers to look for
+//! an image in them; no load runs meanwhile.)
 
 use std::fs::File;
 use std::io::BufReader;
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -220,7 +223,11 @@ pub(crate) async fn fetch_blob(pool: &Pool, url: &str, size: Option<u64>) -> Res
 /// What a closed-loop load measured.
 pub(crate) struct LoadStats {
     pub(crate) requests: u64,
-    pub(crate) non_success: u64,
+    /// Answers not as expected: not 2xx (or not the status asked for), or
+    /// not as long as asked.
+    pub(crate) unexpected: u64,
+    /// Body bytes of every answer.
+    pub(crate) body_bytes: u64,
     pub(crate) elapsed: Duration,
     /// Every request's latency, in microseconds, sorted.
     pub(crate) latencies_us: Vec<u32>,
@@ -233,6 +240,12 @@ pub(crate) struct LoadSpec {
     pub(crate) method: Method,
     pub(crate) path: String,
     pub(crate) accept: Option<String>,
+    /// Further request headers.
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// The status every answer must have; without it, any 2xx.
+    pub(crate) expect_status: Option<StatusCode>,
+    /// The body length every answer must have.
+    pub(crate) expect_bytes: Option<u64>,
     pub(crate) connections: usize,
     pub(crate) duration: Duration,
 }
@@ -255,13 +268,15 @@ pub(crate) async fn load(spec: LoadSpec) -> Result<LoadStats> {
     }
     ready.wait().await;
     let started = Instant::now();
-    let mut stats = LoadStats { requests: 0, non_success: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
+    let mut stats =
+        LoadStats { requests: 0, unexpected: 0, body_bytes: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
     let mut first_error = None;
     while let Some(done) = workers.join_next().await {
         match done? {
-            Ok((latencies, non_success)) => {
+            Ok(Connection { latencies, unexpected, body_bytes }) => {
                 stats.requests += latencies.len() as u64;
-                stats.non_success += non_success;
+                stats.unexpected += unexpected;
+                stats.body_bytes += body_bytes;
                 stats.latencies_us.extend(latencies);
             }
             Err(e) => first_error = first_error.or(Some(e)),
@@ -275,8 +290,15 @@ pub(crate) async fn load(spec: LoadSpec) -> Result<LoadStats> {
     Ok(stats)
 }
 
-/// One connection's loop: its latencies and how many answers were not 2xx.
-async fn load_connection(spec: &LoadSpec, ready: &Barrier) -> Result<(Vec<u32>, u64)> {
+/// What one connection of a load saw.
+struct Connection {
+    latencies: Vec<u32>,
+    unexpected: u64,
+    body_bytes: u64,
+}
+
+/// One connection's loop.
+async fn load_connection(spec: &LoadSpec, ready: &Barrier) -> Result<Connection> {
     let stream = TcpStream::connect(spec.addr).await?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -291,6 +313,9 @@ async fn load_connection(spec: &LoadSpec, ready: &Barrier) -> Result<(Vec<u32>, 
         if let Some(accept) = &accept {
             builder = builder.header(ACCEPT, accept.clone());
         }
+        for (name, value) in &spec.headers {
+            builder = builder.header(name, value);
+        }
         builder.body(Full::new(Bytes::new()))
     };
 
@@ -299,30 +324,65 @@ async fn load_connection(spec: &LoadSpec, ready: &Barrier) -> Result<(Vec<u32>, 
     ready.wait().await;
 
     let deadline = Instant::now() + spec.duration;
-    let mut latencies = Vec::with_capacity(1 << 16);
-    let mut non_success = 0;
+    let mut seen = Connection { latencies: Vec::with_capacity(1 << 16), unexpected: 0, body_bytes: 0 };
     while Instant::now() < deadline {
         let req = request()?;
         let sent = Instant::now();
         sender.ready().await?;
         let resp = sender.send_request(req).await?;
-        let ok = resp.status().is_success();
-        discard(resp.into_body()).await?;
-        latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-        if !ok {
-            non_success += 1;
+        let status_ok = match spec.expect_status {
+            Some(want) => resp.status() == want,
+            None => resp.status().is_success(),
+        };
+        let n = discard(resp.into_body()).await?;
+        seen.latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        seen.body_bytes += n;
+        if !status_ok || spec.expect_bytes.is_some_and(|want| n != want) {
+            seen.unexpected += 1;
         }
     }
-    Ok((latencies, non_success))
+    Ok(seen)
+}
+
+/// How a push reaches the registry.
+#[derive(Clone, Default)]
+pub(crate) struct PushOptions {
+    /// Sent with every request of the push (Basic credentials).
+    pub(crate) authorization: Option<HeaderValue>,
+    /// Each blob in one request (`POST …/blobs/uploads/?digest=`) rather
+    /// than a POST and a PUT.
+    pub(crate) monolithic: bool,
 }
 
 /// Pushes `image` to `base` as `repo:tag` through the registry API: each
-/// blob as a monolithic upload (POST, then PUT with the digest), then the
-/// manifest.
-pub(crate) async fn push_image(pool: &Pool, base: &str, repo: &str, tag: &str, image: &SmallImage) -> Result<()> {
+/// blob as a monolithic upload (POST, then PUT with the digest; or the
+/// POST alone, with `options.monolithic`), then the manifest.
+pub(crate) async fn push_image(
+    pool: &Pool,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    image: &SmallImage,
+    options: &PushOptions,
+) -> Result<()> {
+    let with_auth = |mut builder: hyper::http::request::Builder| {
+        if let Some(auth) = &options.authorization {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        builder
+    };
     for blob in &image.blobs {
         let start = format!("{base}/v2/{repo}/blobs/uploads/");
-        let req = Request::post(&start).body(Full::new(Bytes::new()))?;
+        if options.monolithic {
+            let post = format!("{start}?digest={}", blob.descriptor.digest);
+            let req = with_auth(Request::post(&post))
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(Full::new(Bytes::copy_from_slice(&blob.bytes)))?;
+            let resp = expect_status(send(pool, req).await?, StatusCode::CREATED, &format!("POST {post}")).await?;
+            discard(resp.into_body()).await?;
+            continue;
+        }
+        let req = with_auth(Request::post(&start)).body(Full::new(Bytes::new()))?;
         let resp = expect_status(send(pool, req).await?, StatusCode::ACCEPTED, &format!("POST {start}")).await?;
         let Some(location) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) else {
             fail!("POST {start}: no Location in the answer");
@@ -331,19 +391,28 @@ pub(crate) async fn push_image(pool: &Pool, base: &str, repo: &str, tag: &str, i
         let separator = if upload.contains('?') { '&' } else { '?' };
         let put = format!("{upload}{separator}digest={}", blob.descriptor.digest);
         discard(resp.into_body()).await?;
-        let req = Request::put(&put)
+        let req = with_auth(Request::put(&put))
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::copy_from_slice(&blob.bytes)))?;
         let resp = expect_status(send(pool, req).await?, StatusCode::CREATED, &format!("PUT {put}")).await?;
         discard(resp.into_body()).await?;
     }
     let url = format!("{base}/v2/{repo}/manifests/{tag}");
-    let req = Request::put(&url)
+    let req = with_auth(Request::put(&url))
         .header(CONTENT_TYPE, MANIFEST_MEDIA_TYPE)
         .body(Full::new(Bytes::copy_from_slice(&image.manifest.bytes)))?;
     let resp = expect_status(send(pool, req).await?, StatusCode::CREATED, &format!("PUT {url}")).await?;
     discard(resp.into_body()).await?;
     Ok(())
+}
+
+/// GETs `url` and reads the whole answer, which must be 200: the body,
+/// and the time from sending to its last byte.
+pub(crate) async fn get_body(pool: &Pool, url: &str) -> Result<(Bytes, Duration)> {
+    let sent = Instant::now();
+    let resp = expect_status(send(pool, get(url, None)?).await?, StatusCode::OK, &format!("GET {url}")).await?;
+    let body = resp.into_body().collect().await.map_err(|e| format!("GET {url}: body: {e}"))?.to_bytes();
+    Ok((body, sent.elapsed()))
 }
 
 /// Waits until `url` answers with any HTTP status; returns that status.

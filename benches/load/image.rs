@@ -5,7 +5,8 @@
 //!
 //! Large images are written as OCI image layouts, streamed to disk so a
 //! 256 MiB layer never sits in memory, and pushed by `run.sh` with skopeo.
-//! Small images are built in memory and pushed by `http::push_image`.
+//! Small images (and Flatpak apps for the registry index) are built in
+//! memory and pushed by `http::push_image`.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -82,7 +83,7 @@ pub(crate) fn write_layout(dir: &Path, tag: &str, layer_sizes: &[u64]) -> io::Re
         layers.push(Descriptor { media_type: LAYER_MEDIA_TYPE, digest, size: written });
         diff_ids.push(diff_id);
     }
-    let config = Blob::new(CONFIG_MEDIA_TYPE, config_json(&diff_ids));
+    let config = Blob::new(CONFIG_MEDIA_TYPE, config_json(oci_architecture(), &json!({}), &diff_ids));
     let manifest = Blob::new(MANIFEST_MEDIA_TYPE, manifest_json(&config.descriptor, &layers));
     for blob in [&config, &manifest] {
         std::fs::write(blobs_dir.join(hex_of(&blob.descriptor.digest)), &blob.bytes)?;
@@ -100,17 +101,53 @@ pub(crate) fn small_image(layer_size: u64, rng: &mut impl RngCore) -> io::Result
     let mut layer = Vec::with_capacity(layer_size as usize + 64);
     let diff_id = write_random_gzip(&mut layer, layer_size, rng)?;
     let layer = Blob::new(LAYER_MEDIA_TYPE, layer);
-    let config = Blob::new(CONFIG_MEDIA_TYPE, config_json(&[diff_id]));
-    let manifest =
-        Blob::new(MANIFEST_MEDIA_TYPE, manifest_json(&config.descriptor, std::slice::from_ref(&layer.descriptor)));
-    Ok(SmallImage { manifest, blobs: vec![config, layer] })
+    let config = Blob::new(CONFIG_MEDIA_TYPE, config_json(oci_architecture(), &json!({}), &[diff_id]));
+    Ok(with_manifest(config, layer))
 }
 
-fn config_json(diff_ids: &[String]) -> Vec<u8> {
+/// A Flatpak application as an OCI image: a linux/amd64 config whose
+/// `org.flatpak.*` labels say which ref it is, what its metadata file
+/// holds and how large it is (what a registry index shows), and one random
+/// layer of `layer_size` bytes standing for the ostree commit. App `n` is
+/// `org.example.App<n>`.
+pub(crate) fn flatpak_image(n: usize, layer_size: u64, rng: &mut impl RngCore) -> io::Result<SmallImage> {
+    let mut layer = Vec::with_capacity(layer_size as usize + 64);
+    let diff_id = write_random_gzip(&mut layer, layer_size, rng)?;
+    let layer = Blob::new(LAYER_MEDIA_TYPE, layer);
+    let labels = json!({
+        "org.flatpak.ref": flatpak_ref(n),
+        "org.flatpak.metadata": format!(
+            "[Application]\nname=org.example.App{n}\nruntime=org.freedesktop.Platform/x86_64/23.08\n\
+             sdk=org.freedesktop.Sdk/x86_64/23.08\ncommand=app{n}\n\n[Context]\nshared=network;ipc;\n\
+             sockets=x11;wayland;pulseaudio;fallback-x11;\ndevices=dri;\nfilesystems=xdg-documents;xdg-download;\n\n\
+             [Session Bus Policy]\norg.freedesktop.Notifications=talk\n"
+        ),
+        "org.flatpak.subject": format!("Build of org.example.App{n}"),
+        "org.flatpak.download-size": (layer.bytes.len() as u64).to_string(),
+        "org.flatpak.installed-size": (layer_size * 3).to_string(),
+        "org.flatpak.timestamp": "1718000000",
+    });
+    let config = Blob::new(CONFIG_MEDIA_TYPE, config_json("amd64", &json!({ "Labels": labels }), &[diff_id]));
+    Ok(with_manifest(config, layer))
+}
+
+/// The `org.flatpak.ref` label of app `n` of [`flatpak_image`].
+pub(crate) fn flatpak_ref(n: usize) -> String {
+    format!("app/org.example.App{n}/x86_64/stable")
+}
+
+/// The image of one config and one layer.
+fn with_manifest(config: Blob, layer: Blob) -> SmallImage {
+    let manifest =
+        Blob::new(MANIFEST_MEDIA_TYPE, manifest_json(&config.descriptor, std::slice::from_ref(&layer.descriptor)));
+    SmallImage { manifest, blobs: vec![config, layer] }
+}
+
+fn config_json(architecture: &str, config: &serde_json::Value, diff_ids: &[String]) -> Vec<u8> {
     to_bytes(&json!({
-        "architecture": oci_architecture(),
+        "architecture": architecture,
         "os": "linux",
-        "config": {},
+        "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     }))
 }

@@ -54,7 +54,7 @@ struct Row {
     scenario: &'static str,
     /// Scenario and label may name the run's parameters: `{image}`,
     /// `{blob}`, `{small}`, `{tls_small}`, `{rtt_small}`, `{rtt}`, `{xfer}`,
-    /// `{build_bin}`, `{build_app}`.
+    /// `{build_bin}`, `{build_app}`, `{flatpak}`.
     label: &'static str,
     metric: &'static str,
     /// Targets on the ratio wharf ÷ peer.
@@ -188,6 +188,25 @@ const ROWS: &[Row] = &[
     Row { ratio_targets: BUILD, ..row("13 builds, against `buildah build`", "app of {build_app} FROM scratch, s", "build_app_s") },
     row("13 builds, against `buildah build`", "static binary, built and in a registry (buildah: then `buildah push`), s", "build_push_static_s"),
     row("13 builds, against `buildah build`", "app, built and in a registry (buildah: then `buildah push`), s", "build_push_app_s"),
+    row("14 Flatpak index of {flatpak}", "seeding: apps pushed a second (16 at a time)", "flatpak_seed_ips"),
+    row("14 Flatpak index of {flatpak}", "seeding: pushes refused 403 \"served read-only\", retried", "flatpak_seed_retried_read_only"),
+    row("14 Flatpak index of {flatpak}", "seeding: pushes refused 500 \"database is locked\", retried", "flatpak_seed_retried_locked"),
+    row("14 Flatpak index of {flatpak}", "seeding: until the index lists them all, s", "flatpak_seed_listed_s"),
+    row("14 Flatpak index of {flatpak}", "static, flatpak's query: answer size, bytes", "flatpak_static_bytes"),
+    row("14 Flatpak index of {flatpak}", "static, full answer, 1 conn, p50 ms", "flatpak_static1_p50_ms"),
+    row("14 Flatpak index of {flatpak}", "static, full answer, 1 conn, p99 ms", "flatpak_static1_p99_ms"),
+    row("14 Flatpak index of {flatpak}", "static, full answer, 16 conns, req/s", "flatpak_static_rps"),
+    row("14 Flatpak index of {flatpak}", "static, full answer, 16 conns, p99 ms", "flatpak_static_p99_ms"),
+    row("14 Flatpak index of {flatpak}", "static, If-None-Match: 304, 64 conns, req/s", "flatpak_304_rps"),
+    row("14 Flatpak index of {flatpak}", "static, If-None-Match: 304, 64 conns, p99 ms", "flatpak_304_p99_ms"),
+    row("14 Flatpak index of {flatpak}", "dynamic, one repository: answer size, bytes", "flatpak_dynamic_bytes"),
+    row("14 Flatpak index of {flatpak}", "dynamic, one repository, 64 conns, req/s", "flatpak_dynamic_rps"),
+    row("14 Flatpak index of {flatpak}", "dynamic, one repository, 64 conns, p99 ms", "flatpak_dynamic_p99_ms"),
+    row("14 Flatpak index of {flatpak}", "RSS before those loads, MiB", "flatpak_rss_before_mib"),
+    row("14 Flatpak index of {flatpak}", "peak RSS during those loads, MiB", "flatpak_rss_mib"),
+    row("14 Flatpak index of {flatpak}", "after a push: first full answer (1 s later), ms", "flatpak_change_first_ms"),
+    row("14 Flatpak index of {flatpak}", "after a push: the answer that first shows it (a rebuild), ms", "flatpak_change_rebuild_ms"),
+    row("14 Flatpak index of {flatpak}", "after a push: until the index shows it, ms", "flatpak_change_visible_ms"),
 ];
 
 /// metric → server → round → value

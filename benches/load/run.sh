@@ -29,6 +29,9 @@
 #                 registry), started with empty storage for each import
 #   registry-import   a docker-registry, started empty for each skopeo copy
 #                 into it (both only for scenario 12, stopped after it)
+#   wharf-flatpak a wharf serving Flatpak's registry index (`[flatpak] index`),
+#                 seeded with Flatpak apps pushed by the driver (scenario 14),
+#                 against its own answer as a file served by nginx
 # and runs `buildah build` beside `wharf repository build` (scenario 13).
 # (without `weed` on PATH the S3 and cluster scenarios are left out, without
 # PostgreSQL's server the metadata and cluster ones, without buildah the
@@ -49,6 +52,8 @@
 #   --small N    how many small images scenario 6 pulls (default 1000)
 #   --small-new N  how many of them scenarios 7 and 8 pull, over TLS and a
 #                round trip away (default 200, at most --small)
+#   --flatpak-images N  how many Flatpak apps scenario 14's index holds
+#                (default 10000; 200 with --quick)
 # Environment: WHARF_PROFILE=release|debug picks the cargo profile (default
 # release, debug with --quick); WHARF_LOAD_KEEP=1 keeps the temp dir (every
 # server's storage and log) instead of deleting it.
@@ -58,7 +63,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 die() { printf 'load benchmark: FAILED: %s\n' "$*" >&2; exit 1; }
 say() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-rounds=5 quick=0 out="" raw="" small="" small_new="" only=""
+rounds=5 quick=0 out="" raw="" small="" small_new="" only="" flatpak_images=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift 2 ;;
@@ -68,6 +73,7 @@ while [ $# -gt 0 ]; do
         --raw) [ $# -ge 2 ] || die "--raw needs a file"; raw=$2; shift 2 ;;
         --small) [ $# -ge 2 ] || die "--small needs a number"; small=$2; shift 2 ;;
         --small-new) [ $# -ge 2 ] || die "--small-new needs a number"; small_new=$2; shift 2 ;;
+        --flatpak-images) [ $# -ge 2 ] || die "--flatpak-images needs a number"; flatpak_images=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -78,20 +84,27 @@ done
 want() { [ -z "$only" ] || [[ ,$only, == *,$1,* ]] || { [ "$1" = 2 ] && [[ ,$only, == *,1,* ]]; } || { [ "$1" = 1 ] && [[ ,$only, == *,2,* ]]; }; }
 [ -z "$small" ] || [[ $small =~ ^[1-9][0-9]*$ ]] || die "--small wants a positive number, not $small"
 [ -z "$small_new" ] || [[ $small_new =~ ^[1-9][0-9]*$ ]] || die "--small-new wants a positive number, not $small_new"
+[ -z "$flatpak_images" ] || [[ $flatpak_images =~ ^[1-9][0-9]*$ ]] || die "--flatpak-images wants a positive number, not $flatpak_images"
 
 if [ "$quick" = 1 ]; then
     rounds=1
     layer=1MiB layer_count=3 big=8MiB small=${small:-20} small_new=${small_new:-10} load_secs=1 single_repeat=2
     xfer_layer=1MiB xfer_layer_count=2
+    flatpak_images=${flatpak_images:-200} flatpak_samples=1
     profile=${WHARF_PROFILE:-debug}
 else
     layer=32MiB layer_count=3 big=256MiB small=${small:-1000} load_secs=5 single_repeat=4
     xfer_layer=42MiB xfer_layer_count=4
+    flatpak_images=${flatpak_images:-10000} flatpak_samples=3
     profile=${WHARF_PROFILE:-release}
 fi
 small_size=16KiB small_concurrency=8 parallel_clients=8 connections=64
 # Scenario 12's images: this many, each of xfer_layer_count layers.
 xfer_count=3
+# Scenario 14: connections for the full index answers (each several MB),
+# and the query flatpak itself sends for its static index.
+flatpak_connections=16
+flatpak_query='label%3Aorg.flatpak.ref%3Aexists=1&architecture=amd64&os=linux&tag=latest'
 # The round trip scenario 8 puts between the caches and the upstream.
 rtt_ms=20
 small_new=${small_new:-200}
@@ -470,10 +483,30 @@ else
     say "the cluster scenario (11) needs PostgreSQL and SeaweedFS: left out"
 fi
 
+# --- wharf-flatpak: the registry index (scenario 14) -------------------------
+# A wharf of its own that reaches no registry, with the index on and one
+# user who may push apps/* (Basic credentials on /v2/, a throwaway
+# password); anonymous clients may pull apps/*, so flatpak, asking
+# without credentials, is shown every app.
+
+if want 14; then
+    flatpak_password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    flatpak_hash=$(printf '%s\n' "$flatpak_password" | "$wharf_bin" user hash-password) \
+        || die "wharf user hash-password failed"
+    start_wharf wharf-flatpak "" "" "$(
+        printf '\n[flatpak]\nindex = true\n\n[auth]\nbasic = true\n\n'
+        printf '[[auth.user]]\nname = "pusher"\npassword_hash = "%s"\n\n' "$flatpak_hash"
+        printf '[[auth.rule]]\nusers = ["pusher"]\nrepositories = ["apps/*"]\nactions = ["pull", "push"]\n\n'
+        printf '[[auth.rule]]\nusers = ["anonymous"]\nrepositories = ["apps/*"]\nactions = ["pull"]\n'
+    )"
+    # The driver reads them from its environment, not its command line.
+    export LOAD_BASIC=pusher:$flatpak_password
+fi
+
 # --- nginx: the same files, statically ---------------------------------------
 
 ngx=$work/nginx
-mkdir -p "$ngx/root/v2" "$ngx/tmp" "$ngx/logs"
+mkdir -p "$ngx/root/v2" "$ngx/root/index" "$ngx/tmp" "$ngx/logs"
 # Temp paths of every compiled-in module, so nginx never touches /var/lib/nginx.
 temp_paths="client_body_temp_path $ngx/tmp/body;"
 for module in proxy fastcgi uwsgi scgi; do
@@ -502,6 +535,10 @@ http {
         root $ngx/root;
         location ~ ^/v2/.+/manifests/ {
             default_type application/vnd.oci.image.manifest.v1+json;
+        }
+        # Scenario 14: a registry index as a file, whatever the query.
+        location /index/ {
+            default_type application/json;
         }
     }
 }
@@ -766,6 +803,30 @@ if want 13; then
         say "buildah not found: the build scenario (13) is left out; apt-get install buildah"
     fi
 fi
+
+# Scenario 14's index, made once: Flatpak apps pushed to wharf-flatpak by
+# the driver, one repository each (apps/appN:latest), 16 at a time; then
+# until the index lists them all (their configs are read in the
+# background). Each round's changes add apps after them.
+if want 14; then
+    say "14: $flatpak_images Flatpak apps pushed to wharf-flatpak"
+    flatpak_static="/index/static?$flatpak_query"
+    # One app's repository, as a client that knows where its app is asks.
+    flatpak_dynamic="/index/dynamic?repository=apps/app$((flatpak_images > 42 ? 42 : 0))&$flatpak_query"
+    r=$("$driver" push-flatpak --url "${url[wharf-flatpak]}" --prefix apps/app --count "$flatpak_images" --concurrency 16)
+    record flatpak_seed_ips wharf "$(jq .images_per_s <<<"$r")"
+    record flatpak_seed_retried_read_only wharf "$(jq .retried_read_only <<<"$r")"
+    record flatpak_seed_retried_locked wharf "$(jq .retried_locked <<<"$r")"
+    w=$("$driver" index-wait --url "${url[wharf-flatpak]}" --path "$flatpak_static" --images "$flatpak_images")
+    record flatpak_seed_listed_s wharf "$(calc "$(jq .wall_s <<<"$r") + $(jq .wall_s <<<"$w")")"
+    flatpak_next=$flatpak_images
+    param flatpak "$flatpak_images apps"
+fi
+
+# The value of header NAME in a file of response headers (curl -D).
+header_of() { # file name
+    awk -v h="$(tr '[:upper:]' '[:lower:]' <<<"$2"):" 'tolower($1) == h { sub(/\r$/, ""); $1 = ""; print substr($0, 2) }' "$1"
+}
 
 for round in $(seq "$rounds"); do
     say "round $round/$rounds: pushing images to the upstream"
@@ -1176,6 +1237,58 @@ for round in $(seq "$rounds"); do
         done
     fi
 
+    # Flatpak's registry index over every app: wharf's answers against the
+    # same bytes as files served by nginx (how an indexer that writes the
+    # index for a web server deploys), then what a change costs.
+    if want 14; then
+        say "round $round: 14 Flatpak index of $flatpak_next apps: full answers, 304s, one repository, a change"
+        fw=${url[wharf-flatpak]}
+        # This round's answers (the last round's changes added apps), saved
+        # where nginx serves them: its static file whatever the query.
+        curl -sf -D "$work/flatpak-static.headers" -o "$ngx/root/index/static" "$fw$flatpak_static" \
+            || die "wharf-flatpak did not answer $flatpak_static"
+        curl -sf -o "$ngx/root/index/dynamic" "$fw$flatpak_dynamic" || die "wharf-flatpak did not answer $flatpak_dynamic"
+        static_bytes=$(stat -c %s "$ngx/root/index/static")
+        dynamic_bytes=$(stat -c %s "$ngx/root/index/dynamic")
+        record flatpak_static_bytes wharf "$static_bytes"
+        record flatpak_dynamic_bytes wharf "$dynamic_bytes"
+        declare -A etag=()
+        etag[wharf]=$(header_of "$work/flatpak-static.headers" ETag)
+        curl -sf -o /dev/null -D "$work/flatpak-nginx.headers" "${url[nginx]}$flatpak_static" || die "nginx did not serve the index"
+        etag[nginx]=$(header_of "$work/flatpak-nginx.headers" ETag)
+        [ -n "${etag[wharf]}" ] && [ -n "${etag[nginx]}" ] || die "no ETag from wharf-flatpak or nginx"
+        for s in $(in_order wharf nginx); do
+            if [ "$s" = wharf ]; then n=wharf-flatpak; else n=$s; fi
+            record flatpak_rss_before_mib "$s" "$(mem_mib "${pid[$n]}" VmRSS)"
+            reset_peak "${pid[$n]}"
+            r=$("$driver" load --url "${url[$n]}" --path "$flatpak_static" --expect-status 200 --expect-bytes "$static_bytes" \
+                --connections 1 --seconds "$load_secs")
+            record flatpak_static1_p50_ms "$s" "$(jq .p50_ms <<<"$r")"
+            record flatpak_static1_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
+            r=$("$driver" load --url "${url[$n]}" --path "$flatpak_static" --expect-status 200 --expect-bytes "$static_bytes" \
+                --connections "$flatpak_connections" --seconds "$load_secs")
+            record flatpak_static_rps "$s" "$(jq .rps <<<"$r")"
+            record flatpak_static_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
+            r=$("$driver" load --url "${url[$n]}" --path "$flatpak_static" --header "If-None-Match: ${etag[$s]}" \
+                --expect-status 304 --expect-bytes 0 --connections "$connections" --seconds "$load_secs")
+            record flatpak_304_rps "$s" "$(jq .rps <<<"$r")"
+            record flatpak_304_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
+            r=$("$driver" load --url "${url[$n]}" --path "$flatpak_dynamic" --expect-status 200 --expect-bytes "$dynamic_bytes" \
+                --connections "$connections" --seconds "$load_secs")
+            record flatpak_dynamic_rps "$s" "$(jq .rps <<<"$r")"
+            record flatpak_dynamic_p99_ms "$s" "$(jq .p99_ms <<<"$r")"
+            record_peak flatpak_rss_mib "$s" "$n"
+        done
+        # A change: apps pushed one at a time, each sample two apps (see the
+        # driver's index-change).
+        r=$("$driver" index-change --url "$fw" --prefix apps/app --first "$flatpak_next" --samples "$flatpak_samples" \
+            --query "$flatpak_query")
+        flatpak_next=$((flatpak_next + 2 * flatpak_samples))
+        record flatpak_change_first_ms wharf "$(jq .first_ms_median <<<"$r")"
+        record flatpak_change_rebuild_ms wharf "$(jq .rebuild_ms_median <<<"$r")"
+        record flatpak_change_visible_ms wharf "$(jq .visible_ms_median <<<"$r")"
+    fi
+
     for s in "${!pid[@]}"; do
         alive "${pid[$s]}" || die "$s died during round $round"
     done
@@ -1226,6 +1339,9 @@ report=$work/report.md
         echo "- builds (13): \`wharf repository build\` (the CLI: packs the context, sends it, waits for the task, polled after 10 ms and then twice as long each time) against \`buildah build --isolation chroot --layers=false\` ($(buildah --version | awk '{ print $3 }'), vfs, a store made empty each round) in the distribution column, then against that build and \`buildah push\` into the upstream docker-registry (wharf's image is compressed and in its registry when the command returns; buildah's build leaves it uncompressed in its store, its push compresses it); both FROM scratch"
     elif want 13; then
         echo "- builds (13): not run (no buildah)"
+    fi
+    if want 14; then
+        echo "- Flatpak index (14): wharf-flatpak (\`[flatpak] index = true\`, no upstream) holding $flatpak_images Flatpak apps pushed by the driver before round 1, one repository each (apps/appN:latest, a 4 KiB layer, linux/amd64, 6 \`org.flatpak.*\` labels), and $((2 * flatpak_samples)) more each round; flatpak's own query (\`/index/static?$flatpak_query\`) and one app's repository on \`/index/dynamic\`; the nginx column serves wharf's answer of that round as a file at the same path; full answers on 1 and $flatpak_connections connections, 304s and the dynamic answer on $connections"
     fi
     echo "- values: median (min–max) over rounds; ratios: median of per-round wharf ÷ peer, the upstream column being the direct pull from that scenario's upstream; PASS/MISS against issue 15's targets (16's on S3, 18's for export and import, 19's for builds), judged on the median, except a peak-memory bound (the worst round) and GETs per blob (every round)"
     echo
